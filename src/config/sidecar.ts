@@ -1,0 +1,153 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { ConfigError } from '../errors/ward-error.ts';
+import { parseYamlFile } from '../lib/yaml-schema.ts';
+
+/**
+ * The sidecar's config file. Each option carries its description, default and example here;
+ * `scripts/gen-docs.ts` renders docs/sidecar-config.md and the JSON Schema from this one source.
+ */
+
+const port = z.int().min(0).max(65535);
+const host = z.string().min(1);
+
+const listen = z.strictObject({
+  host: host.default('0.0.0.0').meta({ description: 'Address to bind.', examples: ['127.0.0.1'] }),
+  port: port.meta({ description: 'TCP port (0 picks a free one).', examples: [15006] }),
+});
+
+const tls = z.strictObject({
+  host: host.default('0.0.0.0').meta({ description: 'Address to bind the TLS listener.' }),
+  port: port.meta({ description: 'TCP port of the TLS listener (ALPN h2 and http/1.1).', examples: [15443] }),
+  certFile: z.string().min(1).meta({ description: 'PEM certificate chain, relative to the config file.' }),
+  keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file.' }),
+});
+
+const upstream = z.strictObject({
+  url: z.url({ protocol: /^http$/ }).meta({
+    description: 'The local app, as `http://host:port`. Cleartext only: the app sits on the same pod.',
+    examples: ['http://127.0.0.1:8080'],
+  }),
+  protocol: z.enum(['h2c', 'http1']).default('h2c').meta({
+    description: 'How the app is reached: HTTP/2 prior knowledge (`h2c`, required for gRPC apps) or HTTP/1.1.',
+  }),
+  connectTimeoutMs: z.int().positive().default(2000).meta({ description: 'Connect timeout to the app.' }),
+  requestTimeoutMs: z.int().nonnegative().default(0).meta({
+    description: 'Overall timeout for non-gRPC requests (0 = none). gRPC calls use their `grpc-timeout`.',
+  }),
+  maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the app.' }),
+  maxSockets: z.int().positive().default(256).meta({ description: 'http1: keep-alive sockets kept to the app.' }),
+});
+
+const identityHeaders = z.strictObject({
+  prefix: z.string().regex(/^[a-z][a-z0-9-]*-$/).default('x-ward-').meta({
+    description:
+      'Prefix of the identity headers sent to the app (`<prefix>subject`, `<prefix>issuer`, `<prefix>claims`, `<prefix>decision-id`). Any inbound header with this prefix is stripped first.',
+  }),
+  stripAuthorization: z.boolean().default(false).meta({ description: 'Remove `Authorization` before forwarding to the app.' }),
+});
+
+const paths = z.strictObject({
+  mergeSlashes: z.boolean().default(true).meta({ description: 'Collapse repeated `/` before matching and forwarding.' }),
+  rejectEscapedSlashes: z.boolean().default(true).meta({
+    description: 'Refuse `%2F` and `%5C` in paths with 400 (Envoy CVE-2021-29492 class). Set false only if the app needs them; they are then kept encoded and never treated as separators.',
+  }),
+});
+
+const jwks = z.strictObject({
+  timeoutMs: z.int().positive().default(5000).meta({ description: 'Timeout of one discovery/JWKS fetch.' }),
+  refreshIntervalMs: z.int().positive().default(300_000).meta({ description: 'Background JWKS refresh period.' }),
+  cooldownMs: z.int().nonnegative().default(30_000).meta({
+    description: 'Minimum time between refetches triggered by an unknown `kid`.',
+  }),
+  graceMs: z.int().nonnegative().default(3_600_000).meta({
+    description:
+      'How long cached keys keep being used after the last successful fetch while the IdP is unreachable. After that, tokens of that issuer fail closed (503).',
+  }),
+});
+
+const credential = z.strictObject({
+  issuer: z.string().min(1).meta({ description: 'Issuer these credentials are for (exact match).' }),
+  clientId: z.string().min(1).meta({ description: 'The workload\'s OAuth client id at that issuer.' }),
+  clientSecretFile: z.string().min(1).optional().meta({ description: 'File holding the client secret.' }),
+  clientSecretEnv: z.string().min(1).optional().meta({ description: 'Environment variable holding the client secret.' }),
+});
+
+const authn = z.strictObject({
+  clockSkewSeconds: z.int().min(0).max(300).default(30).meta({ description: 'Tolerance for `exp`, `nbf` and `iat`.' }),
+  maxTokenBytes: z.int().min(256).max(65536).default(8192).meta({ description: 'Longer bearer tokens are refused unparsed.' }),
+  cacheEntries: z.int().nonnegative().default(10_000).meta({
+    description: 'Verified-token cache size (0 disables it). Entries never outlive the token\'s `exp`.',
+  }),
+  introspectionCacheMaxSeconds: z.int().nonnegative().default(60).meta({
+    description: 'Upper bound on caching an introspection result (never beyond the token\'s `exp`).',
+  }),
+  jwks: jwks.prefault({}),
+  credentials: z.array(credential).default([]).meta({
+    description: 'The workload\'s own client credentials per issuer (used for introspection). Secrets come from a file or env var only.',
+  }),
+});
+
+export const sidecarConfigSchema = z
+  .strictObject({
+    service: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/).meta({
+      description: 'Name of the service this sidecar guards; the policy file must name the same service.',
+      examples: ['orders'],
+    }),
+    inbound: z.strictObject({
+      listen: listen.meta({ description: 'Cleartext listener: HTTP/1.1 and HTTP/2 prior knowledge (h2c) on one port.' }),
+      tls: tls.optional().meta({ description: 'Optional TLS listener with ALPN (h2, http/1.1).' }),
+      maxHeaderListBytes: z.int().min(4096).default(65536).meta({ description: 'Largest accepted header block.' }),
+      maxConcurrentStreams: z.int().positive().default(1000).meta({ description: 'HTTP/2 streams per connection.' }),
+    }),
+    upstream,
+    admin: z
+      .strictObject({
+        host: host.default('127.0.0.1').meta({ description: 'Admin listener address (`/healthz`, `/readyz`).' }),
+        port: port.default(15000).meta({ description: 'Admin listener port.' }),
+      })
+      .prefault({}),
+    policy: z.strictObject({
+      file: z.string().min(1).meta({ description: 'Policy file of this service, relative to the config file. Reloaded on change.' }),
+    }),
+    identityHeaders: identityHeaders.prefault({}),
+    paths: paths.prefault({}),
+    authn: authn.prefault({}),
+    drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
+      description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
+    }),
+    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level.' }),
+  })
+  .meta({ title: 'ward sidecar config' });
+
+export type SidecarConfig = z.output<typeof sidecarConfigSchema> & { readonly baseDir: string };
+
+/** Reads and validates a sidecar config file; relative paths resolve against its directory. */
+export function loadSidecarConfig(file: string): Readonly<SidecarConfig> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `cannot read: ${(err as Error).message}` }]);
+  }
+  return parseSidecarConfig(text, file);
+}
+
+export function parseSidecarConfig(text: string, file: string): Readonly<SidecarConfig> {
+  const parsed = parseYamlFile(text, file, sidecarConfigSchema);
+  const cfg: SidecarConfig = { ...parsed, baseDir: dirname(resolve(file)) };
+  return deepFreeze(cfg);
+}
+
+export function resolveFrom(cfg: { readonly baseDir: string }, path: string): string {
+  return resolve(cfg.baseDir, path);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

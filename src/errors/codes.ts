@@ -1,0 +1,70 @@
+/**
+ * Stable reason codes. Every denial, every error response and every decision record carries
+ * one of these; tests and dashboards match on them, never on message text. Adding a code means
+ * adding its row to `table.ts` (the compiler enforces it).
+ */
+export type ErrorCode =
+  // request shape (checked before any token work)
+  | 'ERR_REQUEST_INVALID'
+  | 'ERR_PATH_INVALID'
+  | 'ERR_PATH_AMBIGUOUS'
+  // credentials: RFC 6750 extraction
+  | 'ERR_TOKEN_MISSING'
+  | 'ERR_TOKEN_MULTIPLE'
+  | 'ERR_TOKEN_IN_QUERY'
+  | 'ERR_TOKEN_MALFORMED'
+  | 'ERR_TOKEN_TOO_LARGE'
+  // credentials: verification (cheapest checks first, see authn/)
+  | 'ERR_TOKEN_ALG_NOT_ALLOWED'
+  | 'ERR_TOKEN_TYPE'
+  | 'ERR_TOKEN_ISSUER_UNKNOWN'
+  | 'ERR_TOKEN_EXPIRED'
+  | 'ERR_TOKEN_NOT_YET_VALID'
+  | 'ERR_TOKEN_AUDIENCE'
+  | 'ERR_TOKEN_CLAIMS'
+  | 'ERR_TOKEN_KEY_UNKNOWN'
+  | 'ERR_TOKEN_SIGNATURE'
+  | 'ERR_TOKEN_INACTIVE'
+  | 'ERR_KEYS_UNAVAILABLE'
+  | 'ERR_INTROSPECTION_UNAVAILABLE'
+  // authorization
+  | 'ERR_POLICY_DENIED'
+  | 'ERR_POLICY_NO_MATCH'
+  | 'ERR_SCOPE_INSUFFICIENT'
+  | 'ERR_POLICY_UNAVAILABLE'
+  // the local app
+  | 'ERR_UPSTREAM_UNAVAILABLE'
+  | 'ERR_UPSTREAM_TIMEOUT'
+  | 'ERR_UPSTREAM_RESET'
+  | 'ERR_INTERNAL';
+
+export const ERROR_CODES: readonly ErrorCode[] = [
+  'ERR_REQUEST_INVALID',
+  'ERR_PATH_INVALID',
+  'ERR_PATH_AMBIGUOUS',
+  'ERR_TOKEN_MISSING',
+  'ERR_TOKEN_MULTIPLE',
+  'ERR_TOKEN_IN_QUERY',
+  'ERR_TOKEN_MALFORMED',
+  'ERR_TOKEN_TOO_LARGE',
+  'ERR_TOKEN_ALG_NOT_ALLOWED',
+  'ERR_TOKEN_TYPE',
+  'ERR_TOKEN_ISSUER_UNKNOWN',
+  'ERR_TOKEN_EXPIRED',
+  'ERR_TOKEN_NOT_YET_VALID',
+  'ERR_TOKEN_AUDIENCE',
+  'ERR_TOKEN_CLAIMS',
+  'ERR_TOKEN_KEY_UNKNOWN',
+  'ERR_TOKEN_SIGNATURE',
+  'ERR_TOKEN_INACTIVE',
+  'ERR_KEYS_UNAVAILABLE',
+  'ERR_INTROSPECTION_UNAVAILABLE',
+  'ERR_POLICY_DENIED',
+  'ERR_POLICY_NO_MATCH',
+  'ERR_SCOPE_INSUFFICIENT',
+  'ERR_POLICY_UNAVAILABLE',
+  'ERR_UPSTREAM_UNAVAILABLE',
+  'ERR_UPSTREAM_TIMEOUT',
+  'ERR_UPSTREAM_RESET',
+  'ERR_INTERNAL',
+];
