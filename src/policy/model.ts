@@ -98,3 +98,19 @@ export interface Permit {
 export type Verdict =
   | { readonly decision: AllowDecision; readonly permit: Permit }
   | { readonly decision: DenyDecision; readonly permit: null };
+
+/**
+ * A policy file after validation and compilation: immutable, ready for `evaluate()`.
+ * `policy/compile.ts` owns the shape of `rules`; other stages read only the fields below.
+ */
+export interface CompiledPolicy {
+  readonly service: string;
+  /** Content hash of the canonical policy: equal files give equal versions on every replica. */
+  readonly version: string;
+  /** Where it came from (file path), for messages. */
+  readonly source: string;
+  readonly issuers: readonly IssuerTrust[];
+  /** File-wide dry-run: denials are recorded, not enforced. */
+  readonly dryRun: boolean;
+  readonly rules: readonly unknown[];
+}
