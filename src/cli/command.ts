@@ -1,0 +1,32 @@
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+
+/** One `ward` subcommand. `run` returns the exit code; only `main.ts` turns it into an exit. */
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  /** Full help text printed by `ward <name> --help`. */
+  readonly help: string;
+  run(argv: readonly string[]): Promise<number>;
+}
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** parseArgs with `--help` always accepted and unknown flags reported as a UsageError. */
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  argv: readonly string[],
+  options: T,
+  allowPositionals = false,
+): ReturnType<typeof parseArgs<{ options: T & { help: { type: 'boolean'; short: 'h' } }; allowPositionals: boolean; strict: true; args: string[] }>> {
+  try {
+    return parseArgs({
+      args: [...argv],
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals,
+      strict: true,
+    }) as never;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
