@@ -72,6 +72,8 @@ const credential = z.strictObject({
   clientId: z.string().min(1).meta({ description: 'The workload\'s OAuth client id at that issuer.' }),
   clientSecretFile: z.string().min(1).optional().meta({ description: 'File holding the client secret.' }),
   clientSecretEnv: z.string().min(1).optional().meta({ description: 'Environment variable holding the client secret.' }),
+}).refine((c) => (c.clientSecretFile === undefined) !== (c.clientSecretEnv === undefined), {
+  message: 'set exactly one of clientSecretFile or clientSecretEnv',
 });
 
 const authn = z.strictObject({
@@ -138,6 +140,36 @@ export function parseSidecarConfig(text: string, file: string): Readonly<Sidecar
   const parsed = parseYamlFile(text, file, sidecarConfigSchema);
   const cfg: SidecarConfig = { ...parsed, baseDir: dirname(resolve(file)) };
   return deepFreeze(cfg);
+}
+
+export interface ResolvedCredential {
+  readonly issuer: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+}
+
+/**
+ * Reads the workload's client secrets (files or env vars). Called once at start-up; a missing
+ * secret is a start-up error naming the config file and the credential, never the secret.
+ */
+export function resolveCredentials(cfg: SidecarConfig, file: string, env: NodeJS.ProcessEnv = process.env): readonly ResolvedCredential[] {
+  return cfg.authn.credentials.map((c, i) => {
+    let secret: string | undefined;
+    if (c.clientSecretFile !== undefined) {
+      const path = resolveFrom(cfg, c.clientSecretFile);
+      try {
+        secret = readFileSync(path, 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError([{ file, line: 1, column: 1, path: `authn.credentials[${i}].clientSecretFile`, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
+      }
+    } else if (c.clientSecretEnv !== undefined) {
+      secret = env[c.clientSecretEnv];
+    }
+    if (secret === undefined || secret === '') {
+      throw new ConfigError([{ file, line: 1, column: 1, path: `authn.credentials[${i}]`, message: `client secret for ${c.clientId} is empty or unset` }]);
+    }
+    return Object.freeze({ issuer: c.issuer, clientId: c.clientId, clientSecret: secret });
+  });
 }
 
 export function resolveFrom(cfg: { readonly baseDir: string }, path: string): string {

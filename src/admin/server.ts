@@ -1,0 +1,76 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * The admin listener: `/healthz` (liveness: the process serves requests) and `/readyz`
+ * (readiness: policy loaded, every issuer's keys loaded, listeners up, not draining).
+ * Kubernetes probes point here; it binds loopback by default and carries no secrets.
+ */
+export interface ReadinessCheck {
+  readonly name: string;
+  check(): { ok: boolean; detail?: unknown };
+}
+
+export interface AdminServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' } as const;
+
+export async function startAdminServer(opts: {
+  host: string;
+  port: number;
+  checks: readonly ReadinessCheck[];
+  /** Extra read-only JSON documents, e.g. `/status`. */
+  documents?: Readonly<Record<string, () => unknown>>;
+}): Promise<AdminServer> {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '/';
+    const path = url.split('?', 1)[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/healthz') {
+      res.writeHead(200, JSON_HEADERS).end('{"status":"ok"}\n');
+      return;
+    }
+    if (path === '/readyz') {
+      const results = opts.checks.map((c) => ({ name: c.name, ...safeCheck(c) }));
+      const ready = results.every((r) => r.ok);
+      res.writeHead(ready ? 200 : 503, JSON_HEADERS).end(`${JSON.stringify({ ready, checks: results })}\n`);
+      return;
+    }
+    const doc = path === undefined ? undefined : opts.documents?.[path];
+    if (doc !== undefined) {
+      res.writeHead(200, JSON_HEADERS).end(`${JSON.stringify(doc(), null, 2)}\n`);
+      return;
+    }
+    res.writeHead(404, JSON_HEADERS).end('{"error":"not found"}\n');
+  };
+  const server: Server = createServer(handler);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function safeCheck(c: ReadinessCheck): { ok: boolean; detail?: unknown } {
+  try {
+    return c.check();
+  } catch (err) {
+    return { ok: false, detail: (err as Error).message };
+  }
+}
