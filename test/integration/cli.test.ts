@@ -1,0 +1,49 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+
+function ward(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [WARD, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('ward command', () => {
+  it('lists its subcommands with --help', async () => {
+    const r = await ward(['--help']);
+    expect(r.code).toBe(0);
+    for (const sub of ['sidecar', 'policy', 'dev-idp', 'demo']) expect(r.stdout).toContain(sub);
+  });
+
+  it.each(['sidecar', 'policy', 'dev-idp', 'demo'])('ward %s --help prints usage and exits 0', async (sub) => {
+    const r = await ward([sub, '--help']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Usage: ward /);
+  });
+
+  it('refuses an unknown command and unknown flags with exit 2', async () => {
+    expect((await ward(['nope'])).code).toBe(2);
+    const r = await ward(['sidecar', '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('bogus');
+  });
+
+  it('fails at start-up with file:line:column on a bad sidecar config', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'ward-cli-'));
+    const file = join(dir, 'sidecar.yaml');
+    writeFileSync(file, 'service: orders\ninbound:\n  listen: { port: 99999 }\nupstream:\n  url: http://127.0.0.1:1\npolicy:\n  file: p.yaml\n');
+    const r = await ward(['sidecar', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}:3:`);
+    expect(r.stderr).toContain('inbound.listen.port');
+  });
+});
