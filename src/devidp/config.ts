@@ -59,10 +59,14 @@ const client = z.strictObject({
 
 export const devIdpConfigSchema = z
   .strictObject({
-    host: z.string().min(1).default('127.0.0.1').meta({
-      description: 'Host of the issuer URL and address bound. Loopback only (127.0.0.0/8, ::1, localhost): anything else is refused.',
-    }),
-    port: z.int().min(0).max(65535).default(9400).meta({ description: 'TCP port (0 picks a free one; the issuer URL carries the real port).' }),
+    host: z
+      .string()
+      .refine(isLoopbackHost, { message: 'must be a loopback host (127.0.0.1, ::1 or localhost): the dev IdP\'s secrets are public' })
+      .default('127.0.0.1')
+      .meta({
+        description: 'Host of the issuer URL and address bound. Loopback only (127.0.0.0/8, ::1, localhost): anything else is refused.',
+      }),
+    port: z.int().min(0).max(65535).default(4400).meta({ description: 'TCP port (0 picks a free one; the issuer URL carries the real port).' }),
     signingAlg: z.enum(['RS256', 'ES256']).default('RS256').meta({ description: 'JWS algorithm of access tokens (RFC 9068 requires RS256 support).' }),
     retainedKeys: z.int().min(1).max(10).default(2).meta({
       description: 'How many previous signing keys stay published in the JWKS after `rotateKeys()`, so tokens they signed still verify.',
@@ -114,7 +118,7 @@ export type DevIdpResourceServer = DevIdpConfig['resourceServers'][number];
  */
 export const DEFAULT_DEV_IDP_YAML = `# ward dev-idp: development only. Every secret below is public.
 host: 127.0.0.1
-port: 9400
+port: 4400
 signingAlg: RS256
 resourceServers:
   - resource: urn:ward:orders
