@@ -122,7 +122,7 @@ port: 4400
 signingAlg: RS256
 resourceServers:
   - resource: urn:ward:orders
-    scopes: [orders.read, orders.write, orders.admin]
+    scopes: [orders.read, orders.write]
     accessTokenFormat: jwt
     accessTokenTtlSeconds: 300
   - resource: urn:ward:orders-opaque
@@ -146,7 +146,7 @@ clients:
     clientSecret: frontend-secret
     grantTypes: [client_credentials]
     resources:
-      urn:ward:orders: [orders.read, orders.write, orders.admin]
+      urn:ward:orders: [orders.read, orders.write]
       urn:ward:orders-opaque: [orders.read, orders.write]
   - clientId: reporting
     clientSecret: reporting-secret

@@ -1,0 +1,79 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { parseSidecarConfig } from '../../../src/config/sidecar.ts';
+import { demoFiles, EXAMPLE_PORTS, formatTable } from '../../../src/demo/demo.ts';
+import { DEFAULT_DEV_IDP_YAML, defaultDevIdpConfig } from '../../../src/devidp/config.ts';
+import { parseYamlFile } from '../../../src/lib/yaml-schema.ts';
+import { createYamlLocator } from '../../../src/policy/locate.ts';
+import { policySchema } from '../../../src/policy/schema.ts';
+import { checkPolicy } from '../../../src/policy/semantic.ts';
+
+/**
+ * The demo writes its sidecar config and policy at run time (the dev IdP's port is dynamic);
+ * deploy/examples/ holds the same files for the README's fixed ports. These tests keep the two
+ * from drifting and check that both load with the real schemas. To regenerate the examples:
+ * write `demoFiles(EXAMPLE_PORTS)` and `DEFAULT_DEV_IDP_YAML` to deploy/examples/.
+ */
+
+const EXAMPLES = fileURLToPath(new URL('../../../deploy/examples/', import.meta.url));
+const read = (name: string): string => readFileSync(`${EXAMPLES}${name}`, 'utf8');
+
+describe('demo files', () => {
+  const files = demoFiles(EXAMPLE_PORTS);
+
+  it.each(['orders.policy.yaml', 'sidecar.yaml'] as const)('deploy/examples/%s is demoFiles() for the README ports', (name) => {
+    expect(read(name)).toBe(files[name]);
+  });
+
+  it('deploy/examples/dev-idp.yaml is the embedded dev IdP config, and the secret file matches it', () => {
+    expect(read('dev-idp.yaml')).toBe(DEFAULT_DEV_IDP_YAML);
+    const secret = defaultDevIdpConfig().clients.find((c) => c.clientId === 'orders-sidecar')?.clientSecret;
+    expect(read('orders-sidecar.secret').trim()).toBe(secret);
+  });
+
+  it('the policy loads: schema and semantic checks, issuer and audiences of the dev IdP', () => {
+    const text = files['orders.policy.yaml'];
+    const policy = parseYamlFile(text, 'orders.policy.yaml', policySchema);
+    expect(checkPolicy(policy, createYamlLocator(text, 'orders.policy.yaml'))).toEqual([]);
+    expect(policy.service).toBe('orders');
+    expect(policy.issuers).toEqual([expect.objectContaining({ issuer: 'http://127.0.0.1:4400', audiences: ['urn:ward:orders', 'urn:ward:orders-opaque'] })]);
+    expect(policy.rules.map((r) => [r.name, r.action])).toEqual([
+      ['no-deletes', 'deny'],
+      ['readers', 'allow'],
+      ['writers', 'allow'],
+    ]);
+  });
+
+  it('the policy and the dev IdP agree on the resources and scopes', () => {
+    const idp = defaultDevIdpConfig();
+    const policy = parseYamlFile(files['orders.policy.yaml'], 'p.yaml', policySchema);
+    const scopes = new Set(idp.resourceServers.filter((r) => r.resource.startsWith('urn:ward:orders')).flatMap((r) => r.scopes));
+    for (const rule of policy.rules) for (const c of rule.when) for (const s of c.scopes?.allOf ?? []) expect(scopes).toContain(s);
+    for (const aud of policy.issuers[0]?.audiences ?? []) expect(idp.resourceServers.map((r) => r.resource)).toContain(aud);
+    const sidecarClient = idp.clients.find((c) => c.clientId === 'orders-sidecar');
+    expect(sidecarClient?.serves).toEqual(expect.arrayContaining(policy.issuers[0]?.audiences ?? []));
+  });
+
+  it('the sidecar config loads and names the policy file and credentials', () => {
+    const cfg = parseSidecarConfig(files['sidecar.yaml'], '/tmp/demo/sidecar.yaml');
+    expect(cfg).toMatchObject({ service: 'orders', policy: { file: 'orders.policy.yaml' }, upstream: { url: 'http://127.0.0.1:8080', protocol: 'h2c' } });
+    expect(cfg.inbound.listen).toEqual({ host: '127.0.0.1', port: 15006 });
+    expect(cfg.authn.credentials).toEqual([{ issuer: 'http://127.0.0.1:4400', clientId: 'orders-sidecar', clientSecretFile: 'orders-sidecar.secret' }]);
+  });
+
+  it('renders the result table in aligned columns', () => {
+    const table = formatTable([
+      { caller: 'frontend', method: 'GetOrder', expected: 'OK', got: 'OK', reason: '-', decisionId: 'd1', reachedApp: true, ok: true },
+      { caller: '(no token)', method: 'GetOrder', expected: 'UNAUTHENTICATED ERR_TOKEN_MISSING', got: 'OK', reason: '-', decisionId: '-', reachedApp: true, ok: false },
+    ]);
+    const lines = table.trimEnd().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[2]?.startsWith('✓')).toBe(true);
+    expect(lines[3]?.startsWith('✗')).toBe(true);
+    const col = (l: string | undefined, s: string): number => l?.indexOf(s) ?? -1;
+    expect(col(lines[2], 'OK')).toBe(col(lines[0], 'expected'));
+    expect(col(lines[3], 'UNAUTHENTICATED')).toBe(col(lines[0], 'expected'));
+    expect(col(lines[3], 'reached')).toBe(col(lines[0], 'app'));
+  });
+});
