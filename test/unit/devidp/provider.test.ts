@@ -274,3 +274,46 @@ describe('dev IdP start-up', () => {
     }
   });
 });
+
+describe('dev IdP with openid-client (how the sidecar talks to it)', () => {
+  let idp: TestIdp;
+  beforeAll(async () => {
+    idp = await startTestIdp();
+  });
+  afterAll(async () => {
+    await idp.close();
+  });
+
+  it('serves discovery, client_credentials (client_secret_post), token exchange and introspection', async () => {
+    const oc = await import('openid-client');
+    const as = (clientId: string): Promise<import('openid-client').Configuration> =>
+      oc.discovery(new URL(idp.issuer), clientId, `${clientId}-secret`, undefined, { execute: [oc.allowInsecureRequests] });
+
+    const frontend = await as('frontend');
+    const cc = await frontend.serverMetadata();
+    expect(cc.issuer).toBe(idp.issuer);
+    const tokens = await oc.clientCredentialsGrant(frontend, { resource: 'urn:ward:orders-opaque', scope: 'orders.read' });
+    expect(tokens.token_type.toLowerCase()).toBe('bearer');
+
+    const sidecar = await as('orders-sidecar');
+    const info = await oc.tokenIntrospection(sidecar, tokens.access_token);
+    expect(info).toMatchObject({ active: true, client_id: 'frontend', aud: 'urn:ward:orders-opaque' });
+
+    const exchanged = await oc.genericGrantRequest(sidecar, TOKEN_EXCHANGE, {
+      subject_token: tokens.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      resource: 'urn:ward:payments',
+      scope: 'payments.charge',
+    });
+    expect(exchanged['issued_token_type']).toBe('urn:ietf:params:oauth:token-type:access_token');
+    expect(decodeJwt(exchanged.access_token)).toMatchObject({ sub: 'frontend', act: { sub: 'orders-sidecar' }, aud: 'urn:ward:payments' });
+
+    await expect(
+      oc.genericGrantRequest(sidecar, TOKEN_EXCHANGE, {
+        subject_token: tokens.access_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        resource: 'urn:ward:ledger',
+      }),
+    ).rejects.toMatchObject({ error: 'invalid_target' });
+  });
+});
