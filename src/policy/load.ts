@@ -1,0 +1,51 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../errors/ward-error.ts';
+import { parseYamlFile } from '../lib/yaml-schema.ts';
+import { compilePolicy } from './compile.ts';
+import { createYamlLocator } from './locate.ts';
+import type { CompiledPolicy } from './model.ts';
+import { policySchema, type PolicyFile } from './schema.ts';
+import { checkPolicy } from './semantic.ts';
+
+/**
+ * Policy file → CompiledPolicy, or a ConfigError listing every problem as
+ * `file:line:column: field.path: message`. Three passes, each only on what the previous one
+ * accepted: YAML + schema (lib/yaml-schema.ts), semantic checks (semantic.ts), compilation
+ * (compile.ts, which resolves HMAC secrets).
+ */
+
+export interface LoadOptions {
+  /** Refuse a policy for another service (the sidecar passes its own `service`). */
+  readonly service?: string;
+  /** Where `hmacSecretEnv` is read (default: the process environment). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+export function loadPolicyFile(file: string, opts: LoadOptions = {}): CompiledPolicy {
+  return parsePolicyText(readPolicyText(file), file, opts);
+}
+
+export function readPolicyText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]);
+  }
+}
+
+/** Validates without compiling: the parsed file (defaults applied) or a ConfigError. */
+export function validatePolicyText(text: string, file: string, opts: Pick<LoadOptions, 'service'> = {}): PolicyFile {
+  const parsed = parseYamlFile(text, file, policySchema);
+  const locator = createYamlLocator(text, file);
+  const issues = checkPolicy(parsed, locator);
+  if (opts.service !== undefined && parsed.service !== opts.service) {
+    issues.unshift(locator.issue(['service'], `policy is for service "${parsed.service}" but this sidecar guards "${opts.service}"`));
+  }
+  if (issues.length > 0) throw new ConfigError(issues.sort((a, b) => a.line - b.line || a.column - b.column));
+  return parsed;
+}
+
+export function parsePolicyText(text: string, file: string, opts: LoadOptions = {}): CompiledPolicy {
+  const parsed = validatePolicyText(text, file, opts);
+  return compilePolicy(parsed, file, { locator: createYamlLocator(text, file), ...(opts.env === undefined ? {} : { env: opts.env }) });
+}

@@ -1,0 +1,141 @@
+import type { FileIssue } from '../errors/ward-error.ts';
+import type { FieldPath, YamlLocator } from './locate.ts';
+import { compileGlob, pathProblem } from './paths.ts';
+import {
+  CLAIM_OPERATORS,
+  CONDITION_SUBJECTS,
+  type PolicyCondition,
+  type PolicyFile,
+  type PolicyRule,
+} from './schema.ts';
+
+/**
+ * Checks that need more than one field at a time, run after the schema accepted the file.
+ * Each finding names the file, line, column and field path, like a schema error. The point is
+ * that a policy which loads means what its author thinks it means: no rule silently shadowed
+ * by a duplicate name, no condition that can never hold, no issuer referenced but not trusted.
+ */
+export function checkPolicy(policy: PolicyFile, loc: YamlLocator): FileIssue[] {
+  const issues: FileIssue[] = [];
+  const report = (path: FieldPath, message: string, at: 'value' | 'key' = 'value'): void => {
+    issues.push(loc.issue(path, message, at));
+  };
+
+  const issuerNames = new Set<string>();
+  policy.issuers.forEach((iss, i) => {
+    const at = ['issuers', i];
+    if (issuerNames.has(iss.issuer)) report([...at, 'issuer'], `duplicate issuer "${iss.issuer}"`);
+    issuerNames.add(iss.issuer);
+    const hmacAlgs = iss.algorithms.filter((a) => a.startsWith('HS'));
+    const hasSecret = iss.hmacSecretFile !== undefined || iss.hmacSecretEnv !== undefined;
+    if (iss.hmacSecretFile !== undefined && iss.hmacSecretEnv !== undefined) {
+      report([...at, 'hmacSecretEnv'], 'set one of hmacSecretFile and hmacSecretEnv, not both', 'key');
+    }
+    if (hmacAlgs.length > 0 && !hasSecret) {
+      report([...at, 'algorithms'], `${hmacAlgs.join(', ')} needs a shared secret: set hmacSecretFile or hmacSecretEnv`);
+    }
+    if (hasSecret && hmacAlgs.length === 0) {
+      report([...at, iss.hmacSecretFile !== undefined ? 'hmacSecretFile' : 'hmacSecretEnv'], 'a shared secret is set but algorithms has no HS256/HS384/HS512', 'key');
+    }
+    const asymmetric = iss.algorithms.some((a) => !a.startsWith('HS'));
+    if (asymmetric && iss.jwksUri === undefined && !iss.discovery) {
+      report([...at, 'discovery'], 'no way to find signing keys: set jwksUri or leave discovery on');
+    }
+    if (iss.requiredClaims.length !== new Set(iss.requiredClaims).size) report([...at, 'requiredClaims'], 'lists a claim twice');
+  });
+
+  const ruleNames = new Map<string, number>();
+  policy.rules.forEach((rule, r) => {
+    const at = ['rules', r];
+    const first = ruleNames.get(rule.name);
+    if (first !== undefined) report([...at, 'name'], `duplicate rule name "${rule.name}" (first used by rules[${first}])`);
+    else ruleNames.set(rule.name, r);
+    checkRule(rule, at, policy, issuerNames, report, (p) => loc.has(p));
+  });
+  return issues;
+}
+
+type Report = (path: FieldPath, message: string, at?: 'value' | 'key') => void;
+
+function checkRule(
+  rule: PolicyRule,
+  at: FieldPath,
+  policy: PolicyFile,
+  issuers: ReadonlySet<string>,
+  report: Report,
+  has: (path: FieldPath) => boolean,
+): void {
+  const { match } = rule;
+  if (match.grpc === undefined && match.http === undefined) report([...at, 'match'], 'needs at least one of grpc, http');
+  if (match.grpc !== undefined) {
+    const seen = new Set<string>();
+    match.grpc.forEach((m, i) => {
+      if (seen.has(m)) report([...at, 'match', 'grpc', i], `lists ${m} twice`);
+      seen.add(m);
+    });
+  }
+  match.http?.forEach((h, i) => {
+    const hp = [...at, 'match', 'http', i];
+    const kinds = (['exact', 'prefix', 'glob'] as const).filter((k) => h[k] !== undefined);
+    if (kinds.length !== 1) {
+      report(hp, kinds.length === 0 ? 'needs one of exact, prefix, glob' : `set only one of exact, prefix, glob (found ${kinds.join(', ')})`);
+      return;
+    }
+    if (h.methods !== undefined && new Set(h.methods).size !== h.methods.length) report([...hp, 'methods'], 'lists a method twice');
+    if (h.exact !== undefined) {
+      const p = pathProblem(h.exact);
+      if (p !== null) report([...hp, 'exact'], p);
+    } else if (h.prefix !== undefined) {
+      const p = pathProblem(h.prefix);
+      if (p !== null) report([...hp, 'prefix'], p);
+      else if (h.prefix.length > 1 && h.prefix.endsWith('/')) {
+        report([...hp, 'prefix'], `must not end with "/": prefixes are segment-aware, "${h.prefix.slice(0, -1)}" already matches "${h.prefix}…"`);
+      }
+    } else if (h.glob !== undefined) {
+      const g = compileGlob(h.glob);
+      if ('error' in g) report([...hp, 'glob'], `invalid glob: ${g.error}`);
+    }
+  });
+
+  if (rule.action === 'deny' && (rule.token !== 'required' || has([...at, 'token']))) {
+    // `token` says which calls an allow rule admits; a deny rule applies with or without a token.
+    report([...at, 'token'], 'token applies to allow rules only (a deny rule applies to calls with or without a token)', 'key');
+  }
+  if (rule.action === 'allow' && rule.token === 'optional' && rule.when.length > 0) {
+    report([...at, 'when'], 'conditions need a token, but token is optional: a call without a token would skip them. Split the rule, or set token: required', 'key');
+  }
+  if (rule.action === 'allow' && rule.token === 'required' && policy.issuers.length === 0) {
+    report([...at, 'token'], 'the rule needs a token but the policy trusts no issuer (add issuers, or set token: optional)', 'key');
+  }
+  rule.when.forEach((c, i) => checkCondition(c, [...at, 'when', i], issuers, report));
+}
+
+function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<string>, report: Report): void {
+  const subjects = CONDITION_SUBJECTS.filter((k) => c[k] !== undefined);
+  const ops = CLAIM_OPERATORS.filter((k) => c[k] !== undefined);
+  if (subjects.length !== 1) {
+    report(at, subjects.length === 0
+      ? `needs one of ${CONDITION_SUBJECTS.join(', ')}`
+      : `set only one of ${subjects.join(', ')} per condition (use separate conditions, or any: for OR)`);
+    return;
+  }
+  const subject = subjects[0];
+  if (subject === 'claim') {
+    if (ops.length === 0) report([...at, 'claim'], `needs an operator: one of ${CLAIM_OPERATORS.join(', ')}`, 'key');
+    if (c.exists === false && ops.length > 1) report([...at, 'exists'], 'exists: false cannot be combined with other operators', 'key');
+    if (Array.isArray(c.claim) ? c.claim.length === 0 : c.claim === '') report([...at, 'claim'], 'must not be empty');
+    if (typeof c.claim === 'string' && c.claim.split('.').some((s) => s === '')) {
+      report([...at, 'claim'], 'has an empty segment; for a claim name containing dots, give the path as a list');
+    }
+  } else {
+    for (const op of ops) report([...at, op], `"${op}" goes with claim only (${subject} takes its own test)`, 'key');
+  }
+  if (c.scopes !== undefined && c.scopes.anyOf === undefined && c.scopes.allOf === undefined) report([...at, 'scopes'], 'needs anyOf or allOf');
+  if (c.via !== undefined && c.via.anyOf === undefined && c.via.allOf === undefined) report([...at, 'via'], 'needs anyOf or allOf');
+  if (c.issuer !== undefined) {
+    c.issuer.in.forEach((iss, i) => {
+      if (!issuers.has(iss)) report([...at, 'issuer', 'in', i], `unknown issuer "${iss}": not declared under issuers`);
+    });
+  }
+  c.any?.forEach((sub, i) => checkCondition(sub, [...at, 'any', i], issuers, report));
+}
