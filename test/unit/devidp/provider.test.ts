@@ -1,4 +1,5 @@
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import * as oc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDevIdpConfig } from '../../../src/devidp/config.ts';
 import { startDevIdp } from '../../../src/devidp/provider.ts';
@@ -285,13 +286,11 @@ describe('dev IdP with openid-client (how the sidecar talks to it)', () => {
   });
 
   it('serves discovery, client_credentials (client_secret_post), token exchange and introspection', async () => {
-    const oc = await import('openid-client');
-    const as = (clientId: string): Promise<import('openid-client').Configuration> =>
+    const as = (clientId: string): Promise<oc.Configuration> =>
       oc.discovery(new URL(idp.issuer), clientId, `${clientId}-secret`, undefined, { execute: [oc.allowInsecureRequests] });
 
     const frontend = await as('frontend');
-    const cc = await frontend.serverMetadata();
-    expect(cc.issuer).toBe(idp.issuer);
+    expect(frontend.serverMetadata().issuer).toBe(idp.issuer);
     const tokens = await oc.clientCredentialsGrant(frontend, { resource: 'urn:ward:orders-opaque', scope: 'orders.read' });
     expect(tokens.token_type.toLowerCase()).toBe('bearer');
 
