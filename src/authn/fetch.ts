@@ -1,0 +1,88 @@
+import { parseStrictJsonObject } from './json.ts';
+import type { JsonObject } from './json.ts';
+
+/**
+ * The one GET used for key material (STYLE habit 7): no redirects (a redirect would let whoever
+ * controls one hop pick our keys), a timeout covering headers and body, a size cap, strict JSON.
+ * Throws on any failure; callers count and log it.
+ */
+
+/** Largest JWKS document accepted: real ones are a few KiB. */
+export const MAX_DOCUMENT_BYTES = 512 * 1024;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export async function getJsonObject(
+  fetchImpl: typeof fetch,
+  url: URL,
+  timeoutMs: number,
+  accept: string,
+): Promise<JsonObject> {
+  const res = await fetchImpl(url, {
+    method: 'GET',
+    redirect: 'manual',
+    headers: { accept },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (res.status !== 200) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new Error(`HTTP ${res.status} from ${url.href}`);
+  }
+  const text = await readBounded(res, MAX_DOCUMENT_BYTES);
+  const doc = parseStrictJsonObject(text);
+  if (doc === undefined) throw new Error(`response from ${url.href} is not a strict JSON object`);
+  return doc;
+}
+
+async function readBounded(res: Response, maxBytes: number): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? '0');
+  if (declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new Error(`response larger than ${maxBytes} bytes`);
+  }
+  if (res.body === null) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new Error(`response larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  return utf8.decode(Buffer.concat(chunks));
+}
+
+/**
+ * Plain `http:` is accepted only towards loopback (tests, the embedded dev IdP); anything that
+ * crosses a network must be `https:` so keys cannot be swapped in transit.
+ */
+export function isLoopbackHttp(url: URL): boolean {
+  if (url.protocol !== 'http:') return false;
+  const h = url.hostname;
+  return h === 'localhost' || h === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+export function checkFetchable(url: URL): void {
+  if (url.protocol !== 'https:' && !isLoopbackHttp(url)) {
+    throw new Error(`refusing ${url.protocol} URL ${url.href}: https required outside loopback`);
+  }
+}
+
+/** A one-line, token-free description of a fetch failure for logs and status. */
+export function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = (err as { cause?: unknown }).cause;
+  const code = (err as { code?: unknown }).code;
+  let s = `${err.name}: ${err.message}`;
+  if (typeof code === 'string') s += ` [${code}]`;
+  if (cause instanceof Error) {
+    const cc = (cause as { code?: unknown }).code;
+    s += ` (${typeof cc === 'string' ? cc : cause.message})`;
+  }
+  return s;
+}

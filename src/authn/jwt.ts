@@ -1,0 +1,100 @@
+import { isJsonObject, parseStrictJsonObject } from './json.ts';
+import type { JsonObject } from './json.ts';
+
+/**
+ * JWS compact serialization (RFC 7515 §7.1) parsed far enough to run every cheap check before a
+ * key is looked up or a signature computed. Nothing here is trusted yet: the signature step
+ * (jose `compactVerify`) runs over the original token string, not over these objects.
+ */
+export interface ParsedJwt {
+  readonly header: JsonObject;
+  readonly payload: JsonObject;
+  readonly alg: string;
+  readonly kid: string | undefined;
+  readonly typ: string | undefined;
+}
+
+/**
+ * Header members that would let the token choose its own verification key (RFC 7515 §4.1.2–6).
+ * Trusting them is the classic "embedded jwk" forgery; ignoring them silently hides an attack,
+ * so a token carrying one is refused outright.
+ */
+const KEY_CARRYING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
+
+const B64URL = new Uint8Array(128);
+for (let c = 0x30; c <= 0x39; c++) B64URL[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) B64URL[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) B64URL[c] = 1;
+B64URL[0x2d] = 1; // -
+B64URL[0x5f] = 1; // _
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Whether `token` should be treated as a JWT (exactly three segments) at all. */
+export function isCompactJws(token: string): boolean {
+  const a = token.indexOf('.');
+  if (a === -1) return false;
+  const b = token.indexOf('.', a + 1);
+  return b !== -1 && token.indexOf('.', b + 1) === -1;
+}
+
+/**
+ * Parses a three-segment token. Returns the parsed JWT or a log-only reason string
+ * (ERR_TOKEN_MALFORMED). The signature segment may be empty here so that `alg: none` is reported
+ * as the algorithm failure it is, by the next check.
+ */
+export function parseJwt(token: string): ParsedJwt | string {
+  const a = token.indexOf('.');
+  const b = token.indexOf('.', a + 1);
+  if (a <= 0 || b <= a + 1 || token.indexOf('.', b + 1) !== -1) return 'not three non-empty base64url segments';
+  if (!isB64url(token, 0, a) || !isB64url(token, a + 1, b) || !isB64url(token, b + 1, token.length)) {
+    return 'segment is not unpadded base64url';
+  }
+  const header = decodeObject(token.slice(0, a));
+  if (header === undefined) return 'header is not a strict JSON object';
+  const payload = decodeObject(token.slice(a + 1, b));
+  if (payload === undefined) return 'payload is not a strict JSON object';
+
+  const alg = header['alg'];
+  if (typeof alg !== 'string' || alg === '') return 'header alg missing';
+  // RFC 7515 §4.1.11: a recipient MUST reject a token whose `crit` names an extension it does not
+  // implement. We implement none (not even RFC 7797 `b64`), so any `crit` is refused.
+  if (header['crit'] !== undefined) return 'header crit not supported';
+  if (header['b64'] !== undefined) return 'header b64 not supported';
+  for (const name of KEY_CARRYING_HEADERS) {
+    if (header[name] !== undefined) return `header ${name} is never trusted`;
+  }
+  const kid = header['kid'];
+  if (kid !== undefined && typeof kid !== 'string') return 'header kid is not a string';
+  const typ = header['typ'];
+  if (typ !== undefined && typeof typ !== 'string') return 'header typ is not a string';
+  return { header, payload, alg, kid, typ };
+}
+
+function isB64url(s: string, from: number, to: number): boolean {
+  // Length ≡ 1 (mod 4) cannot come from whole bytes (RFC 4648 §5 without padding).
+  if ((to - from) % 4 === 1) return false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 128 || B64URL[c] !== 1) return false;
+  }
+  return true;
+}
+
+function decodeObject(segment: string): JsonObject | undefined {
+  let text: string;
+  try {
+    text = utf8.decode(Buffer.from(segment, 'base64url'));
+  } catch {
+    return undefined; // not UTF-8
+  }
+  const v = parseStrictJsonObject(text);
+  return isJsonObject(v) ? v : undefined;
+}
+
+/** RFC 9068 §4: `typ` must be `at+jwt`; media types compare case-insensitively (RFC 7515 §4.1.9). */
+export function isAccessTokenType(typ: string | undefined): boolean {
+  if (typ === undefined) return false;
+  const t = typ.toLowerCase();
+  return t === 'at+jwt' || t === 'application/at+jwt';
+}

@@ -1,0 +1,456 @@
+import { importJWK } from 'jose';
+import type { CryptoKey } from 'jose';
+import * as oidc from 'openid-client';
+import type { Clock } from '../lib/clock.ts';
+import type { Logger } from '../lib/log.ts';
+import type { ErrorCode } from '../errors/codes.ts';
+import type { Failure } from './claims.ts';
+import { checkFetchable, describeError, getJsonObject, isLoopbackHttp } from './fetch.ts';
+import type { JsonObject, JsonValue } from './json.ts';
+
+/**
+ * One trusted issuer's remote state: its OIDC discovery document (openid-client
+ * `Configuration`, also used for introspection) and its JWKS.
+ *
+ * jose's `createRemoteJWKSet` fails closed the moment its cache is stale and the IdP is down
+ * (research §4.2), and Envoy never refetches on an unknown `kid` (istio-envoy §1.3); both cause
+ * 401 storms. So the key set is ours:
+ * - background refresh every `refreshIntervalMs` (sooner after a failure);
+ * - an unknown `kid` triggers at most one refetch per `cooldownMs`; concurrent misses share it;
+ * - keys stay usable for `graceMs` after the last successful fetch, whatever happened since
+ *   (old keys are kept on a failed refresh, as istiod does); past that the issuer fails closed
+ *   with ERR_KEYS_UNAVAILABLE (503, so clients retry rather than re-authenticate).
+ */
+
+export interface SourceSettings {
+  readonly timeoutMs: number;
+  readonly refreshIntervalMs: number;
+  readonly cooldownMs: number;
+  readonly graceMs: number;
+  readonly clock: Clock;
+  readonly fetch: typeof fetch | undefined;
+  readonly log: Logger;
+}
+
+export interface SourceSpec {
+  readonly issuer: string;
+  readonly jwksUri: string | undefined;
+  readonly discovery: boolean;
+  /** The issuer accepts asymmetric algorithms, so a JWKS is needed. */
+  readonly needsJwks: boolean;
+  /** The issuer is used for introspection (needs the discovered `introspection_endpoint`). */
+  readonly introspection: boolean;
+  readonly credential: { readonly clientId: string; readonly clientSecret: string } | undefined;
+}
+
+/** Per-issuer health, as `Authenticator.status()` reports it. Times are clock milliseconds. */
+export interface IssuerStatus {
+  readonly issuer: string;
+  readonly keysLoaded: boolean;
+  readonly keyCount: number;
+  /** When the last fetch (discovery or JWKS refresh) succeeded; undefined if never. */
+  readonly lastFetchOk: number | undefined;
+  /** The most recent fetch failure, kept after later successes for diagnosis. */
+  readonly lastError: string | undefined;
+  /** Serving cached keys after a failed refresh (still inside the grace window). */
+  readonly degraded: boolean;
+  /** Past the grace window (or never loaded while keys are needed): this issuer's tokens get 503. */
+  readonly keysUnavailable: boolean;
+  readonly discovered: boolean;
+  readonly introspection: boolean;
+  readonly fetchOk: number;
+  readonly fetchFailed: number;
+  readonly introspectionOk: number;
+  readonly introspectionFailed: number;
+}
+
+export type KeyResult = { readonly ok: true; readonly key: CryptoKey } | ({ readonly ok: false } & Failure);
+
+/** Longest delay `setTimeout` honours (about 24.8 days); longer ones fire immediately. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const JWKS_ACCEPT = 'application/jwk-set+json, application/json';
+
+export class IssuerSource {
+  readonly spec: SourceSpec;
+  readonly #s: SourceSettings;
+  readonly #log: Logger;
+  #config: oidc.Configuration | undefined;
+  #keys: KeySet | undefined;
+  #lastOkAt: number | undefined;
+  #lastAttemptAt: number | undefined;
+  #lastFailAt: number | undefined;
+  #lastError: string | undefined;
+  #fetchOk = 0;
+  #fetchFailed = 0;
+  #introspectionOk = 0;
+  #introspectionFailed = 0;
+  #inflight: Promise<boolean> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  readonly #onSettled: () => void;
+
+  constructor(spec: SourceSpec, settings: SourceSettings, onSettled: () => void) {
+    this.spec = spec;
+    this.#s = settings;
+    this.#log = settings.log.child({ issuer: spec.issuer });
+    this.#onSettled = onSettled;
+  }
+
+  /** Same remote shape: a changed trust entry may keep this source (and its keys). */
+  sameShape(spec: SourceSpec): boolean {
+    const a = this.spec;
+    return (
+      a.issuer === spec.issuer &&
+      a.jwksUri === spec.jwksUri &&
+      a.discovery === spec.discovery &&
+      a.needsJwks === spec.needsJwks &&
+      a.introspection === spec.introspection
+    );
+  }
+
+  get needsDiscovery(): boolean {
+    return this.spec.introspection || (this.spec.needsJwks && this.spec.jwksUri === undefined);
+  }
+
+  /** Starts the first fetch and the refresh timer. Nothing to do for an HMAC-only issuer. */
+  start(): void {
+    if (this.needsDiscovery || this.spec.needsJwks) void this.refresh();
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  ready(): boolean {
+    return (!this.spec.needsJwks || this.#keys !== undefined) && (!this.needsDiscovery || this.#config !== undefined);
+  }
+
+  /** Keys loaded and the last success within `graceMs`. */
+  usable(now: number): boolean {
+    return this.#keys !== undefined && this.#lastOkAt !== undefined && now - this.#lastOkAt <= this.#s.graceMs;
+  }
+
+  #mayFetch(now: number): boolean {
+    return this.#lastAttemptAt === undefined || now - this.#lastAttemptAt >= this.#s.cooldownMs;
+  }
+
+  /**
+   * One fetch round (discovery if still missing, then the JWKS), shared by every caller that
+   * arrives while it runs. Resolves true on success; never rejects.
+   */
+  refresh(): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    this.#inflight ??= this.#round().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #round(): Promise<boolean> {
+    const clock = this.#s.clock;
+    this.#lastAttemptAt = clock();
+    let ok = false;
+    try {
+      if (this.needsDiscovery && this.#config === undefined) {
+        this.#config = await this.#tryFetch(() => this.#discover());
+      }
+      if (this.spec.needsJwks) {
+        const keys = await this.#tryFetch(() => this.#fetchKeys());
+        if (!this.#closed) this.#keys = keys;
+      }
+      this.#lastOkAt = clock();
+      ok = true;
+    } catch (err) {
+      this.#lastFailAt = clock();
+      this.#lastError = describeError(err);
+      this.#log.warn('issuer fetch failed', {
+        error: this.#lastError,
+        keysUsableUntil: this.#lastOkAt === undefined ? null : this.#lastOkAt + this.#s.graceMs,
+      });
+    }
+    this.#schedule(ok);
+    this.#onSettled();
+    return ok;
+  }
+
+  async #tryFetch<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      const v = await f();
+      this.#fetchOk++;
+      return v;
+    } catch (err) {
+      this.#fetchFailed++;
+      throw err;
+    }
+  }
+
+  #schedule(lastOk: boolean): void {
+    if (this.#closed) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    const { refreshIntervalMs, cooldownMs } = this.#s;
+    // After a failure retry sooner than the normal period, but never faster than the cooldown
+    // (or once a second): the IdP is likely struggling already.
+    const delay = lastOk ? refreshIntervalMs : Math.min(refreshIntervalMs, Math.max(cooldownMs, 1000));
+    this.#timer = setTimeout(() => void this.refresh(), Math.min(delay, MAX_TIMER_MS));
+    this.#timer.unref();
+  }
+
+  async #discover(): Promise<oidc.Configuration> {
+    const { issuer, discovery, credential } = this.spec;
+    if (!discovery) throw new Error('no jwksUri configured and discovery is disabled');
+    const url = new URL(issuer);
+    const options: oidc.DiscoveryRequestOptions = {
+      timeout: this.#s.timeoutMs / 1000,
+      // openid-client refuses http: unless told; only loopback issuers (tests, dev IdP) get that.
+      execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
+    };
+    if (this.#s.fetch !== undefined) options[oidc.customFetch] = this.#s.fetch as oidc.CustomFetch;
+    // RFC 6749 §2.3.1: every server must support HTTP Basic client authentication, so it is the
+    // safe default for the introspection call. Without credentials the Configuration is used for
+    // its metadata only.
+    const auth = credential === undefined ? oidc.None() : oidc.ClientSecretBasic(credential.clientSecret);
+    return oidc.discovery(url, credential?.clientId ?? 'ward-sidecar', undefined, auth, options);
+  }
+
+  async #fetchKeys(): Promise<KeySet> {
+    const uri = this.spec.jwksUri ?? this.#config?.serverMetadata().jwks_uri;
+    if (uri === undefined) throw new Error('discovery document has no jwks_uri');
+    const url = new URL(uri);
+    checkFetchable(url);
+    const doc = await getJsonObject(this.#s.fetch ?? fetch, url, this.#s.timeoutMs, JWKS_ACCEPT);
+    const set = KeySet.from(doc, (msg, fields) => this.#log.warn(msg, fields));
+    this.#log.debug('jwks loaded', { keys: set.size, kids: set.kids() });
+    return set;
+  }
+
+  /** The discovered configuration, fetching it (once per cooldown) if it is still missing. */
+  async configuration(): Promise<oidc.Configuration | undefined> {
+    if (this.#config === undefined && (this.#inflight !== undefined || this.#mayFetch(this.#s.clock()))) {
+      await this.refresh();
+    }
+    return this.#config;
+  }
+
+  countIntrospection(ok: boolean): void {
+    if (ok) this.#introspectionOk++;
+    else this.#introspectionFailed++;
+  }
+
+  /**
+   * The verification key for (`alg`, `kid`). Refetches when the keys are missing or past grace,
+   * or when `kid` is unknown, in both cases at most once per cooldown and single-flight.
+   */
+  async resolveKey(alg: string, kid: string | undefined): Promise<KeyResult> {
+    const clock = this.#s.clock;
+    if (!this.usable(clock())) {
+      if (this.#inflight !== undefined || this.#mayFetch(clock())) await this.refresh();
+      if (!this.usable(clock())) return keysUnavailable(this.#keys === undefined ? 'keys never loaded' : 'keys past grace window');
+    }
+    let pick = (this.#keys as KeySet).select(alg, kid);
+    if (pick === UNKNOWN_KID) {
+      // A new kid usually means the IdP rotated keys after our last fetch.
+      if (this.#inflight !== undefined || this.#mayFetch(clock())) {
+        const ok = await this.refresh();
+        // The kid may be legitimate and the IdP just unreachable: transient, so 503.
+        if (!ok || !this.usable(clock())) return keysUnavailable('refetch for unknown kid failed');
+        pick = (this.#keys as KeySet).select(alg, kid);
+      }
+    }
+    if (typeof pick === 'string') {
+      this.#log.debug('no verification key', { kid: kid ?? null, alg, reason: pick });
+      return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: `${pick} (kid ${kid ?? 'none'}, alg ${alg})` };
+    }
+    try {
+      return { ok: true, key: await pick.importFor(alg) };
+    } catch (err) {
+      this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(err) });
+      return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: 'key import failed' };
+    }
+  }
+
+  status(): IssuerStatus {
+    const now = this.#s.clock();
+    const { issuer, needsJwks, introspection } = this.spec;
+    return {
+      issuer,
+      keysLoaded: this.#keys !== undefined,
+      keyCount: this.#keys?.size ?? 0,
+      lastFetchOk: this.#lastOkAt,
+      lastError: this.#lastError,
+      degraded:
+        this.#keys !== undefined && this.#lastFailAt !== undefined && (this.#lastOkAt === undefined || this.#lastFailAt > this.#lastOkAt),
+      keysUnavailable: needsJwks && !this.usable(now),
+      discovered: this.#config !== undefined,
+      introspection,
+      fetchOk: this.#fetchOk,
+      fetchFailed: this.#fetchFailed,
+      introspectionOk: this.#introspectionOk,
+      introspectionFailed: this.#introspectionFailed,
+    };
+  }
+}
+
+function keysUnavailable(detail: string): KeyResult {
+  return { ok: false, code: 'ERR_KEYS_UNAVAILABLE' satisfies ErrorCode, detail };
+}
+
+/** The key-set lookup outcomes that are not a key. */
+const UNKNOWN_KID = 'kid not in key set';
+const NO_MATCH = 'no key of the right type';
+const AMBIGUOUS = 'several keys match and the token has no distinguishing kid';
+type Miss = typeof UNKNOWN_KID | typeof NO_MATCH | typeof AMBIGUOUS;
+
+/** Public members per key type; everything else (notably private `d`) is never passed on. */
+const PUBLIC_MEMBERS: Readonly<Record<string, readonly string[]>> = {
+  RSA: ['n', 'e'],
+  EC: ['crv', 'x', 'y'],
+  OKP: ['crv', 'x'],
+};
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+/** alg → (kty, crv) it may be verified with (RFC 7518 §3.1, RFC 8037). */
+const ALG_KEY: Readonly<Record<string, { readonly kty: string; readonly crv?: string }>> = {
+  RS256: { kty: 'RSA' },
+  RS384: { kty: 'RSA' },
+  RS512: { kty: 'RSA' },
+  PS256: { kty: 'RSA' },
+  PS384: { kty: 'RSA' },
+  PS512: { kty: 'RSA' },
+  ES256: { kty: 'EC', crv: 'P-256' },
+  ES384: { kty: 'EC', crv: 'P-384' },
+  ES512: { kty: 'EC', crv: 'P-521' },
+  EdDSA: { kty: 'OKP', crv: 'Ed25519' },
+  Ed25519: { kty: 'OKP', crv: 'Ed25519' },
+};
+
+/** The asymmetric algorithms we verify with JWKS keys. */
+export const ASYMMETRIC_ALGS: ReadonlySet<string> = new Set(Object.keys(ALG_KEY));
+
+class VerifyKey {
+  readonly kid: string | undefined;
+  readonly kty: string;
+  readonly crv: string | undefined;
+  readonly alg: string | undefined;
+  readonly keyOps: readonly string[] | undefined;
+  readonly jwk: Readonly<Record<string, string>>;
+  /** Imported once per algorithm (RSA keys differ between RS* and PS*). */
+  readonly #imported = new Map<string, Promise<CryptoKey>>();
+
+  constructor(kid: string | undefined, kty: string, alg: string | undefined, keyOps: readonly string[] | undefined, jwk: Record<string, string>) {
+    this.kid = kid;
+    this.kty = kty;
+    this.crv = jwk['crv'];
+    this.alg = alg;
+    this.keyOps = keyOps;
+    this.jwk = Object.freeze(jwk);
+  }
+
+  fits(alg: string): boolean {
+    const want = ALG_KEY[alg];
+    if (want === undefined || want.kty !== this.kty) return false;
+    if (want.crv !== undefined && want.crv !== this.crv) return false;
+    if (this.alg !== undefined && this.alg !== alg) return false; // RFC 7517 §4.4
+    return this.keyOps === undefined || this.keyOps.includes('verify'); // RFC 7517 §4.3
+  }
+
+  importFor(alg: string): Promise<CryptoKey> {
+    let p = this.#imported.get(alg);
+    if (p === undefined) {
+      p = importJWK({ ...this.jwk, kty: this.kty }, alg).then((k) => {
+        if (k instanceof Uint8Array) throw new Error('symmetric key in JWKS');
+        return k;
+      });
+      // Do not keep a rejected import: a later fetch may bring a usable copy.
+      p.catch(() => this.#imported.delete(alg));
+      this.#imported.set(alg, p);
+    }
+    return p;
+  }
+}
+
+class KeySet {
+  readonly #byKid = new Map<string, VerifyKey[]>();
+  readonly #all: VerifyKey[] = [];
+
+  get size(): number {
+    return this.#all.length;
+  }
+
+  kids(): string[] {
+    return [...this.#byKid.keys()];
+  }
+
+  /**
+   * Keeps public signing keys of supported types; skips (and reports) the rest. A document with
+   * no usable key is an error, so a broken endpoint does not wipe keys that still work.
+   */
+  static from(doc: JsonObject, warn: (msg: string, fields: Record<string, unknown>) => void): KeySet {
+    const keys = doc['keys'];
+    if (!Array.isArray(keys)) throw new Error('JWKS has no keys array');
+    const set = new KeySet();
+    for (const raw of keys as readonly JsonValue[]) {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) continue;
+      const k = raw as JsonObject;
+      const kid = typeof k['kid'] === 'string' ? k['kid'] : undefined;
+      const kty = k['kty'];
+      const members = typeof kty === 'string' ? PUBLIC_MEMBERS[kty] : undefined;
+      if (kty === undefined || members === undefined) continue; // oct, AKP, unknown: not ours to use
+      if (PRIVATE_MEMBERS.some((m) => k[m] !== undefined)) {
+        warn('jwks key with private material skipped', { kid: kid ?? null });
+        continue;
+      }
+      if (k['use'] !== undefined && k['use'] !== 'sig') continue;
+      const alg = k['alg'];
+      if (alg !== undefined && typeof alg !== 'string') continue;
+      const ops = k['key_ops'];
+      let keyOps: string[] | undefined;
+      if (ops !== undefined) {
+        if (!Array.isArray(ops)) continue;
+        keyOps = (ops as readonly JsonValue[]).filter((o): o is string => typeof o === 'string');
+      }
+      const jwk: Record<string, string> = {};
+      let complete = true;
+      for (const m of members) {
+        const v = k[m];
+        if (typeof v === 'string') jwk[m] = v;
+        else complete = false;
+      }
+      if (!complete) continue;
+      set.#add(new VerifyKey(kid, kty as string, alg, keyOps, jwk));
+    }
+    if (set.size === 0) throw new Error('JWKS has no usable signing key');
+    return set;
+  }
+
+  #add(k: VerifyKey): void {
+    this.#all.push(k);
+    if (k.kid !== undefined) {
+      const same = this.#byKid.get(k.kid);
+      if (same === undefined) this.#byKid.set(k.kid, [k]);
+      else same.push(k);
+    }
+  }
+
+  /**
+   * With a `kid`, only keys carrying that kid are candidates (as jose does); without one, all
+   * keys. Exactly one must fit the algorithm: trying several would turn one bad token into N
+   * signature computations.
+   */
+  select(alg: string, kid: string | undefined): VerifyKey | Miss {
+    let candidates: readonly VerifyKey[];
+    if (kid !== undefined) {
+      const same = this.#byKid.get(kid);
+      if (same === undefined) return UNKNOWN_KID;
+      candidates = same;
+    } else candidates = this.#all;
+    let found: VerifyKey | undefined;
+    for (const k of candidates) {
+      if (!k.fits(alg)) continue;
+      if (found !== undefined) return AMBIGUOUS;
+      found = k;
+    }
+    return found ?? NO_MATCH;
+  }
+}
