@@ -79,7 +79,8 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
 
   const resourceServerInfo = (resource: string, clientId: string): ResourceServerData => {
     const rs = resourceServers.get(resource);
-    const granted = clients.get(clientId)?.resources[resource];
+    const allowed = clients.get(clientId)?.resources;
+    const granted = allowed !== undefined && Object.hasOwn(allowed, resource) ? allowed[resource] : undefined;
     if (rs === undefined || granted === undefined) {
       throw new errors.InvalidTarget(`client may not get tokens for '${resource}'`);
     }
