@@ -1,0 +1,264 @@
+import * as grpc from '@grpc/grpc-js';
+import { ConfigError, formatIssue } from '../../errors/ward-error.ts';
+import type { Logger } from '../../lib/log.ts';
+import type { CompiledPolicy } from '../../policy/model.ts';
+import { MAX_NACK_MESSAGE, policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire, RpcCode } from '../proto.ts';
+import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.ts';
+import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersistedPolicy } from './state.ts';
+
+/**
+ * The sidecar's side of the policy stream (linkerd's policy client, Envoy's xDS subscription):
+ * it holds the last good policy of one service and replaces it only with a version that
+ * compiles with ward's own validator and names the same service.
+ *
+ * - Start: the last accepted version is restored from `stateDir` (if it still compiles), so a
+ *   restart while the control plane is down enforces it; `onPolicy` is called with it before
+ *   `createPolicyWatch` returns.
+ * - Connect: announces the version it holds; the control plane only answers with a different one.
+ * - Push: compile → swap → `onPolicy` → persist → ACK; or NACK with the errors, keeping the old one.
+ * - Stream ends for any reason: reconnect with jittered exponential backoff (a fresh token each
+ *   time). The policy in force never changes because of a disconnect.
+ */
+
+export interface PolicyWatchOptions {
+  /** `host:port` of the control plane. */
+  readonly address: string;
+  readonly service: string;
+  /** Shown in `ward status` (pod name, host:pid…). */
+  readonly instanceId: string;
+  /** A current access token for the control plane's audience; called on every (re)connect. */
+  readonly token: () => Promise<string>;
+  readonly stateDir: string;
+  /** The policy validator (policy/load.ts `parsePolicyText`): throws ConfigError when invalid. */
+  readonly compile: (text: string, file: string) => CompiledPolicy;
+  /** Called with each newly applied policy (also the restored one). Must not throw; if it does, it is logged. */
+  readonly onPolicy: (p: CompiledPolicy) => void;
+  readonly log: Logger;
+  /** Default: cleartext (h2c). */
+  readonly credentials?: grpc.ChannelCredentials;
+  readonly backoff?: BackoffPolicy;
+  /** After this long connected, the backoff starts again from its first step. */
+  readonly healthyAfterMs?: number;
+  /** Injected for tests. */
+  readonly timers?: { setTimeout(fn: () => void, ms: number): unknown; clearTimeout(handle: unknown): void };
+  readonly random?: () => number;
+}
+
+export interface PolicyWatch {
+  /** The policy in force, or null (fail closed) before any version was accepted. */
+  current(): CompiledPolicy | null;
+  /** The control plane's version_info of the policy in force ("" when none). */
+  versionInfo(): string;
+  /** Whether the stream is open and authorized right now. */
+  connected(): boolean;
+  /** The last refused version's reason or the last connection failure, null when none since the last success. */
+  lastError(): string | null;
+  close(): Promise<void>;
+}
+
+type Call = grpc.ClientDuplexStream<PolicyRequestWire, PolicyResponseWire>;
+
+const realTimers = {
+  setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms),
+  clearTimeout: (h: unknown): void => clearTimeout(h as NodeJS.Timeout),
+};
+
+export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
+  const { service, log } = opts;
+  const timers = opts.timers ?? realTimers;
+  const random = opts.random ?? Math.random;
+  const backoff = opts.backoff ?? DEFAULT_BACKOFF;
+  const healthyAfterMs = opts.healthyAfterMs ?? 10_000;
+
+  let current: CompiledPolicy | null = null;
+  let accepted: PersistedPolicy | null = null;
+  let isConnected = false;
+  let lastError: string | null = null;
+  let closed = false;
+  let attempt = 0;
+  let call: Call | null = null;
+  let retryTimer: unknown = null;
+  let healthyTimer: unknown = null;
+  let persisting: Promise<void> = Promise.resolve();
+
+  ensureStateDir(opts.stateDir);
+  restore();
+
+  const Client = policyDiscoveryClient();
+  const client = new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), {
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+  }) as unknown as grpc.Client & { StreamPolicy(md: grpc.Metadata): Call };
+
+  function restore(): void {
+    let saved: PersistedPolicy | null;
+    try {
+      saved = readPersistedPolicy(opts.stateDir, service);
+    } catch (err) {
+      log.warn('ignoring unreadable policy state', { stateDir: opts.stateDir, err });
+      return;
+    }
+    if (saved === null) return;
+    try {
+      const p = opts.compile(saved.text, saved.fileName);
+      if (p.service !== service || saved.service !== service) throw new Error(`the saved policy is for service '${p.service}'`);
+      current = p;
+      accepted = saved;
+      log.info('policy restored from state directory', { version: saved.versionInfo, file: saved.fileName });
+      deliver(p);
+    } catch (err) {
+      // A saved version this build cannot compile (e.g. after a downgrade) is not enforced.
+      log.warn('ignoring saved policy that does not compile', { version: saved.versionInfo, reason: describe(err) });
+    }
+  }
+
+  function deliver(p: CompiledPolicy): void {
+    try {
+      opts.onPolicy(p);
+    } catch (err) {
+      log.error('onPolicy failed', { version: p.version, err });
+    }
+  }
+
+  function connect(): void {
+    retryTimer = null;
+    if (closed) return;
+    opts.token().then(
+      (token) => {
+        if (!closed) open(token);
+      },
+      (err: unknown) => {
+        lastError = `cannot get a token for the control plane: ${describe(err)}`;
+        log.warn('cannot get a token for the control plane', { reason: describe(err) });
+        retry();
+      },
+    );
+  }
+
+  function open(token: string): void {
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    const c = client.StreamPolicy(md);
+    call = c;
+    c.on('metadata', () => {
+      // The server sends headers only once the stream is authorized.
+      if (call !== c) return;
+      isConnected = true;
+      lastError = null;
+      log.info('connected to control plane', { address: opts.address, version: accepted?.versionInfo ?? '' });
+      healthyTimer = timers.setTimeout(() => {
+        healthyTimer = null;
+        attempt = 0;
+      }, healthyAfterMs);
+    });
+    c.on('data', (resp: PolicyResponseWire) => {
+      if (call === c) onResponse(c, resp);
+    });
+    c.on('error', () => {}); // the 'status' event below carries the same information
+    c.on('status', (st: grpc.StatusObject) => {
+      if (call !== c) return;
+      call = null;
+      const wasConnected = isConnected;
+      isConnected = false;
+      if (healthyTimer !== null) {
+        timers.clearTimeout(healthyTimer);
+        healthyTimer = null;
+      }
+      if (closed) return;
+      lastError = `control plane stream ended: ${grpc.status[st.code] ?? st.code} ${st.details}`;
+      const level = st.code === grpc.status.UNAUTHENTICATED || st.code === grpc.status.PERMISSION_DENIED ? 'error' : 'warn';
+      log[level]('control plane stream ended; the current policy stays in force', {
+        address: opts.address,
+        code: grpc.status[st.code] ?? st.code,
+        details: st.details,
+        wasConnected,
+        version: accepted?.versionInfo ?? null,
+      });
+      retry();
+    });
+    send(c, { service, instanceId: opts.instanceId, versionInfo: accepted?.versionInfo ?? '', responseNonce: '', errorDetail: null });
+  }
+
+  function retry(): void {
+    if (closed) return;
+    const delay = backoffDelay(attempt, backoff, random);
+    attempt++;
+    log.debug('reconnecting to control plane', { inMs: delay, attempt });
+    retryTimer = timers.setTimeout(connect, delay);
+  }
+
+  function send(c: Call, req: PolicyRequestWire): void {
+    c.write(req);
+  }
+
+  function nack(c: Call, resp: PolicyResponseWire, code: number, reason: string): void {
+    lastError = `refused version ${resp.versionInfo}: ${reason}`;
+    log.error('policy version refused (NACK); the previous version stays in force', {
+      version: resp.versionInfo,
+      keeps: accepted?.versionInfo ?? null,
+      reason,
+    });
+    send(c, {
+      service,
+      instanceId: opts.instanceId,
+      versionInfo: accepted?.versionInfo ?? '',
+      responseNonce: resp.nonce,
+      errorDetail: { code, message: reason.length <= MAX_NACK_MESSAGE ? reason : `${reason.slice(0, MAX_NACK_MESSAGE - 1)}…` },
+    });
+  }
+
+  function onResponse(c: Call, resp: PolicyResponseWire): void {
+    if (resp.service !== service) return nack(c, resp, RpcCode.FAILED_PRECONDITION, `response is for service '${resp.service}', this sidecar serves '${service}'`);
+    if (resp.policy === null) return nack(c, resp, RpcCode.INVALID_ARGUMENT, 'response carries no policy');
+    let p: CompiledPolicy;
+    try {
+      p = opts.compile(resp.policy.text, resp.policy.fileName);
+    } catch (err) {
+      return nack(c, resp, RpcCode.INVALID_ARGUMENT, describe(err));
+    }
+    if (p.service !== service) return nack(c, resp, RpcCode.FAILED_PRECONDITION, `${resp.policy.fileName}: policy is for service '${p.service}', this sidecar serves '${service}'`);
+    if (p.version !== resp.versionInfo) {
+      // Same file, different version: the control plane runs another ward build whose canonical
+      // form differs. The content is what counts; the protocol keeps the server's version.
+      log.warn('policy version computed here differs from the control plane\'s', { controlPlane: resp.versionInfo, local: p.version });
+    }
+    const previous = accepted?.versionInfo ?? null;
+    current = p;
+    accepted = { service, versionInfo: resp.versionInfo, fileName: resp.policy.fileName, text: resp.policy.text, acceptedAt: Date.now() };
+    lastError = null;
+    log.info('policy version applied', { version: resp.versionInfo, previous, file: resp.policy.fileName, controlPlane: resp.controlPlaneId });
+    deliver(p);
+    const toSave = accepted;
+    persisting = persisting
+      .then(() => writePersistedPolicy(opts.stateDir, toSave))
+      .catch((err: unknown) => log.error('cannot persist the policy; a restart without the control plane would start without it', { stateDir: opts.stateDir, err }));
+    send(c, { service, instanceId: opts.instanceId, versionInfo: resp.versionInfo, responseNonce: resp.nonce, errorDetail: null });
+  }
+
+  connect();
+
+  return {
+    current: () => current,
+    versionInfo: () => accepted?.versionInfo ?? '',
+    connected: () => isConnected,
+    lastError: () => lastError,
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (retryTimer !== null) timers.clearTimeout(retryTimer);
+      if (healthyTimer !== null) timers.clearTimeout(healthyTimer);
+      isConnected = false;
+      const c = call;
+      call = null;
+      c?.cancel();
+      client.close();
+      await persisting;
+    },
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof ConfigError) return err.issues.map(formatIssue).join('\n');
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,315 @@
+import * as grpc from '@grpc/grpc-js';
+import type { ErrorCode } from '../../errors/codes.ts';
+import { ERROR_TABLE } from '../../errors/table.ts';
+import { type Clock, systemClock } from '../../lib/clock.ts';
+import { tokenHash } from '../../lib/hash.ts';
+import type { Logger } from '../../lib/log.ts';
+import type { Identity } from '../../policy/model.ts';
+import {
+  type HealthStatusWire,
+  healthClient,
+  MAX_INSTANCE_ID,
+  POLICY_DISCOVERY_SERVICE,
+  policyDiscoveryClient,
+  type PolicyRequestWire,
+  type PolicyResponseWire,
+  type StatusRequestWire,
+  type StatusResponseWire,
+} from '../proto.ts';
+import { type Authenticate, type BindingCheck, bearerFromMetadata, isLoopbackPeer } from './access.ts';
+import type { PolicyStore } from './store.ts';
+import { createStreamRegistry, type StreamHandle } from './streams.ts';
+
+/**
+ * The gRPC server: ward.v1.PolicyDiscovery and grpc.health.v1.Health on one port.
+ *
+ * A policy stream is admitted in this order, cheapest first: stream limit → bearer present →
+ * token valid (authn, the same validation sidecars apply to callers) → first request well formed
+ * → identity bound to the requested service. Only then are response headers sent (the client's
+ * "connected"), and the stream joins the registry, which pushes the current version if the
+ * sidecar does not hold it. A stream whose token expires is ended with UNAUTHENTICATED; the
+ * sidecar reconnects with a fresh token.
+ */
+
+export interface ControlPlaneServerOptions {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly credentials?: grpc.ServerCredentials;
+  readonly store: PolicyStore;
+  /** Shown by GetStatus. */
+  readonly policyDir: string;
+  readonly authenticator: Authenticate;
+  readonly bindings: BindingCheck;
+  readonly status: { readonly allowLoopbackWithoutToken: boolean; readonly subjects: readonly string[] };
+  readonly maxStreams: number;
+  readonly log: Logger;
+  readonly clock?: Clock;
+}
+
+export interface ControlPlaneServer {
+  readonly port: number;
+  /** Open, authorized policy streams. */
+  streams(): number;
+  /** Ends every stream with UNAVAILABLE (sidecars reconnect, possibly to another replica) and stops. */
+  close(): Promise<void>;
+}
+
+const SERVICE_NAME = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type ServiceError = Partial<grpc.StatusObject> & { code: grpc.status; details: string };
+
+function refusal(code: ErrorCode): ServiceError {
+  const row = ERROR_TABLE[code];
+  return { code: row.grpc as grpc.status, details: row.message };
+}
+
+export async function startControlPlaneServer(opts: ControlPlaneServerOptions): Promise<ControlPlaneServer> {
+  const { log, store } = opts;
+  const clock = opts.clock ?? systemClock;
+  const startedAt = clock();
+  const registry = createStreamRegistry({ store, controlPlaneId: opts.id, log: log.child({ component: 'streams' }), clock });
+  /** Open StreamPolicy calls (admitted or still authenticating), each with its finisher. */
+  const calls = new Map<grpc.ServerDuplexStream<PolicyRequestWire, PolicyResponseWire>, (status: ServiceError) => void>();
+  let shuttingDown = false;
+
+  async function authenticate(md: grpc.Metadata, peer: string): Promise<{ ok: true; identity: Identity } | { ok: false; status: ServiceError }> {
+    const bearer = bearerFromMetadata(md);
+    if (!bearer.ok) {
+      log.info('control-plane call refused', { peer, code: bearer.code });
+      return { ok: false, status: refusal(bearer.code) };
+    }
+    try {
+      const r = await opts.authenticator.authenticate(bearer.token);
+      if (r.ok) return r;
+      log.info('control-plane call refused', { peer, code: r.error.code, detail: r.error.detail, token: tokenHash(bearer.token) });
+      return { ok: false, status: refusal(r.error.code) };
+    } catch (err) {
+      // Fail closed; a bad token never throws past this boundary.
+      log.error('authenticator failed', { peer, err, token: tokenHash(bearer.token) });
+      return { ok: false, status: refusal('ERR_INTERNAL') };
+    }
+  }
+
+  function streamPolicy(call: grpc.ServerDuplexStream<PolicyRequestWire, PolicyResponseWire>): void {
+    const peer = call.getPeer();
+    let handle: StreamHandle | null = null;
+    let expiry: NodeJS.Timeout | null = null;
+    let ended = false;
+    const queued: PolicyRequestWire[] = [];
+    let admitted = false;
+
+    const release = (): boolean => {
+      if (ended) return false;
+      ended = true;
+      if (expiry !== null) clearTimeout(expiry);
+      handle?.close();
+      handle = null;
+      calls.delete(call);
+      return true;
+    };
+    /** Ends the call: OK when `status` is null, else with that status. */
+    const finish = (status: ServiceError | null): void => {
+      if (!release()) return;
+      if (status === null) call.end();
+      else call.emit('error', status);
+    };
+    call.on('cancelled', release);
+    call.on('error', release); // grpc-js's own listener turns it into the call's status
+    call.on('end', () => finish(null)); // the sidecar half-closed: end our side too
+    call.on('data', (req: PolicyRequestWire) => {
+      if (ended) return;
+      if (!admitted) {
+        // Requests that arrive while the token is being verified wait for the verdict; only the
+        // first one matters before admission, so the queue holds at most a few.
+        if (queued.length < 4) queued.push(req);
+        return;
+      }
+      onRequest(req);
+    });
+
+    function onRequest(req: PolicyRequestWire): void {
+      if (handle === null) return;
+      const outcome = handle.onRequest(req);
+      if (outcome.kind === 'invalid') finish({ code: grpc.status.INVALID_ARGUMENT, details: outcome.message });
+    }
+
+    if (shuttingDown) {
+      finish({ code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
+      return;
+    }
+    if (calls.size >= opts.maxStreams) {
+      log.warn('policy stream refused: stream limit reached', { peer, maxStreams: opts.maxStreams });
+      finish({ code: grpc.status.RESOURCE_EXHAUSTED, details: 'too many policy streams' });
+      return;
+    }
+    calls.set(call, finish);
+
+    void (async () => {
+      const auth = await authenticate(call.metadata, peer);
+      if (ended) return;
+      if (!auth.ok) {
+        finish(auth.status);
+        return;
+      }
+      const identity = auth.identity;
+      const first = queued.shift() ?? (await nextRequest());
+      if (ended || first === undefined) return;
+      if (!SERVICE_NAME.test(first.service) || first.instanceId === '' || first.instanceId.length > MAX_INSTANCE_ID || first.responseNonce !== '') {
+        finish({ code: grpc.status.INVALID_ARGUMENT, details: 'the first request needs a service, an instance_id (at most 128 characters) and no response_nonce' });
+        return;
+      }
+      if (!opts.bindings(identity, first.service)) {
+        log.warn('policy stream refused: identity not bound to the service', { peer, subject: identity.subject, issuer: identity.issuer, service: first.service });
+        finish({ code: grpc.status.PERMISSION_DENIED, details: `identity is not bound to service '${first.service}'` });
+        return;
+      }
+      admitted = true;
+      call.sendMetadata(new grpc.Metadata());
+      handle = registry.open({
+        service: first.service,
+        instanceId: first.instanceId,
+        versionInfo: first.versionInfo,
+        identity: { subject: identity.subject, issuer: identity.issuer },
+        peer,
+        send: (r) => {
+          if (!ended) call.write(r);
+        },
+      });
+      // Zero trust does not end at connect: when the token expires, so does the stream.
+      const ms = identity.expiresAt * 1000 - clock();
+      expiry = setTimeout(() => {
+        log.info('policy stream ended: token expired', { peer, subject: identity.subject, service: first.service });
+        finish(refusal('ERR_TOKEN_EXPIRED'));
+      }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+      expiry.unref();
+      for (const r of queued.splice(0)) onRequest(r);
+    })();
+
+    function nextRequest(): Promise<PolicyRequestWire | undefined> {
+      return new Promise((resolve) => {
+        const onData = (): void => {
+          cleanup();
+          resolve(queued.shift());
+        };
+        const onDone = (): void => {
+          cleanup();
+          resolve(undefined);
+        };
+        const cleanup = (): void => {
+          call.off('data', onData);
+          call.off('end', onDone);
+          call.off('cancelled', onDone);
+          call.off('error', onDone);
+        };
+        // The queueing 'data' listener above runs first (registered earlier).
+        call.on('data', onData);
+        call.on('end', onDone);
+        call.on('cancelled', onDone);
+        call.on('error', onDone);
+      });
+    }
+  }
+
+  function getStatus(call: grpc.ServerUnaryCall<StatusRequestWire, StatusResponseWire>, cb: grpc.sendUnaryData<StatusResponseWire>): void {
+    const peer = call.getPeer();
+    void (async () => {
+      const hasToken = call.metadata.get('authorization').length > 0;
+      if (!(hasToken === false && opts.status.allowLoopbackWithoutToken && isLoopbackPeer(peer))) {
+        const auth = await authenticate(call.metadata, peer);
+        if (!auth.ok) return cb(auth.status);
+        if (!opts.status.subjects.includes(auth.identity.subject)) {
+          log.warn('status refused: subject not allowed', { peer, subject: auth.identity.subject });
+          return cb({ code: grpc.status.PERMISSION_DENIED, details: 'identity may not read the control-plane status' });
+        }
+      }
+      const only = call.request.service;
+      const problems = store.problems();
+      cb(null, {
+        controlPlaneId: opts.id,
+        policyDir: opts.policyDir,
+        startedAtUnixMs: startedAt,
+        services: store
+          .services()
+          .filter((s) => only === '' || s.service === only)
+          .map((s) => ({
+            service: s.service,
+            version: s.version,
+            sourceFile: s.file,
+            updatedAtUnixMs: s.updatedAt,
+            lastError: (problems.find((p) => p.file === s.file)?.issues ?? []).map((i) => ({ ...i })),
+          })),
+        files: problems
+          .filter((p) => only === '' || p.service === only)
+          .map((p) => ({ file: p.file, service: p.service ?? '', issues: p.issues.map((i) => ({ ...i })), sinceUnixMs: p.since })),
+        sidecars: registry.status(only),
+      });
+    })();
+  }
+
+  // ---- grpc.health.v1 ----
+  const healthWatchers = new Set<{ call: grpc.ServerWritableStream<{ service: string }, { status: HealthStatusWire }> }>();
+  const healthOf = (service: string): HealthStatusWire | null =>
+    service === '' || service === POLICY_DISCOVERY_SERVICE ? (shuttingDown ? 'NOT_SERVING' : 'SERVING') : null;
+
+  const server = new grpc.Server({
+    // Detect dead sidecars (half-open TCP) so their stream state is released.
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.max_receive_message_length': 64 * 1024,
+  });
+  server.addService(policyDiscoveryClient().service, { StreamPolicy: streamPolicy, GetStatus: getStatus });
+  server.addService(healthClient().service, {
+    Check: (call: grpc.ServerUnaryCall<{ service: string }, { status: HealthStatusWire }>, cb: grpc.sendUnaryData<{ status: HealthStatusWire }>) => {
+      const s = healthOf(call.request.service);
+      if (s === null) cb({ code: grpc.status.NOT_FOUND, details: 'unknown service' });
+      else cb(null, { status: s });
+    },
+    Watch: (call: grpc.ServerWritableStream<{ service: string }, { status: HealthStatusWire }>) => {
+      const w = { call };
+      call.write({ status: healthOf(call.request.service) ?? 'SERVICE_UNKNOWN' });
+      if (shuttingDown) {
+        call.end();
+        return;
+      }
+      healthWatchers.add(w);
+      call.on('cancelled', () => healthWatchers.delete(w));
+    },
+  });
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${opts.host}:${opts.port}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  log.info('control plane listening', { host: opts.host, port, id: opts.id, tls: opts.credentials !== undefined });
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    streams: () => registry.size(),
+    close() {
+      closing ??= (async () => {
+        shuttingDown = true;
+        for (const w of healthWatchers) {
+          if (healthOf(w.call.request.service) !== null) w.call.write({ status: 'NOT_SERVING' });
+          w.call.end();
+        }
+        healthWatchers.clear();
+        for (const f of [...calls.values()]) f({ code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
+        registry.close();
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2000);
+          t.unref();
+          server.tryShutdown(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      })();
+      return closing;
+    },
+  };
+}
