@@ -1,0 +1,49 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '../../../src/lib/log.ts';
+
+/**
+ * Policies and helpers shared by the control-plane tests. `policy(service, methods)` is a valid
+ * policy file text; different `methods` give different versions.
+ */
+export function policy(service: string, methods: readonly string[] = ['GetOrder'], issuer = 'http://127.0.0.1:4400'): string {
+  return `apiVersion: ward.dev/v1
+kind: Policy
+service: ${service}
+issuers:
+  - issuer: ${issuer}
+    audiences: [urn:ward:${service}]
+rules:
+  - name: readers
+    action: allow
+    match:
+      grpc: [${methods.map((m) => `/ward.demo.v1.Orders/${m}`).join(', ')}]
+`;
+}
+
+/** A policy with a schema error on line 9 (`rules[0].action`). */
+export function invalidPolicy(service: string): string {
+  return policy(service).replace('action: allow', 'action: maybe');
+}
+
+export function tempDir(prefix = 'ward-cp-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A logger that keeps records for assertions. */
+export function memoryLogger(): { log: Logger; records: Record<string, unknown>[] } {
+  const records: Record<string, unknown>[] = [];
+  const log = createLogger({ level: 'debug', sink: { write: (line) => records.push(JSON.parse(line) as Record<string, unknown>) } });
+  return { log, records };
+}
+
+/** Resolves when `check()` is true, polling every few ms; rejects after `ms` (a safety net, not a timing assertion). */
+export async function eventually(check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
