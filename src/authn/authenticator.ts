@@ -234,6 +234,7 @@ class TokenAuthenticator implements Authenticator {
     const viaJwks = !HMAC_ALGS.has(alg);
     if (viaJwks) {
       const r = await state.source.resolveKey(alg, kid);
+      if (this.#issuers.get(iss) !== state) return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed during key lookup', iss, kid);
       if (!r.ok) return this.#reject(token, r.code, r.detail, iss, kid);
       verifyKey = r.key;
     } else {

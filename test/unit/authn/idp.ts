@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CompactSign, exportJWK, generateKeyPair, SignJWT } from 'jose';
-import type { CryptoKey, JWK, JWSHeaderParameters } from 'jose';
+import type { CryptoKey, JWK } from 'jose';
 
 /**
  * A real OIDC issuer on 127.0.0.1:0 for the authn tests: discovery document, JWKS and an
@@ -110,8 +110,8 @@ export class FakeIdp {
       this.#hit('introspection');
       const body = await readBody(req);
       this.introspectionAuth.push(req.headers.authorization ?? '');
-      const expected = `Basic ${Buffer.from(`${encodeURIComponent(this.#opts.clientId ?? '')}:${encodeURIComponent(this.#opts.clientSecret ?? '')}`).toString('base64')}`;
-      if (this.introspectionMode === 'ok' && req.headers.authorization !== expected) {
+      const creds = basicCredentials(req.headers.authorization);
+      if (this.introspectionMode === 'ok' && (creds?.id !== this.#opts.clientId || creds?.secret !== this.#opts.clientSecret)) {
         res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_client' }));
         return;
       }
@@ -139,19 +139,31 @@ export class FakeIdp {
   }
 }
 
+/** RFC 6749 §2.3.1: id and secret are form-urlencoded, then joined by ":" and base64ed. */
+function basicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/.exec(header ?? '');
+  if (m === null) return undefined;
+  const [id, secret] = Buffer.from(m[1] ?? '', 'base64').toString('utf8').split(':');
+  const dec = (s: string | undefined): string => decodeURIComponent((s ?? '').replace(/\+/g, ' '));
+  return { id: dec(id), secret: dec(secret) };
+}
+
 async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Header members to add or (with `undefined`) drop. */
+export type HeaderOverrides = { readonly [name: string]: unknown };
+
 /** Signs `claims` with `key` under `header` (kid and alg default to the key's). */
-export function mint(key: SigningKey, claims: Record<string, unknown>, header: Partial<JWSHeaderParameters> = {}): Promise<string> {
+export function mint(key: SigningKey, claims: Record<string, unknown>, header: HeaderOverrides = {}): Promise<string> {
   return new SignJWT(claims).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt', ...header }).sign(key.privateKey);
 }
 
 /** Signs a payload given as raw JSON text (for duplicate-key and similar cases). */
-export function mintRaw(key: SigningKey, rawPayload: string, header: Partial<JWSHeaderParameters> = {}): Promise<string> {
+export function mintRaw(key: SigningKey, rawPayload: string, header: HeaderOverrides = {}): Promise<string> {
   return new CompactSign(new TextEncoder().encode(rawPayload))
     .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt', ...header })
     .sign(key.privateKey);
