@@ -85,10 +85,19 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   restore();
 
   const Client = policyDiscoveryClient();
-  const client = new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), {
-    'grpc.keepalive_time_ms': 30_000,
-    'grpc.keepalive_timeout_ms': 10_000,
-  }) as unknown as grpc.Client & { StreamPolicy(md: grpc.Metadata): Call };
+  type PolicyClient = grpc.Client & { StreamPolicy(md: grpc.Metadata): Call };
+  let client: PolicyClient | null = null;
+  /**
+   * A fresh channel per attempt, with its own subchannel: a channel that failed to connect sits
+   * in grpc-js's own reconnect backoff (up to 120 s) and fails calls fast meanwhile, which would
+   * override the backoff chosen here. Reconnects are rare; a new TCP connection each is cheap.
+   */
+  const newClient = (): PolicyClient =>
+    new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.use_local_subchannel_pool': 1,
+    }) as unknown as PolicyClient;
 
   function restore(): void {
     let saved: PersistedPolicy | null;
@@ -138,7 +147,9 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   function open(token: string): void {
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${token}`);
-    const c = client.StreamPolicy(md);
+    const ch = newClient();
+    client = ch;
+    const c = ch.StreamPolicy(md);
     call = c;
     c.on('metadata', () => {
       // The server sends headers only once the stream is authorized.
@@ -156,8 +167,10 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     });
     c.on('error', () => {}); // the 'status' event below carries the same information
     c.on('status', (st: grpc.StatusObject) => {
+      ch.close();
       if (call !== c) return;
       call = null;
+      if (client === ch) client = null;
       const wasConnected = isConnected;
       isConnected = false;
       if (healthyTimer !== null) {
@@ -251,7 +264,8 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       const c = call;
       call = null;
       c?.cancel();
-      client.close();
+      client?.close();
+      client = null;
       await persisting;
     },
   };

@@ -62,7 +62,7 @@ type ServiceError = Partial<grpc.StatusObject> & { code: grpc.status; details: s
 
 function refusal(code: ErrorCode): ServiceError {
   const row = ERROR_TABLE[code];
-  return { code: row.grpc as grpc.status, details: row.message };
+  return { code: row.grpc, details: row.message };
 }
 
 export async function startControlPlaneServer(opts: ControlPlaneServerOptions): Promise<ControlPlaneServer> {

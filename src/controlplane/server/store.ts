@@ -201,7 +201,8 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
     const fallbacks: Candidate[] = [];
     for (const [service, list] of claims) {
       const owner = previousOwner.get(service);
-      const winner = list.find((c) => c.file === owner) ?? (list[0] as Candidate);
+      const winner = list.find((c) => c.file === owner) ?? list[0];
+      if (winner === undefined) continue;
       winners.set(service, winner);
       for (const loser of list) {
         if (loser === winner) continue;

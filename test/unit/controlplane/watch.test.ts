@@ -1,0 +1,287 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/controlplane/client/backoff.ts';
+import { statePath } from '../../../src/controlplane/client/state.ts';
+import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
+import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
+import { parsePolicyText } from '../../../src/policy/load.ts';
+import type { CompiledPolicy } from '../../../src/policy/model.ts';
+import { eventually, policy, tempDir } from './fixtures.ts';
+import { type Harness, startHarness, TOKENS } from './harness.ts';
+
+const v1 = validatePolicyForControlPlane(policy('orders'), 'x').version;
+const v2 = validatePolicyForControlPlane(policy('orders', ['ListOrders']), 'x').version;
+
+/** Valid for the control plane; the sidecar cannot compile it without the HMAC secret in its env. */
+const NEEDS_SECRET = `apiVersion: ward.dev/v1
+kind: Policy
+service: orders
+issuers:
+  - issuer: http://127.0.0.1:4400
+    audiences: [urn:ward:orders]
+    algorithms: [HS256]
+    hmacSecretEnv: WARD_TEST_UNSET_SECRET
+rules:
+  - name: readers
+    action: allow
+    match:
+      grpc: [/ward.demo.v1.Orders/GetOrder]
+`;
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function harness(opts: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
+  const h = await startHarness(opts);
+  cleanups.push(() => h.close());
+  return h;
+}
+
+function stateDir(): string {
+  const t = tempDir('ward-state-');
+  cleanups.push(t.cleanup);
+  return t.dir;
+}
+
+interface Watched {
+  readonly watch: PolicyWatch;
+  readonly applied: CompiledPolicy[];
+}
+
+function watch(address: string, dir: string, over: Partial<PolicyWatchOptions> = {}): Watched {
+  const applied: CompiledPolicy[] = [];
+  const w = createPolicyWatch({
+    address,
+    service: 'orders',
+    instanceId: 'pod-1',
+    token: async () => TOKENS.orders,
+    stateDir: dir,
+    compile: (text, file) => parsePolicyText(text, file, { env: {} }),
+    onPolicy: (p) => applied.push(p),
+    log: silentLogger,
+    backoff: { initialMs: 20, maxMs: 200 },
+    ...over,
+  });
+  cleanups.push(() => w.close());
+  return { watch: w, applied };
+}
+
+/** Records timers instead of running them; `fire(ms)` runs (and removes) the first one with that delay. */
+function fakeTimers(): { timers: NonNullable<PolicyWatchOptions['timers']>; delays: number[]; pending: () => number[]; fire(pred: (ms: number) => boolean): void } {
+  let next = 1;
+  const live = new Map<number, { fn: () => void; ms: number }>();
+  const delays: number[] = [];
+  return {
+    timers: {
+      setTimeout(fn, ms) {
+        const id = next++;
+        live.set(id, { fn, ms });
+        delays.push(ms);
+        return id;
+      },
+      clearTimeout(id) {
+        live.delete(id as number);
+      },
+    },
+    delays,
+    pending: () => [...live.values()].map((t) => t.ms),
+    fire(pred) {
+      for (const [id, t] of live) {
+        if (pred(t.ms)) {
+          live.delete(id);
+          t.fn();
+          return;
+        }
+      }
+      throw new Error('no such timer');
+    },
+  };
+}
+
+describe('createPolicyWatch', () => {
+  it('applies the pushed version, persists it atomically, and ACKs', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    const dir = stateDir();
+    const { watch: w, applied } = watch(h.address, dir);
+    expect(w.current()).toBeNull(); // fail closed until a version is accepted
+    await eventually(() => applied.length === 1, 10_000, 'the first policy');
+    expect(w.current()?.version).toBe(v1);
+    expect(w.versionInfo()).toBe(v1);
+    expect(w.connected()).toBe(true);
+    await expect.poll(async () => (await h.status()).sidecars[0]?.ackedVersion).toBe(v1);
+    await eventually(() => existsSync(statePath(dir, 'orders')));
+    expect(JSON.parse(readFileSync(statePath(dir, 'orders'), 'utf8'))).toMatchObject({ service: 'orders', versionInfo: v1, fileName: 'orders.yaml', text: policy('orders') });
+
+    await h.write('orders.yaml', policy('orders', ['ListOrders']));
+    await eventually(() => applied.length === 2, 10_000, 'the second policy');
+    expect(w.current()?.version).toBe(v2);
+    await expect.poll(() => JSON.parse(readFileSync(statePath(dir, 'orders'), 'utf8')).versionInfo).toBe(v2);
+  });
+
+  it('NACKs a version it cannot compile, keeps the last good one, and the control plane shows why', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    const dir = stateDir();
+    const { watch: w, applied } = watch(h.address, dir);
+    await eventually(() => applied.length === 1);
+    await h.write('orders.yaml', NEEDS_SECRET);
+    await expect.poll(async () => (await h.status()).sidecars[0]?.lastNack?.message ?? '').toContain('WARD_TEST_UNSET_SECRET');
+    const st = await h.status();
+    expect(st.sidecars[0]).toMatchObject({ ackedVersion: v1, nackCount: 1, lastNack: { version: validatePolicyForControlPlane(NEEDS_SECRET, 'x').version } });
+    expect(st.sidecars[0]?.lastNack?.message).toMatch(/^orders\.yaml:8:\d+: issuers\[0\]\.hmacSecretEnv/);
+    expect(applied).toHaveLength(1);
+    expect(w.current()?.version).toBe(v1);
+    expect(w.lastError()).toContain('WARD_TEST_UNSET_SECRET');
+    expect(JSON.parse(readFileSync(statePath(dir, 'orders'), 'utf8')).versionInfo).toBe(v1);
+
+    // the next valid version is applied as usual
+    await h.write('orders.yaml', policy('orders', ['ListOrders']));
+    await eventually(() => applied.length === 2);
+    expect(w.current()?.version).toBe(v2);
+    expect(w.lastError()).toBeNull();
+  });
+
+  it('NACKs a policy that compiles but names another service', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    const { watch: w, applied } = watch(h.address, stateDir(), {
+      compile: (text, file) => ({ ...parsePolicyText(text, file), service: 'payments' }),
+    });
+    await expect.poll(async () => (await h.status()).sidecars[0]?.lastNack?.message ?? '').toContain("policy is for service 'payments'");
+    expect(applied).toEqual([]);
+    expect(w.current()).toBeNull();
+  });
+
+  it('after a restart with the control plane down, enforces the persisted version at once', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    const dir = stateDir();
+    const first = watch(h.address, dir);
+    await eventually(() => first.applied.length === 1);
+    await first.watch.close();
+    const address = h.address;
+    await h.close();
+
+    const timers = fakeTimers();
+    const second = watch(address, dir, { timers: timers.timers });
+    expect(second.watch.current()?.version).toBe(v1);
+    expect(second.applied.map((p) => p.version)).toEqual([v1]);
+    expect(second.watch.versionInfo()).toBe(v1);
+    expect(second.watch.connected()).toBe(false);
+    await eventually(() => timers.pending().length === 1, 10_000, 'a reconnect to be scheduled');
+    expect(second.watch.lastError()).toMatch(/UNAVAILABLE/);
+    expect(second.watch.current()?.version).toBe(v1);
+  });
+
+  it('after a restart with the control plane up on the same version, gets no push', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    const dir = stateDir();
+    const first = watch(h.address, dir);
+    await eventually(() => first.applied.length === 1);
+    await first.watch.close();
+
+    const second = watch(h.address, dir);
+    await eventually(() => second.watch.connected());
+    await expect.poll(async () => (await h.status()).sidecars.map((s) => [s.ackedVersion, s.pendingVersion])).toEqual([[v1, '']]);
+    await h.write('orders.yaml', policy('orders', ['ListOrders']));
+    await eventually(() => second.applied.length === 2);
+    expect(second.applied.map((p) => p.version)).toEqual([v1, v2]); // restored, then the one new version
+  });
+
+  it('ignores a corrupt or foreign state file', async () => {
+    const dir = stateDir();
+    writeFileSync(statePath(dir, 'orders'), '{"service": "orders", "versionInfo": ');
+    const a = watch('127.0.0.1:1', dir, { timers: fakeTimers().timers });
+    expect(a.watch.current()).toBeNull();
+    writeFileSync(statePath(dir, 'orders'), JSON.stringify({ service: 'orders', versionInfo: 'v', fileName: 'p.yaml', text: policy('payments'), acceptedAt: 1 }));
+    const b = watch('127.0.0.1:1', dir, { timers: fakeTimers().timers });
+    expect(b.watch.current()).toBeNull();
+    expect(b.applied).toEqual([]);
+  });
+
+  it('reconnects with jittered exponential backoff, capped, and starts over after a healthy connection', async () => {
+    const h0 = await harness({ files: {} });
+    const port = h0.server.port;
+    await h0.close(); // nothing listens on `port` now
+    const t = fakeTimers();
+    const dir = stateDir();
+    const { watch: w, applied } = watch(`127.0.0.1:${port}`, dir, {
+      timers: t.timers,
+      random: () => 1,
+      backoff: { initialMs: 100, maxMs: 1000 },
+      healthyAfterMs: 5000,
+    });
+    const expected = [100, 200, 400, 800, 1000, 1000];
+    for (let i = 0; i < expected.length; i++) {
+      await eventually(() => t.pending().length === 1, 10_000, `reconnect ${i}`);
+      expect(t.pending()).toEqual([expected[i]]);
+      t.fire(() => true);
+    }
+    await eventually(() => t.pending().length === 1);
+
+    // the control plane comes back on the same port; the next attempt connects
+    const h = await harness({ files: { 'orders.yaml': policy('orders') }, port });
+    t.fire((ms) => ms === 1000);
+    await eventually(() => applied.length === 1, 10_000, 'the policy after reconnect');
+    expect(w.connected()).toBe(true);
+    expect(t.pending()).toEqual([5000]); // the healthy timer
+    t.fire((ms) => ms === 5000);
+
+    await h.server.close(); // stream ends: backoff starts from its first step again
+    await eventually(() => t.pending().length === 1);
+    expect(t.pending()).toEqual([100]);
+    expect(w.connected()).toBe(false);
+    expect(w.current()?.version).toBe(v1);
+  });
+
+  it('keeps its policy across a control-plane restart and does not re-apply the same version', async () => {
+    const dir = stateDir();
+    const policyDir = tempDir('ward-policies-');
+    cleanups.push(policyDir.cleanup);
+    writeFileSync(join(policyDir.dir, 'orders.yaml'), policy('orders'));
+    const h1 = await startHarness({ dir: policyDir.dir });
+    const { watch: w, applied } = watch(h1.address, dir);
+    await eventually(() => applied.length === 1 && w.connected());
+    await h1.server.close();
+    h1.store.close();
+    await eventually(() => !w.connected(), 10_000, 'the disconnect');
+    expect(w.current()?.version).toBe(v1);
+
+    const h2 = await harness({ dir: policyDir.dir, port: h1.server.port });
+    await eventually(() => w.connected(), 10_000, 'the reconnect');
+    await expect.poll(async () => (await h2.status()).sidecars.map((s) => [s.ackedVersion, s.pendingVersion])).toEqual([[v1, '']]);
+    expect(applied).toHaveLength(1);
+  });
+
+  it('retries when it cannot get a token', async () => {
+    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+    let calls = 0;
+    const { watch: w, applied } = watch(h.address, stateDir(), {
+      token: async () => {
+        if (++calls < 3) throw new Error('idp down');
+        return TOKENS.orders;
+      },
+    });
+    await eventually(() => applied.length === 1);
+    expect(calls).toBe(3);
+    expect(w.lastError()).toBeNull();
+  });
+
+  it('stops reconnecting once closed', async () => {
+    const t = fakeTimers();
+    const { watch: w } = watch('127.0.0.1:1', stateDir(), { timers: t.timers });
+    await eventually(() => t.pending().length === 1);
+    await w.close();
+    expect(t.pending()).toEqual([]);
+  });
+});
+
+describe('backoffDelay', () => {
+  it('doubles from initialMs up to maxMs, with equal jitter in [cap/2, cap]', () => {
+    const p = { initialMs: 500, maxMs: 30_000 };
+    expect([0, 1, 2, 3, 6, 7, 50].map((a) => backoffDelay(a, p, () => 1))).toEqual([500, 1000, 2000, 4000, 30_000, 30_000, 30_000]);
+    expect([0, 1, 7].map((a) => backoffDelay(a, p, () => 0))).toEqual([250, 500, 15_000]);
+    expect(DEFAULT_BACKOFF).toEqual({ initialMs: 500, maxMs: 30_000 });
+  });
+});
