@@ -154,7 +154,12 @@ export function failure(c: CompiledCondition, id: Identity): string {
       const name = `claim ${c.label}`;
       const present = v !== undefined && v !== null;
       if (c.exists === false) return `${name} is present`;
-      if (!present) return `${name} is missing`;
+      if (!present) {
+        // for a set test, "lacks x" says what to add; the claim being absent is implied
+        if (c.exists !== true && c.allOf !== undefined) return `${name} lacks ${c.allOf.join(', ')}`;
+        if (c.exists !== true && c.anyOf !== undefined) return `${name} has none of ${list(c.anyOf)}`;
+        return `${name} is missing`;
+      }
       if (c.hasEquals && v !== c.equals) return `${name} is not ${JSON.stringify(c.equals)}`;
       if (c.inList !== undefined && !c.in?.has(v as Scalar)) return `${name} is not one of ${list(c.inList)}`;
       if (c.anyOf !== undefined && !c.anyOf.some((x) => contains(v, x))) return `${name} has none of ${list(c.anyOf)}`;
