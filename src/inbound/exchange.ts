@@ -1,0 +1,107 @@
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
+import type { Identity } from '../policy/model.ts';
+
+/**
+ * One inbound call, whatever its protocol: what the stages learned about it and where its
+ * response goes. Exactly one of `h2` or `req`/`res` is set. Stream event handlers are
+ * module-level functions that find their exchange through the `kExchange` property, so the
+ * request path allocates this object and no closures (undici's symbol-keyed state, STYLE.md
+ * habit 10).
+ */
+
+export const kExchange: unique symbol = Symbol('ward.exchange');
+
+/** A Node stream or message carrying a back-pointer to its exchange. */
+export type Tagged<T> = T & { [kExchange]?: Exchange };
+
+export function exchangeOf(o: object): Exchange {
+  return (o as Tagged<object>)[kExchange] as Exchange;
+}
+
+export function tag(o: object, ex: Exchange): void {
+  (o as Tagged<object>)[kExchange] = ex;
+}
+
+export class Exchange {
+  readonly h2: ServerHttp2Stream | null;
+  readonly req: IncomingMessage | null;
+  readonly res: ServerResponse | null;
+  /** Response shape: gRPC (trailers-only errors, grpc-status) or plain HTTP. */
+  readonly grpc: boolean;
+  readonly decisionId: string;
+
+  // --- raw inputs, as the listener saw them
+  readonly method: string;
+  /** `:path` or the HTTP/1.1 request-target; undefined for an h2 request without `:path`. */
+  readonly target: string | undefined;
+  /** `:authority` (h2) or the Host header (h1). */
+  authority: string | undefined;
+  /** Flat [name, value, …] list as received (HTTP/2 names are lower-case already). */
+  readonly rawHeaders: readonly string[];
+  /** The request carries no body (h2 END_STREAM on HEADERS; h1 no length and no chunking). */
+  bodyless: boolean;
+  /** HTTP/1.1 `Expect: 100-continue`: the 100 goes out only once the call is allowed. */
+  readonly expectContinue: boolean;
+
+  // --- learned by the stages
+  path = '';
+  query = '';
+  grpcMethod: string | undefined = undefined;
+  grpcTimeoutMs = -1;
+  /** Headers for the app: inbound ones minus stripped names; pseudo-headers added by forward. */
+  fwdHeaders: OutgoingHttpHeaders = {};
+  /** Every `Authorization` value (an array when repeated: that is an error, not a choice). */
+  authorization: string | string[] | undefined = undefined;
+  /** The client sent `TE: trailers`. */
+  acceptsTrailers = false;
+  identity: Identity | null = null;
+
+  // --- lifecycle
+  /** The downstream stream/response is closed: nothing more can be written. */
+  closed = false;
+  /** Response headers went out downstream. */
+  responseStarted = false;
+  /** A ward error response (or reset) was written: nothing else may be. */
+  finished = false;
+  upstream: ClientHttp2Stream | ClientRequest | null = null;
+  upstreamRes: IncomingMessage | null = null;
+  /** The upstream leg completed, failed or was cancelled by us. */
+  upstreamDone = false;
+  upstreamError: Error | undefined = undefined;
+  /** Trailers to send downstream on `wantTrailers` (the app's, or a gRPC error status). */
+  trailers: IncomingHttpHeaders | OutgoingHttpHeaders | null = null;
+  timer: NodeJS.Timeout | null = null;
+
+  constructor(init: {
+    h2: ServerHttp2Stream | null;
+    req: IncomingMessage | null;
+    res: ServerResponse | null;
+    grpc: boolean;
+    decisionId: string;
+    method: string;
+    target: string | undefined;
+    authority: string | undefined;
+    rawHeaders: readonly string[];
+    bodyless: boolean;
+    expectContinue: boolean;
+  }) {
+    this.h2 = init.h2;
+    this.req = init.req;
+    this.res = init.res;
+    this.grpc = init.grpc;
+    this.decisionId = init.decisionId;
+    this.method = init.method;
+    this.target = init.target;
+    this.authority = init.authority;
+    this.rawHeaders = init.rawHeaders;
+    this.bodyless = init.bodyless;
+    this.expectContinue = init.expectContinue;
+  }
+
+  /** The request body as a readable stream. */
+  body(): Readable {
+    return (this.h2 ?? this.req) as Readable;
+  }
+}

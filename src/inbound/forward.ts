@@ -1,0 +1,331 @@
+import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
+import type { SidecarConfig } from '../config/sidecar.ts';
+import type { ErrorCode } from '../errors/codes.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Permit } from '../policy/model.ts';
+import { type Exchange, exchangeOf, tag } from './exchange.ts';
+import { addIdentityHeaders, identityHeaderValues, type IdentityHeaderNames, relayableFields, responseHeadersForH2 } from './headers.ts';
+import { H2SessionPool } from './pool.ts';
+import type { ErrorResponder } from './respond.ts';
+import type { InboundCounters } from './types.ts';
+
+/**
+ * The last stage: an allowed call goes to the local app and its response comes back.
+ *
+ * - One connection pool per sidecar: h2c sessions (`upstream.maxSessions`) or an HTTP/1.1
+ *   keep-alive agent (`upstream.maxSockets`); never a connection per call.
+ * - Bodies are piped both ways (backpressure, no buffering); trailers are relayed: HTTP/2
+ *   `waitForTrailers`/`sendTrailers` towards an HTTP/2 client, chunked trailers towards an
+ *   HTTP/1.1 client that sent `TE: trailers`.
+ * - A client that goes away cancels the app's stream (RST_STREAM CANCEL / socket abort), so the
+ *   app sees the cancellation; a `grpc-timeout` that expires cancels it too and answers
+ *   DEADLINE_EXCEEDED; an app that cannot be reached or resets mid-call yields
+ *   ERR_UPSTREAM_UNAVAILABLE / ERR_UPSTREAM_RESET instead of a hung call.
+ *
+ * Stream handlers are module-level or built once per forwarder; they find their call through
+ * `exchangeOf(this)`.
+ */
+
+export interface Forwarder {
+  /** Sends an allowed call to the app. Only a `Permit` (from `evaluate`) opens the way. */
+  forward(ex: Exchange, permit: Permit): void;
+  /** Starts the call's deadline (`grpc-timeout`, or `upstream.requestTimeoutMs`). */
+  armDeadline(ex: Exchange, ms: number): void;
+  /** The client went away: cancel the app's side of the call, if any. */
+  cancel(ex: Exchange): void;
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+export interface ForwarderOptions {
+  readonly upstream: Readonly<SidecarConfig['upstream']>;
+  readonly identityNames: IdentityHeaderNames;
+  readonly responder: ErrorResponder;
+  readonly counters: InboundCounters;
+  readonly log: Logger;
+}
+
+const END_FLAG = h2c.NGHTTP2_FLAG_END_STREAM;
+const REQUEST_NO_BODY = Object.freeze({ endStream: true });
+const REQUEST_WITH_BODY = Object.freeze({ endStream: false });
+const RESPOND_END = Object.freeze({ endStream: true });
+const RESPOND_WITH_TRAILERS = Object.freeze({ waitForTrailers: true });
+const PIPE_NO_END = Object.freeze({ end: false });
+
+/** Failures that mean "the app is not there" rather than "the app broke this call". */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EADDRNOTAVAIL', 'EAI_AGAIN']);
+
+function errCode(err: unknown): string | undefined {
+  const c = (err as { code?: unknown } | undefined)?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+/** Why a call failed before any response header arrived. */
+function classifyFailure(err: Error | undefined, rstCode: number | undefined): ErrorCode {
+  if (rstCode === h2c.NGHTTP2_REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
+  const code = errCode(err);
+  if (code !== undefined && UNREACHABLE.has(code)) return 'ERR_UPSTREAM_UNAVAILABLE';
+  // Node cancels streams queued on a session that failed to connect; the cause says why.
+  const cause = errCode((err as { cause?: unknown } | undefined)?.cause);
+  if (cause !== undefined && UNREACHABLE.has(cause)) return 'ERR_UPSTREAM_UNAVAILABLE';
+  if (code === 'ERR_HTTP2_STREAM_CANCEL' || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION') {
+    return 'ERR_UPSTREAM_UNAVAILABLE';
+  }
+  return 'ERR_UPSTREAM_RESET';
+}
+
+/** A header the client sent that Node refuses to send on: the client's fault, not the app's. */
+function isHeaderError(err: unknown): boolean {
+  const c = errCode(err) ?? '';
+  return c.startsWith('ERR_HTTP2_HEADER') || c === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || c === 'ERR_INVALID_HTTP_TOKEN' || c === 'ERR_INVALID_CHAR';
+}
+
+/** Stops feeding the app and drops whatever the client still sends (flow control keeps moving). */
+function releaseBody(ex: Exchange): void {
+  const body = ex.body();
+  if (!body.readableEnded && !body.destroyed) {
+    body.unpipe();
+    body.resume();
+  }
+}
+
+function cancelUpstream(ex: Exchange): void {
+  const up = ex.upstream;
+  if (up === null || ex.upstreamDone) return;
+  ex.upstreamDone = true;
+  if (up instanceof ClientRequest) up.destroy();
+  else if (!up.destroyed) up.close(h2c.NGHTTP2_CANCEL);
+}
+
+function onUpstreamError(this: ClientHttp2Stream | ClientRequest | IncomingMessage, err: Error): void {
+  const ex = exchangeOf(this);
+  ex.upstreamError ??= err;
+}
+
+function onH2UpstreamTrailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
+  exchangeOf(this).trailers = trailers;
+}
+
+function onH1UpstreamEnd(this: IncomingMessage): void {
+  exchangeOf(this).trailers = relayableFields(this.trailers);
+}
+
+/** The app's body ended towards an HTTP/1.1 client: chunked trailers if it asked for them. */
+function onUpstreamEndToH1(this: ClientHttp2Stream | IncomingMessage): void {
+  const ex = exchangeOf(this);
+  const res = ex.res;
+  if (res === null || ex.closed || ex.finished) return;
+  const t = ex.upstreamRes !== null ? ex.upstreamRes.trailers : ex.trailers;
+  if (ex.acceptsTrailers && t !== null) {
+    const fields = relayableFields(t as IncomingHttpHeaders);
+    for (const _ in fields) {
+      res.addTrailers(fields);
+      break;
+    }
+  }
+  res.end();
+}
+
+export function createForwarder(o: ForwarderOptions): Forwarder {
+  const { responder, counters, log, identityNames } = o;
+  const url = new URL(o.upstream.url);
+  const upstreamHost = url.hostname;
+  const upstreamPort = url.port === '' ? 80 : Number(url.port);
+  const defaultAuthority = url.host;
+  const requestTimeoutMs = o.upstream.requestTimeoutMs;
+  const pool = o.upstream.protocol === 'h2c' ? new H2SessionPool(url.origin, o.upstream.maxSessions, o.upstream.connectTimeoutMs, log) : null;
+  const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;
+
+  function fail(ex: Exchange, code: ErrorCode): void {
+    counters.upstreamErrors++;
+    if (log.enabled('debug')) log.debug('upstream failure', { decisionId: ex.decisionId, code, err: ex.upstreamError });
+    responder.write(ex, code);
+  }
+
+  function onDeadline(ex: Exchange): void {
+    ex.timer = null;
+    if (ex.closed || ex.finished) return;
+    cancelUpstream(ex);
+    releaseBody(ex);
+    fail(ex, 'ERR_UPSTREAM_TIMEOUT');
+  }
+
+  // ---- HTTP/2 (h2c) app
+
+  function onH2Response(this: ClientHttp2Stream, headers: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
+    const ex = exchangeOf(this);
+    const end = (flags & END_FLAG) !== 0;
+    if (end) this.resume();
+    if (ex.closed || ex.finished) return;
+    ex.responseStarted = true;
+    try {
+      if (ex.h2 !== null) {
+        // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relay as such.
+        // Otherwise the response stays open for the app's trailers (`wantTrailers`).
+        ex.h2.respond(headers, end ? RESPOND_END : RESPOND_WITH_TRAILERS);
+        if (!end) this.pipe(ex.h2);
+      } else if (ex.res !== null) {
+        ex.res.writeHead(headers[':status'] ?? 502, relayableFields(headers));
+        if (end) ex.res.end();
+        else {
+          this.on('end', onUpstreamEndToH1);
+          this.pipe(ex.res, PIPE_NO_END);
+        }
+      }
+    } catch (err) {
+      ex.upstreamError ??= err as Error;
+      cancelUpstream(ex);
+      fail(ex, 'ERR_UPSTREAM_RESET');
+    }
+  }
+
+  function onH2Close(this: ClientHttp2Stream): void {
+    const ex = exchangeOf(this);
+    releaseBody(ex);
+    if (ex.upstreamDone) return;
+    ex.upstreamDone = true;
+    // END_STREAM from the app reached us: the call completed, whatever RST follows.
+    if (this.readableEnded) return;
+    if (ex.closed || ex.finished) return;
+    fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(ex.upstreamError, this.rstCode));
+  }
+
+  function toH2(ex: Exchange, p: H2SessionPool): void {
+    const h = ex.fwdHeaders;
+    h[':method'] = ex.method;
+    h[':scheme'] = 'http';
+    h[':authority'] = ex.authority ?? defaultAuthority;
+    h[':path'] = ex.query === '' ? ex.path : ex.path + ex.query;
+    if (ex.acceptsTrailers) h.te = 'trailers';
+    let up: ClientHttp2Stream;
+    try {
+      up = p.session().request(h, ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
+    } catch (err) {
+      ex.upstreamError = err as Error;
+      if (isHeaderError(err)) responder.write(ex, 'ERR_REQUEST_INVALID');
+      else fail(ex, 'ERR_UPSTREAM_UNAVAILABLE');
+      return;
+    }
+    tag(up, ex);
+    ex.upstream = up;
+    up.on('response', onH2Response);
+    up.on('trailers', onH2UpstreamTrailers);
+    up.on('error', onUpstreamError);
+    up.on('close', onH2Close);
+    if (!ex.bodyless) ex.body().pipe(up);
+  }
+
+  // ---- HTTP/1.1 app
+
+  function onH1Response(this: ClientRequest, upRes: IncomingMessage): void {
+    const ex = exchangeOf(this);
+    tag(upRes, ex);
+    ex.upstreamRes = upRes;
+    upRes.on('error', onUpstreamError);
+    upRes.on('close', onH1ResponseClose);
+    if (ex.closed || ex.finished) {
+      upRes.resume();
+      return;
+    }
+    ex.responseStarted = true;
+    const status = upRes.statusCode ?? 502;
+    try {
+      if (ex.h2 !== null) {
+        ex.h2.respond(responseHeadersForH2(status, upRes.headers), RESPOND_WITH_TRAILERS);
+        upRes.on('end', onH1UpstreamEnd); // before pipe: trailers are in place when `wantTrailers` fires
+        upRes.pipe(ex.h2);
+      } else if (ex.res !== null) {
+        ex.res.writeHead(status, relayableFields(upRes.headers));
+        upRes.on('end', onUpstreamEndToH1);
+        upRes.pipe(ex.res, PIPE_NO_END);
+      }
+    } catch (err) {
+      ex.upstreamError ??= err as Error;
+      cancelUpstream(ex);
+      fail(ex, 'ERR_UPSTREAM_RESET');
+    }
+  }
+
+  function onH1ResponseClose(this: IncomingMessage): void {
+    const ex = exchangeOf(this);
+    releaseBody(ex);
+    if (ex.upstreamDone) return;
+    ex.upstreamDone = true;
+    if (this.complete || ex.closed || ex.finished) return;
+    fail(ex, 'ERR_UPSTREAM_RESET');
+  }
+
+  function onH1RequestError(this: ClientRequest, err: Error): void {
+    const ex = exchangeOf(this);
+    ex.upstreamError ??= err;
+    // Once a response exists its own close reports the outcome.
+    if (ex.upstreamDone || ex.upstreamRes !== null) return;
+    ex.upstreamDone = true;
+    releaseBody(ex);
+    if (ex.closed || ex.finished) return;
+    fail(ex, classifyFailure(err, undefined));
+  }
+
+  function toH1(ex: Exchange, a: http.Agent): void {
+    const h = ex.fwdHeaders;
+    h.host = ex.authority ?? defaultAuthority;
+    let req: ClientRequest;
+    try {
+      req = http.request({
+        agent: a,
+        host: upstreamHost,
+        port: upstreamPort,
+        method: ex.method,
+        path: ex.query === '' ? ex.path : ex.path + ex.query,
+        headers: h,
+        setHost: false,
+      });
+    } catch (err) {
+      ex.upstreamError = err as Error;
+      if (isHeaderError(err)) responder.write(ex, 'ERR_REQUEST_INVALID');
+      else fail(ex, 'ERR_UPSTREAM_UNAVAILABLE');
+      return;
+    }
+    tag(req, ex);
+    ex.upstream = req;
+    req.on('response', onH1Response);
+    req.on('error', onH1RequestError);
+    if (ex.bodyless) req.end();
+    else ex.body().pipe(req);
+  }
+
+  return {
+    forward(ex: Exchange, permit: Permit): void {
+      if (ex.closed || ex.finished) return;
+      let values = null;
+      if (permit.identity !== null) {
+        values = identityHeaderValues(permit.identity);
+        if (values === null) {
+          responder.write(ex, 'ERR_TOKEN_CLAIMS'); // checked before evaluate; never forward unnamed
+          return;
+        }
+      }
+      addIdentityHeaders(ex.fwdHeaders, identityNames, values, ex.decisionId);
+      if (!ex.grpc && requestTimeoutMs > 0 && ex.timer === null) ex.timer = setTimeout(onDeadline, requestTimeoutMs, ex);
+      // The client waited for `100 Continue`; it goes out only now that the call is allowed.
+      if (ex.expectContinue && !ex.bodyless) ex.res?.writeContinue();
+      if (pool !== null) toH2(ex, pool);
+      else toH1(ex, agent as http.Agent);
+    },
+    armDeadline(ex: Exchange, ms: number): void {
+      ex.timer = setTimeout(onDeadline, ms, ex);
+    },
+    cancel(ex: Exchange): void {
+      cancelUpstream(ex);
+    },
+    async close(): Promise<void> {
+      agent?.destroy();
+      await pool?.close();
+    },
+    destroy(): void {
+      agent?.destroy();
+      pool?.destroy();
+    },
+  };
+}

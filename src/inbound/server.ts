@@ -1,0 +1,413 @@
+import { readFileSync } from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import tls from 'node:tls';
+import { resolveFrom } from '../config/sidecar.ts';
+import { createDecisionIds } from './decision-id.ts';
+import { Exchange, exchangeOf, tag } from './exchange.ts';
+import { createForwarder } from './forward.ts';
+import { identityHeaderNames } from './headers.ts';
+import { ErrorResponder } from './respond.ts';
+import { createStack } from './stack.ts';
+import type { InboundCounters, InboundDeps } from './types.ts';
+
+/**
+ * The inbound listeners:
+ * - one cleartext port for HTTP/1.1 and HTTP/2 prior knowledge (h2c): the first bytes are
+ *   compared with the HTTP/2 connection preface (RFC 9113 §3.4) and the socket is handed to
+ *   an `http2` or an `http` server that never listens itself;
+ * - an optional TLS port negotiating `h2` or `http/1.1` by ALPN, dispatched the same way.
+ *   (Not `http2.createSecureServer({ allowHTTP1 })`: its HTTP/1.1 side reports through the
+ *   `request` event, and listening to that switches on the compatibility layer for HTTP/2
+ *   streams too, so every stream would be handled twice.)
+ *
+ * Both feed one stack (stack.ts) through `Exchange`. `drain()` stops accepting, sends GOAWAY
+ * on every HTTP/2 session, answers HTTP/1.1 with `Connection: close`, and destroys whatever is
+ * still open at the deadline.
+ */
+
+export type { DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
+
+export interface Inbound {
+  readonly ports: { readonly cleartext: number; readonly tls: number | undefined };
+  /** Live counters. */
+  readonly counters: Readonly<InboundCounters>;
+  /**
+   * Graceful shutdown: stop accepting, GOAWAY / `Connection: close`, let in-flight calls finish
+   * for up to `deadlineMs`, then destroy what is left and release the app connections. The
+   * inbound is closed when the promise resolves.
+   */
+  drain(deadlineMs: number): Promise<void>;
+  /** Immediate shutdown: every connection is destroyed. */
+  close(): Promise<void>;
+}
+
+/** "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** A connection must say which protocol it speaks within this time (slowloris on the sniff). */
+const SNIFF_TIMEOUT_MS = 10_000;
+/** HTTP/1.1 header block deadline (Node's `headersTimeout`, default 60 s). */
+const H1_HEADERS_TIMEOUT_MS = 30_000;
+const H1_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const END_STREAM = http2.constants.NGHTTP2_FLAG_END_STREAM;
+const EMPTY_TRAILERS = Object.freeze({});
+
+const kActive: unique symbol = Symbol('ward.h1.active');
+type H1Socket = Socket & { [kActive]?: number };
+
+function onStreamError(this: ServerHttp2Stream): void {
+  // A client reset or a stream we closed with an error code: `close` does the bookkeeping.
+}
+
+function onWantTrailers(this: ServerHttp2Stream): void {
+  const ex = exchangeOf(this);
+  try {
+    // Empty trailers end the stream with an empty DATA frame (Node), so this always closes it.
+    this.sendTrailers(ex.trailers ?? EMPTY_TRAILERS);
+  } catch {
+    this.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+function listen(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) resolve();
+    else server.close(() => resolve());
+  });
+}
+
+export async function createInbound(deps: InboundDeps): Promise<Inbound> {
+  const cfg = deps.config;
+  const log = deps.log;
+  const counters: InboundCounters = {
+    activeStreams: 0,
+    requests: 0,
+    allowed: 0,
+    denied: 0,
+    upstreamErrors: 0,
+    h2Sessions: 0,
+    h1Connections: 0,
+  };
+  const nextDecisionId = createDecisionIds();
+  const responder = new ErrorResponder(cfg.service);
+  const forwarder = createForwarder({
+    upstream: cfg.upstream,
+    identityNames: identityHeaderNames(cfg.identityHeaders.prefix),
+    responder,
+    counters,
+    log,
+  });
+  const stack = createStack({ deps, responder, forwarder, counters });
+
+  const sniffing = new Set<Socket>();
+  const sessions = new Set<Http2Session>();
+  const h1Sockets = new Set<H1Socket>();
+  let draining = false;
+  let onIdle: (() => void) | null = null;
+
+  function checkIdle(): void {
+    if (onIdle !== null && sessions.size === 0 && h1Sockets.size === 0 && sniffing.size === 0) onIdle();
+  }
+
+  // ---- HTTP/2
+
+  const h2Server = http2.createServer({
+    settings: {
+      maxConcurrentStreams: cfg.inbound.maxConcurrentStreams,
+      maxHeaderListSize: cfg.inbound.maxHeaderListBytes,
+    },
+    // Node's flood guards (CVE-2019-9512..9518, CVE-2023-44487 rapid reset, CVE-2024-27316
+    // CONTINUATION): kept on, with explicit bounds. A peer exceeding them loses its session.
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100,
+    streamResetBurst: 1000,
+    streamResetRate: 33,
+    maxHeaderListPairs: 128,
+    maxSessionMemory: 10,
+    maxOutstandingPings: 10,
+  });
+
+  function onH2StreamClose(this: ServerHttp2Stream): void {
+    const ex = exchangeOf(this);
+    ex.closed = true;
+    counters.activeStreams--;
+    if (ex.timer !== null) {
+      clearTimeout(ex.timer);
+      ex.timer = null;
+    }
+    // RST_STREAM from the client (or the session going away) before the app finished:
+    // cancel the app's stream so it sees the cancellation too.
+    forwarder.cancel(ex);
+  }
+
+  h2Server.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    counters.h2Sessions++;
+    session.on('error', (err) => log.debug('client session error', { err }));
+    session.on('close', () => {
+      sessions.delete(session);
+      counters.h2Sessions--;
+      checkIdle();
+    });
+    if (draining) session.close();
+  });
+
+  h2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    counters.activeStreams++;
+    const ct = headers['content-type'];
+    const ex = new Exchange({
+      h2: stream,
+      req: null,
+      res: null,
+      grpc: typeof ct === 'string' && ct.startsWith('application/grpc'),
+      decisionId: nextDecisionId(),
+      method: headers[':method'] ?? '',
+      target: headers[':path'],
+      authority: headers[':authority'],
+      rawHeaders,
+      bodyless: (flags & END_STREAM) !== 0,
+      expectContinue: false,
+    });
+    tag(stream, ex);
+    stream.on('error', onStreamError);
+    stream.on('close', onH2StreamClose);
+    stream.on('wantTrailers', onWantTrailers);
+    stack.handle(ex);
+  });
+
+  h2Server.on('sessionError', (err) => log.debug('client session error', { err }));
+
+  // ---- HTTP/1.1
+
+  const h1Server = http.createServer({
+    maxHeaderSize: cfg.inbound.maxHeaderListBytes,
+    // Request smuggling: llhttp strict mode (CL+TE, bad chunking, obs-fold … → 400).
+    insecureHTTPParser: false,
+    requireHostHeader: true,
+    headersTimeout: H1_HEADERS_TIMEOUT_MS,
+    keepAliveTimeout: H1_KEEP_ALIVE_TIMEOUT_MS,
+    // Streaming uploads may legitimately take long; the app's own limits apply.
+    requestTimeout: 0,
+  });
+  // Node arms `headersTimeout` (slowloris) only for servers that emitted 'listening'; this one
+  // receives its sockets from the sniffer and never listens itself.
+  h1Server.emit('listening');
+
+  function onH1ResponseClose(this: ServerResponse): void {
+    const ex = exchangeOf(this);
+    ex.closed = true;
+    counters.activeStreams--;
+    if (ex.timer !== null) {
+      clearTimeout(ex.timer);
+      ex.timer = null;
+    }
+    // The client went away before the response finished: abort the app's request.
+    if (!this.writableFinished) forwarder.cancel(ex);
+    const socket: H1Socket | null = this.socket;
+    if (socket !== null) {
+      const n = (socket[kActive] ?? 1) - 1;
+      socket[kActive] = n;
+      if (draining && n === 0) socket.end();
+    }
+  }
+
+  function onH1Request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    counters.activeStreams++;
+    const socket = req.socket as H1Socket;
+    socket[kActive] = (socket[kActive] ?? 0) + 1;
+    if (draining) res.shouldKeepAlive = false;
+    const ex = new Exchange({
+      h2: null,
+      req,
+      res,
+      grpc: false,
+      decisionId: nextDecisionId(),
+      method: req.method ?? '',
+      target: req.url,
+      authority: undefined,
+      rawHeaders: req.rawHeaders,
+      bodyless: false,
+      expectContinue,
+    });
+    tag(res, ex);
+    res.on('close', onH1ResponseClose);
+    stack.handle(ex);
+  }
+
+  h1Server.on('request', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, false));
+  // `Expect: 100-continue`: the 100 is sent by the forwarder once the call is allowed, so a
+  // denied client never uploads its body.
+  h1Server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, true));
+  h1Server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    log.debug('HTTP/1.1 parse error', { code: err.code });
+    responder.writeClientError(socket, 'ERR_REQUEST_INVALID');
+  });
+
+  function adoptH1(socket: H1Socket): void {
+    h1Sockets.add(socket);
+    counters.h1Connections++;
+    socket.once('close', () => {
+      h1Sockets.delete(socket);
+      counters.h1Connections--;
+      checkIdle();
+    });
+    h1Server.emit('connection', socket);
+  }
+
+  // ---- cleartext listener: sniff the preface
+
+  function onCleartextConnection(socket: Socket): void {
+    if (draining) {
+      socket.destroy();
+      return;
+    }
+    sniffing.add(socket);
+    let buf: Buffer | null = null;
+    const onError = (): void => {
+      socket.destroy();
+    };
+    const onTimeout = (): void => {
+      socket.destroy();
+    };
+    const onClose = (): void => {
+      sniffing.delete(socket);
+      checkIdle();
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = buf === null ? chunk : Buffer.concat([buf, chunk]);
+      const n = Math.min(buf.length, PREFACE.length);
+      const isPrefix = buf.compare(PREFACE, 0, n, 0, n) === 0;
+      if (isPrefix && buf.length < PREFACE.length) return; // need more bytes to decide
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('timeout', onTimeout);
+      socket.off('close', onClose);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(buf);
+      sniffing.delete(socket);
+      if (isPrefix) {
+        // The HTTP/2 session reads the bytes already buffered on the socket itself.
+        h2Server.emit('connection', socket);
+      } else {
+        adoptH1(socket);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.setTimeout(SNIFF_TIMEOUT_MS);
+    socket.on('timeout', onTimeout);
+  }
+
+  const cleartext = net.createServer({ noDelay: true }, onCleartextConnection);
+  const cleartextPort = await listen(cleartext, cfg.inbound.listen.port, cfg.inbound.listen.host);
+
+  // ---- TLS listener: ALPN decides
+
+  let tlsServer: tls.Server | undefined;
+  let tlsPort: number | undefined;
+  const tlsCfg = cfg.inbound.tls;
+  if (tlsCfg !== undefined) {
+    tlsServer = tls.createServer(
+      {
+        key: readFileSync(resolveFrom(cfg, tlsCfg.keyFile)),
+        cert: readFileSync(resolveFrom(cfg, tlsCfg.certFile)),
+        ALPNProtocols: ['h2', 'http/1.1'],
+        // RFC 9113 §9.2: HTTP/2 over TLS needs TLS 1.2 or later.
+        minVersion: 'TLSv1.2',
+      },
+      (socket: tls.TLSSocket) => {
+        if (draining) {
+          socket.destroy();
+          return;
+        }
+        if (socket.alpnProtocol === 'h2') h2Server.emit('connection', socket);
+        else adoptH1(socket);
+      },
+    );
+    tlsServer.on('tlsClientError', (err) => log.debug('TLS handshake failed', { err }));
+    try {
+      tlsPort = await listen(tlsServer, tlsCfg.port, tlsCfg.host);
+    } catch (err) {
+      await closeServer(cleartext);
+      throw err;
+    }
+  }
+
+  // ---- lifecycle
+
+  let drained: Promise<void> | undefined;
+  let closed = false;
+
+  function stopAccepting(): Promise<void[]> {
+    draining = true;
+    const closing = [closeServer(cleartext)];
+    if (tlsServer !== undefined) closing.push(closeServer(tlsServer));
+    for (const s of sniffing) s.destroy();
+    return Promise.all(closing);
+  }
+
+  function destroyAll(): void {
+    for (const s of sniffing) s.destroy();
+    for (const s of sessions) s.destroy();
+    for (const s of h1Sockets) s.destroy();
+  }
+
+  async function finish(): Promise<void> {
+    closed = true;
+    h1Server.close(); // clears Node's connection-check interval; it never listened
+    await forwarder.close();
+  }
+
+  return {
+    ports: { cleartext: cleartextPort, tls: tlsPort },
+    counters,
+    drain(deadlineMs: number): Promise<void> {
+      drained ??= (async () => {
+        const listenersClosed = stopAccepting();
+        // GOAWAY: the client learns which streams will still be served and opens no more.
+        for (const s of sessions) s.close();
+        // Idle keep-alive connections close now; busy ones after their response
+        // (`Connection: close` on responses that start from now on).
+        for (const s of h1Sockets) if ((s[kActive] ?? 0) === 0) s.end();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            onIdle = null;
+            destroyAll();
+            resolve();
+          }, deadlineMs);
+          onIdle = () => {
+            onIdle = null;
+            clearTimeout(timer);
+            resolve();
+          };
+          checkIdle();
+        });
+        await listenersClosed;
+        await finish();
+      })();
+      return drained;
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      const listenersClosed = stopAccepting();
+      destroyAll();
+      forwarder.destroy();
+      await listenersClosed;
+      await finish();
+    },
+  };
+}

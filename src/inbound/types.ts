@@ -1,0 +1,68 @@
+import type { SidecarConfig } from '../config/sidecar.ts';
+import type { ErrorCode } from '../errors/codes.ts';
+import type { WardError } from '../errors/ward-error.ts';
+import type { Clock } from '../lib/clock.ts';
+import type { Logger } from '../lib/log.ts';
+import type { CompiledPolicy, Facts, Identity, Verdict } from '../policy/model.ts';
+
+/**
+ * What the inbound stage needs from the other stages. Structural types only: the lead wires
+ * `authn/` and `policy/` in `cli/sidecar.ts`, tests pass small fakes.
+ */
+
+export type AuthResult = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly error: WardError };
+
+export type BearerExtraction =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'token'; readonly token: string }
+  | { readonly kind: 'error'; readonly code: ErrorCode; readonly detail: string };
+
+/** One plain object per call, for telemetry. Never carries a token. */
+export interface DecisionRecord {
+  readonly decisionId: string;
+  /** Clock milliseconds at the decision. */
+  readonly time: number;
+  readonly service: string;
+  readonly protocol: 'grpc' | 'http';
+  /** HTTP method as received (upper-case when valid). */
+  readonly method: string;
+  /** The gRPC method or the normalized path; null when the path was refused before normalizing. */
+  readonly route: string | null;
+  readonly decision: 'allow' | 'deny';
+  /** Reason code of a denial (any stage); null on allow. */
+  readonly code: ErrorCode | null;
+  readonly rule: string | null;
+  readonly policyVersion: string | null;
+  readonly issuer: string | null;
+  readonly subject: string | null;
+  /** On allow: the code a dry-run rule or policy would have denied with. */
+  readonly dryRunCode: ErrorCode | null;
+}
+
+export interface InboundDeps {
+  readonly config: Readonly<SidecarConfig>;
+  /** Sync on a verified-token cache hit; a promise otherwise. Must not reject (a rejection is ERR_INTERNAL). */
+  readonly authenticate: (token: string) => AuthResult | Promise<AuthResult>;
+  readonly extractBearer: (value: string | readonly string[] | undefined, maxTokenBytes: number) => BearerExtraction;
+  /** The current policy snapshot, read per call so updates reach open connections. */
+  readonly policy: () => CompiledPolicy | null;
+  /** Pure; `now` is `clock()` (milliseconds). */
+  readonly evaluate: (policy: CompiledPolicy, facts: Facts, now: number) => Verdict;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly onDecision?: (record: DecisionRecord) => void;
+}
+
+/** Live counters (read them, do not write). */
+export interface InboundCounters {
+  /** Calls accepted and not yet closed downstream (HTTP/2 streams + HTTP/1.1 requests). */
+  activeStreams: number;
+  requests: number;
+  allowed: number;
+  denied: number;
+  /** Allowed calls the app failed (unreachable, reset, timed out). */
+  upstreamErrors: number;
+  /** Open client HTTP/2 sessions and HTTP/1.1 connections. */
+  h2Sessions: number;
+  h1Connections: number;
+}
