@@ -1,0 +1,88 @@
+import { createAuthenticator } from '../authn/authenticator.ts';
+import { loadControlPlaneConfig, trustedIssuers } from '../controlplane/server/config.ts';
+import { startControlPlane } from '../controlplane/server/control-plane.ts';
+import { validatePolicyForControlPlane } from '../controlplane/server/validate.ts';
+import { createLogger } from '../lib/log.ts';
+import { type Command, parseFlags, UsageError } from './command.ts';
+
+const HELP = `Usage: ward control-plane --config FILE [--port N]
+
+Serves each service's policy to that service's sidecars over gRPC (ward.v1.PolicyDiscovery,
+xDS-style: versions, nonces, ACK/NACK) and answers grpc.health.v1.Health on the same port.
+
+It watches the policy directory (one policy file per service, *.yaml / *.yml; Kubernetes
+ConfigMap volumes work as they are) and validates every file with the checks of
+'ward policy check'. A new valid version reaches the subscribed sidecars at once; an invalid
+file is refused, its service keeps its previous valid version, and the error (file:line:column)
+is logged and shown by 'ward status'.
+
+Sidecars authenticate with a bearer access token from a trusted issuer and may subscribe only
+to the services their identity is bound to (config 'bindings').
+
+Options:
+  -c, --config FILE   control-plane config (YAML); see docs/control-plane.md
+  -p, --port N        listen port, overriding listen.port (0 picks a free one)
+  -h, --help          show this help
+
+Prints 'control-plane listening on HOST:PORT' on stdout once it serves. Runs until SIGINT or
+SIGTERM, then ends every sidecar stream with UNAVAILABLE (sidecars keep their policy and
+reconnect).
+`;
+
+// The config has no JWKS tuning of its own: these are the sidecar config's defaults.
+const JWKS = { timeoutMs: 5000, refreshIntervalMs: 300_000, cooldownMs: 30_000, graceMs: 3_600_000 };
+
+export const command: Command = {
+  name: 'control-plane',
+  summary: 'Serve policies to sidecars (gRPC, xDS-style ACK/NACK)',
+  help: HELP,
+  async run(argv) {
+    const { values } = parseFlags(argv, { config: { type: 'string', short: 'c' }, port: { type: 'string', short: 'p' } });
+    if (values.config === undefined) throw new UsageError('--config FILE is required');
+    let cfg = loadControlPlaneConfig(values.config);
+    if (values.port !== undefined) {
+      const port = Number(values.port);
+      if (!/^\d+$/.test(values.port) || port > 65535) throw new UsageError(`--port must be 0..65535, got '${values.port}'`);
+      cfg = { ...cfg, listen: { ...cfg.listen, port } };
+    }
+    const log = createLogger({ level: cfg.logLevel, base: { component: 'control-plane', id: cfg.id } });
+
+    const authenticator = createAuthenticator({
+      clockSkewSeconds: cfg.authn.clockSkewSeconds,
+      maxTokenBytes: cfg.authn.maxTokenBytes,
+      cacheEntries: 10_000,
+      introspectionCacheMaxSeconds: 0,
+      jwks: JWKS,
+      credentials: [],
+      log: log.child({ stage: 'authn' }),
+    });
+    authenticator.setIssuers(trustedIssuers(cfg));
+    let cp;
+    try {
+      cp = await startControlPlane(cfg, { log, parse: validatePolicyForControlPlane, authenticator });
+    } catch (err) {
+      authenticator.close();
+      throw err;
+    }
+    process.stdout.write(`control-plane listening on ${cfg.listen.host}:${cp.port}\n`);
+    // Keys are fetched in the background; until they arrive, sidecars get UNAVAILABLE and retry.
+    void authenticator.whenReady(10_000).then((ok) => {
+      if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are', { issuers: authenticator.status() });
+    });
+
+    await new Promise<void>((resolve) => {
+      const onSignal = (sig: NodeJS.Signals): void => {
+        log.info('signal received', { signal: sig });
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        resolve();
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+    await cp.close();
+    authenticator.close();
+    log.info('stopped');
+    return 0;
+  },
+};
