@@ -169,7 +169,8 @@ class TokenAuthenticator implements Authenticator {
     return deny('ERR_INTERNAL', 'unexpected authenticator failure');
   }
 
-  #authenticate(token: string): AuthResult | Promise<AuthResult> {
+  /** `again`: this is the one re-run after the issuer's trust changed mid-verification. */
+  #authenticate(token: string, again = false): AuthResult | Promise<AuthResult> {
     // Length in UTF-16 units ≤ bytes, and anything non-ASCII fails the parse below anyway.
     if (token.length > this.#opts.maxTokenBytes) return deny('ERR_TOKEN_TOO_LARGE', `token of ${token.length} bytes`);
     if (token.length === 0) return deny('ERR_TOKEN_MALFORMED', 'empty token');
@@ -218,7 +219,7 @@ class TokenAuthenticator implements Authenticator {
     const parts = identityParts(payload);
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss, kid);
 
-    return this.#verifySignature(token, key, {
+    return this.#verifySignature(token, key, again, {
       state,
       alg,
       kid,
@@ -228,14 +229,14 @@ class TokenAuthenticator implements Authenticator {
     }).catch((err: unknown) => this.#internal(err));
   }
 
-  async #verifySignature(token: string, cacheKey: string | undefined, p: PendingJwt): Promise<AuthResult> {
+  async #verifySignature(token: string, cacheKey: string | undefined, again: boolean, p: PendingJwt): Promise<AuthResult> {
     const { state, alg, kid } = p;
     const iss = state.trust.issuer;
     let verifyKey: CryptoKey | Uint8Array;
     const viaJwks = !HMAC_ALGS.has(alg);
     if (viaJwks) {
       const r = await state.source.resolveKey(alg, kid);
-      if (this.#issuers.get(iss) !== state) return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed during key lookup', iss, kid);
+      if (this.#issuers.get(iss) !== state) return this.#trustChanged(token, iss, again);
       if (!r.ok) return this.#reject(token, r.code, r.detail, iss, kid);
       verifyKey = r.key;
     } else {
@@ -249,7 +250,7 @@ class TokenAuthenticator implements Authenticator {
       return this.#reject(token, 'ERR_TOKEN_SIGNATURE', describeError(err), iss, kid);
     }
     // The policy may have been reloaded while we awaited the key or the signature.
-    if (this.#issuers.get(iss) !== state) return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed during verification', iss, kid);
+    if (this.#issuers.get(iss) !== state) return this.#trustChanged(token, iss, again);
 
     const identity = makeIdentity(iss, p.payload, p.parts, 'jwt', p.exp);
     const result: AuthResult = Object.freeze({ ok: true, identity });
@@ -258,6 +259,16 @@ class TokenAuthenticator implements Authenticator {
       this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks });
     }
     return result;
+  }
+
+  /**
+   * The issuer's trust was replaced while we awaited. Removed: refuse, it is no longer trusted.
+   * Changed (audiences, claims, keys source…): the checks already run were against the old
+   * trust, so run the whole verification once more against the new one.
+   */
+  #trustChanged(token: string, iss: string, again: boolean): AuthResult | Promise<AuthResult> {
+    if (this.#issuers.has(iss) && !again) return this.#authenticate(token, true);
+    return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed or changed during verification', iss);
   }
 
   /**
@@ -288,8 +299,8 @@ class TokenAuthenticator implements Authenticator {
   }
 
   async #introspect(token: string, cacheKey: string | undefined, key: string, state: IssuerState): Promise<AuthResult> {
-    const { trust, source } = state;
-    const iss = trust.issuer;
+    const { source } = state;
+    const iss = state.trust.issuer;
     if (source.spec.credential === undefined) {
       this.#log.error('introspection issuer has no client credentials', { issuer: iss });
       return this.#reject(token, 'ERR_INTROSPECTION_UNAVAILABLE', 'no credentials for introspection', iss);
@@ -309,10 +320,18 @@ class TokenAuthenticator implements Authenticator {
     const resp = toStrictJson(raw);
     if (!isJsonObject(resp)) return this.#reject(token, 'ERR_INTROSPECTION_UNAVAILABLE', 'introspection response unusable', iss);
 
+    // The policy may have been reloaded while we awaited: judge the answer by the current trust
+    // of the issuer that gave it (no second network call), or refuse if it is no longer the
+    // introspection issuer.
+    const current = this.#introspectionIssuer;
+    if (current === undefined || current.trust.issuer !== iss) {
+      return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'introspection issuer removed during introspection', iss);
+    }
+    const trust = current.trust;
     const now = this.#clock();
     if (resp['active'] !== true) {
       const ttl = Math.min(NEGATIVE_INTROSPECTION_MS, this.#opts.introspectionCacheMaxSeconds * 1000);
-      if (ttl > 0) this.#negative.set(key, { deadlineMs: now + ttl, state });
+      if (ttl > 0) this.#negative.set(key, { deadlineMs: now + ttl, state: current });
       return this.#reject(token, 'ERR_TOKEN_INACTIVE', 'introspection: active false', iss);
     }
     // The IdP vouches for activity; the claims it returns still have to fit this service.
@@ -325,7 +344,6 @@ class TokenAuthenticator implements Authenticator {
     if (f !== undefined) return this.#reject(token, f.code, f.detail, iss);
     const parts = identityParts(resp);
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss);
-    if (this.#issuers.get(iss) !== state) return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed during introspection', iss);
 
     const maxMs = this.#opts.introspectionCacheMaxSeconds * 1000;
     const exp = resp['exp'];
@@ -336,7 +354,7 @@ class TokenAuthenticator implements Authenticator {
     // Cache no longer than min(exp, introspectionCacheMaxSeconds): revocation at the IdP takes
     // effect here within that bound.
     const deadlineMs = Math.min(expiresAt * 1000, now + maxMs);
-    if (cacheKey !== undefined && deadlineMs > now) this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks: false });
+    if (cacheKey !== undefined && deadlineMs > now) this.#cache.set(cacheKey, { result, deadlineMs, state: current, viaJwks: false });
     return result;
   }
 

@@ -418,6 +418,17 @@ describe('setIssuers', () => {
     expect(codeOf(await pending)).toBe('ERR_TOKEN_ISSUER_UNKNOWN');
   });
 
+  it('an issuer changed while a verification is in flight is re-checked against the new trust', async () => {
+    const a = make();
+    const token = await mint(k1, claims());
+    const narrowed = a.authenticate(token);
+    a.setIssuers([trust({ audiences: ['billing'] })]);
+    expect(codeOf(await narrowed)).toBe('ERR_TOKEN_AUDIENCE');
+    const widened = a.authenticate(await mint(k1, claims({ aud: 'billing' })));
+    a.setIssuers([trust({ audiences: ['billing', 'orders'] })]);
+    expect(codeOf(await widened)).toBe('OK');
+  });
+
   it('an unchanged issuer keeps its keys and cache; a changed one keeps its keys only', async () => {
     const a = await ready();
     const token = await mint(k1, claims());
@@ -645,6 +656,25 @@ describe('opaque tokens: RFC 7662 introspection', () => {
       idp.introspection.set(`case-${i}`, JSON.parse(JSON.stringify(resp)) as Record<string, unknown>);
       expect(await code(a, `case-${i}`), want).toBe(want);
     }
+  });
+
+  it('a policy reload during an introspection call is applied to its answer', async () => {
+    idp.introspection.set('inflight', active());
+    const a = await ready(introspecting());
+    let release = (): void => undefined;
+    idp.introspectionGate = new Promise((r) => (release = r));
+    const narrowed = a.authenticate('inflight');
+    await idp.waitForHits('introspection', 1);
+    a.setIssuers(introspecting({ audiences: ['billing'] }));
+    release();
+    expect(codeOf(await narrowed)).toBe('ERR_TOKEN_AUDIENCE');
+
+    idp.introspectionGate = new Promise((r) => (release = r));
+    const removed = a.authenticate('inflight');
+    await idp.waitForHits('introspection', 2);
+    a.setIssuers([trust()]);
+    release();
+    expect(codeOf(await removed)).toBe('ERR_TOKEN_ISSUER_UNKNOWN');
   });
 
   it('without exp the identity lives as long as the cache bound', async () => {

@@ -42,6 +42,8 @@ export class FakeIdp {
   /** Introspection answer per token; unknown tokens are `{ active: false }`. */
   readonly introspection = new Map<string, Record<string, unknown>>();
   readonly hits = { discovery: 0, jwks: 0, introspection: 0 };
+  /** When set, introspection answers wait for it (to act while a call is in flight). */
+  introspectionGate: Promise<void> | undefined;
   /** Authorization header values seen by the introspection endpoint. */
   readonly introspectionAuth: string[] = [];
   readonly #opts: IdpOptions;
@@ -115,6 +117,7 @@ export class FakeIdp {
         res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_client' }));
         return;
       }
+      if (this.introspectionGate !== undefined) await this.introspectionGate;
       const token = new URLSearchParams(body).get('token') ?? '';
       return this.#reply(res, this.introspectionMode, this.introspection.get(token) ?? { active: false });
     }
