@@ -37,6 +37,8 @@ export interface FilePolicySourceOptions {
   readonly debounceMs?: number;
   /** Where `hmacSecretEnv` is read (default: the process environment). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Use fs.watch (default true); false leaves only the stat poll (filesystems where watch misbehaves). */
+  readonly watch?: boolean;
 }
 
 export function createFilePolicySource(file: string, opts: FilePolicySourceOptions): PolicySource {
@@ -101,15 +103,17 @@ export function createFilePolicySource(file: string, opts: FilePolicySourceOptio
   };
 
   let watcher: FSWatcher | undefined;
-  try {
-    watcher = watch(dirname(file), { persistent: false }, () => schedule());
-    watcher.on('error', (err) => {
-      log.warn('policy directory watch failed; relying on polling', { file, error: err });
-      watcher?.close();
-      watcher = undefined;
-    });
-  } catch (err) {
-    log.warn('cannot watch the policy directory; relying on polling', { file, error: err });
+  if (opts.watch !== false) {
+    try {
+      watcher = watch(dirname(file), { persistent: false }, () => schedule());
+      watcher.on('error', (err) => {
+        log.warn('policy directory watch failed; relying on polling', { file, error: err });
+        watcher?.close();
+        watcher = undefined;
+      });
+    } catch (err) {
+      log.warn('cannot watch the policy directory; relying on polling', { file, error: err });
+    }
   }
 
   const poll = setInterval(() => {
