@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../../../src/lib/log.ts';
@@ -45,5 +45,24 @@ export async function eventually(check: () => boolean, ms = 10_000, what = 'cond
   while (!check()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * Publishes `files` the way the kubelet updates a ConfigMap volume: a new `..<timestamp>`
+ * directory, a temp symlink to it renamed over `..data` (atomic), and visible `name.yaml ->
+ * ..data/name.yaml` symlinks created once.
+ */
+export function configMap(d: string, gen: string, files: Record<string, string>): void {
+  mkdirSync(join(d, gen));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(d, gen, name), text);
+  symlinkSync(gen, join(d, '..data_tmp'));
+  renameSync(join(d, '..data_tmp'), join(d, '..data'));
+  for (const name of Object.keys(files)) {
+    try {
+      symlinkSync(join('..data', name), join(d, name));
+    } catch {
+      // the visible symlink already exists and now points into the new generation
+    }
   }
 }

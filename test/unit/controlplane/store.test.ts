@@ -1,11 +1,11 @@
-import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createPolicyStore, type PolicyStore } from '../../../src/controlplane/server/store.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
-import { eventually, invalidPolicy, memoryLogger, policy, tempDir } from './fixtures.ts';
+import { configMap, eventually, invalidPolicy, memoryLogger, policy, tempDir } from './fixtures.ts';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -173,21 +173,6 @@ issuers:
 });
 
 describe('policy store: Kubernetes ConfigMap layout', () => {
-  /** What the kubelet does: write a new timestamped dir, point a temp symlink at it, rename over ..data. */
-  function configMap(d: string, gen: string, files: Record<string, string>): void {
-    mkdirSync(join(d, gen));
-    for (const [name, text] of Object.entries(files)) writeFileSync(join(d, gen, name), text);
-    symlinkSync(gen, join(d, '..data_tmp'));
-    renameSync(join(d, '..data_tmp'), join(d, '..data'));
-    for (const name of Object.keys(files)) {
-      try {
-        symlinkSync(join('..data', name), join(d, name));
-      } catch {
-        // the visible symlink already exists and now points into the new generation
-      }
-    }
-  }
-
   it('follows an atomic ..data swap and never reads dot-entries as policies', async () => {
     const d = dir();
     configMap(d, '..2026_11_26_10_00_00.1', { 'orders.yaml': policy('orders') });
