@@ -145,6 +145,18 @@ describe('JWT verification: success', () => {
     expect(idp.hits.discovery).toBe(0);
   });
 
+  it('verifies PS256 and EdDSA (Ed25519) keys too', async () => {
+    const [ps, ed] = await Promise.all([makeKey('p1', 'PS256'), makeKey('e1', 'EdDSA')]);
+    idp.published = [ps, ed];
+    const a = await ready([trust({ algorithms: ['PS256', 'EdDSA'] })]);
+    expect(await code(a, await mint(ps, claims()))).toBe('OK');
+    expect(await code(a, await mint(ed, claims()))).toBe('OK');
+    // the PS256 key's JWK says alg PS256: an RS256 token under its kid finds no key
+    const b = await ready([trust({ algorithms: ['PS256', 'RS256'] })]);
+    const rsUnderPsKid = `${b64url(JSON.stringify({ alg: 'RS256', kid: 'p1', typ: 'at+jwt' }))}.${b64url(JSON.stringify(claims()))}.c2ln`;
+    expect(await code(b, rsUnderPsKid)).toBe('ERR_TOKEN_KEY_UNKNOWN');
+  });
+
   it('accepts application/at+jwt, and any typ when requireAtJwtType is false', async () => {
     const a = await ready();
     expect(await code(a, await mint(k1, claims(), { typ: 'application/at+jwt' }))).toBe('OK');
