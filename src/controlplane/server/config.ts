@@ -68,7 +68,10 @@ const binding = z
     }),
   })
   .superRefine((b, ctx) => {
-    if ((b.subject === undefined) === (b.claim === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of subject or claim' });
+    if ((b.subject === undefined) === (b.claim === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'set exactly one of subject or claim' });
+      return;
+    }
     if (b.subject !== undefined && (b.services === undefined || b.services.length === 0)) {
       ctx.addIssue({ code: 'custom', path: ['services'], message: 'a subject binding needs at least one service' });
     }
