@@ -1,10 +1,11 @@
 import type { Identity } from './model.ts';
 
 /**
- * Builds the `Identity` policy sees from a verified claim set (JWT payload or RFC 7662
- * introspection response). One place for the conventions, so authn and `ward policy explain`
- * agree: subject = `sub`, else `client_id`; scopes from space-delimited `scope` or an `scp`
- * list; actors from the RFC 8693 §4.1 `act` chain, most recent first.
+ * Builds the `Identity` policy sees from a claim set (JWT payload or RFC 7662 introspection
+ * response), with the conventions of authn/claims.ts `identityParts` so `ward policy explain`
+ * sees what the sidecar sees: subject = `sub`, else `client_id`; scopes from `scope`, else
+ * `scp`; actors from the RFC 8693 §4.1 `act` chain, most recent first. Unlike authn it never
+ * refuses: a malformed part is left out (authn would reject such a token before policy runs).
  */
 
 /** Longest `act` chain read; deeper nesting is ignored (a token is not a place for recursion bombs). */
@@ -32,29 +33,30 @@ export function identityFromClaims(
 export function scopesOf(claims: Readonly<Record<string, unknown>>): ReadonlySet<string> {
   const out = new Set<string>();
   const scope = claims['scope'];
-  if (typeof scope === 'string') {
-    for (const s of scope.split(' ')) if (s !== '') out.add(s);
-  } else if (Array.isArray(scope)) {
-    for (const s of scope) if (typeof s === 'string' && s !== '') out.add(s);
-  }
   const scp = claims['scp'];
-  if (Array.isArray(scp)) {
-    for (const s of scp) if (typeof s === 'string' && s !== '') out.add(s);
+  // Same precedence as authn/claims.ts: `scope` (RFC 9068 §2.2.3, a space-delimited string) when
+  // present, else `scp` (a list in most IdPs, a string in Entra ID).
+  if (scope !== undefined) {
+    if (typeof scope === 'string') addWords(out, scope);
   } else if (typeof scp === 'string') {
-    for (const s of scp.split(' ')) if (s !== '') out.add(s);
+    addWords(out, scp);
+  } else if (Array.isArray(scp)) {
+    for (const s of scp) if (typeof s === 'string' && s !== '') out.add(s);
   }
   return out;
 }
 
-/** `act.sub`, `act.act.sub`, …: the immediate actor first. A link without a string `sub` (or `client_id`) ends the chain. */
+function addWords(into: Set<string>, s: string): void {
+  for (const w of s.split(' ')) if (w !== '') into.add(w);
+}
+
+/** `act.sub`, `act.act.sub`, …: the immediate actor first. A link without a string `sub` ends the chain. */
 export function actorsOf(claims: Readonly<Record<string, unknown>>): string[] {
   const out: string[] = [];
   let act: unknown = claims['act'];
   while (out.length < MAX_ACT_DEPTH && act !== null && typeof act === 'object' && !Array.isArray(act)) {
-    // RFC 8693 §4.1 names the actor by `sub`; some IdPs only put `client_id` there.
-    const rec = act as Record<string, unknown>;
-    const sub = typeof rec['sub'] === 'string' ? rec['sub'] : rec['client_id'];
-    if (typeof sub !== 'string') break;
+    const sub = (act as Record<string, unknown>)['sub'];
+    if (typeof sub !== 'string' || sub === '') break;
     out.push(sub);
     act = (act as Record<string, unknown>)['act'];
   }

@@ -25,10 +25,15 @@ describe('identityFromClaims', () => {
 
   it('ends the act chain at a link without a subject, and bounds its depth', () => {
     expect(identityFromClaims({ act: { sub: 'a', act: { foo: 1, act: { sub: 'c' } } } }).actors).toEqual(['a']);
-    expect(identityFromClaims({ act: { client_id: 'x' } }).actors).toEqual(['x']);
+    expect(identityFromClaims({ act: { client_id: 'x' } }).actors).toEqual([]);
     let deep: Record<string, unknown> = { sub: 'last' };
     for (let i = 0; i < 100; i++) deep = { sub: `a${i}`, act: deep };
     expect(identityFromClaims({ act: deep }).actors).toHaveLength(MAX_ACT_DEPTH);
+  });
+
+  it('reads scope before scp, like authn', () => {
+    expect([...identityFromClaims({ scope: 'a', scp: ['b'] }).scopes]).toEqual(['a']);
+    expect([...identityFromClaims({ scp: 'b c' }).scopes]).toEqual(['b', 'c']);
   });
 
   it('ignores malformed scope and act values', () => {
