@@ -1,0 +1,170 @@
+import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { startSidecar, type RunningSidecar } from '../../src/cli/sidecar.ts';
+import { parseSidecarConfig } from '../../src/config/sidecar.ts';
+import { ordersClientConstructor, startOrdersApp, type OrdersApp } from '../../src/demo/orders-app.ts';
+import { createLogger } from '../../src/lib/log.ts';
+import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
+import { startTestIdp, type TestIdp } from '../support/idp.ts';
+
+/**
+ * A whole mesh hop for integration tests, all real and on loopback: the dev IdP, the sample
+ * gRPC app, and a sidecar started through the same `startSidecar` as `ward sidecar`, with its
+ * config and policy written to a temp dir. Logs are captured so tests can assert on them
+ * (and that no token ever appears in them).
+ */
+export interface Mesh {
+  readonly idp: TestIdp;
+  readonly app: OrdersApp;
+  readonly sidecar: RunningSidecar;
+  readonly dir: string;
+  readonly policyFile: string;
+  readonly logs: string[];
+  readonly target: string;
+  /** Atomically replaces the policy file (write + rename, like an editor or a ConfigMap). */
+  writePolicy(text: string): void;
+  client(): OrdersClient;
+  close(): Promise<void>;
+}
+
+export interface MeshOptions {
+  /** Policy text for the IdP's issuer; default: test/fixtures/policies/orders.yaml. */
+  policy?: (issuer: string) => string;
+  /** Extra top-level YAML appended to the sidecar config (e.g. an `authn:` block is built in; use `extraYaml` for others). */
+  extraYaml?: string;
+  jwks?: { refreshIntervalMs?: number; cooldownMs?: number; graceMs?: number; timeoutMs?: number };
+  cacheEntries?: number;
+  idp?: TestIdp;
+  /** Reach an app at this port instead of starting the sample gRPC app. */
+  upstream?: { port: number; protocol: 'h2c' | 'http1' };
+}
+
+export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
+  const idp = opts.idp ?? (await startTestIdp());
+  const app = await startOrdersApp();
+  const dir = mkdtempSync(join(tmpdir(), 'ward-mesh-'));
+  const policyFile = join(dir, 'policy.yaml');
+  writeFileSync(policyFile, (opts.policy ?? ordersPolicyText)(idp.issuer));
+  writeFileSync(join(dir, 'client-secret'), 'orders-sidecar-secret\n');
+  const jwks = { refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000, timeoutMs: 2000, ...opts.jwks };
+  const upstream = opts.upstream ?? { port: app.port, protocol: 'h2c' };
+  const yaml = `service: orders
+inbound:
+  listen: { host: 127.0.0.1, port: 0 }
+upstream:
+  url: http://127.0.0.1:${upstream.port}
+  protocol: ${upstream.protocol}
+admin: { host: 127.0.0.1, port: 0 }
+policy:
+  file: policy.yaml
+authn:
+  cacheEntries: ${opts.cacheEntries ?? 1000}
+  jwks: ${JSON.stringify(jwks)}
+  credentials:
+    - { issuer: "${idp.issuer}", clientId: orders-sidecar, clientSecretFile: client-secret }
+drainTimeoutMs: 2000
+logLevel: debug
+${opts.extraYaml ?? ''}`;
+  const configFile = join(dir, 'sidecar.yaml');
+  writeFileSync(configFile, yaml);
+  const logs: string[] = [];
+  const log = createLogger({ level: 'debug', sink: { write: (l) => logs.push(l) } });
+  const sidecar = await startSidecar(parseSidecarConfig(yaml, configFile), { log, configFile });
+  await waitFor(() => sidecar.ready(), 10_000, 'sidecar ready');
+  const target = `127.0.0.1:${sidecar.ports.inbound}`;
+  const clients: OrdersClient[] = [];
+  return {
+    idp,
+    app,
+    sidecar,
+    dir,
+    policyFile,
+    logs,
+    target,
+    writePolicy(text) {
+      const tmp = `${policyFile}.tmp`;
+      writeFileSync(tmp, text);
+      renameSync(tmp, policyFile);
+    },
+    client() {
+      const c = new OrdersClient(target);
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of clients) c.close();
+      await sidecar.stop();
+      await app.close();
+      if (opts.idp === undefined) await idp.close();
+    },
+  };
+}
+
+export interface CallResult {
+  readonly code: number;
+  readonly details: string;
+  readonly value: Record<string, unknown> | undefined;
+  /** Response trailers (or trailers-only metadata) as plain strings. */
+  readonly trailers: Record<string, string>;
+}
+
+/** A grpc-js client for ward.demo.v1.Orders with promise helpers. One HTTP/2 connection per client. */
+export class OrdersClient {
+  readonly raw: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+  constructor(target: string) {
+    const Ctor = ordersClientConstructor();
+    this.raw = new Ctor(target, grpc.credentials.createInsecure()) as never;
+  }
+
+  unary(method: string, request: Record<string, unknown>, token?: string, deadlineMs = 10_000): Promise<CallResult> {
+    const md = new grpc.Metadata();
+    if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+    return new Promise((resolve) => {
+      // grpc-js calls back before it emits 'status' (which carries the trailers): wait for both.
+      let result: { err: grpc.ServiceError | null; value?: Record<string, unknown> } | undefined;
+      let statusMd: grpc.Metadata | undefined;
+      const settle = (): void => {
+        if (result === undefined || statusMd === undefined) return;
+        if (result.err !== null) resolve({ code: result.err.code, details: result.err.details, value: undefined, trailers: flat(result.err.metadata) });
+        else resolve({ code: 0, details: '', value: result.value, trailers: flat(statusMd) });
+      };
+      const call = (this.raw[method] as (...a: unknown[]) => grpc.ClientUnaryCall).call(
+        this.raw,
+        request,
+        md,
+        { deadline: Date.now() + deadlineMs },
+        (err: grpc.ServiceError | null, value?: Record<string, unknown>) => {
+          result = value === undefined ? { err } : { err, value };
+          settle();
+        },
+      );
+      call.on('status', (s: grpc.StatusObject) => {
+        statusMd = s.metadata;
+        settle();
+      });
+    });
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+function flat(md: grpc.Metadata | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (md === undefined) return out;
+  for (const [k, v] of Object.entries(md.getMap())) out[k] = typeof v === 'string' ? v : v.toString();
+  return out;
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
