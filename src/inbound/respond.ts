@@ -141,9 +141,9 @@ export class ErrorResponder {
             s.respond({ ...r.h2, [HEADER_DECISION_ID]: t.decisionId });
             s.end(r.body);
           }
-          // The request body (if any is still arriving) is read and dropped so flow control
-          // never stalls the client; it goes nowhere.
-          if (!s.readableEnded) s.resume();
+          // A request body still arriving is never read: once the response is complete Node
+          // closes an unread stream with RST_STREAM(NO_ERROR), which tells the client to stop
+          // sending (RFC 9113 §8.1). Reading it here would only waste the bandwidth.
           return;
         }
         if (t.grpc && !s.writableEnded) {

@@ -333,7 +333,7 @@ export interface H2Response {
 
 export function h2Request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders | string[], body?: string | Buffer): Promise<H2Response> {
   return new Promise((resolve, reject) => {
-    const s = session.request(headers as http2.OutgoingHttpHeaders, { endStream: body === undefined });
+    const s = session.request(headers, { endStream: body === undefined });
     let resHeaders: http2.IncomingHttpHeaders = {};
     let trailers: http2.IncomingHttpHeaders = {};
     const chunks: Buffer[] = [];
