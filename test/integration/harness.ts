@@ -39,6 +39,8 @@ export interface MeshOptions {
   idp?: TestIdp;
   /** Reach an app at this port instead of starting the sample gRPC app. */
   upstream?: { port: number; protocol: 'h2c' | 'http1' };
+  /** Wait for /readyz before returning (default true). */
+  waitReady?: boolean;
 }
 
 export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
@@ -72,7 +74,7 @@ ${opts.extraYaml ?? ''}`;
   const logs: string[] = [];
   const log = createLogger({ level: 'debug', sink: { write: (l) => logs.push(l) } });
   const sidecar = await startSidecar(parseSidecarConfig(yaml, configFile), { log, configFile });
-  await waitFor(() => sidecar.ready(), 10_000, 'sidecar ready');
+  if (opts.waitReady !== false) await waitFor(() => sidecar.ready(), 10_000, 'sidecar ready');
   const target = `127.0.0.1:${sidecar.ports.inbound}`;
   const clients: OrdersClient[] = [];
   return {
