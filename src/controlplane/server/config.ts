@@ -99,16 +99,16 @@ export const controlPlaneConfigSchema = z
       description: 'Directory of policy files (`*.yaml`, `*.yml`; one service per file), relative to the config file. Entries whose names start with `.` are ignored, so a Kubernetes ConfigMap volume (`..data` symlink swapped atomically) works as is.',
       examples: ['policies'],
     }),
-    watch: watch.prefault({}),
+    watch: watch.prefault({}).meta({ description: 'How the policy directory is watched.' }),
     authn: z.strictObject({
       issuers: z.array(issuer).min(1).meta({ description: 'Issuers trusted for sidecar tokens.' }),
       clockSkewSeconds: z.int().min(0).max(300).default(30).meta({ description: 'Tolerance for `exp`, `nbf` and `iat`.' }),
       maxTokenBytes: z.int().min(256).max(65536).default(8192).meta({ description: 'Longer bearer tokens are refused unparsed.' }),
-    }),
+    }).meta({ description: 'How sidecars (and `ward status` callers) authenticate: bearer access tokens verified by ward\'s authenticator.' }),
     bindings: z.array(binding).default([]).meta({
       description: 'Which identity may subscribe to which service. An authenticated identity that no binding allows gets PERMISSION_DENIED.',
     }),
-    status: status.prefault({}),
+    status: status.prefault({}).meta({ description: 'Who may call GetStatus (`ward status`).' }),
     maxStreams: z.int().positive().default(10_000).meta({ description: 'Open policy streams beyond this are refused with RESOURCE_EXHAUSTED.' }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level.' }),
   })
