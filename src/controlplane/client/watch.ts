@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError, formatIssue } from '../../errors/ward-error.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
+import { SERVICE_NAME } from '../../policy/schema.ts';
 import { MAX_NACK_MESSAGE, policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire, RpcCode } from '../proto.ts';
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.ts';
 import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersistedPolicy } from './state.ts';
@@ -81,6 +82,8 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   let healthyTimer: unknown = null;
   let persisting: Promise<void> = Promise.resolve();
 
+  // The service names a file in stateDir: only well-formed names (as the policy schema allows).
+  if (!SERVICE_NAME.test(service)) throw new Error(`invalid service name '${service}'`);
   ensureStateDir(opts.stateDir);
   restore();
 

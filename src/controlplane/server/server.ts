@@ -5,6 +5,7 @@ import { type Clock, systemClock } from '../../lib/clock.ts';
 import { tokenHash } from '../../lib/hash.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Identity } from '../../policy/model.ts';
+import { SERVICE_NAME } from '../../policy/schema.ts';
 import {
   type HealthStatusWire,
   healthClient,
@@ -55,8 +56,9 @@ export interface ControlPlaneServer {
   close(): Promise<void>;
 }
 
-const SERVICE_NAME = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** An authenticated stream that never says which service it wants is closed after this. */
+const FIRST_REQUEST_TIMEOUT_MS = 10_000;
 
 type ServiceError = Partial<grpc.StatusObject> & { code: grpc.status; details: string };
 
@@ -155,7 +157,11 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
       }
       const identity = auth.identity;
       const first = queued.shift() ?? (await nextRequest());
-      if (ended || first === undefined) return;
+      if (ended) return;
+      if (first === undefined) {
+        finish({ code: grpc.status.INVALID_ARGUMENT, details: `no first request within ${FIRST_REQUEST_TIMEOUT_MS} ms` });
+        return;
+      }
       if (!SERVICE_NAME.test(first.service) || first.instanceId === '' || first.instanceId.length > MAX_INSTANCE_ID || first.responseNonce !== '') {
         finish({ code: grpc.status.INVALID_ARGUMENT, details: 'the first request needs a service, an instance_id (at most 128 characters) and no response_nonce' });
         return;
@@ -187,8 +193,14 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
       for (const r of queued.splice(0)) onRequest(r);
     })();
 
+    /** The first request, or undefined when the call ends or stays silent too long. */
     function nextRequest(): Promise<PolicyRequestWire | undefined> {
       return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          cleanup();
+          resolve(undefined);
+        }, FIRST_REQUEST_TIMEOUT_MS);
+        timer.unref();
         const onData = (): void => {
           cleanup();
           resolve(queued.shift());
@@ -198,6 +210,7 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
           resolve(undefined);
         };
         const cleanup = (): void => {
+          clearTimeout(timer);
           call.off('data', onData);
           call.off('end', onDone);
           call.off('cancelled', onDone);

@@ -160,7 +160,7 @@ export function createStreamRegistry(opts: { store: PolicyStore; controlPlaneId:
             if (req.versionInfo !== answered.version) {
               log.warn('ACK names another version than the one sent', { stream: s.id, sent: answered.version, acked: req.versionInfo });
             } else {
-              log.info('policy version applied by sidecar (ACK)', { stream: s.id, service: o.service, instance: o.instanceId, version: answered.version });
+              log.debug('policy version applied by sidecar (ACK)', { stream: s.id, service: o.service, instance: o.instanceId, version: answered.version });
             }
             outcome = { kind: 'ack', version: req.versionInfo };
           }
