@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'coverage/**', 'docs/**', 'deploy/**', '**/*.cjs', 'scripts/**/*.py'] },
+  { ignores: ['tmp/**', 'node_modules/**', 'coverage/**', 'docs/**', 'deploy/**', '**/*.cjs', 'scripts/**/*.py'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

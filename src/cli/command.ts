@@ -6,6 +6,8 @@ export interface Command {
   readonly summary: string;
   /** Full help text printed by `ward <name> --help`. */
   readonly help: string;
+  /** Set when the command has subcommands that print their own `--help` (e.g. `ward policy check --help`). */
+  readonly ownHelp?: boolean;
   run(argv: readonly string[]): Promise<number>;
 }
 
@@ -25,7 +27,7 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
       options: { ...options, help: { type: 'boolean', short: 'h' } },
       allowPositionals,
       strict: true,
-    }) as never;
+    });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

@@ -9,6 +9,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   sidecar: { summary: 'Run the sidecar in front of a local app', load: async () => (await import('./sidecar.ts')).command },
   policy: { summary: 'Check policy files and explain decisions', load: async () => (await import('./policy.ts')).command },
   'dev-idp': { summary: 'Run the development OpenID Provider (not for production)', load: async () => (await import('./dev-idp.ts')).command },
+  'control-plane': { summary: 'Run the control plane that distributes policy to sidecars', load: async () => (await import('./control-plane.ts')).command },
+  status: { summary: "Show the control plane's view of services and sidecars", load: async () => (await import('./status.ts')).command },
   demo: { summary: 'Run the demo mesh: dev IdP, a gRPC app behind a sidecar, and a client', load: async () => (await import('./demo.ts')).command },
 };
 
@@ -30,7 +32,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   try {
     const cmd = await entry.load();
-    if (rest.includes('--help') || rest.includes('-h')) {
+    const wantsHelp = cmd.ownHelp === true ? rest[0] === '--help' || rest[0] === '-h' : rest.includes('--help') || rest.includes('-h');
+    if (wantsHelp) {
       process.stdout.write(cmd.help.endsWith('\n') ? cmd.help : `${cmd.help}\n`);
       return 0;
     }

@@ -77,6 +77,7 @@ export function createPolicyCommand(io: PolicyCommandIo = { stdout: process.stdo
     name: 'policy',
     summary: 'Check policy files and explain decisions',
     help: HELP,
+    ownHelp: true,
     async run(argv) {
       const [sub, ...rest] = argv;
       if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {

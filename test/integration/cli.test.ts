@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -17,11 +20,11 @@ describe('ward command', () => {
   it('lists its subcommands with --help', async () => {
     const r = await ward(['--help']);
     expect(r.code).toBe(0);
-    for (const sub of ['sidecar', 'policy', 'dev-idp', 'demo']) expect(r.stdout).toContain(sub);
+    for (const sub of ['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status']) expect(r.stdout).toContain(sub);
   });
 
-  it.each(['sidecar', 'policy', 'dev-idp', 'demo'])('ward %s --help prints usage and exits 0', async (sub) => {
-    const r = await ward([sub, '--help']);
+  it.each(['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status', 'policy check', 'policy explain'])('ward %s --help prints usage and exits 0', async (sub) => {
+    const r = await ward([...sub.split(' '), '--help']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/Usage: ward /);
@@ -35,9 +38,6 @@ describe('ward command', () => {
   });
 
   it('fails at start-up with file:line:column on a bad sidecar config', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
     const dir = mkdtempSync(join(tmpdir(), 'ward-cli-'));
     const file = join(dir, 'sidecar.yaml');
     writeFileSync(file, 'service: orders\ninbound:\n  listen: { port: 99999 }\nupstream:\n  url: http://127.0.0.1:1\npolicy:\n  file: p.yaml\n');

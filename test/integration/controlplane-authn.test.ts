@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator, type Authenticator } from '../../src/authn/authenticator.ts';
+import { createClientCredentialsTokenSource } from '../../src/controlplane/client/token.ts';
 import { createPolicyWatch } from '../../src/controlplane/client/watch.ts';
 import { policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire } from '../../src/controlplane/proto.ts';
 import { parseControlPlaneConfig, trustedIssuers } from '../../src/controlplane/server/config.ts';
@@ -127,6 +128,32 @@ describe('control plane: sidecar authentication with dev-IdP tokens', () => {
     expect(JSON.stringify(records)).not.toContain(token);
   });
 
+  it('the client-credentials token source reuses its token until shortly before expiry, one request at a time', async () => {
+    let now = Date.now();
+    let tokenRequests = 0;
+    const counting: typeof fetch = async (input, init) => {
+      if (String(input instanceof Request ? input.url : input).endsWith('/token')) tokenRequests++;
+      return fetch(input, init);
+    };
+    const token = createClientCredentialsTokenSource({
+      issuer: idp.issuer,
+      clientId: 'orders-sidecar',
+      clientSecret: 'orders-sidecar-secret',
+      resource: CP_AUDIENCE,
+      log: silentLogger,
+      clock: () => now,
+      fetch: counting,
+    });
+    const [a, b] = await Promise.all([token(), token()]);
+    expect(a).toBe(b);
+    expect(await token()).toBe(a);
+    expect(tokenRequests).toBe(1);
+    expect((await subscribe(a, 'orders')).response?.service).toBe('orders');
+    now += 300_000 - 29_000; // the dev IdP's 300 s lifetime, less than 30 s left
+    expect(await token()).not.toBe(a);
+    expect(tokenRequests).toBe(2);
+  });
+
   it('a policy watch with real tokens applies its policy', async () => {
     const state = mkdtempSync(join(dir, 'state-'));
     const applied: CompiledPolicy[] = [];
@@ -134,7 +161,13 @@ describe('control plane: sidecar authentication with dev-IdP tokens', () => {
       address,
       service: 'payments',
       instanceId: 'payments-0',
-      token: () => idp.token('payments-sidecar', CP_AUDIENCE),
+      token: createClientCredentialsTokenSource({
+        issuer: idp.issuer,
+        clientId: 'payments-sidecar',
+        clientSecret: 'payments-sidecar-secret',
+        resource: CP_AUDIENCE,
+        log: silentLogger,
+      }),
       stateDir: state,
       compile: (t, f) => parsePolicyText(t, f),
       onPolicy: (p) => applied.push(p),

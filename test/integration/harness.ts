@@ -105,7 +105,7 @@ ${opts.extraYaml ?? ''}`;
 }
 
 export interface CallResult {
-  readonly code: number;
+  readonly code: grpc.status;
   readonly details: string;
   readonly value: Record<string, unknown> | undefined;
   /** Response trailers (or trailers-only metadata) as plain strings. */
@@ -131,7 +131,7 @@ export class OrdersClient {
       const settle = (): void => {
         if (result === undefined || statusMd === undefined) return;
         if (result.err !== null) resolve({ code: result.err.code, details: result.err.details, value: undefined, trailers: flat(result.err.metadata) });
-        else resolve({ code: 0, details: '', value: result.value, trailers: flat(statusMd) });
+        else resolve({ code: grpc.status.OK, details: '', value: result.value, trailers: flat(statusMd) });
       };
       const call = (this.raw[method] as (...a: unknown[]) => grpc.ClientUnaryCall).call(
         this.raw,

@@ -30,7 +30,7 @@ describe('policy reload', () => {
       // 2) a valid edit that turns GetOrder into a denial: the same connection sees it
       const readersDenied = ordersPolicyText(mesh.idp.issuer).replace('- name: no-deletes', '- name: freeze-reads\n    action: deny\n    match:\n      grpc: [/ward.demo.v1.Orders/GetOrder]\n  - name: no-deletes');
       mesh.writePolicy(readersDenied);
-      let last = -1;
+      let last: status | undefined;
       await waitFor(async () => {
         const r = await client.unary('GetOrder', { id: '1' }, token);
         last = r.code;
