@@ -194,7 +194,9 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     maxHeaderSize: cfg.inbound.maxHeaderListBytes,
     // Request smuggling: llhttp strict mode (CL+TE, bad chunking, obs-fold … → 400).
     insecureHTTPParser: false,
-    requireHostHeader: true,
+    // RFC 9112 §3.2 (HTTP/1.1 without Host → 400) is enforced by the stack, so the refusal
+    // carries a reason code like every other one.
+    requireHostHeader: false,
     headersTimeout: H1_HEADERS_TIMEOUT_MS,
     keepAliveTimeout: H1_KEEP_ALIVE_TIMEOUT_MS,
     // Streaming uploads may legitimately take long; the app's own limits apply.

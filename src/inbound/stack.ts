@@ -115,6 +115,10 @@ export function createStack(o: StackOptions): Stack {
       }
       ex.authority ??= s.host;
     } else {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed.
+      if (s.host === undefined && ex.req !== null && ex.req.httpVersionMajor === 1 && ex.req.httpVersionMinor >= 1) {
+        return deny(ex, 'ERR_REQUEST_INVALID', 'HTTP/1.1 request without Host');
+      }
       ex.authority = s.host;
       ex.bodyless = !s.framedBody;
       const ct = s.contentType;

@@ -215,7 +215,7 @@ describe.each([
       ['GET /orders HTTP/1.1\r\n\r\n', 'no Host'],
       ['POST /ward.demo.v1.Orders/GetOrder HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nContent-Length: 0\r\n\r\n', 'gRPC over HTTP/1.1'],
     ])('HTTP/1.1 smuggling/shape %#: %j (%s) → 400', async (text) => {
-      const reply = await rawExchange(proxy.port, text.replace(/\r\n\r\n/, `\r\nAuthorization: Bearer good-alice\r\n\r\n`));
+      const reply = await rawExchange(proxy.port, text.replace(/\r\n\r\n/, `\r\nAuthorization: Bearer good-alice\r\nConnection: close\r\n\r\n`));
       expect(reply).toMatch(/^HTTP\/1\.1 400 /);
       expect(reply.toLowerCase()).toContain('x-ward-reason: err_');
       expect(app.requests).toEqual([]);

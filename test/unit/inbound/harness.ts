@@ -182,6 +182,8 @@ export interface RecordingApp {
  */
 export interface AppEvents {
   readonly events: string[];
+  /** TCP connections the app accepted (the proxy must reuse them). */
+  connections(): number;
 }
 
 export async function startH1App(): Promise<RecordingApp & AppEvents> {
@@ -204,11 +206,14 @@ export async function startH1App(): Promise<RecordingApp & AppEvents> {
       if (!res.writableFinished) events.push(`aborted ${req.url ?? ''}`);
     });
   });
+  let connections = 0;
+  server.on('connection', () => connections++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as AddressInfo).port,
     requests,
     events,
+    connections: () => connections,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
@@ -269,7 +274,8 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
       } else if (path.startsWith('/reset')) {
         stream.respond({ ':status': 200, 'content-type': 'text/plain' });
         stream.write('partial');
-        setImmediate(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
+        // destroy (not close): close() would end the stream cleanly before resetting it
+        setImmediate(() => stream.destroy(new Error('app crashed mid-response')));
       } else {
         stream.respond({ ':status': 200, 'content-type': 'text/plain' });
         stream.end(`ok ${path}`);
@@ -277,7 +283,9 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
     });
   });
   const sessions = new Set<http2.Http2Session>();
+  let connections = 0;
   server.on('session', (s) => {
+    connections++;
     sessions.add(s);
     s.on('close', () => sessions.delete(s));
   });
@@ -286,6 +294,7 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
     port: (server.address() as AddressInfo).port,
     requests,
     events,
+    connections: () => connections,
     close: () =>
       new Promise<void>((r) => {
         for (const s of sessions) s.destroy();
@@ -360,7 +369,7 @@ export function h2Connect(port: number): Promise<http2.ClientHttp2Session> {
 }
 
 /** A raw TCP exchange: sends `text`, returns everything the server sent until it closed or went quiet. */
-export function rawExchange(port: number, text: string, quietMs = 300): Promise<string> {
+export function rawExchange(port: number, text: string, quietMs = 150): Promise<string> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const s = net.connect(port, '127.0.0.1', () => s.write(text));
