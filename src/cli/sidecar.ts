@@ -1,11 +1,13 @@
 import { createAuthenticator } from '../authn/authenticator.ts';
 import { extractBearer } from '../authn/extract.ts';
 import { startAdminServer } from '../admin/server.ts';
-import { loadSidecarConfig, resolveCredentials, resolveFrom, type SidecarConfig } from '../config/sidecar.ts';
+import { loadSidecarConfig, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
+import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
 import { systemClock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { evaluate } from '../policy/evaluate.ts';
+import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
@@ -49,7 +51,10 @@ export async function startSidecar(
     onChange: (p) => authenticator.setIssuers(p.issuers),
   });
   const initial = policy.current();
-  if (initial !== null) authenticator.setIssuers(initial.issuers);
+  if (initial !== null) {
+    requireIntrospectionCredentials(initial, credentials, opts.configFile ?? cfg.policy.file);
+    authenticator.setIssuers(initial.issuers);
+  }
 
   let draining = false;
   const inbound = await createInbound({
@@ -109,6 +114,30 @@ export async function startSidecar(
       return stopped;
     },
   };
+}
+
+/**
+ * An issuer that introspects opaque tokens needs the workload's client credentials for it; without
+ * them every opaque token would fail at run time, so refuse to start instead.
+ */
+function requireIntrospectionCredentials(
+  policy: CompiledPolicy,
+  credentials: readonly ResolvedCredential[],
+  configFile: string,
+): void {
+  for (const iss of policy.issuers) {
+    if (iss.introspection && !credentials.some((c) => c.issuer === iss.issuer)) {
+      throw new ConfigError([
+        {
+          file: configFile,
+          line: 1,
+          column: 1,
+          path: 'authn.credentials',
+          message: `policy ${policy.source} introspects opaque tokens of ${iss.issuer}, but no credentials for that issuer are configured`,
+        },
+      ]);
+    }
+  }
 }
 
 const HELP = `Usage: ward sidecar --config FILE

@@ -85,7 +85,7 @@ const authn = z.strictObject({
   introspectionCacheMaxSeconds: z.int().nonnegative().default(60).meta({
     description: 'Upper bound on caching an introspection result (never beyond the token\'s `exp`).',
   }),
-  jwks: jwks.prefault({}),
+  jwks: jwks.prefault({}).meta({ description: 'Discovery and JWKS fetching, refresh and outage grace.' }),
   credentials: z.array(credential).default([]).meta({
     description: 'The workload\'s own client credentials per issuer (used for introspection). Secrets come from a file or env var only.',
   }),
@@ -97,25 +97,28 @@ export const sidecarConfigSchema = z
       description: 'Name of the service this sidecar guards; the policy file must name the same service.',
       examples: ['orders'],
     }),
-    inbound: z.strictObject({
+    inbound: z
+      .strictObject({
       listen: listen.meta({ description: 'Cleartext listener: HTTP/1.1 and HTTP/2 prior knowledge (h2c) on one port.' }),
       tls: tls.optional().meta({ description: 'Optional TLS listener with ALPN (h2, http/1.1).' }),
       maxHeaderListBytes: z.int().min(4096).default(65536).meta({ description: 'Largest accepted header block.' }),
       maxConcurrentStreams: z.int().positive().default(1000).meta({ description: 'HTTP/2 streams per connection.' }),
-    }),
-    upstream,
+      })
+      .meta({ description: 'Listeners for calls to the app.' }),
+    upstream: upstream.meta({ description: 'The local app the sidecar guards (reached only after a call is allowed).' }),
     admin: z
       .strictObject({
         host: host.default('127.0.0.1').meta({ description: 'Admin listener address (`/healthz`, `/readyz`).' }),
         port: port.default(15000).meta({ description: 'Admin listener port.' }),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: 'Admin listener for probes and status; keep it on loopback or a pod-only port.' }),
     policy: z.strictObject({
       file: z.string().min(1).meta({ description: 'Policy file of this service, relative to the config file. Reloaded on change.' }),
-    }),
-    identityHeaders: identityHeaders.prefault({}),
-    paths: paths.prefault({}),
-    authn: authn.prefault({}),
+    }).meta({ description: 'Where the service policy comes from.' }),
+    identityHeaders: identityHeaders.prefault({}).meta({ description: 'The verified identity headers the app receives on an allowed call.' }),
+    paths: paths.prefault({}).meta({ description: 'Path normalization: done once; the normalized path is both matched and forwarded.' }),
+    authn: authn.prefault({}).meta({ description: 'Token validation settings shared by every trusted issuer of the policy.' }),
     drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
     }),

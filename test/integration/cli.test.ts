@@ -47,3 +47,29 @@ describe('ward command', () => {
     expect(r.stderr).toContain('inbound.listen.port');
   });
 });
+
+describe('ward sidecar start-up checks', () => {
+  it('refuses to start when the policy introspects but no credentials are configured', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ward-cli-'));
+    writeFileSync(
+      join(dir, 'policy.yaml'),
+      'apiVersion: ward.dev/v1\nkind: Policy\nservice: orders\nissuers:\n  - issuer: http://127.0.0.1:1\n    audiences: [a]\n    introspection: true\nrules:\n  - name: r\n    action: allow\n    match: { grpc: ["/a.B/*"] }\n',
+    );
+    const file = join(dir, 'sidecar.yaml');
+    writeFileSync(file, 'service: orders\ninbound:\n  listen: { port: 0, host: 127.0.0.1 }\nupstream:\n  url: http://127.0.0.1:1\nadmin: { port: 0 }\npolicy:\n  file: policy.yaml\n');
+    const r = await ward(['sidecar', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('authn.credentials');
+    expect(r.stderr).toContain('no credentials');
+  });
+
+  it('refuses to start on an invalid policy file, naming file:line:column', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ward-cli-'));
+    writeFileSync(join(dir, 'policy.yaml'), 'apiVersion: ward.dev/v1\nkind: Policy\nservice: orders\nissuers: []\nrules:\n  - name: r\n    action: permit\n');
+    const file = join(dir, 'sidecar.yaml');
+    writeFileSync(file, 'service: orders\ninbound:\n  listen: { port: 0, host: 127.0.0.1 }\nupstream:\n  url: http://127.0.0.1:1\nadmin: { port: 0 }\npolicy:\n  file: policy.yaml\n');
+    const r = await ward(['sidecar', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${join(dir, 'policy.yaml')}:7:`);
+  });
+});
