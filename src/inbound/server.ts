@@ -113,6 +113,8 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
   const sniffing = new Set<Socket>();
   const sessions = new Set<Http2Session>();
   const h1Sockets = new Set<H1Socket>();
+  /** HTTP/1.1 responses in flight: on drain, those not yet started get `Connection: close`. */
+  const h1Responses = new Set<ServerResponse>();
   let draining = false;
   let onIdle: (() => void) | null = null;
 
@@ -210,14 +212,16 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     const ex = exchangeOf(this);
     ex.closed = true;
     counters.activeStreams--;
+    h1Responses.delete(this);
     if (ex.timer !== null) {
       clearTimeout(ex.timer);
       ex.timer = null;
     }
     // The client went away before the response finished: abort the app's request.
     if (!this.writableFinished) forwarder.cancel(ex);
-    const socket: H1Socket | null = this.socket;
-    if (socket !== null) {
+    // `res.socket` is already detached once the response finished; the request keeps it.
+    const socket: H1Socket | undefined = ex.req?.socket;
+    if (socket !== undefined) {
       const n = (socket[kActive] ?? 1) - 1;
       socket[kActive] = n;
       if (draining && n === 0) socket.end();
@@ -229,6 +233,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     const socket = req.socket as H1Socket;
     socket[kActive] = (socket[kActive] ?? 0) + 1;
     if (draining) res.shouldKeepAlive = false;
+    else h1Responses.add(res);
     const ex = new Exchange({
       h2: null,
       req,
@@ -382,9 +387,11 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
         const listenersClosed = stopAccepting();
         // GOAWAY: the client learns which streams will still be served and opens no more.
         for (const s of sessions) s.close();
-        // Idle keep-alive connections close now; busy ones after their response
-        // (`Connection: close` on responses that start from now on).
+        // Idle keep-alive connections close now; busy ones after their response, which says
+        // `Connection: close` unless its headers already went out.
         for (const s of h1Sockets) if ((s[kActive] ?? 0) === 0) s.end();
+        for (const res of h1Responses) if (!res.headersSent) res.shouldKeepAlive = false;
+        h1Responses.clear();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             onIdle = null;

@@ -178,7 +178,7 @@ export interface RecordingApp {
 /**
  * App behaviour by path: `/echo` answers the body back; `/trailers` sends a body and the
  * trailer `x-app-trailer: done`; `/slow` never answers (and records `aborted` in `events`);
- * `/reset` destroys the response mid-body; anything else answers `ok <path>`.
+ * `/delay` answers after 100 ms; `/reset` destroys the response mid-body; anything else answers `ok <path>`.
  */
 export interface AppEvents {
   readonly events: string[];
@@ -233,6 +233,9 @@ function appRespond(path: string, body: Buffer, res: http.ServerResponse, events
     res.end('part2');
   } else if (path.startsWith('/slow')) {
     events.push(`slow ${path}`);
+  } else if (path.startsWith('/delay')) {
+    events.push(`delay ${path}`);
+    setTimeout(() => res.end(`ok ${path}`), 100);
   } else if (path.startsWith('/reset')) {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.write('partial');
@@ -271,6 +274,13 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
         stream.end('part2');
       } else if (path.startsWith('/slow')) {
         events.push(`slow ${path}`);
+      } else if (path.startsWith('/delay')) {
+        events.push(`delay ${path}`);
+        setTimeout(() => {
+          if (stream.destroyed) return;
+          stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+          stream.end(`ok ${path}`);
+        }, 100);
       } else if (path.startsWith('/reset')) {
         stream.respond({ ':status': 200, 'content-type': 'text/plain' });
         stream.write('partial');

@@ -1,0 +1,130 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Order, type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
+import {
+  type AppEvents,
+  bearer,
+  h1Request,
+  h2Request,
+  makeSelfSignedCert,
+  ordersClient,
+  type RecordingApp,
+  startH2App,
+  startProxy,
+  testConfig,
+  type TestProxy,
+  type TlsFiles,
+  unary,
+} from '../unit/inbound/harness.ts';
+
+/**
+ * The TLS listener: ALPN picks `h2` or `http/1.1`, both reach the same stack. The certificate
+ * is self-signed and generated with openssl at test time.
+ */
+
+let certs: TlsFiles;
+let ca: Buffer;
+let ordersApp: OrdersApp;
+let grpcProxy: TestProxy;
+let httpApp: RecordingApp & AppEvents;
+let httpProxy: TestProxy;
+
+beforeAll(async () => {
+  certs = makeSelfSignedCert();
+  ca = readFileSync(certs.certFile);
+  const tlsFiles = { certFile: certs.certFile, keyFile: certs.keyFile };
+  ordersApp = await startOrdersApp();
+  grpcProxy = await startProxy(testConfig({ upstreamPort: ordersApp.port, tls: tlsFiles }));
+  httpApp = await startH2App();
+  httpProxy = await startProxy(testConfig({ upstreamPort: httpApp.port, tls: tlsFiles }));
+});
+
+afterAll(async () => {
+  await grpcProxy.close();
+  await httpProxy.close();
+  await ordersApp.close();
+  await httpApp.close();
+  certs.cleanup();
+});
+
+function alpn(port: number, protocols: string[]): Promise<string | false | null> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port, ca, ALPNProtocols: protocols, servername: 'localhost' }, () => {
+      resolve(s.alpnProtocol ?? null);
+      s.destroy();
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('TLS listener', () => {
+  it('negotiates h2 and http/1.1 by ALPN', async () => {
+    const port = grpcProxy.inbound.ports.tls as number;
+    expect(port).toBeGreaterThan(0);
+    expect(await alpn(port, ['h2', 'http/1.1'])).toBe('h2');
+    expect(await alpn(port, ['http/1.1'])).toBe('http/1.1');
+  });
+
+  it('gRPC over TLS (grpc-js client), identity reaches the app', async () => {
+    const client = ordersClient(grpcProxy.inbound.ports.tls as number, grpc.credentials.createSsl(ca));
+    try {
+      const r = await unary<Order>(client, 'GetOrder', { id: 'tls-1' }, bearer('good-alice'));
+      expect(r.err).toBeNull();
+      expect(r.res?.seenSubject).toBe('alice');
+      const denied = await unary(client, 'DeleteOrder', { id: 'tls-1' }, bearer('good-alice'));
+      expect(denied.err?.code).toBe(grpc.status.PERMISSION_DENIED);
+      expect(ordersApp.calls.map((c) => c.method)).toEqual(['GetOrder']);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('HTTP/2 over TLS', async () => {
+    const session = http2.connect(`https://localhost:${httpProxy.inbound.ports.tls}`, { ca });
+    try {
+      const r = await h2Request(session, { ':path': '/orders/1', authorization: 'Bearer good-alice' });
+      expect(r.headers[':status']).toBe(200);
+      expect(r.body).toBe('ok /orders/1');
+      expect(session.alpnProtocol).toBe('h2');
+    } finally {
+      session.close();
+    }
+  });
+
+  it('HTTP/1.1 over TLS', async () => {
+    const r = await new Promise<{ status: number; body: string; alpn: string | false | null | undefined }>((resolve, reject) => {
+      // https.request hands these to tls.connect, ALPN included (not in its option type).
+      const options: https.RequestOptions & tls.ConnectionOptions = {
+        host: '127.0.0.1',
+        servername: 'localhost',
+        port: httpProxy.inbound.ports.tls,
+        path: '/orders/2',
+        ca,
+        agent: false,
+        ALPNProtocols: ['http/1.1'],
+        headers: { authorization: 'Bearer good-alice' },
+      };
+      const req = https.request(
+        options,
+        (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, alpn: (res.socket as tls.TLSSocket).alpnProtocol }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(r).toEqual({ status: 200, body: 'ok /orders/2', alpn: 'http/1.1' });
+    expect(httpApp.requests.at(-1)?.headers['x-ward-subject']).toBe('alice');
+  });
+
+  it('the cleartext port keeps working next to it', async () => {
+    const r = await h1Request(httpProxy.port, { path: '/orders/3', headers: { authorization: 'Bearer good-alice' } });
+    expect(r.status).toBe(200);
+  });
+});
