@@ -31,7 +31,7 @@ export interface DemoFiles {
 }
 
 /** The demo's policy and sidecar config for an IdP at `issuer` and the app at `appPort`. */
-export function demoFiles(p: { issuer: string; appPort: number; inboundPort: number; adminPort: number }): DemoFiles {
+export function demoFiles(p: { issuer: string; appPort: number; inboundPort: number; adminPort: number; jwksCooldownMs?: number }): DemoFiles {
   const policy = `# The demo policy of the orders service (ward demo). Reference: docs/policy.md
 apiVersion: ward.dev/v1
 kind: Policy
@@ -74,7 +74,9 @@ upstream:
 policy:
   file: orders.policy.yaml
 admin: { host: 127.0.0.1, port: ${p.adminPort} }
-authn:
+authn:${p.jwksCooldownMs === undefined ? '' : `
+  # the demo rotates the IdP's key and expects the very next token to pass: refetch at once
+  jwks: { cooldownMs: ${p.jwksCooldownMs} }`}
   credentials:
     # the sidecar's own client at the dev IdP, for introspecting opaque tokens
     - issuer: ${p.issuer}
@@ -239,7 +241,7 @@ export async function runDemo(opts: {
     const app: OrdersApp = await startOrdersApp();
     cleanups.push(() => app.close());
 
-    const files = demoFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0 });
+    const files = demoFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0, jwksCooldownMs: 0 });
     for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
     const secret = idp.config.clients.find((c) => c.clientId === SIDECAR_CLIENT)?.clientSecret ?? '';
     writeFileSync(join(dir, SECRET_FILE), `${secret}\n`, { mode: 0o600 });

@@ -1,15 +1,19 @@
 import { readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseSidecarConfig } from '../../../src/config/sidecar.ts';
-import { demoFiles, EXAMPLE_PORTS, formatTable } from '../../../src/demo/demo.ts';
+import { demoFiles, EXAMPLE_PORTS, formatTable, runDemo } from '../../../src/demo/demo.ts';
 import { DEFAULT_DEV_IDP_YAML, defaultDevIdpConfig } from '../../../src/devidp/config.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
 import { parseYamlFile } from '../../../src/lib/yaml-schema.ts';
 import { createYamlLocator } from '../../../src/policy/locate.ts';
 import { policySchema } from '../../../src/policy/schema.ts';
 import { checkPolicy } from '../../../src/policy/semantic.ts';
 
 /**
+ * `ward demo` lives in src/demo/demo.ts; its tests sit here, beside the dev IdP it is built on.
+ *
  * The demo writes its sidecar config and policy at run time (the dev IdP's port is dynamic);
  * deploy/examples/ holds the same files for the README's fixed ports. These tests keep the two
  * from drifting and check that both load with the real schemas. To regenerate the examples:
@@ -75,5 +79,40 @@ describe('demo files', () => {
     expect(col(lines[2], 'OK')).toBe(col(lines[0], 'expected'));
     expect(col(lines[3], 'UNAUTHENTICATED')).toBe(col(lines[0], 'expected'));
     expect(col(lines[3], 'reached')).toBe(col(lines[0], 'app'));
+  });
+});
+
+describe('ward demo, end to end (dev IdP, Orders app, real sidecar, grpc-js client)', () => {
+  function capture(): { out: PassThrough; text: () => string } {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
+    return { out, text: () => text };
+  }
+
+  it('--once: every call goes as expected and the exit code is 0', async () => {
+    const { out, text } = capture();
+    const code = await runDemo({ once: true, log: silentLogger, out });
+    expect(text()).toContain('all 11 calls went as expected');
+    expect(code).toBe(0);
+    const rows = text().split('\n').filter((l) => /^[✓✗] /.test(l));
+    expect(rows).toHaveLength(11);
+    expect(rows.every((r) => r.startsWith('✓'))).toBe(true);
+    // reason codes come from the sidecar's x-ward-reason, not from the expectation column
+    expect(rows.find((r) => r.includes('reporting') && r.includes('CreateOrder'))?.match(/ERR_SCOPE_INSUFFICIENT/g)).toHaveLength(2);
+    expect(rows.find((r) => r.includes('(no token)'))?.match(/ERR_TOKEN_MISSING/g)).toHaveLength(2);
+  });
+
+  it('without --once keeps the mesh up until stopped', async () => {
+    const { out, text } = capture();
+    const stop = new AbortController();
+    out.on('data', () => {
+      if (text().includes('Ctrl-C stops it')) stop.abort();
+    });
+    const code = await runDemo({ once: false, log: silentLogger, out, signal: stop.signal });
+    expect(code).toBe(0);
+    expect(text()).toMatch(/sidecar {3}127\.0\.0\.1:\d+ -> app 127\.0\.0\.1:\d+/);
   });
 });
