@@ -70,6 +70,8 @@ export class Exchange {
   /** The upstream leg completed, failed or was cancelled by us. */
   upstreamDone = false;
   upstreamError: Error | undefined = undefined;
+  /** Trailers the client sent after its body (HTTP/2), relayed to an HTTP/2 app. */
+  requestTrailers: IncomingHttpHeaders | null = null;
   /** Trailers to send downstream on `wantTrailers` (the app's, or a gRPC error status). */
   trailers: IncomingHttpHeaders | OutgoingHttpHeaders | null = null;
   timer: NodeJS.Timeout | null = null;

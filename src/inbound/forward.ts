@@ -17,7 +17,8 @@ import type { InboundCounters } from './types.ts';
  *   keep-alive agent (`upstream.maxSockets`); never a connection per call.
  * - Bodies are piped both ways (backpressure, no buffering); trailers are relayed: HTTP/2
  *   `waitForTrailers`/`sendTrailers` towards an HTTP/2 client, chunked trailers towards an
- *   HTTP/1.1 client that sent `TE: trailers`.
+ *   HTTP/1.1 client that sent `TE: trailers`; request trailers reach an HTTP/2 app (an
+ *   HTTP/1.1 app gets the request body without them).
  * - A client that goes away cancels the app's stream (RST_STREAM CANCEL / socket abort), so the
  *   app sees the cancellation; a `grpc-timeout` that expires cancels it too and answers
  *   DEADLINE_EXCEEDED; an app that cannot be reached or resets mid-call yields
@@ -48,7 +49,13 @@ export interface ForwarderOptions {
 
 const END_FLAG = h2c.NGHTTP2_FLAG_END_STREAM;
 const REQUEST_NO_BODY = Object.freeze({ endStream: true });
-const REQUEST_WITH_BODY = Object.freeze({ endStream: false });
+/**
+ * The body may end with trailers (HTTP/2 or chunked HTTP/1.1): sent on `wantTrailers`. This
+ * also keeps a cancelled upload from looking complete: Node's `close(code)` ends the writable
+ * side first, which without `waitForTrailers` puts END_STREAM on the wire before the RST.
+ */
+const REQUEST_WITH_BODY = Object.freeze({ endStream: false, waitForTrailers: true });
+const EMPTY_TRAILERS = Object.freeze({});
 const RESPOND_END = Object.freeze({ endStream: true });
 const RESPOND_WITH_TRAILERS = Object.freeze({ waitForTrailers: true });
 const PIPE_NO_END = Object.freeze({ end: false });
@@ -101,6 +108,27 @@ function cancelUpstream(ex: Exchange): void {
 function onUpstreamError(this: ClientHttp2Stream | ClientRequest | IncomingMessage, err: Error): void {
   const ex = exchangeOf(this);
   ex.upstreamError ??= err;
+}
+
+/** The client's body has been passed on; its trailers (if any) follow it to the app. */
+function onUpstreamWantTrailers(this: ClientHttp2Stream): void {
+  const ex = exchangeOf(this);
+  // Cancelling calls close(), which ends the writable side and lands here: sending trailers
+  // now would present a truncated upload to the app as complete. The RST follows instead.
+  if (ex.upstreamDone || this.destroyed) return;
+  let t: IncomingHttpHeaders | null = ex.requestTrailers;
+  if (t === null && ex.req !== null && ex.req.complete) {
+    const raw = ex.req.trailers;
+    for (const _ in raw) {
+      t = raw;
+      break;
+    }
+  }
+  try {
+    this.sendTrailers(t === null ? EMPTY_TRAILERS : relayableFields(t));
+  } catch {
+    if (!this.destroyed) this.close(h2c.NGHTTP2_INTERNAL_ERROR);
+  }
 }
 
 function onH2UpstreamTrailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
@@ -213,7 +241,10 @@ export function createForwarder(o: ForwarderOptions): Forwarder {
     up.on('trailers', onH2UpstreamTrailers);
     up.on('error', onUpstreamError);
     up.on('close', onH2Close);
-    if (!ex.bodyless) ex.body().pipe(up);
+    if (!ex.bodyless) {
+      up.on('wantTrailers', onUpstreamWantTrailers);
+      ex.body().pipe(up);
+    }
   }
 
   // ---- HTTP/1.1 app

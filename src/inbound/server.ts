@@ -60,13 +60,17 @@ function onStreamError(this: ServerHttp2Stream): void {
   // A client reset or a stream we closed with an error code: `close` does the bookkeeping.
 }
 
+function onRequestTrailers(this: ServerHttp2Stream, trailers: IncomingHttpHeaders): void {
+  exchangeOf(this).requestTrailers = trailers;
+}
+
 function onWantTrailers(this: ServerHttp2Stream): void {
   const ex = exchangeOf(this);
   try {
     // Empty trailers end the stream with an empty DATA frame (Node), so this always closes it.
     this.sendTrailers(ex.trailers ?? EMPTY_TRAILERS);
   } catch {
-    this.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    if (!this.destroyed) this.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
   }
 }
 
@@ -185,6 +189,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     stream.on('error', onStreamError);
     stream.on('close', onH2StreamClose);
     stream.on('wantTrailers', onWantTrailers);
+    if (!ex.bodyless) stream.on('trailers', onRequestTrailers);
     stack.handle(ex);
   });
 

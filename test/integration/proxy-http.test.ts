@@ -324,3 +324,72 @@ describe('configuration variants', () => {
     }
   });
 });
+
+describe('HTTP/2 app specifics', () => {
+  let app: RecordingApp & AppEvents;
+  let proxy: TestProxy;
+  let session: http2.ClientHttp2Session;
+  beforeAll(async () => {
+    app = await startH2App();
+    proxy = await startProxy(testConfig({ upstreamPort: app.port }));
+    session = await h2Connect(proxy.port);
+  });
+  afterAll(async () => {
+    session.close();
+    await proxy.close();
+    await app.close();
+  });
+  beforeEach(() => {
+    app.requests.length = 0;
+  });
+
+  it('request trailers from an HTTP/2 client reach the app', async () => {
+    const s = session.request({ ':method': 'POST', ':path': '/echo', ...AUTH }, { waitForTrailers: true });
+    s.on('wantTrailers', () => s.sendTrailers({ 'x-client-trailer': 'sum=3' }));
+    s.resume();
+    const closed = new Promise<void>((r) => s.on('close', () => r()));
+    s.end('abc');
+    await closed;
+    expect(app.requests[0]?.body).toBe('abc');
+    expect(app.requests[0]?.trailers['x-client-trailer']).toBe('sum=3');
+  });
+
+  it('chunked request trailers from an HTTP/1.1 client reach the app', async () => {
+    const reply = await rawExchange(
+      proxy.port,
+      'POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nTrailer: x-client-trailer\r\n\r\n3\r\nabc\r\n0\r\nx-client-trailer: sum=3\r\n\r\n',
+    );
+    expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    expect(app.requests[0]?.body).toBe('abc');
+    expect(app.requests[0]?.trailers['x-client-trailer']).toBe('sum=3');
+  });
+
+  it('a client that disconnects mid-upload: the app gets RST_STREAM(CANCEL), never END_STREAM', async () => {
+    app.events.length = 0;
+    // Content-Length 10, 3 bytes sent: had the sidecar ended the stream before resetting it,
+    // the app's HTTP/2 stack would flag the length mismatch (PROTOCOL_ERROR) instead.
+    await rawExchange(proxy.port, 'POST /echo/cut HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\nContent-Length: 10\r\n\r\nabc');
+    await vi.waitFor(() => expect(app.events).toContain('reset /echo/cut 8'));
+    expect(app.requests).toEqual([]);
+  });
+
+  it('an app reset in the middle of a gRPC response becomes grpc-status 14 in trailers', async () => {
+    const r = await h2Request(session, { ':method': 'POST', ':path': '/reset', 'content-type': 'application/grpc', te: 'trailers', ...AUTH });
+    expect(r.headers[':status']).toBe(200);
+    expect(r.body).toBe('partial');
+    expect(r.trailers['grpc-status']).toBe('14');
+    expect(r.trailers['x-ward-reason']).toBe('ERR_UPSTREAM_RESET');
+  });
+
+  it('the configured HTTP/2 limits are advertised to clients', () => {
+    expect(session.remoteSettings.maxConcurrentStreams).toBe(1000);
+    expect(session.remoteSettings.maxHeaderListSize).toBe(65536);
+  });
+
+  it('an HTTP/1.1 header block over maxHeaderListBytes is refused', async () => {
+    const reply = await rawExchange(proxy.port, `GET /orders HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`);
+    expect(reply).toMatch(/^HTTP\/1\.1 400 /);
+    expect(reply).toContain('x-ward-reason: ERR_REQUEST_INVALID');
+    expect(app.requests).toEqual([]);
+  });
+});

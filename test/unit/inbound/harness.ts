@@ -263,6 +263,8 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
       if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) events.push(`reset ${path} ${stream.rstCode}`);
     });
     stream.on('end', () => {
+      // Node also emits 'end' for a stream the client reset with CANCEL: that is no request.
+      if (stream.aborted || (stream.rstCode ?? 0) !== 0) return;
       requests.push({ method: headers[':method'] ?? '', path, headers: { ...headers }, body: Buffer.concat(chunks).toString(), trailers });
       if (path.startsWith('/echo')) {
         stream.respond({ ':status': 200, 'content-type': 'application/octet-stream', 'x-app': 'h2' });
