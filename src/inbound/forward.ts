@@ -116,6 +116,12 @@ function onUpstreamWantTrailers(this: ClientHttp2Stream): void {
   // Cancelling calls close(), which ends the writable side and lands here: sending trailers
   // now would present a truncated upload to the app as complete. The RST follows instead.
   if (ex.upstreamDone || this.destroyed) return;
+  // Node emits 'end' on a server stream the client reset with CANCEL, so a piped body can look
+  // finished when it was cut: check before ending the app's side.
+  if (ex.h2 !== null ? (ex.h2.rstCode ?? 0) !== 0 : ex.req !== null && !ex.req.complete) {
+    cancelUpstream(ex);
+    return;
+  }
   let t: IncomingHttpHeaders | null = ex.requestTrailers;
   if (t === null && ex.req !== null && ex.req.complete) {
     const raw = ex.req.trailers;

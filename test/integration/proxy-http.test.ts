@@ -373,6 +373,18 @@ describe('HTTP/2 app specifics', () => {
     expect(app.requests).toEqual([]);
   });
 
+  it('an HTTP/2 client that resets mid-upload: the app gets RST_STREAM(CANCEL), never END_STREAM', async () => {
+    app.events.length = 0;
+    const s = session.request({ ':method': 'POST', ':path': '/echo/rst', 'content-length': '10', ...AUTH }, { endStream: false });
+    s.on('error', () => {});
+    s.write('abc');
+    await vi.waitFor(() => expect(proxy.inbound.counters.allowed).toBeGreaterThan(0));
+    await new Promise<void>((r) => setImmediate(r));
+    s.close(8);
+    await vi.waitFor(() => expect(app.events.filter((e) => e.startsWith('reset /echo/rst'))).toEqual(['reset /echo/rst 8']));
+    expect(app.requests).toEqual([]);
+  });
+
   it('an app reset in the middle of a gRPC response becomes grpc-status 14 in trailers', async () => {
     const r = await h2Request(session, { ':method': 'POST', ':path': '/reset', 'content-type': 'application/grpc', te: 'trailers', ...AUTH });
     expect(r.headers[':status']).toBe(200);
