@@ -141,6 +141,10 @@ resourceServers:
     scopes: [other.read]
     accessTokenFormat: jwt
     accessTokenTtlSeconds: 300
+  - resource: urn:ward:control-plane
+    scopes: []
+    accessTokenFormat: jwt
+    accessTokenTtlSeconds: 300
 clients:
   - clientId: frontend
     clientSecret: frontend-secret
@@ -161,16 +165,18 @@ clients:
       urn:ward:other: [other.read]
   - clientId: orders-sidecar
     clientSecret: orders-sidecar-secret
-    grantTypes: [token-exchange]
+    grantTypes: [token-exchange, client_credentials]
     serves: [urn:ward:orders, urn:ward:orders-opaque]
     resources:
       urn:ward:payments: [payments.charge]
+      urn:ward:control-plane: []
   - clientId: payments-sidecar
     clientSecret: payments-sidecar-secret
-    grantTypes: [token-exchange]
+    grantTypes: [token-exchange, client_credentials]
     serves: [urn:ward:payments]
     resources:
       urn:ward:ledger: [ledger.append]
+      urn:ward:control-plane: []
 `;
 
 export function parseDevIdpConfig(text: string, file: string): DevIdpConfig {
