@@ -11,6 +11,7 @@ import { identityHeaderNames } from './headers.ts';
 import { ErrorResponder } from './respond.ts';
 import { createStack } from './stack.ts';
 import type { InboundCounters, InboundDeps } from './types.ts';
+import type { Logger } from '../lib/log.ts';
 
 /**
  * The inbound listeners:
@@ -28,6 +29,37 @@ import type { InboundCounters, InboundDeps } from './types.ts';
  */
 
 export type { DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
+
+/**
+ * The listener machinery without a stage behind it, so the outbound (egress) listener reuses it
+ * as is: sniffing, HTTP/2 and HTTP/1.1 servers, `Exchange` construction, drain. The stage
+ * supplies `handle` (its stack) and what to do with upstream connections.
+ */
+export interface ListenerOptions {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly tls?: { readonly host: string; readonly port: number; readonly cert: Buffer; readonly key: Buffer } | undefined;
+  readonly maxHeaderListBytes: number;
+  readonly maxConcurrentStreams: number;
+  readonly counters: ListenerCounters;
+  readonly responder: ErrorResponder;
+  readonly log: Logger;
+  /** Takes a new call (the stage's stack). */
+  handle(ex: Exchange): void;
+  /** The client went away: cancel the call's upstream side, if any. */
+  cancel(ex: Exchange): void;
+  /** Once no call is left: release upstream connections gracefully. */
+  release(): Promise<void>;
+  /** Immediate: destroy upstream connections. */
+  destroy(): void;
+}
+
+export type ListenerCounters = Pick<InboundCounters, 'activeStreams' | 'h2Sessions' | 'h1Connections'>;
+
+export interface Listeners {
+  readonly ports: { readonly cleartext: number; readonly tls: number | undefined };
+  drain(deadlineMs: number): Promise<void>;
+  close(): Promise<void>;
+}
 
 export interface Inbound {
   readonly ports: { readonly cleartext: number; readonly tls: number | undefined };
@@ -103,7 +135,6 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     h2Sessions: 0,
     h1Connections: 0,
   };
-  const nextDecisionId = createDecisionIds();
   const responder = new ErrorResponder(cfg.service);
   const forwarder = createForwarder({
     upstream: cfg.upstream,
@@ -113,6 +144,29 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     log,
   });
   const stack = createStack({ deps, responder, forwarder, counters });
+  const tlsCfg = cfg.inbound.tls;
+  const listeners = await createListeners({
+    listen: cfg.inbound.listen,
+    tls:
+      tlsCfg === undefined
+        ? undefined
+        : { host: tlsCfg.host, port: tlsCfg.port, cert: readFileSync(resolveFrom(cfg, tlsCfg.certFile)), key: readFileSync(resolveFrom(cfg, tlsCfg.keyFile)) },
+    maxHeaderListBytes: cfg.inbound.maxHeaderListBytes,
+    maxConcurrentStreams: cfg.inbound.maxConcurrentStreams,
+    counters,
+    responder,
+    log,
+    handle: (ex) => stack.handle(ex),
+    cancel: (ex) => forwarder.cancel(ex),
+    release: () => forwarder.close(),
+    destroy: () => forwarder.destroy(),
+  });
+  return { ports: listeners.ports, counters, drain: (ms) => listeners.drain(ms), close: () => listeners.close() };
+}
+
+export async function createListeners(o: ListenerOptions): Promise<Listeners> {
+  const { log, counters, responder } = o;
+  const nextDecisionId = createDecisionIds();
 
   const sniffing = new Set<Socket>();
   const sessions = new Set<Http2Session>();
@@ -130,8 +184,8 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
 
   const h2Server = http2.createServer({
     settings: {
-      maxConcurrentStreams: cfg.inbound.maxConcurrentStreams,
-      maxHeaderListSize: cfg.inbound.maxHeaderListBytes,
+      maxConcurrentStreams: o.maxConcurrentStreams,
+      maxHeaderListSize: o.maxHeaderListBytes,
     },
     // Node's flood guards (CVE-2019-9512..9518, CVE-2023-44487 rapid reset, CVE-2024-27316
     // CONTINUATION): kept on, with explicit bounds. A peer exceeding them loses its session.
@@ -154,7 +208,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     }
     // RST_STREAM from the client (or the session going away) before the app finished:
     // cancel the app's stream so it sees the cancellation too.
-    forwarder.cancel(ex);
+    o.cancel(ex);
   }
 
   h2Server.on('session', (session: ServerHttp2Session) => {
@@ -190,7 +244,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     stream.on('close', onH2StreamClose);
     stream.on('wantTrailers', onWantTrailers);
     if (!ex.bodyless) stream.on('trailers', onRequestTrailers);
-    stack.handle(ex);
+    o.handle(ex);
   });
 
   h2Server.on('sessionError', (err) => log.debug('client session error', { err }));
@@ -198,7 +252,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
   // ---- HTTP/1.1
 
   const h1Server = http.createServer({
-    maxHeaderSize: cfg.inbound.maxHeaderListBytes,
+    maxHeaderSize: o.maxHeaderListBytes,
     // Request smuggling: llhttp strict mode (CL+TE, bad chunking, obs-fold … → 400).
     insecureHTTPParser: false,
     // RFC 9112 §3.2 (HTTP/1.1 without Host → 400) is enforced by the stack, so the refusal
@@ -223,7 +277,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
       ex.timer = null;
     }
     // The client went away before the response finished: abort the app's request.
-    if (!this.writableFinished) forwarder.cancel(ex);
+    if (!this.writableFinished) o.cancel(ex);
     // `res.socket` is already detached once the response finished; the request keeps it.
     const socket: H1Socket | undefined = ex.req?.socket;
     if (socket !== undefined) {
@@ -254,7 +308,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     });
     tag(res, ex);
     res.on('close', onH1ResponseClose);
-    stack.handle(ex);
+    o.handle(ex);
   }
 
   h1Server.on('request', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, false));
@@ -325,18 +379,18 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
   }
 
   const cleartext = net.createServer({ noDelay: true }, onCleartextConnection);
-  const cleartextPort = await listen(cleartext, cfg.inbound.listen.port, cfg.inbound.listen.host);
+  const cleartextPort = await listen(cleartext, o.listen.port, o.listen.host);
 
   // ---- TLS listener: ALPN decides
 
   let tlsServer: tls.Server | undefined;
   let tlsPort: number | undefined;
-  const tlsCfg = cfg.inbound.tls;
+  const tlsCfg = o.tls;
   if (tlsCfg !== undefined) {
     tlsServer = tls.createServer(
       {
-        key: readFileSync(resolveFrom(cfg, tlsCfg.keyFile)),
-        cert: readFileSync(resolveFrom(cfg, tlsCfg.certFile)),
+        key: tlsCfg.key,
+        cert: tlsCfg.cert,
         ALPNProtocols: ['h2', 'http/1.1'],
         // RFC 9113 §9.2: HTTP/2 over TLS needs TLS 1.2 or later.
         minVersion: 'TLSv1.2',
@@ -381,12 +435,11 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
   async function finish(): Promise<void> {
     closed = true;
     h1Server.close(); // clears Node's connection-check interval; it never listened
-    await forwarder.close();
+    await o.release();
   }
 
   return {
     ports: { cleartext: cleartextPort, tls: tlsPort },
-    counters,
     drain(deadlineMs: number): Promise<void> {
       drained ??= (async () => {
         const listenersClosed = stopAccepting();
@@ -419,7 +472,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
       if (closed) return;
       const listenersClosed = stopAccepting();
       destroyAll();
-      forwarder.destroy();
+      o.destroy();
       await listenersClosed;
       await finish();
     },
