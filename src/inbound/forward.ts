@@ -39,11 +39,28 @@ export interface Forwarder {
   destroy(): void;
 }
 
-export interface ForwarderOptions {
-  readonly upstream: Readonly<SidecarConfig['upstream']>;
+export interface ForwarderOptions extends RelayOptions {
   readonly identityNames: IdentityHeaderNames;
-  readonly responder: ErrorResponder;
   readonly counters: InboundCounters;
+}
+
+/**
+ * The transport half of the forwarder, without the inbound gate: the outbound (egress) stage
+ * uses it, one per destination, behind its own gate (a declared destination and a token).
+ */
+export interface Relay {
+  /** Sends the call upstream with `ex.fwdHeaders` as they are; the caller decided it may go. */
+  send(ex: Exchange): void;
+  armDeadline(ex: Exchange, ms: number): void;
+  cancel(ex: Exchange): void;
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+export interface RelayOptions {
+  readonly upstream: Readonly<Pick<SidecarConfig['upstream'], 'url' | 'protocol' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxSessions' | 'maxSockets'>>;
+  readonly responder: ErrorResponder;
+  readonly counters: { upstreamErrors: number };
   readonly log: Logger;
 }
 
@@ -162,7 +179,31 @@ function onUpstreamEndToH1(this: ClientHttp2Stream | IncomingMessage): void {
 }
 
 export function createForwarder(o: ForwarderOptions): Forwarder {
-  const { responder, counters, log, identityNames } = o;
+  const relay = createRelay(o);
+  const identityNames = o.identityNames;
+  return {
+    forward(ex: Exchange, permit: Permit): void {
+      if (ex.closed || ex.finished) return;
+      let values = null;
+      if (permit.identity !== null) {
+        values = identityHeaderValues(permit.identity);
+        if (values === null) {
+          o.responder.write(ex, 'ERR_TOKEN_CLAIMS'); // checked before evaluate; never forward unnamed
+          return;
+        }
+      }
+      addIdentityHeaders(ex.fwdHeaders, identityNames, values, ex.decisionId);
+      relay.send(ex);
+    },
+    armDeadline: (ex, ms) => relay.armDeadline(ex, ms),
+    cancel: (ex) => relay.cancel(ex),
+    close: () => relay.close(),
+    destroy: () => relay.destroy(),
+  };
+}
+
+export function createRelay(o: RelayOptions): Relay {
+  const { responder, counters, log } = o;
   const url = new URL(o.upstream.url);
   const upstreamHost = url.hostname;
   const upstreamPort = url.port === '' ? 80 : Number(url.port);
@@ -333,17 +374,8 @@ export function createForwarder(o: ForwarderOptions): Forwarder {
   }
 
   return {
-    forward(ex: Exchange, permit: Permit): void {
+    send(ex: Exchange): void {
       if (ex.closed || ex.finished) return;
-      let values = null;
-      if (permit.identity !== null) {
-        values = identityHeaderValues(permit.identity);
-        if (values === null) {
-          responder.write(ex, 'ERR_TOKEN_CLAIMS'); // checked before evaluate; never forward unnamed
-          return;
-        }
-      }
-      addIdentityHeaders(ex.fwdHeaders, identityNames, values, ex.decisionId);
       if (!ex.grpc && requestTimeoutMs > 0 && ex.timer === null) ex.timer = setTimeout(onDeadline, requestTimeoutMs, ex);
       // The client waited for `100 Continue`; it goes out only now that the call is allowed.
       if (ex.expectContinue && !ex.bodyless) ex.res?.writeContinue();
