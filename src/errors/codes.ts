@@ -36,6 +36,10 @@ export type ErrorCode =
   | 'ERR_UPSTREAM_UNAVAILABLE'
   | 'ERR_UPSTREAM_TIMEOUT'
   | 'ERR_UPSTREAM_RESET'
+  // outbound (egress): the app's calls to other services
+  | 'ERR_DESTINATION_UNKNOWN'
+  | 'ERR_EXCHANGE_REFUSED'
+  | 'ERR_EXCHANGE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export const ERROR_CODES: readonly ErrorCode[] = [
@@ -66,5 +70,8 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   'ERR_UPSTREAM_UNAVAILABLE',
   'ERR_UPSTREAM_TIMEOUT',
   'ERR_UPSTREAM_RESET',
+  'ERR_DESTINATION_UNKNOWN',
+  'ERR_EXCHANGE_REFUSED',
+  'ERR_EXCHANGE_UNAVAILABLE',
   'ERR_INTERNAL',
 ];

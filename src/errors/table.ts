@@ -37,6 +37,10 @@ export interface ErrorRow {
  * - An audience mismatch is 401 invalid_token: the token is not one issued for this service.
  * - JWKS or introspection unreachable is 503/UNAVAILABLE (fail closed, but tell clients it is
  *   transient so they retry instead of re-authenticating).
+ * - Outbound: an undeclared destination is 403/PERMISSION_DENIED, not 502: it is the egress
+ *   policy saying no, and retrying cannot help. An IdP that refuses a token exchange is
+ *   403/PERMISSION_DENIED too (the OAuth error code goes to the decision and the log); an IdP
+ *   that cannot be reached is 503/UNAVAILABLE.
  */
 export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_REQUEST_INVALID: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'malformed request' },
@@ -66,5 +70,8 @@ export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_UPSTREAM_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream unavailable' },
   ERR_UPSTREAM_TIMEOUT: { http: 504, grpc: GrpcStatus.DEADLINE_EXCEEDED, challenge: 'none', message: 'upstream timed out' },
   ERR_UPSTREAM_RESET: { http: 502, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream reset the stream' },
+  ERR_DESTINATION_UNKNOWN: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'destination not declared' },
+  ERR_EXCHANGE_REFUSED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'token exchange refused' },
+  ERR_EXCHANGE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'token exchange unavailable' },
   ERR_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'internal error' },
 };
