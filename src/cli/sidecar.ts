@@ -9,6 +9,10 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { evaluate } from '../policy/evaluate.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
+import { parsePolicyText } from '../policy/load.ts';
+import { createPolicyWatch } from '../controlplane/client/watch.ts';
+import { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
+import { hostname } from 'node:os';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /**
@@ -43,18 +47,10 @@ export async function startSidecar(
     ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
   });
 
-  // A bad policy file at start-up is a configuration error: it throws (ConfigError with
-  // file:line:col) and the sidecar does not start. Later bad versions are refused and logged.
-  const policy = createFilePolicySource(resolveFrom(cfg, cfg.policy.file), {
-    service: cfg.service,
-    log: log.child({ stage: 'policy' }),
-    onChange: (p) => authenticator.setIssuers(p.issuers),
-  });
-  const initial = policy.current();
-  if (initial !== null) {
-    requireIntrospectionCredentials(initial, credentials, opts.configFile ?? cfg.policy.file);
-    authenticator.setIssuers(initial.issuers);
-  }
+  const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
+  const policy = startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), (p) =>
+    authenticator.setIssuers(p.issuers),
+  );
 
   let draining = false;
   const inbound = await createInbound({
@@ -80,7 +76,9 @@ export async function startSidecar(
       '/status': () => ({
         service: cfg.service,
         policyVersion: policy.current()?.version ?? null,
-        policyError: policy.lastError()?.message ?? null,
+        policySource: policy.describe,
+        policyError: policy.lastError(),
+        controlPlaneConnected: policy.connected(),
         issuers: authenticator.status(),
         draining,
       }),
@@ -94,7 +92,8 @@ export async function startSidecar(
     admin: admin.port,
     upstream: cfg.upstream.url,
     upstreamProtocol: cfg.upstream.protocol,
-    policyVersion: initial?.version ?? null,
+    policy: policy.describe,
+    policyVersion: policy.current()?.version ?? null,
   });
 
   let stopped: Promise<void> | undefined;
@@ -106,13 +105,87 @@ export async function startSidecar(
         draining = true;
         log.info('draining', { deadlineMs: cfg.drainTimeoutMs });
         await inbound.drain(cfg.drainTimeoutMs);
-        policy.close();
+        await policy.close();
         authenticator.close();
         await admin.close();
         log.info('stopped');
       })();
       return stopped;
     },
+  };
+}
+
+/** Where the policy comes from: a watched file, or the control plane's stream. */
+interface PolicyProvider {
+  readonly describe: string;
+  current(): CompiledPolicy | null;
+  lastError(): string | null;
+  connected(): boolean | null;
+  close(): Promise<void>;
+}
+
+function startPolicyProvider(
+  cfg: Readonly<SidecarConfig>,
+  credentials: readonly ResolvedCredential[],
+  configFile: string,
+  log: Logger,
+  onPolicy: (p: CompiledPolicy) => void,
+): PolicyProvider {
+  const cp = cfg.policy.controlPlane;
+  if (cp === undefined) {
+    const file = resolveFrom(cfg, cfg.policy.file ?? '');
+    // A bad policy file at start-up is a configuration error: it throws (ConfigError with
+    // file:line:col) and the sidecar does not start. Later bad versions are refused and logged.
+    const source = createFilePolicySource(file, { service: cfg.service, log, onChange: onPolicy });
+    const initial = source.current();
+    if (initial !== null) {
+      requireIntrospectionCredentials(initial, credentials, configFile);
+      onPolicy(initial);
+    }
+    return {
+      describe: `file ${file}`,
+      current: () => source.current(),
+      lastError: () => source.lastError()?.message ?? null,
+      connected: () => null,
+      close: async () => source.close(),
+    };
+  }
+
+  const cred = credentials.find((c) => c.issuer === cp.issuer);
+  if (cred === undefined) {
+    throw new ConfigError([
+      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
+    ]);
+  }
+  const watch = createPolicyWatch({
+    address: cp.address,
+    service: cfg.service,
+    instanceId: cp.instanceId ?? `${hostname()}:${process.pid}`,
+    token: createClientCredentialsTokenSource({
+      issuer: cred.issuer,
+      clientId: cred.clientId,
+      clientSecret: cred.clientSecret,
+      resource: cp.resource,
+      ...(cp.scope === undefined ? {} : { scope: cp.scope }),
+      log,
+    }),
+    stateDir: resolveFrom(cfg, cp.stateDir),
+    // The same validator as `ward policy check`, plus this sidecar's own requirement: a version
+    // it cannot enforce (e.g. introspection without credentials) is NACKed, the last good stays.
+    compile: (text, file) => {
+      const p = parsePolicyText(text, resolveFrom(cfg, file), { service: cfg.service });
+      requireIntrospectionCredentials(p, credentials, configFile);
+      return p;
+    },
+    onPolicy,
+    log,
+  });
+  return {
+    describe: `control plane ${cp.address}`,
+    current: () => watch.current(),
+    lastError: () => watch.lastError(),
+    connected: () => watch.connected(),
+    close: () => watch.close(),
   };
 }
 

@@ -91,6 +91,27 @@ const authn = z.strictObject({
   }),
 });
 
+const controlPlane = z.strictObject({
+  address: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { error: 'must be host:port' }).meta({
+    description: 'gRPC address of the control plane (`ward control-plane`).',
+    examples: ['ward-control-plane.ward-system.svc:15010'],
+  }),
+  stateDir: z.string().min(1).meta({
+    description:
+      'Directory where the last accepted policy version is persisted (relative to the config file), so a restart while the control plane is down still enforces it.',
+    examples: ['/var/lib/ward'],
+  }),
+  issuer: z.string().min(1).meta({
+    description:
+      'Issuer of the sidecar\'s own access token for the control plane; the client id and secret come from the matching `authn.credentials` entry.',
+  }),
+  resource: z.string().min(1).default('urn:ward:control-plane').meta({ description: 'Audience (RFC 8707 resource) of that token.' }),
+  scope: z.string().optional().meta({ description: 'Scope to request for that token, if the IdP needs one.' }),
+  instanceId: z.string().min(1).optional().meta({
+    description: 'How this sidecar appears in `ward status`; default `<hostname>:<pid>`.',
+  }),
+});
+
 export const sidecarConfigSchema = z
   .strictObject({
     service: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/).meta({
@@ -113,9 +134,19 @@ export const sidecarConfigSchema = z
       })
       .prefault({})
       .meta({ description: 'Admin listener for probes and status; keep it on loopback or a pod-only port.' }),
-    policy: z.strictObject({
-      file: z.string().min(1).meta({ description: 'Policy file of this service, relative to the config file. Reloaded on change.' }),
-    }).meta({ description: 'Where the service policy comes from.' }),
+    policy: z
+      .strictObject({
+        file: z.string().min(1).optional().meta({
+          description: 'Policy file of this service, relative to the config file. Reloaded on change. Exactly one of `file` or `controlPlane`.',
+        }),
+        controlPlane: controlPlane.optional().meta({
+          description: 'Take the policy from the control plane (xDS-style stream) instead of a file. Exactly one of `file` or `controlPlane`.',
+        }),
+      })
+      .refine((p) => (p.file === undefined) !== (p.controlPlane === undefined), {
+        message: 'set exactly one of policy.file or policy.controlPlane',
+      })
+      .meta({ description: 'Where the service policy comes from.' }),
     identityHeaders: identityHeaders.prefault({}).meta({ description: 'The verified identity headers the app receives on an allowed call.' }),
     paths: paths.prefault({}).meta({ description: 'Path normalization: done once; the normalized path is both matched and forwarded.' }),
     authn: authn.prefault({}).meta({ description: 'Token validation settings shared by every trusted issuer of the policy.' }),

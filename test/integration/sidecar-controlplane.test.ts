@@ -1,0 +1,112 @@
+import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuthenticator, type Authenticator } from '../../src/authn/authenticator.ts';
+import { parseControlPlaneConfig, trustedIssuers } from '../../src/controlplane/server/config.ts';
+import { type RunningControlPlane, startControlPlane } from '../../src/controlplane/server/control-plane.ts';
+import { validatePolicyForControlPlane } from '../../src/controlplane/server/validate.ts';
+import { silentLogger } from '../../src/lib/log.ts';
+import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
+import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+import { startMesh, waitFor } from './harness.ts';
+
+/**
+ * `ward sidecar` with `policy.controlPlane`: the real control plane (in-process, real gRPC,
+ * sidecar authenticated with a dev-IdP client-credentials token), the real sidecar, grpc-js.
+ */
+describe('sidecar fed by the control plane', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let policies: string;
+  let cpPort: number;
+  let cp: RunningControlPlane | undefined;
+  let cpAuthn: Authenticator;
+
+  async function startCp(port = 0): Promise<RunningControlPlane> {
+    const cfg = parseControlPlaneConfig(controlPlaneYaml(idp.issuer, policies, port), join(dir, 'cp.yaml'));
+    return startControlPlane(cfg, { log: silentLogger, parse: validatePolicyForControlPlane, authenticator: cpAuthn });
+  }
+
+  function publish(text: string): void {
+    writeFileSync(join(policies, '.orders.tmp'), text);
+    renameSync(join(policies, '.orders.tmp'), join(policies, 'orders.yaml'));
+  }
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    dir = mkdtempSync(join(tmpdir(), 'ward-cp-sidecar-'));
+    policies = join(dir, 'policies');
+    mkdirSync(policies);
+    publish(ordersPolicyText(idp.issuer));
+    cpAuthn = createAuthenticator({
+      clockSkewSeconds: 30,
+      maxTokenBytes: 8192,
+      cacheEntries: 100,
+      introspectionCacheMaxSeconds: 0,
+      jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
+      credentials: [],
+      log: silentLogger,
+    });
+    const cfg = parseControlPlaneConfig(controlPlaneYaml(idp.issuer, policies), join(dir, 'cp.yaml'));
+    cpAuthn.setIssuers(trustedIssuers(cfg));
+    cp = await startCp();
+    cpPort = cp.port;
+  });
+  afterAll(async () => {
+    await cp?.close();
+    cpAuthn.close();
+    await idp.close();
+  });
+
+  it('enforces the published version, follows edits on open connections, refuses bad ones, and survives the control plane going away', async () => {
+    const stateDir = join(dir, 'state');
+    const mesh = await startMesh({ idp, controlPlane: { address: `127.0.0.1:${cpPort}`, stateDir } });
+    try {
+      const client = mesh.client();
+      const token = await idp.token('reporting', 'urn:ward:orders', 'orders.read');
+      expect((await client.unary('GetOrder', { id: '1' }, token)).code).toBe(status.OK);
+      expect((await client.unary('GetOrder', { id: '1' })).code).toBe(status.UNAUTHENTICATED);
+
+      // a valid edit reaches the open connection
+      const frozen = ordersPolicyText(idp.issuer).replace(
+        '- name: no-deletes',
+        '- name: freeze-reads\n    action: deny\n    match:\n      grpc: [/ward.demo.v1.Orders/GetOrder]\n  - name: no-deletes',
+      );
+      publish(frozen);
+      await waitFor(async () => (await client.unary('GetOrder', { id: '1' }, token)).trailers['x-ward-reason'] === 'ERR_POLICY_DENIED', 5000, 'the edit to be enforced');
+
+      // an invalid edit is never served: the last valid version stays in force
+      publish(`${ordersPolicyText(idp.issuer)}\n  - name: broken\n    action: maybe\n`);
+      await waitFor(() => (cp?.store.problems().length ?? 0) > 0, 5000, 'the control plane to record the bad file');
+      expect((await client.unary('GetOrder', { id: '1' }, token)).trailers['x-ward-reason']).toBe('ERR_POLICY_DENIED');
+
+      // the control plane goes away: enforcement continues with the last accepted version
+      await cp?.close();
+      cp = undefined;
+      expect((await client.unary('GetOrder', { id: '1' }, token)).trailers['x-ward-reason']).toBe('ERR_POLICY_DENIED');
+    } finally {
+      await mesh.close();
+    }
+
+    // a sidecar restarted while the control plane is down enforces the persisted version
+    const again = await startMesh({ idp, controlPlane: { address: `127.0.0.1:${cpPort}`, stateDir } });
+    try {
+      const token = await idp.token('reporting', 'urn:ward:orders', 'orders.read');
+      const r = await again.client().unary('GetOrder', { id: '1' }, token);
+      expect(r.code).toBe(status.PERMISSION_DENIED);
+      expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_DENIED');
+      expect(again.app.calls).toHaveLength(0);
+
+      // the control plane comes back (with the original policy): the sidecar reconnects and follows
+      publish(ordersPolicyText(idp.issuer));
+      cp = await startCp(cpPort);
+      const client = again.client();
+      await waitFor(async () => (await client.unary('GetOrder', { id: '1' }, token)).code === status.OK, 45_000, 'reconnect and the new version');
+    } finally {
+      await again.close();
+    }
+  });
+});
