@@ -315,9 +315,12 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   // `Expect: 100-continue`: the 100 is sent by the forwarder once the call is allowed, so a
   // denied client never uploads its body.
   h1Server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, true));
-  h1Server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+  h1Server.on('clientError', (err: NodeJS.ErrnoException, socket: H1Socket) => {
     log.debug('HTTP/1.1 parse error', { code: err.code });
-    responder.writeClientError(socket, 'ERR_REQUEST_INVALID');
+    // Bytes after a pipelined request whose response is still being written: a raw 400 would
+    // be spliced into that response, so the connection just closes.
+    if ((socket[kActive] ?? 0) > 0) socket.destroy();
+    else responder.writeClientError(socket, 'ERR_REQUEST_INVALID');
   });
 
   function adoptH1(socket: H1Socket): void {

@@ -393,6 +393,11 @@ describe('HTTP/2 app specifics', () => {
     expect(r.trailers['x-ward-reason']).toBe('ERR_UPSTREAM_RESET');
   });
 
+  it('garbage pipelined behind a call in flight closes the connection; no 400 is spliced into the response', async () => {
+    const reply = await rawExchange(proxy.port, 'GET /delay/p HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\n\r\nNOT HTTP\r\n\r\n');
+    expect(reply).not.toContain('400 Bad Request');
+  });
+
   it('the configured HTTP/2 limits are advertised to clients', () => {
     expect(session.remoteSettings.maxConcurrentStreams).toBe(1000);
     expect(session.remoteSettings.maxHeaderListSize).toBe(65536);
