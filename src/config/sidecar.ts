@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
+import { telemetryConfigSchema } from './telemetry.ts';
 
 /**
  * The sidecar's config file. Each option carries its description, default and example here;
@@ -152,6 +153,10 @@ export const sidecarConfigSchema = z
     authn: authn.prefault({}).meta({ description: 'Token validation settings shared by every trusted issuer of the policy.' }),
     drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
+    }),
+    telemetry: telemetryConfigSchema.prefault({}).meta({
+      description:
+        'OpenTelemetry: a span, a decision log record and metrics for every call, exported over OTLP/gRPC (by default to the control plane) and served as Prometheus text on the admin `/metrics`. The standard `OTEL_*` variables apply; see docs/telemetry.md.',
     }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level.' }),
   })
