@@ -176,6 +176,16 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   let draining = false;
   let onIdle: (() => void) | null = null;
 
+  /** The request boundary: whatever a stage throws becomes a 500 for this call, never a crash. */
+  function dispatch(ex: Exchange): void {
+    try {
+      o.handle(ex);
+    } catch (err) {
+      log.error('request handling threw', { decisionId: ex.decisionId, err });
+      responder.write(ex, 'ERR_INTERNAL');
+    }
+  }
+
   function checkIdle(): void {
     if (onIdle !== null && sessions.size === 0 && h1Sockets.size === 0 && sniffing.size === 0) onIdle();
   }
@@ -244,7 +254,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     stream.on('close', onH2StreamClose);
     stream.on('wantTrailers', onWantTrailers);
     if (!ex.bodyless) stream.on('trailers', onRequestTrailers);
-    o.handle(ex);
+    dispatch(ex);
   });
 
   h2Server.on('sessionError', (err) => log.debug('client session error', { err }));
@@ -308,7 +318,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     });
     tag(res, ex);
     res.on('close', onH1ResponseClose);
-    o.handle(ex);
+    dispatch(ex);
   }
 
   h1Server.on('request', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, false));

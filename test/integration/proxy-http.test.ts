@@ -311,6 +311,38 @@ describe('configuration variants', () => {
     }
   });
 
+  it('a stage that throws costs that call a 500 (ERR_INTERNAL), not the process', async () => {
+    const proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'http1' }), {
+      extractBearer: () => {
+        throw new Error('bug');
+      },
+    });
+    try {
+      const r = await h1Request(proxy.port, { path: '/orders/1', headers: AUTH });
+      expect(r.status).toBe(500);
+      expect(r.headers['x-ward-reason']).toBe('ERR_INTERNAL');
+      const again = await h1Request(proxy.port, { path: '/orders/2', headers: AUTH });
+      expect(again.status).toBe(500);
+      expect(app.requests).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('an authenticator that rejects is a 500 (ERR_INTERNAL), fail closed', async () => {
+    const proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'http1' }), {
+      authenticate: () => Promise.reject(new Error('bug')),
+    });
+    try {
+      const r = await h1Request(proxy.port, { path: '/orders/1', headers: AUTH });
+      expect(r.status).toBe(500);
+      expect(r.headers['x-ward-reason']).toBe('ERR_INTERNAL');
+      expect(app.requests).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a gRPC call is refused when the app is configured as HTTP/1.1', async () => {
     const proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'http1' }));
     const s = await h2Connect(proxy.port);

@@ -142,14 +142,19 @@ export interface TestProxy {
 
 export async function startProxy(
   cfg: Readonly<SidecarConfig>,
-  opts: { rule?: Rule; policy?: () => CompiledPolicy | null; authenticate?: InboundDeps['authenticate'] } = {},
+  opts: {
+    rule?: Rule;
+    policy?: () => CompiledPolicy | null;
+    authenticate?: InboundDeps['authenticate'];
+    extractBearer?: InboundDeps['extractBearer'];
+  } = {},
 ): Promise<TestProxy> {
   const decisions: DecisionRecord[] = [];
   const facts: Facts[] = [];
   const inbound = await createInbound({
     config: cfg,
     authenticate: opts.authenticate ?? testAuthenticate(),
-    extractBearer: testExtract,
+    extractBearer: opts.extractBearer ?? testExtract,
     policy: opts.policy ?? (() => TEST_POLICY),
     evaluate: testEvaluate(opts.rule, facts),
     log: silentLogger,
