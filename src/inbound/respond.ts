@@ -17,7 +17,8 @@ import { ERROR_TABLE } from '../errors/table.ts';
  * - After response headers went out (the app failed mid-call): gRPC gets the status in
  *   trailers, other HTTP/2 calls RST_STREAM(INTERNAL_ERROR), HTTP/1.1 loses its connection.
  *
- * A denied call's request body is discarded here, never forwarded.
+ * A denied call's request body is never read, let alone forwarded: HTTP/2 closes the unread
+ * stream with RST_STREAM(NO_ERROR) after the response, HTTP/1.1 (Node) discards it.
  */
 
 export const HEADER_REASON = 'x-ward-reason';
