@@ -2,6 +2,7 @@ import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpH
 import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Identity } from '../policy/model.ts';
+import type { CallSpan } from './types.ts';
 
 /**
  * One inbound call, whatever its protocol: what the stages learned about it and where its
@@ -57,6 +58,10 @@ export class Exchange {
   /** The client sent `TE: trailers`. */
   acceptsTrailers = false;
   identity: Identity | null = null;
+  /** Arrival time on the tracer's clock (0 when no tracer is configured). */
+  traceStart = 0;
+  /** The call's span, ended when the downstream side closes (null when not traced). */
+  span: CallSpan | null = null;
 
   // --- lifecycle
   /** The downstream stream/response is closed: nothing more can be written. */

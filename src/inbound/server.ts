@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
@@ -87,6 +87,31 @@ const EMPTY_TRAILERS = Object.freeze({});
 
 const kActive: unique symbol = Symbol('ward.h1.active');
 type H1Socket = Socket & { [kActive]?: number };
+
+/** Ends the call's span with what the caller was sent (tracing only). */
+function endSpan(ex: Exchange): void {
+  const span = ex.span;
+  if (span === null) return;
+  ex.span = null;
+  let status = 0;
+  let grpcStatus = -1;
+  let failed = ex.upstreamError !== undefined;
+  if (ex.h2 !== null) {
+    const sent = (ex.h2.sentHeaders as OutgoingHttpHeaders | undefined) ?? {};
+    status = Number(sent[':status'] ?? 0);
+    const gs = ex.h2.sentTrailers?.['grpc-status'] ?? sent['grpc-status'];
+    if (gs !== undefined) grpcStatus = Number(gs);
+    if (ex.h2.rstCode !== undefined && ex.h2.rstCode !== http2.constants.NGHTTP2_NO_ERROR) failed = true;
+  } else if (ex.res !== null) {
+    status = ex.res.headersSent ? ex.res.statusCode : 0;
+    if (!ex.res.writableFinished) failed = true;
+  }
+  try {
+    span.end(status, grpcStatus, failed);
+  } catch {
+    // telemetry never fails a call
+  }
+}
 
 function onStreamError(this: ServerHttp2Stream): void {
   // A client reset or a stream we closed with an error code: `close` does the bookkeeping.
@@ -216,6 +241,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       clearTimeout(ex.timer);
       ex.timer = null;
     }
+    if (ex.span !== null) endSpan(ex);
     // RST_STREAM from the client (or the session going away) before the app finished:
     // cancel the app's stream so it sees the cancellation too.
     o.cancel(ex);
@@ -286,6 +312,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       clearTimeout(ex.timer);
       ex.timer = null;
     }
+    if (ex.span !== null) endSpan(ex);
     // The client went away before the response finished: abort the app's request.
     if (!this.writableFinished) o.cancel(ex);
     // `res.socket` is already detached once the response finished; the request keeps it.

@@ -54,9 +54,10 @@ export function createStack(o: StackOptions): Stack {
   const maxTokenBytes = cfg.authn.maxTokenBytes;
   const appSpeaksH2 = cfg.upstream.protocol === 'h2c';
   const onDecision = deps.onDecision;
+  const tracer = deps.tracer;
 
   function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRunCode: ErrorCode | null): void {
-    if (onDecision === undefined) return;
+    if (onDecision === undefined && tracer === undefined) return;
     const id = ex.identity;
     const r: DecisionRecord = {
       decisionId: ex.decisionId,
@@ -73,10 +74,21 @@ export function createStack(o: StackOptions): Stack {
       subject: id?.subject ?? null,
       dryRunCode,
     };
-    try {
-      onDecision(r);
-    } catch (err) {
-      log.warn('onDecision hook threw', { err });
+    if (onDecision !== undefined) {
+      try {
+        onDecision(r);
+      } catch (err) {
+        log.warn('onDecision hook threw', { err });
+      }
+    }
+    if (tracer !== undefined) {
+      try {
+        // On an allow the span's context goes to the app in `traceparent` (fwdHeaders is built
+        // by then); a denial never reaches the app.
+        ex.span = tracer.begin(r, ex.traceStart, ex.rawHeaders, code === null ? ex.fwdHeaders : null);
+      } catch (err) {
+        log.warn('tracer hook threw', { err });
+      }
     }
   }
 
@@ -90,6 +102,7 @@ export function createStack(o: StackOptions): Stack {
   /** Stages 1–4 and the start of 5: everything that needs no I/O. */
   function handle(ex: Exchange): void {
     counters.requests++;
+    if (tracer !== undefined) ex.traceStart = tracer.now();
 
     // (1) Shape first: it costs nothing and needs no secret, and every later stage (policy
     // included) must see the one normalized path that will also be forwarded.

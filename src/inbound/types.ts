@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { WardError } from '../errors/ward-error.ts';
@@ -51,6 +52,33 @@ export interface InboundDeps {
   readonly log: Logger;
   readonly clock: Clock;
   readonly onDecision?: (record: DecisionRecord) => void;
+  /** Per-call tracing (telemetry/); absent means no tracing work at all on the request path. */
+  readonly tracer?: CallTracer;
+}
+
+/**
+ * The tracing hook of a stage (implemented by telemetry/, called by the inbound and outbound
+ * stacks). The span starts at the decision, when its attributes are known, so a sampler can keep
+ * every denial; its start time is the call's arrival.
+ */
+export interface CallTracer {
+  /** The time base of `startedAt`, read once when a call arrives (milliseconds since the epoch, fractional). */
+  now(): number;
+  /**
+   * At the decision, after `onDecision`: records the decision (span, log record, metrics),
+   * continuing the caller's `traceparent` found in `rawHeaders`. On an allow `fwd` is the header
+   * object for the next hop: `traceparent` is set in it so the next hop continues this span.
+   * Returns the call's span handle (null when not traced). Must not throw.
+   */
+  begin(record: DecisionRecord, startedAt: number, rawHeaders: readonly string[], fwd: OutgoingHttpHeaders | null): CallSpan | null;
+}
+
+export interface CallSpan {
+  /**
+   * The call is over. `status`: HTTP status sent to the caller (0 if none); `grpcStatus`: the
+   * `grpc-status` sent (-1 if none); `failed`: reset, or the app/next hop failed.
+   */
+  end(status: number, grpcStatus: number, failed: boolean): void;
 }
 
 /** Live counters (read them, do not write). */
