@@ -156,6 +156,10 @@ export function createStack(o: StackOptions): Stack {
     // and accepting it would teach clients to keep doing it (RFC 6750 §2.3, §5.3).
     if (ex.query !== '' && queryHasAccessToken(ex.query)) return deny(ex, 'ERR_TOKEN_IN_QUERY', 'access_token in query');
 
+    // (3b) No policy, no trusted issuers: say so (503) before judging a token against an empty
+    // trust list, which would misreport a valid caller as ERR_TOKEN_ISSUER_UNKNOWN.
+    if (deps.policy() === null) return deny(ex, 'ERR_POLICY_UNAVAILABLE', 'no policy loaded');
+
     // (4) Extraction is a pure scan; it rejects repeated or malformed credentials before any
     // crypto runs.
     const e = deps.extractBearer(ex.authorization, maxTokenBytes);

@@ -109,4 +109,17 @@ describe('sidecar fed by the control plane', () => {
       await again.close();
     }
   });
+
+  it('fails closed (not ready, UNAVAILABLE) with no policy at all', async () => {
+    const mesh = await startMesh({ idp, controlPlane: { address: '127.0.0.1:1', stateDir: join(dir, 'empty-state') }, waitReady: false });
+    try {
+      expect(mesh.sidecar.ready()).toBe(false);
+      const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
+      expect(r.code).toBe(status.UNAVAILABLE);
+      expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_UNAVAILABLE');
+      expect(mesh.app.calls).toHaveLength(0);
+    } finally {
+      await mesh.close();
+    }
+  });
 });
