@@ -1,0 +1,159 @@
+import * as oidc from 'openid-client';
+import { describeError, isLoopbackHttp } from '../authn/fetch.ts';
+
+/**
+ * The sidecar's requests to its IdP's token endpoint, via openid-client (research §4.1):
+ *
+ * - RFC 8693 token exchange (`genericGrantRequest`): `subject_token` (the token the app
+ *   forwarded), `subject_token_type` access_token, `resource` and/or `audience`, `scope`,
+ *   authenticated as the workload's own OAuth client. The IdP puts the workload into `act`.
+ * - RFC 6749 §4.4 client credentials (`clientCredentialsGrant`) for calls the app makes without
+ *   a token to forward, when the destination allows it.
+ *
+ * Never throws: every answer is a `GrantResult`. What the IdP said no to (`invalid_target`,
+ * `unauthorized_client`, `invalid_request`, `invalid_client`…: a 4xx OAuth error) is `refused`;
+ * everything that says nothing about the request (timeout, connection refused, 5xx,
+ * `temporarily_unavailable`, a response that is not a token response) is `unavailable`.
+ * Discovery runs once, lazily, shared by concurrent callers; a failed discovery is retried by the
+ * next request (the broker's back-off paces those).
+ */
+
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+/** What to ask the IdP for: one destination's audience/resource and scopes. */
+export interface TokenTarget {
+  /** The destination's name (cache key part, logs). */
+  readonly name: string;
+  readonly resource: string | undefined;
+  readonly audience: string | undefined;
+  /** Space-delimited scopes to request; '' for none. */
+  readonly scope: string;
+}
+
+export type GrantResult =
+  | { readonly ok: true; readonly token: string; readonly expiresInS: number | undefined }
+  | { readonly ok: false; readonly kind: 'refused'; readonly oauthError: string; readonly description: string | undefined; readonly status: number }
+  | { readonly ok: false; readonly kind: 'unavailable'; readonly detail: string };
+
+export interface TokenEndpointClient {
+  readonly issuer: string;
+  readonly clientId: string;
+  exchange(subjectToken: string, target: TokenTarget): Promise<GrantResult>;
+  clientCredentials(target: TokenTarget): Promise<GrantResult>;
+}
+
+export interface TokenClientOptions {
+  readonly issuer: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  /** Skip discovery and use this token endpoint. */
+  readonly tokenEndpoint?: string | undefined;
+  readonly clientAuth: 'client_secret_basic' | 'client_secret_post';
+  readonly timeoutMs: number;
+  readonly fetch?: typeof fetch | undefined;
+}
+
+/** OAuth errors that mean "try again later", not "no" (RFC 6749 §5.2, §4.1.2.1). */
+const TRANSIENT_OAUTH_ERRORS = new Set(['server_error', 'temporarily_unavailable']);
+
+/** Maps whatever openid-client threw to a result. Exported for unit tests. */
+export function classifyGrantError(err: unknown): GrantResult {
+  if (err instanceof oidc.ResponseBodyError) {
+    if (err.status >= 500 || TRANSIENT_OAUTH_ERRORS.has(err.error)) {
+      return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` };
+    }
+    return { ok: false, kind: 'refused', oauthError: err.error, description: err.error_description, status: err.status };
+  }
+  if (err instanceof oidc.WWWAuthenticateChallengeError) {
+    if (err.status >= 500) return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status}` };
+    const e = err.cause[0]?.parameters.error;
+    const d = err.cause[0]?.parameters.error_description;
+    return { ok: false, kind: 'refused', oauthError: e ?? 'invalid_client', description: d, status: err.status };
+  }
+  return { ok: false, kind: 'unavailable', detail: describeError(err) };
+}
+
+export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
+  const issuerUrl = new URL(o.issuer);
+  const auth = o.clientAuth === 'client_secret_post' ? oidc.ClientSecretPost(o.clientSecret) : oidc.ClientSecretBasic(o.clientSecret);
+  const timeoutS = o.timeoutMs / 1000;
+  let config: oidc.Configuration | null = null;
+  let configuring: Promise<oidc.Configuration> | null = null;
+
+  function prepare(c: oidc.Configuration, url: URL): oidc.Configuration {
+    c.timeout = timeoutS;
+    if (o.fetch !== undefined) c[oidc.customFetch] = o.fetch as oidc.CustomFetch;
+    // openid-client refuses http: unless told; only loopback IdPs (tests, the dev IdP) get that.
+    if (isLoopbackHttp(url)) oidc.allowInsecureRequests(c);
+    return c;
+  }
+
+  async function discover(): Promise<oidc.Configuration> {
+    if (o.tokenEndpoint !== undefined) {
+      const te = new URL(o.tokenEndpoint);
+      return prepare(new oidc.Configuration({ issuer: o.issuer, token_endpoint: te.href }, o.clientId, undefined, auth), te);
+    }
+    const options: oidc.DiscoveryRequestOptions = {
+      timeout: timeoutS,
+      execute: isLoopbackHttp(issuerUrl) ? [oidc.allowInsecureRequests] : [],
+    };
+    if (o.fetch !== undefined) options[oidc.customFetch] = o.fetch as oidc.CustomFetch;
+    const c = await oidc.discovery(issuerUrl, o.clientId, undefined, auth, options);
+    const te = c.serverMetadata().token_endpoint;
+    return prepare(c, new URL(te ?? issuerUrl));
+  }
+
+  function configuration(): Promise<oidc.Configuration> {
+    if (config !== null) return Promise.resolve(config);
+    configuring ??= discover().then(
+      (c) => {
+        config = c;
+        configuring = null;
+        return c;
+      },
+      (err: unknown) => {
+        configuring = null;
+        throw err;
+      },
+    );
+    return configuring;
+  }
+
+  function targetParams(t: TokenTarget, into: Record<string, string>): Record<string, string> {
+    if (t.resource !== undefined) into['resource'] = t.resource;
+    if (t.audience !== undefined) into['audience'] = t.audience;
+    if (t.scope !== '') into['scope'] = t.scope;
+    return into;
+  }
+
+  function result(r: oidc.TokenEndpointResponse): GrantResult {
+    // RFC 8693 §2.2.1: `token_type` N_A means "not an access token"; we can only send Bearer.
+    if (r.token_type.toLowerCase() !== 'bearer') {
+      return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `token_type ${r.token_type}`, status: 200 };
+    }
+    return { ok: true, token: r.access_token, expiresInS: r.expires_in };
+  }
+
+  return {
+    issuer: o.issuer,
+    clientId: o.clientId,
+    async exchange(subjectToken, target) {
+      try {
+        const c = await configuration();
+        const params = targetParams(target, { subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE });
+        return result(await oidc.genericGrantRequest(c, TOKEN_EXCHANGE_GRANT, params));
+      } catch (err) {
+        return classifyGrantError(err);
+      }
+    },
+    async clientCredentials(target) {
+      try {
+        const c = await configuration();
+        return result(await oidc.clientCredentialsGrant(c, targetParams(target, {})));
+      } catch (err) {
+        return classifyGrantError(err);
+      }
+    },
+  };
+}

@@ -1,0 +1,159 @@
+import type { OutboundConfig } from '../config/outbound.ts';
+import type { TokenTarget } from '../exchange/token-client.ts';
+import { createRelay, type Relay, type RelayOptions } from '../inbound/forward.ts';
+import type { ErrorResponder } from '../inbound/respond.ts';
+import type { Logger } from '../lib/log.ts';
+
+/**
+ * Where an outgoing call goes. Declared destinations are compiled once into a `Map` by name,
+ * each with its own connection pool (the inbound forwarder's transport, `createRelay`).
+ * Pass-through targets (only with `passthrough: true`) get a pool per `host:port` and protocol,
+ * created on first use and bounded (least recently used closed first).
+ */
+
+export const PASSTHROUGH = '(passthrough)';
+
+export interface Route {
+  /** The destination name, or PASSTHROUGH. */
+  readonly name: string;
+  /** What to ask the IdP for; null for pass-through (no token is added). */
+  readonly target: TokenTarget | null;
+  readonly noToken: 'refuse' | 'client-credentials';
+  /** gRPC needs HTTP/2 to the destination. */
+  readonly h2: boolean;
+  readonly relay: Relay;
+}
+
+export interface Authority {
+  /** Lower case, without a trailing dot; IPv6 literals keep their brackets. */
+  readonly host: string;
+  /** Digits, or '' when absent. */
+  readonly port: string;
+}
+
+const PORT = /^\d{1,5}$/;
+
+/** Splits `host[:port]` (RFC 3986 §3.2.2; `[v6]:port`); undefined when malformed. */
+export function splitAuthority(a: string): Authority | undefined {
+  if (a === '') return undefined;
+  let host: string;
+  let port = '';
+  if (a.charCodeAt(0) === 0x5b) {
+    const end = a.indexOf(']');
+    if (end < 0) return undefined;
+    host = a.slice(0, end + 1);
+    const rest = a.slice(end + 1);
+    if (rest !== '') {
+      if (rest.charCodeAt(0) !== 0x3a) return undefined;
+      port = rest.slice(1);
+    }
+  } else {
+    const i = a.indexOf(':');
+    if (i >= 0) {
+      if (a.indexOf(':', i + 1) >= 0) return undefined;
+      host = a.slice(0, i);
+      port = a.slice(i + 1);
+    } else {
+      host = a;
+    }
+  }
+  if (port !== '' && (!PORT.test(port) || Number(port) > 65535)) return undefined;
+  host = host.toLowerCase();
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  if (host === '') return undefined;
+  return { host, port };
+}
+
+const LOOPBACK = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|0\.0\.0\.0|\[::\])$/;
+
+export interface RoutesOptions {
+  readonly config: Readonly<OutboundConfig>;
+  readonly responder: ErrorResponder;
+  readonly counters: { upstreamErrors: number };
+  readonly log: Logger;
+}
+
+export class Routes {
+  readonly #declared = new Map<string, Route>();
+  readonly #passthrough = new Map<string, Route>();
+  readonly #o: RoutesOptions;
+  readonly #maxPassthrough: number;
+  /** The egress listener's own port: pass-through to it would loop. Set once listening. */
+  selfPort = -1;
+
+  constructor(o: RoutesOptions) {
+    this.#o = o;
+    this.#maxPassthrough = o.config.maxPassthroughTargets;
+    for (const d of o.config.destinations) {
+      const scope = d.scopes.join(' ');
+      this.#declared.set(d.name, {
+        name: d.name,
+        target: Object.freeze({ name: d.name, resource: d.resource, audience: d.audience, scope }),
+        noToken: d.noToken,
+        h2: d.protocol === 'h2c',
+        relay: this.#relay(d),
+      });
+    }
+  }
+
+  #relay(upstream: RelayOptions['upstream']): Relay {
+    return createRelay({ upstream, responder: this.#o.responder, counters: this.#o.counters, log: this.#o.log });
+  }
+
+  /** The declared destination named by the authority's host, if any. */
+  declared(a: Authority): Route | undefined {
+    return this.#declared.get(a.host);
+  }
+
+  /**
+   * A pass-through route to the authority itself, in the app's own protocol; null when it may
+   * not be used (the egress listener itself, or a host that is not a plain host name or IP).
+   */
+  passthrough(a: Authority, h2: boolean): Route | null {
+    const port = a.port === '' ? '80' : a.port;
+    if (Number(port) === this.selfPort && LOOPBACK.test(a.host)) return null;
+    const key = `${h2 ? 'h2c' : 'http1'} ${a.host}:${port}`;
+    const hit = this.#passthrough.get(key);
+    if (hit !== undefined) {
+      // re-insert: least recently used first in iteration order
+      this.#passthrough.delete(key);
+      this.#passthrough.set(key, hit);
+      return hit;
+    }
+    let url: URL;
+    try {
+      url = new URL(`http://${a.host}:${port}/`);
+    } catch {
+      return null;
+    }
+    if (url.username !== '' || url.password !== '' || url.pathname !== '/') return null;
+    if (this.#passthrough.size >= this.#maxPassthrough) {
+      const oldest = this.#passthrough.entries().next();
+      if (oldest.done !== true) {
+        this.#passthrough.delete(oldest.value[0]);
+        void oldest.value[1].relay.close();
+      }
+    }
+    const route: Route = {
+      name: PASSTHROUGH,
+      target: null,
+      noToken: 'refuse',
+      h2,
+      relay: this.#relay({ url: url.origin, protocol: h2 ? 'h2c' : 'http1', connectTimeoutMs: 2000, requestTimeoutMs: 0, maxSessions: 1, maxSockets: 16 }),
+    };
+    this.#passthrough.set(key, route);
+    return route;
+  }
+
+  #all(): Route[] {
+    return [...this.#declared.values(), ...this.#passthrough.values()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#all().map((r) => r.relay.close()));
+  }
+
+  destroy(): void {
+    for (const r of this.#all()) r.relay.destroy();
+  }
+}
