@@ -7,7 +7,7 @@ import type { Permit } from '../policy/model.ts';
 import { type Exchange, exchangeOf, tag } from './exchange.ts';
 import { addIdentityHeaders, identityHeaderValues, type IdentityHeaderNames, relayableFields, responseHeadersForH2 } from './headers.ts';
 import { H2SessionPool } from './pool.ts';
-import type { ErrorResponder } from './respond.ts';
+import { type ErrorResponder, HEADER_DECISION_ID } from './respond.ts';
 import type { InboundCounters } from './types.ts';
 
 /**
@@ -238,10 +238,14 @@ export function createRelay(o: RelayOptions): Relay {
       if (ex.h2 !== null) {
         // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relay as such.
         // Otherwise the response stays open for the app's trailers (`wantTrailers`).
+        // Every response carries its decision id, so a caller can quote it to the sidecar's log.
+        headers[HEADER_DECISION_ID] = ex.decisionId;
         ex.h2.respond(headers, end ? RESPOND_END : RESPOND_WITH_TRAILERS);
         if (!end) this.pipe(ex.h2);
       } else if (ex.res !== null) {
-        ex.res.writeHead(headers[':status'] ?? 502, relayableFields(headers));
+        const fields = relayableFields(headers);
+        fields[HEADER_DECISION_ID] = ex.decisionId;
+        ex.res.writeHead(headers[':status'] ?? 502, fields);
         if (end) ex.res.end();
         else {
           this.on('end', onUpstreamEndToH1);
@@ -310,11 +314,15 @@ export function createRelay(o: RelayOptions): Relay {
     const status = upRes.statusCode ?? 502;
     try {
       if (ex.h2 !== null) {
-        ex.h2.respond(responseHeadersForH2(status, upRes.headers), RESPOND_WITH_TRAILERS);
+        const fields = responseHeadersForH2(status, upRes.headers);
+        fields[HEADER_DECISION_ID] = ex.decisionId;
+        ex.h2.respond(fields, RESPOND_WITH_TRAILERS);
         upRes.on('end', onH1UpstreamEnd); // before pipe: trailers are in place when `wantTrailers` fires
         upRes.pipe(ex.h2);
       } else if (ex.res !== null) {
-        ex.res.writeHead(status, relayableFields(upRes.headers));
+        const fields = relayableFields(upRes.headers);
+        fields[HEADER_DECISION_ID] = ex.decisionId;
+        ex.res.writeHead(status, fields);
         upRes.on('end', onUpstreamEndToH1);
         upRes.pipe(ex.res, PIPE_NO_END);
       }

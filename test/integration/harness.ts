@@ -117,6 +117,8 @@ export interface CallResult {
 /** A grpc-js client for ward.demo.v1.Orders with promise helpers. One HTTP/2 connection per client. */
 export class OrdersClient {
   readonly raw: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  /** Response headers of the last call that had any (grpc-js 'metadata' event). */
+  lastHeaders: Record<string, string> = {};
 
   constructor(target: string) {
     const Ctor = ordersClientConstructor();
@@ -145,6 +147,9 @@ export class OrdersClient {
           settle();
         },
       );
+      call.on('metadata', (md: grpc.Metadata) => {
+        this.lastHeaders = flat(md);
+      });
       call.on('status', (s: grpc.StatusObject) => {
         statusMd = s.metadata;
         settle();

@@ -41,6 +41,8 @@ describe('sidecar: gRPC callers against the orders policy', () => {
     const claims = JSON.parse(Buffer.from(seen?.metadata['x-ward-claims'] ?? '', 'base64url').toString()) as Record<string, unknown>;
     expect(claims.client_id).toBe('reporting');
     expect(seen?.metadata['x-ward-decision-id']).toMatch(/.+/);
+    // the caller gets the same decision id in the response headers
+    expect(client.lastHeaders['x-ward-decision-id']).toBe(seen?.metadata['x-ward-decision-id']);
   });
 
   it('relays the app status and trailers', async () => {

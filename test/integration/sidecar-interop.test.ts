@@ -100,6 +100,11 @@ describe('curl and nghttp against an HTTP/1.1 app behind the sidecar', () => {
     expect(h1.stdout).toBe('hello reporting\n200 1.1');
     const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-H', `Authorization: Bearer ${token}`, url('/api/orders'), '-w', '%{http_code} %{http_version}']);
     expect(h2.stdout).toBe('hello reporting\n200 2');
+    // every response carries a decision id, allowed ones included
+    const withHeaders = await run('curl', ['-sS', '-i', '--http2-prior-knowledge', '-H', `Authorization: Bearer ${token}`, url('/api/orders')]);
+    expect(withHeaders.stdout).toMatch(/^x-ward-decision-id: \S+/m);
+    const h1Headers = await run('curl', ['-sS', '-i', '--http1.1', '-H', `Authorization: Bearer ${token}`, url('/api/orders')]);
+    expect(h1Headers.stdout).toMatch(/^x-ward-decision-id: \S+/im);
     const ng = await run('nghttp', ['-n', '-s', '-H', `authorization: Bearer ${token}`, url('/api/x')]);
     expect(ng.code).toBe(0);
     expect(seen.at(-1)?.url).toBe('/api/x');
