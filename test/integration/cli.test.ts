@@ -20,10 +20,10 @@ describe('ward command', () => {
   it('lists its subcommands with --help', async () => {
     const r = await ward(['--help']);
     expect(r.code).toBe(0);
-    for (const sub of ['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status']) expect(r.stdout).toContain(sub);
+    for (const sub of ['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status', 'inject', 'injector', 'capture']) expect(r.stdout).toContain(sub);
   });
 
-  it.each(['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status', 'policy check', 'policy explain'])('ward %s --help prints usage and exits 0', async (sub) => {
+  it.each(['sidecar', 'policy', 'dev-idp', 'demo', 'control-plane', 'status', 'policy check', 'policy explain', 'inject', 'injector', 'capture'])('ward %s --help prints usage and exits 0', async (sub) => {
     const r = await ward([...sub.split(' '), '--help']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

@@ -1,0 +1,88 @@
+/**
+ * The per-pod annotations the injector reads, each with its default and meaning in one place:
+ * docs/kubernetes.md lists them, and a test fails when one is missing there.
+ *
+ * Any other `ward.dev/…` annotation is refused: a misspelt `exclude-inbound-port` must not
+ * silently leave a port uncaptured.
+ */
+
+export interface AnnotationSpec {
+  readonly name: string;
+  readonly default: string;
+  readonly description: string;
+}
+
+const P = 'ward.dev/';
+
+export const A = {
+  inject: `${P}inject`,
+  status: `${P}status`,
+  service: `${P}service`,
+  appPort: `${P}app-port`,
+  appProtocol: `${P}app-protocol`,
+  inboundPorts: `${P}inbound-ports`,
+  excludeInboundPorts: `${P}exclude-inbound-ports`,
+  captureOutbound: `${P}capture-outbound`,
+  excludeOutboundPorts: `${P}exclude-outbound-ports`,
+  excludeOutboundCidrs: `${P}exclude-outbound-cidrs`,
+  policyConfigMap: `${P}policy-configmap`,
+  policyKey: `${P}policy-key`,
+  controlPlane: `${P}control-plane`,
+  controlPlaneIssuer: `${P}control-plane-issuer`,
+  clientId: `${P}client-id`,
+  clientSecret: `${P}client-secret`,
+  cpu: `${P}proxy-cpu`,
+  memory: `${P}proxy-memory`,
+  cpuLimit: `${P}proxy-cpu-limit`,
+  memoryLimit: `${P}proxy-memory-limit`,
+  drainSeconds: `${P}drain-seconds`,
+  nativeSidecar: `${P}native-sidecar`,
+  logLevel: `${P}log-level`,
+  sidecarConfig: `${P}sidecar-config`,
+} as const;
+
+export const ANNOTATIONS: readonly AnnotationSpec[] = [
+  { name: A.inject, default: '—', description: '`enabled`/`true` opts the pod in (also as a pod label, which the webhook\'s selector sees), `disabled`/`false` opts it out even in an enrolled namespace.' },
+  { name: A.service, default: 'label `app.kubernetes.io/name`, then `app`, then the workload name', description: 'Service name of the sidecar; must equal the `service:` of its policy.' },
+  { name: A.appPort, default: 'first TCP `containerPort` of the first container, else 8080', description: 'Port the app listens on (on loopback or all addresses); the sidecar forwards allowed calls to `127.0.0.1:<port>`.' },
+  { name: A.appProtocol, default: '`h2c` if that port\'s name starts with `grpc`, `h2c` or `http2`, else `http1`', description: 'How the sidecar talks to the app: `h2c` (HTTP/2 cleartext, gRPC) or `http1`.' },
+  { name: A.inboundPorts, default: '`*`', description: 'Inbound TCP ports redirected to the sidecar: `*` (every port, so nothing reaches the app around it) or a comma-separated list.' },
+  { name: A.excludeInboundPorts, default: '(none)', description: 'Inbound ports never redirected (comma-separated). The admin port is always excluded, so kubelet probes reach it.' },
+  { name: A.captureOutbound, default: '`true` (when the sidecar has an egress listener)', description: '`false` leaves the app\'s outbound traffic alone.' },
+  { name: A.excludeOutboundPorts, default: '`53`', description: 'Outbound TCP ports never redirected, added to the injector\'s list.' },
+  { name: A.excludeOutboundCidrs, default: '(none)', description: 'Outbound destinations (IPv4/IPv6 CIDRs, comma-separated) never redirected, e.g. a database subnet.' },
+  { name: A.policyConfigMap, default: '`ward-policy-<service>`', description: 'ConfigMap in the pod\'s namespace holding the policy file (policy from a file; ignored with a control plane).' },
+  { name: A.policyKey, default: '`policy.yaml`', description: 'Key of the policy file in that ConfigMap.' },
+  { name: A.controlPlane, default: 'the injector\'s `--control-plane`', description: '`host:port` of `ward control-plane`: the sidecar takes its policy from it instead of a ConfigMap. `none` forces the ConfigMap.' },
+  { name: A.controlPlaneIssuer, default: 'the injector\'s `--control-plane-issuer`', description: 'Issuer of the sidecar\'s own token for the control plane.' },
+  { name: A.clientId, default: '`<service>-sidecar`', description: 'The sidecar\'s OAuth client id at that issuer.' },
+  { name: A.clientSecret, default: '`ward-client-<service>` (with a control plane)', description: 'Secret (key `client-secret`) holding that client\'s secret, mounted read-only.' },
+  { name: A.cpu, default: 'injector `--proxy-cpu` (`50m`)', description: 'Sidecar CPU request.' },
+  { name: A.memory, default: 'injector `--proxy-memory` (`96Mi`)', description: 'Sidecar memory request.' },
+  { name: A.cpuLimit, default: 'injector `--proxy-cpu-limit` (`1`)', description: 'Sidecar CPU limit.' },
+  { name: A.memoryLimit, default: 'injector `--proxy-memory-limit` (`256Mi`)', description: 'Sidecar memory limit.' },
+  { name: A.drainSeconds, default: 'injector `--drain-seconds` (`10`)', description: 'How long in-flight calls may finish on shutdown; the grace period is raised to fit.' },
+  { name: A.nativeSidecar, default: 'injector `--native-sidecar` (`true`)', description: '`true`: an init container with `restartPolicy: Always` (Kubernetes ≥ 1.29; Jobs complete, starts before the app). `false`: a regular container.' },
+  { name: A.logLevel, default: '`info`', description: 'Sidecar log level: `debug`, `info`, `warn`, `error`.' },
+  { name: A.sidecarConfig, default: '(none)', description: 'YAML (or JSON) merged over the generated sidecar config (objects merged, lists replaced), e.g. `identityHeaders` or `authn` settings; the result is validated like any sidecar config.' },
+  { name: A.status, default: 'set by the injector', description: 'Marks an injected pod; injection never happens twice.' },
+];
+
+const KNOWN = new Set(ANNOTATIONS.map((a) => a.name));
+
+export function isKnownAnnotation(name: string): boolean {
+  return KNOWN.has(name);
+}
+
+export function isWardAnnotation(name: string): boolean {
+  return name.startsWith(P);
+}
+
+/** `true`/`enabled` → true, `false`/`disabled` → false, absent → undefined; anything else → null (invalid). */
+export function parseSwitch(value: string | undefined): boolean | undefined | null {
+  if (value === undefined) return undefined;
+  const v = value.trim().toLowerCase();
+  if (v === 'true' || v === 'enabled') return true;
+  if (v === 'false' || v === 'disabled') return false;
+  return null;
+}

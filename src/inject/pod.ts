@@ -1,0 +1,384 @@
+import type { IContainer, IPodSpec, IVolume } from 'kubernetes-models/v1';
+import { A, isKnownAnnotation, isWardAnnotation, parseSwitch } from './annotations.ts';
+import { type CaptureOptions, parseCidrList, parsePortList, validateCaptureOptions } from './capture.ts';
+import { INIT_NAME, type InjectorSettings, SIDECAR_NAME, WARD_BIN } from './settings.ts';
+import {
+  buildSidecarConfig,
+  CLIENT_DIR,
+  CONFIG_PATH,
+  POLICY_DIR,
+  sidecarHasEgressListener,
+  STATE_DIR,
+} from './sidecar-config.ts';
+
+/**
+ * Injection of one pod (or pod template): pure, synchronous, deterministic. `ward inject` and
+ * the admission webhook both call `injectPod`; neither adds logic of its own.
+ *
+ * Outcomes:
+ * - injected: the new metadata and spec (the input is not modified);
+ * - skipped: the pod is left exactly as it was (not opted in, opted out, already injected,
+ *   host network, another mesh's proxy);
+ * - refused: the pod opted in but cannot be protected as asked (bad annotation, port clash,
+ *   an app container running as the sidecar's uid…). Refusing beats starting it unprotected.
+ */
+
+export interface PodMeta {
+  name?: string;
+  generateName?: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+export interface PodTemplate {
+  metadata?: PodMeta;
+  spec: IPodSpec;
+}
+
+export interface InjectContext {
+  /** The namespace carries `ward.dev/inject: enabled` (the webhook's namespaceSelector, or `ward inject --all`). */
+  readonly namespaceEnabled: boolean;
+  /** Name of the owning workload (Deployment…) when known: a fallback service name. */
+  readonly workloadName?: string;
+}
+
+export type InjectOutcome =
+  | { readonly kind: 'injected'; readonly template: PodTemplate; readonly service: string; readonly warnings: readonly string[] }
+  | { readonly kind: 'skipped'; readonly reason: string }
+  | { readonly kind: 'refused'; readonly problems: readonly string[] };
+
+const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
+const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
+const VOLUMES = { run: 'ward-run', initRun: 'ward-init-run', policy: 'ward-policy', state: 'ward-state', client: 'ward-client' } as const;
+
+export function injectPod(input: PodTemplate, ctx: InjectContext, settings: InjectorSettings): InjectOutcome {
+  const meta = input.metadata ?? {};
+  const annotations = meta.annotations ?? {};
+  const labels = meta.labels ?? {};
+  const spec = input.spec;
+  if (spec === undefined || spec === null || !Array.isArray(spec.containers) || spec.containers.length === 0) {
+    return { kind: 'refused', problems: ['the pod spec has no containers'] };
+  }
+
+  // 1. Should this pod be touched at all? Anything doubtful leaves it alone.
+  const fromAnnotation = parseSwitch(annotations[A.inject]);
+  const fromLabel = parseSwitch(labels[A.inject]);
+  if (fromAnnotation === null) return { kind: 'refused', problems: [`${A.inject}: '${annotations[A.inject]}' is not one of enabled, disabled, true, false`] };
+  if (fromLabel === null) return { kind: 'refused', problems: [`label ${A.inject}: '${labels[A.inject]}' is not one of enabled, disabled, true, false`] };
+  if (fromAnnotation === false || fromLabel === false) return { kind: 'skipped', reason: 'opted out' };
+  if (isInjected(input)) return { kind: 'skipped', reason: 'already injected' };
+  if (fromAnnotation !== true && fromLabel !== true && !ctx.namespaceEnabled) return { kind: 'skipped', reason: 'not opted in' };
+  if (spec.hostNetwork === true) return { kind: 'skipped', reason: 'hostNetwork: capture would rewrite the node\'s own iptables' };
+  const other = [...(spec.initContainers ?? []), ...spec.containers].find((c) => OTHER_PROXIES.has(c.name));
+  if (other !== undefined) return { kind: 'skipped', reason: `another mesh's proxy is present (${other.name})` };
+
+  // 2. Read the annotations; collect every problem rather than stopping at the first.
+  const problems: string[] = [];
+  for (const key of Object.keys(annotations)) {
+    if (isWardAnnotation(key) && !isKnownAnnotation(key)) problems.push(`unknown annotation ${key}`);
+  }
+  const get = (name: string): string | undefined => {
+    const v = annotations[name];
+    return v === undefined ? undefined : v.trim();
+  };
+  const attempt = <T>(fn: () => T, fallback: T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      problems.push((err as Error).message);
+      return fallback;
+    }
+  };
+
+  const service = serviceName(meta, ctx, get(A.service));
+  if (service === null) problems.push(`cannot tell the service name: set ${A.service}`);
+  else if (!SERVICE_RE.test(service)) problems.push(`${A.service}: '${service}' is not a valid service name (lower-case letters, digits, '.', '-')`);
+
+  const app = appPort(spec.containers, get(A.appPort), get(A.appProtocol), problems);
+  const sidecarPorts = new Set([settings.inboundPort, settings.outboundPort, settings.adminPort]);
+  for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+    for (const p of c.ports ?? []) {
+      if (sidecarPorts.has(p.containerPort)) problems.push(`container ${c.name} uses port ${p.containerPort}, which the sidecar needs`);
+    }
+  }
+  if (sidecarPorts.has(app.port)) problems.push(`${A.appPort}: ${app.port} is one of the sidecar's own ports`);
+
+  const inboundRaw = get(A.inboundPorts) ?? '*';
+  const inboundPorts: '*' | number[] = inboundRaw === '*' ? '*' : attempt(() => parsePortList(inboundRaw, A.inboundPorts), []);
+  if (inboundPorts !== '*' && inboundPorts.length === 0) problems.push(`${A.inboundPorts}: list at least one port, or '*'`);
+  const excludeInbound = attempt(() => parsePortList(get(A.excludeInboundPorts) ?? '', A.excludeInboundPorts), []);
+  const excludeOutboundPorts = attempt(() => parsePortList(get(A.excludeOutboundPorts) ?? '', A.excludeOutboundPorts), []);
+  const excludeOutboundCidrs = attempt(() => parseCidrList(get(A.excludeOutboundCidrs) ?? '', A.excludeOutboundCidrs), []);
+
+  const outboundSwitch = parseSwitch(get(A.captureOutbound));
+  if (outboundSwitch === null) problems.push(`${A.captureOutbound}: must be true or false`);
+  const wantOutbound = outboundSwitch ?? settings.captureOutbound;
+  const hasEgress = sidecarHasEgressListener();
+  const warnings: string[] = [];
+  if (wantOutbound && outboundSwitch === true && !hasEgress) {
+    problems.push(`${A.captureOutbound}: this ward image's sidecar has no egress listener yet`);
+  } else if (wantOutbound && !hasEgress) {
+    warnings.push('outbound traffic is not captured: this ward image\'s sidecar has no egress listener');
+  }
+  const outboundPort = wantOutbound && hasEgress ? settings.outboundPort : null;
+
+  const nativeSwitch = parseSwitch(get(A.nativeSidecar));
+  if (nativeSwitch === null) problems.push(`${A.nativeSidecar}: must be true or false`);
+  const native = nativeSwitch ?? settings.nativeSidecar;
+
+  const quantity = (name: string, fallback: string): string => {
+    const v = get(name) ?? fallback;
+    if (!QUANTITY_RE.test(v)) problems.push(`${name}: '${v}' is not a resource quantity`);
+    return v;
+  };
+  const resources = {
+    requests: { cpu: quantity(A.cpu, settings.resources.cpuRequest), memory: quantity(A.memory, settings.resources.memoryRequest) },
+    limits: { cpu: quantity(A.cpuLimit, settings.resources.cpuLimit), memory: quantity(A.memoryLimit, settings.resources.memoryLimit) },
+  };
+
+  const drainRaw = get(A.drainSeconds);
+  let drainSeconds = settings.drainSeconds;
+  if (drainRaw !== undefined) {
+    if (/^\d{1,4}$/.test(drainRaw) && Number(drainRaw) <= 3600) drainSeconds = Number(drainRaw);
+    else problems.push(`${A.drainSeconds}: '${drainRaw}' is not a number of seconds (0-3600)`);
+  }
+  const logLevel = get(A.logLevel) ?? 'info';
+  if (logLevel !== 'debug' && logLevel !== 'info' && logLevel !== 'warn' && logLevel !== 'error') problems.push(`${A.logLevel}: '${logLevel}' is not debug, info, warn or error`);
+
+  // The sidecar's uid exempts traffic from capture: an app running as it would bypass the sidecar.
+  for (const [who, sc] of [['the pod', spec.securityContext] as const, ...[...(spec.initContainers ?? []), ...spec.containers].map((c) => [`container ${c.name}`, c.securityContext] as const)]) {
+    if (sc?.runAsUser === settings.proxyUid) problems.push(`${who} runs as uid ${settings.proxyUid}, the sidecar's: its traffic would bypass capture`);
+    if (sc?.runAsGroup === settings.proxyGid) problems.push(`${who} runs as gid ${settings.proxyGid}, the sidecar's: its traffic would bypass capture`);
+  }
+  const taken = new Set(Object.values(VOLUMES) as string[]);
+  for (const v of spec.volumes ?? []) if (taken.has(v.name)) problems.push(`volume name ${v.name} is reserved for the sidecar`);
+
+  // Policy source: the control plane (annotation or injector default) or a ConfigMap.
+  const cpAnnotation = get(A.controlPlane);
+  const cpAddress = cpAnnotation === 'none' ? null : (cpAnnotation ?? settings.controlPlane);
+  const svc = service ?? 'unknown';
+  const clientId = get(A.clientId) ?? `${svc}-sidecar`;
+  let policy: Parameters<typeof buildSidecarConfig>[0]['policy'] = { kind: 'file' };
+  let credentials: { issuer: string; clientId: string } | null = null;
+  let clientSecret = get(A.clientSecret);
+  if (cpAddress !== null) {
+    const issuer = get(A.controlPlaneIssuer) ?? settings.controlPlaneIssuer;
+    if (issuer === null) problems.push(`${A.controlPlaneIssuer}: required with a control plane (or the injector's --control-plane-issuer)`);
+    else {
+      policy = { kind: 'controlPlane', address: cpAddress, issuer, clientId };
+      credentials = { issuer, clientId };
+      clientSecret ??= `ward-client-${svc}`;
+    }
+  } else if (clientSecret !== undefined) {
+    const issuer = get(A.controlPlaneIssuer);
+    if (issuer === undefined) problems.push(`${A.clientSecret}: also set ${A.controlPlaneIssuer} (the issuer the credentials are for)`);
+    else credentials = { issuer, clientId };
+  }
+
+  let configYaml = '';
+  if (problems.length === 0) {
+    configYaml = attempt(
+      () =>
+        buildSidecarConfig({
+          service: svc,
+          inboundPort: settings.inboundPort,
+          adminPort: settings.adminPort,
+          outboundPort,
+          appPort: app.port,
+          appProtocol: app.protocol,
+          policy,
+          credentials,
+          drainSeconds,
+          logLevel: logLevel as 'info',
+          overrides: annotations[A.sidecarConfig],
+        }),
+      '',
+    );
+  }
+  const capture: CaptureOptions = {
+    inboundPort: settings.inboundPort,
+    outboundPort,
+    proxyUid: settings.proxyUid,
+    proxyGid: settings.proxyGid,
+    inboundPorts,
+    excludeInboundPorts: [...new Set([settings.adminPort, ...excludeInbound])].sort((a, b) => a - b),
+    excludeOutboundPorts: [...new Set([...settings.excludeOutboundPorts, ...excludeOutboundPorts])].sort((a, b) => a - b),
+    excludeOutboundCidrs,
+  };
+  problems.push(...validateCaptureOptions(capture));
+  if (problems.length > 0) return { kind: 'refused', problems };
+
+  // 3. Build the new pod.
+  const sidecar = sidecarContainer(settings, { configYaml, resources, native, drainSeconds, policyFromFile: policy.kind === 'file', clientSecret: credentials !== null });
+  const init = initContainer(settings, capture);
+  const volumes: IVolume[] = [
+    { name: VOLUMES.run, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    { name: VOLUMES.initRun, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+  ];
+  if (policy.kind === 'file') {
+    const key = get(A.policyKey) ?? 'policy.yaml';
+    volumes.push({ name: VOLUMES.policy, configMap: { name: get(A.policyConfigMap) ?? `ward-policy-${svc}`, items: [{ key, path: 'policy.yaml' }] } });
+  } else {
+    volumes.push({ name: VOLUMES.state, emptyDir: {} });
+  }
+  if (credentials !== null && clientSecret !== undefined) {
+    volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
+  }
+
+  const newSpec: IPodSpec = { ...spec };
+  // Capture first, then (native) the sidecar, then the app's own init containers: those run
+  // with capture on, so their calls need the sidecar already listening.
+  newSpec.initContainers = native ? [init, sidecar, ...(spec.initContainers ?? [])] : [init, ...(spec.initContainers ?? [])];
+  newSpec.containers = native ? [...spec.containers] : [sidecar, ...spec.containers];
+  newSpec.volumes = [...(spec.volumes ?? []), ...volumes];
+  const grace = drainSeconds + (native ? 0 : settings.preStopSeconds) + 5;
+  newSpec.terminationGracePeriodSeconds = Math.max(spec.terminationGracePeriodSeconds ?? 30, grace);
+
+  const newAnnotations: Record<string, string> = { ...annotations, [A.status]: 'injected' };
+  const firstApp = spec.containers[0]?.name;
+  if (!native && firstApp !== undefined && newAnnotations['kubectl.kubernetes.io/default-container'] === undefined) {
+    // kubectl logs/exec default to the app, not to the sidecar that now comes first.
+    newAnnotations['kubectl.kubernetes.io/default-container'] = firstApp;
+  }
+  const newMeta: PodMeta = { ...meta, annotations: newAnnotations };
+  return { kind: 'injected', template: { metadata: newMeta, spec: newSpec }, service: svc, warnings };
+}
+
+export function isInjected(t: PodTemplate): boolean {
+  if (t.metadata?.annotations?.[A.status] !== undefined) return true;
+  return [...(t.spec.initContainers ?? []), ...(t.spec.containers ?? [])].some((c) => c.name === SIDECAR_NAME || c.name === INIT_NAME);
+}
+
+function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | undefined): string | null {
+  if (annotated !== undefined && annotated !== '') return annotated;
+  const labels = meta.labels ?? {};
+  const fromLabel = labels['app.kubernetes.io/name'] ?? labels['app'];
+  if (fromLabel !== undefined && fromLabel !== '') return fromLabel;
+  if (ctx.workloadName !== undefined) return ctx.workloadName;
+  if (meta.name !== undefined && meta.name !== '') return meta.name;
+  // A pod created by a ReplicaSet: generateName is `<deployment>-<pod-template-hash>-`.
+  const gen = meta.generateName;
+  if (gen !== undefined && gen !== '') {
+    const hash = labels['pod-template-hash'];
+    const trimmed = gen.replace(/-$/, '');
+    if (hash !== undefined && trimmed.endsWith(`-${hash}`)) return trimmed.slice(0, -hash.length - 1);
+    return trimmed;
+  }
+  return null;
+}
+
+function appPort(
+  containers: readonly IContainer[],
+  annotatedPort: string | undefined,
+  annotatedProtocol: string | undefined,
+  problems: string[],
+): { port: number; protocol: 'h2c' | 'http1' } {
+  const declared = containers.flatMap((c) => (c.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP'));
+  let port = declared[0]?.containerPort ?? 8080;
+  if (annotatedPort !== undefined) {
+    if (/^\d{1,5}$/.test(annotatedPort) && Number(annotatedPort) >= 1 && Number(annotatedPort) <= 65535) port = Number(annotatedPort);
+    else problems.push(`${A.appPort}: '${annotatedPort}' is not a TCP port (1-65535)`);
+  }
+  if (annotatedProtocol !== undefined) {
+    if (annotatedProtocol === 'h2c' || annotatedProtocol === 'http1') return { port, protocol: annotatedProtocol };
+    problems.push(`${A.appProtocol}: '${annotatedProtocol}' is not h2c or http1`);
+  }
+  const name = declared.find((p) => p.containerPort === port)?.name ?? '';
+  return { port, protocol: /^(grpc|h2c|http2)/.test(name) ? 'h2c' : 'http1' };
+}
+
+function sidecarContainer(
+  s: InjectorSettings,
+  o: {
+    configYaml: string;
+    resources: { requests: Record<string, string>; limits: Record<string, string> };
+    native: boolean;
+    drainSeconds: number;
+    policyFromFile: boolean;
+    clientSecret: boolean;
+  },
+): IContainer {
+  const mounts: NonNullable<IContainer['volumeMounts']> = [{ name: VOLUMES.run, mountPath: '/var/run/ward' }];
+  if (o.policyFromFile) mounts.push({ name: VOLUMES.policy, mountPath: POLICY_DIR, readOnly: true });
+  else mounts.push({ name: VOLUMES.state, mountPath: STATE_DIR });
+  if (o.clientSecret) mounts.push({ name: VOLUMES.client, mountPath: CLIENT_DIR, readOnly: true });
+  const probe = (path: string, period: number, failures: number): NonNullable<IContainer['readinessProbe']> => ({
+    httpGet: { path, port: s.adminPort },
+    periodSeconds: period,
+    failureThreshold: failures,
+    timeoutSeconds: 2,
+  });
+  const c: IContainer = {
+    name: SIDECAR_NAME,
+    image: s.image,
+    imagePullPolicy: s.imagePullPolicy,
+    // `ward sidecar` reads a file; the config travels in the pod spec (env) and is written to an
+    // in-memory emptyDir first. `exec` keeps node as the process that receives SIGTERM.
+    command: ['/bin/sh', '-c', `printf '%s\\n' "$WARD_SIDECAR_CONFIG" > ${CONFIG_PATH} && exec node ${WARD_BIN} sidecar --config ${CONFIG_PATH}`],
+    env: [{ name: 'WARD_SIDECAR_CONFIG', value: o.configYaml }],
+    ports: [{ name: 'ward-admin', containerPort: s.adminPort, protocol: 'TCP' }],
+    // startup: listeners are bound before the admin port answers; in native mode this also
+    // holds the app's containers back until the sidecar is there to take their traffic.
+    startupProbe: probe('/healthz', 1, 120),
+    readinessProbe: probe('/readyz', 2, 3),
+    livenessProbe: probe('/healthz', 10, 3),
+    resources: o.resources,
+    securityContext: {
+      runAsUser: s.proxyUid,
+      runAsGroup: s.proxyGid,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts: mounts,
+  };
+  if (o.native) {
+    // Native sidecar: started before the app, stopped after it, never blocks a Job's completion.
+    c.restartPolicy = 'Always';
+  } else {
+    // Both containers get SIGTERM at once: keep accepting while endpoints drop the pod, then drain.
+    c.lifecycle = { preStop: { exec: { command: ['sleep', String(s.preStopSeconds)] } } };
+  }
+  return c;
+}
+
+function initContainer(s: InjectorSettings, o: CaptureOptions): IContainer {
+  const args = [
+    'capture',
+    '--inbound-port', String(o.inboundPort),
+    ...(o.outboundPort === null ? ['--no-outbound'] : ['--outbound-port', String(o.outboundPort)]),
+    '--proxy-uid', String(o.proxyUid),
+    '--proxy-gid', String(o.proxyGid),
+    '--inbound-ports', o.inboundPorts === '*' ? '*' : o.inboundPorts.join(','),
+    '--exclude-inbound-ports', o.excludeInboundPorts.join(','),
+    '--exclude-outbound-ports', o.excludeOutboundPorts.join(','),
+    '--exclude-outbound-cidrs', o.excludeOutboundCidrs.join(','),
+  ];
+  return {
+    name: INIT_NAME,
+    image: s.image,
+    imagePullPolicy: s.imagePullPolicy,
+    command: ['node', WARD_BIN],
+    args,
+    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { cpu: '500m', memory: '128Mi' } },
+    securityContext: {
+      // iptables needs root with NET_ADMIN (rules) and NET_RAW (iptables' raw socket); nothing else.
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    // iptables takes its lock under /run.
+    volumeMounts: [{ name: VOLUMES.initRun, mountPath: '/run' }],
+  };
+}

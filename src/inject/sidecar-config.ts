@@ -1,0 +1,110 @@
+import { parse as parseYaml, stringify } from 'yaml';
+import { parseSidecarConfig, sidecarConfigSchema } from '../config/sidecar.ts';
+import { ConfigError } from '../errors/ward-error.ts';
+
+/**
+ * The sidecar config an injected pod runs with. It is generated per pod template from the
+ * injector's settings and the pod's annotations, then checked with the very parser the sidecar
+ * uses at start-up (`parseSidecarConfig`): a config the sidecar would refuse is refused at
+ * admission, where the error is visible, rather than in a crash-looping container.
+ */
+
+export const CONFIG_PATH = '/var/run/ward/sidecar.yaml';
+export const POLICY_DIR = '/etc/ward/policy';
+export const POLICY_FILE = `${POLICY_DIR}/policy.yaml`;
+export const CLIENT_DIR = '/etc/ward/client';
+export const CLIENT_SECRET_FILE = `${CLIENT_DIR}/client-secret`;
+export const STATE_DIR = '/var/lib/ward';
+
+export interface SidecarConfigInput {
+  readonly service: string;
+  readonly inboundPort: number;
+  readonly adminPort: number;
+  /** null: no egress listener (outbound capture off). */
+  readonly outboundPort: number | null;
+  readonly appPort: number;
+  readonly appProtocol: 'h2c' | 'http1';
+  readonly policy:
+    | { readonly kind: 'file' }
+    | { readonly kind: 'controlPlane'; readonly address: string; readonly issuer: string; readonly clientId: string };
+  /** Client credentials mounted from a Secret (control plane, or introspection with a file policy). */
+  readonly credentials: { readonly issuer: string; readonly clientId: string } | null;
+  readonly drainSeconds: number;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** The `ward.dev/sidecar-config` annotation, merged over the generated object. */
+  readonly overrides: string | undefined;
+}
+
+/** Whether this image's sidecar has an egress listener (its config schema knows `outbound`). */
+export function sidecarHasEgressListener(): boolean {
+  return 'outbound' in sidecarConfigSchema.shape;
+}
+
+/** Builds, merges and validates; returns the YAML text, or throws Error listing every problem. */
+export function buildSidecarConfig(input: SidecarConfigInput): string {
+  const cfg: Record<string, unknown> = {
+    service: input.service,
+    // 0.0.0.0: REDIRECT in PREROUTING rewrites the destination to the pod's own address.
+    inbound: { listen: { host: '0.0.0.0', port: input.inboundPort } },
+    upstream: { url: `http://127.0.0.1:${input.appPort}`, protocol: input.appProtocol },
+    // Not loopback: kubelet probes come from the node to the pod IP (the port is never captured).
+    admin: { host: '0.0.0.0', port: input.adminPort },
+  };
+  if (input.policy.kind === 'file') {
+    cfg['policy'] = { file: POLICY_FILE };
+  } else {
+    cfg['policy'] = { controlPlane: { address: input.policy.address, stateDir: STATE_DIR, issuer: input.policy.issuer } };
+  }
+  if (input.credentials !== null) {
+    cfg['authn'] = { credentials: [{ issuer: input.credentials.issuer, clientId: input.credentials.clientId, clientSecretFile: CLIENT_SECRET_FILE }] };
+  }
+  if (input.outboundPort !== null) {
+    // REDIRECT in OUTPUT sends the app's connections to 127.0.0.1:<port>.
+    cfg['outbound'] = { listen: { host: '127.0.0.1', port: input.outboundPort } };
+  }
+  cfg['drainTimeoutMs'] = input.drainSeconds * 1000;
+  cfg['logLevel'] = input.logLevel;
+
+  let merged: unknown = cfg;
+  if (input.overrides !== undefined) {
+    let extra: unknown;
+    try {
+      extra = parseYaml(input.overrides, { strict: true, uniqueKeys: true });
+    } catch (err) {
+      throw new Error(`ward.dev/sidecar-config is not valid YAML: ${firstLine((err as Error).message)}`);
+    }
+    if (!isPlainObject(extra)) throw new Error('ward.dev/sidecar-config must be a YAML mapping');
+    merged = deepMerge(cfg, extra);
+  }
+
+  const text = stringify(merged, { lineWidth: 0 });
+  try {
+    parseSidecarConfig(text, 'sidecar config');
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      throw new Error(`the generated sidecar config is invalid: ${err.issues.map((i) => `${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('; ')}`);
+    }
+    throw err;
+  }
+  return text;
+}
+
+/** Objects merge key by key; anything else (lists included) is replaced by the override. */
+export function deepMerge(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue;
+    out[k] = Object.hasOwn(out, k) ? deepMerge(out[k], v) : v;
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function firstLine(s: string): string {
+  const nl = s.indexOf('\n');
+  return nl === -1 ? s : s.slice(0, nl);
+}
