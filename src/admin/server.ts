@@ -24,6 +24,8 @@ export async function startAdminServer(opts: {
   checks: readonly ReadinessCheck[];
   /** Extra read-only JSON documents, e.g. `/status`. */
   documents?: Readonly<Record<string, () => unknown>>;
+  /** Plain-text documents, e.g. `/metrics` (Prometheus exposition format). */
+  texts?: Readonly<Record<string, { readonly contentType: string; readonly render: () => string | Promise<string> }>>;
 }): Promise<AdminServer> {
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
@@ -45,6 +47,18 @@ export async function startAdminServer(opts: {
     const doc = path === undefined ? undefined : opts.documents?.[path];
     if (doc !== undefined) {
       res.writeHead(200, JSON_HEADERS).end(`${JSON.stringify(doc(), null, 2)}\n`);
+      return;
+    }
+    const text = path === undefined ? undefined : opts.texts?.[path];
+    if (text !== undefined) {
+      void (async () => {
+        try {
+          const body = await text.render();
+          res.writeHead(200, { 'content-type': text.contentType, 'cache-control': 'no-store' }).end(body);
+        } catch (err) {
+          res.writeHead(500, JSON_HEADERS).end(`${JSON.stringify({ error: (err as Error).message })}\n`);
+        }
+      })();
       return;
     }
     res.writeHead(404, JSON_HEADERS).end('{"error":"not found"}\n');

@@ -12,6 +12,8 @@ import { createFilePolicySource } from '../policy/source.ts';
 import { parsePolicyText } from '../policy/load.ts';
 import { createPolicyWatch } from '../controlplane/client/watch.ts';
 import { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
+import { resolveTelemetry } from '../config/telemetry.ts';
+import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
 import { hostname } from 'node:os';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
@@ -52,6 +54,29 @@ export async function startSidecar(
     authenticator.setIssuers(p.issuers),
   );
 
+  // Telemetry: decisions, spans and metrics; by default exported to the control plane, with the
+  // sidecar's own control-plane token (the OTLP receiver authenticates callers off loopback).
+  const tcfg = resolveTelemetry(cfg.telemetry, {
+    service: cfg.service,
+    file: configFile,
+    baseDir: cfg.baseDir,
+    ...(cfg.policy.controlPlane === undefined ? {} : { controlPlane: { address: cfg.policy.controlPlane.address, tls: false } }),
+  });
+  const instanceId = cfg.policy.controlPlane?.instanceId ?? `${hostname()}:${process.pid}`;
+  const telemetry: Telemetry | null = !tcfg.enabled
+    ? null
+    : startTelemetry(tcfg, {
+        service: cfg.service,
+        instanceId,
+        log,
+        sources: {
+          issuers: () => authenticator.status(),
+          policyVersion: () => policy.current()?.version ?? null,
+          controlPlaneConnected: () => policy.connected(),
+        },
+        ...(tcfg.endpointSource === 'control-plane' && policy.token !== undefined ? { token: policy.token } : {}),
+      });
+
   let draining = false;
   const inbound = await createInbound({
     config: cfg,
@@ -61,6 +86,7 @@ export async function startSidecar(
     evaluate,
     log: log.child({ stage: 'inbound' }),
     clock: systemClock,
+    ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
   });
 
   const ready = (): boolean => !draining && policy.current() !== null && authenticator.ready();
@@ -83,6 +109,9 @@ export async function startSidecar(
         draining,
       }),
     },
+    ...(telemetry === null
+      ? {}
+      : { texts: { '/metrics': { contentType: 'text/plain; version=0.0.4; charset=utf-8', render: () => telemetry.metricsText() } } }),
   });
 
   log.info('sidecar started', {
@@ -105,6 +134,8 @@ export async function startSidecar(
         draining = true;
         log.info('draining', { deadlineMs: cfg.drainTimeoutMs });
         await inbound.drain(cfg.drainTimeoutMs);
+        // After the drain, so the last calls' spans and decisions go out (bounded wait).
+        await telemetry?.shutdown(2000);
         await policy.close();
         authenticator.close();
         await admin.close();
@@ -121,6 +152,8 @@ interface PolicyProvider {
   current(): CompiledPolicy | null;
   lastError(): string | null;
   connected(): boolean | null;
+  /** The sidecar's access token for the control plane (absent for a policy file). */
+  readonly token?: () => Promise<string>;
   close(): Promise<void>;
 }
 
@@ -157,18 +190,19 @@ function startPolicyProvider(
       { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
     ]);
   }
+  const token = createClientCredentialsTokenSource({
+    issuer: cred.issuer,
+    clientId: cred.clientId,
+    clientSecret: cred.clientSecret,
+    resource: cp.resource,
+    ...(cp.scope === undefined ? {} : { scope: cp.scope }),
+    log,
+  });
   const watch = createPolicyWatch({
     address: cp.address,
     service: cfg.service,
     instanceId: cp.instanceId ?? `${hostname()}:${process.pid}`,
-    token: createClientCredentialsTokenSource({
-      issuer: cred.issuer,
-      clientId: cred.clientId,
-      clientSecret: cred.clientSecret,
-      resource: cp.resource,
-      ...(cp.scope === undefined ? {} : { scope: cp.scope }),
-      log,
-    }),
+    token,
     stateDir: resolveFrom(cfg, cp.stateDir),
     // The same validator as `ward policy check`, plus this sidecar's own requirement: a version
     // it cannot enforce (e.g. introspection without credentials) is NACKed, the last good stays.
@@ -185,6 +219,7 @@ function startPolicyProvider(
     current: () => watch.current(),
     lastError: () => watch.lastError(),
     connected: () => watch.connected(),
+    token,
     close: () => watch.close(),
   };
 }
