@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
+import { outboundConfigSchema } from './outbound.ts';
 import { telemetryConfigSchema } from './telemetry.ts';
 
 /**
@@ -88,7 +89,7 @@ const authn = z.strictObject({
   }),
   jwks: jwks.prefault({}).meta({ description: 'Discovery and JWKS fetching, refresh and outage grace.' }),
   credentials: z.array(credential).default([]).meta({
-    description: 'The workload\'s own client credentials per issuer (used for introspection). Secrets come from a file or env var only.',
+    description: 'The workload\'s own client credentials per issuer (used for introspection and outbound token exchange). Secrets come from a file or env var only.',
   }),
 });
 
@@ -151,6 +152,10 @@ export const sidecarConfigSchema = z
     identityHeaders: identityHeaders.prefault({}).meta({ description: 'The verified identity headers the app receives on an allowed call.' }),
     paths: paths.prefault({}).meta({ description: 'Path normalization: done once; the normalized path is both matched and forwarded.' }),
     authn: authn.prefault({}).meta({ description: 'Token validation settings shared by every trusted issuer of the policy.' }),
+    outbound: outboundConfigSchema.optional().meta({
+      description:
+        'The egress listener for the app\'s calls to other services: each call to a declared destination carries a token exchanged for it (RFC 8693), see docs/outbound.md. Absent: no egress listener.',
+    }),
     drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
     }),
