@@ -3,7 +3,8 @@ import type http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { extractBearer } from '../../src/authn/extract.ts';
-import { type OutboundConfig, outboundConfigSchema } from '../../src/config/outbound.ts';
+import type { z } from 'zod';
+import { outboundConfigSchema } from '../../src/config/outbound.ts';
 import { startOrdersApp, type OrdersApp } from '../../src/demo/orders-app.ts';
 import type { TokenOutcome } from '../../src/exchange/broker.ts';
 import type { TokenTarget } from '../../src/exchange/token-client.ts';
@@ -58,7 +59,7 @@ describe('outbound: the egress listener', () => {
   const asked: Asked[] = [];
   const decisions: OutboundDecisionRecord[] = [];
 
-  async function start(over: Partial<OutboundConfig> & Record<string, unknown>): Promise<Outbound> {
+  async function start(over: Partial<z.input<typeof outboundConfigSchema>>): Promise<Outbound> {
     const config = outboundConfigSchema.parse({
       listen: { host: '127.0.0.1', port: 0 },
       destinations: [
@@ -190,7 +191,7 @@ describe('outbound: the egress listener', () => {
   });
 
   it('refuses what it cannot forward as-is', async () => {
-    const two = await h2({ ':authority': 'payments', ':path': '/x', authorization: ['Bearer a', 'Bearer b'] } as http2.OutgoingHttpHeaders);
+    const two = await h2Request(session, [':method', 'GET', ':authority', 'payments', ':path', '/x', 'authorization', 'Bearer a', 'authorization', 'Bearer b']);
     expect(two.headers['x-ward-reason']).toBe('ERR_TOKEN_MULTIPLE');
     const basic = await h2({ ':authority': 'payments', ':path': '/x', authorization: 'Basic YTpi' });
     expect(basic.headers['x-ward-reason']).toBe('ERR_TOKEN_MALFORMED');
