@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildSidecarConfig, sidecarHasEgressListener } from '../../src/inject/sidecar-config.ts';
+import { buildSidecarConfig } from '../../src/inject/sidecar-config.ts';
 
 /**
  * Traffic capture for real, in Linux network namespaces (root required; CI runs as root):
@@ -14,14 +14,15 @@ import { buildSidecarConfig, sidecarHasEgressListener } from '../../src/inject/s
  *   HTTP :9000 (records hits)                 app       node:http on :8080 and :8081 (records every request)
  *   curl                                      sidecar   `ward sidecar` as uid 1337, inbound :15006, admin :15000
  *                                             dev IdP   `ward dev-idp` on 127.0.0.1:4400
- *                                             egress    recording listener on 127.0.0.1:15001, or the sidecar's own
- *                                                       egress listener once its config schema has `outbound`
+ *                                             the sidecar's egress listener on 127.0.0.1:15001, with one
+ *                                                       destination `outside` (token exchanged at the dev IdP)
  *
  * `ward capture` (the injected init container's command, real mode) installs the rules inside
  * the pod netns. The test proves the app is reachable around the sidecar before, and only
  * through it after: no token → 401 and the app saw nothing; a token → 200 with identity headers;
- * another app port → still the sidecar; the app's outbound calls land on the egress listener;
- * the sidecar's uid goes out directly (no loop).
+ * another app port → still the sidecar; the app's outbound calls land on the egress listener
+ * (a declared destination gets an exchanged token, an undeclared one is refused and never leaves
+ * the pod); the sidecar's uid goes out directly (no loop).
  */
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -106,19 +107,13 @@ for (const port of [8080, 8081]) {
   }).listen(port, '0.0.0.0', () => console.log('listening ' + port));
 }`;
 
-// A stand-in egress listener: answers every HTTP request with where it was headed (its Host).
-const RECORDER = `
-const http = require('node:http');
-http.createServer((req, res) => {
-  console.log(JSON.stringify({ egress: req.headers.host }));
-  res.end('egress-listener host=' + req.headers.host);
-}).listen(15001, '127.0.0.1', () => console.log('listening 15001'));`;
-
-// The outside world, in the client namespace: records each direct hit.
+// The outside world, in the client namespace: records each hit with the token it carried.
 const OUTSIDE = `
 const http = require('node:http');
 http.createServer((req, res) => {
-  console.log(JSON.stringify({ direct: req.url }));
+  const auth = req.headers.authorization ?? '';
+  const claims = auth.startsWith('Bearer ') ? JSON.parse(Buffer.from(auth.slice(7).split('.')[1], 'base64url').toString()) : null;
+  console.log(JSON.stringify({ direct: req.url, host: req.headers.host, claims }));
   res.end('direct');
 }).listen(9000, '${CLIENT_IP}', () => console.log('listening 9000'));`;
 
@@ -138,12 +133,10 @@ rules:
 `;
 
 describe('ward capture in network namespaces', () => {
-  const egressIsSidecar = sidecarHasEgressListener();
   let dir = '';
   let app: { proc: ChildProcess; out: string[] };
   let outside: { proc: ChildProcess; out: string[] };
   let sidecar: { proc: ChildProcess; out: string[] };
-  let recorder: { proc: ChildProcess; out: string[] } | undefined;
   let token = '';
   const appRequests = (): Record<string, unknown>[] => app.out.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
@@ -169,30 +162,36 @@ describe('ward capture in network namespaces', () => {
     dir = mkdtempSync(join(tmpdir(), 'ward-capture-'));
     chmodSync(dir, 0o755); // the sidecar runs as uid 1337 and reads its config and policy here
     writeFileSync(join(dir, 'policy.yaml'), POLICY, { mode: 0o644 });
+    writeFileSync(join(dir, 'client-secret'), 'orders-sidecar-secret\n', { mode: 0o644 }); // the dev IdP's public demo secret
     // The config an injected pod would get (same generator), pointed at this policy file.
     const config = buildSidecarConfig({
       service: 'orders',
       inboundPort: 15006,
       adminPort: 15000,
-      outboundPort: egressIsSidecar ? 15001 : null,
+      outboundPort: 15001,
       appPort: 8080,
       appProtocol: 'http1',
       policy: { kind: 'file' },
       credentials: null,
       drainSeconds: 1,
       logLevel: 'info',
-      overrides: `policy: { file: ${join(dir, 'policy.yaml')} }\nauthn: { jwks: { timeoutMs: 1000, cooldownMs: 0 } }\n`,
+      overrides: [
+        `policy: { file: ${join(dir, 'policy.yaml')} }`,
+        'authn:',
+        '  jwks: { timeoutMs: 1000, cooldownMs: 0 }',
+        `  credentials: [{ issuer: 'http://127.0.0.1:4400', clientId: orders-sidecar, clientSecretFile: ${join(dir, 'client-secret')} }]`,
+        'outbound:',
+        `  destinations: [{ name: outside, url: 'http://${CLIENT_IP}:9000', protocol: http1, resource: 'urn:ward:payments', scopes: [payments.charge] }]`,
+      ].join('\n'),
     });
     writeFileSync(join(dir, 'sidecar.yaml'), config, { mode: 0o644 });
 
     const idp = startIn(inPod([NODE, WARD, 'dev-idp', '--port', '4400']), 'dev-idp');
     app = startIn(inPod([NODE, '-e', APP]), 'app');
     outside = startIn(inClient([NODE, '-e', OUTSIDE]), 'outside');
-    if (!egressIsSidecar) recorder = startIn(inPod([NODE, '-e', RECORDER]), 'egress recorder');
     await waitFor('the dev IdP', () => idp.out.some((l) => l.includes('dev-idp issuer')));
     await waitFor('the app', () => app.out.filter((l) => l.startsWith('listening')).length === 2);
     await waitFor('the outside server', () => outside.out.includes('listening 9000'));
-    if (recorder !== undefined) await waitFor('the egress recorder', () => recorder!.out.includes('listening 15001'));
 
     sidecar = startIn(inPod(asUid(PROXY_UID, [NODE, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')])), 'sidecar');
     await waitFor('the sidecar to be ready', async () => {
@@ -258,17 +257,22 @@ describe('ward capture in network namespaces', () => {
     // The admin port is excluded from capture: kubelet probes reach the sidecar's /healthz.
     expect((await clientCall(`http://${POD_IP}:15000/healthz`)).status).toBe(200);
 
-    // The app's egress goes to the egress listener, never straight out.
-    const hitsBefore = outside.out.filter((l) => l.includes('"direct"')).length;
+    // The app's egress goes to the egress listener, never straight out. An undeclared
+    // destination is refused there (and never reaches the outside server)...
+    const direct = (): string[] => outside.out.filter((l) => l.includes('"direct"'));
+    const hitsBefore = direct().length;
     for (const uid of [0, 1000]) {
-      const r = await run('ip', inPod(asUid(uid, ['curl', '-s', '-m', '5', `http://${CLIENT_IP}:9000/from-app`])));
-      if (recorder !== undefined) {
-        expect(r.stdout).toBe(`egress-listener host=${CLIENT_IP}:9000`);
-      } else {
-        expect(r.stdout).not.toBe('direct'); // the real egress listener refuses an undeclared destination
-      }
+      const r = await run('ip', inPod(asUid(uid, ['curl', '-s', '-m', '5', '-D', '-', `http://${CLIENT_IP}:9000/from-app`])));
+      expect(r.stdout).not.toContain('direct');
+      expect(r.stdout.toLowerCase()).toContain('err_destination_unknown');
     }
-    expect(outside.out.filter((l) => l.includes('"direct"'))).toHaveLength(hitsBefore);
+    expect(direct()).toHaveLength(hitsBefore);
+    // ...and the declared one goes out with a token exchanged for it (RFC 8693: new audience, `act`).
+    const viaEgress = await run('ip', inPod(asUid(1000, ['curl', '-s', '-m', '10', '-H', 'host: outside', '-H', `authorization: Bearer ${token}`, `http://${CLIENT_IP}:9000/from-app`])));
+    expect(viaEgress.stdout).toBe('direct');
+    const hit = JSON.parse(direct().at(-1)!) as { direct: string; claims: Record<string, unknown> | null };
+    expect(hit.direct).toBe('/from-app');
+    expect(hit.claims).toMatchObject({ aud: 'urn:ward:payments', sub: 'frontend', act: { sub: 'orders-sidecar' } });
 
     // The sidecar's own uid goes out directly: no redirect loop.
     const fromSidecarUid = await run('ip', inPod(asUid(PROXY_UID, ['curl', '-s', '-m', '5', `http://${CLIENT_IP}:9000/from-sidecar`])));
