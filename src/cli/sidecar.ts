@@ -15,6 +15,9 @@ import { createClientCredentialsTokenSource } from '../controlplane/client/token
 import { resolveTelemetry } from '../config/telemetry.ts';
 import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
 import { hostname } from 'node:os';
+import { createBrokerFromConfig, selectExchangeCredential, type WorkloadCredential } from '../exchange/setup.ts';
+import type { TokenBroker } from '../exchange/broker.ts';
+import { createOutbound, type Outbound, type TokenSource } from '../outbound/server.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /**
@@ -24,7 +27,7 @@ import { type Command, parseFlags, UsageError } from './command.ts';
  */
 
 export interface RunningSidecar {
-  readonly ports: { readonly inbound: number; readonly tls: number | undefined; readonly admin: number };
+  readonly ports: { readonly inbound: number; readonly tls: number | undefined; readonly admin: number; readonly outbound: number | undefined };
   ready(): boolean;
   /** Graceful: readiness goes false, listeners stop accepting, in-flight calls finish up to drainTimeoutMs. */
   stop(): Promise<void>;
@@ -50,6 +53,8 @@ export async function startSidecar(
   });
 
   const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
+  // The egress credential is a configuration matter: checked before anything listens.
+  const exchangeCredential = cfg.outbound === undefined ? null : selectExchangeCredential(cfg.outbound, credentials, configFile);
   const policy = startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), (p) =>
     authenticator.setIssuers(p.issuers),
   );
@@ -89,6 +94,18 @@ export async function startSidecar(
     ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
   });
 
+  // The egress listener comes up after the inbound one (outbound.md): the app's outgoing calls
+  // get a token exchanged for their destination.
+  let egress: { outbound: Outbound; broker: TokenBroker | null } | null = null;
+  if (cfg.outbound !== undefined) {
+    try {
+      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch);
+    } catch (err) {
+      await inbound.close();
+      throw err;
+    }
+  }
+
   const ready = (): boolean => !draining && policy.current() !== null && authenticator.ready();
   const admin = await startAdminServer({
     host: cfg.admin.host,
@@ -106,6 +123,7 @@ export async function startSidecar(
         policyError: policy.lastError(),
         controlPlaneConnected: policy.connected(),
         issuers: authenticator.status(),
+        outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
         draining,
       }),
     },
@@ -118,6 +136,7 @@ export async function startSidecar(
     service: cfg.service,
     inbound: inbound.ports.cleartext,
     tls: inbound.ports.tls ?? null,
+    outbound: egress?.outbound.port ?? null,
     admin: admin.port,
     upstream: cfg.upstream.url,
     upstreamProtocol: cfg.upstream.protocol,
@@ -127,13 +146,16 @@ export async function startSidecar(
 
   let stopped: Promise<void> | undefined;
   return {
-    ports: { inbound: inbound.ports.cleartext, tls: inbound.ports.tls, admin: admin.port },
+    ports: { inbound: inbound.ports.cleartext, tls: inbound.ports.tls, admin: admin.port, outbound: egress?.outbound.port },
     ready,
     stop: () => {
       stopped ??= (async () => {
         draining = true;
         log.info('draining', { deadlineMs: cfg.drainTimeoutMs });
+        const deadline = Date.now() + cfg.drainTimeoutMs;
         await inbound.drain(cfg.drainTimeoutMs);
+        // Egress after inbound: the calls still in flight may need to call out to finish.
+        await egress?.outbound.drain(Math.max(0, deadline - Date.now()));
         // After the drain, so the last calls' spans and decisions go out (bounded wait).
         await telemetry?.shutdown(2000);
         await policy.close();
@@ -144,6 +166,34 @@ export async function startSidecar(
       return stopped;
     },
   };
+}
+
+/** Never called: a sidecar whose outbound section declares no destination has nothing to exchange. */
+const NO_TOKENS: TokenSource = {
+  token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'no exchange configured' }),
+};
+
+/** The egress listener and its token broker (src/outbound, src/exchange). */
+async function startOutbound(
+  cfg: Readonly<SidecarConfig>,
+  credential: WorkloadCredential | null,
+  log: Logger,
+  fetchImpl: typeof fetch | undefined,
+): Promise<{ outbound: Outbound; broker: TokenBroker | null }> {
+  const out = cfg.outbound;
+  if (out === undefined) throw new Error('startOutbound without an outbound section');
+  const broker = credential === null ? null : createBrokerFromConfig(out, credential, { log: log.child({ stage: 'exchange' }), clock: systemClock, fetch: fetchImpl });
+  const outbound = await createOutbound({
+    service: cfg.service,
+    config: out,
+    identityPrefix: cfg.identityHeaders.prefix,
+    maxTokenBytes: cfg.authn.maxTokenBytes,
+    extractBearer,
+    tokens: broker ?? NO_TOKENS,
+    log,
+    clock: systemClock,
+  });
+  return { outbound, broker };
 }
 
 /** Where the policy comes from: a watched file, or the control plane's stream. */
