@@ -6,6 +6,11 @@ import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
 import { type Authenticate, compileBindings } from './access.ts';
 import type { ControlPlaneConfig } from './config.ts';
+import { createDecisionStore, type DecisionStore } from './decisions/store.ts';
+import { createDecisionService } from './decisions/service.ts';
+import { DEFAULT_TELEMETRY_RECEIVER, type TelemetryReceiverConfig } from './otlp/config.ts';
+import { createForwarder, type Forwarder } from './otlp/forward.ts';
+import { createOtlpReceiver, type OtlpReceiver } from './otlp/receiver.ts';
 import { startControlPlaneServer } from './server.ts';
 import { createPolicyStore, type PolicyParser, type PolicyStore } from './store.ts';
 
@@ -17,13 +22,24 @@ import { createPolicyStore, type PolicyParser, type PolicyStore } from './store.
 export interface RunningControlPlane {
   readonly port: number;
   readonly store: PolicyStore;
+  /** Recent decisions received over OTLP (null when the receiver is off). */
+  readonly decisions: DecisionStore | null;
+  readonly otlp: { readonly receiver: OtlpReceiver; readonly forwarder: Forwarder | null } | null;
   streams(): number;
   close(): Promise<void>;
 }
 
 export async function startControlPlane(
   cfg: Readonly<ControlPlaneConfig>,
-  deps: { readonly log: Logger; readonly parse: PolicyParser; readonly authenticator: Authenticate; readonly clock?: Clock; readonly watch?: boolean },
+  deps: {
+    readonly log: Logger;
+    readonly parse: PolicyParser;
+    readonly authenticator: Authenticate;
+    readonly clock?: Clock;
+    readonly watch?: boolean;
+    /** The OTLP receiver, decision store and forwarding (default: receiver on, no forwarding). */
+    readonly telemetry?: TelemetryReceiverConfig;
+  },
 ): Promise<RunningControlPlane> {
   const clock = deps.clock ?? systemClock;
   const credentials = cfg.tls === undefined ? undefined : tlsCredentials(cfg, cfg.tls);
@@ -37,6 +53,20 @@ export async function startControlPlane(
     maxFileBytes: cfg.watch.maxFileBytes,
     ...(deps.watch === undefined ? {} : { watch: deps.watch }),
   });
+  const tcfg = deps.telemetry ?? DEFAULT_TELEMETRY_RECEIVER;
+  const bindings = compileBindings(cfg.bindings);
+  let telemetry: { store: DecisionStore; receiver: OtlpReceiver; forwarder: Forwarder | null; decisions: ReturnType<typeof createDecisionService> } | null = null;
+  if (tcfg.enabled) {
+    const tlog = deps.log.child({ component: 'telemetry' });
+    const decisionStore = createDecisionStore({ capacity: tcfg.maxDecisions });
+    const forwarder = tcfg.forward === undefined ? null : createForwarder(tcfg.forward, { baseDir: cfg.baseDir, log: tlog });
+    telemetry = {
+      store: decisionStore,
+      forwarder,
+      receiver: createOtlpReceiver({ config: tcfg, store: decisionStore, forwarder, authenticator: deps.authenticator, bindings, log: tlog }),
+      decisions: createDecisionService({ store: decisionStore, authenticator: deps.authenticator, access: cfg.status, log: tlog }),
+    };
+  }
   let server;
   try {
     server = await startControlPlaneServer({
@@ -47,23 +77,28 @@ export async function startControlPlane(
       store,
       policyDir: cfg.policyDir,
       authenticator: deps.authenticator,
-      bindings: compileBindings(cfg.bindings),
+      bindings,
       status: cfg.status,
       maxStreams: cfg.maxStreams,
       log: deps.log,
       clock,
+      ...(telemetry === null ? {} : { telemetry: { receiver: telemetry.receiver, decisions: telemetry.decisions, maxMessageBytes: tcfg.maxMessageBytes } }),
     });
   } catch (err) {
     store.close();
+    await telemetry?.forwarder?.close(0);
     throw err;
   }
   return {
     port: server.port,
     store,
+    decisions: telemetry?.store ?? null,
+    otlp: telemetry === null ? null : { receiver: telemetry.receiver, forwarder: telemetry.forwarder },
     streams: () => server.streams(),
     async close() {
       await server.close();
       store.close();
+      await telemetry?.forwarder?.close(2000);
     },
   };
 }

@@ -18,6 +18,8 @@ import {
   type StatusResponseWire,
 } from '../proto.ts';
 import { type Authenticate, type BindingCheck, bearerFromMetadata, isLoopbackPeer } from './access.ts';
+import type { DecisionService } from './decisions/service.ts';
+import type { OtlpReceiver } from './otlp/receiver.ts';
 import type { PolicyStore } from './store.ts';
 import { createStreamRegistry, type StreamHandle } from './streams.ts';
 
@@ -46,6 +48,8 @@ export interface ControlPlaneServerOptions {
   readonly maxStreams: number;
   readonly log: Logger;
   readonly clock?: Clock;
+  /** OTLP Export services (telemetry from sidecars) and the decision queries, on the same port. */
+  readonly telemetry?: { readonly receiver: OtlpReceiver; readonly decisions: DecisionService; readonly maxMessageBytes: number };
 }
 
 export interface ControlPlaneServer {
@@ -270,7 +274,8 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     // Detect dead sidecars (half-open TCP) so their stream state is released.
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
-    'grpc.max_receive_message_length': 64 * 1024,
+    // Policy-stream requests are small; OTLP batches need more (the OTLP default is 4 MiB).
+    'grpc.max_receive_message_length': opts.telemetry?.maxMessageBytes ?? 64 * 1024,
   });
   server.addService(policyDiscoveryClient().service, { StreamPolicy: streamPolicy, GetStatus: getStatus });
   server.addService(healthClient().service, {
@@ -291,6 +296,11 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     },
   });
 
+  if (opts.telemetry !== undefined) {
+    opts.telemetry.receiver.register(server);
+    opts.telemetry.decisions.register(server);
+  }
+
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${opts.host}:${opts.port}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
   });
@@ -308,6 +318,7 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
           w.call.end();
         }
         healthWatchers.clear();
+        opts.telemetry?.decisions.close();
         for (const f of [...calls.values()]) f({ code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
         registry.close();
         await new Promise<void>((resolve) => {

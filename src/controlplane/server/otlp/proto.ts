@@ -1,0 +1,97 @@
+import { fileURLToPath } from 'node:url';
+import type * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+/**
+ * The OTLP collector services (proto/opentelemetry, vendored) as grpc-js service definitions
+ * whose request deserializer keeps the raw bytes: the receiver forwards exactly what it received,
+ * and decodes only log requests (for decision records), with the real decoder, on demand.
+ */
+
+const PROTO_ROOT = fileURLToPath(new URL('../../../../proto/', import.meta.url));
+
+export const OTLP_SERVICES = {
+  traces: 'opentelemetry.proto.collector.trace.v1.TraceService',
+  logs: 'opentelemetry.proto.collector.logs.v1.LogsService',
+  metrics: 'opentelemetry.proto.collector.metrics.v1.MetricsService',
+} as const;
+
+export type OtlpSignal = keyof typeof OTLP_SERVICES;
+
+const FILES = [
+  'opentelemetry/proto/collector/trace/v1/trace_service.proto',
+  'opentelemetry/proto/collector/logs/v1/logs_service.proto',
+  'opentelemetry/proto/collector/metrics/v1/metrics_service.proto',
+];
+
+interface Loaded {
+  readonly raw: Record<OtlpSignal, grpc.ServiceDefinition>;
+  readonly decodeLogs: (b: Buffer) => ExportLogsRequestWire;
+}
+
+let loaded: Loaded | undefined;
+
+function load(): Loaded {
+  if (loaded === undefined) {
+    const def = protoLoader.loadSync(FILES, {
+      keepCase: false,
+      longs: String,
+      enums: Number,
+      defaults: true,
+      oneofs: true,
+      includeDirs: [PROTO_ROOT],
+    });
+    const raw = {} as Record<OtlpSignal, grpc.ServiceDefinition>;
+    let decodeLogs: ((b: Buffer) => ExportLogsRequestWire) | undefined;
+    for (const signal of Object.keys(OTLP_SERVICES) as OtlpSignal[]) {
+      const svc = def[OTLP_SERVICES[signal]] as unknown as grpc.ServiceDefinition;
+      const exp = svc['Export'] as grpc.MethodDefinition<unknown, unknown>;
+      if (signal === 'logs') decodeLogs = exp.requestDeserialize as (b: Buffer) => ExportLogsRequestWire;
+      raw[signal] = { Export: { ...exp, requestDeserialize: (b: Buffer) => b } };
+    }
+    loaded = { raw, decodeLogs: decodeLogs as (b: Buffer) => ExportLogsRequestWire };
+  }
+  return loaded;
+}
+
+/** The service definition of one signal, with raw (Buffer) requests. */
+export function rawOtlpService(signal: OtlpSignal): grpc.ServiceDefinition {
+  return load().raw[signal];
+}
+
+export function decodeLogsRequest(b: Buffer): ExportLogsRequestWire {
+  return load().decodeLogs(b);
+}
+
+// ---- wire shapes (proto-loader, options above)
+
+export interface AnyValueWire {
+  value?: 'stringValue' | 'boolValue' | 'intValue' | 'doubleValue' | 'arrayValue' | 'kvlistValue' | 'bytesValue';
+  stringValue?: string;
+  boolValue?: boolean;
+  intValue?: string;
+  doubleValue?: number;
+  bytesValue?: Buffer;
+}
+
+export interface KeyValueWire {
+  key: string;
+  value: AnyValueWire | null;
+}
+
+export interface LogRecordWire {
+  timeUnixNano: string;
+  observedTimeUnixNano: string;
+  eventName: string;
+  body: AnyValueWire | null;
+  attributes: KeyValueWire[];
+  traceId: Buffer;
+  spanId: Buffer;
+}
+
+export interface ExportLogsRequestWire {
+  resourceLogs: {
+    resource: { attributes: KeyValueWire[] } | null;
+    scopeLogs: { logRecords: LogRecordWire[] }[];
+  }[];
+}

@@ -1,0 +1,212 @@
+import * as grpc from '@grpc/grpc-js';
+import { ERROR_TABLE } from '../../../errors/table.ts';
+import { tokenHash } from '../../../lib/hash.ts';
+import type { Logger } from '../../../lib/log.ts';
+import type { Identity } from '../../../policy/model.ts';
+import { type Authenticate, type BindingCheck, bearerFromMetadata, isLoopbackPeer } from '../access.ts';
+import type { DecisionStore, StoredDecision } from '../decisions/store.ts';
+import type { TelemetryReceiverConfig } from './config.ts';
+import type { Forwarder } from './forward.ts';
+import { type AnyValueWire, decodeLogsRequest, type KeyValueWire, type LogRecordWire, OTLP_SERVICES, type OtlpSignal, rawOtlpService } from './proto.ts';
+
+/**
+ * The control plane as an OTLP/gRPC receiver: `opentelemetry.proto.collector.{trace,logs,metrics}.v1`
+ * `Export` on the control plane's own port. Every accepted request is forwarded as received (when
+ * forwarding is configured); log requests are also decoded, and their `ward.decision` records go
+ * to the decision store behind `ward decisions`.
+ *
+ * Who may export: loopback callers without a token (configurable), anyone else with a valid
+ * bearer token (ward's authenticator, as for the policy stream). A decision record from an
+ * authenticated caller is kept only if its `ward.service` is bound to the caller's identity, so a
+ * sidecar cannot write another service's decisions; refused records are reported in the OTLP
+ * `partial_success`.
+ */
+
+export interface ReceiverCounters {
+  readonly requests: Record<OtlpSignal, number>;
+  /** Decision records stored. */
+  decisions: number;
+  /** Decision records refused (service not bound to the caller). */
+  rejected: number;
+  /** Export calls refused (authentication, malformed). */
+  refused: number;
+}
+
+export interface OtlpReceiver {
+  /** Adds the three Export services to `server`. */
+  register(server: grpc.Server): void;
+  readonly counters: Readonly<ReceiverCounters>;
+}
+
+export interface OtlpReceiverOptions {
+  readonly config: TelemetryReceiverConfig;
+  readonly store: DecisionStore;
+  readonly forwarder: Forwarder | null;
+  readonly authenticator: Authenticate;
+  readonly bindings: BindingCheck;
+  readonly log: Logger;
+}
+
+type Callback = grpc.sendUnaryData<unknown>;
+const EMPTY = Object.freeze({});
+const PATHS: Record<OtlpSignal, string> = {
+  traces: `/${OTLP_SERVICES.traces}/Export`,
+  logs: `/${OTLP_SERVICES.logs}/Export`,
+  metrics: `/${OTLP_SERVICES.metrics}/Export`,
+};
+
+export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
+  const { log, store } = opts;
+  const counters: ReceiverCounters = { requests: { traces: 0, logs: 0, metrics: 0 }, decisions: 0, rejected: 0, refused: 0 };
+
+  async function authorize(call: grpc.ServerUnaryCall<Buffer, unknown>): Promise<{ ok: true; identity: Identity | null } | { ok: false; status: grpc.StatusObject }> {
+    const peer = call.getPeer();
+    const hasToken = call.metadata.get('authorization').length > 0;
+    if (!hasToken && opts.config.allowLoopbackWithoutToken && isLoopbackPeer(peer)) return { ok: true, identity: null };
+    const bearer = bearerFromMetadata(call.metadata);
+    const refuse = (code: keyof typeof ERROR_TABLE): { ok: false; status: grpc.StatusObject } => ({
+      ok: false,
+      status: { code: ERROR_TABLE[code].grpc, details: ERROR_TABLE[code].message, metadata: new grpc.Metadata() },
+    });
+    if (!bearer.ok) return refuse(bearer.code);
+    try {
+      const r = await opts.authenticator.authenticate(bearer.token);
+      if (r.ok) return { ok: true, identity: r.identity };
+      log.info('OTLP export refused', { peer, code: r.error.code, token: tokenHash(bearer.token) });
+      return refuse(r.error.code);
+    } catch (err) {
+      log.error('authenticator failed', { peer, err, token: tokenHash(bearer.token) });
+      return refuse('ERR_INTERNAL');
+    }
+  }
+
+  function accept(signal: OtlpSignal, body: Buffer, identity: Identity | null, cb: Callback): void {
+    counters.requests[signal]++;
+    let rejected = 0;
+    if (signal === 'logs') {
+      let req;
+      try {
+        req = decodeLogsRequest(body);
+      } catch (err) {
+        counters.refused++;
+        cb({ code: grpc.status.INVALID_ARGUMENT, details: `malformed ExportLogsServiceRequest: ${(err as Error).message}` });
+        return;
+      }
+      for (const rl of req.resourceLogs) {
+        const instanceId = attr(rl.resource?.attributes ?? [], 'service.instance.id');
+        for (const sl of rl.scopeLogs) {
+          for (const lr of sl.logRecords) {
+            const d = decisionOf(lr, instanceId);
+            if (d === null) continue;
+            if (identity !== null && !opts.bindings(identity, d.service)) {
+              rejected++;
+              continue;
+            }
+            store.add(d);
+            counters.decisions++;
+          }
+        }
+      }
+      if (rejected > 0) {
+        counters.rejected += rejected;
+        log.warn('decision records refused: service not bound to the exporter', { subject: identity?.subject, rejected });
+      }
+    }
+    opts.forwarder?.forward(PATHS[signal], body);
+    if (rejected > 0) {
+      cb(null, { partialSuccess: { rejectedLogRecords: rejected, errorMessage: 'decision records for services not bound to the caller were refused' } });
+    } else cb(null, EMPTY);
+  }
+
+  function handler(signal: OtlpSignal) {
+    return (call: grpc.ServerUnaryCall<Buffer, unknown>, cb: Callback): void => {
+      void authorize(call).then((a) => {
+        if (!a.ok) {
+          counters.refused++;
+          cb(a.status);
+          return;
+        }
+        try {
+          accept(signal, call.request, a.identity, cb);
+        } catch (err) {
+          log.error('OTLP export failed', { signal, err });
+          cb({ code: grpc.status.INTERNAL, details: 'internal error' });
+        }
+      });
+    };
+  }
+
+  return {
+    counters,
+    register(server) {
+      for (const signal of ['traces', 'logs', 'metrics'] as const) server.addService(rawOtlpService(signal), { Export: handler(signal) });
+    },
+  };
+}
+
+function value(v: AnyValueWire | null | undefined): string {
+  if (v === null || v === undefined) return '';
+  switch (v.value) {
+    case 'stringValue':
+      return v.stringValue ?? '';
+    case 'intValue':
+      return v.intValue ?? '';
+    case 'boolValue':
+      return String(v.boolValue);
+    case 'doubleValue':
+      return String(v.doubleValue);
+    default:
+      return '';
+  }
+}
+
+function attr(list: readonly KeyValueWire[], key: string): string {
+  for (const kv of list) if (kv.key === key) return value(kv.value);
+  return '';
+}
+
+const MAX_FIELD = 512;
+
+function nanosToMs(ns: string): number {
+  if (ns === '' || ns === '0') return 0;
+  try {
+    return Number(BigInt(ns) / 1_000_000n);
+  } catch {
+    return 0;
+  }
+}
+
+function hexId(b: Buffer | undefined, len: number): string {
+  if (b === undefined || b.length !== len) return '';
+  const h = b.toString('hex');
+  return /^0+$/.test(h) ? '' : h;
+}
+
+/** A `ward.decision` log record as a stored decision; null for any other record. */
+export function decisionOf(lr: LogRecordWire, instanceId: string): StoredDecision | null {
+  const a = new Map<string, string>();
+  for (const kv of lr.attributes) if (kv.key.startsWith('ward.') || kv.key === 'enduser.id' || kv.key === 'http.request.method') a.set(kv.key, value(kv.value).slice(0, MAX_FIELD));
+  const decision = a.get('ward.decision');
+  const service = a.get('ward.service');
+  if (lr.eventName !== '' && lr.eventName !== 'ward.decision') return null;
+  if (decision === undefined || service === undefined || service === '') return null;
+  return {
+    timeMs: nanosToMs(lr.timeUnixNano) || nanosToMs(lr.observedTimeUnixNano),
+    service,
+    direction: a.get('ward.direction') ?? 'inbound',
+    decision,
+    reason: a.get('ward.reason') ?? '',
+    rule: a.get('ward.rule') ?? '',
+    policyVersion: a.get('ward.policy.version') ?? '',
+    issuer: a.get('ward.issuer') ?? '',
+    subject: a.get('enduser.id') ?? '',
+    method: a.get('http.request.method') ?? '',
+    route: a.get('ward.route') ?? '',
+    decisionId: a.get('ward.decision_id') ?? '',
+    traceId: hexId(lr.traceId, 16),
+    spanId: hexId(lr.spanId, 8),
+    instanceId: instanceId.slice(0, MAX_FIELD),
+    destination: a.get('ward.destination') ?? '',
+    exchangeOutcome: a.get('ward.exchange.outcome') ?? '',
+  };
+}
