@@ -255,4 +255,4 @@ const EMPTY_ENTRY: DecisionEntryWire = Object.freeze({
   destination: '',
   exchangeOutcome: '',
   missed: 0,
-}) as DecisionEntryWire;
+});
