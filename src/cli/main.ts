@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   'dev-idp': { summary: 'Run the development OpenID Provider (not for production)', load: async () => (await import('./dev-idp.ts')).command },
   'control-plane': { summary: 'Run the control plane that distributes policy to sidecars', load: async () => (await import('./control-plane.ts')).command },
   status: { summary: "Show the control plane's view of services and sidecars", load: async () => (await import('./status.ts')).command },
+  decisions: { summary: 'Show recent authorization decisions from the control plane', load: async () => (await import('./decisions.ts')).command },
   inject: { summary: 'Inject the sidecar into Kubernetes YAML (like istioctl kube-inject)', load: async () => (await import('./inject.ts')).command },
   injector: { summary: 'Run the sidecar-injecting admission webhook (HTTPS)', load: async () => (await import('./injector.ts')).command },
   capture: { summary: 'Set up iptables traffic capture for the sidecar (init container)', load: async () => (await import('./capture.ts')).command },
