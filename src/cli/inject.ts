@@ -21,7 +21,7 @@ export const SETTINGS_FLAGS = {
   'capture-outbound': { type: 'string' },
   'exclude-outbound-ports': { type: 'string' },
   'control-plane': { type: 'string' },
-  'control-plane-issuer': { type: 'string' },
+  'client-issuer': { type: 'string' },
   'drain-seconds': { type: 'string' },
 } as const;
 
@@ -38,7 +38,7 @@ export const SETTINGS_HELP = `Sidecar settings (every injected pod; annotations 
       --capture-outbound true|false redirect the app's outbound TCP to the egress listener (default true)
       --exclude-outbound-ports LIST outbound ports never captured (default 53)
       --control-plane HOST:PORT     take policy from ward control-plane (default: a ConfigMap per service)
-      --control-plane-issuer URL    issuer of the sidecars' tokens for the control plane
+      --client-issuer URL           issuer of the sidecars' own OAuth clients (ward.dev/client-issuer)
       --drain-seconds N             in-flight calls may finish this long on shutdown (default 10)`;
 
 type SettingsValues = { [K in keyof typeof SETTINGS_FLAGS]?: string | undefined };
@@ -91,7 +91,7 @@ export function settingsFromFlags(v: SettingsValues): InjectorSettings {
   set('nativeSidecar', bool('native-sidecar'));
   set('captureOutbound', bool('capture-outbound'));
   set('controlPlane', v['control-plane']);
-  set('controlPlaneIssuer', v['control-plane-issuer']);
+  set('clientIssuer', v['client-issuer']);
   set('drainSeconds', int('drain-seconds', 0, 3600));
   const s = defaultSettings(overrides);
   if (new Set([s.inboundPort, s.outboundPort, s.adminPort]).size !== 3) throw new UsageError('--inbound-port, --outbound-port and --admin-port must differ');

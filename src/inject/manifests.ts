@@ -114,7 +114,7 @@ export function injectManifests(
   }
 
   const out = docs.map((d, i) => {
-    const s = String(d);
+    const s = d.toString({ lineWidth: 0 });
     return i > 0 && !s.startsWith('---') ? `---\n${s}` : s;
   });
   // Unchanged input stays byte-identical when nothing was injected.

@@ -107,7 +107,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   if (sidecarPorts.has(app.port)) problems.push(`${A.appPort}: ${app.port} is one of the sidecar's own ports`);
 
   const inboundRaw = get(A.inboundPorts) ?? '*';
-  const inboundPorts: '*' | number[] = inboundRaw === '*' ? '*' : attempt(() => parsePortList(inboundRaw, A.inboundPorts), []);
+  const inboundPorts: '*' | number[] = inboundRaw === '*' ? '*' : attempt(() => parsePortList(inboundRaw, A.inboundPorts), []).sort((x, y) => x - y);
   if (inboundPorts !== '*' && inboundPorts.length === 0) problems.push(`${A.inboundPorts}: list at least one port, or '*'`);
   const excludeInbound = attempt(() => parsePortList(get(A.excludeInboundPorts) ?? '', A.excludeInboundPorts), []);
   const excludeOutboundPorts = attempt(() => parsePortList(get(A.excludeOutboundPorts) ?? '', A.excludeOutboundPorts), []);
@@ -161,21 +161,17 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   const cpAddress = cpAnnotation === 'none' ? null : (cpAnnotation ?? settings.controlPlane);
   const svc = service ?? 'unknown';
   const clientId = get(A.clientId) ?? `${svc}-sidecar`;
+  // The sidecar's own OAuth client, when an issuer for it is known.
+  const issuer = get(A.clientIssuer) ?? settings.clientIssuer;
+  const credentials = issuer === null || issuer === '' ? null : { issuer, clientId };
+  const clientSecret = get(A.clientSecret) ?? `ward-client-${svc}`;
+  if (credentials === null && (get(A.clientId) !== undefined || get(A.clientSecret) !== undefined)) {
+    problems.push(`${A.clientId}/${A.clientSecret}: also set ${A.clientIssuer} (the issuer the client belongs to)`);
+  }
   let policy: Parameters<typeof buildSidecarConfig>[0]['policy'] = { kind: 'file' };
-  let credentials: { issuer: string; clientId: string } | null = null;
-  let clientSecret = get(A.clientSecret);
   if (cpAddress !== null) {
-    const issuer = get(A.controlPlaneIssuer) ?? settings.controlPlaneIssuer;
-    if (issuer === null) problems.push(`${A.controlPlaneIssuer}: required with a control plane (or the injector's --control-plane-issuer)`);
-    else {
-      policy = { kind: 'controlPlane', address: cpAddress, issuer, clientId };
-      credentials = { issuer, clientId };
-      clientSecret ??= `ward-client-${svc}`;
-    }
-  } else if (clientSecret !== undefined) {
-    const issuer = get(A.controlPlaneIssuer);
-    if (issuer === undefined) problems.push(`${A.clientSecret}: also set ${A.controlPlaneIssuer} (the issuer the credentials are for)`);
-    else credentials = { issuer, clientId };
+    if (credentials === null) problems.push(`${A.controlPlane}: the sidecar authenticates to the control plane with its own client: set ${A.clientIssuer} (or the injector's --client-issuer)`);
+    else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer, clientId };
   }
 
   let configYaml = '';
@@ -210,6 +206,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   };
   problems.push(...validateCaptureOptions(capture));
   if (problems.length > 0) return { kind: 'refused', problems };
+  warnings.push(...probeWarnings(spec.containers, capture));
 
   // 3. Build the new pod.
   const sidecar = sidecarContainer(settings, { configYaml, resources, native, drainSeconds, policyFromFile: policy.kind === 'file', clientSecret: credentials !== null });
@@ -224,7 +221,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   } else {
     volumes.push({ name: VOLUMES.state, emptyDir: {} });
   }
-  if (credentials !== null && clientSecret !== undefined) {
+  if (credentials !== null) {
     volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
   }
 
@@ -268,6 +265,30 @@ function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | unde
     return trimmed;
   }
   return null;
+}
+
+/**
+ * Kubelet probes come from outside the pod, so a probe on a captured port reaches the sidecar:
+ * an HTTP probe needs a policy rule that lets it through (`token: optional`), a TCP probe only
+ * checks that the sidecar accepts connections.
+ */
+function probeWarnings(containers: readonly IContainer[], capture: CaptureOptions): string[] {
+  const out: string[] = [];
+  for (const c of containers) {
+    for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
+      const probe = c[kind];
+      if (probe === undefined) continue;
+      const target = probe.httpGet?.port ?? probe.tcpSocket?.port ?? probe.grpc?.port;
+      if (target === undefined) continue;
+      const port = typeof target === 'number' ? target : (c.ports ?? []).find((p) => p.name === target)?.containerPort ?? Number(target);
+      const captured = !capture.excludeInboundPorts.includes(port) && (capture.inboundPorts === '*' || capture.inboundPorts.includes(port));
+      if (!captured) continue;
+      if (probe.httpGet !== undefined) out.push(`container ${c.name}: the ${kind} (HTTP GET ${probe.httpGet.path ?? '/'} on port ${port}) goes through the sidecar: the policy must allow it without a token (token: optional)`);
+      else if (probe.tcpSocket !== undefined) out.push(`container ${c.name}: the ${kind} (TCP on port ${port}) reaches the sidecar, not the app`);
+      else out.push(`container ${c.name}: the ${kind} (gRPC on port ${port}) goes through the sidecar: the policy must allow grpc.health.v1.Health/Check without a token`);
+    }
+  }
+  return out;
 }
 
 function appPort(
@@ -356,10 +377,15 @@ function initContainer(s: InjectorSettings, o: CaptureOptions): IContainer {
     '--proxy-uid', String(o.proxyUid),
     '--proxy-gid', String(o.proxyGid),
     '--inbound-ports', o.inboundPorts === '*' ? '*' : o.inboundPorts.join(','),
-    '--exclude-inbound-ports', o.excludeInboundPorts.join(','),
-    '--exclude-outbound-ports', o.excludeOutboundPorts.join(','),
-    '--exclude-outbound-cidrs', o.excludeOutboundCidrs.join(','),
   ];
+  const list = (flag: string, items: readonly (number | string)[]): void => {
+    if (items.length > 0) args.push(flag, items.join(','));
+  };
+  list('--exclude-inbound-ports', o.excludeInboundPorts);
+  if (o.outboundPort !== null) {
+    list('--exclude-outbound-ports', o.excludeOutboundPorts);
+    list('--exclude-outbound-cidrs', o.excludeOutboundCidrs);
+  }
   return {
     name: INIT_NAME,
     image: s.image,

@@ -34,8 +34,8 @@ export interface InjectorSettings {
   readonly captureOutbound: boolean;
   /** Default control plane (`host:port`); pods then take policy from it instead of a ConfigMap. */
   readonly controlPlane: string | null;
-  /** Issuer of the sidecars' own tokens for the control plane. */
-  readonly controlPlaneIssuer: string | null;
+  /** Issuer of the sidecars' own OAuth clients (control-plane token, introspection, token exchange); null: none. */
+  readonly clientIssuer: string | null;
   /** How long the sidecar lets in-flight calls finish on SIGTERM. */
   readonly drainSeconds: number;
   /** Legacy (non-native) sidecars sleep this long in preStop so endpoints drop the pod before listeners close. */
@@ -63,7 +63,7 @@ export function defaultSettings(overrides: Partial<InjectorSettings> = {}): Inje
     nativeSidecar: true,
     captureOutbound: true,
     controlPlane: null,
-    controlPlaneIssuer: null,
+    clientIssuer: null,
     drainSeconds: 10,
     preStopSeconds: 5,
     excludeOutboundPorts: [53],

@@ -1,0 +1,272 @@
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { parseSidecarConfig } from '../../../src/config/sidecar.ts';
+import { injectPod, type InjectOutcome, type PodTemplate } from '../../../src/inject/pod.ts';
+import { defaultSettings } from '../../../src/inject/settings.ts';
+import { chartObjects, pod, podTemplateOf, validatePod } from './helpers.ts';
+
+const settings = defaultSettings({ image: 'registry.example/ward:0.1.0' });
+const enrolled = { namespaceEnabled: true };
+
+function injected(o: InjectOutcome): PodTemplate {
+  if (o.kind !== 'injected') throw new Error(`expected injection, got ${o.kind}: ${o.kind === 'refused' ? o.problems.join('; ') : o.reason}`);
+  return o.template;
+}
+
+function sidecarOf(t: PodTemplate) {
+  const c = [...(t.spec.initContainers ?? []), ...t.spec.containers].find((x) => x.name === 'ward-sidecar');
+  if (c === undefined) throw new Error('no sidecar');
+  return c;
+}
+
+function configOf(t: PodTemplate): Record<string, any> {
+  const yaml = sidecarOf(t).env?.find((e) => e.name === 'WARD_SIDECAR_CONFIG')?.value;
+  if (yaml === undefined) throw new Error('no config');
+  parseSidecarConfig(yaml, 'injected'); // what the sidecar itself would do at start-up
+  return parse(yaml) as Record<string, any>;
+}
+
+function initArgs(t: PodTemplate): string[] {
+  return t.spec.initContainers?.find((c) => c.name === 'ward-init')?.args ?? [];
+}
+
+describe('injectPod: who is injected', () => {
+  it('injects only opted-in pods: namespace label, pod annotation or pod label', () => {
+    expect(injectPod(pod(), { namespaceEnabled: false }, settings)).toEqual({ kind: 'skipped', reason: 'not opted in' });
+    expect(injectPod(pod(), enrolled, settings).kind).toBe('injected');
+    expect(injectPod(pod({ annotations: { 'ward.dev/inject': 'enabled' } }), { namespaceEnabled: false }, settings).kind).toBe('injected');
+    expect(injectPod(pod({ labels: { 'ward.dev/inject': 'true' } }), { namespaceEnabled: false }, settings).kind).toBe('injected');
+  });
+
+  it('leaves opted-out, host-network and other-mesh pods exactly alone', () => {
+    expect(injectPod(pod({ annotations: { 'ward.dev/inject': 'disabled' } }), enrolled, settings)).toEqual({ kind: 'skipped', reason: 'opted out' });
+    expect(injectPod(pod({ labels: { 'ward.dev/inject': 'false' } }), enrolled, settings)).toEqual({ kind: 'skipped', reason: 'opted out' });
+    expect(injectPod(pod({ spec: { hostNetwork: true } }), enrolled, settings)).toMatchObject({ kind: 'skipped', reason: expect.stringContaining('hostNetwork') });
+    const istio = pod();
+    istio.spec.containers.push({ name: 'istio-proxy', image: 'istio/proxyv2' });
+    expect(injectPod(istio, enrolled, settings)).toMatchObject({ kind: 'skipped', reason: expect.stringContaining('istio-proxy') });
+  });
+
+  it('is idempotent: an injected pod is skipped, whatever else it says', () => {
+    const once = injected(injectPod(pod(), enrolled, settings));
+    expect(injectPod(once, enrolled, settings)).toEqual({ kind: 'skipped', reason: 'already injected' });
+    // even if someone strips the status annotation, the containers give it away
+    const stripped = { ...once, metadata: { ...once.metadata, annotations: {} } };
+    expect(injectPod(stripped, enrolled, settings)).toEqual({ kind: 'skipped', reason: 'already injected' });
+  });
+
+  it('does not modify its input', () => {
+    const input = pod();
+    const copy = structuredClone(input);
+    injectPod(input, enrolled, settings);
+    expect(input).toEqual(copy);
+  });
+});
+
+describe('injectPod: the injected pod', () => {
+  it('adds a hardened native sidecar and a capture init container, and passes the API schema', () => {
+    const t = injected(injectPod(pod(), enrolled, settings));
+    validatePod(t);
+    expect(t.spec.initContainers?.map((c) => c.name)).toEqual(['ward-init', 'ward-sidecar']);
+    expect(t.spec.containers.map((c) => c.name)).toEqual(['app']);
+    expect(t.metadata?.annotations?.['ward.dev/status']).toBe('injected');
+
+    const s = sidecarOf(t);
+    expect(s.restartPolicy).toBe('Always');
+    expect(s.image).toBe('registry.example/ward:0.1.0');
+    expect(s.securityContext).toMatchObject({
+      runAsUser: 1337,
+      runAsGroup: 1337,
+      runAsNonRoot: true,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(s.securityContext?.capabilities?.add).toBeUndefined();
+    expect(s.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 15000 });
+    expect(s.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
+    expect(s.startupProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
+    expect(s.resources).toEqual({ requests: { cpu: '50m', memory: '96Mi' }, limits: { cpu: '1', memory: '256Mi' } });
+
+    const init = t.spec.initContainers?.[0];
+    expect(init?.securityContext).toMatchObject({ runAsUser: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, privileged: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] } });
+    expect(init?.command).toEqual(['node', '/app/bin/ward.js']);
+    expect(initArgs(t)).toEqual(['capture', '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', '1337', '--proxy-gid', '1337', '--inbound-ports', '*', '--exclude-inbound-ports', '15000', '--exclude-outbound-ports', '53']);
+  });
+
+  it('generates a sidecar config the sidecar accepts: upstream, listeners, policy ConfigMap', () => {
+    const t = injected(injectPod(pod(), enrolled, settings));
+    expect(configOf(t)).toEqual({
+      service: 'orders',
+      inbound: { listen: { host: '0.0.0.0', port: 15006 } },
+      upstream: { url: 'http://127.0.0.1:8080', protocol: 'http1' },
+      admin: { host: '0.0.0.0', port: 15000 },
+      policy: { file: '/etc/ward/policy/policy.yaml' },
+      outbound: { listen: { host: '127.0.0.1', port: 15001 } },
+      drainTimeoutMs: 10000,
+      logLevel: 'info',
+    });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-policy', configMap: { name: 'ward-policy-orders', items: [{ key: 'policy.yaml', path: 'policy.yaml' }] } });
+    expect(sidecarOf(t).volumeMounts).toContainEqual({ name: 'ward-policy', mountPath: '/etc/ward/policy', readOnly: true });
+  });
+
+  it('legacy mode: a regular first container that sleeps in preStop, grace period raised, kubectl defaults to the app', () => {
+    const t = injected(injectPod(pod({ annotations: { 'ward.dev/native-sidecar': 'false', 'ward.dev/drain-seconds': '20' } }), enrolled, settings));
+    validatePod(t);
+    expect(t.spec.containers.map((c) => c.name)).toEqual(['ward-sidecar', 'app']);
+    expect(t.spec.initContainers?.map((c) => c.name)).toEqual(['ward-init']);
+    expect(sidecarOf(t).restartPolicy).toBeUndefined();
+    expect(sidecarOf(t).lifecycle?.preStop?.exec?.command).toEqual(['sleep', '5']);
+    expect(t.spec.terminationGracePeriodSeconds).toBe(30); // 20 drain + 5 preStop + 5 margin
+    expect(configOf(t)['drainTimeoutMs']).toBe(20_000);
+    expect(t.metadata?.annotations?.['kubectl.kubernetes.io/default-container']).toBe('app');
+  });
+
+  it('the app\'s own init containers run after capture and the sidecar (their calls are captured too)', () => {
+    const p = pod({ spec: { initContainers: [{ name: 'migrate', image: 'm' }] } });
+    expect(injected(injectPod(p, enrolled, settings)).spec.initContainers?.map((c) => c.name)).toEqual(['ward-init', 'ward-sidecar', 'migrate']);
+  });
+
+  it('honours per-pod annotations', () => {
+    const t = injected(
+      injectPod(
+        pod({
+          annotations: {
+            'ward.dev/service': 'billing',
+            'ward.dev/app-port': '9090',
+            'ward.dev/app-protocol': 'h2c',
+            'ward.dev/inbound-ports': '9090, 8080',
+            'ward.dev/exclude-inbound-ports': '9464',
+            'ward.dev/exclude-outbound-ports': '5432',
+            'ward.dev/exclude-outbound-cidrs': '10.96.0.0/12,fd00::/8',
+            'ward.dev/proxy-cpu': '200m',
+            'ward.dev/proxy-memory-limit': '1Gi',
+            'ward.dev/policy-configmap': 'billing-policies',
+            'ward.dev/policy-key': 'billing.yaml',
+            'ward.dev/log-level': 'debug',
+            'ward.dev/sidecar-config': 'identityHeaders: { stripAuthorization: true }\ndrainTimeoutMs: 1500\n',
+          },
+        }),
+        enrolled,
+        settings,
+      ),
+    );
+    validatePod(t);
+    const cfg = configOf(t);
+    expect(cfg).toMatchObject({ service: 'billing', upstream: { url: 'http://127.0.0.1:9090', protocol: 'h2c' }, logLevel: 'debug', drainTimeoutMs: 1500, identityHeaders: { stripAuthorization: true } });
+    expect(initArgs(t)).toEqual(expect.arrayContaining(['--inbound-ports', '8080,9090', '--exclude-inbound-ports', '9464,15000', '--exclude-outbound-ports', '53,5432', '--exclude-outbound-cidrs', '10.96.0.0/12,fd00::/8']));
+    expect(sidecarOf(t).resources).toEqual({ requests: { cpu: '200m', memory: '96Mi' }, limits: { cpu: '1', memory: '1Gi' } });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-policy', configMap: { name: 'billing-policies', items: [{ key: 'billing.yaml', path: 'policy.yaml' }] } });
+  });
+
+  it('infers h2c for gRPC ports and the service from labels or ReplicaSet names', () => {
+    const grpc = pod();
+    grpc.spec.containers[0]!.ports = [{ name: 'grpc-api', containerPort: 50051 }];
+    expect(configOf(injected(injectPod(grpc, enrolled, settings)))['upstream']).toEqual({ url: 'http://127.0.0.1:50051', protocol: 'h2c' });
+
+    const fromRs: PodTemplate = { metadata: { generateName: 'payments-7d9f8c6b5-', labels: { 'pod-template-hash': '7d9f8c6b5' } }, spec: pod().spec };
+    expect(injectPod(fromRs, enrolled, settings)).toMatchObject({ kind: 'injected', service: 'payments' });
+    const named = pod({ labels: { 'app.kubernetes.io/name': 'catalog' } });
+    expect(injectPod(named, enrolled, settings)).toMatchObject({ kind: 'injected', service: 'catalog' });
+    const noPorts = pod();
+    delete noPorts.spec.containers[0]!.ports;
+    expect(configOf(injected(injectPod(noPorts, enrolled, settings)))['upstream']).toEqual({ url: 'http://127.0.0.1:8080', protocol: 'http1' });
+  });
+
+  it('takes policy from the control plane with the sidecar\'s own client', () => {
+    const s = defaultSettings({ controlPlane: 'ward-control-plane.ward-system.svc:15010', clientIssuer: 'https://idp.example.com' });
+    const t = injected(injectPod(pod(), enrolled, s));
+    validatePod(t);
+    const cfg = configOf(t);
+    expect(cfg['policy']).toEqual({ controlPlane: { address: 'ward-control-plane.ward-system.svc:15010', stateDir: '/var/lib/ward', issuer: 'https://idp.example.com' } });
+    expect(cfg['authn']).toEqual({ credentials: [{ issuer: 'https://idp.example.com', clientId: 'orders-sidecar', clientSecretFile: '/etc/ward/client/client-secret' }] });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-client', secret: { secretName: 'ward-client-orders', items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
+    expect(t.spec.volumes?.some((v) => v.name === 'ward-policy')).toBe(false);
+    // `none` goes back to the ConfigMap for one pod
+    expect(configOf(injected(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'none' } }), enrolled, s)))['policy']).toEqual({ file: '/etc/ward/policy/policy.yaml' });
+    // without an issuer, a control plane cannot be used: refused, not silently ignored
+    expect(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'cp:15010' } }), enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/client-issuer')] });
+  });
+
+  it('warns about app probes that now go through the sidecar', () => {
+    const p = pod();
+    p.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 'http' } };
+    p.spec.containers[0]!.livenessProbe = { tcpSocket: { port: 8080 } };
+    const o = injectPod(p, enrolled, settings);
+    expect(o.kind === 'injected' && o.warnings).toEqual([expect.stringContaining('HTTP GET /ready on port 8080'), expect.stringContaining('TCP on port 8080')]);
+    const excluded = injectPod({ ...p, metadata: { ...p.metadata, annotations: { 'ward.dev/exclude-inbound-ports': '8080' } } }, enrolled, settings);
+    expect(excluded.kind === 'injected' && excluded.warnings).toEqual([]);
+  });
+});
+
+describe('injectPod: refusals (opted in, but cannot be protected as asked)', () => {
+  const refused = (o: InjectOutcome): string => {
+    if (o.kind !== 'refused') throw new Error(`expected a refusal, got ${o.kind}`);
+    return o.problems.join('\n');
+  };
+
+  it.each([
+    [{ 'ward.dev/app-port': 'http' }, "ward.dev/app-port: 'http'"],
+    [{ 'ward.dev/app-protocol': 'grpc' }, 'ward.dev/app-protocol'],
+    [{ 'ward.dev/inbound-ports': '80,x' }, "'x'"],
+    [{ 'ward.dev/exclude-outbound-cidrs': '10.0.0.0/40' }, '10.0.0.0/40'],
+    [{ 'ward.dev/proxy-memory': 'lots' }, 'ward.dev/proxy-memory'],
+    [{ 'ward.dev/drain-seconds': '-1' }, 'ward.dev/drain-seconds'],
+    [{ 'ward.dev/capture-outbound': 'maybe' }, 'ward.dev/capture-outbound'],
+    [{ 'ward.dev/exclude-inbound-port': '9090' }, 'unknown annotation ward.dev/exclude-inbound-port'],
+    [{ 'ward.dev/service': 'Orders_API' }, 'not a valid service name'],
+    [{ 'ward.dev/app-port': '15001' }, "the sidecar's own ports"],
+    [{ 'ward.dev/inject': 'yes' }, "'yes'"],
+    [{ 'ward.dev/sidecar-config': 'upstream: { protocol: smtp }' }, 'upstream.protocol'],
+    [{ 'ward.dev/sidecar-config': '[1, 2]' }, 'must be a YAML mapping'],
+  ])('%j', (annotations, message) => {
+    expect(refused(injectPod(pod({ annotations }), enrolled, settings))).toContain(message);
+  });
+
+  it('refuses an app running as the sidecar\'s uid (its traffic would bypass capture)', () => {
+    expect(refused(injectPod(pod({ spec: { securityContext: { runAsUser: 1337 } } }), enrolled, settings))).toContain('uid 1337');
+    const c = pod();
+    c.spec.containers[0]!.securityContext = { runAsGroup: 1337 };
+    expect(refused(injectPod(c, enrolled, settings))).toContain('gid 1337');
+  });
+
+  it('refuses port and volume clashes with the sidecar', () => {
+    const p = pod();
+    p.spec.containers[0]!.ports = [{ containerPort: 15000 }];
+    expect(refused(injectPod(p, enrolled, settings))).toContain('port 15000');
+    expect(refused(injectPod(pod({ spec: { volumes: [{ name: 'ward-run', emptyDir: {} }] } }), enrolled, settings))).toContain('ward-run');
+  });
+
+  it('reports every problem at once', () => {
+    const o = injectPod(pod({ annotations: { 'ward.dev/app-port': 'x', 'ward.dev/proxy-cpu': 'y' } }), enrolled, settings);
+    expect(o.kind === 'refused' && o.problems).toHaveLength(2);
+  });
+});
+
+describe('injectPod on pod specs from common charts', () => {
+  it('injects the enrolled workloads, skips the rest, and every result passes the API schema', () => {
+    const results = chartObjects()
+      .filter((o) => o['kind'] !== 'Namespace' && o['kind'] !== 'Service')
+      .map((o) => [`${o['kind']}/${o['metadata']['name']}`, injectPod(podTemplateOf(o), { namespaceEnabled: o['metadata']['namespace'] === 'shop', workloadName: o['metadata']['name'] }, settings)] as const);
+    expect(Object.fromEntries(results.map(([k, o]) => [k, o.kind === 'skipped' ? o.reason : o.kind]))).toEqual({
+      'Deployment/web': 'injected',
+      'StatefulSet/redis-master': 'opted out',
+      'DaemonSet/node-exporter': expect.stringContaining('hostNetwork'),
+      'Deployment/orders': 'injected',
+      'Job/report': 'injected',
+      'CronJob/cleanup': 'injected',
+      'Pod/debug': 'injected',
+    });
+    for (const [, o] of results) if (o.kind === 'injected') validatePod(o.template);
+
+    const orders = results.find(([k]) => k === 'Deployment/orders')![1];
+    const t = injected(orders);
+    expect(t.spec.terminationGracePeriodSeconds).toBe(35); // drain 30 s + 5
+    expect(configOf(t)['upstream']).toEqual({ url: 'http://127.0.0.1:50051', protocol: 'h2c' });
+    expect(sidecarOf(t).resources?.limits).toEqual({ cpu: '1', memory: '512Mi' });
+    // the bitnami-style pod keeps its own (restricted) security context and volumes
+    const web = injected(results[0]![1]);
+    expect(web.spec.securityContext).toEqual({ fsGroup: 1001, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(web.spec.volumes?.[0]).toEqual({ name: 'empty-dir', emptyDir: {} });
+  });
+});
