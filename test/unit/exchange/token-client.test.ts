@@ -2,7 +2,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultDevIdpConfig } from '../../../src/devidp/config.ts';
 import { createTokenClient, type GrantResult, type TokenTarget } from '../../../src/exchange/token-client.ts';
 import { startTestIdp, type TestIdp } from '../../support/idp.ts';
 
@@ -23,11 +22,7 @@ describe('token client against the dev IdP', () => {
   let frontend: string;
 
   beforeAll(async () => {
-    // orders-sidecar may also use client credentials here (the default config gives it exchange only)
-    const clients = defaultDevIdpConfig().clients.map((c) =>
-      c.clientId === 'orders-sidecar' ? { ...c, grantTypes: [...c.grantTypes, 'client_credentials' as const] } : c,
-    );
-    idp = await startTestIdp({ clients });
+    idp = await startTestIdp();
     frontend = await idp.token('frontend', 'urn:ward:orders', 'orders.read');
   });
   afterAll(async () => {
