@@ -1,4 +1,3 @@
-import { defaultDevIdpConfig } from '../../../src/devidp/config.ts';
 import type { startTestIdp } from '../../support/idp.ts';
 
 /**
@@ -9,17 +8,13 @@ import type { startTestIdp } from '../../support/idp.ts';
 
 export const CP_AUDIENCE = 'urn:ward:control-plane';
 
-/** The default dev-IdP config plus a control-plane resource the two sidecar clients may get tokens for. */
+/**
+ * Dev-IdP overrides for the control-plane tests. The embedded default config already has the
+ * control-plane resource and client_credentials for the two sidecar clients, so none are needed;
+ * kept as the one place to change should the tests need more.
+ */
 export function idpWithControlPlane(): Parameters<typeof startTestIdp>[0] {
-  const base = defaultDevIdpConfig();
-  return {
-    resourceServers: [...base.resourceServers, { resource: CP_AUDIENCE, scopes: [], accessTokenFormat: 'jwt', accessTokenTtlSeconds: 300 }],
-    clients: base.clients.map((c) =>
-      c.clientId === 'orders-sidecar' || c.clientId === 'payments-sidecar'
-        ? { ...c, grantTypes: [...c.grantTypes, 'client_credentials' as const], resources: { ...c.resources, [CP_AUDIENCE]: [] } }
-        : c,
-    ),
-  };
+  return {};
 }
 
 export function controlPlaneYaml(issuer: string, policyDir: string, port = 0): string {
