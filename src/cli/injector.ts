@@ -1,5 +1,5 @@
 import { startInjectorServer } from '../inject/webhook-server.ts';
-import { createLogger, type LogLevel } from '../lib/log.ts';
+import { createLogger } from '../lib/log.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 import { SETTINGS_FLAGS, SETTINGS_HELP, settingsFromFlags } from './inject.ts';
 
@@ -43,7 +43,7 @@ export const command: Command = {
     const level = values['log-level'] ?? 'info';
     if (level !== 'debug' && level !== 'info' && level !== 'warn' && level !== 'error') throw new UsageError(`--log-level must be debug, info, warn or error`);
     const settings = settingsFromFlags(values);
-    const log = createLogger({ level: level as LogLevel, base: { component: 'injector' } });
+    const log = createLogger({ level, base: { component: 'injector' } });
     const server = await startInjectorServer({ host: values.host ?? '0.0.0.0', port, certFile: values.cert, keyFile: values.key, settings, log });
     process.stdout.write(`ward injector listening on https://${values.host ?? '0.0.0.0'}:${server.port}/inject\n`);
     await new Promise<void>((resolve) => {

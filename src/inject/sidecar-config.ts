@@ -71,7 +71,7 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
     try {
       extra = parseYaml(input.overrides, { strict: true, uniqueKeys: true });
     } catch (err) {
-      throw new Error(`ward.dev/sidecar-config is not valid YAML: ${firstLine((err as Error).message)}`);
+      throw new Error(`ward.dev/sidecar-config is not valid YAML: ${firstLine((err as Error).message)}`, { cause: err });
     }
     if (!isPlainObject(extra)) throw new Error('ward.dev/sidecar-config must be a YAML mapping');
     merged = deepMerge(cfg, extra);
@@ -82,7 +82,7 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
     parseSidecarConfig(text, 'sidecar config');
   } catch (err) {
     if (err instanceof ConfigError) {
-      throw new Error(`the generated sidecar config is invalid: ${err.issues.map((i) => `${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('; ')}`);
+      throw new Error(`the generated sidecar config is invalid: ${err.issues.map((i) => `${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('; ')}`, { cause: err });
     }
     throw err;
   }

@@ -19,11 +19,11 @@ function sidecarOf(t: PodTemplate) {
   return c;
 }
 
-function configOf(t: PodTemplate): Record<string, any> {
+function configOf(t: PodTemplate): Record<string, unknown> {
   const yaml = sidecarOf(t).env?.find((e) => e.name === 'WARD_SIDECAR_CONFIG')?.value;
   if (yaml === undefined) throw new Error('no config');
   parseSidecarConfig(yaml, 'injected'); // what the sidecar itself would do at start-up
-  return parse(yaml) as Record<string, any>;
+  return parse(yaml) as Record<string, unknown>;
 }
 
 function initArgs(t: PodTemplate): string[] {
@@ -246,8 +246,8 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
 describe('injectPod on pod specs from common charts', () => {
   it('injects the enrolled workloads, skips the rest, and every result passes the API schema', () => {
     const results = chartObjects()
-      .filter((o) => o['kind'] !== 'Namespace' && o['kind'] !== 'Service')
-      .map((o) => [`${o['kind']}/${o['metadata']['name']}`, injectPod(podTemplateOf(o), { namespaceEnabled: o['metadata']['namespace'] === 'shop', workloadName: o['metadata']['name'] }, settings)] as const);
+      .filter((o) => o.kind !== 'Namespace' && o.kind !== 'Service')
+      .map((o) => [`${o.kind}/${o.metadata.name}`, injectPod(podTemplateOf(o), { namespaceEnabled: o.metadata.namespace === 'shop', workloadName: o.metadata.name }, settings)] as const);
     expect(Object.fromEntries(results.map(([k, o]) => [k, o.kind === 'skipped' ? o.reason : o.kind]))).toEqual({
       'Deployment/web': 'injected',
       'StatefulSet/redis-master': 'opted out',
