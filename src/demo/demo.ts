@@ -303,6 +303,14 @@ export async function runDemo(opts: {
     const failed = rows.filter((r) => !r.ok).length;
     print(failed === 0 ? `\nall ${rows.length} calls went as expected\n` : `\n${failed} of ${rows.length} calls did NOT go as expected\n`);
 
+    // Service to service: a token exchanged at every hop (RFC 8693), docs/outbound.md
+    const { runChain, formatChain } = await import('./chain.ts');
+    const chain = await runChain({ idp, dir, log, cleanups });
+    print('\nService to service: client -> orders -> payments -> ledger, each hop through its sidecar\'s egress (RFC 8693 token exchange)\n\n');
+    print(formatChain(chain.rows));
+    const chainFailed = chain.rows.filter((r) => !r.ok).length;
+    print(chainFailed === 0 ? '\nthe chain went as expected\n' : `\n${chainFailed} of ${chain.rows.length} chain hops did NOT go as expected\n`);
+
     if (!opts.once) {
       print(`
 The mesh keeps running; Ctrl-C stops it.
@@ -319,7 +327,7 @@ Try a call yourself:
 `);
       await untilSignal(opts.signal);
     }
-    return failed === 0 ? 0 : 1;
+    return failed === 0 && chainFailed === 0 ? 0 : 1;
   } finally {
     await cleanup();
   }
