@@ -1,0 +1,61 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { outboundConfigSchema } from '../../../src/config/outbound.ts';
+import { ERROR_TABLE } from '../../../src/errors/table.ts';
+
+/** docs/outbound.md's option table lists every `outbound` option with its default, and nothing else. */
+
+type Json = { properties?: Record<string, Json>; items?: Json; default?: unknown; description?: string };
+
+function leaves(s: Json, prefix: string, out: { path: string; schema: Json }[]): void {
+  for (const [k, v] of Object.entries(s.properties ?? {})) {
+    const path = `${prefix}${k}`;
+    if (v.properties !== undefined) leaves(v, `${path}.`, out);
+    else if (v.items?.properties !== undefined) leaves(v.items, `${path}[].`, out);
+    else out.push({ path, schema: v });
+  }
+}
+
+function formatDefault(v: unknown): string {
+  if (Array.isArray(v)) return `\`[${v.join(', ')}]\``;
+  return `\`${String(v)}\``;
+}
+
+describe('docs/outbound.md', () => {
+  const doc = readFileSync(new URL('../../../docs/outbound.md', import.meta.url), 'utf8');
+  const section = doc.slice(doc.indexOf('| Option | Default | Meaning |'), doc.indexOf('## The token request'));
+  const rows = new Map(
+    section
+      .split('\n')
+      .filter((l) => l.startsWith('| `'))
+      .map((l) => [/^\| `([^`]+)`/.exec(l)?.[1] ?? '', l]),
+  );
+  const options: { path: string; schema: Json }[] = [];
+  leaves(z.toJSONSchema(outboundConfigSchema, { io: 'input' }) as Json, '', options);
+
+  it('documents every option with its default', () => {
+    expect(options.length).toBeGreaterThan(20);
+    for (const o of options) {
+      const row = rows.get(o.path);
+      expect(row, `${o.path} is missing from the option table`).toBeDefined();
+      if (o.schema.default !== undefined) expect(row, o.path).toContain(`| ${formatDefault(o.schema.default)} |`);
+      expect(o.schema.description, `${o.path} has no description`).toBeTruthy();
+    }
+  });
+
+  it('documents no option that does not exist', () => {
+    const known = new Set(options.map((o) => o.path));
+    for (const [path] of rows) expect(known.has(path), path).toBe(true);
+  });
+
+  it('states the HTTP status and gRPC status of the outbound codes as the error table does', () => {
+    const grpcName: Record<number, string> = { 7: 'PERMISSION_DENIED', 14: 'UNAVAILABLE', 16: 'UNAUTHENTICATED' };
+    for (const code of ['ERR_DESTINATION_UNKNOWN', 'ERR_EXCHANGE_REFUSED', 'ERR_EXCHANGE_UNAVAILABLE', 'ERR_TOKEN_MISSING'] as const) {
+      const line = doc.split('\n').find((l) => l.includes(`| \`${code}\` |`));
+      expect(line, code).toBeDefined();
+      const row = ERROR_TABLE[code];
+      expect(line?.trimEnd().endsWith(`| ${row.http} / ${grpcName[row.grpc]} |`), code).toBe(true);
+    }
+  });
+});
