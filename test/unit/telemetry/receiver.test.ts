@@ -1,0 +1,137 @@
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { resolveTelemetry } from '../../../src/config/telemetry.ts';
+import { compileBindings } from '../../../src/controlplane/server/access.ts';
+import { createDecisionStore, type DecisionStore } from '../../../src/controlplane/server/decisions/store.ts';
+import { telemetryReceiverSchema } from '../../../src/controlplane/server/otlp/config.ts';
+import { createOtlpReceiver, type OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
+import type { DecisionRecord } from '../../../src/inbound/types.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
+import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
+import { identity, tableAuthenticator } from '../controlplane/harness.ts';
+
+/**
+ * The sidecar's exporter against the control plane's OTLP receiver, over real gRPC on loopback:
+ * decision records land in the store with every field; an authenticated exporter writes only
+ * decisions of services it is bound to; a refused exporter drops and counts, the call path never
+ * sees an error.
+ */
+
+const record = (over: Partial<DecisionRecord> = {}): DecisionRecord => ({
+  decisionId: 'd-1',
+  time: 1_700_000_000_123,
+  service: 'orders',
+  protocol: 'grpc',
+  method: 'POST',
+  route: '/ward.demo.v1.Orders/DeleteOrder',
+  decision: 'deny',
+  code: 'ERR_POLICY_DENIED',
+  rule: 'no-deletes',
+  policyVersion: 'v1abc',
+  issuer: 'http://idp',
+  subject: 'reporting',
+  dryRunCode: null,
+  ...over,
+});
+
+const TP = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+
+describe('OTLP receiver and the sidecar exporter', () => {
+  const cleanup: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+
+  async function receiver(allowLoopbackWithoutToken = true): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver }> {
+    const store = createDecisionStore({ capacity: 100 });
+    const otlp = createOtlpReceiver({
+      config: telemetryReceiverSchema.parse({ allowLoopbackWithoutToken }),
+      store,
+      forwarder: null,
+      authenticator: tableAuthenticator({ 'orders-token': identity('orders-sidecar') }),
+      bindings: compileBindings([{ subject: 'orders-sidecar', services: ['orders'] }]),
+      log: silentLogger,
+    });
+    const server = new grpc.Server();
+    otlp.register(server);
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => new Promise((res) => server.tryShutdown(() => res())));
+    return { port, store, otlp };
+  }
+
+  function sidecar(port: number, service: string, token?: string): Telemetry {
+    const cfg = resolveTelemetry({ endpoint: `127.0.0.1:${port}`, queue: { delayMs: 5 } }, { service, file: 'x', baseDir: '/' }, {});
+    const t = startTelemetry(cfg, { service, instanceId: 'pod-1', log: silentLogger, ...(token === undefined ? {} : { token: async () => token }) });
+    cleanup.push(() => t.shutdown(1000));
+    return t;
+  }
+
+  it('stores each decision record with its fields and trace context', async () => {
+    const { port, store } = await receiver();
+    const t = sidecar(port, 'orders');
+    const fwd: Record<string, string> = {};
+    const span = t.inbound.begin(record({ decision: 'allow', code: null, rule: 'readers', route: '/ward.demo.v1.Orders/GetOrder', dryRunCode: 'ERR_SCOPE_INSUFFICIENT' }), t.inbound.now(), ['traceparent', TP], fwd);
+    span?.end(200, 0, false);
+    t.inbound.begin(record({ decisionId: 'd-2', protocol: 'http', method: 'GET', route: '/api/orders/7', subject: null, issuer: null }), t.inbound.now(), [], null)?.end(403, -1, false);
+    await t.flush(2000);
+    const got = store.query({}, 10);
+    expect(got).toHaveLength(2);
+    expect(got[0]).toEqual({
+      timeMs: 1_700_000_000_123,
+      service: 'orders',
+      direction: 'inbound',
+      decision: 'dry-run-deny',
+      reason: 'ERR_SCOPE_INSUFFICIENT',
+      rule: 'readers',
+      policyVersion: 'v1abc',
+      issuer: 'http://idp',
+      subject: 'reporting',
+      method: 'POST',
+      route: '/ward.demo.v1.Orders/GetOrder',
+      decisionId: 'd-1',
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      spanId: (fwd['traceparent'] ?? '').slice(36, 52),
+      instanceId: 'pod-1',
+      destination: '',
+      exchangeOutcome: '',
+    });
+    // the next hop continues our span, in the caller's trace
+    expect(fwd['traceparent']).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(got[1]).toMatchObject({ decision: 'deny', method: 'GET', route: '/api/orders/7', subject: '', issuer: '', traceId: expect.stringMatching(/^[0-9a-f]{32}$/) as unknown });
+    expect(t.counters().logs.exported).toBe(2);
+  });
+
+  it('keeps only decisions of services bound to an authenticated exporter', async () => {
+    const { port, store, otlp } = await receiver();
+    const own = sidecar(port, 'orders', 'orders-token');
+    own.inbound.begin(record(), own.inbound.now(), [], null);
+    const other = sidecar(port, 'payments', 'orders-token');
+    other.inbound.begin(record({ service: 'payments' }), other.inbound.now(), [], null);
+    await Promise.all([own.flush(2000), other.flush(2000)]);
+    expect(store.query({}, 10).map((d) => d.service)).toEqual(['orders']);
+    expect(otlp.counters.rejected).toBe(1);
+  });
+
+  it('refuses an exporter without a token when loopback is not trusted: dropped and counted, never thrown', async () => {
+    const { port, store, otlp } = await receiver(false);
+    const t = sidecar(port, 'orders');
+    expect(() => t.inbound.begin(record(), t.inbound.now(), [], null)).not.toThrow();
+    await t.flush(2000);
+    expect(store.size()).toBe(0);
+    expect(otlp.counters.refused).toBeGreaterThanOrEqual(1);
+    expect(t.counters().logs.droppedExportFailed).toBe(1);
+    const bad = sidecar(port, 'orders', 'forged');
+    bad.inbound.begin(record(), bad.inbound.now(), [], null);
+    await bad.flush(2000);
+    expect(store.size()).toBe(0);
+    expect(bad.counters().logs.droppedExportFailed).toBe(1);
+  });
+
+  it('an unreachable endpoint costs the caller nothing: begin returns at once and the drop is counted', async () => {
+    const t = sidecar(1, 'orders');
+    for (let i = 0; i < 5; i++) t.inbound.begin(record({ decisionId: `d-${i}` }), t.inbound.now(), [], {})?.end(200, 0, false);
+    await t.flush(3000);
+    expect(t.counters().logs.droppedExportFailed).toBe(5);
+    expect(t.counters().traces.droppedExportFailed).toBe(5); // denials are always sampled
+  });
+});
