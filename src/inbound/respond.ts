@@ -102,6 +102,8 @@ export function buildErrorResponse(service: string, code: ErrorCode): ErrorRespo
 }
 
 const END_STREAM = Object.freeze({ endStream: true });
+/** HTTP/1.1 refusals after which the connection is not reused (see `write`). */
+const CLOSE_AFTER: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_REQUEST_INVALID', 'ERR_PATH_INVALID', 'ERR_PATH_AMBIGUOUS']);
 
 export class ErrorResponder {
   readonly #byCode: Map<ErrorCode, ErrorResponse>;
@@ -161,6 +163,9 @@ export class ErrorResponder {
       if (res === null) return;
       if (!t.responseStarted && !res.headersSent) {
         t.responseStarted = true;
+        // A malformed request (ambiguous framing, no or two Hosts, a bad target) leaves the
+        // rest of the byte stream untrustworthy: answer, then close (RFC 9112 §6.3 item 4).
+        if (CLOSE_AFTER.has(code)) res.shouldKeepAlive = false;
         res.writeHead(r.status, { ...r.h1, [HEADER_DECISION_ID]: t.decisionId });
         res.end(r.body);
         return;
