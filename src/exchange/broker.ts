@@ -26,7 +26,13 @@ import type { GrantResult, TokenEndpointClient, TokenTarget } from './token-clie
  */
 
 export type TokenOutcome =
-  | { readonly ok: true; readonly token: string; readonly via: 'exchange' | 'client-credentials' }
+  | {
+      readonly ok: true;
+      readonly token: string;
+      /** `Bearer <token>`: the outgoing header value, built once per token rather than per call. */
+      readonly authorization: string;
+      readonly via: 'exchange' | 'client-credentials';
+    }
   | { readonly ok: false; readonly code: 'ERR_EXCHANGE_REFUSED'; readonly oauthError: string; readonly detail: string }
   | { readonly ok: false; readonly code: 'ERR_EXCHANGE_UNAVAILABLE'; readonly oauthError: null; readonly detail: string };
 
@@ -150,7 +156,7 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
       counters.issued++;
       failures = 0;
       blockedUntil = 0;
-      const outcome: TokenOutcome = Object.freeze({ ok: true, token: r.token, via });
+      const outcome: TokenOutcome = Object.freeze({ ok: true, token: r.token, authorization: `Bearer ${r.token}`, via });
       if (r.expiresInS !== undefined && r.expiresInS > 0) {
         const life = r.expiresInS * 1000;
         // from when we asked, not when the answer came: the IdP started the clock before we got it

@@ -238,7 +238,7 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     if (!t.ok) return refuse(c, t.code, t.detail, t.oauthError);
     // (6) The only place the outgoing Authorization is set: from a token the IdP issued for
     // this destination. The app's own token never leaves.
-    ex.fwdHeaders.authorization = `Bearer ${t.token}`;
+    ex.fwdHeaders.authorization = t.authorization;
     counters.forwarded++;
     record(c, null, null, t.via);
     (c.route as Route).relay.send(ex);

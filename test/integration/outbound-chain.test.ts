@@ -130,8 +130,25 @@ describe('outbound: a three-service chain with token exchange at every hop', () 
   const logs: string[] = [];
   const tokensSeen: string[] = [];
   const dirs: string[] = [];
+  /** While true, sidecar A's requests to the IdP's token endpoint hang (until their own timeout aborts them). */
+  let idpHangs = false;
+  const fetchA: typeof fetch = (input, init) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (idpHangs && url.endsWith('/token')) {
+      return new Promise((_resolve, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal?.reason as Error)));
+    }
+    return fetch(input, init);
+  };
 
-  async function sidecar(p: { service: string; appPort: number; protocol: 'h2c' | 'http1'; policy: string; clientId?: string; outbound?: string }): Promise<RunningSidecar> {
+  async function sidecar(p: {
+    service: string;
+    appPort: number;
+    protocol: 'h2c' | 'http1';
+    policy: string;
+    clientId?: string;
+    outbound?: string;
+    fetch?: typeof fetch;
+  }): Promise<RunningSidecar> {
     const dir = mkdtempSync(join(tmpdir(), `ward-chain-${p.service}-`));
     dirs.push(dir);
     writeFileSync(join(dir, 'policy.yaml'), p.policy);
@@ -152,7 +169,7 @@ ${p.outbound ?? ''}`;
     const file = join(dir, 'sidecar.yaml');
     writeFileSync(file, yaml);
     const log = createLogger({ level: 'debug', base: { service: p.service }, sink: { write: (l) => logs.push(l) } });
-    const s = await startSidecar(parseSidecarConfig(yaml, file), { log, configFile: file });
+    const s = await startSidecar(parseSidecarConfig(yaml, file), { log, configFile: file, ...(p.fetch === undefined ? {} : { fetch: p.fetch }) });
     await waitFor(() => s.ready(), 10_000, `${p.service} ready`);
     return s;
   }
@@ -223,6 +240,7 @@ ${rules}`;
       appPort: portA,
       protocol: 'http1',
       clientId: 'orders-sidecar',
+      fetch: fetchA,
       policy: policy(
         'orders',
         'urn:ward:orders',
@@ -413,23 +431,33 @@ ${rules}`;
     expect(after.outbound.exchange['hitRatio']).toBeGreaterThan(0);
   });
 
-  it('an IdP outage mid-traffic: cached exchanges go on, new ones fail closed with UNAVAILABLE, without hammering the IdP', async () => {
+  it('an IdP outage mid-traffic: cached exchanges go on, a new one fails closed with UNAVAILABLE after the bounded timeout, then at once', async () => {
     const cached = await idp.token('frontend', 'urn:ward:orders', 'orders.read');
     const fresh = await idp.token('frontend', 'urn:ward:orders', 'orders.read');
     const fresh2 = await idp.token('frontend', 'urn:ward:orders', 'orders.read');
     expect((await callChain(cached)).a?.downstream.status).toBe(200);
-    await idp.close();
-
-    expect((await callChain(cached)).a?.downstream.status).toBe(200); // both exchanges cached
     const before = await status(sidecarA);
-    const r = await callChain(fresh);
-    expect(r.status).toBe(200); // A itself still verifies with its cached keys
-    expect(r.a?.downstream).toMatchObject({ status: 503, reason: 'ERR_EXCHANGE_UNAVAILABLE' });
-    // in back-off: the next new subject fails at once, the IdP is not asked again
+
+    idpHangs = true; // the token endpoint stops answering (A's exchange.timeoutMs is 500 ms)
+    const [stuck, ...flowing] = await Promise.all([callChain(fresh), ...Array.from({ length: 10 }, () => callChain(cached))]);
+    for (const r of flowing) expect(r.a?.downstream.status).toBe(200); // both exchanges cached: unaffected
+    expect(stuck?.status).toBe(200); // A itself still verifies with its cached keys…
+    expect(stuck?.a?.downstream).toMatchObject({ status: 503, reason: 'ERR_EXCHANGE_UNAVAILABLE' }); // …but cannot call out
+    const unavailable = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'token endpoint unavailable');
+    expect(unavailable).toMatchObject({ service: 'orders', destination: 'payments' });
+    expect(unavailable?.['retryInMs']).toBeGreaterThanOrEqual(30_000); // retryInitialMs 60 s, equal jitter
+    expect(String(unavailable?.['detail'])).toMatch(/timeout|abort/i);
+
+    // in back-off: the next new subject fails at once; the IdP is not asked again
+    await idp.close(); // and now it is gone altogether
     const r2 = await callChain(fresh2);
     expect(r2.a?.downstream).toMatchObject({ status: 503, reason: 'ERR_EXCHANGE_UNAVAILABLE' });
+    expect((await callChain(cached)).a?.downstream.status).toBe(200);
     const after = await status(sidecarA);
-    expect(after.outbound.exchange['exchanges']! - before.outbound.exchange['exchanges']!).toBe(1);
-    expect(after.outbound.exchange['backoffRejections']! - before.outbound.exchange['backoffRejections']!).toBe(1);
+    const d = (k: string): number => (after.outbound.exchange[k] ?? 0) - (before.outbound.exchange[k] ?? 0);
+    expect(d('exchanges')).toBe(1);
+    expect(d('unavailable')).toBe(1);
+    expect(d('backoffRejections')).toBe(1);
+    expect(d('cacheHits')).toBe(11);
   });
 });

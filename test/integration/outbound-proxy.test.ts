@@ -38,10 +38,11 @@ function scriptedTokens(asked: Asked[]) {
   return {
     token(t: TokenTarget, subject: string | null): TokenOutcome | Promise<TokenOutcome> {
       asked.push({ target: t.name, subject });
-      if (subject === null) return { ok: true, token: `cc-for-${t.name}`, via: 'client-credentials' };
+      if (subject === null) return { ok: true, token: `cc-for-${t.name}`, authorization: `Bearer cc-for-${t.name}`, via: 'client-credentials' };
       if (subject.startsWith('refuse')) return Promise.resolve({ ok: false, code: 'ERR_EXCHANGE_REFUSED', oauthError: 'invalid_target', detail: 'invalid_target' });
       if (subject.startsWith('down')) return Promise.resolve({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'ECONNREFUSED' });
-      const outcome: TokenOutcome = { ok: true, token: `exchanged-${subject}-for-${t.name}`, via: 'exchange' };
+      const token = `exchanged-${subject}-for-${t.name}`;
+      const outcome: TokenOutcome = { ok: true, token, authorization: `Bearer ${token}`, via: 'exchange' };
       if (subject.startsWith('slow')) return new Promise((r) => setTimeout(() => r(outcome), 300));
       if (subject.startsWith('sync')) return outcome;
       return Promise.resolve(outcome);
