@@ -302,6 +302,8 @@ const HELP = `Usage: ward sidecar --config FILE
 
 Runs the sidecar in front of one local app: every inbound HTTP/1.1, HTTP/2 and gRPC call must
 carry an access token that satisfies the service's policy file before it reaches the app.
+With an \`outbound\` section it also takes the app's calls to other services and sends each
+with a token exchanged for its destination (RFC 8693); see docs/outbound.md.
 
 Options:
   -c, --config FILE   sidecar config (YAML); see docs/sidecar-config.md
