@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -146,6 +146,51 @@ describe('injector certificate rotation', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('deploy/scripts/webhook-cert.sh', () => {
+  const SCRIPT = fileURLToPath(new URL('../../deploy/scripts/webhook-cert.sh', import.meta.url));
+
+  it('makes a certificate the injector serves and a client verifies as ward-injector.ward-system.svc', async () => {
+    const out = join(dir, 'script-out');
+    execFileSync('bash', [SCRIPT, '--out', out, '--dry-run'], { stdio: 'pipe' });
+    const server = await startInjectorServer({ host: '127.0.0.1', port: 0, certFile: join(out, 'tls.crt'), keyFile: join(out, 'tls.key'), settings: defaultSettings(), log: silentLogger });
+    try {
+      const cert = await peerCert(server.port, readFileSync(join(out, 'ca.crt')));
+      expect(cert.subjectaltname).toContain('DNS:ward-injector.ward-system.svc');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('stores the Secret and puts the new and the previous CA into every webhook\'s caBundle', () => {
+    // A stand-in kubectl that records what the script asks of the cluster.
+    const bin = join(dir, 'fake-bin');
+    mkdirSync(bin, { recursive: true });
+    const oldCa = readFileSync(makeCert('old-ca').cert, 'utf8');
+    writeFileSync(join(dir, 'old-bundle.b64'), Buffer.from(oldCa).toString('base64'));
+    writeFileSync(join(bin, 'kubectl'), `#!/bin/sh
+echo "$*" >> "${dir}/kubectl.log"
+case "$*" in
+  *"create secret tls"*) echo "kind: Secret" ;;
+  "apply -f -") cat > "${dir}/applied.yaml" ;;
+  *"webhooks[0].clientConfig.caBundle"*) cat "${dir}/old-bundle.b64" ;;
+  *"range .webhooks"*) printf xx ;;
+  *"patch mutatingwebhookconfiguration"*) printf '%s' "$6" > "${dir}/patch.json" ;;
+esac
+`);
+    chmodSync(join(bin, 'kubectl'), 0o755);
+    const out = join(dir, 'script-live');
+    execFileSync('bash', [SCRIPT, '--out', out], { stdio: 'pipe', env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
+    const log = readFileSync(join(dir, 'kubectl.log'), 'utf8');
+    expect(log).toContain('-n ward-system create secret tls ward-injector-tls');
+    expect(readFileSync(join(dir, 'applied.yaml'), 'utf8')).toContain('kind: Secret');
+    const patch = JSON.parse(readFileSync(join(dir, 'patch.json'), 'utf8')) as { op: string; path: string; value: string }[];
+    expect(patch.map((p) => p.path)).toEqual(['/webhooks/0/clientConfig/caBundle', '/webhooks/1/clientConfig/caBundle']);
+    const bundle = Buffer.from(patch[0]!.value, 'base64').toString();
+    expect(bundle.startsWith(readFileSync(join(out, 'ca.crt'), 'utf8'))).toBe(true);
+    expect(bundle).toContain(oldCa.trim());
   });
 });
 
