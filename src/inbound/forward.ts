@@ -5,7 +5,15 @@ import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
 import { type Exchange, exchangeOf, tag } from './exchange.ts';
-import { addIdentityHeaders, identityHeaderValues, type IdentityHeaderNames, relayableFields, responseHeadersForH2 } from './headers.ts';
+import {
+  addIdentityHeaders,
+  dropSidecarResponseFields,
+  identityHeaderValues,
+  type IdentityHeaderNames,
+  relayableFields,
+  requestTrailerFields,
+  responseHeadersForH2,
+} from './headers.ts';
 import { H2SessionPool } from './pool.ts';
 import { type ErrorResponder, HEADER_DECISION_ID } from './respond.ts';
 import type { InboundCounters } from './types.ts';
@@ -62,6 +70,14 @@ export interface RelayOptions {
   readonly responder: ErrorResponder;
   readonly counters: { upstreamErrors: number };
   readonly log: Logger;
+  /** The identity prefix: fields with it are dropped from request trailers too (anti-spoofing). */
+  readonly identityPrefix?: string | undefined;
+  /**
+   * Drop `x-ward-reason` / `x-ward-decision-id` from what the upstream answers: the inbound
+   * sidecar is their only author towards its callers. (Outbound keeps them: there they are the
+   * destination sidecar's own, and useful to the app.)
+   */
+  readonly guardSidecarFields?: boolean;
 }
 
 const END_FLAG = h2c.NGHTTP2_FLAG_END_STREAM;
@@ -127,59 +143,9 @@ function onUpstreamError(this: ClientHttp2Stream | ClientRequest | IncomingMessa
   ex.upstreamError ??= err;
 }
 
-/** The client's body has been passed on; its trailers (if any) follow it to the app. */
-function onUpstreamWantTrailers(this: ClientHttp2Stream): void {
-  const ex = exchangeOf(this);
-  // Cancelling calls close(), which ends the writable side and lands here: sending trailers
-  // now would present a truncated upload to the app as complete. The RST follows instead.
-  if (ex.upstreamDone || this.destroyed) return;
-  // Node emits 'end' on a server stream the client reset with CANCEL, so a piped body can look
-  // finished when it was cut: check before ending the app's side.
-  if (ex.h2 !== null ? (ex.h2.rstCode ?? 0) !== 0 : ex.req !== null && !ex.req.complete) {
-    cancelUpstream(ex);
-    return;
-  }
-  let t: IncomingHttpHeaders | null = ex.requestTrailers;
-  if (t === null && ex.req !== null && ex.req.complete) {
-    const raw = ex.req.trailers;
-    for (const _ in raw) {
-      t = raw;
-      break;
-    }
-  }
-  try {
-    this.sendTrailers(t === null ? EMPTY_TRAILERS : relayableFields(t));
-  } catch {
-    if (!this.destroyed) this.close(h2c.NGHTTP2_INTERNAL_ERROR);
-  }
-}
-
-function onH2UpstreamTrailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
-  exchangeOf(this).trailers = trailers;
-}
-
-function onH1UpstreamEnd(this: IncomingMessage): void {
-  exchangeOf(this).trailers = relayableFields(this.trailers);
-}
-
-/** The app's body ended towards an HTTP/1.1 client: chunked trailers if it asked for them. */
-function onUpstreamEndToH1(this: ClientHttp2Stream | IncomingMessage): void {
-  const ex = exchangeOf(this);
-  const res = ex.res;
-  if (res === null || ex.closed || ex.finished) return;
-  const t = ex.upstreamRes !== null ? ex.upstreamRes.trailers : ex.trailers;
-  if (ex.acceptsTrailers && t !== null) {
-    const fields = relayableFields(t as IncomingHttpHeaders);
-    for (const _ in fields) {
-      res.addTrailers(fields);
-      break;
-    }
-  }
-  res.end();
-}
-
 export function createForwarder(o: ForwarderOptions): Forwarder {
-  const relay = createRelay(o);
+  const prefix = o.identityNames.decisionId.slice(0, -'decision-id'.length);
+  const relay = createRelay({ ...o, identityPrefix: o.identityPrefix ?? prefix, guardSidecarFields: true });
   const identityNames = o.identityNames;
   return {
     forward(ex: Exchange, permit: Permit): void {
@@ -212,6 +178,66 @@ export function createRelay(o: RelayOptions): Relay {
   const pool = o.upstream.protocol === 'h2c' ? new H2SessionPool(url.origin, o.upstream.maxSessions, o.upstream.connectTimeoutMs, log) : null;
   const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;
 
+  const identityPrefix = o.identityPrefix;
+  const guardResponse = o.guardSidecarFields === true;
+
+  // Handlers that apply this relay's field rules: built once per relay, not per call.
+  /** The client's body has been passed on; its trailers (if any) follow it to the app. */
+  function onUpstreamWantTrailers(this: ClientHttp2Stream): void {
+    const ex = exchangeOf(this);
+    // Cancelling calls close(), which ends the writable side and lands here: sending trailers
+    // now would present a truncated upload to the app as complete. The RST follows instead.
+    if (ex.upstreamDone || this.destroyed) return;
+    // Node emits 'end' on a server stream the client reset with CANCEL, so a piped body can look
+    // finished when it was cut: check before ending the app's side.
+    if (ex.h2 !== null ? (ex.h2.rstCode ?? 0) !== 0 : ex.req !== null && !ex.req.complete) {
+      cancelUpstream(ex);
+      return;
+    }
+    let t: IncomingHttpHeaders | null = ex.requestTrailers;
+    if (t === null && ex.req !== null && ex.req.complete) {
+      const raw = ex.req.trailers;
+      for (const _ in raw) {
+        t = raw;
+        break;
+      }
+    }
+    try {
+      // Request trailers are the caller's too: no identity field, no credential (RFC 9110 §6.5.1).
+      this.sendTrailers(t === null ? EMPTY_TRAILERS : requestTrailerFields(t, identityPrefix));
+    } catch {
+      if (!this.destroyed) this.close(h2c.NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
+  function onH2UpstreamTrailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
+    if (guardResponse) dropSidecarResponseFields(trailers);
+    exchangeOf(this).trailers = trailers;
+  }
+
+  function onH1UpstreamEnd(this: IncomingMessage): void {
+    const t = relayableFields(this.trailers);
+    if (guardResponse) dropSidecarResponseFields(t);
+    exchangeOf(this).trailers = t;
+  }
+
+  /** The app's body ended towards an HTTP/1.1 client: chunked trailers if it asked for them. */
+  function onUpstreamEndToH1(this: ClientHttp2Stream | IncomingMessage): void {
+    const ex = exchangeOf(this);
+    const res = ex.res;
+    if (res === null || ex.closed || ex.finished) return;
+    const t = ex.upstreamRes !== null ? ex.upstreamRes.trailers : ex.trailers;
+    if (ex.acceptsTrailers && t !== null) {
+      const fields = relayableFields(t as IncomingHttpHeaders);
+      if (guardResponse) dropSidecarResponseFields(fields);
+      for (const _ in fields) {
+        res.addTrailers(fields);
+        break;
+      }
+    }
+    res.end();
+  }
+
   function fail(ex: Exchange, code: ErrorCode): void {
     counters.upstreamErrors++;
     if (log.enabled('debug')) log.debug('upstream failure', { decisionId: ex.decisionId, code, err: ex.upstreamError });
@@ -239,11 +265,13 @@ export function createRelay(o: RelayOptions): Relay {
         // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relay as such.
         // Otherwise the response stays open for the app's trailers (`wantTrailers`).
         // Every response carries its decision id, so a caller can quote it to the sidecar's log.
+        if (guardResponse) dropSidecarResponseFields(headers);
         headers[HEADER_DECISION_ID] = ex.decisionId;
         ex.h2.respond(headers, end ? RESPOND_END : RESPOND_WITH_TRAILERS);
         if (!end) this.pipe(ex.h2);
       } else if (ex.res !== null) {
         const fields = relayableFields(headers);
+        if (guardResponse) dropSidecarResponseFields(fields);
         fields[HEADER_DECISION_ID] = ex.decisionId;
         ex.res.writeHead(headers[':status'] ?? 502, fields);
         if (end) ex.res.end();
@@ -315,12 +343,14 @@ export function createRelay(o: RelayOptions): Relay {
     try {
       if (ex.h2 !== null) {
         const fields = responseHeadersForH2(status, upRes.headers);
+        if (guardResponse) dropSidecarResponseFields(fields);
         fields[HEADER_DECISION_ID] = ex.decisionId;
         ex.h2.respond(fields, RESPOND_WITH_TRAILERS);
         upRes.on('end', onH1UpstreamEnd); // before pipe: trailers are in place when `wantTrailers` fires
         upRes.pipe(ex.h2);
       } else if (ex.res !== null) {
         const fields = relayableFields(upRes.headers);
+        if (guardResponse) dropSidecarResponseFields(fields);
         fields[HEADER_DECISION_ID] = ex.decisionId;
         ex.res.writeHead(status, fields);
         upRes.on('end', onUpstreamEndToH1);

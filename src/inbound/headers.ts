@@ -190,6 +190,28 @@ export function relayableFields(headers: IncomingHttpHeaders): OutgoingHttpHeade
   return out;
 }
 
+/**
+ * A caller's request trailers as the app may see them: relayable fields minus credentials and
+ * the identity prefix. Trailers are checked by nobody before the app (RFC 9110 §6.5.1: they
+ * must not carry authentication or routing), so they must not be a second way in for a field the
+ * header scan drops.
+ */
+export function requestTrailerFields(trailers: IncomingHttpHeaders, identityPrefix: string | undefined): OutgoingHttpHeaders {
+  const out = relayableFields(trailers);
+  for (const name in out) {
+    if (name === 'authorization' || name === 'proxy-authorization' || (identityPrefix !== undefined && name.startsWith(identityPrefix))) delete out[name];
+  }
+  return out;
+}
+
+/** Fields only the sidecar writes in a response to its caller (inbound/respond.ts). */
+const SIDECAR_RESPONSE_FIELDS = ['x-ward-reason', 'x-ward-decision-id'] as const;
+
+/** Removes what an app could send to pass for a sidecar denial (a forged `x-ward-reason`). */
+export function dropSidecarResponseFields(h: OutgoingHttpHeaders | IncomingHttpHeaders): void {
+  for (const name of SIDECAR_RESPONSE_FIELDS) if (name in h) delete h[name];
+}
+
 /** HTTP/1.1 app response headers for an HTTP/2 client: `:status` plus the relayable fields. */
 export function responseHeadersForH2(status: number, headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = Object.create(null) as OutgoingHttpHeaders;
