@@ -17,7 +17,7 @@ import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
 import { hostname } from 'node:os';
 import { createBrokerFromConfig, selectExchangeCredential, type WorkloadCredential } from '../exchange/setup.ts';
 import type { TokenBroker } from '../exchange/broker.ts';
-import { createOutbound, type Outbound, type TokenSource } from '../outbound/server.ts';
+import { createOutbound, type Outbound, type OutboundDecisionRecord, type TokenSource } from '../outbound/server.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /**
@@ -99,7 +99,7 @@ export async function startSidecar(
   let egress: { outbound: Outbound; broker: TokenBroker | null } | null = null;
   if (cfg.outbound !== undefined) {
     try {
-      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch);
+      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : (r) => telemetry.outbound.decision(r));
     } catch (err) {
       await inbound.close();
       throw err;
@@ -179,6 +179,7 @@ async function startOutbound(
   credential: WorkloadCredential | null,
   log: Logger,
   fetchImpl: typeof fetch | undefined,
+  onDecision?: (r: OutboundDecisionRecord) => void,
 ): Promise<{ outbound: Outbound; broker: TokenBroker | null }> {
   const out = cfg.outbound;
   if (out === undefined) throw new Error('startOutbound without an outbound section');
@@ -192,6 +193,7 @@ async function startOutbound(
     tokens: broker ?? NO_TOKENS,
     log,
     clock: systemClock,
+    ...(onDecision === undefined ? {} : { onDecision }),
   });
   return { outbound, broker };
 }

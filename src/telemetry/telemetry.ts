@@ -22,6 +22,7 @@ import { MeterProvider, MetricReader, PeriodicExportingMetricReader, type PushMe
 import { type ReadableSpan, type SpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { ResolvedTelemetry } from '../config/telemetry.ts';
 import type { CallSpan, CallTracer, DecisionRecord } from '../inbound/types.ts';
+import type { OutboundDecisionRecord as EgressRecord } from '../outbound/types.ts';
 import type { Logger } from '../lib/log.ts';
 import { BatchQueue, createOtlpChannel, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
 import { createWardSampler } from './sampler.ts';
@@ -53,6 +54,12 @@ export interface OutboundTelemetry {
   begin(record: OutboundDecisionRecord, startedAt: number, rawHeaders: readonly string[], fwd: OutgoingHttpHeaders | null): CallSpan | null;
   /** One token lookup: a cache hit, or an exchange/client-credentials request and its outcome. */
   exchange(outcome: ExchangeOutcome, durationMs: number): void;
+  /**
+   * The egress stack's `onDecision` hook (src/outbound): a decision log record and metrics per
+   * outgoing call, with the exchange outcome; no span (that stack passes `traceparent` through
+   * untouched, so the trace continues from the inbound span to the next hop).
+   */
+  decision(r: EgressRecord): void;
 }
 
 /** Read-only views the metrics report (each optional). */
@@ -106,6 +113,16 @@ function decisionOf(r: DecisionRecord): Decision {
 
 function cut(s: string): string {
   return s.length <= MAX_ROUTE ? s : s.slice(0, MAX_ROUTE);
+}
+
+const EMPTY: readonly string[] = Object.freeze([]);
+
+function egressOutcome(e: EgressRecord): ExchangeOutcome {
+  if (e.token === 'exchange') return e.cached ? 'hit' : 'exchanged';
+  if (e.token === 'client-credentials') return e.cached ? 'hit' : 'client-credentials';
+  if (e.code === 'ERR_EXCHANGE_REFUSED') return 'refused';
+  if (e.code === 'ERR_EXCHANGE_UNAVAILABLE') return 'unavailable';
+  return 'none';
 }
 
 class SpanHandle implements CallSpan {
@@ -346,6 +363,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     startedAt: number,
     raw: readonly string[],
     fwd: OutgoingHttpHeaders | null,
+    traced = true,
   ): CallSpan | null {
     const decision = decisionOf(r);
     const reason: string | null = r.code ?? r.dryRunCode;
@@ -393,7 +411,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     const parent = remoteContext(raw);
     let ctx: SpanContext | null = parent;
     let span: Span | null = null;
-    if (tracer !== null) {
+    if (tracer !== null && traced) {
       span = tracer.startSpan(
         name,
         { kind: direction === 'inbound' ? SpanKind.SERVER : SpanKind.CLIENT, startTime: startedAt > 0 ? startedAt : r.time, attributes: attrs },
@@ -455,6 +473,29 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
           outcomeAttrs.set(outcome, a);
         }
         exchangeDuration.record(Math.max(0, durationMs) / 1000, a);
+      },
+      decision(e) {
+        const outcome = egressOutcome(e);
+        if (e.token === 'exchange' || e.token === 'client-credentials') exchangeCache.add(1, e.cached ? hitAttrs : missAttrs);
+        const r: OutboundDecisionRecord = {
+          decisionId: e.decisionId,
+          time: e.time,
+          service: e.service,
+          protocol: e.protocol,
+          method: e.method,
+          route: e.route,
+          decision: e.decision,
+          code: e.code,
+          rule: null,
+          policyVersion: null,
+          issuer: null,
+          subject: null,
+          dryRunCode: null,
+          destination: e.destination ?? '',
+          exchange: outcome,
+          exchangeError: e.oauthError,
+        };
+        begin('outbound', r, r, 0, EMPTY, null, false);
       },
     },
     async metricsText() {

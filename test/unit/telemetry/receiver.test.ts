@@ -135,3 +135,41 @@ describe('OTLP receiver and the sidecar exporter', () => {
     expect(t.counters().traces.droppedExportFailed).toBe(5); // denials are always sampled
   });
 });
+
+describe('outbound decisions (egress onDecision hook)', () => {
+  it('become decision records with the exchange outcome, and count cache hits and misses', async () => {
+    const store = createDecisionStore({ capacity: 10 });
+    const otlp = createOtlpReceiver({
+      config: telemetryReceiverSchema.parse({}),
+      store,
+      forwarder: null,
+      authenticator: tableAuthenticator({}),
+      bindings: compileBindings([]),
+      log: silentLogger,
+    });
+    const server = new grpc.Server();
+    otlp.register(server);
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const cfg = resolveTelemetry({ endpoint: `127.0.0.1:${port}`, queue: { delayMs: 5 } }, { service: 'orders', file: 'x', baseDir: '/' }, {});
+    const t = startTelemetry(cfg, { service: 'orders', instanceId: 'pod-1', log: silentLogger });
+    try {
+      const base = { time: 5000, service: 'orders', direction: 'outbound' as const, protocol: 'grpc' as const, method: 'POST', route: '/ward.demo.v1.Payments/Charge' };
+      t.outbound.decision({ ...base, decisionId: 'o-1', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: false });
+      t.outbound.decision({ ...base, decisionId: 'o-2', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: true });
+      t.outbound.decision({ ...base, decisionId: 'o-3', destination: 'ledger', decision: 'deny', code: 'ERR_EXCHANGE_REFUSED', oauthError: 'invalid_target', token: null, cached: false });
+      await t.flush(2000);
+      expect(store.query({}, 10).map((d) => [d.direction, d.destination, d.decision, d.reason, d.exchangeOutcome])).toEqual([
+        ['outbound', 'payments', 'allow', '', 'exchanged'],
+        ['outbound', 'payments', 'allow', '', 'hit'],
+        ['outbound', 'ledger', 'deny', 'ERR_EXCHANGE_REFUSED', 'refused'],
+      ]);
+      const text = await t.metricsText();
+      expect(text).toMatch(/ward_exchange_cache_lookups_total\{ward_cache_result="hit"[^}]*\} 1\n/);
+      expect(text).toMatch(/ward_exchange_cache_lookups_total\{ward_cache_result="miss"[^}]*\} 1\n/);
+      expect(text).toMatch(/ward_decisions_total\{[^}]*ward_direction="outbound",ward_decision="deny",ward_reason="ERR_EXCHANGE_REFUSED"[^}]*\} 1\n/);
+    } finally {
+      await t.shutdown(1000);
+      await new Promise<void>((res) => server.tryShutdown(() => res()));
+    }
+  });
+});
