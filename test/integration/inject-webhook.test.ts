@@ -138,7 +138,7 @@ describe('injector certificate rotation', () => {
       const deadline = Date.now() + 10_000;
       let cn = '';
       while (Date.now() < deadline) {
-        cn = await peerCert(server.port, readFileSync(second.cert)).then((c) => c.subject.CN, () => '');
+        cn = await peerCert(server.port, readFileSync(second.cert)).then((c) => String(c.subject.CN), () => '');
         if (cn === 'second') break;
         await new Promise((r) => setTimeout(r, 50));
       }
