@@ -78,7 +78,23 @@ function isB64url(s: string, from: number, to: number): boolean {
     const c = s.charCodeAt(i);
     if (c >= 128 || B64URL[c] !== 1) return false;
   }
+  // Canonical encoding only (RFC 4648 §3.5): the bits of the last character beyond the last
+  // whole byte must be zero. Otherwise up to 16 spellings decode to the same signature, and one
+  // signed token has many accepted strings (a replay past any exact-string revocation or cache;
+  // RFC 8725 §2.6).
+  const rem = (to - from) % 4;
+  if (rem !== 0) {
+    const v = sextet(s.charCodeAt(to - 1));
+    if ((v & (rem === 2 ? 0x0f : 0x03)) !== 0) return false;
+  }
   return true;
+}
+
+function sextet(c: number): number {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41;
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26;
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52;
+  return c === 0x2d ? 62 : 63; // - or _
 }
 
 function decodeObject(segment: string): JsonObject | undefined {

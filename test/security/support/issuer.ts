@@ -57,6 +57,8 @@ export interface TestIssuer {
   signature(signingInput: string, key?: KeyName): string;
   /** New key pairs (new kids) for every type; the old ones stay published only if `keepOld`. */
   rotate(keepOld?: boolean): void;
+  /** Raw JWKs published after the real keys (e.g. an off-curve point); empty by default. */
+  readonly extraJwks: JsonWebKey[];
   /** Public JWK of the current key of type `k`. */
   publicJwk(k: KeyName): JsonWebKey;
   close(): Promise<void>;
@@ -145,6 +147,7 @@ export async function startTestIssuer(): Promise<TestIssuer> {
       current = next;
     },
     publicJwk: (k) => current[k].jwk,
+    extraJwks: [],
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of timers) clearTimeout(t);
@@ -219,7 +222,7 @@ export async function startTestIssuer(): Promise<TestIssuer> {
     }
     if (req.url === '/jwks') {
       hits++;
-      misbehave(self.mode, res, () => JSON.stringify({ keys: published.map((k) => k.jwk) }));
+      misbehave(self.mode, res, () => JSON.stringify({ keys: [...published.map((k) => k.jwk), ...self.extraJwks] }));
       return;
     }
     res.writeHead(404).end();
