@@ -147,6 +147,10 @@ describe('ward capture in network namespaces', () => {
       if ((await run('sh', ['-c', `command -v ${bin}`])).code !== 0) throw new Error(`${bin} is missing: install iptables, curl and util-linux (see .ci/run)`);
     }
 
+    // The sidecar runs as uid 1337: it must be able to read the checkout and run this Node.
+    const access = await run('setpriv', [`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups', NODE, '-e', `require('node:fs').accessSync(${JSON.stringify(WARD)})`]);
+    if (access.code !== 0) throw new Error(`uid ${PROXY_UID} cannot run ${NODE} ${WARD} (directory permissions?): ${access.stderr}`);
+
     await must('ip', ['netns', 'add', NS_CLIENT]);
     await must('ip', ['netns', 'add', NS_POD]);
     await must('ip', ['link', 'add', VETH_C, 'type', 'veth', 'peer', 'name', VETH_P]);
@@ -197,6 +201,8 @@ describe('ward capture in network namespaces', () => {
     await waitFor('the sidecar to be ready', async () => {
       const r = await run('ip', inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:15000/readyz']));
       return r.stdout === '200';
+    }).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; sidecar output:\n${sidecar.out.join('\n')}`, { cause: err });
     });
 
     const tok = await must('ip', inPod(['curl', '-s', '-u', 'frontend:frontend-secret', '-d', 'grant_type=client_credentials', '-d', 'resource=urn:ward:orders', '-d', 'scope=orders.read', 'http://127.0.0.1:4400/token']));
