@@ -59,7 +59,7 @@ export const command: Command = {
     authenticator.setIssuers(trustedIssuers(cfg));
     let cp;
     try {
-      cp = await startControlPlane(cfg, { log, parse: validatePolicyForControlPlane, authenticator });
+      cp = await startControlPlane(cfg, { log, parse: validatePolicyForControlPlane, authenticator, telemetry: cfg.telemetry });
     } catch (err) {
       authenticator.close();
       throw err;

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ConfigError } from '../../errors/ward-error.ts';
 import { parseYamlFile } from '../../lib/yaml-schema.ts';
 import type { IssuerTrust } from '../../policy/model.ts';
+import { telemetryReceiverSchema } from './otlp/config.ts';
 
 /**
  * The control plane's config file (`ward control-plane --config FILE`). Each option carries its
@@ -110,6 +111,9 @@ export const controlPlaneConfigSchema = z
     }),
     status: status.prefault({}).meta({ description: 'Who may call GetStatus (`ward status`).' }),
     maxStreams: z.int().positive().default(10_000).meta({ description: 'Open policy streams beyond this are refused with RESOURCE_EXHAUSTED.' }),
+    telemetry: telemetryReceiverSchema.prefault({}).meta({
+      description: 'The OTLP/gRPC receiver on the same port (decisions from sidecars, `ward decisions`), and optional forwarding to another OTLP endpoint.',
+    }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level.' }),
   })
   .meta({ title: 'ward control-plane config' });

@@ -49,6 +49,14 @@ describe('control-plane config', () => {
     ]);
   });
 
+  it('takes the OTLP receiver and forwarding settings from the telemetry block', () => {
+    expect(parseControlPlaneConfig(MINIMAL, '/etc/ward/cp.yaml').telemetry).toMatchObject({ enabled: true, maxDecisions: 10_000 });
+    const cfg = parseControlPlaneConfig(`${MINIMAL}telemetry:\n  maxDecisions: 50\n  forward: { endpoint: "collector:4317" }\n`, '/etc/ward/cp.yaml');
+    expect(cfg.telemetry.maxDecisions).toBe(50);
+    expect(cfg.telemetry.forward).toMatchObject({ endpoint: 'collector:4317', timeoutMs: 10_000 });
+    expect(issuesOf(`${MINIMAL}telemetry:\n  forwrd: {}\n`)).toEqual([{ line: 10, path: 'telemetry.forwrd', message: expect.stringContaining('Unrecognized') as string }]);
+  });
+
   it('reports bad bindings with line and field path', () => {
     const text = `${MINIMAL}  - subject: payments-sidecar
   - claim: ward_services

@@ -18,6 +18,7 @@ function leaves(s: Json, prefix: string, out: { path: string; schema: Json }[]):
 
 function formatDefault(v: unknown): string {
   if (Array.isArray(v)) return `\`[${v.join(', ')}]\``;
+  if (typeof v === 'object' && v !== null) return `\`${JSON.stringify(v)}\``;
   return `\`${String(v)}\``;
 }
 
