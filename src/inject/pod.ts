@@ -52,6 +52,7 @@ export type InjectOutcome =
 const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 const VOLUMES = { run: 'ward-run', initRun: 'ward-init-run', policy: 'ward-policy', state: 'ward-state', client: 'ward-client' } as const;
 
 export function injectPod(input: PodTemplate, ctx: InjectContext, settings: InjectorSettings): InjectOutcome {
@@ -145,8 +146,9 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     if (/^\d{1,4}$/.test(drainRaw) && Number(drainRaw) <= 3600) drainSeconds = Number(drainRaw);
     else problems.push(`${A.drainSeconds}: '${drainRaw}' is not a number of seconds (0-3600)`);
   }
-  const logLevel = get(A.logLevel) ?? 'info';
-  if (logLevel !== 'debug' && logLevel !== 'info' && logLevel !== 'warn' && logLevel !== 'error') problems.push(`${A.logLevel}: '${logLevel}' is not debug, info, warn or error`);
+  const logLevelRaw = get(A.logLevel) ?? 'info';
+  const logLevel = LOG_LEVELS.find((l) => l === logLevelRaw) ?? 'info';
+  if (logLevel !== logLevelRaw) problems.push(`${A.logLevel}: '${logLevelRaw}' is not debug, info, warn or error`);
 
   // The sidecar's uid exempts traffic from capture: an app running as it would bypass the sidecar.
   for (const [who, sc] of [['the pod', spec.securityContext] as const, ...[...(spec.initContainers ?? []), ...spec.containers].map((c) => [`container ${c.name}`, c.securityContext] as const)]) {
@@ -171,7 +173,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   let policy: Parameters<typeof buildSidecarConfig>[0]['policy'] = { kind: 'file' };
   if (cpAddress !== null) {
     if (credentials === null) problems.push(`${A.controlPlane}: the sidecar authenticates to the control plane with its own client: set ${A.clientIssuer} (or the injector's --client-issuer)`);
-    else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer, clientId };
+    else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer };
   }
 
   let configYaml = '';
@@ -188,7 +190,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
           policy,
           credentials,
           drainSeconds,
-          logLevel: logLevel as 'info',
+          logLevel,
           overrides: annotations[A.sidecarConfig],
         }),
       '',

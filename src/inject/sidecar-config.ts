@@ -26,7 +26,7 @@ export interface SidecarConfigInput {
   readonly appProtocol: 'h2c' | 'http1';
   readonly policy:
     | { readonly kind: 'file' }
-    | { readonly kind: 'controlPlane'; readonly address: string; readonly issuer: string; readonly clientId: string };
+    | { readonly kind: 'controlPlane'; readonly address: string; readonly issuer: string };
   /** Client credentials mounted from a Secret (control plane, or introspection with a file policy). */
   readonly credentials: { readonly issuer: string; readonly clientId: string } | null;
   readonly drainSeconds: number;
