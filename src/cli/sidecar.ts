@@ -17,7 +17,8 @@ import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
 import { hostname } from 'node:os';
 import { createBrokerFromConfig, selectExchangeCredential, type WorkloadCredential } from '../exchange/setup.ts';
 import type { TokenBroker } from '../exchange/broker.ts';
-import { createOutbound, type Outbound, type OutboundDecisionRecord, type TokenSource } from '../outbound/server.ts';
+import { createOutbound, type Outbound, type TokenSource } from '../outbound/server.ts';
+import type { OutboundTracer } from '../outbound/types.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /**
@@ -99,7 +100,7 @@ export async function startSidecar(
   let egress: { outbound: Outbound; broker: TokenBroker | null } | null = null;
   if (cfg.outbound !== undefined) {
     try {
-      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : (r) => telemetry.outbound.decision(r));
+      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : { now: () => telemetry.outbound.now(), decision: (r, s, raw, fwd) => telemetry.outbound.call(r, s, raw, fwd) });
     } catch (err) {
       await inbound.close();
       throw err;
@@ -179,7 +180,7 @@ async function startOutbound(
   credential: WorkloadCredential | null,
   log: Logger,
   fetchImpl: typeof fetch | undefined,
-  onDecision?: (r: OutboundDecisionRecord) => void,
+  tracer?: OutboundTracer,
 ): Promise<{ outbound: Outbound; broker: TokenBroker | null }> {
   const out = cfg.outbound;
   if (out === undefined) throw new Error('startOutbound without an outbound section');
@@ -193,7 +194,7 @@ async function startOutbound(
     tokens: broker ?? NO_TOKENS,
     log,
     clock: systemClock,
-    ...(onDecision === undefined ? {} : { onDecision }),
+    ...(tracer === undefined ? {} : { tracer }),
   });
   return { outbound, broker };
 }

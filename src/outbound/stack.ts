@@ -67,6 +67,8 @@ interface Call {
   readonly ex: Exchange;
   route: Route | null;
   cached: boolean;
+  /** Clock ms when a token request to the IdP started for this call; 0 when none. */
+  tokenStart: number;
 }
 
 /** `http://authority/path` (RFC 9112 §3.2.2) split, or undefined when it is not that. */
@@ -89,9 +91,10 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   const maxTokenBytes = deps.maxTokenBytes;
   const passthroughAllowed = deps.config.passthrough;
   const onDecision = deps.onDecision;
+  const tracer = deps.tracer;
 
   function record(c: Call, code: ErrorCode | null, oauthError: string | null, token: OutboundDecisionRecord['token']): void {
-    if (onDecision === undefined) return;
+    if (onDecision === undefined && tracer === undefined) return;
     const ex = c.ex;
     const r: OutboundDecisionRecord = {
       decisionId: ex.decisionId,
@@ -107,9 +110,13 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
       oauthError,
       token,
       cached: c.cached,
+      tokenMs: c.tokenStart === 0 ? null : deps.clock() - c.tokenStart,
     };
     try {
-      onDecision(r);
+      // On an allow the span's context goes to the destination in `traceparent` (fwdHeaders
+      // is complete by then); a refused call is recorded but sends nothing.
+      if (tracer !== undefined) ex.span = tracer.decision(r, ex.traceStart, ex.rawHeaders, code === null ? ex.fwdHeaders : null);
+      else onDecision?.(r);
     } catch (err) {
       log.warn('onDecision hook threw', { err });
     }
@@ -124,7 +131,8 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
 
   function handle(ex: Exchange): void {
     counters.requests++;
-    const c: Call = { ex, route: null, cached: false };
+    if (tracer !== undefined) ex.traceStart = tracer.now();
+    const c: Call = { ex, route: null, cached: false, tokenStart: 0 };
 
     // (1) Shape. The request-target goes on verbatim, so it only has to be one we can forward.
     if (!METHODS.has(ex.method)) return refuse(c, 'ERR_REQUEST_INVALID', 'method not accepted');
@@ -218,6 +226,7 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
       return refuse(c, 'ERR_INTERNAL', 'token source threw');
     }
     if (isPromise(t)) {
+      c.tokenStart = deps.clock();
       void t.then(
         (r) => afterToken(c, r),
         (err: unknown) => {

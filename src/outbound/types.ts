@@ -1,3 +1,5 @@
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { CallSpan } from '../inbound/types.ts';
 import type { OutboundConfig } from '../config/outbound.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { TokenOutcome } from '../exchange/broker.ts';
@@ -29,6 +31,11 @@ export interface OutboundDeps {
   readonly log: Logger;
   readonly clock: Clock;
   readonly onDecision?: (record: OutboundDecisionRecord) => void;
+  /**
+   * Telemetry for each call (a CLIENT span continuing the app's `traceparent`, a decision record,
+   * metrics). When set it replaces `onDecision`; the span ends when the call closes.
+   */
+  readonly tracer?: OutboundTracer;
 }
 
 /** One plain object per outgoing call, for logs and telemetry. Never carries a token. */
@@ -51,6 +58,8 @@ export interface OutboundDecisionRecord {
   readonly token: 'exchange' | 'client-credentials' | 'none' | null;
   /** The token came from the cache (no token request for this call). */
   readonly cached: boolean;
+  /** How long this call waited for a token request to the IdP (ms); null when it made none. */
+  readonly tokenMs: number | null;
 }
 
 /** Live counters (read them, do not write). */
@@ -68,4 +77,15 @@ export interface OutboundCounters {
   passthrough: number;
   /** Forwarded calls the destination failed (unreachable, reset, timed out). */
   upstreamErrors: number;
+}
+
+/** What the egress stack needs from telemetry (src/telemetry implements it). */
+export interface OutboundTracer {
+  /** A timestamp for the call's arrival, in the tracer's clock. */
+  now(): number;
+  /**
+   * Records the decision; on an allow, `fwd` gets the `traceparent` of the new span so the
+   * destination continues it. Returns the span to end when the call closes (null if untraced).
+   */
+  decision(record: OutboundDecisionRecord, startedAt: number, rawHeaders: readonly string[], fwd: OutgoingHttpHeaders | null): CallSpan | null;
 }

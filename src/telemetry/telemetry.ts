@@ -60,6 +60,12 @@ export interface OutboundTelemetry {
    * untouched, so the trace continues from the inbound span to the next hop).
    */
   decision(r: EgressRecord): void;
+  /**
+   * The egress stack's tracer (`OutboundDeps.tracer`): the same record and metrics as
+   * `decision`, plus a CLIENT span that continues the app's `traceparent` and is propagated to
+   * the destination in `fwd`.
+   */
+  call(r: EgressRecord, startedAt: number, rawHeaders: readonly string[], fwd: OutgoingHttpHeaders | null): CallSpan | null;
 }
 
 /** Read-only views the metrics report (each optional). */
@@ -456,6 +462,41 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     sampleRatio: cfg.sampler.ratio,
   });
 
+  function egress(e: EgressRecord, startedAt: number, raw: readonly string[], fwd: OutgoingHttpHeaders | null, traced: boolean): CallSpan | null {
+    const outcome = egressOutcome(e);
+    if (e.token === 'exchange' || e.token === 'client-credentials') exchangeCache.add(1, e.cached ? hitAttrs : missAttrs);
+    // the latency of the token request this call waited for (none on a cache hit)
+    if (e.tokenMs !== null) recordExchangeDuration(outcome, e.tokenMs);
+    const r: OutboundDecisionRecord = {
+      decisionId: e.decisionId,
+      time: e.time,
+      service: e.service,
+      protocol: e.protocol,
+      method: e.method,
+      route: e.route,
+      decision: e.decision,
+      code: e.code,
+      rule: null,
+      policyVersion: null,
+      issuer: null,
+      subject: null,
+      dryRunCode: null,
+      destination: e.destination ?? '',
+      exchange: outcome,
+      exchangeError: e.oauthError,
+    };
+    return begin('outbound', r, r, startedAt, raw, fwd, traced);
+  }
+
+  function recordExchangeDuration(outcome: ExchangeOutcome, durationMs: number): void {
+    let a = outcomeAttrs.get(outcome);
+    if (a === undefined) {
+      a = Object.freeze({ [sc.WARD_SERVICE]: service, [sc.WARD_EXCHANGE_OUTCOME]: outcome });
+      outcomeAttrs.set(outcome, a);
+    }
+    exchangeDuration.record(Math.max(0, durationMs) / 1000, a);
+  }
+
   return {
     inbound: {
       now,
@@ -467,35 +508,13 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       exchange(outcome, durationMs) {
         if (outcome === 'none') return;
         exchangeCache.add(1, outcome === 'hit' ? hitAttrs : missAttrs);
-        let a = outcomeAttrs.get(outcome);
-        if (a === undefined) {
-          a = Object.freeze({ [sc.WARD_SERVICE]: service, [sc.WARD_EXCHANGE_OUTCOME]: outcome });
-          outcomeAttrs.set(outcome, a);
-        }
-        exchangeDuration.record(Math.max(0, durationMs) / 1000, a);
+        recordExchangeDuration(outcome, durationMs);
       },
       decision(e) {
-        const outcome = egressOutcome(e);
-        if (e.token === 'exchange' || e.token === 'client-credentials') exchangeCache.add(1, e.cached ? hitAttrs : missAttrs);
-        const r: OutboundDecisionRecord = {
-          decisionId: e.decisionId,
-          time: e.time,
-          service: e.service,
-          protocol: e.protocol,
-          method: e.method,
-          route: e.route,
-          decision: e.decision,
-          code: e.code,
-          rule: null,
-          policyVersion: null,
-          issuer: null,
-          subject: null,
-          dryRunCode: null,
-          destination: e.destination ?? '',
-          exchange: outcome,
-          exchangeError: e.oauthError,
-        };
-        begin('outbound', r, r, 0, EMPTY, null, false);
+        egress(e, 0, EMPTY, null, false);
+      },
+      call(e, startedAt, raw, fwd) {
+        return egress(e, startedAt, raw, fwd, true);
       },
     },
     async metricsText() {

@@ -101,6 +101,24 @@ describe('OTLP receiver and the sidecar exporter', () => {
     expect(t.counters().logs.exported).toBe(2);
   });
 
+  it('an outbound call gets its own span in the caller\'s trace, propagated to the destination', async () => {
+    const { port, store } = await receiver();
+    const t = sidecar(port, 'orders');
+    const fwd: Record<string, string> = {};
+    const egress = { decisionId: 'o-9', time: 1_700_000_000_500, service: 'orders', direction: 'outbound' as const, destination: 'payments', protocol: 'grpc' as const, method: 'POST', route: '/ward.demo.v1.Payments/Charge', decision: 'allow' as const, code: null, oauthError: null, token: 'exchange' as const, cached: false, tokenMs: 3 };
+    const span = t.outbound.call(egress, t.outbound.now(), ['traceparent', TP], fwd);
+    expect(span).not.toBeNull();
+    span?.end(200, 0, false);
+    await t.flush(2000);
+    const [d] = store.query({}, 10);
+    expect(d).toMatchObject({ direction: 'outbound', destination: 'payments', exchangeOutcome: 'exchanged', traceId: '0af7651916cd43dd8448eb211c80319c' });
+    // the destination continues this (new) span, not the app's
+    expect(fwd['traceparent']).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(fwd['traceparent']?.slice(36, 52)).not.toBe(TP.slice(36, 52));
+    expect(fwd['traceparent']?.slice(36, 52)).toBe(d?.spanId);
+    expect(t.counters().traces.exported).toBe(1);
+  });
+
   it('keeps only decisions of services bound to an authenticated exporter', async () => {
     const { port, store, otlp } = await receiver();
     const own = sidecar(port, 'orders', 'orders-token');
@@ -154,9 +172,9 @@ describe('outbound decisions (egress onDecision hook)', () => {
     const t = startTelemetry(cfg, { service: 'orders', instanceId: 'pod-1', log: silentLogger });
     try {
       const base = { time: 5000, service: 'orders', direction: 'outbound' as const, protocol: 'grpc' as const, method: 'POST', route: '/ward.demo.v1.Payments/Charge' };
-      t.outbound.decision({ ...base, decisionId: 'o-1', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: false });
-      t.outbound.decision({ ...base, decisionId: 'o-2', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: true });
-      t.outbound.decision({ ...base, decisionId: 'o-3', destination: 'ledger', decision: 'deny', code: 'ERR_EXCHANGE_REFUSED', oauthError: 'invalid_target', token: null, cached: false });
+      t.outbound.decision({ ...base, decisionId: 'o-1', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: false, tokenMs: 42 });
+      t.outbound.decision({ ...base, decisionId: 'o-2', destination: 'payments', decision: 'allow', code: null, oauthError: null, token: 'exchange', cached: true, tokenMs: null });
+      t.outbound.decision({ ...base, decisionId: 'o-3', destination: 'ledger', decision: 'deny', code: 'ERR_EXCHANGE_REFUSED', oauthError: 'invalid_target', token: null, cached: false, tokenMs: 7 });
       await t.flush(2000);
       expect(store.query({}, 10).map((d) => [d.direction, d.destination, d.decision, d.reason, d.exchangeOutcome])).toEqual([
         ['outbound', 'payments', 'allow', '', 'exchanged'],
@@ -166,6 +184,10 @@ describe('outbound decisions (egress onDecision hook)', () => {
       const text = await t.metricsText();
       expect(text).toMatch(/ward_exchange_cache_lookups_total\{ward_cache_result="hit"[^}]*\} 1\n/);
       expect(text).toMatch(/ward_exchange_cache_lookups_total\{ward_cache_result="miss"[^}]*\} 1\n/);
+      // token-exchange latency: one request each for the exchanged and the refused call, none for the hit
+      expect(text).toMatch(/ward_exchange_duration_count\{[^}]*ward_exchange_outcome="exchanged"[^}]*\} 1\n/);
+      expect(text).toMatch(/ward_exchange_duration_count\{[^}]*ward_exchange_outcome="refused"[^}]*\} 1\n/);
+      expect(text).not.toMatch(/ward_exchange_duration_count\{[^}]*ward_exchange_outcome="hit"/);
       expect(text).toMatch(/ward_decisions_total\{[^}]*ward_direction="outbound",ward_decision="deny",ward_reason="ERR_EXCHANGE_REFUSED"[^}]*\} 1\n/);
     } finally {
       await t.shutdown(1000);
