@@ -1,5 +1,6 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
@@ -383,6 +384,22 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, classifyFailure(err, undefined));
   }
 
+  /**
+   * The app answered 101 Switching Protocols. The sidecar never asks for an upgrade (it strips
+   * `Upgrade`), and a tunnel would carry bytes no policy judged; without this listener Node drops
+   * the socket and the call hangs with neither a response nor an error.
+   */
+  function onH1Upgrade(this: ClientRequest, res: IncomingMessage, socket: Socket): void {
+    socket.destroy();
+    res.destroy();
+    const ex = exchangeOf(this);
+    if (ex.upstreamDone) return;
+    ex.upstreamDone = true;
+    releaseBody(ex);
+    if (ex.closed || ex.finished) return;
+    fail(ex, 'ERR_UPSTREAM_RESET');
+  }
+
   function toH1(ex: Exchange, a: http.Agent): void {
     const h = ex.fwdHeaders;
     h.host = ex.authority ?? defaultAuthority;
@@ -407,6 +424,7 @@ export function createRelay(o: RelayOptions): Relay {
     ex.upstream = req;
     req.on('response', onH1Response);
     req.on('error', onH1RequestError);
+    req.on('upgrade', onH1Upgrade);
     if (ex.bodyless) req.end();
     else ex.body().pipe(req);
   }
