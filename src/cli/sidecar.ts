@@ -30,6 +30,8 @@ import { type Command, parseFlags, UsageError } from './command.ts';
 export interface RunningSidecar {
   readonly ports: { readonly inbound: number; readonly tls: number | undefined; readonly admin: number; readonly outbound: number | undefined };
   ready(): boolean;
+  /** Version of the policy in force (null before one is loaded). */
+  policyVersion(): string | null;
   /** Graceful: readiness goes false, listeners stop accepting, in-flight calls finish up to drainTimeoutMs. */
   stop(): Promise<void>;
 }
@@ -149,6 +151,7 @@ export async function startSidecar(
   return {
     ports: { inbound: inbound.ports.cleartext, tls: inbound.ports.tls, admin: admin.port, outbound: egress?.outbound.port },
     ready,
+    policyVersion: () => policy.current()?.version ?? null,
     stop: () => {
       stopped ??= (async () => {
         draining = true;

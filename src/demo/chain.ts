@@ -94,6 +94,8 @@ export interface ChainOptions {
   readonly log: Logger;
   /** Clean-up steps are pushed here (the demo runs them in reverse). */
   readonly cleanups: (() => Promise<void> | void)[];
+  /** OTLP/gRPC endpoint the chain's sidecars export their decisions to (the demo's control plane). */
+  readonly telemetryEndpoint?: string;
 }
 
 export interface Chain {
@@ -129,7 +131,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 } }
 upstream: { url: "http://127.0.0.1:${appPort}", protocol: http1 }
 admin: { host: 127.0.0.1, port: 0 }
 policy: { file: ${service}-chain.policy.yaml }
-${secret === undefined ? '' : `authn:\n  credentials: [{ issuer: "${issuer}", clientId: ${client}, clientSecretFile: ${service}-chain.secret }]\n`}${outbound}drainTimeoutMs: 2000
+${secret === undefined ? '' : `authn:\n  credentials: [{ issuer: "${issuer}", clientId: ${client}, clientSecretFile: ${service}-chain.secret }]\n`}${outbound}${o.telemetryEndpoint === undefined ? '' : `telemetry: { endpoint: "${o.telemetryEndpoint}" }\n`}drainTimeoutMs: 2000
 `;
     const file = join(dir, `${service}-chain.sidecar.yaml`);
     writeFileSync(file, yaml);

@@ -31,7 +31,15 @@ export interface DemoFiles {
 }
 
 /** The demo's policy and sidecar config for an IdP at `issuer` and the app at `appPort`. */
-export function demoFiles(p: { issuer: string; appPort: number; inboundPort: number; adminPort: number; jwksCooldownMs?: number }): DemoFiles {
+export function demoFiles(p: {
+  issuer: string;
+  appPort: number;
+  inboundPort: number;
+  adminPort: number;
+  jwksCooldownMs?: number;
+  /** Take the policy from this control plane instead of the file (the `ward demo` mesh). */
+  controlPlane?: { address: string; stateDir: string };
+}): DemoFiles {
   const policy = `# The demo policy of the orders service (ward demo). Reference: docs/policy.md
 apiVersion: ward.dev/v1
 kind: Policy
@@ -72,7 +80,8 @@ upstream:
   url: http://127.0.0.1:${p.appPort}
   protocol: h2c
 policy:
-  file: orders.policy.yaml
+${p.controlPlane === undefined ? '  file: orders.policy.yaml' : `  # from the control plane (ward control-plane), authenticated with the client below
+  controlPlane: { address: "${p.controlPlane.address}", stateDir: "${p.controlPlane.stateDir}", issuer: "${p.issuer}" }`}
 admin: { host: 127.0.0.1, port: ${p.adminPort} }
 authn:${p.jwksCooldownMs === undefined ? '' : `
   # the demo rotates the IdP's key and expects the very next token to pass: refetch at once
@@ -88,6 +97,16 @@ drainTimeoutMs: 2000   # a demo: stop quickly
 }
 
 /** The values `deploy/examples/` is rendered with (the README's fixed ports). */
+/** The rule the demo adds through the control plane to show a policy edit taking effect. */
+const FREEZE_REPORTING = `  # added by the demo through the control plane: reporting may no longer read
+  - name: freeze-reporting
+    action: deny
+    match:
+      grpc: [/ward.demo.v1.Orders/GetOrder]
+    when:
+      - subject: { in: [reporting] }
+`;
+
 export const EXAMPLE_PORTS = { issuer: 'http://127.0.0.1:4400', appPort: 8080, inboundPort: 15006, adminPort: 15000 } as const;
 
 type StatusName = 'OK' | 'PERMISSION_DENIED' | 'UNAUTHENTICATED';
@@ -198,9 +217,17 @@ async function waitReady(ready: () => boolean, ms: number): Promise<boolean> {
   return true;
 }
 
-function untilSignal(signal: AbortSignal | undefined): Promise<void> {
+/** Waits for SIGINT/SIGTERM (or `signal`), calling `tick` every half second meanwhile. */
+function untilSignal(signal: AbortSignal | undefined, tick: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void tick().finally(() => (busy = false));
+    }, 500);
     const stop = (): void => {
+      clearInterval(timer);
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
       signal?.removeEventListener('abort', stop);
@@ -241,8 +268,20 @@ export async function runDemo(opts: {
     const app: OrdersApp = await startOrdersApp();
     cleanups.push(() => app.close());
 
-    const files = demoFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0, jwksCooldownMs: 0 });
+    // The control plane serves the orders policy to the sidecar and collects every decision.
+    const { startDemoControlPlane } = await import('./control-plane.ts');
+    const cp = await startDemoControlPlane({ issuer: idp.issuer, dir, log: log.child({ demo: 'control-plane' }) });
+    cleanups.push(() => cp.close());
+    const files = demoFiles({
+      issuer: idp.issuer,
+      appPort: app.port,
+      inboundPort: 0,
+      adminPort: 0,
+      jwksCooldownMs: 0,
+      controlPlane: { address: cp.address, stateDir: join(dir, 'state') },
+    });
     for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+    cp.publish('orders.yaml', files['orders.policy.yaml']);
     const secret = idp.config.clients.find((c) => c.clientId === SIDECAR_CLIENT)?.clientSecret ?? '';
     writeFileSync(join(dir, SECRET_FILE), `${secret}\n`, { mode: 0o600 });
     const sidecarFile = join(dir, 'sidecar.yaml');
@@ -298,18 +337,43 @@ export async function runDemo(opts: {
     await idp.rotateKeys();
     await run({ caller: 'frontend (new key)', method: 'GetOrder', token: await idp.clientCredentialsToken('frontend', DEMO_AUDIENCE, 'orders.read'), expect: 'OK' });
 
-    print(`\nward demo: ${DEMO_SERVICE} service behind a sidecar, tokens from the dev IdP (${idp.issuer})\n\n`);
+    print(`\nward demo: ${DEMO_SERVICE} service behind a sidecar, policy from the control plane (${cp.address}), tokens from the dev IdP (${idp.issuer})\n\n`);
     print(formatTable(rows));
     const failed = rows.filter((r) => !r.ok).length;
     print(failed === 0 ? `\nall ${rows.length} calls went as expected\n` : `\n${failed} of ${rows.length} calls did NOT go as expected\n`);
 
+    // A policy edit published through the control plane reaches the sidecar (and its open
+    // connection) within a second: reporting may no longer read.
+    const before = sidecar.policyVersion();
+    cp.publish('orders.yaml', files['orders.policy.yaml'].replace('rules:\n', `rules:\n${FREEZE_REPORTING}`));
+    const applied = await waitReady(() => sidecar.policyVersion() !== before, 5000);
+    const editRows: DemoRow[] = [];
+    const editRun = rows.length;
+    await run({ caller: 'reporting (after edit)', method: 'GetOrder', token: reporting, expect: 'PERMISSION_DENIED', reason: 'ERR_POLICY_DENIED' });
+    editRows.push(...rows.splice(editRun));
+    print(`\nPolicy edit published through the control plane (version ${(before ?? '-').slice(0, 12)} -> ${applied ? (sidecar.policyVersion() ?? '-').slice(0, 12) : 'NOT APPLIED'}):\n\n`);
+    print(formatTable(editRows));
+    const editFailed = editRows.filter((r) => !r.ok).length + (applied ? 0 : 1);
+    cp.publish('orders.yaml', files['orders.policy.yaml']);
+
     // Service to service: a token exchanged at every hop (RFC 8693), docs/outbound.md
     const { runChain, formatChain } = await import('./chain.ts');
-    const chain = await runChain({ idp, dir, log, cleanups });
+    const chain = await runChain({ idp, dir, log, cleanups, telemetryEndpoint: cp.address });
     print('\nService to service: client -> orders -> payments -> ledger, each hop through its sidecar\'s egress (RFC 8693 token exchange)\n\n');
     print(formatChain(chain.rows));
     const chainFailed = chain.rows.filter((r) => !r.ok).length;
     print(chainFailed === 0 ? '\nthe chain went as expected\n' : `\n${chainFailed} of ${chain.rows.length} chain hops did NOT go as expected\n`);
+
+    // The decision trail, as `ward decisions` shows it: every call above, from the control plane.
+    const { formatDecision, formatHeader } = await import('../cli/decisions.ts');
+    const expected = rows.length + editRows.length + chain.rows.length;
+    let trail = await cp.decisions(200);
+    for (let i = 0; i < 40 && trail.length < expected; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      trail = await cp.decisions(200);
+    }
+    print(`\nDecision trail from the control plane (ward decisions --address ${cp.address}):\n\n`);
+    print(`${formatHeader()}\n${trail.map((e) => formatDecision(e)).join('\n')}\n`);
 
     if (!opts.once) {
       print(`
@@ -317,7 +381,11 @@ The mesh keeps running; Ctrl-C stops it.
   dev IdP   ${idp.issuer}   (development only)
   sidecar   127.0.0.1:${sidecar.ports.inbound} -> app 127.0.0.1:${app.port}
   admin     http://127.0.0.1:${sidecar.ports.admin}/readyz
+  control   ${cp.address}   (npx ward status --address ${cp.address}; npx ward decisions --address ${cp.address} -f)
   files     ${dir}
+
+Edit ${join(cp.policyDir, 'orders.yaml')} and save: the control plane pushes the new version to
+the sidecar and the calls above are made again with the decisions it now takes.
 
 Try a call yourself:
   TOKEN=$(curl -s -u frontend:frontend-secret -d grant_type=client_credentials \\
@@ -325,9 +393,19 @@ Try a call yourself:
   grpcurl -plaintext -import-path proto -proto ward/demo/v1/orders.proto \\
       -H "authorization: Bearer $TOKEN" -d '{"id":"1"}' 127.0.0.1:${sidecar.ports.inbound} ward.demo.v1.Orders/GetOrder
 `);
-      await untilSignal(opts.signal);
+      let shown = sidecar.policyVersion();
+      await untilSignal(opts.signal, async () => {
+        // Re-run the calls whenever a new policy version is in force.
+        const v = sidecar.policyVersion();
+        if (v === shown) return;
+        shown = v;
+        const start = rows.length;
+        for (const s of scenarios) await run(s);
+        const again = rows.splice(start).map((r) => ({ ...r, ok: true }));
+        print(`\nPolicy version ${(v ?? '-').slice(0, 12)} is in force; the same calls now:\n\n${formatTable(again)}`);
+      });
     }
-    return failed === 0 && chainFailed === 0 ? 0 : 1;
+    return failed === 0 && chainFailed === 0 && editFailed === 0 ? 0 : 1;
   } finally {
     await cleanup();
   }

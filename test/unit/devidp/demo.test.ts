@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -98,21 +98,44 @@ describe('ward demo, end to end (dev IdP, Orders app, real sidecar, grpc-js clie
     expect(text()).toContain('all 11 calls went as expected');
     expect(code).toBe(0);
     const rows = text().split('\n').filter((l) => /^[✓✗] /.test(l));
-    expect(rows).toHaveLength(11);
+    expect(rows).toHaveLength(12); // 11 calls, then one more after the policy edit
     expect(rows.every((r) => r.startsWith('✓'))).toBe(true);
+    // the policy comes from the control plane, and an edit published there changes a decision
+    expect(text()).toContain('policy from the control plane');
+    expect(rows.at(-1)).toMatch(/reporting \(after edit\).*PERMISSION_DENIED +ERR_POLICY_DENIED/);
+    expect(text()).not.toContain('NOT APPLIED');
+    // the decision trail comes back from the control plane, one line per call, with trace ids
+    const trail = text().slice(text().indexOf('Decision trail from the control plane'));
+    expect(trail).toMatch(/orders +reporting +\/ward\.demo\.v1\.Orders\/GetOrder +deny +ERR_POLICY_DENIED +freeze-reporting +[0-9a-f]{12} [0-9a-f]{32}/);
+    expect(trail).toMatch(/ledger +frontend +POST \/append +allow/);
     // reason codes come from the sidecar's x-ward-reason, not from the expectation column
     expect(rows.find((r) => r.includes('reporting') && r.includes('CreateOrder'))?.match(/ERR_SCOPE_INSUFFICIENT/g)).toHaveLength(2);
     expect(rows.find((r) => r.includes('(no token)'))?.match(/ERR_TOKEN_MISSING/g)).toHaveLength(2);
   });
 
-  it('without --once keeps the mesh up until stopped', async () => {
+  it('without --once keeps the mesh up until stopped, and re-runs the calls when the policy file is edited', async () => {
     const { out, text } = capture();
     const stop = new AbortController();
+    let edited = false;
     out.on('data', () => {
-      if (text().includes('Ctrl-C stops it')) stop.abort();
+      const m = /Edit (\S+orders\.yaml) and save/.exec(text());
+      if (m?.[1] !== undefined && !edited) {
+        edited = true;
+        // the edit a user would make: reading now needs orders.write, which reporting lacks
+        const file = m[1];
+        const text0 = readFileSync(file, 'utf8');
+        const i = text0.indexOf('- name: readers');
+        writeFileSync(file, text0.slice(0, i) + text0.slice(i).replace('allOf: [orders.read]', 'allOf: [orders.write]'));
+      }
+      if (text().includes('is in force; the same calls now')) stop.abort();
     });
+    const timer = setTimeout(() => stop.abort(), 15_000);
     const code = await runDemo({ once: false, log: silentLogger, out, signal: stop.signal });
+    clearTimeout(timer);
     expect(code).toBe(0);
     expect(text()).toMatch(/sidecar {3}127\.0\.0\.1:\d+ -> app 127\.0\.0\.1:\d+/);
+    const after = text().slice(text().indexOf('is in force; the same calls now'));
+    expect(after).toMatch(/reporting +GetOrder +OK +PERMISSION_DENIED +ERR_SCOPE_INSUFFICIENT/);
+    expect(after).toMatch(/frontend +GetOrder +OK +OK/);
   });
 });

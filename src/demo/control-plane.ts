@@ -1,0 +1,78 @@
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createAuthenticator } from '../authn/authenticator.ts';
+import { streamDecisions } from '../cli/decisions.ts';
+import type { DecisionEntryWire } from '../controlplane/server/decisions/service.ts';
+import { parseControlPlaneConfig, trustedIssuers } from '../controlplane/server/config.ts';
+import { startControlPlane } from '../controlplane/server/control-plane.ts';
+import { validatePolicyForControlPlane } from '../controlplane/server/validate.ts';
+import type { Logger } from '../lib/log.ts';
+
+/**
+ * The demo's control plane: the real `ward control-plane` server, in process, over a policy
+ * directory in the demo's temp dir. Sidecars get their policy from it (authenticated with their
+ * own dev-IdP client credentials) and export their decisions to it over OTLP.
+ */
+export interface DemoControlPlane {
+  readonly address: string;
+  readonly policyDir: string;
+  /** Atomically replaces a service's policy file (as an editor or a ConfigMap swap would). */
+  publish(file: string, text: string): void;
+  /** Recent decisions, through the DecisionLog gRPC service (what `ward decisions` shows). */
+  decisions(limit: number): Promise<DecisionEntryWire[]>;
+  close(): Promise<void>;
+}
+
+export async function startDemoControlPlane(o: { issuer: string; dir: string; log: Logger }): Promise<DemoControlPlane> {
+  const policyDir = join(o.dir, 'policies');
+  mkdirSync(policyDir, { recursive: true });
+  const file = join(o.dir, 'control-plane.yaml');
+  const text = `# the demo's control plane (ward control-plane). Reference: docs/control-plane.md
+id: demo
+listen: { host: 127.0.0.1, port: 0 }
+policyDir: policies
+watch: { debounceMs: 50 }
+authn:
+  issuers:
+    - issuer: ${o.issuer}
+      audiences: [urn:ward:control-plane]
+bindings:
+  - subject: orders-sidecar
+    services: [orders]
+`;
+  writeFileSync(file, text);
+  const cfg = parseControlPlaneConfig(text, file);
+  const authenticator = createAuthenticator({
+    clockSkewSeconds: cfg.authn.clockSkewSeconds,
+    maxTokenBytes: cfg.authn.maxTokenBytes,
+    cacheEntries: 100,
+    introspectionCacheMaxSeconds: 0,
+    jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
+    credentials: [],
+    log: o.log.child({ stage: 'authn' }),
+  });
+  authenticator.setIssuers(trustedIssuers(cfg));
+  const cp = await startControlPlane(cfg, { log: o.log, parse: validatePolicyForControlPlane, authenticator, telemetry: cfg.telemetry });
+  const address = `127.0.0.1:${cp.port}`;
+  return {
+    address,
+    policyDir,
+    publish(name, body) {
+      const tmp = join(policyDir, `.${name}.tmp`);
+      writeFileSync(tmp, body);
+      renameSync(tmp, join(policyDir, name));
+    },
+    async decisions(limit) {
+      const out: DecisionEntryWire[] = [];
+      await streamDecisions(
+        { address, timeoutMs: 3000, query: { service: '', decision: '', reason: '', subject: '', sinceUnixMs: 0, untilUnixMs: 0, limit, follow: false } },
+        (e) => out.push(e),
+      );
+      return out;
+    },
+    async close() {
+      await cp.close();
+      authenticator.close();
+    },
+  };
+}
