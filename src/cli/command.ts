@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import type { Logger } from '../lib/log.ts';
 
 /** One `ward` subcommand. `run` returns the exit code; only `main.ts` turns it into an exit. */
 export interface Command {
@@ -31,4 +32,18 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+/** Resolves on the first SIGTERM or SIGINT (logged), for long-running commands to shut down. */
+export function untilShutdownSignal(log: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      log.info('signal received', { signal: sig });
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
 }

@@ -3,7 +3,7 @@ import { loadControlPlaneConfig, trustedIssuers } from '../controlplane/server/c
 import { startControlPlane } from '../controlplane/server/control-plane.ts';
 import { validatePolicyForControlPlane } from '../controlplane/server/validate.ts';
 import { createLogger } from '../lib/log.ts';
-import { type Command, parseFlags, UsageError } from './command.ts';
+import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
 const HELP = `Usage: ward control-plane --config FILE [--port N]
 
@@ -70,16 +70,7 @@ export const command: Command = {
       if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are', { issuers: authenticator.status() });
     });
 
-    await new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        log.info('signal received', { signal: sig });
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        resolve();
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    await untilShutdownSignal(log);
     await cp.close();
     authenticator.close();
     log.info('stopped');

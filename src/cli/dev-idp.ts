@@ -1,7 +1,7 @@
 import { DEFAULT_DEV_IDP_YAML, type DevIdpConfig, loadDevIdpConfig, defaultDevIdpConfig } from '../devidp/config.ts';
 import { DEV_ONLY_NOTICE, startDevIdp } from '../devidp/provider.ts';
 import { createLogger } from '../lib/log.ts';
-import { type Command, parseFlags, UsageError } from './command.ts';
+import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
 const HELP = `Usage: ward dev-idp [--config FILE] [--port N] [--issuer-host HOST]
 
@@ -57,16 +57,7 @@ export const command: Command = {
     const idp = await startDevIdp(cfg, { log });
     process.stderr.write(`\n  *** ${DEV_ONLY_NOTICE} ***\n\n`);
     process.stdout.write(`dev-idp issuer: ${idp.issuer}\n`);
-    await new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        log.info('signal received', { signal: sig });
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        resolve();
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    await untilShutdownSignal(log);
     await idp.close();
     return 0;
   },

@@ -1,6 +1,6 @@
 import { startInjectorServer } from '../inject/webhook-server.ts';
 import { createLogger } from '../lib/log.ts';
-import { type Command, parseFlags, UsageError } from './command.ts';
+import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 import { SETTINGS_FLAGS, SETTINGS_HELP, settingsFromFlags } from './inject.ts';
 
 const HELP = `Usage: ward injector --cert FILE --key FILE [--port N] [options]
@@ -46,16 +46,7 @@ export const command: Command = {
     const log = createLogger({ level, base: { component: 'injector' } });
     const server = await startInjectorServer({ host: values.host ?? '0.0.0.0', port, certFile: values.cert, keyFile: values.key, settings, log });
     process.stdout.write(`ward injector listening on https://${values.host ?? '0.0.0.0'}:${server.port}/inject\n`);
-    await new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        log.info('signal received', { signal: sig });
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        resolve();
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    await untilShutdownSignal(log);
     await server.close();
     return 0;
   },

@@ -19,7 +19,7 @@ import { createBrokerFromConfig, selectExchangeCredential, type WorkloadCredenti
 import type { TokenBroker } from '../exchange/broker.ts';
 import { createOutbound, type Outbound, type TokenSource } from '../outbound/server.ts';
 import type { OutboundTracer } from '../outbound/types.ts';
-import { type Command, parseFlags, UsageError } from './command.ts';
+import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
 /**
  * `ward sidecar`: assembles the stages (config → policy source → authenticator → inbound
@@ -329,16 +329,7 @@ export const command: Command = {
     const cfg = loadSidecarConfig(values.config);
     const log = createLogger({ level: cfg.logLevel, base: { service: cfg.service } });
     const sidecar = await startSidecar(cfg, { log, configFile: values.config });
-    await new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        log.info('signal received', { signal: sig });
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        resolve();
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+    await untilShutdownSignal(log);
     await sidecar.stop();
     return 0;
   },
