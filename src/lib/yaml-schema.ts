@@ -1,6 +1,9 @@
-import { isMap, isPair, isScalar, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
+import { formatPath, keyOffset, nodeOffset } from './yaml-locate.ts';
+
+export { formatPath };
 
 /**
  * Parses YAML text against a zod schema and reports every problem as `file:line:column`, with
@@ -48,30 +51,4 @@ export function parseYamlFile<S extends z.ZodType>(text: string, file: string, s
 function firstLine(s: string): string {
   const nl = s.indexOf('\n');
   return nl === -1 ? s : s.slice(0, nl);
-}
-
-/** The closest existing node along `path` (a missing field is reported at its parent). */
-function nodeOffset(doc: ReturnType<typeof parseDocument>, path: readonly (string | number)[]): number {
-  for (let n = path.length; n >= 0; n--) {
-    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
-    if (node !== undefined && node !== null && typeof node === 'object' && 'range' in node) {
-      const range = (node as YamlNode).range;
-      if (range) return range[0];
-    }
-  }
-  return 0;
-}
-
-function keyOffset(parent: unknown, key: string): number | undefined {
-  if (!isMap(parent)) return undefined;
-  for (const item of parent.items) {
-    if (isPair(item) && isScalar(item.key) && item.key.value === key && item.key.range) return item.key.range[0];
-  }
-  return undefined;
-}
-
-export function formatPath(path: readonly (string | number)[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? p : `.${p}`;
-  return out;
 }

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
 import { formatPath } from '../lib/yaml-schema.ts';
 import type { CompiledCondition, Scalar } from './conditions.ts';
-import type { FieldPath, YamlLocator } from './locate.ts';
+import type { FieldPath, YamlLocator } from '../lib/yaml-locate.ts';
 import type { AllowDecision, CompiledPolicy, DenyDecision, DryRunDenial, IssuerTrust, Verdict } from './model.ts';
 import { compileGlob, type GlobSegment } from './paths.ts';
 import { buildIndex, type PathMatcher, type RouteIndex, type RouteMatcher } from './routes.ts';

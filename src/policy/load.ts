@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 import { compilePolicy } from './compile.ts';
-import { createYamlLocator } from './locate.ts';
+import { createYamlLocator } from '../lib/yaml-locate.ts';
 import type { CompiledPolicy } from './model.ts';
 import { policySchema, type PolicyFile } from './schema.ts';
 import { checkPolicy } from './semantic.ts';

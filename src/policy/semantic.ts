@@ -1,5 +1,5 @@
 import type { FileIssue } from '../errors/ward-error.ts';
-import type { FieldPath, YamlLocator } from './locate.ts';
+import type { FieldPath, YamlLocator } from '../lib/yaml-locate.ts';
 import { compileGlob, pathProblem } from './paths.ts';
 import {
   CLAIM_OPERATORS,

@@ -7,7 +7,7 @@ import { demoFiles, EXAMPLE_PORTS, formatTable, runDemo } from '../../../src/dem
 import { DEFAULT_DEV_IDP_YAML, defaultDevIdpConfig } from '../../../src/devidp/config.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { parseYamlFile } from '../../../src/lib/yaml-schema.ts';
-import { createYamlLocator } from '../../../src/policy/locate.ts';
+import { createYamlLocator } from '../../../src/lib/yaml-locate.ts';
 import { policySchema } from '../../../src/policy/schema.ts';
 import { checkPolicy } from '../../../src/policy/semantic.ts';
 

@@ -1,12 +1,11 @@
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { FileIssue } from '../errors/ward-error.ts';
-import { formatPath } from '../lib/yaml-schema.ts';
 
 /**
  * Maps a field path of an already-validated YAML file back to its line and column, so checks
  * that run after the schema (semantic.ts, compile.ts) report errors exactly as the schema does:
  * `file:line:column: field.path: message`. It keeps the yaml Document and its LineCounter, the
- * same approach as lib/yaml-schema.ts, without re-validating anything.
+ * same helpers as yaml-schema.ts, without re-validating anything.
  */
 export type FieldPath = readonly (string | number)[];
 
@@ -18,6 +17,12 @@ export interface YamlLocator {
   has(path: FieldPath): boolean;
   /** A FileIssue at `path`; `at: 'key'` points at the last segment's key instead of its value. */
   issue(path: FieldPath, message: string, at?: 'value' | 'key'): FileIssue;
+}
+
+export function formatPath(path: readonly (string | number)[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? p : `.${p}`;
+  return out;
 }
 
 export function createYamlLocator(text: string, file: string): YamlLocator {
@@ -47,7 +52,8 @@ export function createYamlLocator(text: string, file: string): YamlLocator {
   };
 }
 
-function nodeOffset(doc: Document, path: FieldPath): number {
+/** Offset of the node at `path`, or of its closest existing ancestor. */
+export function nodeOffset(doc: Document, path: FieldPath): number {
   for (let n = path.length; n >= 0; n--) {
     const node: unknown = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
     if (node !== undefined && node !== null && typeof node === 'object' && 'range' in node) {
@@ -58,7 +64,8 @@ function nodeOffset(doc: Document, path: FieldPath): number {
   return 0;
 }
 
-function keyOffset(parent: unknown, key: string): number | undefined {
+/** Offset of `key` itself within the map `parent`. */
+export function keyOffset(parent: unknown, key: string): number | undefined {
   if (!isMap(parent)) return undefined;
   for (const item of parent.items) {
     if (isPair(item) && isScalar(item.key) && item.key.value === key && item.key.range) return item.key.range[0];
