@@ -6,6 +6,7 @@ import type { Logger } from '../lib/log.ts';
 import { Lru } from '../lib/lru.ts';
 import { SingleFlight } from './single-flight.ts';
 import type { GrantResult, TokenEndpointClient, TokenTarget } from './token-client.ts';
+import { backoffDelay } from '../lib/backoff.ts';
 
 /**
  * Tokens for outgoing calls: the exchanged-token cache in front of the token endpoint
@@ -115,12 +116,6 @@ export function subjectExpiryMs(token: string): number | undefined {
   } catch {
     return undefined; // opaque token: the IdP's expires_in is the only bound
   }
-}
-
-/** Exponential back-off with equal jitter: in [cap/2, cap], cap = min(max, initial·2^attempt). */
-export function backoffDelay(attempt: number, retry: { readonly initialMs: number; readonly maxMs: number }, random: () => number): number {
-  const cap = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(attempt, 30));
-  return Math.round(cap / 2 + (cap / 2) * Math.min(Math.max(random(), 0), 1));
 }
 
 /** Cache key of a target: the destination and the scopes asked for. */

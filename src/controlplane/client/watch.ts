@@ -4,7 +4,7 @@ import type { Logger } from '../../lib/log.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
 import { SERVICE_NAME } from '../../policy/schema.ts';
 import { MAX_NACK_MESSAGE, policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire, RpcCode } from '../proto.ts';
-import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.ts';
+import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from '../../lib/backoff.ts';
 import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersistedPolicy } from './state.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/controlplane/client/backoff.ts';
+import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/lib/backoff.ts';
 import { statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';

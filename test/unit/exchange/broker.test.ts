@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, createTokenBroker, subjectExpiryMs, type TokenBroker, type TokenOutcome } from '../../../src/exchange/broker.ts';
+import { createTokenBroker, subjectExpiryMs, type TokenBroker, type TokenOutcome } from '../../../src/exchange/broker.ts';
+import { backoffDelay } from '../../../src/lib/backoff.ts';
 import type { GrantResult, TokenEndpointClient, TokenTarget } from '../../../src/exchange/token-client.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 

@@ -1,7 +1,8 @@
 /**
- * Reconnect delays: exponential with "equal jitter" (half fixed, half random), so a fleet of
- * sidecars that lost the control plane at the same moment does not come back in lockstep, and
- * no delay is ever zero (a tight reconnect loop cannot happen even with an unlucky random()).
+ * Retry delays (control-plane reconnects, token-endpoint back-off): exponential with "equal
+ * jitter" (half fixed, half random), so a fleet of sidecars that lost a peer at the same moment
+ * does not come back in lockstep, and no delay is ever zero (a tight retry loop cannot happen
+ * even with an unlucky random()).
  */
 export interface BackoffPolicy {
   readonly initialMs: number;
