@@ -89,6 +89,8 @@ interface CacheEntry {
   readonly state: IssuerState;
   /** Verified with a JWKS key: a hit also requires those keys to be within grace. */
   readonly viaJwks: boolean;
+  /** That key (`IssuerSource.publishes`): a hit also requires the IdP to still publish it. */
+  readonly keyId: string | undefined;
 }
 
 interface NegativeEntry {
@@ -184,11 +186,11 @@ class TokenAuthenticator implements Authenticator {
         if (
           hit.deadlineMs > now &&
           this.#issuers.get(hit.state.trust.issuer) === hit.state &&
-          (!hit.viaJwks || hit.state.source.usable(now))
+          (!hit.viaJwks || (hit.state.source.usable(now) && hit.keyId !== undefined && hit.state.source.publishes(hit.keyId)))
         ) {
           return hit.result;
         }
-        this.#cache.delete(key); // expired, issuer gone or changed, or keys past grace: re-verify
+        this.#cache.delete(key); // expired, issuer gone or changed, keys past grace or key withdrawn: re-verify
       }
     }
 
@@ -233,12 +235,14 @@ class TokenAuthenticator implements Authenticator {
     const { state, alg, kid } = p;
     const iss = state.trust.issuer;
     let verifyKey: CryptoKey | Uint8Array;
+    let keyId: string | undefined;
     const viaJwks = !HMAC_ALGS.has(alg);
     if (viaJwks) {
       const r = await state.source.resolveKey(alg, kid);
       if (this.#issuers.get(iss) !== state) return this.#trustChanged(token, iss, again);
       if (!r.ok) return this.#reject(token, r.code, r.detail, iss, kid);
       verifyKey = r.key;
+      keyId = r.keyId;
     } else {
       // HMAC only with the configured secret, never with anything from a JWKS (alg confusion:
       // an RSA public key is public, so "HS256 keyed with it" is forgeable by anyone).
@@ -256,7 +260,7 @@ class TokenAuthenticator implements Authenticator {
     const result: AuthResult = Object.freeze({ ok: true, identity });
     const deadlineMs = p.exp * 1000;
     if (cacheKey !== undefined && deadlineMs > this.#clock()) {
-      this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks });
+      this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks, keyId });
     }
     return result;
   }
@@ -354,7 +358,7 @@ class TokenAuthenticator implements Authenticator {
     // Cache no longer than min(exp, introspectionCacheMaxSeconds): revocation at the IdP takes
     // effect here within that bound.
     const deadlineMs = Math.min(expiresAt * 1000, now + maxMs);
-    if (cacheKey !== undefined && deadlineMs > now) this.#cache.set(cacheKey, { result, deadlineMs, state: current, viaJwks: false });
+    if (cacheKey !== undefined && deadlineMs > now) this.#cache.set(cacheKey, { result, deadlineMs, state: current, viaJwks: false, keyId: undefined });
     return result;
   }
 

@@ -64,7 +64,8 @@ export interface IssuerStatus {
   readonly introspectionFailed: number;
 }
 
-export type KeyResult = { readonly ok: true; readonly key: CryptoKey } | ({ readonly ok: false } & Failure);
+/** `keyId`: the key's public material as published (see `IssuerSource.publishes`). */
+export type KeyResult = { readonly ok: true; readonly key: CryptoKey; readonly keyId: string } | ({ readonly ok: false } & Failure);
 
 /** Longest delay `setTimeout` honours (about 24.8 days); longer ones fire immediately. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -125,6 +126,15 @@ export class IssuerSource {
 
   ready(): boolean {
     return (!this.spec.needsJwks || this.#keys !== undefined) && (!this.needsDiscovery || this.#config !== undefined);
+  }
+
+  /**
+   * The key identified by `keyId` (from `resolveKey`) is still in the current key set. A key the
+   * IdP withdrew (rotated out, or revoked after a compromise) stops vouching for tokens verified
+   * with it before, as soon as the sidecar has fetched the key set without it.
+   */
+  publishes(keyId: string): boolean {
+    return this.#keys !== undefined && this.#keys.has(keyId);
   }
 
   /** Keys loaded and the last success within `graceMs`. */
@@ -263,7 +273,7 @@ export class IssuerSource {
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: `${pick} (kid ${kid ?? 'none'}, alg ${alg})` };
     }
     try {
-      return { ok: true, key: await pick.importFor(alg) };
+      return { ok: true, key: await pick.importFor(alg), keyId: pick.id };
     } catch (err) {
       this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(err) });
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: 'key import failed' };
@@ -335,6 +345,8 @@ class VerifyKey {
   readonly alg: string | undefined;
   readonly keyOps: readonly string[] | undefined;
   readonly jwk: Readonly<Record<string, string>>;
+  /** kid and public members: equal for the same key in two fetches of the key set. */
+  readonly id: string;
   /** Imported once per algorithm (RSA keys differ between RS* and PS*). */
   readonly #imported = new Map<string, Promise<CryptoKey>>();
 
@@ -345,6 +357,7 @@ class VerifyKey {
     this.alg = alg;
     this.keyOps = keyOps;
     this.jwk = Object.freeze(jwk);
+    this.id = JSON.stringify([kid ?? null, kty, alg ?? null, jwk]);
   }
 
   fits(alg: string): boolean {
@@ -373,9 +386,14 @@ class VerifyKey {
 class KeySet {
   readonly #byKid = new Map<string, VerifyKey[]>();
   readonly #all: VerifyKey[] = [];
+  readonly #ids = new Set<string>();
 
   get size(): number {
     return this.#all.length;
+  }
+
+  has(id: string): boolean {
+    return this.#ids.has(id);
   }
 
   kids(): string[] {
@@ -426,6 +444,7 @@ class KeySet {
 
   #add(k: VerifyKey): void {
     this.#all.push(k);
+    this.#ids.add(k.id);
     if (k.kid !== undefined) {
       const same = this.#byKid.get(k.kid);
       if (same === undefined) this.#byKid.set(k.kid, [k]);
