@@ -35,7 +35,27 @@ export interface RecordingApp {
 }
 
 const GRPC_EMPTY_MESSAGE = Buffer.from([0, 0, 0, 0, 0]);
-const BIG = Buffer.alloc(8 * 1024 * 1024, 0x61);
+const CHUNK = Buffer.alloc(64 * 1024, 0x61);
+const BIG_CHUNKS = 128; // 8 MiB
+
+/** 8 MiB in 64 KiB chunks, honouring backpressure as a real server does (never buffers it all). */
+function writeWithBackpressure(out: NodeJS.WritableStream & { destroyed: boolean; once(e: 'drain', f: () => void): unknown }): void {
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < BIG_CHUNKS && !out.destroyed) {
+      sent++;
+      if (sent === BIG_CHUNKS) {
+        out.end(CHUNK);
+        return;
+      }
+      if (!out.write(CHUNK)) {
+        out.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+}
 
 export async function startRecordingApp(protocol: 'h2c' | 'http1' = 'h2c', port = 0): Promise<RecordingApp> {
   const seen: SeenRequest[] = [];
@@ -66,7 +86,7 @@ export async function startRecordingApp(protocol: 'h2c' | 'http1' = 'h2c', port 
       if (path.startsWith('/slow')) return;
       if (path.startsWith('/big')) {
         stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
-        stream.end(BIG);
+        writeWithBackpressure(stream);
         return;
       }
       if (path.startsWith('/inject')) {
@@ -102,7 +122,7 @@ export async function startRecordingApp(protocol: 'h2c' | 'http1' = 'h2c', port 
       if (path.startsWith('/slow')) return;
       if (path.startsWith('/big')) {
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
-        res.end(BIG);
+        writeWithBackpressure(res);
         return;
       }
       if (path.startsWith('/inject')) {
