@@ -64,7 +64,7 @@ describe('the app crashes and restarts under load', () => {
   });
 
   it('in-flight and outage calls get UNAVAILABLE with a reason, none hangs; service resumes once the app is back', async () => {
-    const outcomes: { code: number; reason: string | undefined; phase: string }[] = [];
+    const outcomes: { code: grpc.status; reason: string | undefined; phase: string }[] = [];
     let phase = 'before';
     let stop = false;
     const client = new OrdersClient(`127.0.0.1:${ward.port}`);
