@@ -41,6 +41,10 @@ export interface ErrorRow {
  *   policy saying no, and retrying cannot help. An IdP that refuses a token exchange is
  *   403/PERMISSION_DENIED too (the OAuth error code goes to the decision and the log); an IdP
  *   that cannot be reached is 503/UNAVAILABLE.
+ * - Browser sessions: a session cookie that does not unseal, has expired or was logged out is
+ *   401 with a bare challenge, like a missing token (a browser on a sign-in route is sent to sign
+ *   in instead); a sign-in callback that fails (forged `state`, replayed code, bad ID token) is
+ *   400: the request cannot succeed as sent.
  */
 export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_REQUEST_INVALID: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'malformed request' },
@@ -73,5 +77,10 @@ export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_DESTINATION_UNKNOWN: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'destination not declared' },
   ERR_EXCHANGE_REFUSED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'token exchange refused' },
   ERR_EXCHANGE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'token exchange unavailable' },
+  ERR_SESSION_INVALID: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'bare', message: 'session invalid or expired' },
+  ERR_SESSION_CSRF: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'cross-site request refused' },
+  ERR_SIGNIN_FAILED: { http: 400, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'none', message: 'sign-in failed' },
+  ERR_SIGNIN_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'sign-in provider unavailable' },
+  ERR_RETURN_URL_INVALID: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, challenge: 'none', message: 'return URL refused' },
   ERR_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'internal error' },
 };
