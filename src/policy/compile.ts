@@ -47,6 +47,8 @@ export interface PolicyProgram {
   readonly denyRules: readonly CompiledDenyRule[];
   readonly allowIndex: RouteIndex;
   readonly denyIndex: RouteIndex;
+  /** Routes of the allow rules with `signIn: browser` (null when there are none). */
+  readonly signInIndex: RouteIndex | null;
   /** Denial when no allow rule's route matches. */
   readonly noMatch: Verdict & { readonly permit: null };
 }
@@ -88,6 +90,7 @@ export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileO
   const rules: CompiledRule[] = [];
   const allowRules: CompiledAllowRule[] = [];
   const denyRules: CompiledDenyRule[] = [];
+  const signInRules: CompiledAllowRule[] = [];
   for (const r of parsed.rules) {
     const base = compileRule(r);
     if (r.action === 'allow') {
@@ -98,6 +101,7 @@ export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileO
         tokenMissing: { kind: 'deny', code: 'ERR_TOKEN_MISSING', rule: r.name, reason: `${base.label}: requires a token`, policyVersion: version },
       });
       allowRules.push(rule);
+      if (r.signIn === 'browser') signInRules.push(rule);
       rules.push(rule);
     } else {
       const rule: CompiledDenyRule = deepFreeze({
@@ -119,6 +123,7 @@ export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileO
     denyRules: Object.freeze(denyRules),
     allowIndex: buildIndex(allowRules),
     denyIndex: buildIndex(denyRules),
+    signInIndex: signInRules.length === 0 ? null : buildIndex(signInRules),
     noMatch: deepFreeze<PolicyProgram['noMatch']>({
       decision: { kind: 'deny', code: 'ERR_POLICY_NO_MATCH', rule: null, reason: 'no allow rule matches this route', policyVersion: version },
       permit: null,

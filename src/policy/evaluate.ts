@@ -1,6 +1,6 @@
 import { failure, holds, allHold, type CompiledCondition } from './conditions.ts';
 import { type CompiledAllowRule, DRY_RUN_RULE, type PolicyProgram, programOf } from './compile.ts';
-import type { AllowDecision, CompiledPolicy, DenyDecision, DryRunDenial, Facts, Identity, Permit, Verdict } from './model.ts';
+import type { AllowDecision, CompiledPolicy, DenyDecision, DryRunDenial, Facts, Identity, Permit, RequestFacts, Verdict } from './model.ts';
 import { collectCandidates, grpcKey } from './routes.ts';
 
 /**
@@ -62,6 +62,17 @@ export function evaluate(policy: CompiledPolicy, facts: Facts, _now: number): Ve
   }
   if (policy.dryRun) return dryRunAllow(denial, id);
   return n === 0 ? prog.noMatch : { decision: denial, permit: null };
+}
+
+/**
+ * Whether an allow rule with `signIn: browser` matches the request's route: a browser session
+ * may stand in for a bearer token there, and a browser without either is sent to sign in. Pure,
+ * like `evaluate`; what the session's token may do is still decided by `evaluate` alone.
+ */
+export function isSignInRoute(policy: CompiledPolicy, req: RequestFacts): boolean {
+  const index = programOf(policy)?.signInIndex;
+  if (index === null || index === undefined) return false;
+  return collectCandidates(index, req, grpcKey(req, 'allow')) > 0;
 }
 
 /**

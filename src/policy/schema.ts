@@ -257,6 +257,11 @@ const rule = z
       description: 'Allow rules only. `required`: the rule applies only to calls with a valid token (a call without one is refused with `ERR_TOKEN_MISSING`, 401). `optional`: calls without a token match too (a token that is present must still be valid); such a rule cannot have `when` conditions.',
       examples: ['optional'],
     }),
+    signIn: z.enum(['browser']).optional().meta({
+      description:
+        'Allow rules only. `browser`: the route is a web page. A call without a bearer token may use the browser session the sidecar keeps (docs/browser-sign-in.md: the session\'s access token is checked exactly like a bearer token), and a browser with neither (`Accept: text/html`, `GET` or `HEAD`) is redirected to sign in at the provider instead of getting a 401. API and gRPC callers without a token still get 401. Needs a `session` section in the sidecar config.',
+      examples: ['browser'],
+    }),
     when: z.array(conditionSchema).default([]).meta({
       description: 'Conditions on the caller; all must hold (AND). Use `any:` inside for OR.',
       examples: [[{ scopes: { allOf: ['orders.read'] } }, { claim: 'tenant.id', equals: 'acme' }]],

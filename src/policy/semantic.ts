@@ -107,6 +107,12 @@ function checkRule(
   if (rule.action === 'allow' && rule.token === 'required' && policy.issuers.length === 0) {
     report([...at, 'token'], 'the rule needs a token but the policy trusts no issuer (add issuers, or set token: optional)', 'key');
   }
+  if (rule.signIn !== undefined && rule.action === 'deny') {
+    report([...at, 'signIn'], 'signIn applies to allow rules only (it says how a caller without a token may sign in)', 'key');
+  }
+  if (rule.signIn !== undefined && match.http === undefined) {
+    report([...at, 'signIn'], 'signIn: browser needs an http route (browsers do not make gRPC calls)', 'key');
+  }
   rule.when.forEach((c, i) => checkCondition(c, [...at, 'when', i], issuers, report));
 }
 
