@@ -6,6 +6,7 @@ import { parseGrpcTimeout } from './grpc-timeout.ts';
 import { type HeaderPolicy, identityHeaderValues, scanRequestHeaders } from './headers.ts';
 import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken } from './normalize.ts';
 import type { ErrorResponder } from './respond.ts';
+import type { SessionResume } from '../session/stage.ts';
 import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
 
 /**
@@ -15,12 +16,15 @@ import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from '.
  *   1. shape     method, pseudo-headers, path normalization
  *   2. headers   strip spoofable and connection-specific fields; framing; gRPC detection
  *   3. query     refuse `access_token` in the URL
- *   4. extract   the bearer token from Authorization
+ *      session   the sidecar's own `/.ward/` endpoints; its cookies taken out of the app's view
+ *   4. extract   the bearer token from Authorization; without one, on a `signIn: browser`
+ *                route, the browser session's access token instead
  *   5. authn     verify it (sync on a cache hit, async otherwise)
  *   6. policy    evaluate(policy, facts, now) on the current snapshot
  *   7. forward   with the Permit, or respond with the denial's code
  *
- * Every denial goes through `ErrorResponder.write` and never reaches the app.
+ * Every denial goes through `ErrorResponder.write` and never reaches the app (a browser on a
+ * sign-in route gets the session stage's redirect to sign in, or an HTML page, instead).
  */
 
 /** Methods ward forwards. Case-sensitive (RFC 9110 §9.1): `get` is not GET, and is refused. */
@@ -55,6 +59,7 @@ export function createStack(o: StackOptions): Stack {
   const appSpeaksH2 = cfg.upstream.protocol === 'h2c';
   const onDecision = deps.onDecision;
   const tracer = deps.tracer;
+  const session = deps.session;
 
   function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRunCode: ErrorCode | null): void {
     if (onDecision === undefined && tracer === undefined) return;
@@ -96,6 +101,9 @@ export function createStack(o: StackOptions): Stack {
     counters.denied++;
     if (log.enabled('debug')) log.debug('denied', { decisionId: ex.decisionId, code, detail, rule: d?.rule ?? null });
     record(ex, code, d, null);
+    // A browser on a sign-in route: a redirect to sign in instead of a 401, an HTML page instead
+    // of a text 403; and a refused session cookie is cleared. Everyone else: the table's response.
+    if (session !== undefined && session.writeDenial(ex, code)) return;
     responder.write(ex, code);
   }
 
@@ -156,21 +164,67 @@ export function createStack(o: StackOptions): Stack {
     // and accepting it would teach clients to keep doing it (RFC 6750 §2.3, §5.3).
     if (ex.query !== '' && queryHasAccessToken(ex.query)) return deny(ex, 'ERR_TOKEN_IN_QUERY', 'access_token in query');
 
+    // (3a) The sidecar's own endpoints (sign-in callback, logout) are answered here, on the
+    // normalized path and before any credential is read, and never reach the app; before the
+    // policy check so a browser can always sign out. The sidecar's cookies leave the app's view.
+    if (session !== undefined && session.handle(ex)) return;
+
     // (3b) No policy, no trusted issuers: say so (503) before judging a token against an empty
     // trust list, which would misreport a valid caller as ERR_TOKEN_ISSUER_UNKNOWN.
-    if (deps.policy() === null) return deny(ex, 'ERR_POLICY_UNAVAILABLE', 'no policy loaded');
+    const policy = deps.policy();
+    if (policy === null) return deny(ex, 'ERR_POLICY_UNAVAILABLE', 'no policy loaded');
 
     // (4) Extraction is a pure scan; it rejects repeated or malformed credentials before any
     // crypto runs.
     const e = deps.extractBearer(ex.authorization, maxTokenBytes);
     if (e.kind === 'error') return deny(ex, e.code, e.detail);
-    if (e.kind === 'none') return decide(ex);
+    if (e.kind === 'none') {
+      if (session === undefined || ex.grpc) return decide(ex);
+      // (4b) No bearer token: on a `signIn: browser` route the browser session's access token
+      // stands in for it and takes the same path from here (authn, policy). Only here: a bearer
+      // token always wins, so API callers never depend on cookies.
+      let s: SessionResume | Promise<SessionResume>;
+      try {
+        s = session.resume(ex, policy);
+      } catch (err) {
+        log.error('session resume threw', { decisionId: ex.decisionId, err });
+        return deny(ex, 'ERR_INTERNAL', 'session resume threw');
+      }
+      if (isPromise(s)) {
+        void s.then(
+          (res) => afterSession(ex, res),
+          (err: unknown) => {
+            log.error('session resume rejected', { decisionId: ex.decisionId, err });
+            if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'session resume rejected');
+          },
+        );
+        return;
+      }
+      return afterSession(ex, s);
+    }
+    authenticate(ex, e.token);
+  }
 
+  function afterSession(ex: Exchange, s: SessionResume): void {
+    if (ex.closed || ex.finished) return;
+    switch (s.kind) {
+      case 'none':
+        return decide(ex);
+      case 'token':
+        return authenticate(ex, s.token);
+      case 'deny':
+        return deny(ex, s.code, s.detail);
+      case 'answered':
+        return;
+    }
+  }
+
+  function authenticate(ex: Exchange, token: string): void {
     // (5) Authentication: the first stage that may wait (JWKS, introspection). A cache hit
     // stays synchronous, so the common case allocates no promise.
     let r: AuthResult | Promise<AuthResult>;
     try {
-      r = deps.authenticate(e.token);
+      r = deps.authenticate(token);
     } catch (err) {
       log.error('authenticate threw', { decisionId: ex.decisionId, err });
       return deny(ex, 'ERR_INTERNAL', 'authenticate threw');

@@ -5,6 +5,7 @@ import type { WardError } from '../errors/ward-error.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CompiledPolicy, Facts, Identity, Verdict } from '../policy/model.ts';
+import type { SessionStage } from '../session/stage.ts';
 
 /**
  * What the inbound stage needs from the other stages. Structural types only: the lead wires
@@ -54,6 +55,8 @@ export interface InboundDeps {
   readonly onDecision?: (record: DecisionRecord) => void;
   /** Per-call tracing (telemetry/); absent means no tracing work at all on the request path. */
   readonly tracer?: CallTracer;
+  /** Browser sign-in and sessions (session/); absent (no `session` config) means no cookie is looked at. */
+  readonly session?: SessionStage;
 }
 
 /**

@@ -1,0 +1,644 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import * as oidc from 'openid-client';
+import type { ResolvedSessionSecrets, SessionConfig } from '../config/session.ts';
+import type { ErrorCode } from '../errors/codes.ts';
+import { ERROR_TABLE } from '../errors/table.ts';
+import type { Clock } from '../lib/clock.ts';
+import { tokenHash } from '../lib/hash.ts';
+import type { Logger } from '../lib/log.ts';
+import { Lru } from '../lib/lru.ts';
+import type { CompiledPolicy, Identity, RequestFacts } from '../policy/model.ts';
+import {
+  type CookieAttributes,
+  type CookieNames,
+  clearCookie,
+  clearSessionCookies,
+  cookieNames,
+  joinChunks,
+  sessionCookies,
+  setCookie,
+  splitChunks,
+  type TakenCookies,
+  takeCookies,
+  TXN_PATH,
+  txnCookieName,
+} from './cookies.ts';
+import { fromSameOrigin, isUnsafeMethod, originOf } from './csrf.ts';
+import { createSignInClient, type ProviderFailure, type SignInClient, type TokenSet } from './oidc.ts';
+import { denialPage, escapeHtml, methodNotAllowed, notFound, page, redirect, type SessionCall, textDenial } from './respond.ts';
+import { RESERVED_PREFIX, safeReturnPath } from './return-url.ts';
+import { deriveKeys, Sealer } from './seal.ts';
+
+/**
+ * Browser sign-in at the sidecar: the OIDC authorization code flow with PKCE (S256), `state` and
+ * `nonce`, a sealed cookie session, refresh before expiry, logout, and CSRF checks. The inbound
+ * stack (inbound/stack.ts) calls in at three points:
+ *
+ * - `handle(call)`, before any credential is read: serves the reserved `/.ward/` endpoints and
+ *   takes the sidecar's cookies out of what the app will see;
+ * - `resume(call, policy)`, for a call without a bearer token: on a route whose rule says
+ *   `signIn: browser`, the session's access token takes the bearer token's place, and from then
+ *   on the call is authenticated and authorized exactly like a bearer call (the stack runs the
+ *   same authenticate and evaluate on it);
+ * - `writeDenial(call, code)`, when such a call is refused: a browser navigation without a
+ *   usable session is redirected to the provider instead of getting 401; a browser gets a minimal
+ *   HTML page for other refusals; API callers get the usual plain response (plus the clearing of
+ *   a bad cookie). gRPC calls are never touched.
+ *
+ * The session lives in the cookie, sealed (seal.ts): the sidecar keeps no per-session state
+ * beyond bounded sets of logged-out session ids and used `state` values, so any replica with the
+ * same secret serves any session (a logout is then local to the replica that served it; the
+ * refresh token is revoked at the provider and its session ended there, so elsewhere the session
+ * lasts at most until its access token expires).
+ *
+ * Endpoints (under `/.ward/`, never forwarded):
+ *   GET  /.ward/callback      the redirect URI: checks state, exchanges the code, sets the session
+ *   GET  /.ward/sign-in?return=/path   starts a sign-in (for a "Sign in" link)
+ *   POST /.ward/logout        ends the session here and at the provider (RP-initiated logout)
+ *   GET  /.ward/logout        a page with a sign-out button (the POST), so a link can sign out
+ *   GET  /.ward/signed-out    where the provider sends the browser after logout
+ */
+
+/** A call's result when it has no bearer token. */
+export type SessionResume =
+  /** No session applies: go on without an identity. */
+  | { readonly kind: 'none' }
+  /** Authenticate this access token exactly like a bearer token. */
+  | { readonly kind: 'token'; readonly token: string }
+  /** Refuse the call with this code (the stack's deny, then `writeDenial`). */
+  | { readonly kind: 'deny'; readonly code: ErrorCode; readonly detail: string }
+  /** The stage answered the call itself (the redirect carrying a refreshed session). */
+  | { readonly kind: 'answered' };
+
+export type SessionAuthResult =
+  | { readonly ok: true; readonly identity: Identity }
+  | { readonly ok: false; readonly error: { readonly code: ErrorCode; readonly detail?: string | undefined } };
+
+export interface SessionStageOptions {
+  readonly service: string;
+  readonly config: SessionConfig;
+  readonly secrets: ResolvedSessionSecrets;
+  /** The sidecar's own authenticator: the session's access tokens are checked like bearer tokens. */
+  readonly authenticate: (token: string) => SessionAuthResult | Promise<SessionAuthResult>;
+  /** policy/evaluate.ts isSignInRoute. */
+  readonly signInRoute: (policy: CompiledPolicy, req: RequestFacts) => boolean;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly fetch?: typeof fetch | undefined;
+  /** Tests: a provider client of their own. */
+  readonly client?: SignInClient;
+}
+
+export interface SessionCounters {
+  signInsStarted: number;
+  signInsCompleted: number;
+  signInsFailed: number;
+  sessionsResumed: number;
+  sessionsRefused: number;
+  refreshes: number;
+  refreshesRefused: number;
+  csrfRefused: number;
+  logouts: number;
+}
+
+export interface SessionStage {
+  readonly counters: Readonly<SessionCounters>;
+  /** True when the call was one of the sidecar's own endpoints (then answered here). */
+  handle(call: SessionCall): boolean;
+  resume(call: SessionCall, policy: CompiledPolicy): SessionResume | Promise<SessionResume>;
+  /** True when it wrote the response for this denial; false: the caller writes it. */
+  writeDenial(call: SessionCall, code: ErrorCode): boolean;
+}
+
+/** The sealed session (short keys: it travels in every request's Cookie field). */
+export interface SessionData {
+  /** Session id: random, the handle for logout. */
+  readonly i: string;
+  /** Subject, for logs and the consistency check on refresh. */
+  readonly s: string;
+  /** Access token. */
+  readonly a: string;
+  /** Access token expiry (seconds since the epoch). */
+  readonly x: number;
+  /** Refresh token, when the provider issued one. */
+  readonly r?: string;
+  /** Absolute end of the session (seconds). */
+  readonly e: number;
+}
+
+/** A sign-in in flight, sealed in its transaction cookie. */
+interface Txn {
+  readonly s: string;
+  readonly n: string;
+  readonly v: string;
+  /** Return path after sign-in. */
+  readonly r: string;
+  /** The redirect URI sent to the provider. */
+  readonly u: string;
+}
+
+/** What the stage learned about a call it looked at (only calls on the sign-in path get one). */
+interface CallState {
+  browser: boolean;
+  cookies: TakenCookies;
+  /** The session that authenticated the call (null: none). */
+  session: SessionData | null;
+  /** A session cookie was presented and refused: clear it in the response. */
+  clear: boolean;
+}
+
+const TXN_TTL_MS = 10 * 60_000;
+const REFRESH_REUSE_MS = 30_000;
+const MAX_TRACKED = 100_000;
+const CALLBACK = `${RESERVED_PREFIX}callback`;
+const SIGN_IN = `${RESERVED_PREFIX}sign-in`;
+const LOGOUT = `${RESERVED_PREFIX}logout`;
+const SIGNED_OUT = `${RESERVED_PREFIX}signed-out`;
+const AUTHORITY = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+const NONE: SessionResume = Object.freeze({ kind: 'none' });
+const ANSWERED: SessionResume = Object.freeze({ kind: 'answered' });
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown }).then === 'function';
+}
+
+function headerValue(v: number | string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (Array.isArray(v)) return v.join(', ');
+  return String(v);
+}
+
+/** A browser asking for a page: `text/html` (or XHTML) among the accepted media types. */
+export function acceptsHtml(accept: string | undefined): boolean {
+  if (accept === undefined) return false;
+  for (const part of accept.split(',')) {
+    const semi = part.indexOf(';');
+    const type = (semi === -1 ? part : part.slice(0, semi)).trim().toLowerCase();
+    if (type === 'text/html' || type === 'application/xhtml+xml') {
+      // `q=0` means "not acceptable" (RFC 9110 §12.4.2)
+      if (semi !== -1 && /;\s*q\s*=\s*0(?:\.0{0,3})?\s*(?:;|$)/i.test(part.slice(semi))) continue;
+      return true;
+    }
+  }
+  return false;
+}
+
+function isSessionData(v: unknown): v is SessionData {
+  if (v === null || typeof v !== 'object') return false;
+  const o = v as Record<string, unknown>;
+  return (
+    typeof o['i'] === 'string' &&
+    typeof o['s'] === 'string' &&
+    typeof o['a'] === 'string' &&
+    typeof o['x'] === 'number' &&
+    typeof o['e'] === 'number' &&
+    (o['r'] === undefined || typeof o['r'] === 'string')
+  );
+}
+
+function isTxn(v: unknown): v is Txn {
+  if (v === null || typeof v !== 'object') return false;
+  const o = v as Record<string, unknown>;
+  return ['s', 'n', 'v', 'r', 'u'].every((k) => typeof o[k] === 'string');
+}
+
+function sameString(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'utf8');
+  const y = Buffer.from(b, 'utf8');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function failureDetail(f: ProviderFailure): string {
+  return f.kind === 'refused' ? `provider refused: ${f.error}` : `${f.kind}: ${f.detail}`;
+}
+
+export function createSessionStage(o: SessionStageOptions): SessionStage {
+  const cfg = o.config;
+  const log = o.log;
+  const clock = o.clock;
+  const names: CookieNames = cookieNames(cfg.cookieName);
+  const sessions = new Sealer(deriveKeys(o.secrets.sealing, 'session'), 'session');
+  const txns = new Sealer(deriveKeys(o.secrets.sealing, 'txn'), 'txn');
+  const baseOrigin = cfg.baseUrl === undefined ? null : originOf(cfg.baseUrl);
+  const baseSecure = cfg.baseUrl === undefined ? null : new URL(cfg.baseUrl).protocol === 'https:';
+  const client =
+    o.client ??
+    createSignInClient({
+      issuer: cfg.issuer,
+      clientId: cfg.clientId,
+      clientSecret: o.secrets.clientSecret,
+      scopes: cfg.scopes,
+      resource: cfg.resource,
+      timeoutMs: cfg.timeoutMs,
+      log,
+      clock,
+      fetch: o.fetch,
+    });
+  const counters: SessionCounters = {
+    signInsStarted: 0,
+    signInsCompleted: 0,
+    signInsFailed: 0,
+    sessionsResumed: 0,
+    sessionsRefused: 0,
+    refreshes: 0,
+    refreshesRefused: 0,
+    csrfRefused: 0,
+    logouts: 0,
+  };
+  const calls = new WeakMap<SessionCall, CallState>();
+  /** Logged-out session ids → end of the session (ms): refused until then. */
+  const loggedOut = new Lru<string, number>(MAX_TRACKED);
+  /** `state` values already used at the callback → their expiry (ms): each sign-in completes once. */
+  const usedStates = new Lru<string, number>(MAX_TRACKED);
+  /** Refreshes in flight or just done, by session id and access token, shared by concurrent calls. */
+  const refreshing = new Lru<string, { readonly until: number; readonly result: Promise<RefreshOutcome> }>(10_000);
+
+  type RefreshOutcome = { readonly ok: true; readonly session: SessionData } | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
+
+  // ---- per-call facts
+
+  function isTls(call: SessionCall): boolean {
+    if (call.h2 !== null) return call.h2.session?.encrypted === true;
+    return (call.req?.socket as TLSSocket | undefined)?.encrypted === true;
+  }
+
+  /** The origin the browser sees: `baseUrl`, else the request's scheme and Host (null when unusable). */
+  function originFor(call: SessionCall): string | null {
+    if (baseOrigin !== null) return baseOrigin;
+    const a = call.authority;
+    if (a === undefined || !AUTHORITY.test(a)) return null;
+    return originOf(`${isTls(call) ? 'https' : 'http'}://${a}`);
+  }
+
+  function secureFor(call: SessionCall): boolean {
+    return baseSecure ?? isTls(call);
+  }
+
+  function attrs(call: SessionCall, maxAge: number): CookieAttributes {
+    return { secure: secureFor(call), path: '/', maxAge };
+  }
+
+  function stateOf(call: SessionCall): CallState {
+    let st = calls.get(call);
+    if (st === undefined) {
+      st = { browser: false, cookies: takeCookies(undefined, names), session: null, clear: false };
+      calls.set(call, st);
+    }
+    return st;
+  }
+
+  function clearing(call: SessionCall, st: CallState | undefined): string[] {
+    return st?.clear === true ? clearSessionCookies(names, st.cookies.session, secureFor(call)) : [];
+  }
+
+  // ---- the session cookie
+
+  function readSession(st: CallState): { ok: true; session: SessionData } | { ok: false; detail: string } {
+    const c = st.cookies;
+    if (c.session === null) return { ok: false, detail: 'no session cookie' };
+    if (c.duplicate) return { ok: false, detail: 'session cookie sent twice' };
+    const sealed = joinChunks(c.session);
+    if (sealed === null) return { ok: false, detail: 'session cookie chunks do not fit together' };
+    const u = sessions.unseal<unknown>(sealed, clock(), names.session);
+    if (!u.ok) return { ok: false, detail: `session cookie ${u.reason}` };
+    if (!isSessionData(u.value)) return { ok: false, detail: 'session cookie content malformed' };
+    const until = loggedOut.peek(u.value.i);
+    if (until !== undefined && clock() < until) return { ok: false, detail: 'session was logged out' };
+    return { ok: true, session: u.value };
+  }
+
+  function sealSession(call: SessionCall, s: SessionData, present: TakenCookies['session']): string[] | null {
+    const now = clock();
+    const sealed = sessions.seal(s, s.e * 1000, names.session);
+    const chunks = splitChunks(sealed);
+    if (chunks === null) return null;
+    return sessionCookies(names, chunks, present, attrs(call, s.e - Math.floor(now / 1000)));
+  }
+
+  // ---- resume: a call without a bearer token
+
+  function resume(call: SessionCall, policy: CompiledPolicy): SessionResume | Promise<SessionResume> {
+    if (call.grpc) return NONE;
+    const req: RequestFacts = { protocol: 'http', method: call.method, path: call.path, grpcMethod: undefined };
+    if (!o.signInRoute(policy, req)) return NONE;
+    const st = stateOf(call);
+    st.browser = acceptsHtml(headerValue(call.fwdHeaders['accept']));
+    if (st.cookies.session === null) return NONE;
+    const r = readSession(st);
+    if (!r.ok) {
+      counters.sessionsRefused++;
+      st.clear = true;
+      log.debug('session refused', { decisionId: call.decisionId, detail: r.detail });
+      return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: r.detail };
+    }
+    const s = r.session;
+    // CSRF before the session is used for anything that changes state (csrf.ts)
+    if (isUnsafeMethod(call.method)) {
+      const expected = originFor(call);
+      const evidence = {
+        origin: headerValue(call.fwdHeaders['origin']),
+        referer: headerValue(call.fwdHeaders['referer']),
+        secFetchSite: headerValue(call.fwdHeaders['sec-fetch-site']),
+      };
+      if (expected === null || !fromSameOrigin(evidence, expected)) {
+        counters.csrfRefused++;
+        return { kind: 'deny', code: 'ERR_SESSION_CSRF', detail: `${call.method} without a same-origin Origin/Referer` };
+      }
+    }
+    const nowS = Math.floor(clock() / 1000);
+    const expired = nowS >= s.x;
+    const due = nowS >= s.x - cfg.refreshBeforeSeconds;
+    // Refresh only where the browser can be sent back to the same request: a navigation-safe
+    // method, or one whose token is already expired (a 307 repeats it with its body).
+    if (due && s.r !== undefined && (expired || !isUnsafeMethod(call.method))) return refreshAndBounce(call, st, s, expired);
+    if (expired) {
+      counters.sessionsRefused++;
+      st.clear = true;
+      return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'access token expired and no refresh token' };
+    }
+    return use(call, st, s);
+  }
+
+  function use(call: SessionCall, st: CallState, s: SessionData): SessionResume {
+    counters.sessionsResumed++;
+    st.session = s;
+    if (cfg.passAccessToken) call.fwdHeaders['authorization'] = `Bearer ${s.a}`;
+    return { kind: 'token', token: s.a };
+  }
+
+  function refreshAndBounce(call: SessionCall, st: CallState, s: SessionData, expired: boolean): Promise<SessionResume> {
+    const key = `${s.i}:${tokenHash(s.a)}`;
+    const now = clock();
+    let entry = refreshing.peek(key);
+    if (entry === undefined || now >= entry.until) {
+      entry = { until: now + REFRESH_REUSE_MS, result: refresh(s) };
+      refreshing.set(key, entry);
+    }
+    return entry.result.then((out): SessionResume => {
+      if (call.closed || call.finished) return ANSWERED;
+      if (!out.ok) {
+        if (!out.ended && !expired) return use(call, st, s); // provider down, token still good: carry on
+        if (out.ended) {
+          st.clear = true;
+          counters.sessionsRefused++;
+        }
+        return { kind: 'deny', code: out.code, detail: out.detail };
+      }
+      const cookies = sealSession(call, out.session, st.cookies.session);
+      if (cookies === null) {
+        st.clear = true;
+        return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'refreshed session too large for its cookies' };
+      }
+      // The new cookie reaches the browser on a redirect to the very same request (307 keeps
+      // the method and body); the browser repeats it with the refreshed session.
+      const target = `${call.path}${call.query}`;
+      redirect(call, 307, target, cookies, null);
+      return ANSWERED;
+    });
+  }
+
+  async function refresh(s: SessionData): Promise<RefreshOutcome> {
+    counters.refreshes++;
+    const rt = s.r as string;
+    const r = await client.refresh(rt);
+    if (!r.ok) {
+      if (r.failure.kind === 'unavailable') {
+        log.warn('session refresh: provider unavailable', { session: tokenHash(s.i), detail: failureDetail(r.failure) });
+        return { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: failureDetail(r.failure), ended: false };
+      }
+      // the provider refused (invalid_grant: revoked, expired, logged out): the session ends
+      counters.refreshesRefused++;
+      loggedOut.set(s.i, s.e * 1000);
+      log.info('session refresh refused; session ended', { session: tokenHash(s.i), detail: failureDetail(r.failure) });
+      return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(r.failure), ended: true };
+    }
+    const checked = await authenticateTokens(r.value);
+    if (!checked.ok || checked.identity.subject !== s.s) {
+      counters.refreshesRefused++;
+      loggedOut.set(s.i, s.e * 1000);
+      const detail = checked.ok ? 'refreshed token is for another subject' : `refreshed access token refused: ${checked.error.code}`;
+      log.warn('session refresh: new access token refused; session ended', { session: tokenHash(s.i), detail });
+      return { ok: false, code: 'ERR_SESSION_INVALID', detail, ended: true };
+    }
+    const next: SessionData = {
+      i: s.i,
+      s: s.s,
+      a: r.value.accessToken,
+      x: Math.min(checked.identity.expiresAt, r.value.expiresAt ?? Infinity),
+      ...(r.value.refreshToken === undefined ? {} : { r: r.value.refreshToken }),
+      e: s.e,
+    };
+    log.debug('session refreshed', { session: tokenHash(s.i), token: tokenHash(next.a) });
+    return { ok: true, session: next };
+  }
+
+  async function authenticateTokens(t: TokenSet): Promise<SessionAuthResult> {
+    try {
+      const r = o.authenticate(t.accessToken);
+      return isPromise(r) ? await r : r;
+    } catch (err) {
+      log.error('authenticate threw on a session token', { err });
+      return { ok: false, error: { code: 'ERR_INTERNAL', detail: 'authenticate threw' } };
+    }
+  }
+
+  // ---- denials on the sign-in path
+
+  function writeDenial(call: SessionCall, code: ErrorCode): boolean {
+    const st = calls.get(call);
+    if (st === undefined) return false;
+    const cookies = clearing(call, st);
+    const row = ERROR_TABLE[code];
+    if (row.http === 401 && st.browser && (call.method === 'GET' || call.method === 'HEAD')) {
+      // A page the browser navigated to: sign in and come back here (instead of a 401).
+      const back = safeReturnPath(`${call.path}${call.query}`) ?? '/';
+      void startSignIn(call, back, cookies, code);
+      return true;
+    }
+    if (st.browser) {
+      denialPage(call, code, cookies, st.session !== null && row.http !== 401);
+      return true;
+    }
+    if (cookies.length > 0) {
+      textDenial(call, o.service, code, cookies);
+      return true;
+    }
+    return false;
+  }
+
+  async function startSignIn(call: SessionCall, returnPath: string, extraCookies: readonly string[], reason: ErrorCode | null): Promise<void> {
+    const origin = originFor(call);
+    if (origin === null) {
+      denialPage(call, 'ERR_REQUEST_INVALID', extraCookies, false);
+      return;
+    }
+    counters.signInsStarted++;
+    const state = oidc.randomState();
+    const nonce = oidc.randomNonce();
+    const codeVerifier = oidc.randomPKCECodeVerifier();
+    const redirectUri = `${origin}${CALLBACK}`;
+    const url = await client.authorizationUrl({ redirectUri, state, nonce, codeVerifier });
+    if (!url.ok) {
+      counters.signInsFailed++;
+      log.warn('sign-in: provider unavailable', { decisionId: call.decisionId, detail: failureDetail(url.failure) });
+      denialPage(call, 'ERR_SIGNIN_UNAVAILABLE', extraCookies, false, { 'retry-after': 5 });
+      return;
+    }
+    const txn: Txn = { s: state, n: nonce, v: codeVerifier, r: returnPath, u: redirectUri };
+    const name = txnCookieName(names, state);
+    const sealed = txns.seal(txn, clock() + TXN_TTL_MS, name);
+    const cookie = setCookie(name, sealed, { secure: secureFor(call), path: TXN_PATH, maxAge: TXN_TTL_MS / 1000 });
+    redirect(call, 302, url.value.href, [...extraCookies, cookie], reason);
+  }
+
+  // ---- the sidecar's own endpoints
+
+  function handle(call: SessionCall): boolean {
+    // Ward's cookies are ward's: the app never sees them, whatever the route.
+    const raw = call.fwdHeaders['cookie'];
+    if (raw !== undefined) {
+      const taken = takeCookies(headerValue(raw), names);
+      if (taken.session !== null || taken.txn.size > 0) {
+        if (taken.rest === undefined) delete call.fwdHeaders['cookie'];
+        else call.fwdHeaders['cookie'] = taken.rest;
+        stateOf(call).cookies = taken;
+      }
+    }
+    if (call.grpc || !call.path.startsWith(RESERVED_PREFIX)) return false;
+    try {
+      endpoint(call);
+    } catch (err) {
+      log.error('session endpoint threw', { decisionId: call.decisionId, err });
+      textDenial(call, o.service, 'ERR_INTERNAL', []);
+    }
+    return true;
+  }
+
+  function endpoint(call: SessionCall): void {
+    switch (call.path) {
+      case CALLBACK:
+        if (call.method !== 'GET') return methodNotAllowed(call, 'GET');
+        void callback(call).catch((err: unknown) => {
+          log.error('sign-in callback failed', { decisionId: call.decisionId, err });
+          denialPage(call, 'ERR_INTERNAL', [], false);
+        });
+        return;
+      case SIGN_IN: {
+        if (call.method !== 'GET' && call.method !== 'HEAD') return methodNotAllowed(call, 'GET, HEAD');
+        const want = new URLSearchParams(call.query.slice(1)).get('return') ?? '/';
+        const back = safeReturnPath(want);
+        if (back === null) {
+          log.info('sign-in: return URL refused', { decisionId: call.decisionId });
+          return denialPage(call, 'ERR_RETURN_URL_INVALID', [], false);
+        }
+        void startSignIn(call, back, [], null);
+        return;
+      }
+      case LOGOUT:
+        if (call.method === 'GET' || call.method === 'HEAD') {
+          return page(call, 200, 'Sign out', `<h1>Sign out</h1><form method="post" action="${LOGOUT}"><button type="submit">Sign out</button></form>`, [], null);
+        }
+        if (call.method !== 'POST') return methodNotAllowed(call, 'GET, HEAD, POST');
+        void logout(call);
+        return;
+      case SIGNED_OUT:
+        if (call.method !== 'GET' && call.method !== 'HEAD') return methodNotAllowed(call, 'GET, HEAD');
+        return page(call, 200, 'Signed out', '<h1>Signed out</h1><p id="signed-out">You are signed out.</p><p><a href="/">Sign in again</a></p>', [], null);
+      default:
+        return notFound(call);
+    }
+  }
+
+  function signInFailed(call: SessionCall, code: ErrorCode, detail: string, cookies: readonly string[]): void {
+    counters.signInsFailed++;
+    log.info('sign-in refused', { decisionId: call.decisionId, code, detail });
+    page(
+      call,
+      ERROR_TABLE[code].http,
+      'Sign-in failed',
+      `<h1>Sign-in failed</h1><p>${escapeHtml(ERROR_TABLE[code].message)}.</p><p>Reason <code id="reason">${escapeHtml(code)}</code>, decision <code id="decision">${escapeHtml(call.decisionId)}</code>.</p><p><a href="/">Start again</a></p>`,
+      cookies,
+      code,
+    );
+  }
+
+  async function callback(call: SessionCall): Promise<void> {
+    const params = new URLSearchParams(call.query.slice(1));
+    const state = params.get('state');
+    const st = stateOf(call);
+    if (state === null || state === '' || state.length > 512) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'callback without state', []);
+    const name = txnCookieName(names, state);
+    const clearTxn = [clearCookie(name, secureFor(call), TXN_PATH)];
+    const sealed = st.cookies.txn.get(name);
+    // RFC 6749 §10.12: the state must be the one this browser's sign-in was started with
+    if (sealed === undefined) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'no sign-in in progress for this state', []);
+    const u = txns.unseal<unknown>(sealed, clock(), name);
+    if (!u.ok || !isTxn(u.value) || !sameString(u.value.s, state)) {
+      return signInFailed(call, 'ERR_SIGNIN_FAILED', `transaction cookie ${u.ok ? 'does not match state' : u.reason}`, clearTxn);
+    }
+    const txn = u.value;
+    const used = usedStates.peek(state);
+    if (used !== undefined && clock() < used) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'state already used (replayed callback)', clearTxn);
+    usedStates.set(state, u.expiresAt);
+    const error = params.get('error');
+    if (error !== null) return signInFailed(call, 'ERR_SIGNIN_FAILED', `provider returned error ${error.slice(0, 64)}`, clearTxn);
+
+    const callbackUrl = new URL(txn.u);
+    callbackUrl.search = call.query;
+    const r = await client.exchangeCode(callbackUrl, { state: txn.s, nonce: txn.n, codeVerifier: txn.v });
+    if (!r.ok) {
+      const code: ErrorCode = r.failure.kind === 'unavailable' ? 'ERR_SIGNIN_UNAVAILABLE' : 'ERR_SIGNIN_FAILED';
+      return signInFailed(call, code, failureDetail(r.failure), clearTxn);
+    }
+    const tokens = r.value;
+    // The access token must pass the same checks as any bearer token of this service.
+    const checked = await authenticateTokens(tokens);
+    if (!checked.ok) return signInFailed(call, 'ERR_SIGNIN_FAILED', `access token refused: ${checked.error.code} ${checked.error.detail ?? ''}`, clearTxn);
+    const sub = tokens.idClaims?.['sub'];
+    if (typeof sub !== 'string' || sub !== checked.identity.subject) {
+      return signInFailed(call, 'ERR_SIGNIN_FAILED', 'ID token and access token name different subjects', clearTxn);
+    }
+    const nowS = Math.floor(clock() / 1000);
+    const s: SessionData = {
+      i: randomBytes(16).toString('base64url'),
+      s: sub,
+      a: tokens.accessToken,
+      x: Math.min(checked.identity.expiresAt, tokens.expiresAt ?? Infinity),
+      ...(tokens.refreshToken === undefined ? {} : { r: tokens.refreshToken }),
+      e: nowS + cfg.maxAgeSeconds,
+    };
+    const cookies = sealSession(call, s, st.cookies.session);
+    if (cookies === null) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'session too large for its cookies', clearTxn);
+    counters.signInsCompleted++;
+    log.info('signed in', { decisionId: call.decisionId, issuer: checked.identity.issuer, subject: sub, session: tokenHash(s.i) });
+    redirect(call, 302, safeReturnPath(txn.r) ?? '/', [...cookies, ...clearTxn], null);
+  }
+
+  async function logout(call: SessionCall): Promise<void> {
+    const st = stateOf(call);
+    const origin = originFor(call);
+    const evidence = {
+      origin: headerValue(call.fwdHeaders['origin']),
+      referer: headerValue(call.fwdHeaders['referer']),
+      secFetchSite: headerValue(call.fwdHeaders['sec-fetch-site']),
+    };
+    // a forged logout would only sign the user out, but it is still a cross-site state change
+    if (origin === null || !fromSameOrigin(evidence, origin)) {
+      counters.csrfRefused++;
+      return denialPage(call, 'ERR_SESSION_CSRF', [], false);
+    }
+    counters.logouts++;
+    const r = readSession(st);
+    if (r.ok) {
+      loggedOut.set(r.session.i, r.session.e * 1000);
+      log.info('logged out', { decisionId: call.decisionId, subject: r.session.s, session: tokenHash(r.session.i) });
+      if (r.session.r !== undefined) void client.revoke(r.session.r);
+    }
+    const cookies = clearSessionCookies(names, st.cookies.session, secureFor(call));
+    const end = await client.endSessionUrl(`${origin}${SIGNED_OUT}`);
+    redirect(call, 303, end?.href ?? SIGNED_OUT, cookies, null);
+  }
+
+  return { counters, handle, resume, writeDenial };
+}
