@@ -11,6 +11,8 @@ import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
 import { parsePolicyText } from '../policy/load.ts';
 import { createPolicyWatch } from '../controlplane/client/watch.ts';
+import { runCluster } from '../cluster/cluster.ts';
+import { readPolicyText } from '../policy/load.ts';
 import { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
 import { resolveTelemetry } from '../config/telemetry.ts';
 import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
@@ -32,13 +34,23 @@ export interface RunningSidecar {
   ready(): boolean;
   /** Version of the policy in force (null before one is loaded). */
   policyVersion(): string | null;
+  /** The admin `/status` document. */
+  status(): unknown;
+  /** Prometheus text of the metrics (null with telemetry off). */
+  metricsText(): Promise<string> | null;
   /** Graceful: readiness goes false, listeners stop accepting, in-flight calls finish up to drainTimeoutMs. */
   stop(): Promise<void>;
 }
 
 export async function startSidecar(
   cfg: Readonly<SidecarConfig>,
-  opts: { log: Logger; configFile?: string; fetch?: typeof fetch },
+  opts: {
+    log: Logger;
+    configFile?: string;
+    fetch?: typeof fetch;
+    /** A cluster worker: the policy comes from the primary, which also holds the admin port. */
+    worker?: { policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyProvider };
+  },
 ): Promise<RunningSidecar> {
   const log = opts.log;
   const credentials = resolveCredentials(cfg, opts.configFile ?? `${cfg.baseDir}/(config)`);
@@ -58,9 +70,9 @@ export async function startSidecar(
   const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
   // The egress credential is a configuration matter: checked before anything listens.
   const exchangeCredential = cfg.outbound === undefined ? null : selectExchangeCredential(cfg.outbound, credentials, configFile);
-  const policy = startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), (p) =>
-    authenticator.setIssuers(p.issuers),
-  );
+  const onPolicy = (p: CompiledPolicy): void => authenticator.setIssuers(p.issuers);
+  const policy =
+    opts.worker === undefined ? startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), onPolicy) : opts.worker.policy(onPolicy);
 
   // Telemetry: decisions, spans and metrics; by default exported to the control plane, with the
   // sidecar's own control-plane token (the OTLP receiver authenticates callers off loopback).
@@ -110,7 +122,18 @@ export async function startSidecar(
   }
 
   const ready = (): boolean => !draining && policy.current() !== null && authenticator.ready();
-  const admin = await startAdminServer({
+  const status = (): unknown => ({
+    service: cfg.service,
+    policyVersion: policy.current()?.version ?? null,
+    policySource: policy.describe,
+    policyError: policy.lastError(),
+    controlPlaneConnected: policy.connected(),
+    issuers: authenticator.status(),
+    outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
+    draining,
+  });
+  // A cluster worker has no admin listener of its own: the primary's aggregates the workers.
+  const admin = opts.worker !== undefined ? null : await startAdminServer({
     host: cfg.admin.host,
     port: cfg.admin.port,
     checks: [
@@ -118,18 +141,7 @@ export async function startSidecar(
       { name: 'issuer-keys', check: () => ({ ok: authenticator.ready(), detail: authenticator.status() }) },
       { name: 'listeners', check: () => ({ ok: !draining }) },
     ],
-    documents: {
-      '/status': () => ({
-        service: cfg.service,
-        policyVersion: policy.current()?.version ?? null,
-        policySource: policy.describe,
-        policyError: policy.lastError(),
-        controlPlaneConnected: policy.connected(),
-        issuers: authenticator.status(),
-        outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
-        draining,
-      }),
-    },
+    documents: { '/status': status },
     ...(telemetry === null
       ? {}
       : { texts: { '/metrics': { contentType: 'text/plain; version=0.0.4; charset=utf-8', render: () => telemetry.metricsText() } } }),
@@ -140,7 +152,7 @@ export async function startSidecar(
     inbound: inbound.ports.cleartext,
     tls: inbound.ports.tls ?? null,
     outbound: egress?.outbound.port ?? null,
-    admin: admin.port,
+    admin: admin?.port ?? null,
     upstream: cfg.upstream.url,
     upstreamProtocol: cfg.upstream.protocol,
     policy: policy.describe,
@@ -149,9 +161,11 @@ export async function startSidecar(
 
   let stopped: Promise<void> | undefined;
   return {
-    ports: { inbound: inbound.ports.cleartext, tls: inbound.ports.tls, admin: admin.port, outbound: egress?.outbound.port },
+    ports: { inbound: inbound.ports.cleartext, tls: inbound.ports.tls, admin: admin?.port ?? 0, outbound: egress?.outbound.port },
     ready,
     policyVersion: () => policy.current()?.version ?? null,
+    status,
+    metricsText: () => telemetry?.metricsText() ?? null,
     stop: () => {
       stopped ??= (async () => {
         draining = true;
@@ -164,7 +178,7 @@ export async function startSidecar(
         await telemetry?.shutdown(2000);
         await policy.close();
         authenticator.close();
-        await admin.close();
+        await admin?.close();
         log.info('stopped');
       })();
       return stopped;
@@ -203,7 +217,7 @@ async function startOutbound(
 }
 
 /** Where the policy comes from: a watched file, or the control plane's stream. */
-interface PolicyProvider {
+export interface PolicyProvider {
   readonly describe: string;
   current(): CompiledPolicy | null;
   lastError(): string | null;
@@ -213,23 +227,47 @@ interface PolicyProvider {
   close(): Promise<void>;
 }
 
+/**
+ * `withText` (the cluster primary, which sends each version to its workers as text): also called
+ * for every version put in force, with the text it was compiled from.
+ */
 function startPolicyProvider(
   cfg: Readonly<SidecarConfig>,
   credentials: readonly ResolvedCredential[],
   configFile: string,
   log: Logger,
   onPolicy: (p: CompiledPolicy) => void,
+  withText?: (p: CompiledPolicy, text: string, file: string) => void,
 ): PolicyProvider {
   const cp = cfg.policy.controlPlane;
   if (cp === undefined) {
     const file = resolveFrom(cfg, cfg.policy.file ?? '');
+    // The file source keeps only the compiled policy: re-read the text, and hand it on only if it
+    // is still that version (a newer write is about to be reported by the source itself).
+    const textOf = (p: CompiledPolicy): void => {
+      if (withText === undefined) return;
+      try {
+        const text = readPolicyText(file);
+        if (parsePolicyText(text, file, { service: cfg.service }).version === p.version) withText(p, text, file);
+      } catch {
+        // changed again meanwhile: the next change event carries it
+      }
+    };
     // A bad policy file at start-up is a configuration error: it throws (ConfigError with
     // file:line:col) and the sidecar does not start. Later bad versions are refused and logged.
-    const source = createFilePolicySource(file, { service: cfg.service, log, onChange: onPolicy });
+    const source = createFilePolicySource(file, {
+      service: cfg.service,
+      log,
+      onChange: (p) => {
+        onPolicy(p);
+        textOf(p);
+      },
+    });
     const initial = source.current();
     if (initial !== null) {
       requireIntrospectionCredentials(initial, credentials, configFile);
       onPolicy(initial);
+      textOf(initial);
     }
     return {
       describe: `file ${file}`,
@@ -240,20 +278,9 @@ function startPolicyProvider(
     };
   }
 
-  const cred = credentials.find((c) => c.issuer === cp.issuer);
-  if (cred === undefined) {
-    throw new ConfigError([
-      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
-    ]);
-  }
-  const token = createClientCredentialsTokenSource({
-    issuer: cred.issuer,
-    clientId: cred.clientId,
-    clientSecret: cred.clientSecret,
-    resource: cp.resource,
-    ...(cp.scope === undefined ? {} : { scope: cp.scope }),
-    log,
-  });
+  const token = controlPlaneToken(cfg, credentials, configFile, log);
+  if (token === undefined) throw new Error('control plane without a token source');
+  const texts = new WeakMap<CompiledPolicy, { text: string; file: string }>();
   const watch = createPolicyWatch({
     address: cp.address,
     service: cfg.service,
@@ -265,9 +292,14 @@ function startPolicyProvider(
     compile: (text, file) => {
       const p = parsePolicyText(text, resolveFrom(cfg, file), { service: cfg.service });
       requireIntrospectionCredentials(p, credentials, configFile);
+      if (withText !== undefined) texts.set(p, { text, file: resolveFrom(cfg, file) });
       return p;
     },
-    onPolicy,
+    onPolicy: (p) => {
+      onPolicy(p);
+      const t = texts.get(p);
+      if (t !== undefined) withText?.(p, t.text, t.file);
+    },
     log,
   });
   return {
@@ -278,6 +310,56 @@ function startPolicyProvider(
     token,
     close: () => watch.close(),
   };
+}
+
+/** The sidecar's own access token for the control plane (undefined without a control plane). */
+function controlPlaneToken(
+  cfg: Readonly<SidecarConfig>,
+  credentials: readonly ResolvedCredential[],
+  configFile: string,
+  log: Logger,
+): (() => Promise<string>) | undefined {
+  const cp = cfg.policy.controlPlane;
+  if (cp === undefined) return undefined;
+  const cred = credentials.find((c) => c.issuer === cp.issuer);
+  if (cred === undefined) {
+    throw new ConfigError([
+      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
+    ]);
+  }
+  return createClientCredentialsTokenSource({
+    issuer: cred.issuer,
+    clientId: cred.clientId,
+    clientSecret: cred.clientSecret,
+    resource: cp.resource,
+    ...(cp.scope === undefined ? {} : { scope: cp.scope }),
+    log,
+  });
+}
+
+/**
+ * `concurrency` > 1: the primary holds the policy watch and the admin port, each worker a whole
+ * request path (src/cluster/cluster.ts). Returns the primary's or the worker's exit code.
+ */
+function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, configFile: string): Promise<number> {
+  const credentials = resolveCredentials(cfg, configFile);
+  return runCluster({
+    cfg,
+    log,
+    startPolicy: (withText) =>
+      startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), () => {}, withText),
+    startSidecar: (policy, workerLog) => {
+      // Telemetry exported to the control plane needs the sidecar's token in every worker.
+      const token = controlPlaneToken(cfg, credentials, configFile, workerLog.child({ stage: 'policy' }));
+      return startSidecar(cfg, {
+        log: workerLog,
+        configFile,
+        worker: { policy: (onPolicy) => ({ ...policy(onPolicy), ...(token === undefined ? {} : { token }) }) },
+      });
+    },
+    compile: (text, file) => parsePolicyText(text, file, { service: cfg.service }),
+    untilShutdownSignal: () => untilShutdownSignal(log),
+  });
 }
 
 /**
@@ -328,6 +410,7 @@ export const command: Command = {
     if (values.config === undefined) throw new UsageError('--config FILE is required');
     const cfg = loadSidecarConfig(values.config);
     const log = createLogger({ level: cfg.logLevel, base: { service: cfg.service } });
+    if (cfg.concurrency > 1) return runSidecarCluster(cfg, log, values.config);
     const sidecar = await startSidecar(cfg, { log, configFile: values.config });
     await untilShutdownSignal(log);
     await sidecar.stop();

@@ -159,6 +159,11 @@ export const sidecarConfigSchema = z
     drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
     }),
+    concurrency: z.int().min(1).max(64).default(1).meta({
+      description:
+        'Worker processes sharing the listeners, one core each (like Envoy\'s worker threads). With more than 1, a primary process holds the policy watch and the admin port and hands each new connection to the next worker; every worker runs the whole request path with its own verified-token cache, JWKS fetches and telemetry. Readiness needs every worker ready; SIGTERM drains them all. See docs/performance.md.',
+      examples: [2],
+    }),
     telemetry: telemetryConfigSchema.prefault({}).meta({
       description:
         'OpenTelemetry: a span, a decision log record and metrics for every call, exported over OTLP/gRPC (by default to the control plane) and served as Prometheus text on the admin `/metrics`. The standard `OTEL_*` variables apply; see docs/telemetry.md.',

@@ -1,0 +1,64 @@
+/**
+ * The messages between the primary and its workers (node:cluster IPC, structured clone). The
+ * primary owns the policy watch and the admin port; a worker owns a full request path (listeners,
+ * authenticator, verified-token cache, telemetry) and reports its state.
+ */
+
+/** What a worker reports; the primary's `/readyz` and `/status` are built from these. */
+export interface WorkerState {
+  /** Listeners up, policy applied, issuer keys loaded, not draining. */
+  readonly ready: boolean;
+  readonly draining: boolean;
+  /** Version of the policy the worker enforces (null before the first one arrived). */
+  readonly policyVersion: string | null;
+  readonly ports: { readonly inbound: number; readonly tls: number | undefined; readonly outbound: number | undefined };
+  /** The worker's own `/status` document (issuers, egress counters…). */
+  readonly status: unknown;
+}
+
+export type ToWorker =
+  /** The policy in force: its text (compiled by the worker with the same validator) and version. */
+  | { readonly t: 'policy'; readonly text: string; readonly file: string; readonly version: string; readonly connected: boolean | null }
+  /** Graceful shutdown: stop accepting, finish in-flight calls, exit. */
+  | { readonly t: 'drain' }
+  /** Prometheus text of the worker's metrics, answered with the same id. */
+  | { readonly t: 'metrics'; readonly id: number };
+
+export type ToPrimary =
+  /** A new worker asks for the current policy. */
+  | { readonly t: 'hello' }
+  | { readonly t: 'state'; readonly state: WorkerState }
+  | { readonly t: 'metrics'; readonly id: number; readonly text: string | null };
+
+function isObject(m: unknown): m is Record<string, unknown> {
+  return typeof m === 'object' && m !== null;
+}
+
+/** IPC carries only what we send, but a message is still checked before it is trusted. */
+export function isToWorker(m: unknown): m is ToWorker {
+  if (!isObject(m)) return false;
+  switch (m['t']) {
+    case 'policy':
+      return typeof m['text'] === 'string' && typeof m['file'] === 'string' && typeof m['version'] === 'string';
+    case 'drain':
+      return true;
+    case 'metrics':
+      return typeof m['id'] === 'number';
+    default:
+      return false;
+  }
+}
+
+export function isToPrimary(m: unknown): m is ToPrimary {
+  if (!isObject(m)) return false;
+  switch (m['t']) {
+    case 'hello':
+      return true;
+    case 'state':
+      return isObject(m['state']);
+    case 'metrics':
+      return typeof m['id'] === 'number';
+    default:
+      return false;
+  }
+}
