@@ -43,8 +43,17 @@ const client = z.strictObject({
   clientSecret: z.string().min(8).meta({
     description: 'Client secret (client_secret_basic or client_secret_post). Dev only: it sits in this file in clear.',
   }),
-  grantTypes: z.array(z.enum(['client_credentials', 'token-exchange'])).default([]).meta({
-    description: `Grants the client may use. \`token-exchange\` is RFC 8693 (\`${TOKEN_EXCHANGE_GRANT}\`). Empty: an introspection-only client (a resource server).`,
+  grantTypes: z.array(z.enum(['client_credentials', 'token-exchange', 'authorization_code', 'refresh_token'])).default([]).meta({
+    description: `Grants the client may use. \`token-exchange\` is RFC 8693 (\`${TOKEN_EXCHANGE_GRANT}\`). \`authorization_code\` (with PKCE) is interactive sign-in at the login page, for a web client such as a ward sidecar with a \`session\` section; \`refresh_token\` lets it refresh. Empty: an introspection-only client (a resource server).`,
+  }),
+  redirectUris: z.array(absoluteUri).default([]).meta({
+    description:
+      'Where `authorization_code` may send the browser back (exact match). A loopback `http://127.0.0.1/...` or `http://[::1]/...` URI matches any port (RFC 8252 §7.3), so a sidecar on a dynamic port needs no new entry.',
+    examples: [['http://127.0.0.1/.ward/callback']],
+  }),
+  postLogoutRedirectUris: z.array(absoluteUri).default([]).meta({
+    description: 'Where RP-initiated logout (`/session/end`) may send the browser afterwards; loopback URIs match any port, as above.',
+    examples: [['http://127.0.0.1/.ward/signed-out']],
   }),
   resources: z.record(absoluteUri, z.array(scopeToken)).default({}).meta({
     description: 'Resources this client may get tokens for, each with the scopes it may receive. Any other resource gets `invalid_target`.',
@@ -55,6 +64,22 @@ const client = z.strictObject({
       'Resources this client is (the sidecar of): it may introspect tokens issued for them, and exchange tokens addressed to them (RFC 8693 `subject_token`).',
     examples: [['urn:ward:orders']],
   }),
+});
+
+/** Claims a user's tokens may not carry from the file: the IdP sets them itself. */
+export const RESERVED_USER_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'scope', 'client_id', 'act', 'azp', 'nonce', 'at_hash', 'cnf'] as const;
+
+const user = z.strictObject({
+  username: z.string().regex(/^[A-Za-z0-9._@-]+$/).max(64).meta({ description: 'Login name; also the `sub` of the user\'s tokens.', examples: ['alice'] }),
+  password: z.string().min(1).meta({ description: 'Password for the login page (public: development only).', examples: ['alice-password'] }),
+  claims: z
+    .record(z.string(), z.unknown())
+    .default({})
+    .refine((c) => RESERVED_USER_CLAIMS.every((k) => !Object.hasOwn(c, k)), { message: `must not set ${RESERVED_USER_CLAIMS.join(', ')}` })
+    .meta({
+      description: 'Extra claims of the user, carried in the access tokens issued to them (and in the ID token), so policies can test them.',
+      examples: [{ name: 'Alice Example', roles: ['viewer'] }],
+    }),
 });
 
 export const devIdpConfigSchema = z
@@ -73,6 +98,9 @@ export const devIdpConfigSchema = z
     }),
     resourceServers: z.array(resourceServer).default([]).meta({ description: 'Protected resources (RFC 8707 resource indicators).' }),
     clients: z.array(client).default([]).meta({ description: 'Registered clients.' }),
+    users: z.array(user).default([]).meta({
+      description: 'Test users of the login page (`authorization_code`). Their passwords sit in this file in clear: development only.',
+    }),
   })
   .superRefine((cfg, ctx) => {
     const known = new Map(cfg.resourceServers.map((rs) => [rs.resource, rs]));
@@ -80,6 +108,11 @@ export const devIdpConfigSchema = z
     cfg.resourceServers.forEach((rs, i) => {
       if (seenRs.has(rs.resource)) ctx.addIssue({ code: 'custom', path: ['resourceServers', i, 'resource'], message: `duplicate resource '${rs.resource}'` });
       seenRs.add(rs.resource);
+    });
+    const seenUsers = new Set<string>();
+    cfg.users.forEach((u, i) => {
+      if (seenUsers.has(u.username)) ctx.addIssue({ code: 'custom', path: ['users', i, 'username'], message: `duplicate user '${u.username}'` });
+      seenUsers.add(u.username);
     });
     const seenClients = new Set<string>();
     cfg.clients.forEach((c, i) => {
@@ -98,6 +131,12 @@ export const devIdpConfigSchema = z
       c.serves.forEach((resource, j) => {
         if (!known.has(resource)) ctx.addIssue({ code: 'custom', path: ['clients', i, 'serves', j], message: `unknown resource '${resource}' (not in resourceServers)` });
       });
+      if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['clients', i, 'redirectUris'], message: 'an authorization_code client needs at least one redirect URI' });
+      }
+      if (c.grantTypes.includes('refresh_token') && !c.grantTypes.includes('authorization_code')) {
+        ctx.addIssue({ code: 'custom', path: ['clients', i, 'grantTypes'], message: 'refresh_token needs authorization_code (refresh tokens come from sign-ins)' });
+      }
       if (c.grantTypes.includes('token-exchange') && c.serves.length === 0) {
         // without it any token from this issuer could be exchanged by this client
         ctx.addIssue({ code: 'custom', path: ['clients', i, 'serves'], message: 'a token-exchange client must list the resources whose tokens it may exchange' });
@@ -109,6 +148,7 @@ export const devIdpConfigSchema = z
 export type DevIdpConfig = z.output<typeof devIdpConfigSchema>;
 export type DevIdpClient = DevIdpConfig['clients'][number];
 export type DevIdpResourceServer = DevIdpConfig['resourceServers'][number];
+export type DevIdpUser = DevIdpConfig['users'][number];
 
 /**
  * The demo's identities. Secrets here are public by design: the IdP only ever binds loopback.
@@ -178,6 +218,47 @@ clients:
       urn:ward:ledger: [ledger.append]
       urn:ward:control-plane: []
 `;
+
+/**
+ * The demo's browser sign-in identities, kept apart from DEFAULT_DEV_IDP_YAML (which
+ * deploy/examples/dev-idp.yaml mirrors): the `webapp` client (a ward sidecar with a `session`
+ * section, callback and post-logout URIs on loopback, any port), its resource, and two users.
+ * `withWebSignIn()` adds them to a config; `ward demo` does.
+ * - alice: a viewer; bob: a viewer and an admin (the demo web app's `/admin` needs the role).
+ */
+export const DEV_IDP_WEB_YAML = `# ward dev-idp: browser sign-in for the demo web app. Development only: every secret is public.
+resourceServers:
+  - resource: urn:ward:webapp
+    scopes: []
+    accessTokenFormat: jwt
+    accessTokenTtlSeconds: 300
+clients:
+  - clientId: webapp
+    clientSecret: webapp-secret
+    grantTypes: [authorization_code, refresh_token]
+    redirectUris: [http://127.0.0.1/.ward/callback]
+    postLogoutRedirectUris: [http://127.0.0.1/.ward/signed-out]
+    resources:
+      urn:ward:webapp: []
+users:
+  - username: alice
+    password: alice-password
+    claims: { name: Alice Example, email: alice@example.com, roles: [viewer] }
+  - username: bob
+    password: bob-password
+    claims: { name: Bob Example, email: bob@example.com, roles: [viewer, admin] }
+`;
+
+/** `cfg` plus the demo's web client, its resource and users (DEV_IDP_WEB_YAML); validated again. */
+export function withWebSignIn(cfg: DevIdpConfig): DevIdpConfig {
+  const web = parseYamlFile(DEV_IDP_WEB_YAML, '<embedded dev-idp web config>', devIdpConfigSchema);
+  return devIdpConfigSchema.parse({
+    ...cfg,
+    resourceServers: [...cfg.resourceServers, ...web.resourceServers],
+    clients: [...cfg.clients, ...web.clients],
+    users: [...cfg.users, ...web.users],
+  });
+}
 
 export function parseDevIdpConfig(text: string, file: string): DevIdpConfig {
   return parseYamlFile(text, file, devIdpConfigSchema);

@@ -5,7 +5,8 @@ import { CompactSign, type JWK } from 'jose';
 import { errors, Provider, type ClientMetadata, type Configuration } from 'oidc-provider';
 import { createMemoryAdapter } from 'oidc-provider/lib/adapters/memory_adapter.js';
 import { type Logger, createLogger } from '../lib/log.ts';
-import { type DevIdpClient, type DevIdpConfig, isLoopbackHost, TOKEN_EXCHANGE_GRANT } from './config.ts';
+import { type DevIdpClient, type DevIdpConfig, type DevIdpUser, isLoopbackHost, TOKEN_EXCHANGE_GRANT } from './config.ts';
+import { INTERACTION_PATH, firstPartyGrant, handleInteraction, logoutSource, postLogoutSuccessSource } from './login.ts';
 import { generateSigningKey, type SigningKey } from './keys.ts';
 import {
   pendingAct,
@@ -29,6 +30,12 @@ import {
  *
  * Routes besides oidc-provider's own: `POST /dev/rotate-keys` (rotate now; answers
  * `{"kid": "<new kid>"}`). It has no authentication: it is loopback-only and development-only.
+ *
+ * Interactive sign-in (clients with `authorization_code`): `/interaction/<uid>` is a
+ * development login page for the fixed users of the config (login.ts); consent is implied (every
+ * client is first-party here); refresh tokens go to clients allowed the `refresh_token` grant
+ * and end with the IdP session (no `offline_access` needed); RP-initiated logout
+ * (`/session/end`) signs out without a confirmation click.
  */
 
 export interface DevIdp {
@@ -68,6 +75,8 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
   const urlHost = bare.includes(':') ? `[${bare}]` : bare;
 
   const clients = new Map<string, DevIdpClient>(cfg.clients.map((c) => [c.clientId, c]));
+  const users = new Map<string, DevIdpUser>(cfg.users.map((u) => [u.username, u]));
+  const clientResources = new Map(cfg.clients.map((c) => [c.clientId, c.resources]));
   const resourceServers = new Map(cfg.resourceServers.map((rs) => [rs.resource, rs]));
   // cookies are never used by these clients, but oidc-provider insists on keys for them
   const cookieKeys = [randomBytes(32).toString('base64url')];
@@ -109,8 +118,12 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
       client_id: c.clientId,
       client_secret: c.clientSecret,
       grant_types: c.grantTypes.map((g) => (g === 'token-exchange' ? TOKEN_EXCHANGE_GRANT : g)),
-      response_types: [],
-      redirect_uris: [],
+      response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
+      redirect_uris: c.redirectUris,
+      post_logout_redirect_uris: c.postLogoutRedirectUris,
+      // RFC 8252 §7.3: oidc-provider lets loopback redirect URIs of native clients use any
+      // port, which a sidecar on port 0 needs; nothing else differs for a confidential client.
+      ...(c.redirectUris.length > 0 && [...c.redirectUris, ...c.postLogoutRedirectUris].every(isLoopbackHttp) ? { application_type: 'native' as const } : {}),
       token_endpoint_auth_method: 'client_secret_basic',
     }));
     const configuration: Configuration = {
@@ -119,8 +132,24 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
       jwks: { keys: keys.map((k) => k.privateJwk) },
       clientDefaults: { id_token_signed_response_alg: cfg.signingAlg, grant_types: [], response_types: [], token_endpoint_auth_method: 'client_secret_basic' },
       cookies: { keys: cookieKeys },
+      findAccount: (_ctx, sub) => {
+        const u = users.get(sub);
+        return u === undefined ? undefined : { accountId: u.username, claims: () => ({ ...u.claims, sub: u.username }) };
+      },
+      claims: { openid: ['sub'], profile: ['name', 'email'] },
+      // Every client here is first-party: consent is implied, for exactly what the client may get.
+      loadExistingGrant: async (ctx) => {
+        const client = ctx.oidc.client;
+        const accountId = ctx.oidc.session?.accountId;
+        if (client === undefined || accountId === undefined) return undefined;
+        const existing = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(client.clientId);
+        const grantId = await firstPartyGrant(ctx.oidc.provider, client.clientId, accountId, clients.get(client.clientId)?.resources ?? {}, existing);
+        return ctx.oidc.provider.Grant.find(grantId);
+      },
+      issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
       features: {
         devInteractions: { enabled: false },
+        rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
         clientCredentials: { enabled: true },
         introspection: {
           enabled: true,
@@ -141,14 +170,23 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
         },
       },
       extraTokenClaims: (ctx, token) => {
-        if (token.kind !== 'AccessToken' || token.gty !== 'token-exchange') return undefined;
+        if (token.kind !== 'AccessToken') return undefined;
+        // a signed-in user's claims from the config travel in their access tokens, for policies
+        const user = token.accountId === undefined ? undefined : users.get(token.accountId);
+        const claims = user === undefined ? undefined : { ...user.claims };
+        if (token.gty !== 'token-exchange') return claims;
         const act = pendingAct.get(ctx);
-        return act === undefined ? undefined : { act };
+        return act === undefined ? claims : { ...claims, act };
       },
       ttl: {
         AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? 300,
         ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? 300,
-        Grant: 600,
+        Grant: 86_400,
+        AuthorizationCode: 60,
+        Interaction: 600,
+        Session: 86_400,
+        RefreshToken: 86_400,
+        IdToken: 300,
       },
       renderError: (ctx, out) => {
         ctx.type = 'json';
@@ -172,8 +210,17 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
     return provider;
   };
 
-  let handler = build().callback();
+  let provider = build();
+  let handler = provider.callback();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.url?.startsWith(INTERACTION_PATH) === true) {
+      handleInteraction(provider, users, clientResources, req, res).catch((err: unknown) => {
+        log.error('dev-idp login page failed', { err });
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+        res.end('login failed\n');
+      });
+      return;
+    }
     if (req.url === ROTATE_PATH || req.url?.startsWith(`${ROTATE_PATH}?`)) {
       if (req.method !== 'POST') {
         res.writeHead(405, { allow: 'POST', 'content-type': 'application/json' }).end('{"error":"method_not_allowed"}');
@@ -200,7 +247,8 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
       const previous = keys;
       keys = [fresh, ...previous.slice(0, cfg.retainedKeys)];
       try {
-        handler = build().callback();
+        provider = build();
+        handler = provider.callback();
       } catch (err) {
         keys = previous;
         throw err;
@@ -258,6 +306,11 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
         server.closeAllConnections();
       }),
   };
+}
+
+function isLoopbackHttp(uri: string): boolean {
+  const u = new URL(uri);
+  return u.protocol === 'http:' && (u.hostname === '127.0.0.1' || u.hostname === '[::1]');
 }
 
 export function basicAuth(clientId: string, secret: string): string {
