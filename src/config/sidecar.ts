@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 import { outboundConfigSchema } from './outbound.ts';
+import { sessionConfigSchema } from './session.ts';
 import { telemetryConfigSchema } from './telemetry.ts';
 
 /**
@@ -155,6 +156,10 @@ export const sidecarConfigSchema = z
     outbound: outboundConfigSchema.optional().meta({
       description:
         'The egress listener for the app\'s calls to other services: each call to a declared destination carries a token exchanged for it (RFC 8693), see docs/outbound.md. Absent: no egress listener.',
+    }),
+    session: sessionConfigSchema.optional().meta({
+      description:
+        'Browser sign-in at the sidecar (OIDC authorization code flow with PKCE, sealed cookie sessions, refresh, logout) for the routes whose policy rule says `signIn: browser`; see docs/browser-sign-in.md. Absent: no cookie is ever looked at, and those routes behave like any other.',
     }),
     drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
