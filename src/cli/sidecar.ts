@@ -6,7 +6,9 @@ import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
 import { systemClock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { evaluate } from '../policy/evaluate.ts';
+import { evaluate, isSignInRoute } from '../policy/evaluate.ts';
+import { resolveSessionSecrets } from '../config/session.ts';
+import { createSessionStage, type SessionStage } from '../session/stage.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
 import { parsePolicyText } from '../policy/load.ts';
@@ -70,6 +72,21 @@ export async function startSidecar(
   const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
   // The egress credential is a configuration matter: checked before anything listens.
   const exchangeCredential = cfg.outbound === undefined ? null : selectExchangeCredential(cfg.outbound, credentials, configFile);
+  // Browser sign-in (session/): its secrets are read now, so a missing one stops start-up; the
+  // provider is discovered lazily, so the sidecar starts (and serves bearer calls) without it.
+  const session: SessionStage | null =
+    cfg.session === undefined
+      ? null
+      : createSessionStage({
+          service: cfg.service,
+          config: cfg.session,
+          secrets: resolveSessionSecrets(cfg.session, cfg.baseDir, configFile),
+          authenticate: (token) => authenticator.authenticate(token),
+          signInRoute: isSignInRoute,
+          log: log.child({ stage: 'session' }),
+          clock: systemClock,
+          ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
+        });
   const onPolicy = (p: CompiledPolicy): void => authenticator.setIssuers(p.issuers);
   const policy =
     opts.worker === undefined ? startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), onPolicy) : opts.worker.policy(onPolicy);
@@ -107,6 +124,7 @@ export async function startSidecar(
     log: log.child({ stage: 'inbound' }),
     clock: systemClock,
     ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
+    ...(session === null ? {} : { session }),
   });
 
   // The egress listener comes up after the inbound one (outbound.md): the app's outgoing calls
@@ -130,6 +148,7 @@ export async function startSidecar(
     controlPlaneConnected: policy.connected(),
     issuers: authenticator.status(),
     outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
+    session: session === null ? null : { ...session.counters },
     draining,
   });
   // A cluster worker has no admin listener of its own: the primary's aggregates the workers.
