@@ -161,7 +161,8 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
             return (Array.isArray(aud) ? aud : aud === undefined ? [] : [aud]).some((a) => serves.includes(a));
           },
         },
-        revocation: { enabled: true },
+        // a client may revoke its own tokens (the sidecar's sessions revoke their refresh token at logout)
+        revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId },
         resourceIndicators: {
           enabled: true,
           defaultResource: () => undefined,
