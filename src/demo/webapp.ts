@@ -133,8 +133,22 @@ export interface WebAppFiles {
   readonly 'webapp-sidecar.yaml': string;
 }
 
+export interface WebSessionOptions {
+  /** Where browsers sign in (default: the policy's issuer). */
+  readonly signInIssuer?: string;
+  readonly refreshBeforeSeconds?: number;
+  readonly passAccessToken?: boolean;
+  readonly cookieName?: string;
+}
+
 /** The web app's policy and sidecar config for an IdP at `issuer` and the app at `appPort`. */
-export function webappFiles(p: { issuer: string; appPort: number; inboundPort: number; adminPort: number }): WebAppFiles {
+export function webappFiles(p: { issuer: string; appPort: number; inboundPort: number; adminPort: number; session?: WebSessionOptions }): WebAppFiles {
+  const o = p.session ?? {};
+  const extra = [
+    o.refreshBeforeSeconds === undefined ? '' : `\n  refreshBeforeSeconds: ${o.refreshBeforeSeconds}`,
+    o.passAccessToken === undefined ? '' : `\n  passAccessToken: ${o.passAccessToken}`,
+    o.cookieName === undefined ? '' : `\n  cookieName: ${o.cookieName}`,
+  ].join('');
   const policy = `# The demo web app's policy (ward demo). Reference: docs/policy.md, docs/browser-sign-in.md
 apiVersion: ward.dev/v1
 kind: Policy
@@ -180,19 +194,19 @@ policy:
   file: webapp.policy.yaml
 admin: { host: 127.0.0.1, port: ${p.adminPort} }
 session:
-  issuer: ${p.issuer}
+  issuer: ${o.signInIssuer ?? p.issuer}
   clientId: ${WEBAPP_CLIENT}
   clientSecretFile: webapp.secret
   secretFiles: [session.key]
-  resource: ${WEBAPP_AUDIENCE}
+  resource: ${WEBAPP_AUDIENCE}${extra}
 drainTimeoutMs: 2000   # a demo: stop quickly
 `;
   return { 'webapp.policy.yaml': policy, 'webapp-sidecar.yaml': sidecar };
 }
 
 /** Writes the web sidecar's files (config, policy, secrets) into `dir` and starts it. */
-export async function startWebSidecar(p: { idp: DevIdp; dir: string; appPort: number; log: Logger; inboundPort?: number }): Promise<RunningSidecar> {
-  const files = webappFiles({ issuer: p.idp.issuer, appPort: p.appPort, inboundPort: p.inboundPort ?? 0, adminPort: 0 });
+export async function startWebSidecar(p: { idp: DevIdp; dir: string; appPort: number; log: Logger; inboundPort?: number; session?: WebSessionOptions }): Promise<RunningSidecar> {
+  const files = webappFiles({ issuer: p.idp.issuer, appPort: p.appPort, inboundPort: p.inboundPort ?? 0, adminPort: 0, ...(p.session === undefined ? {} : { session: p.session }) });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(p.dir, name), text);
   const secret = p.idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? '';
   writeFileSync(join(p.dir, 'webapp.secret'), `${secret}\n`, { mode: 0o600 });

@@ -25,8 +25,8 @@ export function escapeHtml(s: string): string {
 const HTML_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
-  // the page needs no script and no other origin; its form posts back to itself
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+  // the page needs no script and loads nothing (no `form-action`: the login's redirects go on to the client)
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
 } as const;
 
 function loginPage(uid: string, clientId: string, users: ReadonlyMap<string, DevIdpUser>, error: string | null, username: string): string {

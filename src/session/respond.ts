@@ -32,12 +32,12 @@ export type Headers = Record<string, string | string[] | number>;
 
 const HTML = 'text/html; charset=utf-8';
 const TEXT = 'text/plain; charset=utf-8';
-/** Pages hold no script and load nothing; forms post to this origin only. */
+/** Pages hold no script and load nothing. (No `form-action`: the sign-out form's redirect goes on to the provider.) */
 const PAGE_HEADERS: Readonly<Headers> = Object.freeze({
   'content-type': HTML,
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
   'referrer-policy': 'no-referrer',
 });
 
