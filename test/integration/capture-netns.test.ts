@@ -12,7 +12,7 @@ import { buildSidecarConfig } from '../../src/inject/sidecar-config.ts';
  *
  *   client netns  10.X.Y.1 ──veth── 10.X.Y.2  pod netns
  *   HTTP :9000 (records hits)                 app       node:http on :8080 and :8081 (records every request)
- *   curl                                      sidecar   `ward sidecar` as uid 1337, inbound :15006, admin :15000
+ *   curl                                      sidecar   `ward sidecar` as gid 1337, inbound :15006, admin :15000
  *                                             dev IdP   `ward dev-idp` on 127.0.0.1:4400
  *                                             the sidecar's egress listener on 127.0.0.1:15001, with one
  *                                                       destination `outside` (token exchanged at the dev IdP)
@@ -64,6 +64,7 @@ async function must(cmd: string, args: readonly string[]): Promise<Run> {
 const inPod = (args: readonly string[]): string[] => ['netns', 'exec', NS_POD, ...args];
 const inClient = (args: readonly string[]): string[] => ['netns', 'exec', NS_CLIENT, ...args];
 const asUid = (uid: number, args: readonly string[]): string[] => ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...args];
+const asGid = (gid: number, args: readonly string[]): string[] => ['setpriv', `--regid=${gid}`, '--clear-groups', ...args];
 
 /** curl from the client namespace: status code and body. */
 async function clientCall(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
@@ -147,9 +148,6 @@ describe('ward capture in network namespaces', () => {
       if ((await run('sh', ['-c', `command -v ${bin}`])).code !== 0) throw new Error(`${bin} is missing: install iptables, curl and util-linux (see .ci/run)`);
     }
 
-    // The sidecar runs as uid 1337: it must be able to read the checkout and run this Node.
-    const access = await run('setpriv', [`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups', NODE, '-e', `require('node:fs').accessSync(${JSON.stringify(WARD)})`]);
-    if (access.code !== 0) throw new Error(`uid ${PROXY_UID} cannot run ${NODE} ${WARD} (directory permissions?): ${access.stderr}`);
 
     await must('ip', ['netns', 'add', NS_CLIENT]);
     await must('ip', ['netns', 'add', NS_POD]);
@@ -197,7 +195,11 @@ describe('ward capture in network namespaces', () => {
     await waitFor('the app', () => app.out.filter((l) => l.startsWith('listening')).length === 2);
     await waitFor('the outside server', () => outside.out.includes('listening 9000'));
 
-    sidecar = startIn(inPod(asUid(PROXY_UID, [NODE, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')])), 'sidecar');
+    // The sidecar runs with the proxy's gid (its uid stays root: the checkout may sit where
+    // uid 1337 cannot read, e.g. under /root or a 0700 temp dir in CI). Its traffic is thus
+    // exempted by the `--gid-owner` rule; the `--uid-owner` rule is proven below by a process
+    // running as uid 1337 (curl) going out directly.
+    sidecar = startIn(inPod(asGid(PROXY_UID, [NODE, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')])), 'sidecar');
     await waitFor('the sidecar to be ready', async () => {
       const r = await run('ip', inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:15000/readyz']));
       return r.stdout === '200';
