@@ -121,6 +121,8 @@ export interface SessionData {
   readonly a: string;
   /** Access token expiry (seconds since the epoch). */
   readonly x: number;
+  /** When to refresh it (seconds): see `refreshAt`. */
+  readonly f: number;
   /** Refresh token, when the provider issued one. */
   readonly r?: string;
   /** Absolute end of the session (seconds). */
@@ -192,6 +194,7 @@ function isSessionData(v: unknown): v is SessionData {
     typeof o['s'] === 'string' &&
     typeof o['a'] === 'string' &&
     typeof o['x'] === 'number' &&
+    typeof o['f'] === 'number' &&
     typeof o['e'] === 'number' &&
     (o['r'] === undefined || typeof o['r'] === 'string')
   );
@@ -255,6 +258,16 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
   const refreshing = new Lru<string, { readonly until: number; readonly result: Promise<RefreshOutcome> }>(10_000);
 
   type RefreshOutcome = { readonly ok: true; readonly session: SessionData } | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
+
+  /**
+   * When a token valid until `exp` is refreshed: `refreshBeforeSeconds` ahead of its expiry, but
+   * never before half its lifetime, so a provider whose tokens live shorter than that margin
+   * does not get a refresh (and the browser a redirect) on every request.
+   */
+  function refreshAt(nowS: number, exp: number): number {
+    const life = exp - nowS;
+    return nowS + Math.max(life - cfg.refreshBeforeSeconds, Math.floor(life / 2));
+  }
 
   // ---- per-call facts
 
@@ -348,7 +361,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     }
     const nowS = Math.floor(clock() / 1000);
     const expired = nowS >= s.x;
-    const due = nowS >= s.x - cfg.refreshBeforeSeconds;
+    const due = nowS >= s.f;
     // Refresh only where the browser can be sent back to the same request: a navigation-safe
     // method, or one whose token is already expired (a 307 repeats it with its body).
     if (due && s.r !== undefined && (expired || !isUnsafeMethod(call.method))) return refreshAndBounce(call, st, s, expired);
@@ -421,11 +434,13 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       log.warn('session refresh: new access token refused; session ended', { session: tokenHash(s.i), detail });
       return { ok: false, code: 'ERR_SESSION_INVALID', detail, ended: true };
     }
+    const x = Math.min(checked.identity.expiresAt, r.value.expiresAt ?? Infinity);
     const next: SessionData = {
       i: s.i,
       s: s.s,
       a: r.value.accessToken,
-      x: Math.min(checked.identity.expiresAt, r.value.expiresAt ?? Infinity),
+      x,
+      f: refreshAt(Math.floor(clock() / 1000), x),
       ...(r.value.refreshToken === undefined ? {} : { r: r.value.refreshToken }),
       e: s.e,
     };
@@ -600,11 +615,13 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       return signInFailed(call, 'ERR_SIGNIN_FAILED', 'ID token and access token name different subjects', clearTxn);
     }
     const nowS = Math.floor(clock() / 1000);
+    const x = Math.min(checked.identity.expiresAt, tokens.expiresAt ?? Infinity);
     const s: SessionData = {
       i: randomBytes(16).toString('base64url'),
       s: sub,
       a: tokens.accessToken,
-      x: Math.min(checked.identity.expiresAt, tokens.expiresAt ?? Infinity),
+      x,
+      f: refreshAt(nowS, x),
       ...(tokens.refreshToken === undefined ? {} : { r: tokens.refreshToken }),
       e: nowS + cfg.maxAgeSeconds,
     };

@@ -1,0 +1,377 @@
+import { randomBytes } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { sessionConfigSchema, type SessionConfig } from '../../../src/config/session.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
+import { isSignInRoute } from '../../../src/policy/evaluate.ts';
+import { identityFromClaims } from '../../../src/policy/identity.ts';
+import { parsePolicyText } from '../../../src/policy/load.ts';
+import type { ProviderResult, SignInClient, TokenSet } from '../../../src/session/oidc.ts';
+import type { SessionCall } from '../../../src/session/respond.ts';
+import { acceptsHtml, createSessionStage, type SessionAuthResult, type SessionResume, type SessionStage } from '../../../src/session/stage.ts';
+
+/**
+ * The session stage with a fake provider client and a fake clock: what it answers, when it
+ * refreshes, and how it fails. (test/integration/browser-*.test.ts run it against the real dev
+ * IdP and a real Chromium.)
+ */
+
+const ISSUER = 'https://idp.example.com';
+const ORIGIN = 'http://app.test:8080';
+const T0 = 1_900_000_000_000;
+
+const policy = parsePolicyText(
+  `apiVersion: ward.dev/v1
+kind: Policy
+service: web
+issuers: [{ issuer: ${ISSUER}, audiences: [urn:web] }]
+rules:
+  - name: pages
+    action: allow
+    signIn: browser
+    match: { http: [{ prefix: /app }] }
+  - name: api
+    action: allow
+    match: { http: [{ prefix: /api }] }
+`,
+  'p.yaml',
+);
+
+interface Written {
+  status: number;
+  headers: Record<string, unknown>;
+  body: string;
+}
+
+type FakeCall = SessionCall & { written: () => Written | null };
+
+function call(p: { method?: string; path: string; query?: string; headers?: Record<string, string>; grpc?: boolean }): FakeCall {
+  let out: Written | null = null;
+  const res = {
+    headersSent: false,
+    writeHead(status: number, headers: Record<string, unknown>) {
+      out = { status, headers, body: '' };
+      this.headersSent = true;
+      return this;
+    },
+    end(body?: Buffer) {
+      if (out !== null && body !== undefined) out.body = body.toString();
+    },
+    destroy() {},
+  };
+  return {
+    h2: null,
+    req: null,
+    res: res as unknown as ServerResponse,
+    grpc: p.grpc ?? false,
+    decisionId: 'd-1',
+    method: p.method ?? 'GET',
+    path: p.path,
+    query: p.query ?? '',
+    authority: 'app.test:8080',
+    fwdHeaders: { ...p.headers },
+    closed: false,
+    finished: false,
+    responseStarted: false,
+    written: () => out,
+  };
+}
+
+const PAGE = { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' };
+
+/** An access token of this fake world: `at:<sub>:<exp>`. */
+function token(sub: string, exp: number): string {
+  return `at:${sub}:${exp}`;
+}
+
+function authenticate(t: string): SessionAuthResult {
+  const [kind, sub, exp] = t.split(':');
+  if (kind !== 'at' || sub === undefined) return { ok: false, error: { code: 'ERR_TOKEN_MALFORMED' } };
+  return { ok: true, identity: identityFromClaims({ iss: ISSUER, sub, exp: Number(exp) }) };
+}
+
+interface World {
+  stage: SessionStage;
+  now: { t: number };
+  client: FakeClient;
+}
+
+interface FakeClient extends SignInClient {
+  refreshCalls: number;
+  refreshWith: () => Promise<ProviderResult<TokenSet>>;
+  tokens: () => TokenSet;
+  codes: string[];
+}
+
+function world(over: Partial<SessionConfig> = {}, ttl = 300): World {
+  const now = { t: T0 };
+  const s = () => Math.floor(now.t / 1000);
+  const client: FakeClient = {
+    counters: { discoveryOk: 0, discoveryFailed: 0, codeExchanges: 0, codeExchangeFailures: 0, refreshes: 0, refreshFailures: 0 },
+    refreshCalls: 0,
+    codes: [],
+    tokens: () => ({ accessToken: token('alice', s() + ttl), expiresAt: s() + ttl, refreshToken: 'rt-1', idClaims: { sub: 'alice' } }),
+    refreshWith: async () => ({ ok: true, value: { accessToken: token('alice', s() + ttl), expiresAt: s() + ttl, refreshToken: 'rt-1', idClaims: undefined } }),
+    async authorizationUrl(r) {
+      const u = new URL(`${ISSUER}/auth`);
+      for (const [k, v] of Object.entries({ state: r.state, nonce: r.nonce, redirect_uri: r.redirectUri, code_challenge_method: 'S256' })) u.searchParams.set(k, v);
+      return { ok: true, value: u };
+    },
+    async exchangeCode(cb, checks) {
+      client.codes.push(cb.searchParams.get('code') ?? '');
+      if (cb.searchParams.get('state') !== checks.state) return { ok: false, failure: { kind: 'invalid', detail: 'state' } };
+      return { ok: true, value: client.tokens() };
+    },
+    async refresh() {
+      client.refreshCalls++;
+      return client.refreshWith();
+    },
+    async revoke() {
+      return true;
+    },
+    async endSessionUrl(post) {
+      return new URL(`${ISSUER}/session/end?post_logout_redirect_uri=${encodeURIComponent(post)}`);
+    },
+  };
+  const config = sessionConfigSchema.parse({ issuer: ISSUER, clientId: 'web', clientSecretEnv: 'X', secretFiles: ['k'], ...over });
+  const stage = createSessionStage({
+    service: 'web',
+    config,
+    secrets: { clientSecret: 's', sealing: [randomBytes(32)] },
+    authenticate,
+    signInRoute: isSignInRoute,
+    log: silentLogger,
+    clock: () => now.t,
+    client,
+  });
+  return { stage, now, client };
+}
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
+
+function cookiesOf(w: Written | null): Map<string, string> {
+  const list = (w?.headers['set-cookie'] as string[] | undefined) ?? [];
+  return new Map(list.map((c) => (c.split(';')[0] ?? '').split('=') as [string, string]));
+}
+
+async function resume(w: World, c: FakeCall): Promise<SessionResume> {
+  w.stage.handle(c);
+  return w.stage.resume(c, policy);
+}
+
+/** Sign-in start + callback: the session cookie header value. */
+async function signIn(w: World, path = '/app/x'): Promise<string> {
+  const c = call({ path, headers: PAGE });
+  expect(await resume(w, c)).toEqual({ kind: 'none' });
+  expect(w.stage.writeDenial(c, 'ERR_TOKEN_MISSING')).toBe(true);
+  await settle();
+  const redirect = c.written();
+  expect(redirect?.status).toBe(302);
+  const state = new URL(String(redirect?.headers['location'])).searchParams.get('state') ?? '';
+  const txn = [...cookiesOf(redirect)].map(([k, v]) => `${k}=${v}`).join('; ');
+  const cb = call({ path: '/.ward/callback', query: `?code=c1&state=${state}`, headers: { ...PAGE, cookie: txn } });
+  expect(w.stage.handle(cb)).toBe(true);
+  await settle();
+  const done = cb.written();
+  expect(done?.status).toBe(302);
+  expect(done?.headers['location']).toBe(path);
+  return `ward_session=${cookiesOf(done).get('ward_session') ?? ''}`;
+}
+
+describe('session stage', () => {
+  it('recognizes a browser by Accept: text/html (not */*, not q=0)', () => {
+    expect(acceptsHtml('text/html,application/xhtml+xml,*/*;q=0.8')).toBe(true);
+    expect(acceptsHtml('application/xhtml+xml')).toBe(true);
+    expect(acceptsHtml('*/*')).toBe(false);
+    expect(acceptsHtml('application/json')).toBe(false);
+    expect(acceptsHtml('text/html;q=0, */*')).toBe(false);
+    expect(acceptsHtml(undefined)).toBe(false);
+  });
+
+  it('looks at no cookie off sign-in routes and on gRPC calls, but always hides its cookies from the app', async () => {
+    const w = world();
+    const c = call({ path: '/api/x', headers: { cookie: 'a=1; ward_session=zzz; ward_session.t.abc=t' } });
+    expect(w.stage.handle(c)).toBe(false);
+    expect(c.fwdHeaders['cookie']).toBe('a=1');
+    expect(await w.stage.resume(c, policy)).toEqual({ kind: 'none' });
+    expect(w.stage.writeDenial(c, 'ERR_TOKEN_MISSING')).toBe(false); // the plain 401
+    const g = call({ path: '/app/x', grpc: true, headers: { cookie: 'ward_session=zzz' } });
+    w.stage.handle(g);
+    expect(g.fwdHeaders['cookie']).toBeUndefined();
+    expect(await w.stage.resume(g, policy)).toEqual({ kind: 'none' });
+  });
+
+  it('redirects a browser page view without a session to sign in, and gives API calls the plain 401', async () => {
+    const w = world();
+    const api = call({ path: '/app/x', headers: { accept: '*/*' } });
+    await resume(w, api);
+    expect(w.stage.writeDenial(api, 'ERR_TOKEN_MISSING')).toBe(false);
+    const post = call({ method: 'POST', path: '/app/x', headers: PAGE });
+    await resume(w, post);
+    expect(w.stage.writeDenial(post, 'ERR_TOKEN_MISSING')).toBe(true); // a page, not a redirect that would lose the form
+    expect(post.written()?.status).toBe(401);
+    const page = call({ path: '/app/x', query: '?q=1', headers: PAGE });
+    await resume(w, page);
+    expect(w.stage.writeDenial(page, 'ERR_TOKEN_MISSING')).toBe(true);
+    await settle();
+    const out = page.written();
+    expect(out?.status).toBe(302);
+    expect(out?.headers['x-ward-reason']).toBe('ERR_TOKEN_MISSING');
+    const to = new URL(String(out?.headers['location']));
+    expect(to.searchParams.get('redirect_uri')).toBe(`${ORIGIN}/.ward/callback`);
+    expect((out?.headers['set-cookie'] as string[])[0]).toMatch(/^ward_session\.t\.\S+; Path=\/\.ward\/; Max-Age=600; HttpOnly; SameSite=Lax$/);
+  });
+
+  it('completes a sign-in and lets the session\'s access token stand in for a bearer token', async () => {
+    const w = world({ passAccessToken: true });
+    const cookie = await signIn(w);
+    const c = call({ path: '/app/x', headers: { cookie, accept: '*/*' } });
+    const r = await resume(w, c);
+    expect(r).toEqual({ kind: 'token', token: token('alice', Math.floor(T0 / 1000) + 300) });
+    expect(c.fwdHeaders['authorization']).toBe(`Bearer ${token('alice', Math.floor(T0 / 1000) + 300)}`);
+    expect(c.fwdHeaders['cookie']).toBeUndefined();
+    expect(w.stage.counters.signInsCompleted).toBe(1);
+  });
+
+  it('turns a policy denial into a 403 page for a signed-in browser, with a sign-out button', async () => {
+    const w = world();
+    const cookie = await signIn(w);
+    const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    await resume(w, c);
+    expect(w.stage.writeDenial(c, 'ERR_POLICY_NO_MATCH')).toBe(true);
+    const out = c.written();
+    expect(out?.status).toBe(403);
+    expect(out?.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(out?.body).toContain('ERR_POLICY_NO_MATCH');
+    expect(out?.body).toContain('action="/.ward/logout"');
+  });
+
+  it('refuses a state-changing request on a session without a same-origin Origin or Referer', async () => {
+    const w = world();
+    const cookie = await signIn(w);
+    expect(await resume(w, call({ method: 'POST', path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_CSRF' });
+    expect(await resume(w, call({ method: 'DELETE', path: '/app/x', headers: { cookie, origin: 'http://evil.test' } }))).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_CSRF' });
+    expect(await resume(w, call({ method: 'POST', path: '/app/x', headers: { cookie, origin: ORIGIN } }))).toMatchObject({ kind: 'token' });
+    expect(w.stage.counters.csrfRefused).toBe(2);
+  });
+
+  it('uses baseUrl for the redirect URI, the origin check and Secure cookies', async () => {
+    const w = world({ baseUrl: 'https://app.example.com' });
+    const c = call({ path: '/app/x', headers: PAGE });
+    await resume(w, c);
+    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
+    await settle();
+    const out = c.written();
+    expect(new URL(String(out?.headers['location'])).searchParams.get('redirect_uri')).toBe('https://app.example.com/.ward/callback');
+    expect((out?.headers['set-cookie'] as string[])[0]).toMatch(/; Secure$/);
+  });
+
+  it('refreshes a token due for it once for concurrent requests, with a 307 to the same URL', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.now.t += 250_000; // 50 s left of 300: due
+    const c1 = call({ path: '/app/x', query: '?a=1', headers: { cookie, ...PAGE } });
+    const c2 = call({ path: '/app/y', headers: { cookie, ...PAGE } });
+    const [r1, r2] = await Promise.all([resume(w, c1), resume(w, c2)]);
+    expect([r1, r2]).toEqual([{ kind: 'answered' }, { kind: 'answered' }]);
+    expect(w.client.refreshCalls).toBe(1);
+    expect(c1.written()).toMatchObject({ status: 307, headers: { location: '/app/x?a=1' } });
+    const fresh = `ward_session=${cookiesOf(c1.written()).get('ward_session') ?? ''}`;
+    expect(fresh).not.toBe(cookie);
+    const next = await resume(w, call({ path: '/app/x', headers: { cookie: fresh } }));
+    expect(next).toEqual({ kind: 'token', token: token('alice', Math.floor(w.now.t / 1000) + 300) });
+  });
+
+  it('does not refresh on every request when tokens live shorter than refreshBeforeSeconds', async () => {
+    const w = world({ refreshBeforeSeconds: 60 }, 10);
+    const cookie = await signIn(w);
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'token' });
+    w.now.t += 4_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'token' });
+    w.now.t += 1_000; // half its life: now it is refreshed
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toEqual({ kind: 'answered' });
+    expect(w.client.refreshCalls).toBe(1);
+  });
+
+  it('ends the session when the provider refuses the refresh; the cookie stays refused', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.client.refreshWith = async () => ({ ok: false, failure: { kind: 'refused', error: 'invalid_grant' } });
+    w.now.t += 290_000;
+    const c = call({ path: '/app/x', headers: { cookie } });
+    expect(await resume(w, c)).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID' });
+    expect(w.stage.writeDenial(c, 'ERR_SESSION_INVALID')).toBe(true);
+    expect(c.written()?.status).toBe(401);
+    expect((c.written()?.headers['set-cookie'] as string[])[0]).toMatch(/^ward_session=; .*Max-Age=0/);
+    w.client.refreshWith = async () => ({ ok: true, value: w.client.tokens() });
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID' });
+  });
+
+  it('carries on with a still-valid token while the provider is down, and says 503 once it has expired', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.client.refreshWith = async () => ({ ok: false, failure: { kind: 'unavailable', detail: 'ECONNREFUSED' } });
+    w.now.t += 250_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'token' });
+    w.now.t += 60_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'deny', code: 'ERR_SIGNIN_UNAVAILABLE' });
+  });
+
+  it('ends a session at its absolute maximum age whatever the refresh token allows', async () => {
+    const w = world({ maxAgeSeconds: 600 });
+    const cookie = await signIn(w);
+    w.now.t += 600_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'session cookie expired' });
+  });
+
+  it('refuses a sign-in whose ID token and access token name different subjects', async () => {
+    const w = world();
+    w.client.tokens = () => ({ accessToken: token('mallory', Math.floor(w.now.t / 1000) + 300), expiresAt: undefined, refreshToken: undefined, idClaims: { sub: 'alice' } });
+    const c = call({ path: '/app/x', headers: PAGE });
+    await resume(w, c);
+    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
+    await settle();
+    const state = new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '';
+    const txn = [...cookiesOf(c.written())].map(([k, v]) => `${k}=${v}`).join('; ');
+    const cb = call({ path: '/.ward/callback', query: `?code=c&state=${state}`, headers: { cookie: txn } });
+    w.stage.handle(cb);
+    await settle();
+    expect(cb.written()).toMatchObject({ status: 400, headers: { 'x-ward-reason': 'ERR_SIGNIN_FAILED' } });
+    expect(cookiesOf(cb.written()).has('ward_session')).toBe(false);
+  });
+
+  it('keeps large tokens in several cookies and reads them back', async () => {
+    const w = world();
+    const big = `at:alice:${Math.floor(T0 / 1000) + 300}:${'x'.repeat(6000)}`;
+    w.client.tokens = () => ({ accessToken: big, expiresAt: Math.floor(w.now.t / 1000) + 300, refreshToken: 'rt', idClaims: { sub: 'alice' } });
+    const c = call({ path: '/app/x', headers: PAGE });
+    await resume(w, c);
+    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
+    await settle();
+    const state = new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '';
+    const txn = [...cookiesOf(c.written())].map(([k, v]) => `${k}=${v}`).join('; ');
+    const cb = call({ path: '/.ward/callback', query: `?code=c&state=${state}`, headers: { cookie: txn } });
+    w.stage.handle(cb);
+    await settle();
+    const set = cookiesOf(cb.written());
+    expect([...set.keys()].filter((k) => /^ward_session(\.\d)?$/.test(k))).toEqual(['ward_session', 'ward_session.1', 'ward_session.2']);
+    const cookie = [...set].filter(([k]) => /^ward_session(\.\d)?$/.test(k)).map(([k, v]) => `${k}=${v}`).join('; ');
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toEqual({ kind: 'token', token: big });
+  });
+
+  it('serves the signed-out page and a sign-out form, and 404s unknown /.ward/ paths', async () => {
+    const w = world();
+    const out = call({ path: '/.ward/signed-out' });
+    expect(w.stage.handle(out)).toBe(true);
+    expect(out.written()?.status).toBe(200);
+    const form = call({ path: '/.ward/logout' });
+    w.stage.handle(form);
+    expect(form.written()?.body).toContain('method="post" action="/.ward/logout"');
+    const nope = call({ path: '/.ward/nope' });
+    w.stage.handle(nope);
+    expect(nope.written()?.status).toBe(404);
+    const put = call({ method: 'PUT', path: '/.ward/callback' });
+    w.stage.handle(put);
+    expect(put.written()?.status).toBe(405);
+  });
+});
