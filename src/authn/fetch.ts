@@ -58,6 +58,35 @@ async function readBounded(res: Response, maxBytes: number): Promise<string> {
 }
 
 /**
+ * `fetchImpl` whose responses carry at most `maxBytes` of body: a larger declared length fails
+ * at once, a longer stream fails when it passes the cap. For the requests openid-client makes
+ * (discovery, introspection), which otherwise read a whole body however long it is: an IdP
+ * endpoint streaming without end must not grow the sidecar's memory until the timeout.
+ */
+export function boundedFetch(fetchImpl: typeof fetch, maxBytes: number): typeof fetch {
+  return async (input, init) => {
+    const res = await fetchImpl(input, init);
+    const declared = Number(res.headers.get('content-length') ?? '0');
+    if (declared > maxBytes) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new Error(`response larger than ${maxBytes} bytes`);
+    }
+    if (res.body === null) return res;
+    let total = 0;
+    const body = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, ctl) {
+          total += chunk.byteLength;
+          if (total > maxBytes) ctl.error(new Error(`response larger than ${maxBytes} bytes`));
+          else ctl.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+}
+
+/**
  * Plain `http:` is accepted only towards loopback (tests, the embedded dev IdP); anything that
  * crosses a network must be `https:` so keys cannot be swapped in transit.
  */

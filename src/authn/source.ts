@@ -5,7 +5,7 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Failure } from './claims.ts';
-import { checkFetchable, describeError, getJsonObject, isLoopbackHttp } from './fetch.ts';
+import { boundedFetch, checkFetchable, describeError, getJsonObject, isLoopbackHttp, MAX_DOCUMENT_BYTES } from './fetch.ts';
 import type { JsonObject, JsonValue } from './json.ts';
 
 /**
@@ -216,7 +216,8 @@ export class IssuerSource {
       // openid-client refuses http: unless told; only loopback issuers (tests, dev IdP) get that.
       execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
     };
-    if (this.#s.fetch !== undefined) options[oidc.customFetch] = this.#s.fetch as oidc.CustomFetch;
+    // Bounded like the JWKS GET: discovery and (through this Configuration) introspection.
+    options[oidc.customFetch] = boundedFetch(this.#s.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     // RFC 6749 §2.3.1: every server must support HTTP Basic client authentication, so it is the
     // safe default for the introspection call. Without credentials the Configuration is used for
     // its metadata only.

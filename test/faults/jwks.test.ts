@@ -57,6 +57,19 @@ describe('JWKS endpoint failing before the keys were ever loaded', () => {
     await eventually(() => ward.counters.activeStreams === 0, 3000, 'streams closed');
   });
 
+  it.each(['endless', 'huge', 'garbage', 'hang', 'redirect'] as const)('discovery endpoint %s: 503, memory bounded (an endless body is cut at the size cap), then recovery', async (mode) => {
+    const iss = await startTestIssuer();
+    iss.discoveryMode = mode;
+    const rss0 = process.memoryUsage().rss;
+    const ward = await startWard({ issuer: iss.issuer, app, jwks: { timeoutMs: 1000, cooldownMs: 0 }, waitReady: false });
+    cleanup.push(() => iss.close(), () => ward.close());
+    expect(await call(ward, iss.token())).toEqual(UNAVAILABLE);
+    // Before the fix, one second of an endless discovery body held ~270 MB.
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(128 * 1024 * 1024);
+    iss.discoveryMode = 'ok';
+    expect(await call(ward, iss.token())).toEqual(OK);
+  });
+
   it('discovery failing: the same', async () => {
     const iss = await startTestIssuer();
     iss.discoveryMode = 'error500';
