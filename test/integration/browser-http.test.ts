@@ -1,12 +1,16 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningSidecar } from '../../src/cli/sidecar.ts';
-import { CookieJar, startWebApp, startWebSidecar, WEBAPP_AUDIENCE, type WebApp } from '../../src/demo/webapp.ts';
+import { type RunningSidecar, startSidecar } from '../../src/cli/sidecar.ts';
+import { parseSidecarConfig } from '../../src/config/sidecar.ts';
+import { CookieJar, startWebApp, startWebSidecar, WEBAPP_AUDIENCE, type WebApp, webappFiles } from '../../src/demo/webapp.ts';
 import { defaultDevIdpConfig, withWebSignIn } from '../../src/devidp/config.ts';
 import { createLogger } from '../../src/lib/log.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
 import { startMesh, waitFor } from './harness.ts';
 
 /**
@@ -399,6 +403,68 @@ rules:
       await sidecar.stop();
       await app.close();
       await idp.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('browser sign-in over HTTP/2 and TLS', () => {
+  it('answers over h2c and h2/TLS too; over TLS the cookies are Secure and the callback is https', async () => {
+    const web = withWebSignIn(defaultDevIdpConfig());
+    const idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
+    const app = await startWebApp();
+    const certs = makeSelfSignedCert();
+    const dir = mkdtempSync(join(tmpdir(), 'ward-web-tls-'));
+    const files = webappFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0 });
+    writeFileSync(join(dir, 'webapp.policy.yaml'), files['webapp.policy.yaml']);
+    writeFileSync(join(dir, 'webapp.secret'), 'webapp-secret\n');
+    writeFileSync(join(dir, 'session.key'), `${'s'.repeat(40)}\n`);
+    const yaml = files['webapp-sidecar.yaml'].replace(
+      '  listen: { host: 127.0.0.1, port: 0 }\n',
+      `  listen: { host: 127.0.0.1, port: 0 }\n  tls: { host: 127.0.0.1, port: 0, certFile: ${certs.certFile}, keyFile: ${certs.keyFile} }\n`,
+    );
+    const sidecar = await startSidecar(parseSidecarConfig(yaml, join(dir, 'webapp-sidecar.yaml')), { log: createLogger({ level: 'error', sink: { write: () => {} } }) });
+    const ca = readFileSync(certs.certFile);
+    const h2get = (authority: string, options: http2.SecureClientSessionOptions): Promise<http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader> =>
+      new Promise((resolve, reject) => {
+        const session = http2.connect(authority, options);
+        session.on('error', reject);
+        const req = session.request({ ':path': '/', accept: 'text/html' });
+        req.on('response', (h) => {
+          req.resume();
+          req.on('end', () => session.close());
+          resolve(h);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      await waitFor(() => sidecar.ready(), 10_000, 'sidecar ready');
+      const tlsPort = sidecar.ports.tls ?? 0;
+      const h2c = await h2get(`http://127.0.0.1:${sidecar.ports.inbound}`, {});
+      expect(h2c[':status']).toBe(302);
+      expect(String(h2c['set-cookie'])).not.toContain('Secure');
+      const h2 = await h2get(`https://127.0.0.1:${tlsPort}`, { ca, servername: 'localhost' });
+      expect(h2[':status']).toBe(302);
+      // the callback is on the origin the client used (:authority; node's client sends the servername)
+      expect(new URL(String(h2['location'])).searchParams.get('redirect_uri')).toBe(`https://localhost:${tlsPort}/.ward/callback`);
+      expect(String(h2['set-cookie'])).toMatch(/HttpOnly; SameSite=Lax; Secure$/);
+      const h1 = await new Promise<{ status: number; cookie: string }>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port: tlsPort, path: '/', ca, servername: 'localhost', headers: { accept: 'text/html' } }, (res) => {
+            res.resume();
+            resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']) });
+          })
+          .on('error', reject);
+      });
+      expect(h1.status).toBe(302);
+      expect(h1.cookie).toMatch(/; Secure$/);
+      expect(app.calls).toHaveLength(0);
+    } finally {
+      await sidecar.stop();
+      await app.close();
+      await idp.close();
+      certs.cleanup();
       rmSync(dir, { recursive: true, force: true });
     }
   });
