@@ -1,5 +1,5 @@
 import * as oidc from 'openid-client';
-import { describeError, isLoopbackHttp } from '../authn/fetch.ts';
+import { boundedFetch, describeError, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../authn/fetch.ts';
 
 /**
  * The sidecar's requests to its IdP's token endpoint, via openid-client (research §4.1):
@@ -78,12 +78,15 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
   const issuerUrl = new URL(o.issuer);
   const auth = o.clientAuth === 'client_secret_post' ? oidc.ClientSecretPost(o.clientSecret) : oidc.ClientSecretBasic(o.clientSecret);
   const timeoutS = o.timeoutMs / 1000;
+  const bounded = boundedFetch(o.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
   let config: oidc.Configuration | null = null;
   let configuring: Promise<oidc.Configuration> | null = null;
 
   function prepare(c: oidc.Configuration, url: URL): oidc.Configuration {
     c.timeout = timeoutS;
-    if (o.fetch !== undefined) c[oidc.customFetch] = o.fetch as oidc.CustomFetch;
+    // Size-capped like every other IdP response (authn/fetch.ts): an endless token response
+    // must not grow memory until the timeout.
+    c[oidc.customFetch] = bounded;
     // openid-client refuses http: unless told; only loopback IdPs (tests, the dev IdP) get that.
     if (isLoopbackHttp(url)) oidc.allowInsecureRequests(c);
     return c;
@@ -98,7 +101,7 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
       timeout: timeoutS,
       execute: isLoopbackHttp(issuerUrl) ? [oidc.allowInsecureRequests] : [],
     };
-    if (o.fetch !== undefined) options[oidc.customFetch] = o.fetch as oidc.CustomFetch;
+    options[oidc.customFetch] = bounded;
     const c = await oidc.discovery(issuerUrl, o.clientId, undefined, auth, options);
     const te = c.serverMetadata().token_endpoint;
     return prepare(c, new URL(te ?? issuerUrl));
