@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClientCredentialsTokenSource } from '../../src/controlplane/client/token.ts';
 import { createTokenBroker } from '../../src/exchange/broker.ts';
 import { createTokenClient, type TokenTarget } from '../../src/exchange/token-client.ts';
 import { silentLogger } from '../../src/lib/log.ts';
@@ -22,6 +23,10 @@ beforeAll(async () => {
   server = http.createServer((req, res) => {
     req.resume();
     res.on('error', () => {});
+    if (req.url === '/.well-known/openid-configuration' && mode !== 'endless') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ issuer: endpoint, token_endpoint: `${endpoint}/token` }));
+      return;
+    }
     switch (mode) {
       case 'ok':
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"access_token":"t","token_type":"Bearer","expires_in":60,"issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}');
@@ -96,5 +101,15 @@ describe('token endpoint misbehaving', () => {
     mode = 'ok';
     now += 1001;
     expect(await broker.token(TARGET, 'subject-token')).toMatchObject({ ok: true, via: 'exchange' });
+  });
+});
+
+describe('the control-plane token source (client credentials) against the same faults', () => {
+  it.each(['error500', 'garbage', 'huge', 'endless'] as const)('%s: rejects (the watch retries with back-off), memory bounded', async (m) => {
+    mode = m;
+    const source = createClientCredentialsTokenSource({ issuer: endpoint, clientId: 'orders-sidecar', clientSecret: 's', resource: 'urn:ward:control-plane', timeoutMs: 1000, log: silentLogger });
+    const rss0 = process.memoryUsage().rss;
+    await expect(source()).rejects.toThrow();
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(128 * 1024 * 1024);
   });
 });

@@ -1,5 +1,5 @@
 import * as oidc from 'openid-client';
-import { isLoopbackHttp } from '../../authn/fetch.ts';
+import { boundedFetch, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../../authn/fetch.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
 
@@ -40,7 +40,8 @@ export function createClientCredentialsTokenSource(opts: TokenSourceOptions): ()
       // openid-client refuses http: unless told; only loopback issuers (tests, dev IdP) get that.
       execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
     };
-    if (opts.fetch !== undefined) options[oidc.customFetch] = opts.fetch as oidc.CustomFetch;
+    // Size-capped like every IdP response (authn/fetch.ts), for discovery and the token request.
+    options[oidc.customFetch] = boundedFetch(opts.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     config = await oidc.discovery(url, opts.clientId, undefined, oidc.ClientSecretBasic(opts.clientSecret), options);
     return config;
   }
