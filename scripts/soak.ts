@@ -170,11 +170,10 @@ logLevel: warn
   };
   const started = Date.now();
   const deadline = started + durationMs;
-  let i = 0;
-
   async function worker(w: number): Promise<void> {
-    while (Date.now() < deadline) {
-      const kind = KINDS[(i++ + w) % KINDS.length] as Kind;
+    // Each worker cycles through every kind in turn, so the mix is the same whatever each costs.
+    for (let n = w; Date.now() < deadline; n++) {
+      const kind = KINDS[n % KINDS.length] as Kind;
       const c = shared[w % shared.length] as OrdersStub;
       try {
         switch (kind) {
@@ -223,10 +222,10 @@ logLevel: warn
     }
   }
 
-  const samples: { t: number; rss: number; heapUsed: number; external: number }[] = [];
+  const samples: { t: number; rss: number; heapUsed: number; heapTotal: number; external: number }[] = [];
   const sample = async (): Promise<void> => {
     const m = await sidecar.mem();
-    samples.push({ t: Date.now() - started, rss: m.rss, heapUsed: m.heapUsed, external: m.external });
+    samples.push({ t: Date.now() - started, rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external });
   };
   await sample();
   const sampler = setInterval(() => void sample(), sampleMs);
@@ -265,6 +264,7 @@ logLevel: warn
     errors,
     heapAfterGcMb: { min: mb(Math.min(...samples.map((s) => s.heapUsed))), max: mb(Math.max(...samples.map((s) => s.heapUsed))), early: mb(early), late: mb(late), growth: mb(growth) },
     rssMb: { first: mb(samples[0]?.rss ?? 0), last: mb(samples.at(-1)?.rss ?? 0), max: mb(Math.max(...samples.map((s) => s.rss))) },
+    externalMb: { first: mb(samples[0]?.external ?? 0), last: mb(samples.at(-1)?.external ?? 0) },
     flat: growth <= maxGrowthBytes,
   };
   const result = {
