@@ -385,7 +385,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const now = clock();
     let entry = refreshing.peek(key);
     if (entry === undefined || now >= entry.until) {
-      entry = { until: now + REFRESH_REUSE_MS, result: refresh(s) };
+      const result = refresh(s).then((out) => {
+        // a provider that was down is asked again by the next request, not after the reuse window
+        if (!out.ok && !out.ended) refreshing.delete(key);
+        return out;
+      });
+      entry = { until: now + REFRESH_REUSE_MS, result };
       refreshing.set(key, entry);
     }
     return entry.result.then((out): SessionResume => {

@@ -315,6 +315,10 @@ describe('session stage', () => {
     expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'token' });
     w.now.t += 60_000;
     expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toMatchObject({ kind: 'deny', code: 'ERR_SIGNIN_UNAVAILABLE' });
+    // the provider is back: the very next request refreshes
+    w.client.refreshWith = async () => ({ ok: true, value: w.client.tokens() });
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie } }))).toEqual({ kind: 'answered' });
+    expect(w.client.refreshCalls).toBe(3);
   });
 
   it('ends a session at its absolute maximum age whatever the refresh token allows', async () => {
