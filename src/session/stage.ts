@@ -301,8 +301,10 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     return st;
   }
 
-  function clearing(call: SessionCall, st: CallState | undefined): string[] {
-    return st?.clear === true ? clearSessionCookies(names, st.cookies.session, secureFor(call)) : [];
+  /** Cookies to clear with a denial: a refused session, or one whose access token authn refused (401). */
+  function clearing(call: SessionCall, st: CallState, code: ErrorCode): string[] {
+    const refused = st.clear || (st.session !== null && ERROR_TABLE[code].http === 401);
+    return refused ? clearSessionCookies(names, st.cookies.session, secureFor(call)) : [];
   }
 
   // ---- the session cookie
@@ -468,7 +470,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
   function writeDenial(call: SessionCall, code: ErrorCode): boolean {
     const st = calls.get(call);
     if (st === undefined) return false;
-    const cookies = clearing(call, st);
+    const cookies = clearing(call, st, code);
     const row = ERROR_TABLE[code];
     if (row.http === 401 && st.browser && (call.method === 'GET' || call.method === 'HEAD')) {
       // A page the browser navigated to: sign in and come back here (instead of a 401).

@@ -246,6 +246,17 @@ describe('session stage', () => {
     expect(out?.body).toContain('action="/.ward/logout"');
   });
 
+  it('clears a session whose access token the authenticator refuses, and sends the browser to sign in', async () => {
+    const w = world();
+    const cookie = await signIn(w);
+    const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, c)).toMatchObject({ kind: 'token' });
+    expect(w.stage.writeDenial(c, 'ERR_TOKEN_AUDIENCE')).toBe(true); // e.g. the policy no longer accepts its audience
+    await settle();
+    expect(c.written()?.status).toBe(302);
+    expect((c.written()?.headers['set-cookie'] as string[])[0]).toMatch(/^ward_session=; .*Max-Age=0/);
+  });
+
   it('refuses a state-changing request on a session without a same-origin Origin or Referer', async () => {
     const w = world();
     const cookie = await signIn(w);
