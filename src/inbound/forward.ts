@@ -1,6 +1,7 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
 import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
@@ -122,10 +123,62 @@ function isHeaderError(err: unknown): boolean {
   return c.startsWith('ERR_HTTP2_HEADER') || c === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || c === 'ERR_INVALID_HTTP_TOKEN' || c === 'ERR_INVALID_CHAR';
 }
 
+/**
+ * A body passed from one stream to the other without `pipe()`, which registers seven listeners
+ * and allocates its own state per call: here two module-level listeners on the source and one
+ * write per chunk (BENCHMARKS.md, "what each optimisation bought"). The same rules as pipe:
+ * backpressure (the source pauses until the destination drains), `end()` when the source ends,
+ * nothing written to a destination that is closed (the source keeps being read, so flow control
+ * keeps moving). The source names its destination through `kRelayTo`; a destination waiting
+ * for `drain` names its source through `kRelayFrom`.
+ */
+const kRelayTo: unique symbol = Symbol('ward.relay.to');
+const kRelayFrom: unique symbol = Symbol('ward.relay.from');
+type RelaySource = Readable & { [kRelayTo]?: Writable | null };
+type RelaySink = Writable & { [kRelayFrom]?: Readable | null };
+
+function relayBody(src: Readable, dst: Writable): void {
+  (src as RelaySource)[kRelayTo] = dst;
+  src.on('data', onRelayData);
+  src.on('end', onRelayEnd);
+}
+
+function onRelayData(this: RelaySource, chunk: Buffer): void {
+  const dst = this[kRelayTo];
+  if (dst === undefined || dst === null || dst.destroyed || dst.writableEnded) return;
+  if (!dst.write(chunk)) {
+    this.pause();
+    (dst as RelaySink)[kRelayFrom] = this;
+    dst.once('drain', onRelayDrain);
+  }
+}
+
+function onRelayDrain(this: RelaySink): void {
+  const src = this[kRelayFrom];
+  this[kRelayFrom] = null;
+  if (src !== undefined && src !== null && !src.destroyed && (src as RelaySource)[kRelayTo] === this) src.resume();
+}
+
+function onRelayEnd(this: RelaySource): void {
+  const dst = this[kRelayTo];
+  this[kRelayTo] = null;
+  if (dst !== undefined && dst !== null && !dst.destroyed && !dst.writableEnded) dst.end();
+}
+
+/** Stops relaying from `src` (a no-op for a source never relayed). */
+function unrelay(src: Readable): void {
+  const r = src as RelaySource;
+  if (r[kRelayTo] === undefined) return;
+  r[kRelayTo] = null;
+  src.off('data', onRelayData);
+  src.off('end', onRelayEnd);
+}
+
 /** Stops feeding the app and drops whatever the client still sends (flow control keeps moving). */
 function releaseBody(ex: Exchange): void {
   const body = ex.body();
   if (!body.readableEnded && !body.destroyed) {
+    unrelay(body);
     body.unpipe();
     body.resume();
   }
@@ -269,7 +322,7 @@ export function createRelay(o: RelayOptions): Relay {
         if (guardResponse) dropSidecarResponseFields(headers);
         headers[HEADER_DECISION_ID] = ex.decisionId;
         ex.h2.respond(headers, end ? RESPOND_END : RESPOND_WITH_TRAILERS);
-        if (!end) this.pipe(ex.h2);
+        if (!end) relayBody(this, ex.h2);
       } else if (ex.res !== null) {
         const fields = relayableFields(headers);
         if (guardResponse) dropSidecarResponseFields(fields);
@@ -323,7 +376,7 @@ export function createRelay(o: RelayOptions): Relay {
     up.on('close', onH2Close);
     if (!ex.bodyless) {
       up.on('wantTrailers', onUpstreamWantTrailers);
-      ex.body().pipe(up);
+      relayBody(ex.body(), up);
     }
   }
 
