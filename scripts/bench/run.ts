@@ -78,6 +78,8 @@ const { values: opt } = parseArgs({
     out: { type: 'string', default: join(ROOT, 'scripts/bench/results/latest.json') },
     'no-write-md': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    baseline: { type: 'string' },
+    variants: { type: 'string' },
   },
 });
 
@@ -178,6 +180,10 @@ interface WardOptions {
   readonly concurrency: number;
   readonly telemetry?: boolean;
   readonly cpus?: string;
+  /** Run ward from this checkout instead of this one (`--baseline REV`). */
+  readonly root?: string;
+  /** Node flags instead of `--ward-node-flags` (`--variants`). */
+  readonly nodeFlags?: readonly string[];
 }
 
 function wardConfig(port: number, adminPort: number, o: WardOptions): string {
@@ -225,14 +231,14 @@ function wardScenario(id: string, label: string, o: WardOptions): Scenario {
     async start(tag, extraNodeFlags = []) {
       const port = await freePort();
       const adminPort = await freePort();
-      const cfg = join(work, `${id}.yaml`);
+      const cfg = join(work, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}.yaml`);
       writeFileSync(cfg, wardConfig(port, adminPort, o));
       const proc = startPinned(
         id,
         o.cpus ?? proxyCpus,
         process.execPath,
-        [...wardNodeFlags, ...extraNodeFlags, WARD, 'sidecar', '--config', cfg],
-        join(logs, `${id}-${tag}.log`),
+        [...(o.nodeFlags ?? wardNodeFlags), ...extraNodeFlags, o.root === undefined ? WARD : join(o.root, 'bin/ward.js'), 'sidecar', '--config', cfg],
+        join(logs, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}-${tag}.log`),
       );
       await waitFor(`${id} readiness`, async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
       return { port, proc, metricsUrl: `http://127.0.0.1:${adminPort}/metrics` };
@@ -324,6 +330,43 @@ const ALL: Scenario[] = [
   wardScenario('ward-notel', 'ward, telemetry off', { cacheEntries: 10_000, concurrency: 1, telemetry: false }),
   wardScenario('ward-2w', 'ward, concurrency 2 (both cores)', { cacheEntries: 10_000, concurrency: 2, cpus: `${proxyCpus},${loadCpus}` }),
 ];
+
+// `--baseline REV`: every ward scenario also runs from that commit (src/ and bin/ extracted with
+// git archive next to this checkout's node_modules), interleaved with the others: how an
+// optimisation is measured (BENCHMARKS.md "what each optimisation bought").
+const WARD_OPTIONS: Record<string, WardOptions> = {
+  ward: { cacheEntries: 10_000, concurrency: 1 },
+  'ward-nocache': { cacheEntries: 0, concurrency: 1 },
+  'ward-notel': { cacheEntries: 10_000, concurrency: 1, telemetry: false },
+};
+// `--variants 'small=--max-semi-space-size=1;st=--single-threaded-gc'`: every selected ward
+// scenario also runs with each set of Node flags (how the GC settings were chosen).
+if (opt.variants !== undefined) {
+  for (const v of opt.variants.split(';')) {
+    const eq = v.indexOf('=');
+    const name = v.slice(0, eq);
+    const flags = v.slice(eq + 1).split(' ').filter((x) => x !== '');
+    for (const id of scenarioIds.filter((x) => WARD_OPTIONS[x] !== undefined)) {
+      const twin = `${id}[${name}]`;
+      ALL.push(wardScenario(twin, `${ALL.find((x) => x.id === id)?.label ?? id} [${flags.join(' ') || 'no flags'}]`, { ...(WARD_OPTIONS[id] as WardOptions), nodeFlags: flags }));
+      scenarioIds.push(twin);
+    }
+  }
+}
+if (opt.baseline !== undefined) {
+  const rev = opt.baseline;
+  const root = join(work, `baseline-${rev.replace(/[^A-Za-z0-9._-]/g, '_')}`);
+  mkdirSync(root);
+  execFileSync('sh', ['-c', `git -C '${ROOT}' archive '${rev}' src bin package.json | tar -x -C '${root}'`]);
+  execFileSync('ln', ['-s', join(ROOT, 'node_modules'), join(root, 'node_modules')]);
+  for (const id of scenarioIds.filter((x) => WARD_OPTIONS[x] !== undefined)) {
+    const o = WARD_OPTIONS[id];
+    if (o === undefined) continue;
+    const twin = `${id}@${rev}`;
+    ALL.push(wardScenario(twin, `${ALL.find((x) => x.id === id)?.label ?? id} (at ${rev})`, { ...o, root }));
+    scenarioIds.push(twin);
+  }
+}
 
 // ---- checks and measurement
 
@@ -571,7 +614,7 @@ async function benchmark(): Promise<void> {
  * of `--rates`); prints the heaviest functions by self time.
  */
 async function profile(): Promise<void> {
-  const sc = ALL.find((s) => s.id === 'ward') as Scenario;
+  const sc = ALL.find((s) => s.id === (scenarioIds.length === 1 ? scenarioIds[0] : 'ward')) as Scenario;
   const dir = join(work, 'prof');
   mkdirSync(dir);
   const run = await sc.start('prof', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
