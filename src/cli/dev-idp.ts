@@ -23,8 +23,14 @@ Options:
 Endpoints (issuer http://HOST:PORT):
   /.well-known/openid-configuration   discovery
   /jwks                               signing keys (current and recently rotated)
-  /token                              client_credentials and token exchange
+  /auth                               authorization endpoint (code flow with PKCE, browser sign-in)
+  /interaction/<uid>                  the development login page (fixed users from the config;
+                                      embedded: alice / alice-password, bob / bob-password)
+  /token                              authorization_code, refresh_token, client_credentials and
+                                      token exchange (RFC 8693)
   /token/introspection                RFC 7662 (opaque tokens)
+  /token/revocation                   RFC 7009
+  /session/end                        RP-initiated logout
   POST /dev/rotate-keys               new signing key now; answers {"kid": "..."} (dev only)
 
 Runs until SIGINT or SIGTERM.

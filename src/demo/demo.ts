@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parseSidecarConfig } from '../config/sidecar.ts';
-import { defaultDevIdpConfig, withWebSignIn } from '../devidp/config.ts';
+import { defaultDevIdpConfig } from '../devidp/config.ts';
 import { type DevIdp, startDevIdp } from '../devidp/provider.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
@@ -264,7 +264,7 @@ export async function runDemo(opts: {
 
   try {
     // the demo's identities plus the web app's client and users (browser sign-in, below)
-    const idp = await startDevIdp({ ...withWebSignIn(defaultDevIdpConfig()), port: 0 }, { log: log.child({ demo: 'idp' }) });
+    const idp = await startDevIdp({ ...defaultDevIdpConfig(), port: 0 }, { log: log.child({ demo: 'idp' }) });
     cleanups.push(() => idp.close());
     const app: OrdersApp = await startOrdersApp();
     cleanups.push(() => app.close());

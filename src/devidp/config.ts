@@ -185,6 +185,11 @@ resourceServers:
     scopes: []
     accessTokenFormat: jwt
     accessTokenTtlSeconds: 300
+  # the demo web app's own API audience (browser sign-in at its sidecar)
+  - resource: urn:ward:webapp
+    scopes: []
+    accessTokenFormat: jwt
+    accessTokenTtlSeconds: 300
 clients:
   - clientId: frontend
     clientSecret: frontend-secret
@@ -217,22 +222,7 @@ clients:
     resources:
       urn:ward:ledger: [ledger.append]
       urn:ward:control-plane: []
-`;
-
-/**
- * The demo's browser sign-in identities, kept apart from DEFAULT_DEV_IDP_YAML (which
- * deploy/examples/dev-idp.yaml mirrors): the `webapp` client (a ward sidecar with a `session`
- * section, callback and post-logout URIs on loopback, any port), its resource, and two users.
- * `withWebSignIn()` adds them to a config; `ward demo` does.
- * - alice: a viewer; bob: a viewer and an admin (the demo web app's `/admin` needs the role).
- */
-export const DEV_IDP_WEB_YAML = `# ward dev-idp: browser sign-in for the demo web app. Development only: every secret is public.
-resourceServers:
-  - resource: urn:ward:webapp
-    scopes: []
-    accessTokenFormat: jwt
-    accessTokenTtlSeconds: 300
-clients:
+  # a ward sidecar with a \`session\` section (browser sign-in): loopback callback, any port
   - clientId: webapp
     clientSecret: webapp-secret
     grantTypes: [authorization_code, refresh_token]
@@ -240,6 +230,7 @@ clients:
     postLogoutRedirectUris: [http://127.0.0.1/.ward/signed-out]
     resources:
       urn:ward:webapp: []
+# fixed users of the development login page; bob is an admin (the demo web app's /admin needs it)
 users:
   - username: alice
     password: alice-password
@@ -248,17 +239,6 @@ users:
     password: bob-password
     claims: { name: Bob Example, email: bob@example.com, roles: [viewer, admin] }
 `;
-
-/** `cfg` plus the demo's web client, its resource and users (DEV_IDP_WEB_YAML); validated again. */
-export function withWebSignIn(cfg: DevIdpConfig): DevIdpConfig {
-  const web = parseYamlFile(DEV_IDP_WEB_YAML, '<embedded dev-idp web config>', devIdpConfigSchema);
-  return devIdpConfigSchema.parse({
-    ...cfg,
-    resourceServers: [...cfg.resourceServers, ...web.resourceServers],
-    clients: [...cfg.clients, ...web.clients],
-    users: [...cfg.users, ...web.users],
-  });
-}
 
 export function parseDevIdpConfig(text: string, file: string): DevIdpConfig {
   return parseYamlFile(text, file, devIdpConfigSchema);

@@ -1,7 +1,7 @@
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CookieJar } from '../../src/demo/webapp.ts';
-import { DEV_IDP_WEB_YAML, defaultDevIdpConfig, parseDevIdpConfig, withWebSignIn } from '../../src/devidp/config.ts';
+import { DEFAULT_DEV_IDP_YAML, defaultDevIdpConfig, parseDevIdpConfig } from '../../src/devidp/config.ts';
 import { ConfigError } from '../../src/errors/ward-error.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 
@@ -17,7 +17,7 @@ describe('dev IdP interactive sign-in', () => {
   let config: oidc.Configuration;
 
   beforeAll(async () => {
-    const web = withWebSignIn(defaultDevIdpConfig());
+    const web = defaultDevIdpConfig();
     idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
     config = await oidc.discovery(new URL(idp.issuer), 'webapp', undefined, oidc.ClientSecretBasic('webapp-secret'), { execute: [oidc.allowInsecureRequests] });
   });
@@ -84,7 +84,7 @@ describe('dev IdP interactive sign-in', () => {
       }
       return '';
     };
-    expect(parseDevIdpConfig(DEV_IDP_WEB_YAML, 'web.yaml').users.map((u) => u.username)).toEqual(['alice', 'bob']);
+    expect(parseDevIdpConfig(DEFAULT_DEV_IDP_YAML, 'dev-idp.yaml').users.map((u) => u.username)).toEqual(['alice', 'bob']);
     expect(issues('clients: [{ clientId: w, clientSecret: w-secret-1, grantTypes: [authorization_code] }]')).toMatch(/needs at least one redirect URI/);
     expect(issues('clients: [{ clientId: w, clientSecret: w-secret-1, grantTypes: [refresh_token] }]')).toMatch(/refresh_token needs authorization_code/);
     expect(issues('users: [{ username: a, password: p, claims: { sub: root } }]')).toMatch(/must not set iss, sub/);

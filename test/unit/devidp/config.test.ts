@@ -27,7 +27,8 @@ describe('dev IdP config', () => {
   it('embeds a default config with the demo clients', () => {
     const cfg = defaultDevIdpConfig();
     expect(cfg).toMatchObject({ host: '127.0.0.1', port: 4400, signingAlg: 'RS256', retainedKeys: 2 });
-    expect(cfg.clients.map((c) => c.clientId)).toEqual(['frontend', 'reporting', 'intruder', 'orders-sidecar', 'payments-sidecar']);
+    expect(cfg.clients.map((c) => c.clientId)).toEqual(['frontend', 'reporting', 'intruder', 'orders-sidecar', 'payments-sidecar', 'webapp']);
+    expect(cfg.users.map((u) => u.username)).toEqual(['alice', 'bob']);
     const byId = new Map(cfg.clients.map((c) => [c.clientId, c]));
     expect(byId.get('reporting')?.resources).toEqual({ 'urn:ward:orders': ['orders.read'], 'urn:ward:orders-opaque': ['orders.read'] });
     expect(byId.get('intruder')?.resources).toEqual({ 'urn:ward:other': ['other.read'] });
