@@ -8,8 +8,8 @@ import { h2Once, startWard, type Ward } from './support/ward.ts';
 /**
  * `Authorization` parsing (RFC 6750 §2.1, RFC 9110 §11): the credential the sidecar verifies must
  * be the one and only credential the app could read. Duplicates and lists are refused rather
- * than picking one (Envoy jwt_authn "first header wins" confusion, CVE-2021-29253-style
- * differentials; Istio ISTIO-SECURITY-2020-003 class), tokens in URLs are refused (RFC 6750 §2.3,
+ * than picking one (the parser differential behind Envoy CVE-2021-32777: several values of one
+ * field read differently by two components), tokens in URLs are refused (RFC 6750 §2.3,
  * §5.3), and credentials anywhere else are not looked at.
  */
 

@@ -11,8 +11,8 @@ import { eventually, h2Once, startWard, type Ward } from './support/ward.ts';
  * bad `grpc-timeout`, gRPC where it cannot be (HTTP/1.1, GET). The app side: an app (buggy or
  * compromised) that answers with ambiguous framing, protocol switches, hop-by-hop fields or a
  * poisoned keep-alive stream must not desynchronise the sidecar's connections or reach
- * another caller (response-queue poisoning, PortSwigger "Browser-Powered Desync" 2022; Envoy
- * CVE-2019-18801, CVE-2023-27487 class; Node CVE-2022-32215 on the client parser).
+ * another caller (response-queue poisoning, PortSwigger "Browser-Powered Desync" 2022; Node
+ * CVE-2022-32215 on the client parser).
  */
 
 let iss: TestIssuer;
@@ -79,7 +79,7 @@ const frameOf = (msg: Buffer, compressed = 0): Buffer => {
   return Buffer.concat([h, msg]);
 };
 
-describe('gRPC framing from the caller — the sidecar does not parse messages, and must survive any', () => {
+describe('malformed gRPC frames from the caller (gRPC PROTOCOL-HTTP2.md length-prefixed messages; CVE-2023-33953 class: gRPC parser DoS) — the sidecar does not parse messages and must survive any', () => {
   it('baseline: a well-formed GetOrder', async () => {
     const r = await grpcRaw('/ward.demo.v1.Orders/GetOrder', frameOf(Buffer.from([0x0a, 0x01, 0x31])));
     expect(r.grpcStatus).toBe('0');
@@ -147,7 +147,7 @@ describe('gRPC request shape — PROTOCOL-HTTP2.md (POST, HTTP/2, grpc-timeout g
 
 // ---- a raw HTTP/1.1 app: every response byte is the test's choice
 
-describe('what a hostile HTTP/1.1 app can send back', () => {
+describe('response smuggling and status injection from a hostile HTTP/1.1 app (PortSwigger "HTTP/2: The Sequel is Always Worse" response-queue poisoning, RFC 9112 §6.3)', () => {
   let rawApp: net.Server;
   let rawWard: Ward;
   const seen: string[] = [];

@@ -9,8 +9,7 @@ import { eventually, h2Once, startWard, type Ward } from './support/ward.ts';
  * Identity-header spoofing: the app trusts `x-ward-*` because only the sidecar sets them, so no
  * caller-supplied field with that prefix may ever reach it, by any route — header, repeated
  * header, other case, HTTP/2 or HTTP/1.1, request trailers. Istio's equivalent is the
- * `x-forwarded-client-cert` / `x-envoy-*` stripping (Envoy CVE-2019-18838 class; Istio
- * ISTIO-SECURITY-2020-007 spoofed `x-forwarded-client-cert`). Also: responses from the app
+ * `x-envoy-*` stripping (Envoy CVE-2024-45806: internal headers trusted from outside). Also: responses from the app
  * cannot pass for the sidecar's own denials (`x-ward-reason`).
  */
 
@@ -66,7 +65,7 @@ function expectOnlySidecarIdentity(seen: Record<string, unknown> | undefined, su
 describe.each([
   ['h2c app', () => wardH2, () => h2app],
   ['HTTP/1.1 app', () => wardH1, () => h1app],
-] as const)('identity headers from the caller never reach the %s', (_name, ward, app) => {
+] as const)('identity-header spoofing (Envoy CVE-2024-45806: internal x-envoy-* headers trusted from outside): caller x-ward-* never reaches the %s', (_name, ward, app) => {
   it('HTTP/2 caller with a valid token: the app sees the sidecar\'s values only', async () => {
     const r = await h2Once(ward().port, { ':path': '/api/who', authorization: `Bearer ${token}`, ...SPOOF });
     expect(r.status).toBe(200);
@@ -88,7 +87,7 @@ describe.each([
     expectOnlySidecarIdentity(app().seen[0]?.headers, 'alice');
   });
 
-  it('HTTP/2 request trailers carrying x-ward-* and authorization are not relayed to the app', async () => {
+  it('HTTP/2 request trailers carrying x-ward-* and authorization are not relayed to the app (RFC 9110 §6.5.1)', async () => {
     await new Promise<void>((resolve, reject) => {
       const session = http2.connect(ward().url);
       session.on('error', reject);
@@ -114,7 +113,7 @@ describe.each([
     if (app().protocol === 'h2c') expect(t['x-note']).toBe('kept');
   });
 
-  it('HTTP/1.1 chunked trailers carrying x-ward-* are not relayed to the app', async () => {
+  it('HTTP/1.1 chunked trailers carrying x-ward-* are not relayed to the app (RFC 9110 §6.5.1, RFC 9112 §7.1.2)', async () => {
     const x = await h1raw(
       ward().port,
       `POST /api/trailers HTTP/1.1\r\nHost: orders\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nConnection: close\r\n\r\n4\r\nbody\r\n0\r\nX-Ward-Subject: root\r\nAuthorization: Bearer forged\r\nX-Note: kept\r\n\r\n`,
@@ -128,7 +127,7 @@ describe.each([
   });
 });
 
-describe('the app cannot speak for the sidecar (x-ward-reason / x-ward-decision-id in its responses)', () => {
+describe('status and trailer injection from the app (response-field forging): the app cannot speak for the sidecar', () => {
   it('HTTP: the response carries the sidecar\'s decision id, and no x-ward-reason on an allowed call', async () => {
     const r = await h2Once(wardH2.port, { ':path': '/inject/x', authorization: `Bearer ${token}` });
     expect(r.status).toBe(200);

@@ -11,8 +11,8 @@ import { h2Once, startWard, type Ward } from './support/ward.ts';
  * Path and method normalization bypasses. The invariant under test: the path policy judges is
  * byte for byte the path the app receives, so no spelling of a denied route reaches the app as
  * that route. Sources: Envoy CVE-2019-9901 (dot segments), CVE-2021-29492 / Istio
- * ISTIO-SECURITY-2021-002 (escaped slashes), CVE-2021-31920 (merged slashes), CVE-2021-32779 /
- * CVE-2021-39156 (fragments), CVE-2019-9900 (NUL), CVE-2021-29271-style case confusion, Tomcat
+ * Istio (escaped slashes), CVE-2021-31920 (merged slashes), CVE-2021-32779 /
+ * CVE-2021-39156 (fragments), CVE-2019-9900 (NUL), case confusion, Tomcat
  * path parameters (`..;/`), and the gRPC method forms of the same tricks.
  */
 

@@ -19,8 +19,8 @@ import { h1raw } from './support/h1raw.ts';
  * - Confused deputy (RFC 8693 §2.1 / §5, RFC 9700 §4.10 "misuse of stolen access tokens",
  *   Hardy 1988): the sidecar must not lend its client identity to tokens that were never for
  *   its service, to destinations it was not told about, or by letting the app's own token leave.
- * - Cache mixing (exchanged-token cache keyed wrongly: CVE-2021-39162 class in Istio's token
- *   cache, generic "token cache poisoning"): one caller's exchanged token must never be handed
+ * - Cache mixing (an exchanged-token cache keyed wrongly: "token cache poisoning"): one
+ *   caller's exchanged token must never be handed
  *   to another caller, destination, grant, or outlive the subject token.
  */
 
@@ -191,7 +191,7 @@ describe('confused deputy — RFC 8693 §5, RFC 9700 §4.10', () => {
   });
 });
 
-describe('exchanged-token cache mixing — Istio CVE-2021-39162 class (token cache keyed wrongly)', () => {
+describe('exchanged-token cache mixing — cache-key confusion (one caller\'s token served to another; RFC 8693 §2.2.1 tokens are per subject and audience)', () => {
   it('alternating subjects on a warm cache: each destination call carries its own subject, never another\'s', async () => {
     const alice = await callerToken('alice');
     const bob = await callerToken('bob');
