@@ -22,6 +22,16 @@ beforeAll(async () => {
   ward = await startWard({ issuer: iss.issuer, app });
 });
 afterAll(async () => {
+  // STYLE habit 2, SECURITY.md: tokens are never logged (issuer, kid and a hash are). The logs
+  // are at debug level here, where every refusal is logged with its detail.
+  const logs = ward.logs.join('\n');
+  expect(ward.logs.length).toBeGreaterThan(50);
+  for (const t of presented) {
+    const sig = t.slice(t.lastIndexOf('.') + 1);
+    if (sig.length >= 16) expect(logs.includes(sig)).toBe(false);
+    const body = t.slice(t.indexOf('.') + 1, t.lastIndexOf('.'));
+    if (body.length >= 16) expect(logs.includes(body)).toBe(false);
+  }
   await ward.close();
   await app.close();
   await iss.close();
@@ -33,7 +43,11 @@ beforeEach(() => {
 const b64 = (v: string | Buffer): string => Buffer.from(v).toString('base64url');
 const now = (): number => Math.floor(Date.now() / 1000);
 
+/** Every token presented in this file: none may ever appear in the sidecar's log. */
+const presented = new Set<string>();
+
 async function expectDenied(token: string, status: number, reason: string, path = '/api/x'): Promise<void> {
+  presented.add(token);
   const r = await h2Once(ward.port, { ':path': path, authorization: `Bearer ${token}` });
   expect({ status: r.status, reason: r.reason }).toEqual({ status, reason });
   expect(app.seen).toEqual([]);
@@ -41,6 +55,7 @@ async function expectDenied(token: string, status: number, reason: string, path 
 }
 
 async function expectAllowed(token: string, path = '/api/x'): Promise<void> {
+  presented.add(token);
   const r = await h2Once(ward.port, { ':path': path, authorization: `Bearer ${token}` });
   expect({ status: r.status, reason: r.reason }).toEqual({ status: 200, reason: undefined });
   expect(app.seen).toHaveLength(1);
