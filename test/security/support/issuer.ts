@@ -45,6 +45,11 @@ export interface TestIssuer {
   /** JWKS behaviour from now on (discovery keeps answering unless `discoveryMode` is set). */
   mode: EndpointMode;
   discoveryMode: EndpointMode;
+  /** RFC 7662 introspection endpoint behaviour; in `ok` mode it answers `introspectionAnswer`. */
+  introspectionMode: EndpointMode;
+  introspectionAnswer: Record<string, unknown>;
+  /** Introspection requests received (the token parameter of each). */
+  readonly introspected: string[];
   /** Requests the JWKS endpoint received. */
   readonly jwksHits: () => number;
   /** A valid claim set for `urn:ward:orders` (5 minutes, `scope: orders.read`) with `over` merged (undefined removes). */
@@ -102,6 +107,9 @@ export async function startTestIssuer(): Promise<TestIssuer> {
     jwksUri,
     mode: 'ok',
     discoveryMode: 'ok',
+    introspectionMode: 'ok',
+    introspectionAnswer: { active: false },
+    introspected: [],
     jwksHits: () => hits,
     kid: (k) => current[k].kid,
     claims(over = {}) {
@@ -212,11 +220,20 @@ export async function startTestIssuer(): Promise<TestIssuer> {
   }
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    req.resume();
     res.on('error', () => {});
+    if (req.url === '/introspect') {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        self.introspected.push(new URLSearchParams(body).get('token') ?? '');
+        misbehave(self.introspectionMode, res, () => JSON.stringify(self.introspectionAnswer));
+      });
+      return;
+    }
+    req.resume();
     if (req.url === '/.well-known/openid-configuration') {
       misbehave(self.discoveryMode, res, () =>
-        JSON.stringify({ issuer, jwks_uri: jwksUri, token_endpoint: `${issuer}/token`, response_types_supported: ['code'], subject_types_supported: ['public'], id_token_signing_alg_values_supported: ['RS256'] }),
+        JSON.stringify({ issuer, jwks_uri: jwksUri, token_endpoint: `${issuer}/token`, introspection_endpoint: `${issuer}/introspect`, response_types_supported: ['code'], subject_types_supported: ['public'], id_token_signing_alg_values_supported: ['RS256'] }),
       );
       return;
     }

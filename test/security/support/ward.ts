@@ -33,6 +33,8 @@ export interface WardOptions {
   /** Wait until the issuer's keys are loaded (default true). */
   readonly waitReady?: boolean;
   readonly cacheEntries?: number;
+  /** The workload's client credentials per issuer (for introspection). */
+  readonly credentials?: readonly { readonly issuer: string; readonly clientId: string; readonly clientSecret: string }[];
 }
 
 export interface Ward {
@@ -128,7 +130,7 @@ ${o.extraYaml ?? ''}`;
     cacheEntries: config.authn.cacheEntries,
     introspectionCacheMaxSeconds: config.authn.introspectionCacheMaxSeconds,
     jwks: config.authn.jwks,
-    credentials: [],
+    credentials: o.credentials ?? [],
     log: log.child({ stage: 'authn' }),
     clock: systemClock,
   });
