@@ -222,6 +222,9 @@ describe('pseudo-header confusion — RFC 9113 §8.3.1; Envoy CVE-2019-9900/CVE-
     ['response pseudo-header :status in a request', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/api/x'], [':status', '200']]],
     ['upper-case field name', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/api/x'], ['X-Ward-Subject', 'root']]],
     ['NUL in :path', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/public\u0000/../api/internal']]],
+    ['CR LF in :authority', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'orders\r\nx-ward-subject: root'], [':path', '/api/x']]],
+    ['NUL in :method', [[':method', 'GET\u0000'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/api/x']]],
+    ['space in :path', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/public/x /api/internal']]],
     [':protocol without the extended CONNECT setting (RFC 8441)', [[':method', 'CONNECT'], [':protocol', 'websocket'], [':scheme', 'http'], [':authority', 'orders'], [':path', '/api/x']]],
   ];
 
