@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type RecordingApp, startRecordingApp } from './support/app.ts';
 import { h1raw } from './support/h1raw.ts';
+import { closeAllRaw, data, FrameType, headersFrame, rawH2, requestBlock } from './support/h2raw.ts';
 import { startTestIssuer, type TestIssuer } from './support/issuer.ts';
 import { eventually, startWard, type Ward } from './support/ward.ts';
 
@@ -231,5 +232,46 @@ describe('protocol switching — h2c smuggling (BishopFox 2020), hop-by-hop head
     expect(x.replies[0]?.headers['x-ward-reason']).toBe('ERR_POLICY_DENIED');
     expect(x.raw).not.toContain('100 Continue');
     expect(app.seen).toEqual([]);
+  });
+});
+
+describe('HTTP/2 → HTTP/1.1 downgrade smuggling — PortSwigger "HTTP/2: The Sequel is Always Worse" (2021): H2.CL, H2.TE', () => {
+  it.each([
+    ['content-length 0 with a body', '0', SMUGGLED],
+    ['content-length shorter than the body', '5', `hello${SMUGGLED}`],
+    ['content-length longer than the body', '200', 'short'],
+  ])('H2.CL, %s: the body never becomes a second request to the HTTP/1.1 app', async (_name, cl, body) => {
+    try {
+      const c = await rawH2(ward.port);
+      c.write(headersFrame(1, requestBlock('/api/x', [['authorization', `Bearer ${token}`], ['content-length', cl]], 'POST'), { endStream: false }));
+      await new Promise((r) => setTimeout(r, 50)); // headers first, body later: the hard case
+      c.write(data(1, Buffer.from(body), true));
+      const f = await c.waitFrame((x) => x.type === FrameType.GOAWAY || (x.streamId === 1 && (x.type === FrameType.RST_STREAM || x.type === FrameType.HEADERS)), 1000);
+      // RFC 9113 §8.1.1: a content-length that does not match the DATA is malformed: a stream
+      // or connection error, never a response from the app.
+      expect(f === undefined || f.type !== FrameType.HEADERS).toBe(true);
+      c.close();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(app.seen.map((x) => x.path)).not.toContain('/api/internal/smuggled');
+      expect(app.seen.length).toBeLessThanOrEqual(1);
+      await eventually(() => ward.counters.activeStreams === 0, 3000, 'streams closed');
+    } finally {
+      closeAllRaw();
+    }
+  });
+
+  it('H2.TE: transfer-encoding in an HTTP/2 request is a stream error (RFC 9113 §8.2.2), the app sees nothing', async () => {
+    try {
+      const c = await rawH2(ward.port);
+      c.write(headersFrame(1, requestBlock('/api/x', [['authorization', `Bearer ${token}`], ['transfer-encoding', 'chunked']], 'POST'), { endStream: false }));
+      c.write(data(1, Buffer.from(`0\r\n\r\n${SMUGGLED}`), true));
+      const f = await c.waitFrame((x) => x.type === FrameType.GOAWAY || (x.streamId === 1 && (x.type === FrameType.RST_STREAM || x.type === FrameType.HEADERS)), 1000);
+      expect(f?.type === FrameType.RST_STREAM || f?.type === FrameType.GOAWAY).toBe(true);
+      c.close();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(app.seen).toEqual([]);
+    } finally {
+      closeAllRaw();
+    }
   });
 });
