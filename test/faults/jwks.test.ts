@@ -128,6 +128,20 @@ describe('JWKS endpoint failing after the keys were loaded (inside the grace win
   });
 });
 
+describe('refetch amplification — an attacker choosing kids cannot make the sidecar hammer the IdP', () => {
+  it('200 tokens with 200 unknown kids inside one cooldown: at most one refetch, each refused 401 ERR_TOKEN_KEY_UNKNOWN', async () => {
+    const { iss, ward } = await world({ cooldownMs: 60_000 });
+    const before = iss.jwksHits();
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => call(ward, iss.signRaw(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: `attacker-${i}` }), JSON.stringify(iss.claims())))),
+    );
+    // The initial fetch happened moments ago, inside the cooldown: no refetch at all is allowed.
+    expect(iss.jwksHits() - before).toBeLessThanOrEqual(1);
+    for (const r of results) expect(r).toEqual({ status: 401, reason: 'ERR_TOKEN_KEY_UNKNOWN' });
+    expect(app.seen).toEqual([]);
+  });
+});
+
 describe('key rotation mid-traffic', () => {
   it('the IdP rotates (old keys still published) under continuous load: every call with a current token succeeds', async () => {
     const { iss, ward } = await world();
