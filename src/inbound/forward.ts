@@ -162,7 +162,22 @@ function onRelayDrain(this: RelaySink): void {
 function onRelayEnd(this: RelaySource): void {
   const dst = this[kRelayTo];
   this[kRelayTo] = null;
+  if (wasCut(this)) return;
   if (dst !== undefined && dst !== null && !dst.destroyed && !dst.writableEnded) dst.end();
+}
+
+/**
+ * Node ends an HTTP/2 stream's readable side not only on END_STREAM but also when the stream is
+ * reset or its session dies (the app crashed: `rstCode` CANCEL, no error event). Such a body was
+ * cut, not finished, and must never be passed on as complete — a truncated response would reach
+ * the caller as a clean end (an empty-trailers gRPC call, a short HTTP body). Trailers mean
+ * END_STREAM did arrive, whatever RST followed. The stream's `close` handler reports the failure.
+ */
+function wasCut(s: Readable): boolean {
+  const code = (s as Readable & { rstCode?: number }).rstCode;
+  if (code === undefined || code === h2c.NGHTTP2_NO_ERROR) return false;
+  const ex = exchangeOf(s);
+  return (s === ex.h2 ? ex.requestTrailers : ex.trailers) === null;
 }
 
 /** Stops relaying from `src` (a no-op for a source never relayed). */
@@ -280,6 +295,7 @@ export function createRelay(o: RelayOptions): Relay {
     const ex = exchangeOf(this);
     const res = ex.res;
     if (res === null || ex.closed || ex.finished) return;
+    if (wasCut(this)) return; // the app's HTTP/2 stream died mid-body: onH2Close fails the call
     const t = ex.upstreamRes !== null ? ex.upstreamRes.trailers : ex.trailers;
     if (ex.acceptsTrailers && t !== null) {
       const fields = relayableFields(t as IncomingHttpHeaders);
@@ -347,7 +363,7 @@ export function createRelay(o: RelayOptions): Relay {
     if (ex.upstreamDone) return;
     ex.upstreamDone = true;
     // END_STREAM from the app reached us: the call completed, whatever RST follows.
-    if (this.readableEnded) return;
+    if (this.readableEnded && !wasCut(this)) return;
     if (ex.closed || ex.finished) return;
     fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(ex.upstreamError, this.rstCode));
   }
