@@ -103,6 +103,25 @@ function errCode(err: unknown): string | undefined {
   return typeof c === 'string' ? c : undefined;
 }
 
+/**
+ * The app-bound request as HTTP/2 raw fields `[name, value, …]`, pseudo-headers first. Node takes
+ * this form as is, where a header object is first copied into a new null-prototype object and
+ * then walked again: the copy was ~7% of the bytes allocated per proxied call
+ * (BENCHMARKS.md). `ex.fwdHeaders` is left as the stages built it.
+ */
+function h2RequestFields(ex: Exchange, authority: string): string[] {
+  const out = [':method', ex.method, ':scheme', 'http', ':authority', authority, ':path', ex.query === '' ? ex.path : ex.path + ex.query];
+  const h = ex.fwdHeaders;
+  for (const name in h) {
+    const v = h[name];
+    if (typeof v === 'string') out.push(name, v);
+    else if (Array.isArray(v)) for (const x of v) out.push(name, x);
+    else if (v !== undefined) out.push(name, String(v));
+  }
+  if (ex.acceptsTrailers) out.push('te', 'trailers');
+  return out;
+}
+
 /** Why a call failed before any response header arrived. */
 function classifyFailure(err: Error | undefined, rstCode: number | undefined): ErrorCode {
   if (rstCode === h2c.NGHTTP2_REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
@@ -369,15 +388,9 @@ export function createRelay(o: RelayOptions): Relay {
   }
 
   function toH2(ex: Exchange, p: H2SessionPool): void {
-    const h = ex.fwdHeaders;
-    h[':method'] = ex.method;
-    h[':scheme'] = 'http';
-    h[':authority'] = ex.authority ?? defaultAuthority;
-    h[':path'] = ex.query === '' ? ex.path : ex.path + ex.query;
-    if (ex.acceptsTrailers) h.te = 'trailers';
     let up: ClientHttp2Stream;
     try {
-      up = p.session().request(h, ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
+      up = p.session().request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
     } catch (err) {
       ex.upstreamError = err as Error;
       if (isHeaderError(err)) responder.write(ex, 'ERR_REQUEST_INVALID');
