@@ -24,7 +24,7 @@
  * Output: scripts/bench/results/latest.json (every sample and the medians) and the markdown
  * table between the BENCH:BEGIN/END markers of BENCHMARKS.md (`--no-write-md` to skip).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import http2 from 'node:http2';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, cpus, release, tmpdir } from 'node:os';
@@ -49,7 +49,7 @@ import {
   tcpOpen,
   waitFor,
 } from './peers.ts';
-import { renderMarkdown, summarize, type Sample, type Results } from './report.ts';
+import { median, renderMarkdown, summarize, type Sample, type Results } from './report.ts';
 import { summarizeProfile } from './profile-summary.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -80,15 +80,17 @@ const { values: opt } = parseArgs({
     keep: { type: 'boolean', default: false },
     baseline: { type: 'string' },
     variants: { type: 'string' },
+    alloc: { type: 'string' },
   },
 });
 
 /**
- * V8 flags for the sidecar in the benchmark, the same as recommended in docs/performance.md:
- * a larger young generation, so that short-lived per-request objects die in fewer, cheaper
- * scavenges instead of being promoted (the p99 tail at moderate load is GC).
+ * V8 flags for the sidecar in the benchmark, the same as recommended in docs/performance.md: a
+ * small young generation (1 MB semi-spaces instead of V8's 16 MB), so each scavenge pauses for
+ * a millisecond or two instead of 15-50 ms on a pinned core (the p99 tail at moderate load is
+ * GC), and peak RSS drops by ~100 MB (results/gc-flags.json).
  */
-export const WARD_NODE_FLAGS = ['--max-semi-space-size=16'];
+export const WARD_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 const quick = opt.quick;
 const rounds = quick ? 1 : Number(opt.rounds);
@@ -462,9 +464,11 @@ async function measure(sc: Scenario, run: Running, w: 'grpc' | 'get', round: num
 
   const fixed: Sample['fixed'] = {};
   for (const rate of rates) {
+    // One stream at a time per connection: with many streams h2load's --rps sends in bursts,
+    // which measures the burst, not the proxy.
     const clients = Number(opt['rate-clients']);
     const logFile = join(work, `lat-${sc.id}-${w}-${rate}.tsv`);
-    const p = runH2load({ ...base, clients, streams: 16, durationS: rateSeconds, warmupS: warmupSeconds, rpsPerClient: rate / clients, logFile });
+    const p = runH2load({ ...base, clients, streams: 1, durationS: rateSeconds, warmupS: warmupSeconds, rpsPerClient: rate / clients, logFile });
     let c0 = 0;
     let t0 = 0;
     if (pid !== undefined) {
@@ -685,6 +689,60 @@ async function soak(seconds: number): Promise<void> {
   }
 }
 
+/**
+ * `--alloc N`: bytes the sidecar allocates per call, from V8's own GC trace (the sum of
+ * `allocated=` over every collection while N gRPC calls are served, divided by N). Unlike CPU
+ * time this does not depend on what else the machine runs, so it measures an allocation change
+ * even on a noisy machine. Each selected ward scenario (and its `--baseline` twin) in turn, for
+ * `--rounds` rounds.
+ */
+async function allocation(n: number): Promise<void> {
+  const rows: { scenario: string; round: number; bytesPerCall: number; gcs: number }[] = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const id of scenarioIds) {
+      const sc = ALL.find((s) => s.id === id);
+      if (sc === undefined || !id.startsWith('ward')) continue;
+      const run = await sc.start(`alloc${round}`, ['--trace-gc-nvp']);
+      try {
+        await check(sc, run.port);
+        const log = join(logs, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}-alloc${round}.log`);
+        // Warm-up (JIT, pools), then the measured calls.
+        await runH2loadCount(run.port, 5000);
+        await sleep(200);
+        const before = readFileSync(log, 'utf8').length;
+        await runH2loadCount(run.port, n);
+        await sleep(200);
+        const text = readFileSync(log, 'utf8').slice(before);
+        let bytes = 0;
+        let gcs = 0;
+        for (const m of text.matchAll(/allocated=(\d+)/g)) {
+          bytes += Number(m[1]);
+          gcs++;
+        }
+        rows.push({ scenario: id, round, bytesPerCall: bytes / n, gcs });
+        console.log(`  ${id}: ${(bytes / n / 1024).toFixed(2)} KiB allocated per call (${gcs} collections)`);
+      } finally {
+        await run.proc?.stop();
+      }
+    }
+  }
+  const ids = [...new Set(rows.map((r) => r.scenario))];
+  const summary = Object.fromEntries(ids.map((id) => [id, median(rows.filter((r) => r.scenario === id).map((r) => r.bytesPerCall))]));
+  console.log(JSON.stringify(summary, null, 2));
+  writeFileSync(opt.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), calls: n, rows, medianBytesPerCall: summary }, null, 2)}\n`);
+  console.log(`bench: wrote ${opt.out}`);
+}
+
+async function runH2loadCount(port: number, n: number): Promise<void> {
+  const r = await new Promise<string>((resolveRun, reject) => {
+    const args = ['-c', loadCpus, 'h2load', '-t', '1', '-c', '4', '-m', '8', '-n', String(n), '-d', join(work, 'request.bin')];
+    for (const h of h2loadHeaders('grpc')) args.push('-H', h);
+    args.push(url(port, 'grpc'));
+    execFile('taskset', args, (err, stdout) => (err === null ? resolveRun(stdout) : reject(new Error(err.message))));
+  });
+  if (!r.includes(`${n} succeeded`)) throw new Error(`h2load: not every call succeeded:\n${r}`);
+}
+
 /** Starts the app and one scenario, prints an h2load command for it, and waits for Ctrl-C. */
 async function serve(id: string): Promise<void> {
   const sc = ALL.find((s) => s.id === id);
@@ -703,6 +761,7 @@ async function serve(id: string): Promise<void> {
 
 try {
   if (opt.serve !== undefined) await serve(opt.serve);
+  else if (opt.alloc !== undefined) await allocation(Number(opt.alloc));
   else if (opt.profile) await profile();
   else if (opt.soak !== undefined) await soak(Number(opt.soak));
   else await benchmark();
