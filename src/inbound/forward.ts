@@ -1,5 +1,5 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
+import http2, { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { SidecarConfig } from '../config/sidecar.ts';
@@ -12,6 +12,7 @@ import {
   dropSidecarResponseFields,
   identityHeaderValues,
   type IdentityHeaderNames,
+  isSidecarResponseField,
   relayableFields,
   requestTrailerFields,
   responseHeadersForH2,
@@ -119,6 +120,26 @@ function h2RequestFields(ex: Exchange, authority: string): string[] {
     else if (v !== undefined) out.push(name, String(v));
   }
   if (ex.acceptsTrailers) out.push('te', 'trailers');
+  return out;
+}
+
+/**
+ * The app's HTTP/2 response headers for the caller, as raw fields (no header-object copy in
+ * node:http2, as for requests): the call's decision id replaces any the app sent, and with
+ * `guard` the app cannot send `x-ward-reason` either. Fields the app marked never-indexed stay so.
+ */
+function h2ResponseFields(headers: IncomingHttpHeaders, decisionId: string, guard: boolean): string[] {
+  const out: string[] = [];
+  for (const name in headers) {
+    if (name === HEADER_DECISION_ID || (guard && isSidecarResponseField(name))) continue;
+    const v = headers[name];
+    if (typeof v === 'string') out.push(name, v);
+    else if (Array.isArray(v)) for (const x of v) out.push(name, x);
+    else if (v !== undefined) out.push(name, String(v));
+  }
+  out.push(HEADER_DECISION_ID, decisionId);
+  const sensitive = (headers as Record<symbol, unknown>)[http2.sensitiveHeaders];
+  if (sensitive !== undefined) (out as unknown as Record<symbol, unknown>)[http2.sensitiveHeaders] = sensitive;
   return out;
 }
 
@@ -354,9 +375,7 @@ export function createRelay(o: RelayOptions): Relay {
         // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relay as such.
         // Otherwise the response stays open for the app's trailers (`wantTrailers`).
         // Every response carries its decision id, so a caller can quote it to the sidecar's log.
-        if (guardResponse) dropSidecarResponseFields(headers);
-        headers[HEADER_DECISION_ID] = ex.decisionId;
-        ex.h2.respond(headers, end ? RESPOND_END : RESPOND_WITH_TRAILERS);
+        ex.h2.respond(h2ResponseFields(headers, ex.decisionId, guardResponse), end ? RESPOND_END : RESPOND_WITH_TRAILERS);
         if (!end) relayBody(this, ex.h2);
       } else if (ex.res !== null) {
         const fields = relayableFields(headers);

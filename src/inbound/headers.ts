@@ -207,6 +207,11 @@ export function requestTrailerFields(trailers: IncomingHttpHeaders, identityPref
 /** Fields only the sidecar writes in a response to its caller (inbound/respond.ts). */
 const SIDECAR_RESPONSE_FIELDS = ['x-ward-reason', 'x-ward-decision-id'] as const;
 
+/** Whether `name` (lower-case) is one of the fields only the sidecar writes. */
+export function isSidecarResponseField(name: string): boolean {
+  return name === SIDECAR_RESPONSE_FIELDS[0] || name === SIDECAR_RESPONSE_FIELDS[1];
+}
+
 /** Removes what an app could send to pass for a sidecar denial (a forged `x-ward-reason`). */
 export function dropSidecarResponseFields(h: OutgoingHttpHeaders | IncomingHttpHeaders): void {
   for (const name of SIDECAR_RESPONSE_FIELDS) if (name in h) delete h[name];
