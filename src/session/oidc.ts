@@ -1,4 +1,5 @@
 import * as oidc from 'openid-client';
+import { boundedFetch, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../authn/fetch.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -78,12 +79,6 @@ export interface SignInClient {
 
 const DEFAULT_COOLDOWN_MS = 5000;
 
-function isLoopbackHttp(url: URL): boolean {
-  if (url.protocol !== 'http:') return false;
-  const h = url.hostname;
-  return h === 'localhost' || h === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
-
 /** Sorts an openid-client / oauth4webapi error into what the session stage acts on. */
 export function classify(err: unknown): ProviderFailure {
   if (err instanceof oidc.ResponseBodyError) {
@@ -92,7 +87,9 @@ export function classify(err: unknown): ProviderFailure {
   if (err instanceof oidc.AuthorizationResponseError) return { kind: 'refused', error: err.error };
   if (err instanceof oidc.ClientError) {
     const code = err.code ?? '';
-    if (code === 'OAUTH_TIMEOUT' || code === 'OAUTH_ABORT' || code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_RESPONSE_IS_NOT_JSON') {
+    // A body that cannot be read or parsed (including one cut at the size cap) is the provider
+    // failing, not the user's sign-in being invalid: fail closed as unavailable (503).
+    if (code === 'OAUTH_TIMEOUT' || code === 'OAUTH_ABORT' || code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_RESPONSE_IS_NOT_JSON' || code === 'OAUTH_PARSE_ERROR') {
       return { kind: 'unavailable', detail: `${code}: ${err.message}` };
     }
     return { kind: 'invalid', detail: `${code}: ${err.message}` };
@@ -119,7 +116,9 @@ export function createSignInClient(o: SignInClientOptions): SignInClient {
       // openid-client refuses http: unless told; only loopback issuers (dev IdP, tests) get that.
       execute: isLoopbackHttp(issuer) ? [oidc.allowInsecureRequests] : [],
     };
-    if (o.fetch !== undefined) options[oidc.customFetch] = o.fetch as oidc.CustomFetch;
+    // Every IdP response (discovery, JWKS, token, refresh) is size-capped like authn's fetches:
+    // an endless body must not be buffered.
+    options[oidc.customFetch] = boundedFetch(o.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     // RFC 6749 §2.3.1: HTTP Basic is the client authentication every server must support.
     const c = await oidc.discovery(issuer, o.clientId, undefined, oidc.ClientSecretBasic(o.clientSecret), options);
     oidc.enableNonRepudiationChecks(c); // verify ID token signatures against the provider's JWKS
