@@ -68,6 +68,12 @@ export class Exchange {
   closed = false;
   /** Response headers went out downstream. */
   responseStarted = false;
+  /**
+   * The app's `:status` and `grpc-status` header as relayed to an HTTP/2 caller (0 / undefined
+   * otherwise): the span reads them here, since headers sent as raw fields have no object form.
+   */
+  relayedStatus = 0;
+  relayedGrpcStatus: string | undefined = undefined;
   /** A ward error response (or reset) was written: nothing else may be. */
   finished = false;
   upstream: ClientHttp2Stream | ClientRequest | null = null;

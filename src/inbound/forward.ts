@@ -376,6 +376,9 @@ export function createRelay(o: RelayOptions): Relay {
         // Otherwise the response stays open for the app's trailers (`wantTrailers`).
         // Every response carries its decision id, so a caller can quote it to the sidecar's log.
         ex.h2.respond(h2ResponseFields(headers, ex.decisionId, guardResponse), end ? RESPOND_END : RESPOND_WITH_TRAILERS);
+        ex.relayedStatus = headers[':status'] ?? 200;
+        const gs = headers['grpc-status'];
+        if (typeof gs === 'string') ex.relayedGrpcStatus = gs;
         if (!end) relayBody(this, ex.h2);
       } else if (ex.res !== null) {
         const fields = relayableFields(headers);

@@ -97,9 +97,16 @@ function endSpan(ex: Exchange): void {
   let grpcStatus = -1;
   let failed = ex.upstreamError !== undefined;
   if (ex.h2 !== null) {
-    const sent = (ex.h2.sentHeaders as OutgoingHttpHeaders | undefined) ?? {};
-    status = Number(sent[':status'] ?? 0);
-    const gs = ex.h2.sentTrailers?.['grpc-status'] ?? sent['grpc-status'];
+    let headGrpcStatus: unknown;
+    if (ex.relayedStatus !== 0) {
+      status = ex.relayedStatus;
+      headGrpcStatus = ex.relayedGrpcStatus;
+    } else {
+      const sent = (ex.h2.sentHeaders as OutgoingHttpHeaders | undefined) ?? {};
+      status = Number(sent[':status'] ?? 0);
+      headGrpcStatus = sent['grpc-status'];
+    }
+    const gs = ex.h2.sentTrailers?.['grpc-status'] ?? headGrpcStatus;
     if (gs !== undefined) grpcStatus = Number(gs);
     if (ex.h2.rstCode !== undefined && ex.h2.rstCode !== http2.constants.NGHTTP2_NO_ERROR) failed = true;
   } else if (ex.res !== null) {
