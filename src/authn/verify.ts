@@ -1,0 +1,103 @@
+import { constants, KeyObject, verify as cryptoVerify } from 'node:crypto';
+import type { CryptoKey } from 'jose';
+
+/**
+ * The JWS signature check for the asymmetric algorithms, with node:crypto directly. jose's
+ * `compactVerify` goes through WebCrypto, which for RS256 cost ~2× a direct `crypto.verify`
+ * (scripts/bench/micro-authn.ts): the difference is every call's cost when the verified-token
+ * cache is off or missed (BENCHMARKS.md).
+ *
+ * What jose checked and this keeps: the key must be of the algorithm's type (RSA for the RS and
+ * PS algorithms, the named curve for ES, Ed25519 for EdDSA), RSA keys of at least 2048 bits
+ * (RFC 7518 §3.3, §3.5), and
+ * the signature is computed over the ASCII of `header.payload` as sent. The key itself was
+ * imported for this very `alg` (source.ts `importFor`), so its use is already bound to it. What
+ * the caller has already done: parsed the token, refused `none`, `crit`, `b64`, key-carrying
+ * headers, non-canonical base64url, and algorithms not allowed for the issuer.
+ */
+
+interface AlgSpec {
+  readonly hash: string | null;
+  readonly keyType: 'rsa' | 'ec' | 'ed25519';
+  readonly curve?: string;
+  readonly pss?: number;
+  /** ECDSA: r||s of this many bytes (RFC 7518 §3.4). */
+  readonly sigBytes?: number;
+}
+
+const ALGS: Readonly<Record<string, AlgSpec>> = {
+  RS256: { hash: 'sha256', keyType: 'rsa' },
+  RS384: { hash: 'sha384', keyType: 'rsa' },
+  RS512: { hash: 'sha512', keyType: 'rsa' },
+  PS256: { hash: 'sha256', keyType: 'rsa', pss: 32 },
+  PS384: { hash: 'sha384', keyType: 'rsa', pss: 48 },
+  PS512: { hash: 'sha512', keyType: 'rsa', pss: 64 },
+  ES256: { hash: 'sha256', keyType: 'ec', curve: 'prime256v1', sigBytes: 64 },
+  ES384: { hash: 'sha384', keyType: 'ec', curve: 'secp384r1', sigBytes: 96 },
+  ES512: { hash: 'sha512', keyType: 'ec', curve: 'secp521r1', sigBytes: 132 },
+  EdDSA: { hash: null, keyType: 'ed25519' },
+  Ed25519: { hash: null, keyType: 'ed25519' },
+};
+
+/** KeyObject per imported key: converted once, not per call. */
+const keyObjects = new WeakMap<CryptoKey, KeyObject>();
+
+function keyObjectOf(key: CryptoKey): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) {
+    k = KeyObject.from(key);
+    keyObjects.set(key, k);
+  }
+  return k;
+}
+
+/** Why a key cannot verify `alg`, or null when it can. */
+function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
+  if (k.type !== 'public') return 'not a public key';
+  if (k.asymmetricKeyType !== spec.keyType) return `a ${k.asymmetricKeyType ?? 'symmetric'} key`;
+  const d = k.asymmetricKeyDetails;
+  if (spec.keyType === 'rsa' && (d?.modulusLength ?? 0) < 2048) return 'RSA key shorter than 2048 bits';
+  if (spec.curve !== undefined && d?.namedCurve !== spec.curve) return `curve ${d?.namedCurve ?? 'unknown'}`;
+  return null;
+}
+
+/**
+ * Verifies the signature of the compact JWS `token` with `key` for `alg`. Returns null when it
+ * holds, else a log-only reason. Never throws for a bad token; throws only for an algorithm it
+ * does not implement (a programming error: callers pass only `supportsDirectVerify` ones).
+ */
+export function verifyJwsSignature(alg: string, token: string, key: CryptoKey): string | null {
+  const spec = ALGS[alg];
+  if (spec === undefined) throw new Error(`verifyJwsSignature: unsupported alg ${alg}`);
+  const k = keyObjectOf(key);
+  const bad = unsuitable(spec, k);
+  if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
+  const dot = token.lastIndexOf('.');
+  const sig = Buffer.from(token.slice(dot + 1), 'base64url');
+  if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
+  const data = Buffer.from(token.slice(0, dot), 'latin1');
+  let ok: boolean;
+  try {
+    if (spec.keyType === 'rsa') {
+      ok = cryptoVerify(
+        spec.hash,
+        data,
+        spec.pss === undefined
+          ? { key: k, padding: constants.RSA_PKCS1_PADDING }
+          : { key: k, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: spec.pss },
+        sig,
+      );
+    } else if (spec.keyType === 'ec') {
+      ok = cryptoVerify(spec.hash, data, { key: k, dsaEncoding: 'ieee-p1363' }, sig);
+    } else {
+      ok = cryptoVerify(null, data, k, sig);
+    }
+  } catch {
+    return 'signature verification failed';
+  }
+  return ok ? null : 'signature verification failed';
+}
+
+export function supportsDirectVerify(alg: string): boolean {
+  return ALGS[alg] !== undefined;
+}
