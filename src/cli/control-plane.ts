@@ -1,7 +1,5 @@
-import { createAuthenticator } from '../authn/authenticator.ts';
-import { loadControlPlaneConfig, trustedIssuers } from '../controlplane/server/config.ts';
-import { startControlPlane } from '../controlplane/server/control-plane.ts';
-import { validatePolicyForControlPlane } from '../controlplane/server/validate.ts';
+import { loadControlPlaneConfig } from '../controlplane/server/config.ts';
+import { runControlPlane } from '../controlplane/server/run.ts';
 import { createLogger } from '../lib/log.ts';
 import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
@@ -29,8 +27,6 @@ SIGTERM, then ends every sidecar stream with UNAVAILABLE (sidecars keep their po
 reconnect).
 `;
 
-// The config has no JWKS tuning of its own: these are the sidecar config's defaults.
-const JWKS = { timeoutMs: 5000, refreshIntervalMs: 300_000, cooldownMs: 30_000, graceMs: 3_600_000 };
 
 export const command: Command = {
   name: 'control-plane',
@@ -47,32 +43,15 @@ export const command: Command = {
     }
     const log = createLogger({ level: cfg.logLevel, base: { component: 'control-plane', id: cfg.id } });
 
-    const authenticator = createAuthenticator({
-      clockSkewSeconds: cfg.authn.clockSkewSeconds,
-      maxTokenBytes: cfg.authn.maxTokenBytes,
-      cacheEntries: 10_000,
-      introspectionCacheMaxSeconds: 0,
-      jwks: JWKS,
-      credentials: [],
-      log: log.child({ stage: 'authn' }),
-    });
-    authenticator.setIssuers(trustedIssuers(cfg));
-    let cp;
-    try {
-      cp = await startControlPlane(cfg, { log, parse: validatePolicyForControlPlane, authenticator, telemetry: cfg.telemetry });
-    } catch (err) {
-      authenticator.close();
-      throw err;
-    }
+    const cp = await runControlPlane(cfg, { log });
     process.stdout.write(`control-plane listening on ${cfg.listen.host}:${cp.port}\n`);
     // Keys are fetched in the background; until they arrive, sidecars get UNAVAILABLE and retry.
-    void authenticator.whenReady(10_000).then((ok) => {
-      if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are', { issuers: authenticator.status() });
+    void cp.keysReady(10_000).then((ok) => {
+      if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are');
     });
 
     await untilShutdownSignal(log);
     await cp.close();
-    authenticator.close();
     log.info('stopped');
     return 0;
   },

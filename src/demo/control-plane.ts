@@ -1,11 +1,9 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createAuthenticator } from '../authn/authenticator.ts';
 import { streamDecisions } from '../cli/decisions.ts';
 import type { DecisionEntryWire } from '../controlplane/server/decisions/service.ts';
-import { parseControlPlaneConfig, trustedIssuers } from '../controlplane/server/config.ts';
-import { startControlPlane } from '../controlplane/server/control-plane.ts';
-import { validatePolicyForControlPlane } from '../controlplane/server/validate.ts';
+import { parseControlPlaneConfig } from '../controlplane/server/config.ts';
+import { runControlPlane } from '../controlplane/server/run.ts';
 import type { Logger } from '../lib/log.ts';
 
 /**
@@ -42,17 +40,8 @@ bindings:
 `;
   writeFileSync(file, text);
   const cfg = parseControlPlaneConfig(text, file);
-  const authenticator = createAuthenticator({
-    clockSkewSeconds: cfg.authn.clockSkewSeconds,
-    maxTokenBytes: cfg.authn.maxTokenBytes,
-    cacheEntries: 100,
-    introspectionCacheMaxSeconds: 0,
-    jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
-    credentials: [],
-    log: o.log.child({ stage: 'authn' }),
-  });
-  authenticator.setIssuers(trustedIssuers(cfg));
-  const cp = await startControlPlane(cfg, { log: o.log, parse: validatePolicyForControlPlane, authenticator, telemetry: cfg.telemetry });
+  // the demo rotates the IdP's key: a sidecar token signed with the new key must pass at once
+  const cp = await runControlPlane(cfg, { log: o.log, jwks: { timeoutMs: 2000, cooldownMs: 0 } });
   const address = `127.0.0.1:${cp.port}`;
   return {
     address,
@@ -70,9 +59,6 @@ bindings:
       );
       return out;
     },
-    async close() {
-      await cp.close();
-      authenticator.close();
-    },
+    close: () => cp.close(),
   };
 }
