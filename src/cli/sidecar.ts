@@ -11,10 +11,9 @@ import { resolveSessionSecrets } from '../config/session.ts';
 import { createSessionStage, type SessionStage } from '../session/stage.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
-import { parsePolicyText } from '../policy/load.ts';
+import { parsePolicyText, readPolicyText } from '../policy/load.ts';
 import { createPolicyWatch } from '../controlplane/client/watch.ts';
 import { runCluster } from '../cluster/cluster.ts';
-import { readPolicyText } from '../policy/load.ts';
 import { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
 import { resolveTelemetry } from '../config/telemetry.ts';
 import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
@@ -55,7 +54,8 @@ export async function startSidecar(
   },
 ): Promise<RunningSidecar> {
   const log = opts.log;
-  const credentials = resolveCredentials(cfg, opts.configFile ?? `${cfg.baseDir}/(config)`);
+  const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
+  const credentials = resolveCredentials(cfg, configFile);
 
   const authenticator = createAuthenticator({
     clockSkewSeconds: cfg.authn.clockSkewSeconds,
@@ -69,7 +69,6 @@ export async function startSidecar(
     ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
   });
 
-  const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
   // The egress credential is a configuration matter: checked before anything listens.
   const exchangeCredential = cfg.outbound === undefined ? null : selectExchangeCredential(cfg.outbound, credentials, configFile);
   // Browser sign-in (session/): its secrets are read now, so a missing one stops start-up; the
