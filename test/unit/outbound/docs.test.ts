@@ -1,26 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { outboundConfigSchema } from '../../../src/config/outbound.ts';
 import { ERROR_TABLE } from '../../../src/errors/table.ts';
+import { formatDefault, schemaOptions } from '../../support/schema-docs.ts';
 
 /** docs/outbound.md's option table lists every `outbound` option with its default, and nothing else. */
-
-type Json = { properties?: Record<string, Json>; items?: Json; default?: unknown; description?: string };
-
-function leaves(s: Json, prefix: string, out: { path: string; schema: Json }[]): void {
-  for (const [k, v] of Object.entries(s.properties ?? {})) {
-    const path = `${prefix}${k}`;
-    if (v.properties !== undefined) leaves(v, `${path}.`, out);
-    else if (v.items?.properties !== undefined) leaves(v.items, `${path}[].`, out);
-    else out.push({ path, schema: v });
-  }
-}
-
-function formatDefault(v: unknown): string {
-  if (Array.isArray(v)) return `\`[${v.join(', ')}]\``;
-  return `\`${String(v)}\``;
-}
 
 describe('docs/outbound.md', () => {
   const doc = readFileSync(new URL('../../../docs/outbound.md', import.meta.url), 'utf8');
@@ -31,8 +15,7 @@ describe('docs/outbound.md', () => {
       .filter((l) => l.startsWith('| `'))
       .map((l) => [/^\| `([^`]+)`/.exec(l)?.[1] ?? '', l]),
   );
-  const options: { path: string; schema: Json }[] = [];
-  leaves(z.toJSONSchema(outboundConfigSchema, { io: 'input' }) as Json, '', options);
+  const options = schemaOptions(outboundConfigSchema);
 
   it('documents every option with its default', () => {
     expect(options.length).toBeGreaterThan(20);
