@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { OtlpTarget } from '../config/telemetry.ts';
 import type { Logger } from '../lib/log.ts';
+import { PbWriter, varintSize, WIRE_LEN } from './protobuf.ts';
 
 /**
  * The way out for telemetry: a bounded batch queue per signal and a plain grpc-js unary call per
@@ -12,8 +13,9 @@ import type { Logger } from '../lib/log.ts';
  *
  * Why not the OTel OTLP exporter packages: they read `OTEL_*` themselves (config/ is the sole
  * reader of the environment here), cannot add a fresh bearer token per call on a cleartext
- * channel, and do not report what they drop. The message encoding is the SDK's own
- * (`@opentelemetry/otlp-transformer`). Exporter traffic is never traced: this client has no
+ * channel, and do not report what they drop. Spans and log records are encoded by ward
+ * (otlp-encode.ts) straight into `EncodedQueue` batches; metrics by the SDK's
+ * `@opentelemetry/otlp-transformer`. Exporter traffic is never traced: this client has no
  * instrumentation and ward registers no global tracer.
  */
 
@@ -112,44 +114,144 @@ export interface QueueLimits {
 }
 
 /**
- * A bounded FIFO that exports in batches: when `batchSize` items wait, or `delayMs` after the
- * first one. At most one export in flight; a full queue drops the newest item.
+ * The envelope around a batch of encoded items: `Export<Signal>ServiceRequest { 1: Resource<X> {
+ * 1: resource, 2: Scope<X> { 1: scope, 2: item, 2: item, … } } }`. Items are written as field 2
+ * of the scope message (`spans` and `log_records` are both field 2).
  */
-export class BatchQueue<T> {
+export interface Envelope {
+  /** `Resource` field bytes (tag 1 + length + message), built once. */
+  readonly resource: Uint8Array;
+  /** `InstrumentationScope` field bytes (tag 1 + length + message), built once. */
+  readonly scope: Uint8Array;
+}
+
+/** Largest envelope header: three tags with 5-byte lengths, plus the resource and scope. */
+function headerRoom(env: Envelope): number {
+  return 3 * 6 + env.resource.length + env.scope.length;
+}
+
+class Batch {
+  readonly w: PbWriter;
+  count = 0;
+  constructor(room: number) {
+    this.w = new PbWriter(64 * 1024);
+    this.w.pos = room;
+  }
+}
+
+/**
+ * A bounded queue of items already encoded as protobuf, exported in batches: when `batchSize`
+ * items wait, or `delayMs` after the first one. The items of a batch are written one after the
+ * other into that batch's reused buffer, with room left in front for the envelope, so a batch
+ * costs no object per item and no copy before it is handed to the channel. Exporting is never
+ * done inside the call that fills a batch (it is scheduled with `setImmediate`); at most one
+ * export is in flight; a full queue drops the newest item and counts it; a failed export is
+ * dropped and counted, never retried (opentelemetry-js `BatchSpanProcessorBase`, STYLE.md habit 9).
+ *
+ * Use: `const w = q.open(); if (w !== null) { const m = w.begin(2); …; w.end(m); q.commit(); }`.
+ */
+export class EncodedQueue {
   readonly #limits: QueueLimits;
-  readonly #exportBatch: (batch: T[], done: (ok: boolean) => void) => void;
+  readonly #env: Envelope;
+  readonly #room: number;
+  readonly #send: (body: Buffer, done: (ok: boolean) => void) => void;
   readonly #counters: ExportCounters;
-  #items: T[] = [];
+  /** Sealed batches waiting, oldest first; the last element is never the open one. */
+  readonly #ready: Batch[] = [];
+  #open: Batch | null = null;
+  /** Batches whose buffers can be reused (at most two are kept). */
+  readonly #free: Batch[] = [];
+  #size = 0;
   #timer: NodeJS.Timeout | null = null;
+  #scheduled = false;
   #inFlight = false;
   #closed = false;
   #idle: (() => void)[] = [];
 
-  constructor(limits: QueueLimits, exportBatch: (batch: T[], done: (ok: boolean) => void) => void, counters: ExportCounters) {
+  constructor(limits: QueueLimits, env: Envelope, send: (body: Buffer, done: (ok: boolean) => void) => void, counters: ExportCounters) {
     this.#limits = limits;
-    this.#exportBatch = exportBatch;
+    this.#env = env;
+    this.#room = headerRoom(env);
+    this.#send = send;
     this.#counters = counters;
   }
 
+  /** Items queued (not yet handed to an export). */
   get size(): number {
-    return this.#items.length;
+    return this.#size;
   }
 
-  push(item: T): void {
-    if (this.#closed || this.#items.length >= this.#limits.maxSize) {
+  /** The writer for one more item, or null when the queue is full or closed (the drop is counted). */
+  open(): PbWriter | null {
+    if (this.#closed || this.#size >= this.#limits.maxSize) {
       this.#counters.droppedQueueFull++;
-      return;
+      return null;
     }
-    this.#items.push(item);
-    if (this.#inFlight) return;
-    if (this.#items.length >= this.#limits.batchSize) this.#run();
-    else if (this.#timer === null) {
-      this.#timer = setTimeout(() => {
-        this.#timer = null;
-        this.#run();
-      }, this.#limits.delayMs);
+    let b = this.#open;
+    if (b === null) {
+      b = this.#free.pop() ?? new Batch(this.#room);
+      b.w.pos = this.#room;
+      b.count = 0;
+      this.#open = b;
+    }
+    return b.w;
+  }
+
+  /** The item written since `open()` is complete. */
+  commit(): void {
+    const b = this.#open;
+    if (b === null) return;
+    b.count++;
+    this.#size++;
+    if (b.count >= this.#limits.batchSize) {
+      this.#seal();
+      this.#schedule();
+    } else if (this.#timer === null && !this.#inFlight) {
+      this.#timer = setTimeout(this.#onTimer, this.#limits.delayMs);
       this.#timer.unref();
     }
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = null;
+    this.#seal();
+    this.#run();
+  };
+
+  #seal(): void {
+    const b = this.#open;
+    if (b === null || b.count === 0) return;
+    this.#open = null;
+    this.#ready.push(b);
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#inFlight) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#run();
+    });
+  }
+
+  /** The batch's bytes: the envelope written right-aligned in the room left in front of the items. */
+  #body(b: Batch): Buffer {
+    const w = b.w;
+    const items = w.pos - this.#room;
+    const env = this.#env;
+    const scopeLen = env.scope.length + items;
+    const resLen = env.resource.length + 1 + varintSize(scopeLen) + scopeLen;
+    const start = this.#room - (1 + varintSize(resLen) + env.resource.length + 1 + varintSize(scopeLen) + env.scope.length);
+    const end = w.pos;
+    w.pos = start;
+    w.tag(1, WIRE_LEN);
+    w.varint(resLen);
+    w.raw(env.resource);
+    w.tag(2, WIRE_LEN);
+    w.varint(scopeLen);
+    w.raw(env.scope);
+    w.pos = end;
+    return w.buf.subarray(start, end);
   }
 
   #run(): void {
@@ -158,36 +260,37 @@ export class BatchQueue<T> {
       this.#timer = null;
     }
     if (this.#inFlight) return;
-    if (this.#items.length === 0) {
+    const b = this.#ready.shift();
+    if (b === undefined) {
       const waiters = this.#idle.splice(0);
       for (const w of waiters) w();
       return;
     }
-    const batch = this.#items.length <= this.#limits.batchSize ? this.#items : this.#items.slice(0, this.#limits.batchSize);
-    this.#items = batch === this.#items ? [] : this.#items.slice(batch.length);
     this.#inFlight = true;
+    this.#size -= b.count;
+    const n = b.count;
     let settled = false;
     const done = (ok: boolean): void => {
       if (settled) return;
       settled = true;
       this.#inFlight = false;
-      if (ok) this.#counters.exported += batch.length;
+      if (ok) this.#counters.exported += n;
       else {
         this.#counters.failedExports++;
-        this.#counters.droppedExportFailed += batch.length;
+        this.#counters.droppedExportFailed += n;
       }
-      // Keep going while a full batch waits (or anyone waits for a flush); otherwise the timer.
-      if (this.#items.length >= this.#limits.batchSize || this.#idle.length > 0) this.#run();
-      else if (this.#items.length > 0 && this.#timer === null && !this.#closed) {
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          this.#run();
-        }, this.#limits.delayMs);
+      if (this.#free.length < 2) this.#free.push(b);
+      // Keep going while a sealed batch waits (or anyone waits for a flush); otherwise the timer.
+      if (this.#ready.length > 0 || this.#idle.length > 0) {
+        if (this.#idle.length > 0) this.#seal();
+        this.#schedule();
+      } else if (this.#open !== null && this.#open.count > 0 && this.#timer === null && !this.#closed) {
+        this.#timer = setTimeout(this.#onTimer, this.#limits.delayMs);
         this.#timer.unref();
       }
     };
     try {
-      this.#exportBatch(batch, done);
+      this.#send(this.#body(b), done);
     } catch {
       done(false);
     }
@@ -195,7 +298,8 @@ export class BatchQueue<T> {
 
   /** Exports everything queued now; resolves when the queue is empty or after `timeoutMs`. */
   flush(timeoutMs: number): Promise<void> {
-    if (this.#items.length === 0 && !this.#inFlight) return Promise.resolve();
+    this.#seal();
+    if (this.#ready.length === 0 && !this.#inFlight) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const t = setTimeout(resolve, timeoutMs);
       t.unref();
@@ -214,7 +318,9 @@ export class BatchQueue<T> {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
     // Not exported before the deadline: lost like a failed export.
-    this.#counters.droppedExportFailed += this.#items.length;
-    this.#items = [];
+    this.#seal();
+    this.#counters.droppedExportFailed += this.#size;
+    this.#size = 0;
+    this.#ready.length = 0;
   }
 }

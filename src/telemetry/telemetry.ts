@@ -1,31 +1,19 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import {
-  type Attributes,
-  type Counter,
-  type Histogram,
-  type Logger as OtelLogger,
-  ROOT_CONTEXT,
-  SeverityNumber,
-  type Span,
-  type SpanContext,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Tracer,
-} from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
 import { PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
-import { ProtobufLogsSerializer, ProtobufMetricsSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import { type LogRecordProcessor, LoggerProvider, type ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { MeterProvider, MetricReader, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { type ReadableSpan, type SpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { ResolvedTelemetry } from '../config/telemetry.ts';
 import type { CallSpan, CallTracer, DecisionRecord } from '../inbound/types.ts';
 import type { OutboundDecisionRecord as EgressRecord } from '../outbound/types.ts';
 import type { Logger } from '../lib/log.ts';
-import { BatchQueue, createOtlpChannel, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
+import { createOtlpChannel, EncodedQueue, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
+import { attrInt, attrString, beginLog, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
+import type { PbWriter } from './protobuf.ts';
 import { createWardSampler } from './sampler.ts';
+import { CallHistogram, histogramProducer } from './histogram.ts';
 import * as sc from './semconv.ts';
 import { formatTraceparent, remoteContext } from './traceparent.ts';
 
@@ -109,6 +97,9 @@ const perfNow = (): number => ORIGIN + performance.now();
 const MAX_ROUTE = 256;
 /** gRPC codes that are server errors (OTel RPC semconv: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). */
 const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
+/** OTLP `SeverityNumber`s of decision records. */
+const SEVERITY_INFO = 9;
+const SEVERITY_WARN = 13;
 
 type Decision = 'allow' | 'deny' | 'dry-run-deny';
 
@@ -131,29 +122,111 @@ function egressOutcome(e: EgressRecord): ExchangeOutcome {
   return 'none';
 }
 
-class SpanHandle implements CallSpan {
-  readonly #span: Span;
-  readonly #server: boolean;
-  constructor(span: Span, server: boolean) {
-    this.#span = span;
-    this.#server = server;
+/** An open span (sampled): written into the span batch when the call ends. */
+class SpanHandle implements CallSpan, SpanHead {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentSpanId: string | null;
+  readonly traceState: string | null;
+  readonly name: string;
+  readonly kind: number;
+  readonly startMs: number;
+  readonly #out: SpanOut;
+  readonly #record: DecisionRecord;
+  readonly #egress: OutboundDecisionRecord | null;
+  readonly #decision: Decision;
+  readonly #reason: string | null;
+
+  constructor(out: SpanOut, head: SpanHead, r: DecisionRecord, egress: OutboundDecisionRecord | null, decision: Decision, reason: string | null) {
+    this.traceId = head.traceId;
+    this.spanId = head.spanId;
+    this.parentSpanId = head.parentSpanId;
+    this.traceState = head.traceState;
+    this.name = head.name;
+    this.kind = head.kind;
+    this.startMs = head.startMs;
+    this.#out = out;
+    this.#record = r;
+    this.#egress = egress;
+    this.#decision = decision;
+    this.#reason = reason;
   }
+
   end(status: number, grpcStatus: number, failed: boolean): void {
-    const s = this.#span;
+    const out = this.#out;
+    const w = out.queue.open();
+    if (w === null) return;
+    const server = this.kind === KIND_SERVER;
     let error: string | null = failed ? 'reset' : null;
     if (grpcStatus >= 0) {
-      s.setAttribute(sc.RPC_GRPC_STATUS_CODE, grpcStatus);
-      if (error === null && (this.#server ? GRPC_SERVER_ERRORS.has(grpcStatus) : grpcStatus !== 0)) error = String(grpcStatus);
+      if (error === null && (server ? GRPC_SERVER_ERRORS.has(grpcStatus) : grpcStatus !== 0)) error = String(grpcStatus);
     } else if (status > 0) {
-      s.setAttribute(sc.HTTP_RESPONSE_STATUS_CODE, status);
-      if (error === null && (status >= 500 || (!this.#server && status >= 400))) error = String(status);
+      if (error === null && (status >= 500 || (!server && status >= 400))) error = String(status);
     }
-    if (error !== null) {
-      s.setStatus({ code: SpanStatusCode.ERROR });
-      s.setAttribute(sc.ERROR_TYPE, error);
-    }
-    s.end();
+    const m = beginSpan(w, this, out.now());
+    writeCallAttributes(w, 9, out.service, server ? 'inbound' : 'outbound', this.#record, this.#egress, this.#decision, this.#reason, error);
+    if (grpcStatus >= 0) attrInt(w, 9, sc.RPC_GRPC_STATUS_CODE, grpcStatus);
+    else if (status > 0) attrInt(w, 9, sc.HTTP_RESPONSE_STATUS_CODE, status);
+    endSpan(w, m, error !== null, this.parentSpanId !== null);
+    out.queue.commit();
   }
+}
+
+interface SpanOut {
+  readonly queue: EncodedQueue;
+  readonly service: string;
+  readonly now: () => number;
+}
+
+/**
+ * The attributes a call's span and decision log record share: ward's decision fields, the RPC or
+ * HTTP method, the outbound destination and exchange. `error.type` is the failure when the call
+ * failed, else a denial's reason code.
+ */
+function writeCallAttributes(
+  w: PbWriter,
+  field: number,
+  service: string,
+  direction: 'inbound' | 'outbound',
+  r: DecisionRecord,
+  out: OutboundDecisionRecord | null,
+  decision: Decision,
+  reason: string | null,
+  error: string | null,
+): void {
+  attrString(w, field, sc.WARD_SERVICE, service);
+  attrString(w, field, sc.WARD_DIRECTION, direction);
+  attrString(w, field, sc.WARD_DECISION, decision);
+  attrString(w, field, sc.WARD_DECISION_ID, r.decisionId);
+  if (reason !== null) attrString(w, field, sc.WARD_REASON, reason);
+  if (r.rule !== null) attrString(w, field, sc.WARD_RULE, r.rule);
+  if (r.policyVersion !== null) attrString(w, field, sc.WARD_POLICY_VERSION, r.policyVersion);
+  if (r.issuer !== null) attrString(w, field, sc.WARD_ISSUER, r.issuer);
+  if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) {
+    // rpc.service / rpc.method from `/pkg.Service/Method` (OTel RPC semconv)
+    const full = cut(r.route.slice(1));
+    const slash = full.indexOf('/');
+    attrString(w, field, sc.RPC_SYSTEM, 'grpc');
+    if (slash > 0) {
+      attrString(w, field, sc.RPC_SERVICE, full.slice(0, slash));
+      attrString(w, field, sc.RPC_METHOD, full.slice(slash + 1));
+    }
+  } else {
+    attrString(w, field, sc.HTTP_REQUEST_METHOD, r.method);
+  }
+  if (out !== null) {
+    attrString(w, field, sc.WARD_DESTINATION, out.destination);
+    attrString(w, field, sc.WARD_EXCHANGE_OUTCOME, out.exchange);
+    if (out.exchangeError !== null) attrString(w, field, sc.WARD_EXCHANGE_ERROR, out.exchangeError);
+  }
+  if (error !== null) attrString(w, field, sc.ERROR_TYPE, error);
+  else if (decision === 'deny' && reason !== null) attrString(w, field, sc.ERROR_TYPE, reason);
+}
+
+/** The span name: `pkg.Service/Method` for gRPC; for HTTP the method alone (no route template is known, and the raw path stays off the span). */
+function spanName(r: DecisionRecord): string {
+  if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) return cut(r.route.slice(1));
+  return r.method === '' ? 'HTTP' : r.method;
 }
 
 /** A metric reader collected on demand (the admin `/metrics`). */
@@ -191,66 +264,32 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     return ch;
   };
 
-  // ---- traces
-  let tracerProvider: TracerProvider | null = null;
-  let tracer: Tracer | null = null;
-  let spanQueue: BatchQueue<ReadableSpan> | null = null;
+  // ---- spans and decision log records: encoded straight into their export batches
+  const envelope = buildEnvelope(resource.attributes, sc.SCOPE);
+  const sampler = createWardSampler(cfg.sampler);
+  let spanOut: SpanOut | null = null;
   const traceChannel = channelFor('traces');
   if (traceChannel !== null) {
-    const q = new BatchQueue<ReadableSpan>(
-      cfg.spanQueue,
-      (batch, done) => {
-        const body = ProtobufTraceSerializer.serializeRequest(batch);
-        if (body === undefined) return done(false);
-        traceChannel.send(EXPORT_PATHS.traces, body, (err) => done(err === null));
-      },
-      counters.traces,
-    );
-    spanQueue = q;
-    const processor: SpanProcessor = {
-      onStart: () => {},
-      onEnd: (span) => {
-        if ((span.spanContext().traceFlags & 1) !== 0) q.push(span);
-      },
-      forceFlush: () => q.flush(cfg.traces?.timeoutMs ?? 10_000),
-      shutdown: () => Promise.resolve(),
-    };
-    tracerProvider = new TracerProvider({
-      resource,
-      sampler: createWardSampler(cfg.sampler),
-      spanProcessors: [processor],
-      spanLimits: { attributeCountLimit: 64, attributeValueLengthLimit: 1024 },
-    });
-    tracer = tracerProvider.getTracer(sc.SCOPE);
+    const queue = new EncodedQueue(cfg.spanQueue, envelope, (body, done) => traceChannel.send(EXPORT_PATHS.traces, body, (err) => done(err === null)), counters.traces);
+    spanOut = { queue, service, now };
   }
-
-  // ---- decision log records
-  let loggerProvider: LoggerProvider | null = null;
-  let otelLogger: OtelLogger | null = null;
-  let logQueue: BatchQueue<ReadableLogRecord> | null = null;
+  let logQueue: EncodedQueue | null = null;
   const logChannel = channelFor('logs');
   if (logChannel !== null) {
-    const q = new BatchQueue<ReadableLogRecord>(
-      cfg.logQueue,
-      (batch, done) => {
-        const body = ProtobufLogsSerializer.serializeRequest(batch);
-        if (body === undefined) return done(false);
-        logChannel.send(EXPORT_PATHS.logs, body, (err) => done(err === null));
-      },
-      counters.logs,
-    );
-    logQueue = q;
-    const processor: LogRecordProcessor = {
-      onEmit: (record) => q.push(record),
-      forceFlush: () => q.flush(cfg.logs?.timeoutMs ?? 10_000),
-      shutdown: () => Promise.resolve(),
-    };
-    loggerProvider = new LoggerProvider({ resource, processors: [processor], logRecordLimits: { attributeCountLimit: 64, attributeValueLengthLimit: 1024 } });
-    otelLogger = loggerProvider.getLogger(sc.SCOPE);
+    logQueue = new EncodedQueue(cfg.logQueue, envelope, (body, done) => logChannel.send(EXPORT_PATHS.logs, body, (err) => done(err === null)), counters.logs);
   }
+  const spanQueue = spanOut?.queue ?? null;
 
   // ---- metrics: pulled by /metrics, pushed over OTLP when a target is set
-  const pull = new PullReader();
+  // The authorization latency is recorded on every call: kept outside the SDK (histogram.ts), read through a producer.
+  const authzDuration = new CallHistogram({
+    name: sc.M_AUTHZ_DURATION,
+    description: 'Time from the call\'s arrival to its decision (normalization, authentication, policy; the token exchange on outbound calls).',
+    unit: 's',
+    boundaries: sc.LATENCY_BUCKETS_S,
+  });
+  const producer = histogramProducer(resource, sc.SCOPE, [authzDuration]);
+  const pull = new PullReader({ metricProducers: [producer] });
   const readers: MetricReader[] = [pull];
   const metricChannel = channelFor('metrics');
   if (metricChannel !== null) {
@@ -275,6 +314,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     readers.push(
       new PeriodicExportingMetricReader({
         exporter,
+        metricProducers: [producer],
         exportIntervalMillis: cfg.metricsIntervalMs,
         exportTimeoutMillis: Math.min(cfg.metrics?.timeoutMs ?? 10_000, cfg.metricsIntervalMs),
       }),
@@ -290,11 +330,6 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     .addCallback((r) => {
       for (const c of decisionCounts.values()) r.observe(c.n, c.attrs);
     });
-  const authzDuration: Histogram = meter.createHistogram(sc.M_AUTHZ_DURATION, {
-    description: 'Time from the call\'s arrival to its decision (normalization, authentication, policy; the token exchange on outbound calls).',
-    unit: 's',
-    advice: { explicitBucketBoundaries: [...sc.LATENCY_BUCKETS_S] },
-  });
   const exchangeDuration: Histogram = meter.createHistogram(sc.M_EXCHANGE_DURATION, {
     description: 'Outbound token lookups: cache hits and token-endpoint requests, by outcome.',
     unit: 's',
@@ -378,72 +413,69 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     if (count !== undefined) count.n++;
     else decisionCounts.set(key, { attrs: metricAttrs(direction, decision, reason), n: 1 });
     if (startedAt > 0) authzDuration.record(Math.max(0, now() - startedAt) / 1000, metricAttrs(direction, decision, null));
-    if (tracer === null && otelLogger === null) return null;
-
-    const attrs: Attributes = {
-      [sc.WARD_SERVICE]: service,
-      [sc.WARD_DIRECTION]: direction,
-      [sc.WARD_DECISION]: decision,
-      [sc.WARD_DECISION_ID]: r.decisionId,
-    };
-    if (reason !== null) attrs[sc.WARD_REASON] = reason;
-    if (r.rule !== null) attrs[sc.WARD_RULE] = r.rule;
-    if (r.policyVersion !== null) attrs[sc.WARD_POLICY_VERSION] = r.policyVersion;
-    if (r.issuer !== null) attrs[sc.WARD_ISSUER] = r.issuer;
-    let name: string;
-    if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) {
-      // rpc.service / rpc.method from `/pkg.Service/Method` (OTel RPC semconv); span name `pkg.Service/Method`.
-      const full = cut(r.route.slice(1));
-      const slash = full.indexOf('/');
-      attrs[sc.RPC_SYSTEM] = 'grpc';
-      if (slash > 0) {
-        attrs[sc.RPC_SERVICE] = full.slice(0, slash);
-        attrs[sc.RPC_METHOD] = full.slice(slash + 1);
-      }
-      name = full;
-    } else {
-      // HTTP: no route template is known, so the span is named by the method alone (HTTP
-      // semconv) and the raw path stays off the span.
-      attrs[sc.HTTP_REQUEST_METHOD] = r.method;
-      name = r.method === '' ? 'HTTP' : r.method;
-    }
-    if (out !== null) {
-      attrs[sc.WARD_DESTINATION] = out.destination;
-      attrs[sc.WARD_EXCHANGE_OUTCOME] = out.exchange;
-      if (out.exchangeError !== null) attrs[sc.WARD_EXCHANGE_ERROR] = out.exchangeError;
-    }
-    if (decision === 'deny' && reason !== null) attrs[sc.ERROR_TYPE] = reason;
+    if (spanOut === null && logQueue === null) return null;
 
     const parent = remoteContext(raw);
-    let ctx: SpanContext | null = parent;
-    let span: Span | null = null;
-    if (tracer !== null && traced) {
-      span = tracer.startSpan(
-        name,
-        { kind: direction === 'inbound' ? SpanKind.SERVER : SpanKind.CLIENT, startTime: startedAt > 0 ? startedAt : r.time, attributes: attrs },
-        parent === null ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, parent),
-      );
-      ctx = span.spanContext();
+    let traceId: string | null = parent === null ? null : parent.traceId;
+    let spanId: string | null = parent === null ? null : parent.spanId;
+    let flags = parent === null ? 0 : parent.traceFlags;
+    let span: SpanHandle | null = null;
+    if (spanOut !== null && traced) {
+      // Our span: in the caller's trace, or a new one. An unsampled span is not recorded, but
+      // its ids still go to the next hop (with the sampled flag off), like the SDK's
+      // non-recording span.
+      const tid = traceId ?? newTraceId();
+      const sid = newSpanId();
+      const sampled = sampler(decision, parent, tid);
+      if (sampled) {
+        span = new SpanHandle(
+          spanOut,
+          {
+            traceId: tid,
+            spanId: sid,
+            parentSpanId: parent === null ? null : parent.spanId,
+            traceState: parent === null ? null : parent.traceState,
+            name: spanName(r),
+            kind: direction === 'inbound' ? KIND_SERVER : KIND_CLIENT,
+            startMs: startedAt > 0 ? startedAt : r.time,
+          },
+          r,
+          out,
+          decision,
+          reason,
+        );
+      }
+      traceId = tid;
+      spanId = sid;
+      flags = sampled ? 1 : 0;
       // The next hop continues our span; `tracestate` is forwarded as received.
-      if (fwd !== null) fwd['traceparent'] = formatTraceparent(ctx);
+      if (fwd !== null) fwd['traceparent'] = formatTraceparent(tid, sid, sampled);
     }
-    if (otelLogger !== null) {
-      // The span copied its attributes at start; the log record adds the caller and the route.
-      const la = attrs;
-      if (r.subject !== null) la[sc.ENDUSER_ID] = r.subject;
-      if (r.route !== null) la[sc.WARD_ROUTE] = cut(r.route);
-      la[sc.HTTP_REQUEST_METHOD] = r.method;
-      otelLogger.emit({
-        eventName: sc.DECISION_EVENT,
-        timestamp: r.time,
-        severityNumber: decision === 'allow' ? SeverityNumber.INFO : SeverityNumber.WARN,
-        severityText: decision === 'allow' ? 'INFO' : 'WARN',
-        body: `${decision} ${r.route === null ? r.method : cut(r.route)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}`,
-        attributes: la,
-        context: ctx === null ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, ctx),
-      });
+    if (logQueue !== null) {
+      const w = logQueue.open();
+      if (w !== null) {
+        const route = r.route === null ? null : cut(r.route);
+        const m = beginLog(
+          w,
+          r.time,
+          now(),
+          decision === 'allow' ? SEVERITY_INFO : SEVERITY_WARN,
+          decision === 'allow' ? 'INFO' : 'WARN',
+          `${decision} ${route ?? r.method}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}`,
+          sc.DECISION_EVENT,
+          traceId,
+          spanId,
+          flags,
+        );
+        writeCallAttributes(w, 6, service, direction, r, out, decision, reason, null);
+        if (r.subject !== null) attrString(w, 6, sc.ENDUSER_ID, r.subject);
+        if (route !== null) attrString(w, 6, sc.WARD_ROUTE, route);
+        if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) attrString(w, 6, sc.HTTP_REQUEST_METHOD, r.method);
+        endLog(w, m);
+        logQueue.commit();
+      }
     }
-    return span === null ? null : new SpanHandle(span, direction === 'inbound');
+    return span;
   }
 
   const hitAttrs = Object.freeze({ [sc.WARD_CACHE_RESULT]: 'hit' });
@@ -529,10 +561,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       shut ??= (async () => {
         await Promise.all([spanQueue?.close(timeoutMs), logQueue?.close(timeoutMs)]);
         const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-        await Promise.race([
-          Promise.allSettled([tracerProvider?.shutdown(), loggerProvider?.shutdown(), meterProvider.shutdown()]).then(() => undefined),
-          deadline,
-        ]);
+        await Promise.race([meterProvider.shutdown().catch(() => undefined), deadline]);
         for (const ch of channels.values()) ch.close();
         log.info('telemetry stopped', { traces: counters.traces, logs: counters.logs, metrics: counters.metrics });
       })();

@@ -1,6 +1,3 @@
-import { type SpanContext, TraceFlags } from '@opentelemetry/api';
-import { TraceState } from '@opentelemetry/core';
-
 /**
  * W3C Trace Context (https://www.w3.org/TR/trace-context/) on the raw header list: the caller's
  * `traceparent`/`tracestate` in, ours out. A malformed `traceparent` is ignored (a new trace
@@ -10,38 +7,49 @@ import { TraceState } from '@opentelemetry/core';
 export const TRACEPARENT = 'traceparent';
 export const TRACESTATE = 'tracestate';
 
+/** A caller's span context, as received. */
+export interface RemoteContext {
+  readonly traceId: string;
+  readonly spanId: string;
+  /** Bit 0: sampled. */
+  readonly traceFlags: number;
+  /** The `tracestate` list as received (fields joined with `,`), or null when absent or too long. */
+  readonly traceState: string | null;
+}
+
 const HEX32 = /^[0-9a-f]{32}$/;
 const HEX16 = /^[0-9a-f]{16}$/;
+const HEX2 = /^[0-9a-f]{2}$/;
 const ZERO32 = '00000000000000000000000000000000';
 const ZERO16 = '0000000000000000';
 /** Longest tracestate kept (the spec allows 512 characters to be dropped beyond). */
 const MAX_TRACESTATE = 512;
 
 /** `version-traceid-parentid-flags`; versions above 00 may append fields (§3.2.4). */
-export function parseTraceparent(value: string, tracestate: string | undefined): SpanContext | null {
+export function parseTraceparent(value: string, tracestate: string | undefined): RemoteContext | null {
   const v = value.trim();
   if (v.length < 55) return null;
   const version = v.slice(0, 2);
-  if (version === 'ff' || !/^[0-9a-f]{2}$/.test(version)) return null;
+  if (version === 'ff' || !HEX2.test(version)) return null;
   if (v.charCodeAt(2) !== 0x2d || v.charCodeAt(35) !== 0x2d || v.charCodeAt(52) !== 0x2d) return null;
   if (version === '00' && v.length !== 55) return null;
   if (v.length > 55 && v.charCodeAt(55) !== 0x2d) return null;
   const traceId = v.slice(3, 35);
   const spanId = v.slice(36, 52);
   const flags = v.slice(53, 55);
-  if (!HEX32.test(traceId) || traceId === ZERO32 || !HEX16.test(spanId) || spanId === ZERO16 || !/^[0-9a-f]{2}$/.test(flags)) return null;
-  const sc: SpanContext = {
+  if (!HEX32.test(traceId) || traceId === ZERO32 || !HEX16.test(spanId) || spanId === ZERO16 || !HEX2.test(flags)) return null;
+  const state = tracestate === undefined ? null : tracestate.trim();
+  return {
     traceId,
     spanId,
-    traceFlags: parseInt(flags, 16) & TraceFlags.SAMPLED,
-    isRemote: true,
+    traceFlags: parseInt(flags, 16) & 1,
+    traceState: state !== null && state !== '' && state.length <= MAX_TRACESTATE ? state : null,
   };
-  if (tracestate !== undefined && tracestate.length <= MAX_TRACESTATE) sc.traceState = new TraceState(tracestate);
-  return sc;
 }
 
-export function formatTraceparent(sc: SpanContext): string {
-  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & TraceFlags.SAMPLED) === 0 ? '00' : '01'}`;
+/** Our `traceparent` for the next hop (version 00). */
+export function formatTraceparent(traceId: string, spanId: string, sampled: boolean): string {
+  return `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`;
 }
 
 /**
@@ -49,7 +57,7 @@ export function formatTraceparent(sc: SpanContext): string {
  * Several `traceparent` fields make the context invalid (§3.2.1); several `tracestate` fields
  * are one list (§3.3.1).
  */
-export function remoteContext(raw: readonly string[]): SpanContext | null {
+export function remoteContext(raw: readonly string[]): RemoteContext | null {
   let parent: string | undefined;
   let parents = 0;
   let state: string | undefined;

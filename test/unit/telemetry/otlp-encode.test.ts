@@ -1,0 +1,207 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { resolveTelemetry } from '../../../src/config/telemetry.ts';
+import type { DecisionRecord } from '../../../src/inbound/types.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
+import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
+
+/**
+ * ward writes its spans and decision log records as OTLP protobuf itself (otlp-encode.ts): here a
+ * collector of our own decodes them with the vendored OTLP protos (protobufjs through
+ * proto-loader, as any gRPC collector would) and every field is checked.
+ */
+
+const PROTO_ROOT = fileURLToPath(new URL('../../../proto/', import.meta.url));
+
+type Attr = { key: string; value: { stringValue?: string; intValue?: string } };
+interface SpanWire {
+  traceId: Buffer;
+  spanId: Buffer;
+  traceState?: string;
+  parentSpanId?: Buffer;
+  name: string;
+  kind: string;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: Attr[];
+  status?: { code: string };
+  // (Span.flags, field 16, is not in the vendored trace.proto: decoders that know it read 0x1 sampled, 0x100 | 0x200 remote parent)
+}
+interface LogWire {
+  timeUnixNano: string;
+  observedTimeUnixNano: string;
+  severityNumber: string;
+  severityText: string;
+  body: { stringValue: string };
+  attributes: Attr[];
+  flags?: number;
+  traceId?: Buffer;
+  spanId?: Buffer;
+  eventName: string;
+}
+interface Batch<T> {
+  resource: { attributes: Attr[] };
+  scope: string;
+  items: T[];
+}
+
+async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; logs: Batch<LogWire>[]; close(): Promise<void> }> {
+  const def = protoLoader.loadSync(['opentelemetry/proto/collector/trace/v1/trace_service.proto', 'opentelemetry/proto/collector/logs/v1/logs_service.proto'], {
+    longs: String,
+    enums: String,
+    defaults: false,
+    includeDirs: [PROTO_ROOT],
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { opentelemetry: { proto: { collector: Record<'trace' | 'logs', { v1: Record<string, grpc.ServiceClientConstructor> }> } } };
+  const c = pkg.opentelemetry.proto.collector;
+  const spans: Batch<SpanWire>[] = [];
+  const logs: Batch<LogWire>[] = [];
+  type Req<K extends string, I extends string, T> = Record<K, ({ resource: { attributes: Attr[] } } & Record<I, { scope: { name: string }; [k: string]: unknown }[]>)[]> & Record<string, unknown> & { _t?: T };
+  const server = new grpc.Server();
+  server.addService((c.trace.v1['TraceService'] as grpc.ServiceClientConstructor).service, {
+    Export: (call: grpc.ServerUnaryCall<Req<'resourceSpans', 'scopeSpans', SpanWire>, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      for (const rs of call.request.resourceSpans) for (const ss of rs.scopeSpans) spans.push({ resource: rs.resource, scope: ss.scope.name, items: ss['spans'] as SpanWire[] });
+      cb(null, {});
+    },
+  });
+  server.addService((c.logs.v1['LogsService'] as grpc.ServiceClientConstructor).service, {
+    Export: (call: grpc.ServerUnaryCall<Req<'resourceLogs', 'scopeLogs', LogWire>, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      for (const rl of call.request.resourceLogs) for (const sl of rl.scopeLogs) logs.push({ resource: rl.resource, scope: sl.scope.name, items: sl['logRecords'] as LogWire[] });
+      cb(null, {});
+    },
+  });
+  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+  return { port, spans, logs, close: () => new Promise<void>((res) => server.tryShutdown(() => res())) };
+}
+
+const attrs = (list: Attr[]): Record<string, string> => Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? `int:${a.value.intValue}`]));
+const hex = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('hex'));
+
+const record = (over: Partial<DecisionRecord> = {}): DecisionRecord => ({
+  decisionId: 'd-1',
+  time: 1_700_000_000_123.5,
+  service: 'orders',
+  protocol: 'grpc',
+  method: 'POST',
+  route: '/ward.demo.v1.Orders/GetOrder',
+  decision: 'allow',
+  code: null,
+  rule: 'readers',
+  policyVersion: 'v1abc',
+  issuer: 'http://idp',
+  subject: 'reporting',
+  dryRunCode: null,
+  ...over,
+});
+
+const TP = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+
+describe('OTLP spans and decision log records written by ward', () => {
+  const cleanup: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+
+  async function setup(sampleRatio = 1): Promise<{ t: Telemetry; col: Awaited<ReturnType<typeof collector>>; clock: { now: number } }> {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const cfg = resolveTelemetry({ endpoint: `127.0.0.1:${col.port}`, sampleRatio, resourceAttributes: { 'deployment.environment.name': 'test' }, queue: { delayMs: 5 } }, { service: 'orders', file: 'x', baseDir: '/' }, {});
+    const clock = { now: 1_700_000_000_100.25 };
+    const t = startTelemetry(cfg, { service: 'orders', instanceId: 'pod-1', log: silentLogger, now: () => clock.now });
+    cleanup.push(() => t.shutdown(1000));
+    return { t, col, clock };
+  }
+
+  it('an allowed gRPC call: a SERVER span in the caller\'s trace and a log record on that span', async () => {
+    const { t, col, clock } = await setup();
+    const fwd: Record<string, string> = {};
+    const span = t.inbound.begin(record(), 1_700_000_000_100.25, ['traceparent', TP, 'tracestate', 'congo=t61rcWkgMzE'], fwd);
+    clock.now = 1_700_000_000_101.75;
+    span?.end(200, 0, false);
+    await t.flush(2000);
+
+    expect(col.spans).toHaveLength(1);
+    const batch = col.spans[0];
+    expect(batch?.scope).toBe('ward');
+    expect(attrs(batch?.resource.attributes ?? [])).toMatchObject({ 'service.name': 'orders', 'service.instance.id': 'pod-1', 'ward.service': 'orders', 'deployment.environment.name': 'test', 'telemetry.sdk.language': 'nodejs' });
+    const s = batch?.items[0] as SpanWire;
+    expect(hex(s.traceId)).toBe('0af7651916cd43dd8448eb211c80319c');
+    expect(hex(s.parentSpanId)).toBe('b7ad6b7169203331');
+    expect(fwd['traceparent']).toBe(`00-0af7651916cd43dd8448eb211c80319c-${hex(s.spanId)}-01`);
+    expect(s.traceState).toBe('congo=t61rcWkgMzE');
+    expect(s.name).toBe('ward.demo.v1.Orders/GetOrder');
+    expect(s.kind).toBe('SPAN_KIND_SERVER');
+    expect(s.startTimeUnixNano).toBe('1700000000100250000');
+    expect(s.endTimeUnixNano).toBe('1700000000101750000');
+    expect(s.status).toBeUndefined();
+    expect(attrs(s.attributes)).toEqual({
+      'ward.service': 'orders',
+      'ward.direction': 'inbound',
+      'ward.decision': 'allow',
+      'ward.decision_id': 'd-1',
+      'ward.rule': 'readers',
+      'ward.policy.version': 'v1abc',
+      'ward.issuer': 'http://idp',
+      'rpc.system': 'grpc',
+      'rpc.service': 'ward.demo.v1.Orders',
+      'rpc.method': 'GetOrder',
+      'rpc.grpc.status_code': 'int:0',
+    });
+
+    const l = col.logs[0]?.items[0] as LogWire;
+    expect(l.timeUnixNano).toBe('1700000000123500000');
+    expect(l.observedTimeUnixNano).toBe('1700000000100250000');
+    expect(l.severityNumber).toBe('SEVERITY_NUMBER_INFO');
+    expect(l.severityText).toBe('INFO');
+    expect(l.eventName).toBe('ward.decision');
+    expect(l.body.stringValue).toBe('allow /ward.demo.v1.Orders/GetOrder rule=readers');
+    expect(hex(l.traceId)).toBe('0af7651916cd43dd8448eb211c80319c');
+    expect(hex(l.spanId)).toBe(hex(s.spanId));
+    expect(l.flags).toBe(1);
+    expect(attrs(l.attributes)).toMatchObject({ 'enduser.id': 'reporting', 'ward.route': '/ward.demo.v1.Orders/GetOrder', 'http.request.method': 'POST', 'rpc.method': 'GetOrder' });
+  });
+
+  it('a denied HTTP call at sample ratio 0: a root span with error status, named by the method, no raw path', async () => {
+    const { t, col } = await setup(0);
+    const span = t.inbound.begin(record({ protocol: 'http', method: 'GET', route: '/api/orders/7', decision: 'deny', code: 'ERR_POLICY_DENIED', rule: 'no-deletes' }), 1_700_000_000_000, [], null);
+    span?.end(403, -1, false);
+    await t.flush(2000);
+    const s = col.spans[0]?.items[0] as SpanWire;
+    expect(s.name).toBe('GET');
+    expect(s.parentSpanId === undefined || s.parentSpanId.length === 0).toBe(true);
+    expect(hex(s.traceId)).toMatch(/^[0-9a-f]{32}$/);
+    const a = attrs(s.attributes);
+    expect(a).toMatchObject({ 'ward.decision': 'deny', 'ward.reason': 'ERR_POLICY_DENIED', 'error.type': 'ERR_POLICY_DENIED', 'http.request.method': 'GET', 'http.response.status_code': 'int:403' });
+    expect(Object.values(a)).not.toContain('/api/orders/7');
+    const l = col.logs[0]?.items[0] as LogWire;
+    expect(l.severityNumber).toBe('SEVERITY_NUMBER_WARN');
+    expect(l.body.stringValue).toBe('deny /api/orders/7 ERR_POLICY_DENIED rule=no-deletes');
+    expect(attrs(l.attributes)['ward.route']).toBe('/api/orders/7');
+  });
+
+  it('an unsampled allow: no span, the next hop gets our ids unsampled, the log record still carries them', async () => {
+    const { t, col } = await setup(0);
+    const fwd: Record<string, string> = {};
+    expect(t.inbound.begin(record(), 1_700_000_000_000, [], fwd)).toBeNull();
+    await t.flush(2000);
+    expect(col.spans).toHaveLength(0);
+    expect(fwd['traceparent']).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    const l = col.logs[0]?.items[0] as LogWire;
+    expect(`00-${hex(l.traceId)}-${hex(l.spanId)}-00`).toBe(fwd['traceparent']);
+    expect(l.flags ?? 0).toBe(0);
+  });
+
+  it('an outbound call whose destination failed: a CLIENT span with error status and the exchange outcome', async () => {
+    const { t, col } = await setup();
+    const fwd: Record<string, string> = {};
+    const egress = { decisionId: 'o-1', time: 1_700_000_000_500, service: 'orders', direction: 'outbound' as const, destination: 'payments', protocol: 'grpc' as const, method: 'POST', route: '/ward.demo.v1.Payments/Charge', decision: 'allow' as const, code: null, oauthError: null, token: 'exchange' as const, cached: true, tokenMs: null };
+    t.outbound.call(egress, 1_700_000_000_499, ['traceparent', TP], fwd)?.end(200, 14, false);
+    await t.flush(2000);
+    const s = col.spans[0]?.items[0] as SpanWire;
+    expect(s.kind).toBe('SPAN_KIND_CLIENT');
+    expect(s.status?.code).toBe('STATUS_CODE_ERROR');
+    expect(attrs(s.attributes)).toMatchObject({ 'ward.direction': 'outbound', 'ward.destination': 'payments', 'ward.exchange.outcome': 'hit', 'error.type': '14', 'rpc.grpc.status_code': 'int:14' });
+  });
+});
