@@ -8,19 +8,18 @@ import { systemClock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { evaluate, isSignInRoute } from '../policy/evaluate.ts';
 import { resolveSessionSecrets } from '../config/session.ts';
-import { createSessionStage, type SessionStage } from '../session/stage.ts';
+import type { SessionStage } from '../session/stage.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { createFilePolicySource } from '../policy/source.ts';
 import { parsePolicyText, readPolicyText } from '../policy/load.ts';
-import { createPolicyWatch } from '../controlplane/client/watch.ts';
-import { runCluster } from '../cluster/cluster.ts';
-import { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
+import type { createPolicyWatch } from '../controlplane/client/watch.ts';
+import type { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
 import { resolveTelemetry } from '../config/telemetry.ts';
-import { startTelemetry, type Telemetry } from '../telemetry/telemetry.ts';
+import type { Telemetry } from '../telemetry/telemetry.ts';
 import { hostname } from 'node:os';
-import { createBrokerFromConfig, selectExchangeCredential, type WorkloadCredential } from '../exchange/setup.ts';
+import type { WorkloadCredential } from '../exchange/setup.ts';
 import type { TokenBroker } from '../exchange/broker.ts';
-import { createOutbound, type Outbound, type TokenSource } from '../outbound/server.ts';
+import type { Outbound, TokenSource } from '../outbound/server.ts';
 import type { OutboundTracer } from '../outbound/types.ts';
 import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
@@ -28,6 +27,11 @@ import { type Command, parseFlags, UsageError, untilShutdownSignal } from './com
  * `ward sidecar`: assembles the stages (config → policy source → authenticator → inbound
  * listeners → admin) and owns their lifecycle. The order of stages per request lives in
  * inbound/stack.ts; this file only decides the order of start-up and shutdown.
+ *
+ * What only some configurations use — browser sessions, the egress listener and token exchange,
+ * the control-plane client (grpc-js, protobufjs), telemetry (the OTel SDK), the cluster — is
+ * imported when configured, not up front: a module's code stays in memory for the life of the
+ * process, and a sidecar's memory is paid once per pod (docs/performance.md, "Memory").
  */
 
 export interface RunningSidecar {
@@ -70,13 +74,14 @@ export async function startSidecar(
   });
 
   // The egress credential is a configuration matter: checked before anything listens.
-  const exchangeCredential = cfg.outbound === undefined ? null : selectExchangeCredential(cfg.outbound, credentials, configFile);
+  const exchangeCredential =
+    cfg.outbound === undefined ? null : (await import('../exchange/setup.ts')).selectExchangeCredential(cfg.outbound, credentials, configFile);
   // Browser sign-in (session/): its secrets are read now, so a missing one stops start-up; the
   // provider is discovered lazily, so the sidecar starts (and serves bearer calls) without it.
   const session: SessionStage | null =
     cfg.session === undefined
       ? null
-      : createSessionStage({
+      : (await import('../session/stage.ts')).createSessionStage({
           service: cfg.service,
           config: cfg.session,
           secrets: resolveSessionSecrets(cfg.session, cfg.baseDir, configFile),
@@ -88,7 +93,9 @@ export async function startSidecar(
         });
   const onPolicy = (p: CompiledPolicy): void => authenticator.setIssuers(p.issuers);
   const policy =
-    opts.worker === undefined ? startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), onPolicy) : opts.worker.policy(onPolicy);
+    opts.worker === undefined
+      ? startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), await loadControlPlaneClient(cfg), onPolicy)
+      : opts.worker.policy(onPolicy);
 
   // Telemetry: decisions, spans and metrics; by default exported to the control plane, with the
   // sidecar's own control-plane token (the OTLP receiver authenticates callers off loopback).
@@ -101,7 +108,7 @@ export async function startSidecar(
   const instanceId = cfg.policy.controlPlane?.instanceId ?? `${hostname()}:${process.pid}`;
   const telemetry: Telemetry | null = !tcfg.enabled
     ? null
-    : startTelemetry(tcfg, {
+    : (await import('../telemetry/telemetry.ts')).startTelemetry(tcfg, {
         service: cfg.service,
         instanceId,
         log,
@@ -219,6 +226,7 @@ async function startOutbound(
 ): Promise<{ outbound: Outbound; broker: TokenBroker | null }> {
   const out = cfg.outbound;
   if (out === undefined) throw new Error('startOutbound without an outbound section');
+  const [{ createBrokerFromConfig }, { createOutbound }] = await Promise.all([import('../exchange/setup.ts'), import('../outbound/server.ts')]);
   const broker = credential === null ? null : createBrokerFromConfig(out, credential, { log: log.child({ stage: 'exchange' }), clock: systemClock, fetch: fetchImpl });
   const outbound = await createOutbound({
     service: cfg.service,
@@ -245,15 +253,30 @@ export interface PolicyProvider {
   close(): Promise<void>;
 }
 
+/** The control-plane client: the policy watch and the sidecar's own token for the control plane. */
+interface ControlPlaneClient {
+  readonly createPolicyWatch: typeof createPolicyWatch;
+  readonly createClientCredentialsTokenSource: typeof createClientCredentialsTokenSource;
+}
+
+/** Null without a control plane: a sidecar with a policy file never loads grpc-js's proto stack. */
+async function loadControlPlaneClient(cfg: Readonly<SidecarConfig>): Promise<ControlPlaneClient | null> {
+  if (cfg.policy.controlPlane === undefined) return null;
+  const [watch, token] = await Promise.all([import('../controlplane/client/watch.ts'), import('../controlplane/client/token.ts')]);
+  return { createPolicyWatch: watch.createPolicyWatch, createClientCredentialsTokenSource: token.createClientCredentialsTokenSource };
+}
+
 /**
- * `withText` (the cluster primary, which sends each version to its workers as text): also called
- * for every version put in force, with the text it was compiled from.
+ * `client`: loaded by `loadControlPlaneClient` (null for a policy file). `withText` (the cluster
+ * primary, which sends each version to its workers as text): also called for every version put in
+ * force, with the text it was compiled from.
  */
 function startPolicyProvider(
   cfg: Readonly<SidecarConfig>,
   credentials: readonly ResolvedCredential[],
   configFile: string,
   log: Logger,
+  client: ControlPlaneClient | null,
   onPolicy: (p: CompiledPolicy) => void,
   withText?: (p: CompiledPolicy, text: string, file: string) => void,
 ): PolicyProvider {
@@ -296,10 +319,11 @@ function startPolicyProvider(
     };
   }
 
-  const token = controlPlaneToken(cfg, credentials, configFile, log);
+  if (client === null) throw new Error('control plane without its client');
+  const token = controlPlaneToken(cfg, credentials, configFile, log, client);
   if (token === undefined) throw new Error('control plane without a token source');
   const texts = new WeakMap<CompiledPolicy, { text: string; file: string }>();
-  const watch = createPolicyWatch({
+  const watch = client.createPolicyWatch({
     address: cp.address,
     service: cfg.service,
     instanceId: cp.instanceId ?? `${hostname()}:${process.pid}`,
@@ -336,16 +360,17 @@ function controlPlaneToken(
   credentials: readonly ResolvedCredential[],
   configFile: string,
   log: Logger,
+  client: ControlPlaneClient | null,
 ): (() => Promise<string>) | undefined {
   const cp = cfg.policy.controlPlane;
-  if (cp === undefined) return undefined;
+  if (cp === undefined || client === null) return undefined;
   const cred = credentials.find((c) => c.issuer === cp.issuer);
   if (cred === undefined) {
     throw new ConfigError([
       { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
     ]);
   }
-  return createClientCredentialsTokenSource({
+  return client.createClientCredentialsTokenSource({
     issuer: cred.issuer,
     clientId: cred.clientId,
     clientSecret: cred.clientSecret,
@@ -359,16 +384,17 @@ function controlPlaneToken(
  * `concurrency` > 1: the primary holds the policy watch and the admin port, each worker a whole
  * request path (src/cluster/cluster.ts). Returns the primary's or the worker's exit code.
  */
-function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, configFile: string): Promise<number> {
+async function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, configFile: string): Promise<number> {
   const credentials = resolveCredentials(cfg, configFile);
+  const [{ runCluster }, client] = await Promise.all([import('../cluster/cluster.ts'), loadControlPlaneClient(cfg)]);
   return runCluster({
     cfg,
     log,
     startPolicy: (withText) =>
-      startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), () => {}, withText),
+      startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), client, () => {}, withText),
     startSidecar: (policy, workerLog) => {
       // Telemetry exported to the control plane needs the sidecar's token in every worker.
-      const token = controlPlaneToken(cfg, credentials, configFile, workerLog.child({ stage: 'policy' }));
+      const token = controlPlaneToken(cfg, credentials, configFile, workerLog.child({ stage: 'policy' }), client);
       return startSidecar(cfg, {
         log: workerLog,
         configFile,

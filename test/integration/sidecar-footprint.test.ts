@@ -1,0 +1,101 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+const RECORD = fileURLToPath(new URL('../support/record-loads.ts', import.meta.url));
+
+/**
+ * What a `ward sidecar` process loads. Every module's code stays in memory for the life of the
+ * process, so the sidecar loads only what its configuration uses (docs/performance.md, "Memory"):
+ * never the dev IdP (oidc-provider, koa), the injector, the control-plane server or the demo; the
+ * control-plane client, browser sessions, the egress listener, telemetry and the cluster only
+ * when configured.
+ */
+
+const POLICY = `apiVersion: ward.dev/v1
+kind: Policy
+service: orders
+issuers:
+  - issuer: http://127.0.0.1:9
+    audiences: [urn:ward:orders]
+    algorithms: [RS256]
+rules:
+  - name: readers
+    action: allow
+    match:
+      grpc: [/ward.demo.v1.Orders/GetOrder]
+`;
+
+/** Starts `ward sidecar` with `config`, stops it once started, and returns what it loaded. */
+async function loadsOf(config: string): Promise<string[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
+  writeFileSync(join(dir, 'policy.yaml'), POLICY);
+  writeFileSync(join(dir, 'sidecar.yaml'), config);
+  const out = join(dir, 'loads.txt');
+  const child = spawn(process.execPath, ['--import', RECORD, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, WARD_TEST_RECORD_LOADS: out },
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const deadline = Date.now() + 15_000;
+  while (!stderr.includes('sidecar started')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the sidecar did not start:\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGTERM');
+  expect(await exited).toBe(0);
+  const root = new URL('../../', import.meta.url).href;
+  return readFileSync(out, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => (l.startsWith(root) ? l.slice(root.length) : l));
+}
+
+const BASE = `service: orders
+inbound: { listen: { host: 127.0.0.1, port: 0 } }
+upstream: { url: "http://127.0.0.1:9" }
+admin: { host: 127.0.0.1, port: 0 }
+policy: { file: policy.yaml }
+drainTimeoutMs: 100
+`;
+
+/** Modules no `ward sidecar` loads, whatever its configuration. */
+const NEVER = [
+  /^node_modules\/(oidc-provider|koa|@koa|kubernetes-models|playwright-core|vitest|typescript)\//,
+  /^src\/(devidp|inject|demo)\//,
+  /^src\/controlplane\/server\//,
+  /^src\/cli\/(?!main|command|sidecar)/,
+];
+
+/** Modules only a sidecar configured to use them loads. */
+const OPTIONAL = [
+  /^node_modules\/(@grpc|protobufjs|@opentelemetry)\//,
+  /^src\/(session|cluster|exchange|outbound|telemetry|controlplane)\//,
+];
+
+describe('ward sidecar loads only what its configuration uses', () => {
+  it('a policy file, telemetry off: no control-plane client, sessions, egress, telemetry or cluster', async () => {
+    const loaded = await loadsOf(`${BASE}telemetry: { enabled: false }\n`);
+    // The recording works: the sidecar's own path and its dependencies are there.
+    expect(loaded).toContain('src/cli/sidecar.ts');
+    expect(loaded.some((m) => m.startsWith('node_modules/zod/'))).toBe(true);
+    const unexpected = loaded.filter((m) => [...NEVER, ...OPTIONAL].some((re) => re.test(m)));
+    expect(unexpected).toEqual([]);
+  });
+
+  it('telemetry on: the OTel metrics SDK and the exporter, still nothing from the other commands', async () => {
+    const loaded = await loadsOf(`${BASE}telemetry: { endpoint: "http://127.0.0.1:9" }\n`);
+    expect(loaded).toContain('src/telemetry/telemetry.ts');
+    expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
+    expect(loaded.filter((m) => /^src\/(session|cluster|exchange|outbound\/server|controlplane)\//.test(m) || m.startsWith('node_modules/protobufjs/'))).toEqual([]);
+  });
+});
