@@ -182,6 +182,15 @@ describe('deploy/Dockerfile', () => {
     for (const dir of ['src', 'proto']) expect(dockerfile).toContain(`COPY ${dir} ./${dir}`);
   });
 
+  it('fills the compile cache at build time, as the uid ward runs as (Node keeps one cache per uid)', () => {
+    const userAt = lines.findLastIndex((l) => l.startsWith('USER '));
+    const warmAt = lines.findIndex((l) => l === 'RUN node bin/warm-compile-cache.js');
+    expect(warmAt, 'bin/warm-compile-cache.js runs').toBeGreaterThan(-1);
+    expect(warmAt, 'after the last USER line').toBeGreaterThan(userAt);
+    // …into the directory bin/compile-cache.js uses, made writable for that uid first.
+    expect(dockerfile).toContain(`chown ${lines[userAt]!.slice('USER '.length)} node_modules/.cache/ward`);
+  });
+
   it('ships everything src/ loads at run time: no runtime import of a devDependency', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
     const runtime = new Set(Object.keys(pkg.dependencies));

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
-const RECORD = fileURLToPath(new URL('../support/record-loads.ts', import.meta.url));
+const WARM = fileURLToPath(new URL('../../bin/warm-compile-cache.js', import.meta.url));
+const RECORD = fileURLToPath(new URL('../support/record-loads.js', import.meta.url));
+/** Node's type stripper (WebAssembly, ~20 MB of RSS), as `process.moduleLoadList` names it. */
+const STRIPPER = 'NativeModule internal/deps/amaro/dist/index';
 
 /**
  * What a `ward sidecar` process loads. Every module's code stays in memory for the life of the
@@ -31,14 +34,14 @@ rules:
 `;
 
 /** Starts `ward sidecar` with `config`, stops it once started, and returns what it loaded. */
-async function loadsOf(config: string): Promise<string[]> {
+async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
   const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
   writeFileSync(join(dir, 'policy.yaml'), POLICY);
   writeFileSync(join(dir, 'sidecar.yaml'), config);
   const out = join(dir, 'loads.txt');
   const child = spawn(process.execPath, ['--import', RECORD, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, WARD_TEST_RECORD_LOADS: out },
+    env: { ...process.env, ...env, WARD_TEST_RECORD_LOADS: out },
   });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -97,5 +100,34 @@ describe('ward sidecar loads only what its configuration uses', () => {
     expect(loaded).toContain('src/telemetry/telemetry.ts');
     expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
     expect(loaded.filter((m) => /^src\/(session|cluster|exchange|outbound\/server|controlplane)\//.test(m) || m.startsWith('node_modules/protobufjs/'))).toEqual([]);
+  });
+});
+
+describe('the compile cache (bin/compile-cache.js)', () => {
+  it('once warmed, ward sidecar never loads the type stripper; without it, it does', async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'ward-compile-cache-'));
+    const config = `${BASE}telemetry: { endpoint: "http://127.0.0.1:9" }\n`;
+    // NODE_COMPILE_CACHE overrides ward's default directory, so this test has a cache of its own.
+    const warmed = execFileSync(process.execPath, [WARM], { env: { ...process.env, NODE_COMPILE_CACHE: cache }, encoding: 'utf8' });
+    expect(warmed).toContain(cache);
+    const loaded = await loadsOf(config, { NODE_COMPILE_CACHE: cache });
+    expect(loaded).toContain('src/cli/sidecar.ts');
+    expect(loaded).not.toContain(STRIPPER);
+    // The check can fail: with the cache off, the same sidecar strips its types at start-up.
+    expect(await loadsOf(config, { NODE_DISABLE_COMPILE_CACHE: '1' })).toContain(STRIPPER);
+  });
+
+  it('is on by default: a second run of a command finds its modules in node_modules/.cache/ward', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env['NODE_COMPILE_CACHE'];
+    delete env['NODE_DISABLE_COMPILE_CACHE'];
+    const dir = mkdtempSync(join(tmpdir(), 'ward-default-cache-'));
+    const run = (n: number): string[] => {
+      const out = join(dir, `loads-${n}.txt`);
+      execFileSync(process.execPath, ['--import', RECORD, WARD, 'policy', 'check', '--help'], { env: { ...env, WARD_TEST_RECORD_LOADS: out } });
+      return readFileSync(out, 'utf8').split('\n');
+    };
+    run(1); // fills the cache on exit, if an earlier run has not already
+    expect(run(2)).not.toContain(STRIPPER);
   });
 });

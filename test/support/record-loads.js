@@ -2,13 +2,14 @@ import { writeFileSync } from 'node:fs';
 import { registerHooks } from 'node:module';
 
 /**
- * `node --import test/support/record-loads.ts …`: records every module the process loads (its
+ * `node --import test/support/record-loads.js …`: records every module the process loads (its
  * URL, and Node's own internal modules from `process.moduleLoadList`) and writes them, one per
  * line, to the file named by WARD_TEST_RECORD_LOADS when the process exits. For tests of what a
- * command does not load (test/integration/sidecar-footprint.test.ts).
+ * command does not load (test/integration/sidecar-footprint.test.ts). Plain JavaScript, so that
+ * loading it never needs the type stripper itself.
  */
 const out = process.env['WARD_TEST_RECORD_LOADS'];
-const urls = new Set<string>();
+const urls = new Set();
 registerHooks({
   load(url, context, next) {
     urls.add(url);
@@ -17,6 +18,6 @@ registerHooks({
 });
 process.on('exit', () => {
   // Undocumented but long-standing: `NativeModule internal/…` for each of Node's own modules.
-  const internal = (process as unknown as { moduleLoadList?: readonly string[] }).moduleLoadList ?? [];
+  const internal = process.moduleLoadList ?? [];
   if (out !== undefined) writeFileSync(out, [...urls, ...internal].join('\n') + '\n');
 });
