@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import type { Envelope } from './export.ts';
-import { PbWriter } from './protobuf.ts';
+import { PbWriter, WIRE_LEN } from './protobuf.ts';
 
 /**
  * OTLP protobuf for ward's spans and decision log records, written field by field straight into
@@ -44,6 +44,41 @@ export function attrInt(w: PbWriter, field: number, key: string, value: number):
   w.int64(3, value);
   w.end(v);
   w.end(m);
+}
+
+/** Largest number of values one `KeyValueCache` holds before it starts over. */
+const CACHE_VALUES = 512;
+const scratch = new PbWriter(2048);
+
+/**
+ * Encoded `KeyValue`s of one attribute key whose values repeat from call to call (service,
+ * decision, rule, policy version, issuer, gRPC method…): each value is encoded once and then
+ * copied, instead of being written byte by byte on every call. Bounded: a cache that reaches
+ * 512 values starts over, so values that do not repeat (an attacker's paths) cost nothing more
+ * than encoding them directly.
+ */
+export class KeyValueCache {
+  readonly #key: string;
+  readonly #values = new Map<string, Uint8Array>();
+
+  constructor(key: string) {
+    this.#key = key;
+  }
+
+  /** Writes `key = value` as field `field` (string value, cut to the attribute length limit). */
+  write(w: PbWriter, field: number, value: string): void {
+    let enc = this.#values.get(value);
+    if (enc === undefined) {
+      scratch.reset();
+      attrString(scratch, 1, this.#key, value);
+      // without the field tag (one byte for field 1): `length, KeyValue`
+      enc = new Uint8Array(scratch.buf.subarray(1, scratch.pos)); // a copy: scratch is reused
+      if (this.#values.size >= CACHE_VALUES) this.#values.clear();
+      this.#values.set(value, enc);
+    }
+    w.tag(field, WIRE_LEN);
+    w.raw(enc);
+  }
 }
 
 function attrAny(w: PbWriter, field: number, key: string, value: unknown): void {

@@ -10,7 +10,7 @@ import type { CallSpan, CallTracer, DecisionRecord } from '../inbound/types.ts';
 import type { OutboundDecisionRecord as EgressRecord } from '../outbound/types.ts';
 import type { Logger } from '../lib/log.ts';
 import { createOtlpChannel, EncodedQueue, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
-import { attrInt, attrString, beginLog, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
+import { attrInt, attrString, beginLog, KeyValueCache, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
 import type { PbWriter } from './protobuf.ts';
 import { createWardSampler } from './sampler.ts';
 import { CallHistogram, histogramProducer } from './histogram.ts';
@@ -178,6 +178,24 @@ interface SpanOut {
   readonly now: () => number;
 }
 
+/** Attributes whose values repeat from call to call, encoded once per value. */
+const kv = {
+  service: new KeyValueCache(sc.WARD_SERVICE),
+  direction: new KeyValueCache(sc.WARD_DIRECTION),
+  decision: new KeyValueCache(sc.WARD_DECISION),
+  reason: new KeyValueCache(sc.WARD_REASON),
+  rule: new KeyValueCache(sc.WARD_RULE),
+  policyVersion: new KeyValueCache(sc.WARD_POLICY_VERSION),
+  issuer: new KeyValueCache(sc.WARD_ISSUER),
+  rpcSystem: new KeyValueCache(sc.RPC_SYSTEM),
+  rpcService: new KeyValueCache(sc.RPC_SERVICE),
+  rpcMethod: new KeyValueCache(sc.RPC_METHOD),
+  httpMethod: new KeyValueCache(sc.HTTP_REQUEST_METHOD),
+  destination: new KeyValueCache(sc.WARD_DESTINATION),
+  exchangeOutcome: new KeyValueCache(sc.WARD_EXCHANGE_OUTCOME),
+  errorType: new KeyValueCache(sc.ERROR_TYPE),
+};
+
 /**
  * The attributes a call's span and decision log record share: ward's decision fields, the RPC or
  * HTTP method, the outbound destination and exchange. `error.type` is the failure when the call
@@ -194,33 +212,33 @@ function writeCallAttributes(
   reason: string | null,
   error: string | null,
 ): void {
-  attrString(w, field, sc.WARD_SERVICE, service);
-  attrString(w, field, sc.WARD_DIRECTION, direction);
-  attrString(w, field, sc.WARD_DECISION, decision);
+  kv.service.write(w, field, service);
+  kv.direction.write(w, field, direction);
+  kv.decision.write(w, field, decision);
   attrString(w, field, sc.WARD_DECISION_ID, r.decisionId);
-  if (reason !== null) attrString(w, field, sc.WARD_REASON, reason);
-  if (r.rule !== null) attrString(w, field, sc.WARD_RULE, r.rule);
-  if (r.policyVersion !== null) attrString(w, field, sc.WARD_POLICY_VERSION, r.policyVersion);
-  if (r.issuer !== null) attrString(w, field, sc.WARD_ISSUER, r.issuer);
+  if (reason !== null) kv.reason.write(w, field, reason);
+  if (r.rule !== null) kv.rule.write(w, field, r.rule);
+  if (r.policyVersion !== null) kv.policyVersion.write(w, field, r.policyVersion);
+  if (r.issuer !== null) kv.issuer.write(w, field, r.issuer);
   if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) {
     // rpc.service / rpc.method from `/pkg.Service/Method` (OTel RPC semconv)
     const full = cut(r.route.slice(1));
     const slash = full.indexOf('/');
-    attrString(w, field, sc.RPC_SYSTEM, 'grpc');
+    kv.rpcSystem.write(w, field, 'grpc');
     if (slash > 0) {
-      attrString(w, field, sc.RPC_SERVICE, full.slice(0, slash));
-      attrString(w, field, sc.RPC_METHOD, full.slice(slash + 1));
+      kv.rpcService.write(w, field, full.slice(0, slash));
+      kv.rpcMethod.write(w, field, full.slice(slash + 1));
     }
   } else {
-    attrString(w, field, sc.HTTP_REQUEST_METHOD, r.method);
+    kv.httpMethod.write(w, field, r.method);
   }
   if (out !== null) {
-    attrString(w, field, sc.WARD_DESTINATION, out.destination);
-    attrString(w, field, sc.WARD_EXCHANGE_OUTCOME, out.exchange);
+    kv.destination.write(w, field, out.destination);
+    kv.exchangeOutcome.write(w, field, out.exchange);
     if (out.exchangeError !== null) attrString(w, field, sc.WARD_EXCHANGE_ERROR, out.exchangeError);
   }
-  if (error !== null) attrString(w, field, sc.ERROR_TYPE, error);
-  else if (decision === 'deny' && reason !== null) attrString(w, field, sc.ERROR_TYPE, reason);
+  if (error !== null) kv.errorType.write(w, field, error);
+  else if (decision === 'deny' && reason !== null) kv.errorType.write(w, field, reason);
 }
 
 /** The span name: `pkg.Service/Method` for gRPC; for HTTP the method alone (no route template is known, and the raw path stays off the span). */
@@ -470,7 +488,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
         writeCallAttributes(w, 6, service, direction, r, out, decision, reason, null);
         if (r.subject !== null) attrString(w, 6, sc.ENDUSER_ID, r.subject);
         if (route !== null) attrString(w, 6, sc.WARD_ROUTE, route);
-        if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) attrString(w, 6, sc.HTTP_REQUEST_METHOD, r.method);
+        if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) kv.httpMethod.write(w, 6, r.method);
         endLog(w, m);
         logQueue.commit();
       }

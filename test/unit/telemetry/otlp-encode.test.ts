@@ -181,6 +181,22 @@ describe('OTLP spans and decision log records written by ward', () => {
     expect(attrs(l.attributes)['ward.route']).toBe('/api/orders/7');
   });
 
+  it('repeated values (encoded once, then copied) and values that do not repeat both come out right', async () => {
+    const { t, col } = await setup();
+    const rules = ['readers', 'writers', 'r'.repeat(200), 'readers'];
+    const methods = Array.from({ length: 600 }, (_, i) => `M${i}`); // more than one cache holds
+    for (let i = 0; i < methods.length; i++) {
+      t.inbound.begin(record({ decisionId: `d-${i}`, rule: rules[i % rules.length] as string, route: `/ward.demo.v1.Orders/${methods[i]}` }), 1_700_000_000_000, [], {})?.end(200, 0, false);
+    }
+    await t.flush(5000);
+    const spans = col.spans.flatMap((b) => b.items);
+    expect(spans).toHaveLength(methods.length);
+    spans.forEach((s, i) => {
+      const a = attrs(s.attributes);
+      expect([a['ward.decision_id'], a['ward.rule'], a['rpc.method'], a['rpc.service']]).toEqual([`d-${i}`, rules[i % rules.length], methods[i], 'ward.demo.v1.Orders']);
+    });
+  });
+
   it('an unsampled allow: no span, the next hop gets our ids unsampled, the log record still carries them', async () => {
     const { t, col } = await setup(0);
     const fwd: Record<string, string> = {};
