@@ -97,7 +97,18 @@ const rounds = quick ? 1 : Number(opt.rounds);
 const satSeconds = quick ? 2 : Number(opt['sat-seconds']);
 const rateSeconds = quick ? 3 : Number(opt['rate-seconds']);
 const warmupSeconds = Number(opt['warmup-seconds']);
-const rates = opt.rates.split(',').map(Number);
+// Fixed request rates; `saturation` in the list is accepted and ignored (the closed-loop phase always runs).
+const rates = opt.rates
+  .split(',')
+  .filter((r) => r !== '' && r !== 'saturation')
+  .map((r) => {
+    const n = Number(r);
+    if (!Number.isInteger(n) || n <= 0) {
+      console.error(`bench: --rates: '${r}' is not a request rate (a positive integer, or 'saturation')`);
+      process.exit(2);
+    }
+    return n;
+  });
 const proxyCpus = opt['proxy-cpus'];
 const loadCpus = opt['load-cpus'];
 const wardNodeFlags = opt['ward-node-flags'] === undefined ? WARD_NODE_FLAGS : opt['ward-node-flags'].split(' ').filter((s) => s !== '');
