@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parsePortList } from '../inject/capture.ts';
 import { injectManifests } from '../inject/manifests.ts';
-import { defaultSettings, type InjectorSettings } from '../inject/settings.ts';
+import { defaultSettings, type InjectorSettings, SIDECAR_NODE_OPTIONS } from '../inject/settings.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /** Flags shared by `ward inject` and `ward injector`: the injector-wide settings. */
@@ -17,6 +17,7 @@ export const SETTINGS_FLAGS = {
   'proxy-memory': { type: 'string' },
   'proxy-cpu-limit': { type: 'string' },
   'proxy-memory-limit': { type: 'string' },
+  'proxy-node-options': { type: 'string' },
   'native-sidecar': { type: 'string' },
   'capture-outbound': { type: 'string' },
   'exclude-outbound-ports': { type: 'string' },
@@ -34,6 +35,8 @@ export const SETTINGS_HELP = `Sidecar settings (every injected pod; annotations 
       --proxy-uid N, --proxy-gid N  the sidecar's uid/gid, exempt from capture (default 1337)
       --proxy-cpu Q, --proxy-memory Q, --proxy-cpu-limit Q, --proxy-memory-limit Q
                                     sidecar resources (default 50m, 96Mi, 1, 256Mi)
+      --proxy-node-options=FLAGS    the sidecar's NODE_OPTIONS, '' for none (default
+                                    '${SIDECAR_NODE_OPTIONS}')
       --native-sidecar true|false   init container with restartPolicy Always (default true; k8s >= 1.29)
       --capture-outbound true|false redirect the app's outbound TCP to the egress listener (default true)
       --exclude-outbound-ports LIST outbound ports never captured (default 53)
@@ -93,6 +96,14 @@ export function settingsFromFlags(v: SettingsValues): InjectorSettings {
   set('controlPlane', v['control-plane']);
   set('clientIssuer', v['client-issuer']);
   set('drainSeconds', int('drain-seconds', 0, 3600));
+  const nodeOptions = v['proxy-node-options'];
+  if (nodeOptions !== undefined) {
+    // Flags only: NODE_OPTIONS is split on spaces, and anything else would stop every sidecar.
+    const flags = nodeOptions.trim() === '' ? [] : nodeOptions.trim().split(/\s+/);
+    const bad = flags.find((f) => !/^--[a-z0-9][a-z0-9_-]*(=\S+)?$/.test(f));
+    if (bad !== undefined) throw new UsageError(`--proxy-node-options: '${bad}' is not a --flag or --flag=value`);
+    set('nodeOptions', flags.join(' '));
+  }
   const s = defaultSettings(overrides);
   if (new Set([s.inboundPort, s.outboundPort, s.adminPort]).size !== 3) throw new UsageError('--inbound-port, --outbound-port and --admin-port must differ');
   return s;

@@ -341,7 +341,10 @@ function sidecarContainer(
     // `ward sidecar` reads a file; the config travels in the pod spec (env) and is written to an
     // in-memory emptyDir first. `exec` keeps node as the process that receives SIGTERM.
     command: ['/bin/sh', '-c', `printf '%s\\n' "$WARD_SIDECAR_CONFIG" > ${CONFIG_PATH} && exec node ${WARD_BIN} sidecar --config ${CONFIG_PATH}`],
-    env: [{ name: 'WARD_SIDECAR_CONFIG', value: o.configYaml }],
+    env: [
+      { name: 'WARD_SIDECAR_CONFIG', value: o.configYaml },
+      ...(s.nodeOptions === '' ? [] : [{ name: 'NODE_OPTIONS', value: s.nodeOptions }]),
+    ],
     ports: [{ name: 'ward-admin', containerPort: s.adminPort, protocol: 'TCP' }],
     // startup: listeners are bound before the admin port answers; in native mode this also
     // holds the app's containers back until the sidecar is there to take their traffic.

@@ -25,6 +25,11 @@ export interface InjectorSettings {
   readonly proxyUid: number;
   readonly proxyGid: number;
   readonly resources: ResourceSettings;
+  /**
+   * `NODE_OPTIONS` of the sidecar container ('' for none): Node/V8 settings, measured in
+   * docs/performance.md. A flag Node does not accept in NODE_OPTIONS stops the sidecar at start-up.
+   */
+  readonly nodeOptions: string;
   /** Run the sidecar as a native sidecar (init container with restartPolicy Always, Kubernetes ≥ 1.29). */
   readonly nativeSidecar: boolean;
   /**
@@ -44,6 +49,14 @@ export interface InjectorSettings {
   readonly excludeOutboundPorts: readonly number[];
 }
 
+/**
+ * The sidecar's V8 heap (docs/performance.md, "Node and V8 settings"): 1 MB young-generation
+ * semi-spaces, short scavenges; and an old-generation limit just under 2 GB, where V8 stops letting
+ * the heap grow up to 4× its live size between full collections and allows ~2× instead — the same
+ * on every node whatever its memory or the container's limit, far above the sidecar's live set.
+ */
+export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=1 --max-old-space-size=2047';
+
 /** Where the image keeps ward (deploy/Dockerfile); the generated commands depend on it. */
 export const WARD_BIN = '/app/bin/ward.js';
 
@@ -60,6 +73,7 @@ export function defaultSettings(overrides: Partial<InjectorSettings> = {}): Inje
     proxyUid: 1337,
     proxyGid: 1337,
     resources: { cpuRequest: '50m', memoryRequest: '96Mi', cpuLimit: '1', memoryLimit: '256Mi' },
+    nodeOptions: SIDECAR_NODE_OPTIONS,
     nativeSidecar: true,
     captureOutbound: true,
     controlPlane: null,

@@ -59,9 +59,18 @@ describe('ward inject', () => {
     expect(r.stderr).toContain('Pod/default/api: refused: ward.dev/app-port');
   });
 
+  it('takes the sidecar\'s NODE_OPTIONS from --proxy-node-options', async () => {
+    const r = await ward(['inject', '--proxy-node-options=--max-semi-space-size=2  --max-old-space-size=512'], POD);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('value: --max-semi-space-size=2 --max-old-space-size=512');
+    expect((await ward(['inject'], POD)).stdout).toContain('value: --max-semi-space-size=1 --max-old-space-size=2047');
+    expect((await ward(['inject', '--proxy-node-options='], POD)).stdout).not.toContain('NODE_OPTIONS');
+  });
+
   it('refuses bad settings and bad YAML', async () => {
     expect((await ward(['inject', '--inbound-port', '15000'], POD)).code).toBe(2);
     expect((await ward(['inject', '--native-sidecar', 'yes'], POD)).code).toBe(2);
+    expect((await ward(['inject', '--proxy-node-options=--max-old-space-size=512 $(id)'], POD)).code).toBe(2);
     const broken = await ward(['inject', '-f', '-'], 'kind: Pod\nspec: [\n');
     expect(broken.code).toBe(1);
     expect(broken.stderr).toMatch(/^\(stdin\):\d+:\d+: /);

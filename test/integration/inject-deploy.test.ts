@@ -6,7 +6,7 @@ import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { parseControlPlaneConfig } from '../../src/controlplane/server/config.ts';
 import { injectPod, type PodTemplate } from '../../src/inject/pod.ts';
-import { defaultSettings, WARD_BIN } from '../../src/inject/settings.ts';
+import { defaultSettings, SIDECAR_NODE_OPTIONS, WARD_BIN } from '../../src/inject/settings.ts';
 import { parsePolicyText } from '../../src/policy/load.ts';
 import { validatePod } from '../unit/inject/helpers.ts';
 
@@ -111,6 +111,8 @@ describe.each(KUSTOMIZATIONS)('deploy/%s', (dir) => {
       for (const c of pod.containers) {
         expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
         expect(c.resources?.limits).toBeDefined();
+        // the same V8 heap settings as an injected sidecar (docs/performance.md)
+        expect(c.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(SIDECAR_NODE_OPTIONS);
       }
       expect(find(objs, 'PodDisruptionBudget', name, 'ward-system')).toBeDefined();
     }
@@ -180,6 +182,8 @@ describe('deploy/Dockerfile', () => {
     expect(dockerfile).toContain('COPY bin ./bin');
     expect(WARD_BIN).toBe('/app/bin/ward.js');
     for (const dir of ['src', 'proto']) expect(dockerfile).toContain(`COPY ${dir} ./${dir}`);
+    // two malloc arenas, not one per thread (docs/performance.md)
+    expect(lines).toContain('ENV MALLOC_ARENA_MAX=2');
   });
 
   it('fills the compile cache at build time, as the uid ward runs as (Node keeps one cache per uid)', () => {

@@ -87,11 +87,20 @@ describe('injectPod: the injected pod', () => {
     expect(s.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
     expect(s.startupProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
     expect(s.resources).toEqual({ requests: { cpu: '50m', memory: '96Mi' }, limits: { cpu: '1', memory: '256Mi' } });
+    // V8's heap sized for a sidecar (docs/performance.md), whatever the node's memory
+    expect(s.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe('--max-semi-space-size=1 --max-old-space-size=2047');
 
     const init = t.spec.initContainers?.[0];
     expect(init?.securityContext).toMatchObject({ runAsUser: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, privileged: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] } });
     expect(init?.command).toEqual(['node', '/app/bin/ward.js']);
     expect(initArgs(t)).toEqual(['capture', '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', '1337', '--proxy-gid', '1337', '--inbound-ports', '*', '--exclude-inbound-ports', '15000', '--exclude-outbound-ports', '53']);
+  });
+
+  it('sets the sidecar\'s NODE_OPTIONS from the injector settings, or none', () => {
+    const nodeOptions = (o: string): string | undefined =>
+      sidecarOf(injected(injectPod(pod(), enrolled, defaultSettings({ nodeOptions: o })))).env?.find((e) => e.name === 'NODE_OPTIONS')?.value;
+    expect(nodeOptions('--max-semi-space-size=2')).toBe('--max-semi-space-size=2');
+    expect(nodeOptions('')).toBeUndefined();
   });
 
   it('generates a sidecar config the sidecar accepts: upstream, listeners, policy ConfigMap', () => {
