@@ -157,7 +157,7 @@ export function renderMarkdown(r: Results): string {
   lines.push(
     `${m.rounds} interleaved round(s); saturation: ${m.saturation.clients} connections × ${m.saturation.streamsPerClient} streams for ${m.saturation.seconds} s; ` +
       `fixed rates ${rates.join(' and ')} req/s over ${m.fixedRate.clients} connections for ${m.fixedRate.seconds} s (after ${m.fixedRate.warmupSeconds} s warm-up each); ` +
-      `proxy pinned to CPU ${m.pinning.proxy}, h2load + app + issuer + OTLP sink to CPU ${m.pinning.loadGeneratorAndApp}; ward runs with \`${m.wardNodeFlags.join(' ')}\`; token ${m.token.alg}, ${m.token.bytes} bytes; gRPC request ${m.grpcRequestBytes} bytes.`,
+      `proxy pinned to CPU ${m.pinning.proxy}, h2load + app + issuer + OTLP sink to CPU ${m.pinning.loadGeneratorAndApp}; ward runs with \`${m.wardNodeFlags.join(' ')}\` and \`MALLOC_ARENA_MAX=2\` (as injected); token ${m.token.alg}, ${m.token.bytes} bytes; gRPC request ${m.grpcRequestBytes} bytes.`,
   );
   lines.push('');
   const label = new Map(r.scenarios.map((s) => [s.id, s.label]));

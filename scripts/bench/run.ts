@@ -51,6 +51,7 @@ import {
 } from './peers.ts';
 import { median, renderMarkdown, summarize, type Sample, type Results } from './report.ts';
 import { summarizeProfile } from './profile-summary.ts';
+import { SIDECAR_NODE_OPTIONS } from '../../src/inject/settings.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const WARD = join(ROOT, 'bin/ward.js');
@@ -85,12 +86,15 @@ const { values: opt } = parseArgs({
 });
 
 /**
- * V8 flags for the sidecar in the benchmark, the same as recommended in docs/performance.md: a
- * small young generation (1 MB semi-spaces instead of V8's 16 MB), so each scavenge pauses for
- * a millisecond or two instead of 15-50 ms on a pinned core (the p99 tail at moderate load is
- * GC), and peak RSS drops by ~100 MB (results/gc-flags.json).
+ * Node/V8 flags for the sidecar in the benchmark: what an injected sidecar runs with
+ * (`SIDECAR_NODE_OPTIONS`, docs/performance.md): a small young generation (1 MB semi-spaces
+ * instead of V8's 16 MB), so each scavenge pauses for a millisecond or two instead of 15-50 ms on
+ * a pinned core, and an old-generation limit under 2 GB, so V8 lets the heap grow ~2x its live
+ * set between full collections instead of ~4x (results/gc-flags.json, docs/performance.md).
  */
-export const WARD_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const WARD_NODE_FLAGS: readonly string[] = SIDECAR_NODE_OPTIONS.split(' ');
+/** The environment the image gives ward (deploy/Dockerfile): two malloc arenas. */
+const WARD_ENV: NodeJS.ProcessEnv = { ...process.env, MALLOC_ARENA_MAX: '2' };
 
 const quick = opt.quick;
 const rounds = quick ? 1 : Number(opt.rounds);
@@ -252,6 +256,7 @@ function wardScenario(id: string, label: string, o: WardOptions): Scenario {
         process.execPath,
         [...(o.nodeFlags ?? wardNodeFlags), ...extraNodeFlags, o.root === undefined ? WARD : join(o.root, 'bin/ward.js'), 'sidecar', '--config', cfg],
         join(logs, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}-${tag}.log`),
+        WARD_ENV,
       );
       await waitFor(`${id} readiness`, async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
       return { port, proc, metricsUrl: `http://127.0.0.1:${adminPort}/metrics` };

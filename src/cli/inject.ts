@@ -34,7 +34,7 @@ export const SETTINGS_HELP = `Sidecar settings (every injected pod; annotations 
       --admin-port N                sidecar admin port, /healthz and /readyz (default 15000)
       --proxy-uid N, --proxy-gid N  the sidecar's uid/gid, exempt from capture (default 1337)
       --proxy-cpu Q, --proxy-memory Q, --proxy-cpu-limit Q, --proxy-memory-limit Q
-                                    sidecar resources (default 50m, 96Mi, 1, 256Mi)
+                                    sidecar resources (default 50m, 128Mi, 1, 256Mi)
       --proxy-node-options=FLAGS    the sidecar's NODE_OPTIONS, '' for none (default
                                     '${SIDECAR_NODE_OPTIONS}')
       --native-sidecar true|false   init container with restartPolicy Always (default true; k8s >= 1.29)

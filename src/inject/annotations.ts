@@ -58,7 +58,7 @@ export const ANNOTATIONS: readonly AnnotationSpec[] = [
   { name: A.clientId, default: '`<service>-sidecar`', description: 'The sidecar\'s OAuth client id at that issuer.' },
   { name: A.clientSecret, default: '`ward-client-<service>`', description: 'Secret in the pod\'s namespace (key `client-secret`) holding that client\'s secret, mounted read-only.' },
   { name: A.cpu, default: 'injector `--proxy-cpu` (`50m`)', description: 'Sidecar CPU request.' },
-  { name: A.memory, default: 'injector `--proxy-memory` (`96Mi`)', description: 'Sidecar memory request.' },
+  { name: A.memory, default: 'injector `--proxy-memory` (`128Mi`)', description: 'Sidecar memory request.' },
   { name: A.cpuLimit, default: 'injector `--proxy-cpu-limit` (`1`)', description: 'Sidecar CPU limit.' },
   { name: A.memoryLimit, default: 'injector `--proxy-memory-limit` (`256Mi`)', description: 'Sidecar memory limit.' },
   { name: A.drainSeconds, default: 'injector `--drain-seconds` (`10`)', description: 'How long in-flight calls may finish on shutdown; the grace period is raised to fit.' },

@@ -72,7 +72,7 @@ export function defaultSettings(overrides: Partial<InjectorSettings> = {}): Inje
     adminPort: 15000,
     proxyUid: 1337,
     proxyGid: 1337,
-    resources: { cpuRequest: '50m', memoryRequest: '96Mi', cpuLimit: '1', memoryLimit: '256Mi' },
+    resources: { cpuRequest: '50m', memoryRequest: '128Mi', cpuLimit: '1', memoryLimit: '256Mi' },
     nodeOptions: SIDECAR_NODE_OPTIONS,
     nativeSidecar: true,
     captureOutbound: true,

@@ -86,7 +86,7 @@ describe('injectPod: the injected pod', () => {
     expect(s.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 15000 });
     expect(s.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
     expect(s.startupProbe?.httpGet).toEqual({ path: '/healthz', port: 15000 });
-    expect(s.resources).toEqual({ requests: { cpu: '50m', memory: '96Mi' }, limits: { cpu: '1', memory: '256Mi' } });
+    expect(s.resources).toEqual({ requests: { cpu: '50m', memory: '128Mi' }, limits: { cpu: '1', memory: '256Mi' } });
     // V8's heap sized for a sidecar (docs/performance.md), whatever the node's memory
     expect(s.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe('--max-semi-space-size=1 --max-old-space-size=2047');
 
@@ -164,7 +164,7 @@ describe('injectPod: the injected pod', () => {
     const cfg = configOf(t);
     expect(cfg).toMatchObject({ service: 'billing', upstream: { url: 'http://127.0.0.1:9090', protocol: 'h2c' }, logLevel: 'debug', drainTimeoutMs: 1500, identityHeaders: { stripAuthorization: true } });
     expect(initArgs(t)).toEqual(expect.arrayContaining(['--inbound-ports', '8080,9090', '--exclude-inbound-ports', '9464,15000', '--exclude-outbound-ports', '53,5432', '--exclude-outbound-cidrs', '10.96.0.0/12,fd00::/8']));
-    expect(sidecarOf(t).resources).toEqual({ requests: { cpu: '200m', memory: '96Mi' }, limits: { cpu: '1', memory: '1Gi' } });
+    expect(sidecarOf(t).resources).toEqual({ requests: { cpu: '200m', memory: '128Mi' }, limits: { cpu: '1', memory: '1Gi' } });
     expect(t.spec.volumes).toContainEqual({ name: 'ward-policy', configMap: { name: 'billing-policies', items: [{ key: 'billing.yaml', path: 'policy.yaml' }] } });
   });
 
