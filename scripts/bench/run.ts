@@ -59,7 +59,7 @@ const WARD = join(ROOT, 'bin/ward.js');
 const { values: opt } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
-    scenarios: { type: 'string', default: 'direct,ward,ward-nocache,haproxy,naive,ward-2w' },
+    scenarios: { type: 'string', default: 'direct,ward,ward-nocache,ward-notel,haproxy,naive,ward-2w' },
     workloads: { type: 'string', default: 'grpc,get' },
     'sat-seconds': { type: 'string', default: '5' },
     'rate-seconds': { type: 'string', default: '8' },
