@@ -123,14 +123,8 @@ function egressOutcome(e: EgressRecord): ExchangeOutcome {
 }
 
 /** An open span (sampled): written into the span batch when the call ends. */
-class SpanHandle implements CallSpan, SpanHead {
-  readonly traceId: string;
-  readonly spanId: string;
-  readonly parentSpanId: string | null;
-  readonly traceState: string | null;
-  readonly name: string;
-  readonly kind: number;
-  readonly startMs: number;
+class SpanHandle implements CallSpan {
+  readonly #head: SpanHead;
   readonly #out: SpanOut;
   readonly #record: DecisionRecord;
   readonly #egress: OutboundDecisionRecord | null;
@@ -138,13 +132,7 @@ class SpanHandle implements CallSpan, SpanHead {
   readonly #reason: string | null;
 
   constructor(out: SpanOut, head: SpanHead, r: DecisionRecord, egress: OutboundDecisionRecord | null, decision: Decision, reason: string | null) {
-    this.traceId = head.traceId;
-    this.spanId = head.spanId;
-    this.parentSpanId = head.parentSpanId;
-    this.traceState = head.traceState;
-    this.name = head.name;
-    this.kind = head.kind;
-    this.startMs = head.startMs;
+    this.#head = head;
     this.#out = out;
     this.#record = r;
     this.#egress = egress;
@@ -156,18 +144,19 @@ class SpanHandle implements CallSpan, SpanHead {
     const out = this.#out;
     const w = out.queue.open();
     if (w === null) return;
-    const server = this.kind === KIND_SERVER;
+    const head = this.#head;
+    const server = head.kind === KIND_SERVER;
     let error: string | null = failed ? 'reset' : null;
     if (grpcStatus >= 0) {
       if (error === null && (server ? GRPC_SERVER_ERRORS.has(grpcStatus) : grpcStatus !== 0)) error = String(grpcStatus);
     } else if (status > 0) {
       if (error === null && (status >= 500 || (!server && status >= 400))) error = String(status);
     }
-    const m = beginSpan(w, this, out.now());
+    const m = beginSpan(w, head, out.now());
     writeCallAttributes(w, 9, out.service, server ? 'inbound' : 'outbound', this.#record, this.#egress, this.#decision, this.#reason, error);
     if (grpcStatus >= 0) attrInt(w, 9, sc.RPC_GRPC_STATUS_CODE, grpcStatus);
     else if (status > 0) attrInt(w, 9, sc.HTTP_RESPONSE_STATUS_CODE, status);
-    endSpan(w, m, error !== null, this.parentSpanId !== null);
+    endSpan(w, m, error !== null, head.parentSpanId !== null);
     out.queue.commit();
   }
 }

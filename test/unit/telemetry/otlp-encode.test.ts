@@ -6,6 +6,7 @@ import { resolveTelemetry } from '../../../src/config/telemetry.ts';
 import type { DecisionRecord } from '../../../src/inbound/types.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
+import { decisionRecord } from './records.ts';
 
 /**
  * ward writes its spans and decision log records as OTLP protobuf itself (otlp-encode.ts): here a
@@ -79,22 +80,9 @@ async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; lo
 const attrs = (list: Attr[]): Record<string, string> => Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? `int:${a.value.intValue}`]));
 const hex = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('hex'));
 
-const record = (over: Partial<DecisionRecord> = {}): DecisionRecord => ({
-  decisionId: 'd-1',
-  time: 1_700_000_000_123.5,
-  service: 'orders',
-  protocol: 'grpc',
-  method: 'POST',
-  route: '/ward.demo.v1.Orders/GetOrder',
-  decision: 'allow',
-  code: null,
-  rule: 'readers',
-  policyVersion: 'v1abc',
-  issuer: 'http://idp',
-  subject: 'reporting',
-  dryRunCode: null,
-  ...over,
-});
+/** An allowed GetOrder call, by default. */
+const record = (over: Partial<DecisionRecord> = {}): DecisionRecord =>
+  decisionRecord({ time: 1_700_000_000_123.5, route: '/ward.demo.v1.Orders/GetOrder', decision: 'allow', code: null, rule: 'readers', ...over });
 
 const TP = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 

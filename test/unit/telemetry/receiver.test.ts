@@ -5,10 +5,10 @@ import { compileBindings } from '../../../src/controlplane/server/access.ts';
 import { createDecisionStore, type DecisionStore } from '../../../src/controlplane/server/decisions/store.ts';
 import { telemetryReceiverSchema } from '../../../src/controlplane/server/otlp/config.ts';
 import { createOtlpReceiver, type OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
-import type { DecisionRecord } from '../../../src/inbound/types.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
 import { identity, tableAuthenticator } from '../controlplane/harness.ts';
+import { decisionRecord } from './records.ts';
 
 /**
  * The sidecar's exporter against the control plane's OTLP receiver, over real gRPC on loopback:
@@ -17,22 +17,7 @@ import { identity, tableAuthenticator } from '../controlplane/harness.ts';
  * sees an error.
  */
 
-const record = (over: Partial<DecisionRecord> = {}): DecisionRecord => ({
-  decisionId: 'd-1',
-  time: 1_700_000_000_123,
-  service: 'orders',
-  protocol: 'grpc',
-  method: 'POST',
-  route: '/ward.demo.v1.Orders/DeleteOrder',
-  decision: 'deny',
-  code: 'ERR_POLICY_DENIED',
-  rule: 'no-deletes',
-  policyVersion: 'v1abc',
-  issuer: 'http://idp',
-  subject: 'reporting',
-  dryRunCode: null,
-  ...over,
-});
+const record = decisionRecord;
 
 const TP = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
