@@ -81,6 +81,17 @@ export class Exchange {
   /** The upstream leg completed, failed or was cancelled by us. */
   upstreamDone = false;
   upstreamError: Error | undefined = undefined;
+  /**
+   * The request body chunks sent to the app so far, kept until the app answers so the call can
+   * be sent again on another connection if the app refuses the stream unprocessed (GOAWAY,
+   * REFUSED_STREAM); null once the app answered or the body outgrew the replay limit.
+   */
+  replay: Buffer[] | null = null;
+  replayBytes = 0;
+  /** The body can no longer be replayed (too large, or the app answered). */
+  replayOff = false;
+  /** Upstream attempts made (a refused stream is retried once on a fresh connection). */
+  attempts = 0;
   /** Trailers the client sent after its body (HTTP/2), relayed to an HTTP/2 app. */
   requestTrailers: IncomingHttpHeaders | null = null;
   /** Trailers to send downstream on `wantTrailers` (the app's, or a gRPC error status). */

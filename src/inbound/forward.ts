@@ -1,12 +1,12 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import http2, { constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
+import http2, { type ClientHttp2Session, constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
-import { type Exchange, exchangeOf, tag } from './exchange.ts';
+import { type Exchange, exchangeOf, kExchange, tag, type Tagged } from './exchange.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
@@ -186,6 +186,8 @@ function relayBody(src: Readable, dst: Writable): void {
 function onRelayData(this: RelaySource, chunk: Buffer): void {
   const dst = this[kRelayTo];
   if (dst === undefined || dst === null || dst.destroyed || dst.writableEnded) return;
+  const ex = (dst as Tagged<Writable>)[kExchange];
+  if (ex !== undefined && ex.upstream === dst && !ex.replayOff) keepForReplay(ex, chunk);
   if (!dst.write(chunk)) {
     this.pause();
     (dst as RelaySink)[kRelayFrom] = this;
@@ -218,6 +220,30 @@ function wasCut(s: Readable): boolean {
   if (code === undefined || code === h2c.NGHTTP2_NO_ERROR) return false;
   const ex = exchangeOf(s);
   return (s === ex.h2 ? ex.requestTrailers : ex.trailers) === null;
+}
+
+/**
+ * Request bytes kept per call until the app answers, so that a stream the app refused without
+ * processing it (REFUSED_STREAM, or above the last stream id of its GOAWAY: RFC 9113 §6.8, §8.7)
+ * can be sent again on a fresh connection. An app that closes its connection every N requests
+ * (nginx's `keepalive_requests`) does this to every call in flight on it. A larger body is not
+ * kept, and such a call fails as before (503 / UNAVAILABLE).
+ */
+const REPLAY_LIMIT = 64 * 1024;
+/** Upstream attempts per call: the first and up to two retries, each on a fresh connection (Istio's default retry policy also retries `refused-stream` twice). */
+const MAX_ATTEMPTS = 3;
+
+const kSessionOf: unique symbol = Symbol('ward.upstream.session');
+type UpstreamStream = ClientHttp2Stream & { [kSessionOf]?: ClientHttp2Session };
+
+function keepForReplay(ex: Exchange, chunk: Buffer): void {
+  if (ex.replayBytes + chunk.length > REPLAY_LIMIT) {
+    ex.replayOff = true;
+    ex.replay = null;
+    return;
+  }
+  ex.replayBytes += chunk.length;
+  (ex.replay ??= []).push(chunk);
 }
 
 /** Stops relaying from `src` (a no-op for a source never relayed). */
@@ -368,6 +394,9 @@ export function createRelay(o: RelayOptions): Relay {
     const ex = exchangeOf(this);
     const end = (flags & END_FLAG) !== 0;
     if (end) this.resume();
+    // The app took the call: it is never sent again, and its body need not be kept.
+    ex.replayOff = true;
+    ex.replay = null;
     if (ex.closed || ex.finished) return;
     ex.responseStarted = true;
     try {
@@ -400,6 +429,10 @@ export function createRelay(o: RelayOptions): Relay {
 
   function onH2Close(this: ClientHttp2Stream): void {
     const ex = exchangeOf(this);
+    if (pool !== null && ex.upstream === this && refusedUnprocessed(ex, this)) {
+      retryH2(ex, this, pool);
+      return;
+    }
     releaseBody(ex);
     if (ex.upstreamDone) return;
     ex.upstreamDone = true;
@@ -409,10 +442,45 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(ex.upstreamError, this.rstCode));
   }
 
-  function toH2(ex: Exchange, p: H2SessionPool): void {
+  /** The app refused the stream before processing it, and the call can be sent again. */
+  function refusedUnprocessed(ex: Exchange, up: ClientHttp2Stream): boolean {
+    return (
+      up.rstCode === h2c.NGHTTP2_REFUSED_STREAM &&
+      !ex.upstreamDone &&
+      !ex.responseStarted &&
+      !ex.closed &&
+      !ex.finished &&
+      ex.attempts < MAX_ATTEMPTS &&
+      (ex.bodyless || !ex.replayOff)
+    );
+  }
+
+  /** Sends a refused call again on a fresh connection: its headers, the body sent so far, then the rest. */
+  function retryH2(ex: Exchange, old: ClientHttp2Stream, p: H2SessionPool): void {
+    if (log.enabled('debug')) log.debug('upstream refused the stream unprocessed; sending the call again', { decisionId: ex.decisionId, attempt: ex.attempts + 1 });
+    const body = ex.body();
+    if (!ex.bodyless) {
+      unrelay(body);
+      (old as RelaySink)[kRelayFrom] = null;
+    }
+    ex.upstream = null;
+    ex.upstreamError = undefined;
+    toH2(ex, p, (old as UpstreamStream)[kSessionOf]);
+    const up = ex.upstream as ClientHttp2Stream | null;
+    if (up === null || ex.bodyless) return;
+    for (const chunk of ex.replay ?? []) up.write(chunk);
+    if (body.readableEnded) up.end();
+    else if (body.isPaused()) body.resume();
+  }
+
+  /** `refusedBy`: the session that refused this call unprocessed (a retry goes to its replacement). */
+  function toH2(ex: Exchange, p: H2SessionPool, refusedBy?: ClientHttp2Session): void {
+    ex.attempts++;
     let up: ClientHttp2Stream;
+    let session: ClientHttp2Session;
     try {
-      up = p.session().request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
+      session = refusedBy === undefined ? p.session() : p.replacing(refusedBy);
+      up = session.request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
     } catch (err) {
       ex.upstreamError = err as Error;
       if (isHeaderError(err)) responder.write(ex, 'ERR_REQUEST_INVALID');
@@ -420,6 +488,8 @@ export function createRelay(o: RelayOptions): Relay {
       return;
     }
     tag(up, ex);
+    // Node forgets a stream's session once the stream is closed; a retry needs to know it.
+    (up as UpstreamStream)[kSessionOf] = session;
     ex.upstream = up;
     up.on('response', onH2Response);
     up.on('trailers', onH2UpstreamTrailers);

@@ -9,7 +9,8 @@ import type { Logger } from '../lib/log.ts';
  */
 
 const kUnusable: unique symbol = Symbol('ward.pool.unusable');
-type PooledSession = ClientHttp2Session & { [kUnusable]?: boolean };
+const kSlot: unique symbol = Symbol('ward.pool.slot');
+type PooledSession = ClientHttp2Session & { [kUnusable]?: boolean; [kSlot]?: number };
 
 const SESSION_OPTIONS: http2.ClientSessionOptions = Object.freeze({
   // The app never needs to push; refusing it up front closes a resource-exhaustion path.
@@ -43,6 +44,22 @@ export class H2SessionPool {
     return this.#connect(i);
   }
 
+  /**
+   * A session for a call that `refused` (a session of this pool) declined without processing it
+   * (it is going away, or over its stream limit): `refused` takes no new calls (those in flight
+   * finish on it) and the call goes to the session that replaces it in its slot, connected after
+   * the refusal — not to another slot, whose session may be going away too.
+   */
+  replacing(refused: ClientHttp2Session): ClientHttp2Session {
+    if (this.#closed) throw new Error('upstream pool closed');
+    const s = refused as PooledSession;
+    s[kUnusable] = true;
+    const i = s[kSlot] ?? 0;
+    const cur = this.#slots[i];
+    if (cur !== undefined && cur !== s && !cur[kUnusable] && !cur.closed && !cur.destroyed) return cur;
+    return this.#connect(i);
+  }
+
   /** Sessions currently held (for tests and status). */
   get size(): number {
     let n = 0;
@@ -52,6 +69,7 @@ export class H2SessionPool {
 
   #connect(i: number): ClientHttp2Session {
     const s: PooledSession = http2.connect(this.#origin, SESSION_OPTIONS);
+    s[kSlot] = i;
     this.#slots[i] = s;
     this.#all.add(s);
     const retire = (): void => {
