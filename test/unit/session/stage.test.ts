@@ -159,19 +159,28 @@ async function resume(w: World, c: FakeCall): Promise<SessionResume> {
   return w.stage.resume(c, policy);
 }
 
-/** Sign-in start + callback: the session cookie header value. */
-async function signIn(w: World, path = '/app/x'): Promise<string> {
+/**
+ * A browser call that is sent to sign in, then the provider's redirect back to the callback with
+ * the transaction cookie: the redirect written by the start, and the callback call, handled.
+ */
+async function startAndCallback(w: World, path: string, code: string, cbHeaders: Record<string, string> = {}): Promise<{ redirect: Written | null; cb: FakeCall }> {
   const c = call({ path, headers: PAGE });
   expect(await resume(w, c)).toEqual({ kind: 'none' });
   expect(w.stage.writeDenial(c, 'ERR_TOKEN_MISSING')).toBe(true);
   await settle();
   const redirect = c.written();
-  expect(redirect?.status).toBe(302);
   const state = new URL(String(redirect?.headers['location'])).searchParams.get('state') ?? '';
   const txn = [...cookiesOf(redirect)].map(([k, v]) => `${k}=${v}`).join('; ');
-  const cb = call({ path: '/.ward/callback', query: `?code=c1&state=${state}`, headers: { ...PAGE, cookie: txn } });
+  const cb = call({ path: '/.ward/callback', query: `?code=${code}&state=${state}`, headers: { ...cbHeaders, cookie: txn } });
   expect(w.stage.handle(cb)).toBe(true);
   await settle();
+  return { redirect, cb };
+}
+
+/** Sign-in start + callback: the session cookie header value. */
+async function signIn(w: World, path = '/app/x'): Promise<string> {
+  const { redirect, cb } = await startAndCallback(w, path, 'c1', PAGE);
+  expect(redirect?.status).toBe(302);
   const done = cb.written();
   expect(done?.status).toBe(302);
   expect(done?.headers['location']).toBe(path);
@@ -342,15 +351,7 @@ describe('session stage', () => {
   it('refuses a sign-in whose ID token and access token name different subjects', async () => {
     const w = world();
     w.client.tokens = () => ({ accessToken: token('mallory', Math.floor(w.now.t / 1000) + 300), expiresAt: undefined, refreshToken: undefined, idClaims: { sub: 'alice' } });
-    const c = call({ path: '/app/x', headers: PAGE });
-    await resume(w, c);
-    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
-    await settle();
-    const state = new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '';
-    const txn = [...cookiesOf(c.written())].map(([k, v]) => `${k}=${v}`).join('; ');
-    const cb = call({ path: '/.ward/callback', query: `?code=c&state=${state}`, headers: { cookie: txn } });
-    w.stage.handle(cb);
-    await settle();
+    const { cb } = await startAndCallback(w, '/app/x', 'c');
     expect(cb.written()).toMatchObject({ status: 400, headers: { 'x-ward-reason': 'ERR_SIGNIN_FAILED' } });
     expect(cookiesOf(cb.written()).has('ward_session')).toBe(false);
   });
@@ -359,15 +360,7 @@ describe('session stage', () => {
     const w = world();
     const big = `at:alice:${Math.floor(T0 / 1000) + 300}:${'x'.repeat(6000)}`;
     w.client.tokens = () => ({ accessToken: big, expiresAt: Math.floor(w.now.t / 1000) + 300, refreshToken: 'rt', idClaims: { sub: 'alice' } });
-    const c = call({ path: '/app/x', headers: PAGE });
-    await resume(w, c);
-    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
-    await settle();
-    const state = new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '';
-    const txn = [...cookiesOf(c.written())].map(([k, v]) => `${k}=${v}`).join('; ');
-    const cb = call({ path: '/.ward/callback', query: `?code=c&state=${state}`, headers: { cookie: txn } });
-    w.stage.handle(cb);
-    await settle();
+    const { cb } = await startAndCallback(w, '/app/x', 'c');
     const set = cookiesOf(cb.written());
     expect([...set.keys()].filter((k) => /^ward_session(\.\d)?$/.test(k))).toEqual(['ward_session', 'ward_session.1', 'ward_session.2']);
     const cookie = [...set].filter(([k]) => /^ward_session(\.\d)?$/.test(k)).map(([k, v]) => `${k}=${v}`).join('; ');
