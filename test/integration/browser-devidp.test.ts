@@ -1,9 +1,9 @@
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CookieJar } from '../../src/demo/webapp.ts';
-import { DEFAULT_DEV_IDP_YAML, defaultDevIdpConfig, parseDevIdpConfig } from '../../src/devidp/config.ts';
+import { DEFAULT_DEV_IDP_YAML, parseDevIdpConfig } from '../../src/devidp/config.ts';
 import { ConfigError } from '../../src/errors/ward-error.ts';
-import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 
 /**
  * `ward dev-idp`'s interactive sign-in, over HTTP: the login page for the config's fixed users,
@@ -17,8 +17,7 @@ describe('dev IdP interactive sign-in', () => {
   let config: oidc.Configuration;
 
   beforeAll(async () => {
-    const web = defaultDevIdpConfig();
-    idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
+    idp = await startWebTestIdp();
     config = await oidc.discovery(new URL(idp.issuer), 'webapp', undefined, oidc.ClientSecretBasic('webapp-secret'), { execute: [oidc.allowInsecureRequests] });
   });
   afterAll(async () => {

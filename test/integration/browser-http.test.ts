@@ -7,9 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSidecar, startSidecar } from '../../src/cli/sidecar.ts';
 import { parseSidecarConfig } from '../../src/config/sidecar.ts';
 import { CookieJar, startWebApp, startWebSidecar, WEBAPP_AUDIENCE, type WebApp, webappFiles } from '../../src/demo/webapp.ts';
-import { defaultDevIdpConfig } from '../../src/devidp/config.ts';
 import { createLogger } from '../../src/lib/log.ts';
-import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
 import { startMesh, waitFor } from './harness.ts';
 
@@ -92,12 +91,7 @@ describe('browser sign-in over HTTP: what the sidecar refuses', () => {
   const calls = (): string[] => app.calls.map((c) => `${c.method} ${c.path}`);
 
   beforeAll(async () => {
-    const web = defaultDevIdpConfig();
-    idp = await startTestIdp({
-      resourceServers: web.resourceServers.map((rs) => (rs.resource === WEBAPP_AUDIENCE ? { ...rs, accessTokenTtlSeconds: ACCESS_TTL } : rs)),
-      clients: web.clients,
-      users: web.users,
-    });
+    idp = await startWebTestIdp(ACCESS_TTL);
     app = await startWebApp();
     const start = async (opts: Parameters<typeof startWebSidecar>[0]['session']): Promise<RunningSidecar> => {
       const dir = mkdtempSync(join(tmpdir(), 'ward-web-'));
@@ -332,8 +326,7 @@ describe('browser sign-in over HTTP: what the sidecar refuses', () => {
 
 describe('browser sign-in next to gRPC and with the IdP down', () => {
   it('gives gRPC and API callers on a sign-in route 401, never a redirect; a browser on the same route is redirected', async () => {
-    const web = defaultDevIdpConfig();
-    const idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
+    const idp = await startWebTestIdp();
     const dir = mkdtempSync(join(tmpdir(), 'ward-grpc-signin-'));
     writeFileSync(join(dir, 'webapp.secret'), 'webapp-secret\n');
     writeFileSync(join(dir, 'session.key'), `${'k'.repeat(48)}\n`);
@@ -385,8 +378,7 @@ rules:
   });
 
   it('answers 503 when the IdP cannot be reached for a sign-in, and keeps serving the rest', async () => {
-    const web = defaultDevIdpConfig();
-    const idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
+    const idp = await startWebTestIdp();
     const app = await startWebApp();
     const dir = mkdtempSync(join(tmpdir(), 'ward-web-down-'));
     const sidecar = await startWebSidecar({ idp, dir, appPort: app.port, log: createLogger({ level: 'error', sink: { write: () => {} } }), session: { signInIssuer: 'http://127.0.0.1:1' } });
@@ -410,8 +402,7 @@ rules:
 
 describe('browser sign-in over HTTP/2 and TLS', () => {
   it('answers over h2c and h2/TLS too; over TLS the cookies are Secure and the callback is https', async () => {
-    const web = defaultDevIdpConfig();
-    const idp = await startTestIdp({ resourceServers: web.resourceServers, clients: web.clients, users: web.users });
+    const idp = await startWebTestIdp();
     const app = await startWebApp();
     const certs = makeSelfSignedCert();
     const dir = mkdtempSync(join(tmpdir(), 'ward-web-tls-'));

@@ -7,9 +7,8 @@ import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningSidecar } from '../../src/cli/sidecar.ts';
 import { startWebApp, startWebSidecar, WEBAPP_AUDIENCE, type WebApp } from '../../src/demo/webapp.ts';
-import { defaultDevIdpConfig } from '../../src/devidp/config.ts';
 import { createLogger } from '../../src/lib/log.ts';
-import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 import { waitFor } from './harness.ts';
 
 /**
@@ -44,12 +43,7 @@ describe('browser sign-in at the sidecar, in Chromium', () => {
   const logs: string[] = [];
 
   beforeAll(async () => {
-    const web = defaultDevIdpConfig();
-    idp = await startTestIdp({
-      resourceServers: web.resourceServers.map((rs) => (rs.resource === WEBAPP_AUDIENCE ? { ...rs, accessTokenTtlSeconds: ACCESS_TTL } : rs)),
-      clients: web.clients,
-      users: web.users,
-    });
+    idp = await startWebTestIdp(ACCESS_TTL);
     app = await startWebApp();
     const dir = mkdtempSync(join(tmpdir(), 'ward-browser-'));
     dirs.push(dir);

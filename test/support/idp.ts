@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { defaultDevIdpConfig, devIdpConfigSchema } from '../../src/devidp/config.ts';
 import { basicAuth, type DevIdp, startDevIdp } from '../../src/devidp/provider.ts';
 import { type Logger, silentLogger } from '../../src/lib/log.ts';
+import { WEBAPP_AUDIENCE } from '../../src/demo/webapp.ts';
 
 /**
  * A real dev IdP for tests: the embedded default config (clients `frontend`, `reporting`,
@@ -86,4 +87,18 @@ export async function startTestIdp(
   };
   // keep DevIdp's getters (currentKid) live: extend the object rather than copying it
   return Object.assign(idp, extra);
+}
+
+/**
+ * The dev IdP for browser tests: the embedded config including its users and web clients, the
+ * web app's access tokens living `accessTtlSeconds` when given.
+ */
+export function startWebTestIdp(accessTtlSeconds?: number): Promise<TestIdp> {
+  const web = defaultDevIdpConfig();
+  return startTestIdp({
+    resourceServers:
+      accessTtlSeconds === undefined ? web.resourceServers : web.resourceServers.map((rs) => (rs.resource === WEBAPP_AUDIENCE ? { ...rs, accessTokenTtlSeconds: accessTtlSeconds } : rs)),
+    clients: web.clients,
+    users: web.users,
+  });
 }
