@@ -331,7 +331,9 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   const meter = meterProvider.getMeter(sc.SCOPE);
   // Decisions are counted in plain numbers per attribute set and observed at collection: a
   // synchronous counter would hash its attributes on every call (the SDK's largest per-call cost).
-  const decisionCounts = new Map<string, { readonly attrs: Attributes; n: number }>();
+  // Each entry also holds the attribute set of its latency series (the same without the reason),
+  // so a call costs one lookup for both metrics.
+  const decisionCounts = new Map<string, { readonly attrs: Attributes; readonly latencyAttrs: Attributes; n: number }>();
   meter
     .createObservableCounter(sc.M_DECISIONS, { description: 'Authorization decisions, by service, direction, decision and reason code.', unit: '{decision}' })
     .addCallback((r) => {
@@ -416,10 +418,13 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     const decision = decisionOf(r);
     const reason: string | null = r.code ?? r.dryRunCode;
     const key = `${direction}|${decision}|${reason ?? ''}`;
-    const count = decisionCounts.get(key);
+    let count = decisionCounts.get(key);
     if (count !== undefined) count.n++;
-    else decisionCounts.set(key, { attrs: metricAttrs(direction, decision, reason), n: 1 });
-    if (startedAt > 0) authzDuration.record(Math.max(0, now() - startedAt) / 1000, metricAttrs(direction, decision, null));
+    else {
+      count = { attrs: metricAttrs(direction, decision, reason), latencyAttrs: metricAttrs(direction, decision, null), n: 1 };
+      decisionCounts.set(key, count);
+    }
+    if (startedAt > 0) authzDuration.record(Math.max(0, now() - startedAt) / 1000, count.latencyAttrs);
     if (spanOut === null && logQueue === null) return null;
 
     const parent = remoteContext(raw);
