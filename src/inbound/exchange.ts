@@ -1,6 +1,7 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
+import type { H2ClientStream } from '../h2/conn.ts';
 import type { Identity } from '../policy/model.ts';
 import type { CallSpan } from './types.ts';
 
@@ -76,7 +77,7 @@ export class Exchange {
   relayedGrpcStatus: string | undefined = undefined;
   /** A ward error response (or reset) was written: nothing else may be. */
   finished = false;
-  upstream: ClientHttp2Stream | ClientRequest | null = null;
+  upstream: H2ClientStream | ClientRequest | null = null;
   upstreamRes: IncomingMessage | null = null;
   /** The upstream leg completed, failed or was cancelled by us. */
   upstreamDone = false;
@@ -90,6 +91,8 @@ export class Exchange {
   replayBytes = 0;
   /** The body can no longer be replayed (too large, or the app answered). */
   replayOff = false;
+  /** Response body bytes from an HTTP/2 app held by the caller's stream (not yet acknowledged to the app). */
+  downUnacked = 0;
   /** Upstream attempts made (a refused stream is retried once on a fresh connection). */
   attempts = 0;
   /** Trailers the client sent after its body (HTTP/2), relayed to an HTTP/2 app. */

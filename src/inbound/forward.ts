@@ -1,12 +1,14 @@
-import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import http2, { type ClientHttp2Session, constants as h2c, type ClientHttp2Stream, type IncomingHttpStatusHeader } from 'node:http2';
+import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
-import { type Exchange, exchangeOf, kExchange, tag, type Tagged } from './exchange.ts';
+import { HpackError } from '../h2/hpack.ts';
+import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, kSensitive, REFUSED_STREAM } from '../h2/conn.ts';
+import { type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
@@ -17,7 +19,7 @@ import {
   requestTrailerFields,
   responseHeadersForH2,
 } from './headers.ts';
-import { H2SessionPool } from './pool.ts';
+import { H2ConnectionPool } from './pool.ts';
 import { type ErrorResponder, HEADER_DECISION_ID } from './respond.ts';
 import type { InboundCounters } from './types.ts';
 
@@ -83,15 +85,6 @@ export interface RelayOptions {
   readonly guardSidecarFields?: boolean;
 }
 
-const END_FLAG = h2c.NGHTTP2_FLAG_END_STREAM;
-const REQUEST_NO_BODY = Object.freeze({ endStream: true });
-/**
- * The body may end with trailers (HTTP/2 or chunked HTTP/1.1): sent on `wantTrailers`. This
- * also keeps a cancelled upload from looking complete: Node's `close(code)` ends the writable
- * side first, which without `waitForTrailers` puts END_STREAM on the wire before the RST.
- */
-const REQUEST_WITH_BODY = Object.freeze({ endStream: false, waitForTrailers: true });
-const EMPTY_TRAILERS = Object.freeze({});
 const RESPOND_END = Object.freeze({ endStream: true });
 const RESPOND_WITH_TRAILERS = Object.freeze({ waitForTrailers: true });
 const PIPE_NO_END = Object.freeze({ end: false });
@@ -105,10 +98,8 @@ function errCode(err: unknown): string | undefined {
 }
 
 /**
- * The app-bound request as HTTP/2 raw fields `[name, value, …]`, pseudo-headers first. Node takes
- * this form as is, where a header object is first copied into a new null-prototype object and
- * then walked again: the copy was ~7% of the bytes allocated per proxied call
- * (BENCHMARKS.md). `ex.fwdHeaders` is left as the stages built it.
+ * The app-bound request as HTTP/2 raw fields `[name, value, …]`, pseudo-headers first, as the
+ * HPACK encoder takes them. `ex.fwdHeaders` is left as the stages built it.
  */
 function h2RequestFields(ex: Exchange, authority: string): string[] {
   const out = [':method', ex.method, ':scheme', 'http', ':authority', authority, ':path', ex.query === '' ? ex.path : ex.path + ex.query];
@@ -124,34 +115,30 @@ function h2RequestFields(ex: Exchange, authority: string): string[] {
 }
 
 /**
- * The app's HTTP/2 response headers for the caller, as raw fields (no header-object copy in
- * node:http2, as for requests): the call's decision id replaces any the app sent, and with
- * `guard` the app cannot send `x-ward-reason` either. Fields the app marked never-indexed stay so.
+ * The app's HTTP/2 response headers (raw fields, `:status` first) for the caller, as raw fields
+ * (node:http2 takes them without a header-object copy): the call's decision id replaces any the
+ * app sent, and with `guard` the app cannot send `x-ward-reason` either. Fields the app marked
+ * never-indexed (RFC 7541 §6.2.3) stay so.
  */
-function h2ResponseFields(headers: IncomingHttpHeaders, decisionId: string, guard: boolean): string[] {
+function h2ResponseFields(fields: readonly string[], decisionId: string, guard: boolean): string[] {
   const out: string[] = [];
-  for (const name in headers) {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
     if (name === HEADER_DECISION_ID || (guard && isSidecarResponseField(name))) continue;
-    const v = headers[name];
-    if (typeof v === 'string') out.push(name, v);
-    else if (Array.isArray(v)) for (const x of v) out.push(name, x);
-    else if (v !== undefined) out.push(name, String(v));
+    out.push(name, fields[i + 1] as string);
   }
   out.push(HEADER_DECISION_ID, decisionId);
-  const sensitive = (headers as Record<symbol, unknown>)[http2.sensitiveHeaders];
+  const sensitive = (fields as { [kSensitive]?: string[] })[kSensitive];
   if (sensitive !== undefined) (out as unknown as Record<symbol, unknown>)[http2.sensitiveHeaders] = sensitive;
   return out;
 }
 
 /** Why a call failed before any response header arrived. */
 function classifyFailure(err: Error | undefined, rstCode: number | undefined): ErrorCode {
-  if (rstCode === h2c.NGHTTP2_REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
+  if (rstCode === REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
   const code = errCode(err);
   if (code !== undefined && UNREACHABLE.has(code)) return 'ERR_UPSTREAM_UNAVAILABLE';
-  // Node cancels streams queued on a session that failed to connect; the cause says why.
-  const cause = errCode((err as { cause?: unknown } | undefined)?.cause);
-  if (cause !== undefined && UNREACHABLE.has(cause)) return 'ERR_UPSTREAM_UNAVAILABLE';
-  if (code === 'ERR_HTTP2_STREAM_CANCEL' || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION') {
+  if (code === 'ERR_HTTP2_STREAM_CANCEL' || code === 'ERR_HTTP2_INVALID_SESSION') {
     return 'ERR_UPSTREAM_UNAVAILABLE';
   }
   return 'ERR_UPSTREAM_RESET';
@@ -161,65 +148,6 @@ function classifyFailure(err: Error | undefined, rstCode: number | undefined): E
 function isHeaderError(err: unknown): boolean {
   const c = errCode(err) ?? '';
   return c.startsWith('ERR_HTTP2_HEADER') || c === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || c === 'ERR_INVALID_HTTP_TOKEN' || c === 'ERR_INVALID_CHAR';
-}
-
-/**
- * A body passed from one stream to the other without `pipe()`, which registers seven listeners
- * and allocates its own state per call: here two module-level listeners on the source and one
- * write per chunk (BENCHMARKS.md, "what each optimisation bought"). The same rules as pipe:
- * backpressure (the source pauses until the destination drains), `end()` when the source ends,
- * nothing written to a destination that is closed (the source keeps being read, so flow control
- * keeps moving). The source names its destination through `kRelayTo`; a destination waiting
- * for `drain` names its source through `kRelayFrom`.
- */
-const kRelayTo: unique symbol = Symbol('ward.relay.to');
-const kRelayFrom: unique symbol = Symbol('ward.relay.from');
-type RelaySource = Readable & { [kRelayTo]?: Writable | null };
-type RelaySink = Writable & { [kRelayFrom]?: Readable | null };
-
-function relayBody(src: Readable, dst: Writable): void {
-  (src as RelaySource)[kRelayTo] = dst;
-  src.on('data', onRelayData);
-  src.on('end', onRelayEnd);
-}
-
-function onRelayData(this: RelaySource, chunk: Buffer): void {
-  const dst = this[kRelayTo];
-  if (dst === undefined || dst === null || dst.destroyed || dst.writableEnded) return;
-  const ex = (dst as Tagged<Writable>)[kExchange];
-  if (ex !== undefined && ex.upstream === dst && !ex.replayOff) keepForReplay(ex, chunk);
-  if (!dst.write(chunk)) {
-    this.pause();
-    (dst as RelaySink)[kRelayFrom] = this;
-    dst.once('drain', onRelayDrain);
-  }
-}
-
-function onRelayDrain(this: RelaySink): void {
-  const src = this[kRelayFrom];
-  this[kRelayFrom] = null;
-  if (src !== undefined && src !== null && !src.destroyed && (src as RelaySource)[kRelayTo] === this) src.resume();
-}
-
-function onRelayEnd(this: RelaySource): void {
-  const dst = this[kRelayTo];
-  this[kRelayTo] = null;
-  if (wasCut(this)) return;
-  if (dst !== undefined && dst !== null && !dst.destroyed && !dst.writableEnded) dst.end();
-}
-
-/**
- * Node ends an HTTP/2 stream's readable side not only on END_STREAM but also when the stream is
- * reset or its session dies (the app crashed: `rstCode` CANCEL, no error event). Such a body was
- * cut, not finished, and must never be passed on as complete — a truncated response would reach
- * the caller as a clean end (an empty-trailers gRPC call, a short HTTP body). Trailers mean
- * END_STREAM did arrive, whatever RST followed. The stream's `close` handler reports the failure.
- */
-function wasCut(s: Readable): boolean {
-  const code = (s as Readable & { rstCode?: number }).rstCode;
-  if (code === undefined || code === h2c.NGHTTP2_NO_ERROR) return false;
-  const ex = exchangeOf(s);
-  return (s === ex.h2 ? ex.requestTrailers : ex.trailers) === null;
 }
 
 /**
@@ -233,9 +161,6 @@ const REPLAY_LIMIT = 64 * 1024;
 /** Upstream attempts per call: the first and up to two retries, each on a fresh connection (Istio's default retry policy also retries `refused-stream` twice). */
 const MAX_ATTEMPTS = 3;
 
-const kSessionOf: unique symbol = Symbol('ward.upstream.session');
-type UpstreamStream = ClientHttp2Stream & { [kSessionOf]?: ClientHttp2Session };
-
 function keepForReplay(ex: Exchange, chunk: Buffer): void {
   if (ex.replayBytes + chunk.length > REPLAY_LIMIT) {
     ex.replayOff = true;
@@ -246,13 +171,99 @@ function keepForReplay(ex: Exchange, chunk: Buffer): void {
   (ex.replay ??= []).push(chunk);
 }
 
+/**
+ * The client's request body, passed to the app's HTTP/2 stream without `pipe()`: two
+ * module-level listeners on the source, one write per chunk, backpressure through the stream's
+ * `drain` (its flow-control window or the socket).
+ */
+const kRelaying: unique symbol = Symbol('ward.relay.end');
+/** A body being relayed names its relay's end handler (null once it stopped). */
+type RelaySource = Readable & { [kRelaying]?: ((this: Readable) => void) | null };
+
+function relayBody(ex: Exchange, src: Readable, onEnd: (this: Readable) => void): void {
+  tag(src, ex); // an HTTP/1.1 request is not tagged by the listener (its response is)
+  (src as RelaySource)[kRelaying] = onEnd;
+  src.on('data', onBodyData);
+  src.on('end', onEnd);
+}
+
 /** Stops relaying from `src` (a no-op for a source never relayed). */
 function unrelay(src: Readable): void {
   const r = src as RelaySource;
-  if (r[kRelayTo] === undefined) return;
-  r[kRelayTo] = null;
-  src.off('data', onRelayData);
-  src.off('end', onRelayEnd);
+  const onEnd = r[kRelaying];
+  if (onEnd === undefined || onEnd === null) return;
+  r[kRelaying] = null;
+  src.off('data', onBodyData);
+  src.off('end', onEnd);
+}
+
+function onBodyData(this: Readable, chunk: Buffer): void {
+  const ex = exchangeOf(this);
+  const up = ex.upstream;
+  if (!(up instanceof H2ClientStream) || up.closed) return;
+  if (!ex.replayOff) keepForReplay(ex, chunk);
+  if (!up.write(chunk)) this.pause();
+}
+
+/**
+ * Node ends a server stream's readable side not only on END_STREAM but also when the client
+ * reset it (CANCEL): such a body was cut, not finished, and must never reach the app as complete.
+ * Trailers mean END_STREAM did arrive, whatever RST followed.
+ */
+function requestCut(ex: Exchange): boolean {
+  if (ex.h2 !== null) return (ex.h2.rstCode ?? 0) !== 0 && ex.requestTrailers === null;
+  return ex.req !== null && !ex.req.complete;
+}
+
+function endUpstreamBody(ex: Exchange, identityPrefix: string | undefined): void {
+  const up = ex.upstream;
+  if (!(up instanceof H2ClientStream) || up.closed || ex.upstreamDone) return;
+  if (requestCut(ex)) {
+    cancelUpstream(ex);
+    return;
+  }
+  let t: IncomingHttpHeaders | null = ex.requestTrailers;
+  if (t === null && ex.req !== null && ex.req.complete) {
+    const raw = ex.req.trailers;
+    for (const _ in raw) {
+      t = raw;
+      break;
+    }
+  }
+  try {
+    // Request trailers are the caller's too: no identity field, no credential (RFC 9110 §6.5.1).
+    up.end(t === null ? null : fieldList(requestTrailerFields(t, identityPrefix)));
+  } catch (err) {
+    // A trailer field HTTP/2 cannot carry: the app must not see the body as complete.
+    ex.upstreamError ??= err as Error;
+    cancelUpstream(ex);
+  }
+}
+
+/** An HTTP/2 header object as raw fields. */
+function fieldList(h: OutgoingHttpHeaders): string[] {
+  const out: string[] = [];
+  for (const name in h) {
+    const v = h[name];
+    if (typeof v === 'string') out.push(name, v);
+    else if (Array.isArray(v)) for (const x of v) out.push(name, x);
+    else if (v !== undefined) out.push(name, String(v));
+  }
+  return out;
+}
+
+/** Raw fields as a header object (repeated names become arrays), for HTTP/1.1 and trailers. */
+function fieldObject(fields: readonly string[], from: number): IncomingHttpHeaders {
+  const out = Object.create(null) as Record<string, string | string[]>;
+  for (let i = from; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const v = fields[i + 1] as string;
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[name] = [prev, v];
+  }
+  return out;
 }
 
 /** Stops feeding the app and drops whatever the client still sends (flow control keeps moving). */
@@ -270,12 +281,21 @@ function cancelUpstream(ex: Exchange): void {
   if (up === null || ex.upstreamDone) return;
   ex.upstreamDone = true;
   if (up instanceof ClientRequest) up.destroy();
-  else if (!up.destroyed) up.close(h2c.NGHTTP2_CANCEL);
+  else up.reset(CANCEL);
 }
 
-function onUpstreamError(this: ClientHttp2Stream | ClientRequest | IncomingMessage, err: Error): void {
+function onUpstreamError(this: ClientRequest | IncomingMessage, err: Error): void {
   const ex = exchangeOf(this);
   ex.upstreamError ??= err;
+}
+
+/** The caller's HTTP/2 stream drained: the app may send what was held back. */
+function onDownstreamDrain(this: Writable): void {
+  const ex = exchangeOf(this);
+  const n = ex.downUnacked;
+  ex.downUnacked = 0;
+  const up = ex.upstream;
+  if (up instanceof H2ClientStream) up.consumed(n);
 }
 
 export function createForwarder(o: ForwarderOptions): Forwarder {
@@ -310,44 +330,12 @@ export function createRelay(o: RelayOptions): Relay {
   const upstreamPort = url.port === '' ? 80 : Number(url.port);
   const defaultAuthority = url.host;
   const requestTimeoutMs = o.upstream.requestTimeoutMs;
-  const pool = o.upstream.protocol === 'h2c' ? new H2SessionPool(url.origin, o.upstream.maxSessions, o.upstream.connectTimeoutMs, log) : null;
-  const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;
-
   const identityPrefix = o.identityPrefix;
   const guardResponse = o.guardSidecarFields === true;
 
-  // Handlers that apply this relay's field rules: built once per relay, not per call.
-  /** The client's body has been passed on; its trailers (if any) follow it to the app. */
-  function onUpstreamWantTrailers(this: ClientHttp2Stream): void {
-    const ex = exchangeOf(this);
-    // Cancelling calls close(), which ends the writable side and lands here: sending trailers
-    // now would present a truncated upload to the app as complete. The RST follows instead.
-    if (ex.upstreamDone || this.destroyed) return;
-    // Node emits 'end' on a server stream the client reset with CANCEL, so a piped body can look
-    // finished when it was cut: check before ending the app's side.
-    if (ex.h2 !== null ? (ex.h2.rstCode ?? 0) !== 0 : ex.req !== null && !ex.req.complete) {
-      cancelUpstream(ex);
-      return;
-    }
-    let t: IncomingHttpHeaders | null = ex.requestTrailers;
-    if (t === null && ex.req !== null && ex.req.complete) {
-      const raw = ex.req.trailers;
-      for (const _ in raw) {
-        t = raw;
-        break;
-      }
-    }
-    try {
-      // Request trailers are the caller's too: no identity field, no credential (RFC 9110 §6.5.1).
-      this.sendTrailers(t === null ? EMPTY_TRAILERS : requestTrailerFields(t, identityPrefix));
-    } catch {
-      if (!this.destroyed) this.close(h2c.NGHTTP2_INTERNAL_ERROR);
-    }
-  }
-
-  function onH2UpstreamTrailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
-    if (guardResponse) dropSidecarResponseFields(trailers);
-    exchangeOf(this).trailers = trailers;
+  function onBodyEnd(this: Readable): void {
+    unrelay(this);
+    endUpstreamBody(exchangeOf(this), identityPrefix);
   }
 
   function onH1UpstreamEnd(this: IncomingMessage): void {
@@ -357,11 +345,7 @@ export function createRelay(o: RelayOptions): Relay {
   }
 
   /** The app's body ended towards an HTTP/1.1 client: chunked trailers if it asked for them. */
-  function onUpstreamEndToH1(this: ClientHttp2Stream | IncomingMessage): void {
-    const ex = exchangeOf(this);
-    const res = ex.res;
-    if (res === null || ex.closed || ex.finished) return;
-    if (wasCut(this)) return; // the app's HTTP/2 stream died mid-body: onH2Close fails the call
+  function endToH1(ex: Exchange, res: ServerResponse): void {
     const t = ex.upstreamRes !== null ? ex.upstreamRes.trailers : ex.trailers;
     if (ex.acceptsTrailers && t !== null) {
       const fields = relayableFields(t as IncomingHttpHeaders);
@@ -372,6 +356,13 @@ export function createRelay(o: RelayOptions): Relay {
       }
     }
     res.end();
+  }
+
+  function onUpstreamEndToH1(this: IncomingMessage): void {
+    const ex = exchangeOf(this);
+    const res = ex.res;
+    if (res === null || ex.closed || ex.finished) return;
+    endToH1(ex, res);
   }
 
   function fail(ex: Exchange, code: ErrorCode): void {
@@ -388,64 +379,113 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, 'ERR_UPSTREAM_TIMEOUT');
   }
 
-  // ---- HTTP/2 (h2c) app
+  // ---- HTTP/2 (h2c) app, through ward's own client (src/h2/conn.ts)
 
-  function onH2Response(this: ClientHttp2Stream, headers: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
-    const ex = exchangeOf(this);
-    const end = (flags & END_FLAG) !== 0;
-    if (end) this.resume();
-    // The app took the call: it is never sent again, and its body need not be kept.
-    ex.replayOff = true;
-    ex.replay = null;
+  /** The app's response ended (END_STREAM on DATA or trailers): end the caller's side. */
+  function endDownstream(ex: Exchange): void {
     if (ex.closed || ex.finished) return;
-    ex.responseStarted = true;
-    try {
-      if (ex.h2 !== null) {
-        // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relay as such.
-        // Otherwise the response stays open for the app's trailers (`wantTrailers`).
-        // Every response carries its decision id, so a caller can quote it to the sidecar's log.
-        ex.h2.respond(h2ResponseFields(headers, ex.decisionId, guardResponse), end ? RESPOND_END : RESPOND_WITH_TRAILERS);
-        ex.relayedStatus = headers[':status'] ?? 200;
-        const gs = headers['grpc-status'];
-        if (typeof gs === 'string') ex.relayedGrpcStatus = gs;
-        if (!end) relayBody(this, ex.h2);
-      } else if (ex.res !== null) {
-        const fields = relayableFields(headers);
-        if (guardResponse) dropSidecarResponseFields(fields);
-        fields[HEADER_DECISION_ID] = ex.decisionId;
-        ex.res.writeHead(headers[':status'] ?? 502, fields);
-        if (end) ex.res.end();
+    if (ex.h2 !== null) ex.h2.end(); // `wantTrailers` sends ex.trailers (server.ts)
+    else if (ex.res !== null) endToH1(ex, ex.res);
+  }
+
+  const h2Events: H2StreamHandler = {
+    response(s, fields, end) {
+      const ex = s.owner as Exchange;
+      if (ex.upstream !== s) return;
+      // The app took the call: it is never sent again, and its body need not be kept.
+      ex.replayOff = true;
+      ex.replay = null;
+      if (ex.closed || ex.finished) {
+        cancelUpstream(ex);
+        return;
+      }
+      ex.responseStarted = true;
+      try {
+        if (ex.h2 !== null) {
+          // gRPC errors arrive trailers-only (one HEADERS frame with END_STREAM): relayed as such.
+          // Otherwise the response stays open for the app's trailers (`wantTrailers`).
+          // Every response carries its decision id, so a caller can quote it to the sidecar's log.
+          ex.h2.respond(h2ResponseFields(fields, ex.decisionId, guardResponse), end ? RESPOND_END : RESPOND_WITH_TRAILERS);
+          ex.relayedStatus = Number(fields[1]);
+          for (let i = 2; i < fields.length; i += 2) {
+            if (fields[i] === 'grpc-status') {
+              ex.relayedGrpcStatus = fields[i + 1];
+              break;
+            }
+          }
+        } else if (ex.res !== null) {
+          const obj = fieldObject(fields, 2);
+          const out = relayableFields(obj);
+          if (guardResponse) dropSidecarResponseFields(out);
+          out[HEADER_DECISION_ID] = ex.decisionId;
+          ex.res.writeHead(Number(fields[1]), out);
+          if (end) ex.res.end();
+        }
+      } catch (err) {
+        ex.upstreamError ??= err as Error;
+        cancelUpstream(ex);
+        fail(ex, 'ERR_UPSTREAM_RESET');
+      }
+    },
+
+    data(s, chunk, end) {
+      const ex = s.owner as Exchange;
+      if (ex.upstream !== s || ex.closed || ex.finished) return;
+      const n = chunk.length;
+      if (n > 0) {
+        const down = (ex.h2 ?? ex.res) as Writable;
+        if (down.write(chunk)) s.consumed(n);
         else {
-          this.on('end', onUpstreamEndToH1);
-          this.pipe(ex.res, PIPE_NO_END);
+          // Held back until the caller reads: the app's stream window stays closed meanwhile.
+          if (ex.downUnacked === 0) down.once('drain', onDownstreamDrain);
+          ex.downUnacked += n;
         }
       }
-    } catch (err) {
-      ex.upstreamError ??= err as Error;
-      cancelUpstream(ex);
-      fail(ex, 'ERR_UPSTREAM_RESET');
-    }
-  }
+      if (end) endDownstream(ex);
+    },
 
-  function onH2Close(this: ClientHttp2Stream): void {
-    const ex = exchangeOf(this);
-    if (pool !== null && ex.upstream === this && refusedUnprocessed(ex, this)) {
-      retryH2(ex, this, pool);
-      return;
-    }
-    releaseBody(ex);
-    if (ex.upstreamDone) return;
-    ex.upstreamDone = true;
-    // END_STREAM from the app reached us: the call completed, whatever RST follows.
-    if (this.readableEnded && !wasCut(this)) return;
-    if (ex.closed || ex.finished) return;
-    fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(ex.upstreamError, this.rstCode));
-  }
+    trailers(s, fields) {
+      const ex = s.owner as Exchange;
+      if (ex.upstream !== s) return;
+      const t = fieldObject(fields, 0);
+      if (guardResponse) dropSidecarResponseFields(t);
+      ex.trailers = t;
+      endDownstream(ex);
+    },
+
+    drain(s) {
+      const ex = s.owner as Exchange;
+      if (ex.upstream !== s) return;
+      const body = ex.body();
+      if (!body.destroyed && body.isPaused()) body.resume();
+    },
+
+    close(s) {
+      const ex = s.owner as Exchange;
+      if (ex.upstream !== s) return;
+      if (refusedUnprocessed(ex, s)) {
+        retryH2(ex, s);
+        return;
+      }
+      releaseBody(ex);
+      if (ex.upstreamDone) return;
+      ex.upstreamDone = true;
+      // END_STREAM from the app reached us: the call completed, whatever RST follows.
+      if (s.remoteEnded) return;
+      ex.upstreamError ??= s.error;
+      if (ex.closed || ex.finished) return;
+      fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(s.error, s.rstCode));
+    },
+  };
+
+  const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log) : null;
+  const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;
 
   /** The app refused the stream before processing it, and the call can be sent again. */
-  function refusedUnprocessed(ex: Exchange, up: ClientHttp2Stream): boolean {
+  function refusedUnprocessed(ex: Exchange, up: H2ClientStream): boolean {
     return (
-      up.rstCode === h2c.NGHTTP2_REFUSED_STREAM &&
+      up.refused &&
+      pool !== null &&
       !ex.upstreamDone &&
       !ex.responseStarted &&
       !ex.closed &&
@@ -456,49 +496,37 @@ export function createRelay(o: RelayOptions): Relay {
   }
 
   /** Sends a refused call again on a fresh connection: its headers, the body sent so far, then the rest. */
-  function retryH2(ex: Exchange, old: ClientHttp2Stream, p: H2SessionPool): void {
+  function retryH2(ex: Exchange, old: H2ClientStream): void {
     if (log.enabled('debug')) log.debug('upstream refused the stream unprocessed; sending the call again', { decisionId: ex.decisionId, attempt: ex.attempts + 1 });
     const body = ex.body();
-    if (!ex.bodyless) {
-      unrelay(body);
-      (old as RelaySink)[kRelayFrom] = null;
-    }
+    if (!ex.bodyless) unrelay(body);
     ex.upstream = null;
     ex.upstreamError = undefined;
-    toH2(ex, p, (old as UpstreamStream)[kSessionOf]);
-    const up = ex.upstream as ClientHttp2Stream | null;
+    toH2(ex, pool as H2ConnectionPool, old.conn);
+    const up = ex.upstream as H2ClientStream | null;
     if (up === null || ex.bodyless) return;
     for (const chunk of ex.replay ?? []) up.write(chunk);
-    if (body.readableEnded) up.end();
-    else if (body.isPaused()) body.resume();
+    if (body.readableEnded) {
+      unrelay(body);
+      endUpstreamBody(ex, identityPrefix);
+    } else if (body.isPaused()) body.resume();
   }
 
-  /** `refusedBy`: the session that refused this call unprocessed (a retry goes to its replacement). */
-  function toH2(ex: Exchange, p: H2SessionPool, refusedBy?: ClientHttp2Session): void {
+  /** `refusedBy`: the connection that refused this call unprocessed (a retry goes to its replacement). */
+  function toH2(ex: Exchange, p: H2ConnectionPool, refusedBy?: H2Connection): void {
     ex.attempts++;
-    let up: ClientHttp2Stream;
-    let session: ClientHttp2Session;
+    let up: H2ClientStream;
     try {
-      session = refusedBy === undefined ? p.session() : p.replacing(refusedBy);
-      up = session.request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless ? REQUEST_NO_BODY : REQUEST_WITH_BODY);
+      const conn = refusedBy === undefined ? p.connection() : p.replacing(refusedBy);
+      up = conn.request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless, ex);
     } catch (err) {
       ex.upstreamError = err as Error;
-      if (isHeaderError(err)) responder.write(ex, 'ERR_REQUEST_INVALID');
+      if (err instanceof HpackError) responder.write(ex, 'ERR_REQUEST_INVALID'); // a field HTTP/2 cannot carry
       else fail(ex, 'ERR_UPSTREAM_UNAVAILABLE');
       return;
     }
-    tag(up, ex);
-    // Node forgets a stream's session once the stream is closed; a retry needs to know it.
-    (up as UpstreamStream)[kSessionOf] = session;
     ex.upstream = up;
-    up.on('response', onH2Response);
-    up.on('trailers', onH2UpstreamTrailers);
-    up.on('error', onUpstreamError);
-    up.on('close', onH2Close);
-    if (!ex.bodyless) {
-      up.on('wantTrailers', onUpstreamWantTrailers);
-      relayBody(ex.body(), up);
-    }
+    if (!ex.bodyless) relayBody(ex, ex.body(), onBodyEnd);
   }
 
   // ---- HTTP/1.1 app

@@ -39,6 +39,15 @@ async function startGoawayApp(): Promise<GoawayApp> {
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
+      if (path.startsWith('/refuse-after-body/')) {
+        // reads the whole body first, so the sidecar has sent (and had to keep) all of it
+        stream.on('data', () => {});
+        stream.on('end', () => {
+          stats.refused++;
+          stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        });
+        return;
+      }
       if (closing) {
         // nghttp2 ignores streams above the GOAWAY's last stream id (the client closes them as
         // refused); one that still reaches the app is refused the same way, never processed
@@ -133,8 +142,10 @@ describe('an app that closes its HTTP/2 connection every few requests (nginx kee
 
   it('a refused call whose body is too large to keep (over 64 KiB) fails as unavailable, never half-sent', async () => {
     const before = app.stats.answered;
-    const r = await h2Request(client, { ':method': 'POST', ':path': '/refuse-once/big', ':authority': 'orders.test', authorization: 'Bearer good-alice' }, Buffer.alloc(100 * 1024, 0x61));
+    const refused = app.stats.refused;
+    const r = await h2Request(client, { ':method': 'POST', ':path': '/refuse-after-body/big', ':authority': 'orders.test', authorization: 'Bearer good-alice' }, Buffer.alloc(100 * 1024, 0x61));
     expect([r.headers[':status'], r.headers['x-ward-reason']]).toEqual([503, 'ERR_UPSTREAM_UNAVAILABLE']);
     expect(app.stats.answered - before).toBe(0);
+    expect(app.stats.refused - refused).toBe(1); // not sent again
   });
 });
