@@ -508,7 +508,10 @@ export class H2Connection {
   #maybeEnd(): void {
     if (this.#goaway && !this.#destroyed && this.#streams.size === 0 && this.#queued.length === 0) {
       this.#destroyed = true;
-      this.socket.end();
+      // Not just end(): a peer that sent GOAWAY may keep its side open (node:http2's
+      // session.goaway() does), and waiting for its FIN would hold the socket, and `onClose`,
+      // forever. No stream is left, so nothing it could still send matters.
+      this.socket.destroySoon();
     }
   }
 
@@ -797,7 +800,9 @@ export class H2Connection {
 
   #onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number): void {
     if (this.#contStream === 0 || id !== this.#contStream) return this.#connectionError(PROTOCOL_ERROR, 'CONTINUATION without HEADERS');
-    this.#contBytes += end - start;
+    // Each frame's header octets count too: an endless run of empty CONTINUATION frames would
+    // otherwise add a chunk per frame without ever reaching the limit.
+    this.#contBytes += FRAME_HEADER + end - start;
     if (this.#contBytes > MAX_HEADER_BLOCK) return this.#connectionError(PROTOCOL_ERROR, 'header block too large');
     this.#contChunks.push(buf.subarray(start, end));
     if ((flags & FLAG_END_HEADERS) === 0) return;
@@ -819,9 +824,10 @@ export class H2Connection {
     } catch (err) {
       sensitive.length = 0;
       const s = this.#streams.get(id);
-      if (err instanceof HpackError && err.code === 'ERR_HPACK_HEADER_LIST_TOO_LARGE' && s !== undefined) {
-        // Decoded to the end (the table is in step): only this stream is refused.
-        this.#streamError(s, PROTOCOL_ERROR, 'response header list over SETTINGS_MAX_HEADER_LIST_SIZE');
+      if (err instanceof HpackError && err.code === 'ERR_HPACK_HEADER_LIST_TOO_LARGE' && (s !== undefined || (id < this.#nextId && id % 2 === 1))) {
+        // Decoded to the end (the table is in step): only this stream is refused, or, for a
+        // stream we already reset, the headers are dropped like any others on it.
+        if (s !== undefined) this.#streamError(s, PROTOCOL_ERROR, 'response header list over SETTINGS_MAX_HEADER_LIST_SIZE');
         return;
       }
       // The decoder's table may now differ from the app's: the connection cannot go on (§4.3).

@@ -1,7 +1,7 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { ServerHttp2Stream } from 'node:http2';
-import type { Readable } from 'node:stream';
+import type { EventEmitter } from 'node:events';
 import type { H2ClientStream } from '../h2/conn.ts';
+import type { H2ServerStream } from '../h2/server.ts';
 import type { Identity } from '../policy/model.ts';
 import type { CallSpan } from './types.ts';
 
@@ -26,8 +26,18 @@ export function tag(o: object, ex: Exchange): void {
   (o as Tagged<object>)[kExchange] = ex;
 }
 
+/** What the forwarder needs of a request body: node's `Readable` and `H2ServerStream` both have it. */
+export interface BodySource extends EventEmitter {
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
+  unpipe(): unknown;
+  readonly readableEnded: boolean;
+  readonly destroyed: boolean;
+}
+
 export class Exchange {
-  readonly h2: ServerHttp2Stream | null;
+  readonly h2: H2ServerStream | null;
   readonly req: IncomingMessage | null;
   readonly res: ServerResponse | null;
   /** Response shape: gRPC (trailers-only errors, grpc-status) or plain HTTP. */
@@ -102,7 +112,7 @@ export class Exchange {
   timer: NodeJS.Timeout | null = null;
 
   constructor(init: {
-    h2: ServerHttp2Stream | null;
+    h2: H2ServerStream | null;
     req: IncomingMessage | null;
     res: ServerResponse | null;
     grpc: boolean;
@@ -127,8 +137,8 @@ export class Exchange {
     this.expectContinue = init.expectContinue;
   }
 
-  /** The request body as a readable stream. */
-  body(): Readable {
-    return (this.h2 ?? this.req) as Readable;
+  /** The request body: the HTTP/2 stream or the HTTP/1.1 request (a `BodySource` either way). */
+  body(): BodySource {
+    return (this.h2 ?? this.req) as BodySource;
   }
 }

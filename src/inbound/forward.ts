@@ -1,14 +1,15 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
 import { HpackError } from '../h2/hpack.ts';
 import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, kSensitive, REFUSED_STREAM } from '../h2/conn.ts';
-import { type Exchange, exchangeOf, tag } from './exchange.ts';
+import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
@@ -87,7 +88,6 @@ export interface RelayOptions {
 
 const RESPOND_END = Object.freeze({ endStream: true });
 const RESPOND_WITH_TRAILERS = Object.freeze({ waitForTrailers: true });
-const PIPE_NO_END = Object.freeze({ end: false });
 
 /** Failures that mean "the app is not there" rather than "the app broke this call". */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EADDRNOTAVAIL', 'EAI_AGAIN']);
@@ -178,17 +178,18 @@ function keepForReplay(ex: Exchange, chunk: Buffer): void {
  */
 const kRelaying: unique symbol = Symbol('ward.relay.end');
 /** A body being relayed names its relay's end handler (null once it stopped). */
-type RelaySource = Readable & { [kRelaying]?: ((this: Readable) => void) | null };
+type RelaySource = BodySource & { [kRelaying]?: ((this: BodySource) => void) | null };
 
-function relayBody(ex: Exchange, src: Readable, onEnd: (this: Readable) => void): void {
+function relayBody(ex: Exchange, src: BodySource, onEnd: (this: BodySource) => void): void {
   tag(src, ex); // an HTTP/1.1 request is not tagged by the listener (its response is)
   (src as RelaySource)[kRelaying] = onEnd;
   src.on('data', onBodyData);
   src.on('end', onEnd);
+  src.resume(); // an H2ServerStream flows only when asked (a node Readable already does)
 }
 
 /** Stops relaying from `src` (a no-op for a source never relayed). */
-function unrelay(src: Readable): void {
+function unrelay(src: BodySource): void {
   const r = src as RelaySource;
   const onEnd = r[kRelaying];
   if (onEnd === undefined || onEnd === null) return;
@@ -197,7 +198,7 @@ function unrelay(src: Readable): void {
   src.off('end', onEnd);
 }
 
-function onBodyData(this: Readable, chunk: Buffer): void {
+function onBodyData(this: BodySource, chunk: Buffer): void {
   const ex = exchangeOf(this);
   const up = ex.upstream;
   if (!(up instanceof H2ClientStream) || up.closed) return;
@@ -289,8 +290,59 @@ function onUpstreamError(this: ClientRequest | IncomingMessage, err: Error): voi
   ex.upstreamError ??= err;
 }
 
+/** Where a body goes: node's `Writable`, or the caller's `H2ServerStream`. */
+interface Sink extends EventEmitter {
+  write(chunk: Buffer): boolean;
+  end(): unknown;
+  readonly destroyed: boolean;
+  readonly writableEnded: boolean;
+}
+
+/**
+ * A body from `src` to `dst` for the HTTP/1.1 legs, like `pipe()` (backpressure, `end()` when
+ * the source ends unless `end` is false, nothing written to a closed destination) but for any
+ * `BodySource` and `Sink`: the source names its destination through `kPumpTo`, a destination
+ * waiting for `drain` names its source through `kPumpFrom`.
+ */
+const kPumpTo: unique symbol = Symbol('ward.pump.to');
+const kPumpFrom: unique symbol = Symbol('ward.pump.from');
+const kPumpEnd: unique symbol = Symbol('ward.pump.end');
+type PumpSource = BodySource & { [kPumpTo]?: Sink | null; [kPumpEnd]?: boolean };
+type PumpSink = Sink & { [kPumpFrom]?: BodySource | null };
+
+function pump(src: BodySource, dst: Sink, end: boolean): void {
+  const s = src as PumpSource;
+  s[kPumpTo] = dst;
+  s[kPumpEnd] = end;
+  src.on('data', onPumpData);
+  src.on('end', onPumpEnd);
+  src.resume();
+}
+
+function onPumpData(this: PumpSource, chunk: Buffer): void {
+  const dst = this[kPumpTo];
+  if (dst === undefined || dst === null || dst.destroyed || dst.writableEnded) return;
+  if (!dst.write(chunk)) {
+    this.pause();
+    (dst as PumpSink)[kPumpFrom] = this;
+    dst.once('drain', onPumpDrain);
+  }
+}
+
+function onPumpDrain(this: PumpSink): void {
+  const src = this[kPumpFrom];
+  this[kPumpFrom] = null;
+  if (src !== undefined && src !== null && !src.destroyed && (src as PumpSource)[kPumpTo] === this) src.resume();
+}
+
+function onPumpEnd(this: PumpSource): void {
+  const dst = this[kPumpTo];
+  this[kPumpTo] = null;
+  if (this[kPumpEnd] === true && dst !== undefined && dst !== null && !dst.destroyed && !dst.writableEnded) dst.end();
+}
+
 /** The caller's HTTP/2 stream drained: the app may send what was held back. */
-function onDownstreamDrain(this: Writable): void {
+function onDownstreamDrain(this: Sink): void {
   const ex = exchangeOf(this);
   const n = ex.downUnacked;
   ex.downUnacked = 0;
@@ -333,7 +385,7 @@ export function createRelay(o: RelayOptions): Relay {
   const identityPrefix = o.identityPrefix;
   const guardResponse = o.guardSidecarFields === true;
 
-  function onBodyEnd(this: Readable): void {
+  function onBodyEnd(this: BodySource): void {
     unrelay(this);
     endUpstreamBody(exchangeOf(this), identityPrefix);
   }
@@ -433,7 +485,7 @@ export function createRelay(o: RelayOptions): Relay {
       if (ex.upstream !== s || ex.closed || ex.finished) return;
       const n = chunk.length;
       if (n > 0) {
-        const down = (ex.h2 ?? ex.res) as Writable;
+        const down = (ex.h2 ?? ex.res) as Sink;
         if (down.write(chunk)) s.consumed(n);
         else {
           // Held back until the caller reads: the app's stream window stays closed meanwhile.
@@ -550,14 +602,14 @@ export function createRelay(o: RelayOptions): Relay {
         fields[HEADER_DECISION_ID] = ex.decisionId;
         ex.h2.respond(fields, RESPOND_WITH_TRAILERS);
         upRes.on('end', onH1UpstreamEnd); // before pipe: trailers are in place when `wantTrailers` fires
-        upRes.pipe(ex.h2);
+        pump(upRes, ex.h2, true);
       } else if (ex.res !== null) {
         const fields = relayableFields(upRes.headers);
         if (guardResponse) dropSidecarResponseFields(fields);
         fields[HEADER_DECISION_ID] = ex.decisionId;
         ex.res.writeHead(status, fields);
         upRes.on('end', onUpstreamEndToH1);
-        upRes.pipe(ex.res, PIPE_NO_END);
+        pump(upRes, ex.res, false);
       }
     } catch (err) {
       ex.upstreamError ??= err as Error;
@@ -628,7 +680,7 @@ export function createRelay(o: RelayOptions): Relay {
     req.on('error', onH1RequestError);
     req.on('upgrade', onH1Upgrade);
     if (ex.bodyless) req.end();
-    else ex.body().pipe(req);
+    else pump(ex.body(), req, true);
   }
 
   return {

@@ -1,5 +1,6 @@
 import { type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
-import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
+import { constants as h2c } from 'node:http2';
+import type { H2ServerStream } from '../h2/server.ts';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../errors/codes.ts';
 import { ERROR_TABLE } from '../errors/table.ts';
@@ -29,7 +30,7 @@ const GRPC_CONTENT_TYPE = 'application/grpc';
 
 /** What the writer needs of a call; `Exchange` implements it. */
 export interface ErrorTarget {
-  readonly h2: ServerHttp2Stream | null;
+  readonly h2: H2ServerStream | null;
   readonly res: ServerResponse | null;
   readonly grpc: boolean;
   readonly decisionId: string;

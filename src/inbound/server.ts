@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders } from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
+import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
 import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
@@ -82,7 +83,6 @@ const SNIFF_TIMEOUT_MS = 10_000;
 /** HTTP/1.1 header block deadline (Node's `headersTimeout`, default 60 s). */
 const H1_HEADERS_TIMEOUT_MS = 30_000;
 const H1_KEEP_ALIVE_TIMEOUT_MS = 5_000;
-const END_STREAM = http2.constants.NGHTTP2_FLAG_END_STREAM;
 const EMPTY_TRAILERS = Object.freeze({});
 
 const kActive: unique symbol = Symbol('ward.h1.active');
@@ -108,7 +108,7 @@ function endSpan(ex: Exchange): void {
     }
     const gs = ex.h2.sentTrailers?.['grpc-status'] ?? headGrpcStatus;
     if (gs !== undefined) grpcStatus = Number(gs);
-    if (ex.h2.rstCode !== undefined && ex.h2.rstCode !== http2.constants.NGHTTP2_NO_ERROR) failed = true;
+    if (ex.h2.rstCode !== undefined && ex.h2.rstCode !== 0) failed = true;
   } else if (ex.res !== null) {
     status = ex.res.headersSent ? ex.res.statusCode : 0;
     if (!ex.res.writableFinished) failed = true;
@@ -120,22 +120,13 @@ function endSpan(ex: Exchange): void {
   }
 }
 
-function onStreamError(this: ServerHttp2Stream): void {
-  // A client reset or a stream we closed with an error code: `close` does the bookkeeping.
-}
-
-function onRequestTrailers(this: ServerHttp2Stream, trailers: IncomingHttpHeaders): void {
+function onRequestTrailers(this: H2ServerStream, trailers: IncomingHttpHeaders): void {
   exchangeOf(this).requestTrailers = trailers;
 }
 
-function onWantTrailers(this: ServerHttp2Stream): void {
-  const ex = exchangeOf(this);
-  try {
-    // Empty trailers end the stream with an empty DATA frame (Node), so this always closes it.
-    this.sendTrailers(ex.trailers ?? EMPTY_TRAILERS);
-  } catch {
-    if (!this.destroyed) this.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-  }
+function onWantTrailers(this: H2ServerStream): void {
+  // Empty trailers end the stream with an empty DATA frame, so this always closes it.
+  this.sendTrailers((exchangeOf(this).trailers as Record<string, string> | null) ?? EMPTY_TRAILERS);
 }
 
 function listen(server: net.Server, port: number, host: string): Promise<number> {
@@ -201,7 +192,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   const nextDecisionId = createDecisionIds();
 
   const sniffing = new Set<Socket>();
-  const sessions = new Set<Http2Session>();
+  const sessions = new Set<H2ServerConnection>();
   const h1Sockets = new Set<H1Socket>();
   /** HTTP/1.1 responses in flight: on drain, those not yet started get `Connection: close`. */
   const h1Responses = new Set<ServerResponse>();
@@ -222,25 +213,31 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     if (onIdle !== null && sessions.size === 0 && h1Sockets.size === 0 && sniffing.size === 0) onIdle();
   }
 
-  // ---- HTTP/2
+  // ---- HTTP/2 (ward's own server connection, src/h2/server.ts)
 
-  const h2Server = http2.createServer({
-    settings: {
-      maxConcurrentStreams: o.maxConcurrentStreams,
-      maxHeaderListSize: o.maxHeaderListBytes,
+  const h2Options = {
+    maxConcurrentStreams: o.maxConcurrentStreams,
+    maxHeaderListSize: o.maxHeaderListBytes,
+    // node:http2's maxHeaderListPairs default, which ward kept explicit before.
+    maxHeaderPairs: 128,
+    onStream,
+    onClose: (c: H2ServerConnection) => {
+      if (!sessions.delete(c)) return;
+      counters.h2Sessions--;
+      checkIdle();
     },
-    // Node's flood guards (CVE-2019-9512..9518, CVE-2023-44487 rapid reset, CVE-2024-27316
-    // CONTINUATION): kept on, with explicit bounds. A peer exceeding them loses its session.
-    maxSessionInvalidFrames: 100,
-    maxSessionRejectedStreams: 100,
-    streamResetBurst: 1000,
-    streamResetRate: 33,
-    maxHeaderListPairs: 128,
-    maxSessionMemory: 10,
-    maxOutstandingPings: 10,
-  });
+    onError: (err: Error) => log.debug('client session error', { err }),
+  };
 
-  function onH2StreamClose(this: ServerHttp2Stream): void {
+  function adoptH2(socket: Socket, encrypted: boolean): void {
+    const c = new H2ServerConnection(socket, { ...h2Options, encrypted });
+    sessions.add(c);
+    counters.h2Sessions++;
+    if (draining) c.close();
+    socket.resume();
+  }
+
+  function onH2StreamClose(this: H2ServerStream): void {
     const ex = exchangeOf(this);
     ex.closed = true;
     counters.activeStreams--;
@@ -254,43 +251,41 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     o.cancel(ex);
   }
 
-  h2Server.on('session', (session: ServerHttp2Session) => {
-    sessions.add(session);
-    counters.h2Sessions++;
-    session.on('error', (err) => log.debug('client session error', { err }));
-    session.on('close', () => {
-      sessions.delete(session);
-      counters.h2Sessions--;
-      checkIdle();
-    });
-    if (draining) session.close();
-  });
-
-  h2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+  function onStream(stream: H2ServerStream, fields: string[], endStream: boolean): void {
     counters.activeStreams++;
-    const ct = headers['content-type'];
+    let method = '';
+    let path: string | undefined;
+    let authority: string | undefined;
+    let ct: string | undefined;
+    for (let i = 0; i < fields.length; i += 2) {
+      const name = fields[i] as string;
+      if (name.charCodeAt(0) === 0x3a) {
+        if (name === ':method') method = fields[i + 1] as string;
+        else if (name === ':path') path = fields[i + 1];
+        else if (name === ':authority') authority = fields[i + 1];
+      } else if (name === 'content-type' && ct === undefined) {
+        ct = fields[i + 1];
+      }
+    }
     const ex = new Exchange({
       h2: stream,
       req: null,
       res: null,
-      grpc: typeof ct === 'string' && ct.startsWith('application/grpc'),
+      grpc: ct !== undefined && ct.startsWith('application/grpc'),
       decisionId: nextDecisionId(),
-      method: headers[':method'] ?? '',
-      target: headers[':path'],
-      authority: headers[':authority'],
-      rawHeaders,
-      bodyless: (flags & END_STREAM) !== 0,
+      method,
+      target: path,
+      authority,
+      rawHeaders: fields,
+      bodyless: endStream,
       expectContinue: false,
     });
     tag(stream, ex);
-    stream.on('error', onStreamError);
     stream.on('close', onH2StreamClose);
     stream.on('wantTrailers', onWantTrailers);
     if (!ex.bodyless) stream.on('trailers', onRequestTrailers);
     dispatch(ex);
-  });
-
-  h2Server.on('sessionError', (err) => log.debug('client session error', { err }));
+  }
 
   // ---- HTTP/1.1
 
@@ -411,8 +406,8 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       socket.unshift(buf);
       sniffing.delete(socket);
       if (isPrefix) {
-        // The HTTP/2 session reads the bytes already buffered on the socket itself.
-        h2Server.emit('connection', socket);
+        // The HTTP/2 connection reads the bytes already buffered on the socket itself.
+        adoptH2(socket, false);
       } else {
         adoptH1(socket);
         socket.resume();
@@ -447,7 +442,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
           socket.destroy();
           return;
         }
-        if (socket.alpnProtocol === 'h2') h2Server.emit('connection', socket);
+        if (socket.alpnProtocol === 'h2') adoptH2(socket, true);
         else adoptH1(socket);
       },
     );

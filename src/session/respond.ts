@@ -1,5 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { ServerHttp2Stream } from 'node:http2';
+import type { H2ServerStream } from '../h2/server.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import { ERROR_TABLE } from '../errors/table.ts';
 
@@ -13,7 +13,7 @@ import { ERROR_TABLE } from '../errors/table.ts';
 
 /** The parts of an inbound call this stage reads and answers on (`Exchange` has them all). */
 export interface SessionCall {
-  readonly h2: ServerHttp2Stream | null;
+  readonly h2: H2ServerStream | null;
   readonly req: IncomingMessage | null;
   readonly res: ServerResponse | null;
   readonly grpc: boolean;

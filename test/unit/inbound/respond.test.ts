@@ -1,8 +1,9 @@
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ERROR_CODES, type ErrorCode } from '../../../src/errors/codes.ts';
+import { H2ServerConnection, type H2ServerStream } from '../../../src/h2/server.ts';
 import { ERROR_TABLE } from '../../../src/errors/table.ts';
 import { buildErrorResponse, challengeFor, encodeGrpcMessage, ErrorResponder, type ErrorTarget } from '../../../src/inbound/respond.ts';
 
@@ -67,14 +68,15 @@ function target(over: Partial<ErrorTarget>): ErrorTarget {
 
 describe('ErrorResponder.write over HTTP/2', () => {
   const responder = new ErrorResponder('orders');
-  let server: http2.Http2Server;
+  let server: net.Server;
   let client: http2.ClientHttp2Session;
   /** Test behaviour per :path: `<code>` [`/grpc`] [`/mid`]. */
   const serverCloses: { path: string; rst: number }[] = [];
 
   beforeAll(async () => {
-    server = http2.createServer();
-    server.on('stream', (stream, headers) => {
+    // ward's own HTTP/2 server connection, as the listeners use it
+    const onStream = (stream: H2ServerStream, fields: string[]): void => {
+      const headers = { ':path': fields[fields.indexOf(':path') + 1] };
       const [, code, ...flags] = (headers[':path'] ?? '').split('/');
       const grpc = flags.includes('grpc');
       const t = target({ h2: stream, grpc });
@@ -89,6 +91,9 @@ describe('ErrorResponder.write over HTTP/2', () => {
       // a second write is ignored: one response per call
       responder.write(t, 'ERR_INTERNAL');
       stream.on('close', () => serverCloses.push({ path: headers[':path'] ?? '', rst: stream.rstCode ?? -1 }));
+    };
+    server = net.createServer((socket) => {
+      new H2ServerConnection(socket, { maxConcurrentStreams: 100, maxHeaderListSize: 65536, maxHeaderPairs: 128, encrypted: false, onStream });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);

@@ -1,0 +1,1091 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import {
+  COMPRESSION_ERROR,
+  CONTINUATION,
+  DATA,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_WINDOW,
+  FLAG_ACK,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PADDED,
+  FLAG_PRIORITY,
+  FLOW_CONTROL_ERROR,
+  frame,
+  FRAME_HEADER,
+  FRAME_SIZE_ERROR,
+  GOAWAY,
+  goawayFrame,
+  HEADERS,
+  INTERNAL_ERROR,
+  MAX_FRAME_LIMIT,
+  MAX_WINDOW,
+  NO_ERROR,
+  PING,
+  PREFACE,
+  PRIORITY,
+  PROTOCOL_ERROR,
+  PUSH_PROMISE,
+  REFUSED_STREAM,
+  RST_STREAM,
+  SETTINGS,
+  SETTINGS_ENABLE_PUSH,
+  SETTINGS_INITIAL_WINDOW_SIZE,
+  SETTINGS_MAX_CONCURRENT_STREAMS,
+  SETTINGS_MAX_FRAME_SIZE,
+  SETTINGS_MAX_HEADER_LIST_SIZE,
+  settingsFrame,
+  STREAM_CLOSED,
+  u32Frame,
+  WINDOW_UPDATE,
+  writeFrameHeader,
+} from './frames.ts';
+import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
+
+/**
+ * ward's own HTTP/2 server connection (RFC 9113), for the sidecar's listeners (h2c after the
+ * preface sniff, and h2 over TLS). node:http2's server costs ~30 µs of CPU per unary call on
+ * this machine before the application does anything; this one decodes a request into its flat
+ * field list, hands DATA payloads on as slices of the read buffer, and writes a response's
+ * HEADERS, DATA and trailers into the socket's corked batch.
+ *
+ * The stream object (`H2ServerStream`) offers the subset of node:http2's `ServerHttp2Stream`
+ * that ward uses (respond / write / end / sendTrailers / close, `wantTrailers`, `trailers`,
+ * `data`, `end`, `close`, `drain`, pause / resume), so the stages stay protocol-agnostic.
+ *
+ * What a client can do wrong, and what it gets (RFC 9113, and the guards node:http2 had):
+ * - malformed requests (§8.1.1, §8.2, §8.3.1: pseudo-headers missing, repeated, unknown or
+ *   after regular fields; upper-case names; connection-specific fields; `te` other than
+ *   `trailers`; content-length not matching the DATA) → RST_STREAM(PROTOCOL_ERROR), never
+ *   seen by the stack;
+ * - a header list over `maxHeaderListSize` or with more than `maxHeaderPairs` fields →
+ *   RST_STREAM(REFUSED_STREAM)... decoded to the end first, so the HPACK state stays in step;
+ * - more than `maxConcurrentStreams` open → RST_STREAM(REFUSED_STREAM); too many refusals,
+ *   invalid frames, resets (rapid reset, CVE-2023-44487), CONTINUATION frames, empty DATA
+ *   frames, or a peer that stops reading while it makes us answer PING/SETTINGS → GOAWAY
+ *   ENHANCE_YOUR_CALM and the connection ends;
+ * - connection-level protocol errors → GOAWAY with the code §5.4.1 names.
+ */
+
+export const ENHANCE_YOUR_CALM = 0xb;
+
+export interface H2ServerOptions {
+  readonly maxConcurrentStreams: number;
+  readonly maxHeaderListSize: number;
+  /** Fields per request header list (node:http2's maxHeaderListPairs). */
+  readonly maxHeaderPairs: number;
+  readonly encrypted: boolean;
+  /** A new request: `fields` flat `[name, value, …]`, pseudo-headers first. */
+  readonly onStream: (s: H2ServerStream, fields: string[], endStream: boolean) => void;
+  /** The connection is closed and every stream is over. */
+  readonly onClose?: (c: H2ServerConnection) => void;
+  readonly onError?: (err: Error) => void;
+}
+
+/** Request body window per stream: acknowledged as the consumer takes the data. */
+const STREAM_WINDOW = DEFAULT_WINDOW;
+const CONN_WINDOW = 16 * 1024 * 1024;
+/** Acknowledgements we let pile up behind a socket the peer does not read (nghttp2 allows 1000). */
+const MAX_QUEUED_ACKS = 1000;
+/** Guards, per connection (node:http2's defaults where it has one). */
+const MAX_INVALID = 100;
+const MAX_REFUSED = 100;
+const RESET_BURST = 1000;
+const RESET_RATE = 33; // per second
+const MAX_CONTINUATIONS = 128;
+const MAX_EMPTY_DATA = 1000;
+
+/** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+const EMPTY = Buffer.alloc(0);
+const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
+
+type Headers = Readonly<Record<string, string | number | readonly string[] | undefined>>;
+
+export interface RespondOptions {
+  readonly endStream?: boolean;
+  readonly waitForTrailers?: boolean;
+}
+
+/** One request/response exchange on an `H2ServerConnection`. */
+export class H2ServerStream extends EventEmitter {
+  readonly id: number;
+  readonly session: H2ServerConnection;
+  /** RST_STREAM code sent or received (NO_ERROR after a clean close); undefined while open. */
+  rstCode: number | undefined = undefined;
+  /** Closed: nothing more can be written or read. */
+  destroyed = false;
+  headersSent = false;
+  /** Response headers / trailers as passed to `respond` / `sendTrailers` (object form only; for telemetry). */
+  sentHeaders: Headers | undefined = undefined;
+  sentTrailers: Headers | undefined = undefined;
+  /** `end()` was called. */
+  writableEnded = false;
+  /** END_STREAM went out. */
+  writableFinished = false;
+  /** `end` was emitted: the request body is complete. */
+  readableEnded = false;
+
+  // request side
+  /** @internal */ remoteEnded = false;
+  /** @internal */ recvWindow = STREAM_WINDOW;
+  /** @internal */ recvUnacked = 0;
+  /** @internal */ contentLength = -1;
+  /** @internal */ received = 0;
+  /** @internal */ flowing = false;
+  /** @internal */ inbox: Buffer[] | null = null;
+  /** @internal */ trailersIn: Record<string, string | string[]> | null = null;
+  // response side
+  /** @internal */ sendWindow: number;
+  /** @internal */ pending: Buffer[] | null = null;
+  /** @internal */ waitForTrailers = false;
+  /** @internal */ endPending = false;
+  /** @internal */ wantDrain = false;
+
+  constructor(session: H2ServerConnection, id: number, sendWindow: number) {
+    super();
+    this.session = session;
+    this.id = id;
+    this.sendWindow = sendWindow;
+  }
+
+  respond(headers: Headers | readonly string[], opts?: RespondOptions): void {
+    if (this.destroyed) throw codeError('ERR_HTTP2_INVALID_STREAM', 'The stream has been destroyed');
+    if (this.headersSent) throw codeError('ERR_HTTP2_HEADERS_SENT', 'Response has already been initiated.');
+    const fields = Array.isArray(headers) ? (headers as readonly string[]) : objectFields(headers as Headers, true);
+    if (!Array.isArray(headers)) this.sentHeaders = headers as Headers;
+    this.session.respondStream(this, fields, opts?.endStream === true);
+    this.headersSent = true;
+    this.waitForTrailers = opts?.waitForTrailers === true;
+    if (opts?.endStream === true) {
+      this.writableEnded = true;
+      this.writableFinished = true;
+      this.session.localEnded(this);
+    }
+  }
+
+  /** Sends body bytes; false when the caller should wait for `drain`. */
+  write(chunk: Buffer | string): boolean {
+    if (this.destroyed || this.writableEnded) return false;
+    if (!this.headersSent) this.respond({ ':status': 200 });
+    return this.session.writeData(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  }
+
+  end(chunk?: Buffer | string): void {
+    if (this.destroyed || this.writableEnded) return;
+    if (!this.headersSent) this.respond({ ':status': 200 });
+    if (chunk !== undefined && chunk.length > 0) this.session.writeData(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    this.writableEnded = true;
+    this.session.endStream(this);
+  }
+
+  /** After `wantTrailers`: the trailers end the response (an empty set ends it with an empty DATA frame). */
+  sendTrailers(trailers: Headers): void {
+    if (this.destroyed || this.writableFinished) return;
+    this.sentTrailers = trailers;
+    this.session.sendTrailers(this, objectFields(trailers, false));
+  }
+
+  /** RST_STREAM `code` (NO_ERROR: a clean early close). */
+  close(code: number = NO_ERROR): void {
+    this.session.resetStream(this, code);
+  }
+
+  destroy(): void {
+    this.session.resetStream(this, INTERNAL_ERROR);
+  }
+
+  pause(): this {
+    this.flowing = false;
+    return this;
+  }
+
+  /** Starts (or resumes) delivering the request body as `data` events, then `end`. */
+  resume(): this {
+    if (this.flowing) return this;
+    this.flowing = true;
+    this.session.flushInbox(this);
+    return this;
+  }
+
+  isPaused(): boolean {
+    return !this.flowing;
+  }
+
+  unpipe(): this {
+    return this;
+  }
+}
+
+function codeError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** A header object as raw fields, `:status` first (responses); names are lower-cased. */
+function objectFields(h: Headers, response: boolean): string[] {
+  const out: string[] = [];
+  if (response) {
+    const st = h[':status'];
+    out.push(':status', st === undefined ? '200' : String(st));
+  }
+  for (const key in h) {
+    if (response && key === ':status') continue;
+    const v = h[key];
+    if (v === undefined) continue;
+    const name = key.toLowerCase();
+    if (typeof v === 'string') out.push(name, v);
+    else if (Array.isArray(v)) for (const x of v as readonly string[]) out.push(name, String(x));
+    else out.push(name, String(v));
+  }
+  return out;
+}
+
+/** Response fields node:http2 would refuse to send: a header object may not carry them either. */
+function checkResponseFields(fields: readonly string[]): void {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    if (i > 0 && name.charCodeAt(0) === 0x3a) throw codeError('ERR_HTTP2_INVALID_PSEUDOHEADER', `"${name}" is an invalid pseudoheader or is used incorrectly`);
+    if (CONNECTION_SPECIFIC.has(name)) throw codeError('ERR_HTTP2_INVALID_CONNECTION_HEADERS', `HTTP/1 Connection specific headers are forbidden: "${name}"`);
+  }
+}
+
+export class H2ServerConnection {
+  readonly socket: Duplex;
+  readonly encrypted: boolean;
+  readonly #o: H2ServerOptions;
+  readonly #streams = new Map<number, H2ServerStream>();
+  readonly #decoder: HpackDecoder;
+  readonly #encoder = new HpackEncoder({ neverIndex: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'] });
+  readonly #blocked = new Set<H2ServerStream>();
+  readonly #sensitive: string[] = [];
+  #closing: H2ServerStream[] = [];
+  #lastStreamId = 0;
+  #peerInitialWindow = DEFAULT_WINDOW;
+  #peerMaxFrame = DEFAULT_MAX_FRAME;
+  #connSendWindow = DEFAULT_WINDOW;
+  #connRecvWindow = CONN_WINDOW;
+  #connRecvUnacked = 0;
+  #prefaceSeen = 0;
+  #gotSettings = false;
+  #goaway = false;
+  #destroyed = false;
+  #corked = false;
+  #rbuf: Buffer | null = null;
+  #contStream = 0;
+  #contEnd = false;
+  #contChunks: Buffer[] = [];
+  #contBytes = 0;
+  #contFrames = 0;
+  // Abuse accounting.
+  #invalid = 0;
+  #queuedAcks = 0;
+  #socketClosed = false;
+  #closeReported = false;
+  #refused = 0;
+  #emptyData = 0;
+  #resetTokens = RESET_BURST;
+  #resetAt = 0;
+
+  constructor(socket: Duplex, o: H2ServerOptions) {
+    this.socket = socket;
+    this.encrypted = o.encrypted;
+    this.#o = o;
+    this.#decoder = new HpackDecoder({ maxTableSize: 4096, maxHeaderListSize: o.maxHeaderListSize });
+    this.#write(
+      settingsFrame([
+        [SETTINGS_MAX_CONCURRENT_STREAMS, o.maxConcurrentStreams],
+        [SETTINGS_MAX_HEADER_LIST_SIZE, o.maxHeaderListSize],
+        [SETTINGS_ENABLE_PUSH, 0],
+      ]),
+    );
+    this.#write(u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#onSocketDrain());
+    socket.on('error', (err) => {
+      this.#o.onError?.(err);
+      this.destroy();
+    });
+    socket.on('close', () => this.#onSocketClose());
+    socket.on('end', () => this.#onSocketEnd());
+  }
+
+  get closed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Graceful (RFC 9113 §6.8): GOAWAY with the last stream we will serve; the socket ends once those are done. */
+  close(): void {
+    if (this.#goaway || this.#destroyed) return;
+    this.#goaway = true;
+    this.#write(goawayFrame(this.#lastStreamId, NO_ERROR));
+    this.#maybeEnd();
+  }
+
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#goaway = true;
+    for (const s of this.#streams.values()) {
+      s.rstCode ??= 0x8; // CANCEL
+      this.#closeStream(s);
+    }
+    this.socket.destroy();
+  }
+
+  // ---- writing
+
+  #write(buf: Buffer): boolean {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
+    return this.socket.write(buf);
+  }
+
+  /** @internal */
+  uncork(): void {
+    this.#corked = false;
+    this.socket.uncork();
+  }
+
+  /** A header block, with FRAME_HEADER spare octets in front. Throws (nothing written) for a field HTTP/2 cannot carry. */
+  #encode(fields: readonly string[]): Buffer {
+    const buf = Buffer.allocUnsafe(FRAME_HEADER + this.#encoder.maxEncodedLength(fields));
+    return buf.subarray(0, this.#encoder.encode(fields, buf, FRAME_HEADER));
+  }
+
+  #writeHeaders(id: number, buf: Buffer, end: boolean): void {
+    const stop = buf.length;
+    const len = stop - FRAME_HEADER;
+    const endFlag = end ? FLAG_END_STREAM : 0;
+    const mf = this.#peerMaxFrame;
+    if (len <= mf) {
+      writeFrameHeader(buf, 0, len, HEADERS, endFlag | FLAG_END_HEADERS, id);
+      this.#write(buf);
+      return;
+    }
+    writeFrameHeader(buf, 0, mf, HEADERS, endFlag, id);
+    this.#write(buf.subarray(0, FRAME_HEADER + mf));
+    for (let off = FRAME_HEADER + mf; off < stop; ) {
+      const n = Math.min(mf, stop - off);
+      const h = Buffer.allocUnsafe(FRAME_HEADER);
+      writeFrameHeader(h, 0, n, CONTINUATION, off + n === stop ? FLAG_END_HEADERS : 0, id);
+      this.#write(h);
+      this.#write(buf.subarray(off, off + n));
+      off += n;
+    }
+  }
+
+  /** @internal Throws (nothing sent) for fields HTTP/2 cannot carry. */
+  respondStream(s: H2ServerStream, fields: readonly string[], end: boolean): void {
+    checkResponseFields(fields);
+    this.#writeHeaders(s.id, this.#encode(fields), end);
+  }
+
+  /** @internal */
+  writeData(s: H2ServerStream, chunk: Buffer): boolean {
+    if (chunk.length === 0) return true;
+    if (s.pending !== null) {
+      s.pending.push(chunk);
+      s.wantDrain = true;
+      return false;
+    }
+    const sent = this.#sendData(s, chunk);
+    if (sent < chunk.length) {
+      s.pending = [sent === 0 ? chunk : chunk.subarray(sent)];
+      this.#blocked.add(s);
+      s.wantDrain = true;
+      return false;
+    }
+    if (this.socket.writableNeedDrain) {
+      s.wantDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  #sendData(s: H2ServerStream, chunk: Buffer): number {
+    let off = 0;
+    while (off < chunk.length) {
+      const room = Math.min(s.sendWindow, this.#connSendWindow, this.#peerMaxFrame);
+      if (room <= 0) break;
+      const n = Math.min(room, chunk.length - off);
+      if (n <= 4096) {
+        const buf = Buffer.allocUnsafe(FRAME_HEADER + n);
+        writeFrameHeader(buf, 0, n, DATA, 0, s.id);
+        chunk.copy(buf, FRAME_HEADER, off, off + n);
+        this.#write(buf);
+      } else {
+        const h = Buffer.allocUnsafe(FRAME_HEADER);
+        writeFrameHeader(h, 0, n, DATA, 0, s.id);
+        this.#write(h);
+        this.#write(off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n));
+      }
+      s.sendWindow -= n;
+      this.#connSendWindow -= n;
+      off += n;
+    }
+    return off;
+  }
+
+  /** @internal `end()`: once the data is out, trailers (`wantTrailers`) or END_STREAM. */
+  endStream(s: H2ServerStream): void {
+    if (s.pending !== null) {
+      s.endPending = true;
+      return;
+    }
+    this.#finishResponse(s);
+  }
+
+  #finishResponse(s: H2ServerStream): void {
+    s.endPending = false;
+    if (s.waitForTrailers) {
+      s.waitForTrailers = false;
+      s.emit('wantTrailers');
+      if (!s.writableFinished && !s.destroyed) this.sendTrailers(s, []); // nobody sent trailers: end plainly
+      return;
+    }
+    this.sendTrailers(s, []);
+  }
+
+  /** @internal */
+  sendTrailers(s: H2ServerStream, fields: readonly string[]): void {
+    if (s.destroyed || s.writableFinished) return;
+    if (fields.length > 0) {
+      try {
+        this.#writeHeaders(s.id, this.#encode(fields), true);
+      } catch {
+        this.#write(frame(DATA, FLAG_END_STREAM, s.id, null)); // unsendable trailers: end without them
+      }
+    } else this.#write(frame(DATA, FLAG_END_STREAM, s.id, null));
+    s.writableEnded = true;
+    s.writableFinished = true;
+    this.localEnded(s);
+  }
+
+  /** @internal The response is complete. */
+  localEnded(s: H2ServerStream): void {
+    if (s.remoteEnded) {
+      this.#closeStream(s);
+      return;
+    }
+    // The client is still sending: a body nobody reads is cut short with RST_STREAM(NO_ERROR)
+    // (RFC 9113 §8.1), one being relayed is let finish.
+    if (!s.flowing) this.resetStream(s, NO_ERROR);
+  }
+
+  #flushStream(s: H2ServerStream): void {
+    const pending = s.pending;
+    if (pending === null) return;
+    while (pending.length > 0) {
+      const chunk = pending[0] as Buffer;
+      const sent = this.#sendData(s, chunk);
+      if (sent < chunk.length) {
+        if (sent > 0) pending[0] = chunk.subarray(sent);
+        this.#blocked.add(s);
+        return;
+      }
+      pending.shift();
+    }
+    s.pending = null;
+    this.#blocked.delete(s);
+    if (s.endPending) this.#finishResponse(s);
+    if (s.wantDrain && !s.destroyed && !this.socket.writableNeedDrain) {
+      s.wantDrain = false;
+      s.emit('drain');
+    }
+  }
+
+  #flushBlocked(): void {
+    if (this.#blocked.size === 0) return;
+    for (const s of [...this.#blocked]) {
+      if (this.#connSendWindow <= 0) return;
+      if (s.destroyed) this.#blocked.delete(s);
+      else this.#flushStream(s);
+    }
+  }
+
+  #onSocketDrain(): void {
+    this.#queuedAcks = 0;
+    for (const s of this.#streams.values()) {
+      if (s.wantDrain && s.pending === null && !s.destroyed) {
+        s.wantDrain = false;
+        s.emit('drain');
+      }
+    }
+  }
+
+  /** @internal */
+  resetStream(s: H2ServerStream, code: number): void {
+    if (s.destroyed) return;
+    if (!this.#destroyed) this.#write(u32Frame(RST_STREAM, s.id, code));
+    s.rstCode ??= code;
+    this.#closeStream(s);
+  }
+
+  // ---- request body delivery
+
+  /** @internal Delivers buffered body chunks while the stream flows. */
+  flushInbox(s: H2ServerStream): void {
+    const inbox = s.inbox;
+    if (inbox !== null) {
+      while (inbox.length > 0 && s.flowing && !s.destroyed) this.#deliver(s, inbox.shift() as Buffer);
+      if (inbox.length > 0) return;
+      s.inbox = null;
+    }
+    if (s.remoteEnded && !s.readableEnded && s.flowing) this.#emitEnd(s);
+  }
+
+  #deliver(s: H2ServerStream, chunk: Buffer): void {
+    s.emit('data', chunk);
+    // The client may send as much again as the consumer took.
+    s.recvUnacked += chunk.length;
+    if (s.recvUnacked >= STREAM_WINDOW / 2 && !s.remoteEnded && !s.destroyed) {
+      s.recvWindow += s.recvUnacked;
+      this.#write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
+      s.recvUnacked = 0;
+    }
+  }
+
+  #emitEnd(s: H2ServerStream): void {
+    s.readableEnded = true;
+    if (s.trailersIn !== null) s.emit('trailers', s.trailersIn);
+    s.emit('end');
+    if (s.writableFinished) this.#closeStream(s);
+  }
+
+  // ---- stream lifecycle
+
+  #closeStream(s: H2ServerStream): void {
+    if (s.destroyed) return;
+    s.destroyed = true;
+    s.rstCode ??= NO_ERROR;
+    s.pending = null;
+    s.inbox = null;
+    this.#blocked.delete(s);
+    this.#streams.delete(s.id);
+    // `close` is emitted on the next tick (as node:http2 does), once for all streams closed in this one.
+    if (this.#closing.length === 0) process.nextTick(emitCloses, this);
+    this.#closing.push(s);
+    this.#maybeEnd();
+  }
+
+  /** @internal */
+  emitCloses(): void {
+    const list = this.#closing;
+    this.#closing = [];
+    for (const s of list) s.emit('close');
+    if (this.#socketClosed && this.#closing.length === 0) this.#reportClose();
+  }
+
+  #reportClose(): void {
+    if (this.#closeReported) return;
+    this.#closeReported = true;
+    this.#o.onClose?.(this);
+  }
+
+  #maybeEnd(): void {
+    if (this.#goaway && !this.#destroyed && this.#streams.size === 0) {
+      this.#destroyed = true;
+      this.socket.end();
+    }
+  }
+
+  #connectionError(code: number, message: string): void {
+    if (this.#destroyed) return;
+    this.#o.onError?.(Object.assign(new Error(`HTTP/2 client connection error: ${message}`), { code: 'ERR_HTTP2_SESSION_ERROR', h2code: code }));
+    this.#write(goawayFrame(this.#lastStreamId, code));
+    this.#destroyed = true;
+    this.#goaway = true;
+    for (const s of this.#streams.values()) {
+      s.rstCode ??= code;
+      this.#closeStream(s);
+    }
+    this.socket.end();
+    const sock = this.socket as Duplex & { destroySoon?: () => void };
+    if (typeof sock.destroySoon === 'function') sock.destroySoon();
+  }
+
+  #streamError(s: H2ServerStream, code: number): void {
+    this.resetStream(s, code);
+  }
+
+  /** An invalid frame or request: the connection is cut after too many (node's maxSessionInvalidFrames). */
+  #invalidFrame(): boolean {
+    if (++this.#invalid <= MAX_INVALID) return false;
+    this.#connectionError(ENHANCE_YOUR_CALM, 'too many invalid frames');
+    return true;
+  }
+
+  #onSocketEnd(): void {
+    // The client half-closed: what is open can still be answered; no request can complete.
+    for (const s of [...this.#streams.values()]) if (!s.remoteEnded) this.resetStream(s, 0x8);
+    this.#goaway = true;
+    this.#maybeEnd();
+  }
+
+  #onSocketClose(): void {
+    this.#destroyed = true;
+    this.#goaway = true;
+    this.#socketClosed = true;
+    for (const s of this.#streams.values()) {
+      s.rstCode ??= 0x8; // CANCEL
+      this.#closeStream(s);
+    }
+    if (this.#closing.length === 0) this.#reportClose();
+  }
+
+  // ---- reading
+
+  #onData(chunk: Buffer): void {
+    if (this.#destroyed) return;
+    let buf = chunk;
+    if (this.#rbuf !== null) {
+      buf = Buffer.concat([this.#rbuf, chunk]);
+      this.#rbuf = null;
+    }
+    let off = 0;
+    if (this.#prefaceSeen < PREFACE.length) {
+      const n = Math.min(PREFACE.length - this.#prefaceSeen, buf.length);
+      if (buf.compare(PREFACE, this.#prefaceSeen, this.#prefaceSeen + n, 0, n) !== 0) {
+        this.#connectionError(PROTOCOL_ERROR, 'bad connection preface');
+        return;
+      }
+      this.#prefaceSeen += n;
+      off = n;
+    }
+    const total = buf.length;
+    while (total - off >= FRAME_HEADER) {
+      const len = (buf[off] as number) * 65536 + (buf[off + 1] as number) * 256 + (buf[off + 2] as number);
+      if (len > DEFAULT_MAX_FRAME) {
+        this.#connectionError(FRAME_SIZE_ERROR, `frame of ${len} bytes over SETTINGS_MAX_FRAME_SIZE`);
+        return;
+      }
+      if (total - off - FRAME_HEADER < len) break;
+      const type = buf[off + 3] as number;
+      const flags = buf[off + 4] as number;
+      const id = buf.readUInt32BE(off + 5) & 0x7fff_ffff;
+      const start = off + FRAME_HEADER;
+      off = start + len;
+      this.#frame(type, flags, id, buf, start, off);
+      if (this.#destroyed) return;
+    }
+    if (off < total) this.#rbuf = buf.subarray(off);
+  }
+
+  /**
+   * An acknowledgement (PING, SETTINGS) written while the socket is backed up: a peer that makes
+   * us answer but does not read loses its connection (nghttp2's outbound-ACK limit, CVE-2019-9512/9515).
+   */
+  #ack(buf: Buffer): void {
+    if (this.socket.writableNeedDrain && ++this.#queuedAcks > MAX_QUEUED_ACKS) {
+      this.#connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
+      return;
+    }
+    this.#write(buf);
+  }
+
+  #frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (!this.#gotSettings && type !== SETTINGS) {
+      this.#connectionError(PROTOCOL_ERROR, 'the client preface must be followed by SETTINGS');
+      return;
+    }
+    if (this.#contStream !== 0 && (type !== CONTINUATION || id !== this.#contStream)) {
+      this.#connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
+      return;
+    }
+    switch (type) {
+      case DATA:
+        this.#onDataFrame(flags, id, buf, start, end);
+        return;
+      case HEADERS:
+        this.#onHeadersFrame(flags, id, buf, start, end);
+        return;
+      case CONTINUATION:
+        this.#onContinuation(flags, id, buf, start, end);
+        return;
+      case RST_STREAM:
+        this.#onReset(id, buf, start, end);
+        return;
+      case SETTINGS:
+        this.#onSettings(flags, id, buf, start, end);
+        return;
+      case PING:
+        if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'PING on a stream');
+        if (end - start !== 8) return this.#connectionError(FRAME_SIZE_ERROR, 'PING length');
+        if ((flags & FLAG_ACK) === 0) this.#ack(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
+        return;
+      case GOAWAY:
+        if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
+        if (end - start < 8) return this.#connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
+        // The client opens no more streams; what is open finishes.
+        this.#goaway = true;
+        this.#maybeEnd();
+        return;
+      case WINDOW_UPDATE:
+        this.#onWindowUpdate(id, buf, start, end);
+        return;
+      case PUSH_PROMISE:
+        this.#connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
+        return;
+      case PRIORITY:
+        if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
+        if (end - start !== 5) {
+          const s = this.#streams.get(id);
+          if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR);
+          this.#invalidFrame();
+        }
+        return;
+      default:
+        return; // unknown frame types are ignored (§4.1)
+    }
+  }
+
+  #onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if ((flags & FLAG_ACK) !== 0) {
+      if (end !== start) this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
+      return;
+    }
+    if ((end - start) % 6 !== 0) return this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
+    this.#gotSettings = true;
+    let windowDelta = 0;
+    for (let p = start; p < end; p += 6) {
+      const key = buf.readUInt16BE(p);
+      const value = buf.readUInt32BE(p + 2);
+      switch (key) {
+        case SETTINGS_ENABLE_PUSH:
+          if (value > 1) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
+          break;
+        case SETTINGS_INITIAL_WINDOW_SIZE:
+          if (value > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+          windowDelta += value - this.#peerInitialWindow;
+          this.#peerInitialWindow = value;
+          break;
+        case SETTINGS_MAX_FRAME_SIZE:
+          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
+          this.#peerMaxFrame = value;
+          break;
+        default:
+          break; // HEADER_TABLE_SIZE: our encoder never uses the dynamic table; the rest do not bind a server
+      }
+    }
+    this.#ack(SETTINGS_ACK);
+    if (this.#destroyed) return;
+    if (windowDelta !== 0) {
+      for (const s of this.#streams.values()) {
+        s.sendWindow += windowDelta;
+        if (s.sendWindow > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+      }
+      if (windowDelta > 0) for (const s of [...this.#streams.values()]) if (s.pending !== null) this.#flushStream(s);
+    }
+  }
+
+  #onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
+    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
+    const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
+    if (id === 0) {
+      if (inc === 0) return this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+      this.#connSendWindow += inc;
+      if (this.#connSendWindow > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
+      this.#flushBlocked();
+      return;
+    }
+    const s = this.#streams.get(id);
+    if (s === undefined) {
+      if (id > this.#lastStreamId) this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+      return;
+    }
+    if (inc === 0) {
+      this.#streamError(s, PROTOCOL_ERROR);
+      this.#invalidFrame();
+      return;
+    }
+    s.sendWindow += inc;
+    if (s.sendWindow > MAX_WINDOW) return this.#streamError(s, FLOW_CONTROL_ERROR);
+    if (s.pending !== null) this.#flushStream(s);
+  }
+
+  #onReset(id: number, buf: Buffer, start: number, end: number): void {
+    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
+    if (id > this.#lastStreamId) return this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+    // Rapid reset (CVE-2023-44487): a token bucket of resets, as node's streamResetBurst/Rate.
+    const now = Date.now();
+    this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + ((now - this.#resetAt) * RESET_RATE) / 1000);
+    this.#resetAt = now;
+    if (--this.#resetTokens < 0) return this.#connectionError(ENHANCE_YOUR_CALM, 'too many stream resets');
+    const s = this.#streams.get(id);
+    if (s === undefined) return;
+    s.rstCode = buf.readUInt32BE(start);
+    this.#closeStream(s);
+  }
+
+  #onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+    const len = end - start;
+    this.#connRecvWindow -= len;
+    if (this.#connRecvWindow < 0) return this.#connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
+    this.#connRecvUnacked += len;
+    if (this.#connRecvUnacked >= CONN_WINDOW / 2) {
+      this.#connRecvWindow += this.#connRecvUnacked;
+      this.#write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
+      this.#connRecvUnacked = 0;
+    }
+    let p = start;
+    let stop = end;
+    if ((flags & FLAG_PADDED) !== 0) {
+      if (len < 1) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding');
+      const pad = buf[p++] as number;
+      if (pad > stop - p) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
+      stop -= pad;
+    }
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    const s = this.#streams.get(id);
+    if (s === undefined) {
+      // §5.1: DATA on an idle stream, or on one the client already ended, is a connection
+      // error; on one we reset it may still be in flight and is dropped.
+      if (id > this.#lastStreamId) return this.#connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+      return;
+    }
+    if (s.remoteEnded) return this.#connectionError(STREAM_CLOSED, 'DATA after END_STREAM');
+    s.recvWindow -= len;
+    if (s.recvWindow < 0) return this.#streamError(s, FLOW_CONTROL_ERROR);
+    if (stop === p && !endStream && ++this.#emptyData > MAX_EMPTY_DATA) return this.#connectionError(ENHANCE_YOUR_CALM, 'empty DATA frames');
+    s.received += stop - p;
+    if (s.contentLength >= 0 && (s.received > s.contentLength || (endStream && s.received !== s.contentLength))) {
+      // §8.1.1: content-length must match the DATA: a malformed request.
+      this.#streamError(s, PROTOCOL_ERROR);
+      return;
+    }
+    // Padding is flow-controlled too, and nobody consumes it.
+    const padding = len - (stop - p);
+    if (padding > 0) s.recvUnacked += padding;
+    if (endStream) s.remoteEnded = true;
+    if (stop > p) {
+      const chunk = buf.subarray(p, stop);
+      if (s.flowing && s.inbox === null) this.#deliver(s, chunk);
+      else (s.inbox ??= []).push(chunk);
+    }
+    if (endStream && s.flowing && s.inbox === null && !s.readableEnded && !s.destroyed) this.#emitEnd(s);
+  }
+
+  #onHeadersFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on stream 0');
+    let p = start;
+    let stop = end;
+    if ((flags & FLAG_PADDED) !== 0) {
+      if (stop - p < 1) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding');
+      stop -= buf[p++] as number;
+    }
+    if ((flags & FLAG_PRIORITY) !== 0) {
+      if (stop - p >= 4 && (buf.readUInt32BE(p) & 0x7fff_ffff) === id) return this.#connectionError(PROTOCOL_ERROR, 'stream depends on itself');
+      p += 5;
+    }
+    if (p > stop) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding longer than the frame');
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if ((flags & FLAG_END_HEADERS) !== 0) {
+      this.#headerBlock(id, endStream, buf, p, stop);
+      return;
+    }
+    this.#contStream = id;
+    this.#contEnd = endStream;
+    this.#contChunks = [buf.subarray(p, stop)];
+    this.#contBytes = stop - p;
+    this.#contFrames = 0;
+  }
+
+  #onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (this.#contStream === 0 || id !== this.#contStream) return this.#connectionError(PROTOCOL_ERROR, 'CONTINUATION without HEADERS');
+    this.#contBytes += end - start;
+    // CONTINUATION floods (CVE-2024-27316 class): the block is bounded in bytes and in frames.
+    if (this.#contBytes > this.#o.maxHeaderListSize * 2 + 16_384) return this.#connectionError(ENHANCE_YOUR_CALM, 'header block too large');
+    if (++this.#contFrames > MAX_CONTINUATIONS) return this.#connectionError(ENHANCE_YOUR_CALM, 'too many CONTINUATION frames');
+    this.#contChunks.push(buf.subarray(start, end));
+    if ((flags & FLAG_END_HEADERS) === 0) return;
+    const block = Buffer.concat(this.#contChunks);
+    this.#contChunks = [];
+    this.#contStream = 0;
+    this.#headerBlock(id, this.#contEnd, block, 0, block.length);
+  }
+
+  #headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void {
+    const fields: string[] = [];
+    const sensitive = this.#sensitive;
+    let tooLarge = false;
+    try {
+      this.#decoder.decode(buf, start, end, fields, sensitive);
+    } catch (err) {
+      if (!(err instanceof HpackError) || err.code !== 'ERR_HPACK_HEADER_LIST_TOO_LARGE') {
+        sensitive.length = 0;
+        // The decoder's table may now differ from the client's: the connection cannot go on (§4.3).
+        this.#connectionError(COMPRESSION_ERROR, (err as Error).message);
+        return;
+      }
+      tooLarge = true;
+    }
+    sensitive.length = 0;
+    if ((id & 1) === 0) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on an even stream id');
+    const open = this.#streams.get(id);
+    if (open !== undefined) {
+      // Trailers (§8.1): they end the request and carry no pseudo-header.
+      if (open.remoteEnded) return this.#connectionError(STREAM_CLOSED, 'HEADERS after END_STREAM');
+      if (!endStream || tooLarge || hasPseudo(fields)) {
+        this.#streamError(open, PROTOCOL_ERROR);
+        this.#invalidFrame();
+        return;
+      }
+      open.trailersIn = fieldRecord(fields, 0);
+      if (open.contentLength >= 0 && open.received !== open.contentLength) return this.#streamError(open, PROTOCOL_ERROR);
+      open.remoteEnded = true;
+      if (open.flowing && open.inbox === null && !open.readableEnded) this.#emitEnd(open);
+      return;
+    }
+    if (id <= this.#lastStreamId) return this.#connectionError(STREAM_CLOSED, 'HEADERS on a closed stream');
+    this.#lastStreamId = id;
+    if (this.#goaway) {
+      // After our GOAWAY: not processed (the client retries elsewhere).
+      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      return;
+    }
+    if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {
+      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
+      return;
+    }
+    if (this.#streams.size >= this.#o.maxConcurrentStreams) {
+      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
+      return;
+    }
+    const contentLength = checkRequest(fields);
+    if (contentLength === -2) {
+      this.#write(u32Frame(RST_STREAM, id, PROTOCOL_ERROR));
+      this.#invalidFrame();
+      return;
+    }
+    const s = new H2ServerStream(this, id, this.#peerInitialWindow);
+    s.contentLength = contentLength;
+    if (endStream) {
+      if (contentLength > 0) {
+        this.#write(u32Frame(RST_STREAM, id, PROTOCOL_ERROR));
+        this.#invalidFrame();
+        return;
+      }
+      s.remoteEnded = true;
+    }
+    this.#streams.set(id, s);
+    this.#o.onStream(s, fields, endStream);
+  }
+}
+
+function hasPseudo(fields: readonly string[]): boolean {
+  for (let i = 0; i < fields.length; i += 2) if ((fields[i] as string).charCodeAt(0) === 0x3a) return true;
+  return false;
+}
+
+/** Raw fields as a header object (repeated names become arrays). */
+function fieldRecord(fields: readonly string[], from: number): Record<string, string | string[]> {
+  const out = Object.create(null) as Record<string, string | string[]>;
+  for (let i = from; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const v = fields[i + 1] as string;
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[name] = [prev, v];
+  }
+  return out;
+}
+
+const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path']);
+
+/** Name octets a field name may hold (RFC 9110 tchar), lower case only (RFC 9113 §8.2.1). */
+const NAME_OK = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_OK[c.charCodeAt(0)] = 1;
+
+function validName(name: string, from: number): boolean {
+  const n = name.length;
+  if (n === from) return false;
+  for (let i = from; i < n; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 128 || NAME_OK[c] !== 1) return false;
+  }
+  return true;
+}
+
+/** §8.2.1: no NUL, CR or LF; no leading or trailing whitespace. */
+function validValue(v: string): boolean {
+  const n = v.length;
+  if (n === 0) return true;
+  const first = v.charCodeAt(0);
+  const last = v.charCodeAt(n - 1);
+  if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
+  for (let i = 0; i < n; i++) {
+    const c = v.charCodeAt(i);
+    if (c === 0 || c === 0x0a || c === 0x0d) return false;
+  }
+  return true;
+}
+
+/**
+ * A request header list per RFC 9113 §8.3.1 / §8.2: the content-length it declares (-1 none),
+ * or -2 when malformed.
+ */
+function checkRequest(fields: readonly string[]): number {
+  let method: string | undefined;
+  let scheme = false;
+  let path: string | undefined;
+  let authority = false;
+  let regular = false;
+  let contentLength = -1;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const value = fields[i + 1] as string;
+    if (name.charCodeAt(0) === 0x3a) {
+      if (regular || !REQUEST_PSEUDO.has(name)) return -2;
+      if (name === ':method') {
+        if (method !== undefined || !validName(value.toLowerCase(), 0)) return -2;
+        method = value;
+      } else if (name === ':path') {
+        if (path !== undefined) return -2;
+        path = value;
+      } else if (name === ':scheme') {
+        if (scheme) return -2;
+        scheme = true;
+      } else {
+        if (authority) return -2;
+        authority = true;
+      }
+      if (!validValue(value)) return -2;
+      continue;
+    }
+    regular = true;
+    if (!validName(name, 0) || !validValue(value)) return -2;
+    if (CONNECTION_SPECIFIC.has(name)) return -2;
+    if (name === 'te' && value !== 'trailers') return -2;
+    if (name === 'content-length') {
+      if (!/^\d{1,15}$/.test(value)) return -2;
+      const n = Number(value);
+      if (contentLength >= 0 && contentLength !== n) return -2;
+      contentLength = n;
+    }
+  }
+  if (method === undefined) return -2;
+  if (method === 'CONNECT') {
+    if (scheme || path !== undefined || !authority) return -2;
+  } else if (!scheme || path === undefined || path === '') return -2;
+  return contentLength;
+}
+
+function uncork(c: H2ServerConnection): void {
+  c.uncork();
+}
+
+function emitCloses(c: H2ServerConnection): void {
+  c.emitCloses();
+}
+
+export { EMPTY as EMPTY_BUFFER };
