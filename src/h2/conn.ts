@@ -39,6 +39,7 @@ import {
   u32Frame,
   WINDOW_UPDATE,
   writeFrameHeader,
+  FrameAssembler,
 } from './frames.ts';
 import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
 
@@ -206,7 +207,7 @@ export class H2Connection {
   #destroyed = false;
   #connected = false;
   #corked = false;
-  #rbuf: Buffer | null = null;
+  readonly #reader = new FrameAssembler(DEFAULT_MAX_FRAME);
   // A header block in progress (HEADERS without END_HEADERS, then CONTINUATION).
   #contStream = 0;
   #contEnd = false;
@@ -564,11 +565,8 @@ export class H2Connection {
   // ---- reading
 
   #onData(chunk: Buffer): void {
-    let buf = chunk;
-    if (this.#rbuf !== null) {
-      buf = Buffer.concat([this.#rbuf, chunk]);
-      this.#rbuf = null;
-    }
+    const buf = this.#reader.push(chunk);
+    if (buf === null) return;
     let off = 0;
     const n = buf.length;
     while (n - off >= FRAME_HEADER) {
@@ -586,7 +584,7 @@ export class H2Connection {
       this.#frame(type, flags, id, buf, start, off);
       if (this.#destroyed) return;
     }
-    if (off < n) this.#rbuf = off === 0 ? buf : buf.subarray(off);
+    if (off < n) this.#reader.keep(off === 0 ? buf : buf.subarray(off));
   }
 
   #frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {

@@ -95,3 +95,63 @@ export function goawayFrame(lastStreamId: number, code: number): Buffer {
   out.writeUInt32BE(code, FRAME_HEADER + 4);
   return out;
 }
+
+/**
+ * Received bytes that do not yet make a whole frame, kept as the chunks they came in and copied
+ * once, when the frame is complete: a peer that drips a 16 KiB frame a byte per packet costs
+ * O(n), where concatenating on every read would cost O(n²).
+ */
+export class FrameAssembler {
+  #parts: Buffer[] = [];
+  #len = 0;
+  /** Octets the first pending frame needs in all (0: its header is not complete yet). */
+  #need = 0;
+  readonly #maxFrame: number;
+
+  constructor(maxFrame: number) {
+    this.#maxFrame = maxFrame;
+  }
+
+  /**
+   * Adds a chunk. Returns bytes that start at a frame boundary — the chunk itself when nothing
+   * was pending; otherwise at least one whole frame, or a header announcing a frame over the
+   * limit for the caller to refuse — or null while the pending frame is still incomplete.
+   * Whatever the caller cannot parse goes back through `keep`.
+   */
+  push(chunk: Buffer): Buffer | null {
+    if (this.#len === 0) return chunk;
+    this.#parts.push(chunk);
+    this.#len += chunk.length;
+    if (this.#need === 0) {
+      if (this.#len < FRAME_HEADER) return null;
+      const n = this.#byte(0) * 65536 + this.#byte(1) * 256 + this.#byte(2);
+      if (n > this.#maxFrame) return this.#take();
+      this.#need = FRAME_HEADER + n;
+    }
+    return this.#len < this.#need ? null : this.#take();
+  }
+
+  /** The unparsed tail of what `push` returned (a partial frame). */
+  keep(rest: Buffer): void {
+    this.#parts = [rest];
+    this.#len = rest.length;
+    this.#need = 0;
+    if (rest.length >= FRAME_HEADER) this.#need = FRAME_HEADER + (rest[0] as number) * 65536 + (rest[1] as number) * 256 + (rest[2] as number);
+  }
+
+  #take(): Buffer {
+    const buf = this.#parts.length === 1 ? (this.#parts[0] as Buffer) : Buffer.concat(this.#parts, this.#len);
+    this.#parts = [];
+    this.#len = 0;
+    this.#need = 0;
+    return buf;
+  }
+
+  #byte(i: number): number {
+    for (const p of this.#parts) {
+      if (i < p.length) return p[i] as number;
+      i -= p.length;
+    }
+    return 0;
+  }
+}

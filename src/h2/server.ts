@@ -40,6 +40,7 @@ import {
   u32Frame,
   WINDOW_UPDATE,
   writeFrameHeader,
+  FrameAssembler,
 } from './frames.ts';
 import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
 
@@ -95,6 +96,10 @@ const RESET_BURST = 1000;
 const RESET_RATE = 33; // per second
 const MAX_CONTINUATIONS = 128;
 const MAX_EMPTY_DATA = 1000;
+/** Reset stream ids remembered to tell "sent before our RST" from a protocol error. */
+const RESET_MEMORY = 1024;
+/** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
+const LINGER_MS = 2000;
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -261,6 +266,8 @@ export class H2ServerConnection {
   readonly #sensitive: string[] = [];
   #closing: H2ServerStream[] = [];
   #lastStreamId = 0;
+  /** Streams we reset or refused, most recent last (bounded): frames the client sent before it saw the RST are ignored (§5.1). */
+  readonly #resetIds = new Set<number>();
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrame = DEFAULT_MAX_FRAME;
   #connSendWindow = DEFAULT_WINDOW;
@@ -271,7 +278,7 @@ export class H2ServerConnection {
   #goaway = false;
   #destroyed = false;
   #corked = false;
-  #rbuf: Buffer | null = null;
+  readonly #reader = new FrameAssembler(DEFAULT_MAX_FRAME);
   #contStream = 0;
   #contEnd = false;
   #contChunks: Buffer[] = [];
@@ -300,6 +307,9 @@ export class H2ServerConnection {
       ]),
     );
     this.#write(u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW));
+    // A client may half-close after its last request: what is open is still answered (the
+    // socket ends once those streams are done), which needs the write side kept open.
+    (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#onSocketDrain());
     socket.on('error', (err) => {
@@ -520,9 +530,16 @@ export class H2ServerConnection {
   /** @internal */
   resetStream(s: H2ServerStream, code: number): void {
     if (s.destroyed) return;
-    if (!this.#destroyed) this.#write(u32Frame(RST_STREAM, s.id, code));
+    if (!this.#destroyed) this.#sendReset(s.id, code);
     s.rstCode ??= code;
     this.#closeStream(s);
+  }
+
+  #sendReset(id: number, code: number): void {
+    this.#write(u32Frame(RST_STREAM, id, code));
+    const ids = this.#resetIds;
+    ids.add(id);
+    if (ids.size > RESET_MEMORY) ids.delete(ids.values().next().value as number);
   }
 
   // ---- request body delivery
@@ -589,7 +606,7 @@ export class H2ServerConnection {
   #maybeEnd(): void {
     if (this.#goaway && !this.#destroyed && this.#streams.size === 0) {
       this.#destroyed = true;
-      this.socket.end();
+      this.#endSocket();
     }
   }
 
@@ -603,9 +620,16 @@ export class H2ServerConnection {
       s.rstCode ??= code;
       this.#closeStream(s);
     }
-    this.socket.end();
-    const sock = this.socket as Duplex & { destroySoon?: () => void };
-    if (typeof sock.destroySoon === 'function') sock.destroySoon();
+    this.#endSocket();
+  }
+
+  /** FIN once the writes are out; a peer that never reads or closes loses the socket after LINGER_MS. */
+  #endSocket(): void {
+    const socket = this.socket;
+    socket.end();
+    const t = setTimeout(() => socket.destroy(), LINGER_MS);
+    t.unref();
+    socket.once('close', () => clearTimeout(t));
   }
 
   #streamError(s: H2ServerStream, code: number): void {
@@ -641,21 +665,20 @@ export class H2ServerConnection {
 
   #onData(chunk: Buffer): void {
     if (this.#destroyed) return;
-    let buf = chunk;
-    if (this.#rbuf !== null) {
-      buf = Buffer.concat([this.#rbuf, chunk]);
-      this.#rbuf = null;
-    }
-    let off = 0;
+    let data = chunk;
     if (this.#prefaceSeen < PREFACE.length) {
-      const n = Math.min(PREFACE.length - this.#prefaceSeen, buf.length);
-      if (buf.compare(PREFACE, this.#prefaceSeen, this.#prefaceSeen + n, 0, n) !== 0) {
+      const n = Math.min(PREFACE.length - this.#prefaceSeen, data.length);
+      if (data.compare(PREFACE, this.#prefaceSeen, this.#prefaceSeen + n, 0, n) !== 0) {
         this.#connectionError(PROTOCOL_ERROR, 'bad connection preface');
         return;
       }
       this.#prefaceSeen += n;
-      off = n;
+      if (n === data.length) return;
+      data = data.subarray(n);
     }
+    const buf = this.#reader.push(data);
+    if (buf === null) return;
+    let off = 0;
     const total = buf.length;
     while (total - off >= FRAME_HEADER) {
       const len = (buf[off] as number) * 65536 + (buf[off + 1] as number) * 256 + (buf[off + 2] as number);
@@ -672,7 +695,7 @@ export class H2ServerConnection {
       this.#frame(type, flags, id, buf, start, off);
       if (this.#destroyed) return;
     }
-    if (off < total) this.#rbuf = buf.subarray(off);
+    if (off < total) this.#reader.keep(off === 0 ? buf : buf.subarray(off));
   }
 
   /**
@@ -932,7 +955,7 @@ export class H2ServerConnection {
     if (open !== undefined) {
       // Trailers (§8.1): they end the request and carry no pseudo-header.
       if (open.remoteEnded) return this.#connectionError(STREAM_CLOSED, 'HEADERS after END_STREAM');
-      if (!endStream || tooLarge || hasPseudo(fields)) {
+      if (!endStream || tooLarge || !validTrailers(fields)) {
         this.#streamError(open, PROTOCOL_ERROR);
         this.#invalidFrame();
         return;
@@ -943,26 +966,30 @@ export class H2ServerConnection {
       if (open.flowing && open.inbox === null && !open.readableEnded) this.#emitEnd(open);
       return;
     }
-    if (id <= this.#lastStreamId) return this.#connectionError(STREAM_CLOSED, 'HEADERS on a closed stream');
+    if (id <= this.#lastStreamId) {
+      // Trailers for a stream we reset, sent before the client saw the RST: ignored (§5.1).
+      if (this.#resetIds.has(id)) return;
+      return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on a closed stream');
+    }
     this.#lastStreamId = id;
     if (this.#goaway) {
       // After our GOAWAY: not processed (the client retries elsewhere).
-      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      this.#sendReset(id, REFUSED_STREAM);
       return;
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {
-      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      this.#sendReset(id, REFUSED_STREAM);
       if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     if (this.#streams.size >= this.#o.maxConcurrentStreams) {
-      this.#write(u32Frame(RST_STREAM, id, REFUSED_STREAM));
+      this.#sendReset(id, REFUSED_STREAM);
       if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     const contentLength = checkRequest(fields);
     if (contentLength === -2) {
-      this.#write(u32Frame(RST_STREAM, id, PROTOCOL_ERROR));
+      this.#sendReset(id, PROTOCOL_ERROR);
       this.#invalidFrame();
       return;
     }
@@ -970,7 +997,7 @@ export class H2ServerConnection {
     s.contentLength = contentLength;
     if (endStream) {
       if (contentLength > 0) {
-        this.#write(u32Frame(RST_STREAM, id, PROTOCOL_ERROR));
+        this.#sendReset(id, PROTOCOL_ERROR);
         this.#invalidFrame();
         return;
       }
@@ -981,9 +1008,13 @@ export class H2ServerConnection {
   }
 }
 
-function hasPseudo(fields: readonly string[]): boolean {
-  for (let i = 0; i < fields.length; i += 2) if ((fields[i] as string).charCodeAt(0) === 0x3a) return true;
-  return false;
+/** Request trailers: the field rules of §8.2.1/§8.2.2, and no pseudo-header (§8.1). */
+function validTrailers(fields: readonly string[]): boolean {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    if (!validName(name, 0) || !validValue(fields[i + 1] as string) || CONNECTION_SPECIFIC.has(name) || name === 'te') return false;
+  }
+  return true;
 }
 
 /** Raw fields as a header object (repeated names become arrays). */
