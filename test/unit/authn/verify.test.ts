@@ -1,8 +1,8 @@
-import { createSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createSign, generateKeyPairSync, type KeyObject, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
 import { CompactSign, exportJWK, importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { supportsDirectVerify, verifyJwsSignature } from '../../../src/authn/verify.ts';
+import { p1363ToDer, supportsDirectVerify, verifyJwsSignature } from '../../../src/authn/verify.ts';
 
 /**
  * The direct node:crypto signature check must accept exactly what jose accepts: tokens are
@@ -80,5 +80,51 @@ describe('verifyJwsSignature', () => {
     expect(supportsDirectVerify('HS256')).toBe(false);
     expect(supportsDirectVerify('none')).toBe(false);
     expect(() => verifyJwsSignature('HS256', 'a.b.c', {} as CryptoKey)).toThrow(/unsupported/);
+  });
+});
+
+/** The reverse of p1363ToDer, by the book (X.690 short and long lengths). */
+function derToP1363(der: Buffer, size: number): Buffer {
+  let p = 1;
+  p += (der[p] as number) & 0x80 ? 1 + ((der[p] as number) & 0x7f) : 1;
+  const out = Buffer.alloc(2 * size);
+  for (let half = 0; half < 2; half++) {
+    expect(der[p]).toBe(0x02);
+    const n = der[p + 1] as number;
+    let v = der.subarray(p + 2, p + 2 + n);
+    while (v.length > size && v[0] === 0) v = v.subarray(1);
+    v.copy(out, half * size + size - v.length);
+    p += 2 + n;
+  }
+  return out;
+}
+
+describe('p1363ToDer: JWS r||s to the DER node verifies without an options object', () => {
+  it.each([
+    ['prime256v1', 'sha256'],
+    ['secp384r1', 'sha384'],
+    ['secp521r1', 'sha512'],
+  ] as const)('%s: 300 signatures: r||s from node\'s own DER re-encodes to exactly that DER, and verifies', (namedCurve, hash) => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+    const size = { prime256v1: 32, secp384r1: 48, secp521r1: 66 }[namedCurve];
+    for (let i = 0; i < 300; i++) {
+      const data = Buffer.from(`message ${i}`);
+      const der = cryptoSign(hash, data, privateKey);
+      const p1363 = derToP1363(der, size);
+      expect(p1363ToDer(p1363)).toEqual(der);
+      expect(cryptoVerify(hash, data, publicKey, p1363ToDer(p1363))).toBe(true);
+    }
+  });
+
+  it('minimal INTEGERs: leading zeros dropped, a zero octet added before a set top bit, zero kept as one octet', () => {
+    const r = Buffer.alloc(32);
+    r[30] = 0x80; // 0x8000 after the leading zeros: needs the sign octet
+    r[31] = 0x00;
+    const s = Buffer.alloc(32); // zero
+    expect(p1363ToDer(Buffer.concat([r, s]))).toEqual(Buffer.from([0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x00, 0x02, 0x01, 0x00]));
+    const big = Buffer.alloc(66, 0xff); // P-521 size: 2 × (2 + 67) = 138 > 127
+    const out = p1363ToDer(Buffer.concat([big, big]));
+    expect([...out.subarray(0, 3)]).toEqual([0x30, 0x81, 138]);
+    expect([...out.subarray(3, 6)]).toEqual([0x02, 67, 0x00]);
   });
 });
