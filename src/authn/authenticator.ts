@@ -63,6 +63,8 @@ export interface Authenticator {
   /** Resolves true once `ready()`, false after `timeoutMs`. */
   whenReady(timeoutMs: number): Promise<boolean>;
   status(): readonly IssuerStatus[];
+  /** JWS signatures checked so far (a verified-token cache hit checks none). */
+  readonly signatureChecks: number;
   /** Stops refresh timers. */
   close(): void;
 }
@@ -150,6 +152,7 @@ class TokenAuthenticator implements Authenticator {
    * time, replaced by the next different one: the cache itself still holds no token.
    */
   #lastToken = '';
+  signatureChecks = 0;
   #lastKey = '';
 
   constructor(opts: AuthenticatorOptions) {
@@ -234,14 +237,25 @@ class TokenAuthenticator implements Authenticator {
     const parts = identityParts(payload);
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss, kid);
 
-    return this.#verifySignature(token, key, again, {
+    const pending: PendingJwt = {
       state,
       alg,
       kid,
       payload,
       exp: payload['exp'] as number, // checkTime made it a number
       parts,
-    }).catch((err: unknown) => this.#internal(err));
+    };
+    if (!HMAC_ALGS.has(alg) && supportsDirectVerify(alg)) {
+      // The key usually is at hand (loaded, imported): verify without a promise in between.
+      const r = state.source.resolveKeyNow(alg, kid);
+      if (r !== undefined && r.ok) {
+        this.signatureChecks++;
+        const why = verifyJwsSignature(alg, token, r.key);
+        if (why !== null) return this.#reject(token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
+        return this.#accept(key, pending, true, r.keyId);
+      }
+    }
+    return this.#verifySignature(token, key, again, pending).catch((err: unknown) => this.#internal(err));
   }
 
   async #verifySignature(token: string, cacheKey: string | undefined, again: boolean, p: PendingJwt): Promise<AuthResult> {
@@ -261,6 +275,7 @@ class TokenAuthenticator implements Authenticator {
       // an RSA public key is public, so "HS256 keyed with it" is forgeable by anyone).
       verifyKey = state.trust.hmacSecret as Uint8Array;
     }
+    this.signatureChecks++;
     if (viaJwks && supportsDirectVerify(alg)) {
       // node:crypto directly: half the cost of jose's WebCrypto path (verify.ts).
       const why = verifyJwsSignature(alg, token, verifyKey as CryptoKey);
@@ -275,11 +290,16 @@ class TokenAuthenticator implements Authenticator {
     // The policy may have been reloaded while we awaited the key or the signature.
     if (this.#issuers.get(iss) !== state) return this.#trustChanged(token, iss, again);
 
-    const identity = makeIdentity(iss, p.payload, p.parts, 'jwt', p.exp);
+    return this.#accept(cacheKey, p, viaJwks, keyId);
+  }
+
+  /** A verified JWT: its identity, cached until `exp`. */
+  #accept(cacheKey: string | undefined, p: PendingJwt, viaJwks: boolean, keyId: string | undefined): AuthResult {
+    const identity = makeIdentity(p.state.trust.issuer, p.payload, p.parts, 'jwt', p.exp);
     const result: AuthResult = Object.freeze({ ok: true, identity });
     const deadlineMs = p.exp * 1000;
     if (cacheKey !== undefined && deadlineMs > this.#clock()) {
-      this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks, keyId });
+      this.#cache.set(cacheKey, { result, deadlineMs, state: p.state, viaJwks, keyId });
     }
     return result;
   }

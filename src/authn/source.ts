@@ -253,6 +253,19 @@ export class IssuerSource {
    * The verification key for (`alg`, `kid`). Refetches when the keys are missing or past grace,
    * or when `kid` is unknown, in both cases at most once per cooldown and single-flight.
    */
+  /**
+   * `resolveKey` without waiting, for the common case: keys usable, the key known and already
+   * imported. Undefined when anything would need a fetch, an import or a log line: the caller
+   * then takes `resolveKey`. (Saves the promise hops of a verification with the cache off.)
+   */
+  resolveKeyNow(alg: string, kid: string | undefined): KeyResult | undefined {
+    if (!this.usable(this.#s.clock())) return undefined;
+    const pick = (this.#keys as KeySet).select(alg, kid);
+    if (typeof pick !== 'object') return undefined;
+    const key = pick.importedFor(alg);
+    return key === undefined ? undefined : { ok: true, key, keyId: pick.id };
+  }
+
   async resolveKey(alg: string, kid: string | undefined): Promise<KeyResult> {
     const clock = this.#s.clock;
     if (!this.usable(clock())) {
@@ -350,6 +363,8 @@ class VerifyKey {
   readonly id: string;
   /** Imported once per algorithm (RSA keys differ between RS* and PS*). */
   readonly #imported = new Map<string, Promise<CryptoKey>>();
+  /** The imports that completed, for the synchronous path (`importedFor`). */
+  readonly #ready = new Map<string, CryptoKey>();
 
   constructor(kid: string | undefined, kty: string, alg: string | undefined, keyOps: readonly string[] | undefined, jwk: Record<string, string>) {
     this.kid = kid;
@@ -369,11 +384,17 @@ class VerifyKey {
     return this.keyOps === undefined || this.keyOps.includes('verify'); // RFC 7517 §4.3
   }
 
+  /** The key for `alg` when its import has already completed. */
+  importedFor(alg: string): CryptoKey | undefined {
+    return this.#ready.get(alg);
+  }
+
   importFor(alg: string): Promise<CryptoKey> {
     let p = this.#imported.get(alg);
     if (p === undefined) {
       p = importJWK({ ...this.jwk, kty: this.kty }, alg).then((k) => {
         if (k instanceof Uint8Array) throw new Error('symmetric key in JWKS');
+        this.#ready.set(alg, k);
         return k;
       });
       // Do not keep a rejected import: a later fetch may bring a usable copy.

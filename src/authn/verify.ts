@@ -61,6 +61,23 @@ function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
   return null;
 }
 
+/** `unsuitable` per key and algorithm, computed once (node builds `asymmetricKeyDetails` anew on every read). */
+const suitable = new WeakMap<KeyObject, Map<string, string | null>>();
+
+function suitability(alg: string, spec: AlgSpec, k: KeyObject): string | null {
+  let byAlg = suitable.get(k);
+  if (byAlg === undefined) {
+    byAlg = new Map();
+    suitable.set(k, byAlg);
+  }
+  let why = byAlg.get(alg);
+  if (why === undefined) {
+    why = unsuitable(spec, k);
+    byAlg.set(alg, why);
+  }
+  return why;
+}
+
 /**
  * Verifies the signature of the compact JWS `token` with `key` for `alg`. Returns null when it
  * holds, else a log-only reason. Never throws for a bad token; throws only for an algorithm it
@@ -70,7 +87,7 @@ export function verifyJwsSignature(alg: string, token: string, key: CryptoKey): 
   const spec = ALGS[alg];
   if (spec === undefined) throw new Error(`verifyJwsSignature: unsupported alg ${alg}`);
   const k = keyObjectOf(key);
-  const bad = unsuitable(spec, k);
+  const bad = suitability(alg, spec, k);
   if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
   const dot = token.lastIndexOf('.');
   const sig = Buffer.from(token.slice(dot + 1), 'base64url');

@@ -366,11 +366,12 @@ describe('verified-token cache', () => {
     const a = await ready([trust()], { clockSkewSeconds: 0 });
     const token = await mint(k1, claims({ exp: nowSec() + 60 }));
     const first = a.authenticate(token);
-    expect(isPromise(first)).toBe(true);
     const r1 = await first;
     expect(r1.ok).toBe(true);
+    expect(a.signatureChecks).toBe(1);
     const hit = a.authenticate(token);
     expect(isPromise(hit)).toBe(false);
+    expect(a.signatureChecks).toBe(1); // served from the cache
     expect(hit).toBe(r1);
     now = T0 + 59_999;
     expect(a.authenticate(token)).toBe(r1);
@@ -384,28 +385,34 @@ describe('verified-token cache', () => {
     const token = await mint(k1, claims({ exp: nowSec() + 60 }));
     expect(codeOf(await a.authenticate(token))).toBe('OK');
     now = T0 + 60_000;
+    const checks = a.signatureChecks;
     const r = a.authenticate(token);
-    expect(isPromise(r)).toBe(true); // re-verified, not a cache hit
     expect(codeOf(await r)).toBe('OK');
+    expect(a.signatureChecks).toBe(checks + 1); // re-verified, not a cache hit
   });
 
   it('cacheEntries 0 disables it; invalid tokens are never cached', async () => {
     const a = await ready([trust()], { cacheEntries: 0 });
     const token = await mint(k1, claims());
     await a.authenticate(token);
-    expect(isPromise(a.authenticate(token))).toBe(true);
+    await a.authenticate(token);
+    expect(a.signatureChecks).toBe(2);
     const b = await ready();
     const bad = await mint(rogue, claims());
     expect(codeOf(await b.authenticate(bad))).toBe('ERR_TOKEN_SIGNATURE');
-    expect(isPromise(b.authenticate(bad))).toBe(true);
+    expect(codeOf(await b.authenticate(bad))).toBe('ERR_TOKEN_SIGNATURE');
+    expect(b.signatureChecks).toBe(2);
   });
 
   it('is bounded (LRU)', async () => {
     const a = await ready([trust()], { cacheEntries: 2 });
     const t = await Promise.all([1, 2, 3].map(() => mint(k1, claims())));
     for (const x of t) await a.authenticate(x);
-    expect(isPromise(a.authenticate(t[0] as string))).toBe(true); // evicted
+    expect(a.signatureChecks).toBe(3);
+    await a.authenticate(t[0] as string); // evicted: verified again
+    expect(a.signatureChecks).toBe(4);
     expect(isPromise(a.authenticate(t[2] as string))).toBe(false);
+    expect(a.signatureChecks).toBe(4);
   });
 });
 
