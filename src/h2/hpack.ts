@@ -58,7 +58,10 @@ const STATIC_COUNT = 61;
 const STATIC_NAME_INDEX = new Map<string, number>();
 for (let i = STATIC_COUNT; i >= 1; i--) STATIC_NAME_INDEX.set(STATIC_NAMES[i]!, i);
 
-const ENTRY_OVERHEAD = 32; // §4.1, also RFC 9113 §6.5.2 for the header list size
+const ENTRY_OVERHEAD = 32;
+/** Huffman strings this long or longer (and up to MEMO_MAX) are remembered by the decoder. */
+const MEMO_MIN = 64;
+const MEMO_MAX = 16_384; // §4.1, also RFC 9113 §6.5.2 for the header list size
 const MAX_INT = 0x7fff_ffff;
 
 export interface HpackDecoderOptions {
@@ -92,6 +95,9 @@ export class HpackDecoder {
   #count = 0;
   /** Read position within the block being decoded. */
   #pos = 0;
+  /** The last long Huffman string: its encoded octets (a copy) and its text. */
+  #memo: Buffer | null = null;
+  #memoText = '';
 
   constructor(opts: HpackDecoderOptions = {}) {
     this.#maxTableSize = checkLimit('maxTableSize', opts.maxTableSize ?? 4096);
@@ -200,8 +206,18 @@ export class HpackDecoder {
     if (len > end - s) throw malformed('truncated string');
     this.#pos = s + len;
     if (!huffman) return block.toString('latin1', s, s + len);
+    // A client that sends the same long value in every request without indexing it (h2load,
+    // curl and other nghttp2 clients do so for a ~700-byte `authorization`) would have it
+    // Huffman-decoded every time (~3 µs): the last long one is remembered and compared instead.
+    const memo = len >= MEMO_MIN ? this.#memo : null;
+    if (memo !== null && memo.length === len && block.compare(memo, 0, len, s, s + len) === 0) return this.#memoText;
     try {
-      return huffmanDecode(block, s, s + len);
+      const text = huffmanDecode(block, s, s + len);
+      if (len >= MEMO_MIN && len <= MEMO_MAX) {
+        this.#memo = Buffer.from(block.subarray(s, s + len));
+        this.#memoText = text;
+      }
+      return text;
     } catch (err) {
       if (err instanceof HuffmanError) throw malformed(err.message);
       throw err;

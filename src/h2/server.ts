@@ -1047,6 +1047,8 @@ function validName(name: string, from: number): boolean {
   return true;
 }
 
+const BAD_VALUE_CHAR = /[\0\r\n]/;
+
 /** §8.2.1: no NUL, CR or LF; no leading or trailing whitespace. */
 function validValue(v: string): boolean {
   const n = v.length;
@@ -1054,6 +1056,8 @@ function validValue(v: string): boolean {
   const first = v.charCodeAt(0);
   const last = v.charCodeAt(n - 1);
   if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
+  // Long values (a token) are scanned by the regexp engine: several times faster than a loop.
+  if (n > 32) return !BAD_VALUE_CHAR.test(v);
   for (let i = 0; i < n; i++) {
     const c = v.charCodeAt(i);
     if (c === 0 || c === 0x0a || c === 0x0d) return false;

@@ -549,3 +549,38 @@ function encodeInt(v: number, n: number, first: number): Buffer {
   out.push(v);
   return Buffer.from(out);
 }
+
+describe('HpackDecoder: the long-Huffman-string memo', () => {
+  /** A literal without indexing, new name, Huffman value (how nghttp2 clients send `authorization`). */
+  function literalHuffman(name: string, value: string): Buffer {
+    const v = huff(value);
+    return Buffer.concat([Buffer.from([0x00]), encodeInt(name.length, 7, 0), Buffer.from(name, 'latin1'), encodeInt(v.length, 7, 0x80), v]);
+  }
+
+  it('a repeated value decodes to the same text; a different one of the same length, or one byte changed, is decoded anew', () => {
+    const d = new HpackDecoder();
+    const a = `Bearer ${'a'.repeat(200)}`;
+    const b = `Bearer ${'c'.repeat(200)}`; // 'a' and 'c' are both 5-bit codes: same encoded length
+    expect(huff(a).length).toBe(huff(b).length);
+    expect(decode(d, literalHuffman('authorization', a))).toEqual(['authorization', a]);
+    expect(decode(d, literalHuffman('authorization', a))).toEqual(['authorization', a]);
+    expect(decode(d, literalHuffman('authorization', b))).toEqual(['authorization', b]);
+    expect(decode(d, literalHuffman('x-other', a))).toEqual(['x-other', a]);
+    const near = `Bearer ${'a'.repeat(199)}e`;
+    expect(decode(d, literalHuffman('authorization', near))).toEqual(['authorization', near]);
+    // the memo keeps a copy: changing the block it came from changes nothing
+    const block = literalHuffman('authorization', a);
+    expect(decode(d, block)).toEqual(['authorization', a]);
+    block.fill(0xff, block.length - 10);
+    expect(decode(d, literalHuffman('authorization', a))).toEqual(['authorization', a]);
+  });
+
+  it('a bad Huffman string is still refused after a good one of the same length', () => {
+    const d = new HpackDecoder();
+    const a = 'x'.repeat(100);
+    decode(d, literalHuffman('x-v', a));
+    const bad = literalHuffman('x-v', a);
+    bad.fill(0xff, bad.length - 5); // ends in EOS-length ones: padding over 7 bits
+    expect(() => decode(d, bad)).toThrow(HpackError);
+  });
+});
