@@ -61,7 +61,8 @@ import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
  *   `trailers`; content-length not matching the DATA) → RST_STREAM(PROTOCOL_ERROR), never
  *   seen by the stack;
  * - a header list over `maxHeaderListSize` or with more than `maxHeaderPairs` fields →
- *   RST_STREAM(REFUSED_STREAM)... decoded to the end first, so the HPACK state stays in step;
+ *   RST_STREAM(REFUSED_STREAM), after the block is decoded to its end so the HPACK state stays
+ *   in step;
  * - more than `maxConcurrentStreams` open → RST_STREAM(REFUSED_STREAM); too many refusals,
  *   invalid frames, resets (rapid reset, CVE-2023-44487), CONTINUATION frames, empty DATA
  *   frames, or a peer that stops reading while it makes us answer PING/SETTINGS → GOAWAY
@@ -103,7 +104,6 @@ const LINGER_MS = 2000;
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
-const EMPTY = Buffer.alloc(0);
 const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
 
 type Headers = Readonly<Record<string, string | number | readonly string[] | undefined>>;
@@ -1123,4 +1123,3 @@ function emitCloses(c: H2ServerConnection): void {
   c.emitCloses();
 }
 
-export { EMPTY as EMPTY_BUFFER };
