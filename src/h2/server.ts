@@ -97,6 +97,12 @@ const RESET_BURST = 1000;
 const RESET_RATE = 33; // per second
 const MAX_CONTINUATIONS = 128;
 const MAX_EMPTY_DATA = 1000;
+/**
+ * Request body bytes held for streams whose consumer has not taken them yet (a call still being
+ * authenticated), summed over the connection: each stream is bounded by its 64 KiB window, this
+ * bounds 1000 of them (node:http2's `maxSessionMemory: 10`, which ward set before).
+ */
+const MAX_BUFFERED = 10 * 1024 * 1024;
 /** Reset stream ids remembered to tell "sent before our RST" from a protocol error. */
 const RESET_MEMORY = 1024;
 /** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
@@ -140,6 +146,7 @@ export class H2ServerStream extends EventEmitter {
   /** @internal */ received = 0;
   /** @internal */ flowing = false;
   /** @internal */ inbox: Buffer[] | null = null;
+  /** @internal */ inboxBytes = 0;
   /** @internal */ trailersIn: Record<string, string | string[]> | null = null;
   // response side
   /** @internal */ sendWindow: number;
@@ -286,6 +293,8 @@ export class H2ServerConnection {
   #contFrames = 0;
   // Abuse accounting.
   #invalid = 0;
+  /** Bytes in the streams' inboxes (MAX_BUFFERED). */
+  #buffered = 0;
   #queuedAcks = 0;
   #socketClosed = false;
   #closeReported = false;
@@ -548,7 +557,12 @@ export class H2ServerConnection {
   flushInbox(s: H2ServerStream): void {
     const inbox = s.inbox;
     if (inbox !== null) {
-      while (inbox.length > 0 && s.flowing && !s.destroyed) this.#deliver(s, inbox.shift() as Buffer);
+      while (inbox.length > 0 && s.flowing && !s.destroyed) {
+        const chunk = inbox.shift() as Buffer;
+        s.inboxBytes -= chunk.length;
+        this.#buffered -= chunk.length;
+        this.#deliver(s, chunk);
+      }
       if (inbox.length > 0) return;
       s.inbox = null;
     }
@@ -581,6 +595,8 @@ export class H2ServerConnection {
     s.rstCode ??= NO_ERROR;
     s.pending = null;
     s.inbox = null;
+    this.#buffered -= s.inboxBytes;
+    s.inboxBytes = 0;
     this.#blocked.delete(s);
     this.#streams.delete(s.id);
     // `close` is emitted on the next tick (as node:http2 does), once for all streams closed in this one.
@@ -890,7 +906,13 @@ export class H2ServerConnection {
     if (stop > p) {
       const chunk = buf.subarray(p, stop);
       if (s.flowing && s.inbox === null) this.#deliver(s, chunk);
-      else (s.inbox ??= []).push(chunk);
+      else {
+        // A small slice is copied: kept as is it would pin the whole read buffer it came in.
+        (s.inbox ??= []).push(chunk.length < 4096 ? Buffer.from(chunk) : chunk);
+        s.inboxBytes += chunk.length;
+        this.#buffered += chunk.length;
+        if (this.#buffered > MAX_BUFFERED) return this.#connectionError(ENHANCE_YOUR_CALM, 'request bodies buffered past the connection bound');
+      }
     }
     if (endStream && s.flowing && s.inbox === null && !s.readableEnded && !s.destroyed) this.#emitEnd(s);
   }

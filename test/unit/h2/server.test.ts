@@ -758,6 +758,41 @@ describe('connection errors: GOAWAY with the §5.4.1 code', () => {
     return g?.code;
   }
 
+  it('request bodies nobody reads yet, past 10 MiB on one connection: ENHANCE_YOUR_CALM (node\'s maxSessionMemory)', async () => {
+    const h = await serve(() => {}, { maxConcurrentStreams: 1000 }); // never resumes a body: as if every call were still being authenticated
+    const c = await RawClient.connect(h.port, { preface: true });
+    cleanups.push(() => c.destroy());
+    const chunk = Buffer.alloc(16_000, 0x61);
+    // 200 streams × 4 DATA frames of 16 000 bytes (within each 64 KiB stream window): 12.8 MB in all
+    for (let id = 1; id <= 399; id += 2) {
+      c.send(Buffer.concat([headers(id, requestBlock('/', [], 'POST'), false), data(id, chunk), data(id, chunk), data(id, chunk), data(id, chunk)]));
+      if (id % 40 === 1) await new Promise((r) => setImmediate(r));
+    }
+    const g = await c.goaway();
+    expect(g?.code).toBe(ENHANCE_YOUR_CALM);
+    expect(h.seen.length).toBeGreaterThan(150); // the streams were opened; the bound is on bytes, not streams
+  });
+
+  it('request bodies nobody reads yet, under the bound, are kept and delivered once resumed', async () => {
+    const streams: H2ServerStream[] = [];
+    const h = await serve((s) => streams.push(s));
+    const c = await RawClient.connect(h.port, { preface: true });
+    cleanups.push(() => c.destroy());
+    const chunk = Buffer.alloc(16_000, 0x62);
+    for (let id = 1; id <= 79; id += 2) c.send(Buffer.concat([headers(id, requestBlock('/', [], 'POST'), false), data(id, chunk), data(id, chunk, true)]));
+    await until(() => streams.length === 40);
+    await new Promise((r) => setTimeout(r, 50));
+    let total = 0;
+    let ended = 0;
+    for (const s of streams) {
+      s.on('data', (b: Buffer) => (total += b.length));
+      s.on('end', () => ended++);
+      s.resume();
+    }
+    await until(() => ended === 40);
+    expect(total).toBe(40 * 32_000);
+  });
+
   it('a bad preface', async () => {
     expect(await goawayFor(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), { preface: false })).toBe(PROTOCOL_ERROR);
   });
