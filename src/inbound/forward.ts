@@ -207,9 +207,10 @@ function onBodyData(this: BodySource, chunk: Buffer): void {
 }
 
 /**
- * Node ends a server stream's readable side not only on END_STREAM but also when the client
- * reset it (CANCEL): such a body was cut, not finished, and must never reach the app as complete.
- * Trailers mean END_STREAM did arrive, whatever RST followed.
+ * A body that was cut, not finished, must never reach the app as complete. ward's HTTP/2 server
+ * emits `end` only on END_STREAM, but a stream the client reset is checked anyway (node:http2,
+ * which the listeners used before, ended the readable side on a reset too); trailers mean
+ * END_STREAM did arrive, whatever RST followed. An HTTP/1.1 body is cut when not `complete`.
  */
 function requestCut(ex: Exchange): boolean {
   if (ex.h2 !== null) return (ex.h2.rstCode ?? 0) !== 0 && ex.requestTrailers === null;
