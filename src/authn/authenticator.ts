@@ -102,6 +102,7 @@ interface NegativeEntry {
 }
 
 interface PendingJwt {
+  readonly payloadSegment: string;
   readonly state: IssuerState;
   readonly alg: string;
   readonly kid: string | undefined;
@@ -238,6 +239,7 @@ class TokenAuthenticator implements Authenticator {
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss, kid);
 
     const pending: PendingJwt = {
+      payloadSegment: jwt.payloadSegment,
       state,
       alg,
       kid,
@@ -295,7 +297,7 @@ class TokenAuthenticator implements Authenticator {
 
   /** A verified JWT: its identity, cached until `exp`. */
   #accept(cacheKey: string | undefined, p: PendingJwt, viaJwks: boolean, keyId: string | undefined): AuthResult {
-    const identity = makeIdentity(p.state.trust.issuer, p.payload, p.parts, 'jwt', p.exp);
+    const identity = makeIdentity(p.state.trust.issuer, p.payload, p.parts, 'jwt', p.exp, p.payloadSegment);
     const result: AuthResult = Object.freeze({ ok: true, identity });
     const deadlineMs = p.exp * 1000;
     if (cacheKey !== undefined && deadlineMs > this.#clock()) {
@@ -520,16 +522,19 @@ class TokenAuthenticator implements Authenticator {
   }
 }
 
-function makeIdentity(issuer: string, claims: JsonObject, parts: IdentityParts, tokenKind: 'jwt' | 'opaque', expiresAt: number): Identity {
-  return Object.freeze({
-    issuer,
-    subject: parts.subject,
-    claims: deepFreeze(claims),
-    tokenKind,
-    expiresAt,
-    actors: parts.actors,
-    scopes: parts.scopes,
-  });
+function makeIdentity(
+  issuer: string,
+  claims: JsonObject,
+  parts: IdentityParts,
+  tokenKind: 'jwt' | 'opaque',
+  expiresAt: number,
+  claimsBase64url?: string,
+): Identity {
+  const frozen = deepFreeze(claims);
+  if (claimsBase64url === undefined) {
+    return Object.freeze({ issuer, subject: parts.subject, claims: frozen, tokenKind, expiresAt, actors: parts.actors, scopes: parts.scopes });
+  }
+  return Object.freeze({ issuer, subject: parts.subject, claims: frozen, tokenKind, expiresAt, actors: parts.actors, scopes: parts.scopes, claimsBase64url });
 }
 
 /** What the issuer may use: never `none`, only algorithms we verify, HMAC only with a secret. */

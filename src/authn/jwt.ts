@@ -12,6 +12,8 @@ export interface ParsedJwt {
   readonly alg: string;
   readonly kid: string | undefined;
   readonly typ: string | undefined;
+  /** The payload segment as received: base64url of the claims JSON exactly as signed. */
+  readonly payloadSegment: string;
 }
 
 /**
@@ -52,7 +54,8 @@ export function parseJwt(token: string): ParsedJwt | string {
   }
   const header = decodeObject(token.slice(0, a));
   if (header === undefined) return 'header is not a strict JSON object';
-  const payload = decodeObject(token.slice(a + 1, b));
+  const payloadSegment = token.slice(a + 1, b);
+  const payload = decodeObject(payloadSegment);
   if (payload === undefined) return 'payload is not a strict JSON object';
 
   const alg = header['alg'];
@@ -68,7 +71,7 @@ export function parseJwt(token: string): ParsedJwt | string {
   if (kid !== undefined && typeof kid !== 'string') return 'header kid is not a string';
   const typ = header['typ'];
   if (typ !== undefined && typeof typ !== 'string') return 'header typ is not a string';
-  return { header, payload, alg, kid, typ };
+  return { header, payload, alg, kid, typ, payloadSegment };
 }
 
 function isB64url(s: string, from: number, to: number): boolean {

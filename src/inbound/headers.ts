@@ -284,7 +284,8 @@ export function identityHeaderValues(id: Identity): IdentityHeaderValues | null 
       v = Object.freeze({
         subject: id.subject,
         issuer: id.issuer,
-        claims: Buffer.from(JSON.stringify(id.claims), 'utf8').toString('base64url'),
+        // A JWT's claims go as the issuer signed them (its payload segment); others serialized.
+        claims: id.claimsBase64url ?? Buffer.from(JSON.stringify(id.claims), 'utf8').toString('base64url'),
       });
     } catch {
       v = null; // unserializable claims (never from a JSON token): fail closed

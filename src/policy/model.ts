@@ -20,6 +20,12 @@ export interface Identity {
   readonly actors: readonly string[];
   /** Space-delimited `scope` (or `scp` array) as a set. */
   readonly scopes: ReadonlySet<string>;
+  /**
+   * For a JWT: its payload segment, i.e. base64url of `claims` as JSON exactly as the issuer
+   * signed it (canonical base64url, strict JSON: checked when parsed). The identity headers send
+   * it as is rather than serializing `claims` again. Absent for opaque tokens.
+   */
+  readonly claimsBase64url?: string;
 }
 
 /** The request as policy sees it: after normalization, before forwarding. */

@@ -40,6 +40,8 @@ describe('sidecar: gRPC callers against the orders policy', () => {
     expect(seen?.metadata['x-ward-issuer']).toBe(mesh.idp.issuer);
     const claims = JSON.parse(Buffer.from(seen?.metadata['x-ward-claims'] ?? '', 'base64url').toString()) as Record<string, unknown>;
     expect(claims.client_id).toBe('reporting');
+    // exactly the claims the IdP signed: the token's own payload segment
+    expect(seen?.metadata['x-ward-claims']).toBe(reader.split('.')[1]);
     expect(seen?.metadata['x-ward-decision-id']).toMatch(/.+/);
     // the caller gets the same decision id in the response headers
     expect(client.lastHeaders['x-ward-decision-id']).toBe(seen?.metadata['x-ward-decision-id']);

@@ -3,6 +3,7 @@ import type { CryptoKey } from 'jose';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../../src/authn/authenticator.ts';
 import type { AuthenticatorOptions, Authenticator, AuthResult } from '../../../src/authn/authenticator.ts';
+import { identityHeaderValues } from '../../../src/inbound/headers.ts';
 import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import type { IssuerTrust } from '../../../src/policy/model.ts';
 import { b64url, FakeIdp, makeKey, mint, mintRaw } from './idp.ts';
@@ -211,6 +212,19 @@ describe('JWT verification: every rejection code', () => {
       '\u00e9\u00e9\u00e9',
     ];
     for (const t of malformed) expect(await code(a, t), t).toBe('ERR_TOKEN_MALFORMED');
+  });
+
+  it('a JWT identity carries its payload segment as signed; the identity header sends it byte for byte', async () => {
+    const a = await ready();
+    // JSON as an IdP may write it, which JSON.stringify would not: spaces, a \u escape
+    const raw = JSON.stringify(claims(), null, 1).replace('"alice"', '"\\u0061lice"');
+    const token = await mintRaw(k1, raw);
+    const r = await a.authenticate(token);
+    if (!r.ok) throw new Error(r.error.code);
+    expect(r.identity.subject).toBe('alice');
+    expect(r.identity.claimsBase64url).toBe(token.split('.')[1]);
+    expect(identityHeaderValues(r.identity)?.claims).toBe(token.split('.')[1]);
+    expect(Buffer.from(identityHeaderValues(r.identity)?.claims ?? '', 'base64url').toString()).toBe(raw);
   });
 
   it('duplicate claims and __proto__ are refused even under a valid signature', async () => {
