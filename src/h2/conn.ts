@@ -6,13 +6,10 @@ import {
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
   FLAG_ACK,
-  FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PADDED,
-  FLAG_PRIORITY,
   FLOW_CONTROL_ERROR,
   frame,
-  FRAME_HEADER,
   FRAME_SIZE_ERROR,
   GOAWAY,
   goawayFrame,
@@ -38,9 +35,8 @@ import {
   STREAM_CLOSED,
   u32Frame,
   WINDOW_UPDATE,
-  writeFrameHeader,
-  FrameAssembler,
 } from './frames.ts';
+import { H2Endpoint } from './endpoint.ts';
 import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
 
 /**
@@ -105,8 +101,6 @@ const CLIENT_SETTINGS = settingsFrame([
 ]);
 const CONNECT_BYTES = Buffer.concat([PREFACE, CLIENT_SETTINGS, u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW)]);
 const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
-/** DATA payloads up to this size are copied behind their frame header (one write); larger ones are written as they are. */
-const COPY_LIMIT = 4096;
 const EMPTY = Buffer.alloc(0);
 
 export class H2ProtocolError extends Error {
@@ -180,54 +174,40 @@ export class H2ClientStream {
 /** On a decoded field list: the names the app sent as never-indexed (RFC 7541 §6.2.3), when any. */
 export const kSensitive: unique symbol = Symbol('ward.h2.sensitive');
 
-export class H2Connection {
-  readonly socket: Socket;
+export class H2Connection extends H2Endpoint<H2ClientStream> {
   readonly #handler: H2StreamHandler;
   readonly #onUnusable: ((c: H2Connection) => void) | undefined;
   readonly #onClose: ((c: H2Connection) => void) | undefined;
   readonly #streams = new Map<number, H2ClientStream>();
   /** Streams waiting for a slot, oldest first. */
   #queued: H2ClientStream[] = [];
-  /** Streams with body bytes waiting for window. */
-  readonly #blocked = new Set<H2ClientStream>();
   readonly #decoder = new HpackDecoder({ maxTableSize: 4096, maxHeaderListSize: MAX_HEADER_LIST });
-  readonly #encoder = new HpackEncoder();
   /** Scratch list for the never-indexed names of one header block. */
   readonly #sensitive: string[] = [];
   #nextId = 1;
   #active = 0;
   #peerMaxStreams = INITIAL_MAX_STREAMS;
-  #peerInitialWindow = DEFAULT_WINDOW;
-  #peerMaxFrame = DEFAULT_MAX_FRAME;
-  #connSendWindow = DEFAULT_WINDOW;
   #connRecvWindow = CONN_WINDOW;
   #connRecvUnacked = 0;
   #gotSettings = false;
   #goaway = false;
   #destroyed = false;
   #connected = false;
-  #corked = false;
-  readonly #reader = new FrameAssembler(DEFAULT_MAX_FRAME);
-  // A header block in progress (HEADERS without END_HEADERS, then CONTINUATION).
-  #contStream = 0;
-  #contEnd = false;
-  #contChunks: Buffer[] = [];
-  #contBytes = 0;
   #connectTimer: NodeJS.Timeout | null = null;
 
   constructor(o: H2ConnectionOptions) {
+    const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+    super(socket, new HpackEncoder());
     this.#handler = o.handler;
     this.#onUnusable = o.onUnusable;
     this.#onClose = o.onClose;
-    const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
-    this.socket = socket;
     socket.write(CONNECT_BYTES);
     socket.on('connect', () => {
       this.#connected = true;
       if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
     });
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => this.#onSocketDrain());
+    socket.on('data', (chunk: Buffer) => this.readFrames(chunk));
+    socket.on('drain', () => this.notifyDrain(this.#streams.values()));
     socket.on('error', (err) => this.#fail(err));
     socket.on('close', () => this.#onSocketClose());
     const ms = o.connectTimeoutMs ?? 0;
@@ -255,7 +235,7 @@ export class H2Connection {
    */
   request(fields: readonly string[], endStream: boolean, owner: unknown): H2ClientStream {
     if (!this.usable) throw new H2ProtocolError('upstream connection is not usable', REFUSED_STREAM, 'ERR_HTTP2_INVALID_SESSION');
-    const s = new H2ClientStream(this, owner, this.#encode(fields), endStream);
+    const s = new H2ClientStream(this, owner, this.encode(fields), endStream);
     if (this.#active < this.#peerMaxStreams && this.#queued.length === 0) this.#open(s);
     else this.#queued.push(s);
     return s;
@@ -266,12 +246,34 @@ export class H2Connection {
     if (this.#destroyed) return;
     if (!this.#goaway) {
       this.#goaway = true;
-      this.#write(goawayFrame(0, NO_ERROR));
+      this.write(goawayFrame(0, NO_ERROR));
       this.#onUnusable?.(this);
     }
     for (const s of this.#queued) this.#refuse(s);
     this.#queued = [];
     this.#maybeEnd();
+  }
+
+  // ---- H2Endpoint hooks
+
+  protected get halted(): boolean {
+    return this.#destroyed;
+  }
+
+  protected headerBlockLimit(bytes: number): readonly [number, string] | null {
+    return bytes > MAX_HEADER_BLOCK ? [PROTOCOL_ERROR, 'header block too large'] : null;
+  }
+
+  protected isClosed(s: H2ClientStream): boolean {
+    return s.closed;
+  }
+
+  protected afterFlush(s: H2ClientStream): void {
+    if (s.endAfter !== null) this.#sendEnd(s, s.endAfter);
+  }
+
+  protected drained(s: H2ClientStream): void {
+    this.#handler.drain(s);
   }
 
   destroy(err?: Error): void {
@@ -280,21 +282,6 @@ export class H2Connection {
   }
 
   // ---- writing
-
-  #write(buf: Buffer): boolean {
-    if (!this.#corked) {
-      this.#corked = true;
-      this.socket.cork();
-      process.nextTick(uncork, this);
-    }
-    return this.socket.write(buf);
-  }
-
-  /** @internal */
-  uncork(): void {
-    this.#corked = false;
-    this.socket.uncork();
-  }
 
   #open(s: H2ClientStream): void {
     if (this.#nextId > MAX_STREAM_ID) {
@@ -305,103 +292,33 @@ export class H2Connection {
     }
     s.id = this.#nextId;
     this.#nextId += 2;
-    s.sendWindow = this.#peerInitialWindow;
+    s.sendWindow = this.peerInitialWindow;
     this.#active++;
     this.#streams.set(s.id, s);
     const block = s.block as Buffer;
     s.block = null;
-    this.#writeHeaders(s.id, block, s.endWithHeaders);
-    if (s.pending !== null) this.#flushStream(s);
+    this.writeHeaders(s.id, block, s.endWithHeaders);
+    if (s.pending !== null) this.flushStream(s);
     else if (s.endAfter !== null) this.#sendEnd(s, s.endAfter);
-  }
-
-  /** A header block, with FRAME_HEADER spare octets in front for the HEADERS frame header. */
-  #encode(fields: readonly string[]): Buffer {
-    const buf = Buffer.allocUnsafe(FRAME_HEADER + this.#encoder.maxEncodedLength(fields));
-    return buf.subarray(0, this.#encoder.encode(fields, buf, FRAME_HEADER));
-  }
-
-  #writeHeaders(id: number, buf: Buffer, end: boolean): void {
-    const len = buf.length - FRAME_HEADER;
-    const endFlag = end ? FLAG_END_STREAM : 0;
-    const mf = this.#peerMaxFrame;
-    if (len <= mf) {
-      writeFrameHeader(buf, 0, len, HEADERS, endFlag | FLAG_END_HEADERS, id);
-      this.#write(buf);
-      return;
-    }
-    // HEADERS then CONTINUATION frames, back to back (RFC 9113 §6.10).
-    writeFrameHeader(buf, 0, mf, HEADERS, endFlag, id);
-    this.#write(buf.subarray(0, FRAME_HEADER + mf));
-    let off = FRAME_HEADER + mf;
-    const stop = buf.length;
-    while (off < stop) {
-      const n = Math.min(mf, stop - off);
-      const h = Buffer.allocUnsafe(FRAME_HEADER);
-      writeFrameHeader(h, 0, n, CONTINUATION, off + n === stop ? FLAG_END_HEADERS : 0, id);
-      this.#write(h);
-      this.#write(buf.subarray(off, off + n));
-      off += n;
-    }
   }
 
   /** @internal */
   writeData(s: H2ClientStream, chunk: Buffer): boolean {
     if (s.closed || s.localEnded || s.endAfter !== null) return true;
     if (chunk.length === 0) return true;
-    if (s.id === 0 || s.pending !== null) {
+    if (s.id === 0) {
+      // Waiting for a slot: held until its HEADERS go out.
       (s.pending ??= []).push(chunk);
-      if (s.id !== 0) this.#blocked.add(s);
       s.wantDrain = true;
       return false;
     }
-    const sent = this.#sendData(s, chunk, 0);
-    if (sent < chunk.length) {
-      s.pending = [sent === 0 ? chunk : chunk.subarray(sent)];
-      this.#blocked.add(s);
-      s.wantDrain = true;
-      return false;
-    }
-    if (this.socket.writableNeedDrain) {
-      s.wantDrain = true;
-      return false;
-    }
-    return true;
-  }
-
-  /** Sends as much of `chunk` from `from` as the windows allow; returns the new offset. */
-  #sendData(s: H2ClientStream, chunk: Buffer, from: number): number {
-    let off = from;
-    while (off < chunk.length) {
-      const room = Math.min(s.sendWindow, this.#connSendWindow, this.#peerMaxFrame);
-      if (room <= 0) break;
-      const n = Math.min(room, chunk.length - off);
-      this.#writeDataFrame(s.id, chunk, off, n, 0);
-      s.sendWindow -= n;
-      this.#connSendWindow -= n;
-      off += n;
-    }
-    return off;
-  }
-
-  #writeDataFrame(id: number, chunk: Buffer, off: number, n: number, flags: number): void {
-    if (n <= COPY_LIMIT) {
-      const buf = Buffer.allocUnsafe(FRAME_HEADER + n);
-      writeFrameHeader(buf, 0, n, DATA, flags, id);
-      chunk.copy(buf, FRAME_HEADER, off, off + n);
-      this.#write(buf);
-      return;
-    }
-    const h = Buffer.allocUnsafe(FRAME_HEADER);
-    writeFrameHeader(h, 0, n, DATA, flags, id);
-    this.#write(h);
-    this.#write(off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n));
+    return this.queueData(s, chunk);
   }
 
   /** @internal */
   endStream(s: H2ClientStream, trailers: readonly string[] | null): void {
     if (s.closed || s.localEnded || s.endAfter !== null) return;
-    const t = trailers === null || trailers.length === 0 ? EMPTY : this.#encode(trailers);
+    const t = trailers === null || trailers.length === 0 ? EMPTY : this.encode(trailers);
     if (s.id === 0 || s.pending !== null) {
       s.endAfter = t;
       return;
@@ -412,55 +329,15 @@ export class H2Connection {
   #sendEnd(s: H2ClientStream, trailers: Buffer): void {
     s.endAfter = null;
     s.localEnded = true;
-    if (trailers.length > 0) this.#writeHeaders(s.id, trailers, true);
-    else this.#write(frame(DATA, FLAG_END_STREAM, s.id, null));
+    if (trailers.length > 0) this.writeHeaders(s.id, trailers, true);
+    else this.write(frame(DATA, FLAG_END_STREAM, s.id, null));
     if (s.remoteEnded) this.#closeStream(s);
-  }
-
-  #flushStream(s: H2ClientStream): void {
-    const pending = s.pending;
-    if (pending === null) return;
-    while (pending.length > 0) {
-      const chunk = pending[0] as Buffer;
-      const sent = this.#sendData(s, chunk, 0);
-      if (sent < chunk.length) {
-        if (sent > 0) pending[0] = chunk.subarray(sent);
-        this.#blocked.add(s);
-        return;
-      }
-      pending.shift();
-    }
-    s.pending = null;
-    this.#blocked.delete(s);
-    if (s.endAfter !== null) this.#sendEnd(s, s.endAfter);
-    if (s.wantDrain && !s.closed && !this.socket.writableNeedDrain) {
-      s.wantDrain = false;
-      this.#handler.drain(s);
-    }
-  }
-
-  #flushBlocked(): void {
-    if (this.#blocked.size === 0) return;
-    for (const s of [...this.#blocked]) {
-      if (this.#connSendWindow <= 0) return;
-      if (s.closed) this.#blocked.delete(s);
-      else this.#flushStream(s);
-    }
-  }
-
-  #onSocketDrain(): void {
-    for (const s of this.#streams.values()) {
-      if (s.wantDrain && s.pending === null && !s.closed) {
-        s.wantDrain = false;
-        this.#handler.drain(s);
-      }
-    }
   }
 
   /** @internal */
   resetStream(s: H2ClientStream, code: number): void {
     if (s.closed) return;
-    if (s.id !== 0 && !this.#destroyed) this.#write(u32Frame(RST_STREAM, s.id, code));
+    if (s.id !== 0 && !this.#destroyed) this.write(u32Frame(RST_STREAM, s.id, code));
     s.rstCode ??= code;
     if (s.id === 0) {
       const i = this.#queued.indexOf(s);
@@ -475,7 +352,7 @@ export class H2Connection {
     s.recvUnacked += n;
     if (s.recvUnacked >= STREAM_WINDOW / 2) {
       s.recvWindow += s.recvUnacked;
-      this.#write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
+      this.write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
       s.recvUnacked = 0;
     }
   }
@@ -486,7 +363,7 @@ export class H2Connection {
     if (s.closed) return;
     s.closed = true;
     s.pending = null;
-    this.#blocked.delete(s);
+    this.blocked.delete(s);
     if (s.id !== 0 && this.#streams.delete(s.id)) this.#active--;
     if (deferred) process.nextTick(emitClose, this.#handler, s);
     else this.#handler.close(s);
@@ -512,7 +389,7 @@ export class H2Connection {
       // Not just end(): a peer that sent GOAWAY may keep its side open (node:http2's
       // session.goaway() does), and waiting for its FIN would hold the socket, and `onClose`,
       // forever. No stream is left, so nothing it could still send matters.
-      this.socket.destroySoon();
+      (this.socket as Socket).destroySoon();
     }
   }
 
@@ -523,9 +400,9 @@ export class H2Connection {
   }
 
   /** A connection error (RFC 9113 §5.4.1): GOAWAY with `code`, then every stream fails. */
-  #connectionError(code: number, message: string): void {
+  protected connectionError(code: number, message: string): void {
     if (this.#destroyed) return;
-    this.#write(goawayFrame(0, code));
+    this.write(goawayFrame(0, code));
     this.#fail(new H2ProtocolError(`upstream HTTP/2 connection error: ${message}`, code));
   }
 
@@ -552,7 +429,7 @@ export class H2Connection {
       this.#closeStream(s);
     }
     if (!wasDestroyed) this.socket.end();
-    this.socket.destroySoon();
+    (this.socket as Socket).destroySoon();
   }
 
   #onSocketClose(): void {
@@ -564,36 +441,13 @@ export class H2Connection {
 
   // ---- reading
 
-  #onData(chunk: Buffer): void {
-    const buf = this.#reader.push(chunk);
-    if (buf === null) return;
-    let off = 0;
-    const n = buf.length;
-    while (n - off >= FRAME_HEADER) {
-      const len = (buf[off] as number) * 65536 + (buf[off + 1] as number) * 256 + (buf[off + 2] as number);
-      if (len > DEFAULT_MAX_FRAME) {
-        this.#connectionError(FRAME_SIZE_ERROR, `frame of ${len} bytes over SETTINGS_MAX_FRAME_SIZE`);
-        return;
-      }
-      if (n - off - FRAME_HEADER < len) break;
-      const type = buf[off + 3] as number;
-      const flags = buf[off + 4] as number;
-      const id = buf.readUInt32BE(off + 5) & 0x7fff_ffff;
-      const start = off + FRAME_HEADER;
-      off = start + len;
-      this.#frame(type, flags, id, buf, start, off);
-      if (this.#destroyed) return;
-    }
-    if (off < n) this.#reader.keep(off === 0 ? buf : buf.subarray(off));
-  }
-
-  #frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
+  protected frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
     if (!this.#gotSettings && type !== SETTINGS) {
-      this.#connectionError(PROTOCOL_ERROR, 'the server preface must start with SETTINGS');
+      this.connectionError(PROTOCOL_ERROR, 'the server preface must start with SETTINGS');
       return;
     }
-    if (this.#contStream !== 0 && (type !== CONTINUATION || id !== this.#contStream)) {
-      this.#connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
+    if (this.contStream !== 0 && (type !== CONTINUATION || id !== this.contStream)) {
+      this.connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
       return;
     }
     switch (type) {
@@ -601,10 +455,10 @@ export class H2Connection {
         this.#onDataFrame(flags, id, buf, start, end);
         return;
       case HEADERS:
-        this.#onHeadersFrame(flags, id, buf, start, end);
+        this.onHeadersFrame(flags, id, buf, start, end);
         return;
       case CONTINUATION:
-        this.#onContinuation(flags, id, buf, start, end);
+        this.onContinuation(flags, id, buf, start, end);
         return;
       case RST_STREAM:
         this.#onReset(id, buf, start, end);
@@ -613,9 +467,9 @@ export class H2Connection {
         this.#onSettings(flags, id, buf, start, end);
         return;
       case PING:
-        if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'PING on a stream');
-        if (end - start !== 8) return this.#connectionError(FRAME_SIZE_ERROR, 'PING length');
-        if ((flags & FLAG_ACK) === 0) this.#write(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
+        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
+        if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
+        if ((flags & FLAG_ACK) === 0) this.write(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
         return;
       case GOAWAY:
         this.#onGoaway(id, buf, start, end);
@@ -624,10 +478,10 @@ export class H2Connection {
         this.#onWindowUpdate(id, buf, start, end);
         return;
       case PUSH_PROMISE:
-        this.#connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE with push disabled');
+        this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE with push disabled');
         return;
       case PRIORITY:
-        if (id === 0) this.#connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
+        if (id === 0) this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
         else if (end - start !== 5) {
           const s = this.#streams.get(id);
           if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR, 'PRIORITY length');
@@ -639,12 +493,12 @@ export class H2Connection {
   }
 
   #onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
     if ((flags & FLAG_ACK) !== 0) {
-      if (end !== start) this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
+      if (end !== start) this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
       return;
     }
-    if ((end - start) % 6 !== 0) return this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
+    if ((end - start) % 6 !== 0) return this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
     this.#gotSettings = true;
     let windowDelta = 0;
     for (let p = start; p < end; p += 6) {
@@ -654,19 +508,19 @@ export class H2Connection {
         case SETTINGS_HEADER_TABLE_SIZE:
           break; // our encoder never uses the dynamic table
         case SETTINGS_ENABLE_PUSH:
-          if (value !== 0) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH from a server');
+          if (value !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH from a server');
           break;
         case SETTINGS_MAX_CONCURRENT_STREAMS:
           this.#peerMaxStreams = value;
           break;
         case SETTINGS_INITIAL_WINDOW_SIZE:
-          if (value > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
-          windowDelta += value - this.#peerInitialWindow;
-          this.#peerInitialWindow = value;
+          if (value > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+          windowDelta += value - this.peerInitialWindow;
+          this.peerInitialWindow = value;
           break;
         case SETTINGS_MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
-          this.#peerMaxFrame = value;
+          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
+          this.peerMaxFrame = value;
           break;
         case SETTINGS_MAX_HEADER_LIST_SIZE:
           break; // advisory; requests are bounded by the inbound listener's own limit
@@ -674,47 +528,47 @@ export class H2Connection {
           break;
       }
     }
-    this.#write(SETTINGS_ACK);
+    this.write(SETTINGS_ACK);
     if (windowDelta !== 0) {
       for (const s of this.#streams.values()) {
         s.sendWindow += windowDelta;
         if (s.sendWindow > MAX_WINDOW) {
-          this.#connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+          this.connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
           return;
         }
       }
-      if (windowDelta > 0) for (const s of this.#streams.values()) if (s.pending !== null) this.#flushStream(s);
+      if (windowDelta > 0) for (const s of this.#streams.values()) if (s.pending !== null) this.flushStream(s);
     }
     this.#openQueued();
   }
 
   #onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
-    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
+    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
     const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
     if (id === 0) {
-      if (inc === 0) return this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
-      this.#connSendWindow += inc;
-      if (this.#connSendWindow > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
-      this.#flushBlocked();
+      if (inc === 0) return this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+      this.connSendWindow += inc;
+      if (this.connSendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
+      this.flushBlocked();
       return;
     }
     const s = this.#streams.get(id);
     if (s === undefined) {
-      if (id >= this.#nextId) this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+      if (id >= this.#nextId) this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
       return;
     }
     if (inc === 0) return this.#streamError(s, PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
     s.sendWindow += inc;
     if (s.sendWindow > MAX_WINDOW) return this.#streamError(s, FLOW_CONTROL_ERROR, 'stream window above 2^31-1');
-    if (s.pending !== null) this.#flushStream(s);
+    if (s.pending !== null) this.flushStream(s);
   }
 
   #onReset(id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
-    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
+    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
     const s = this.#streams.get(id);
     if (s === undefined) {
-      if (id >= this.#nextId) this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+      if (id >= this.#nextId) this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
       return;
     }
     const code = buf.readUInt32BE(start);
@@ -725,8 +579,8 @@ export class H2Connection {
   }
 
   #onGoaway(id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
-    if (end - start < 8) return this.#connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
+    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
+    if (end - start < 8) return this.connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
     const last = buf.readUInt32BE(start) & 0x7fff_ffff;
     this.#goAwayLocally();
     // §6.8: streams above the last id were not processed; they can go to another connection.
@@ -738,28 +592,28 @@ export class H2Connection {
   }
 
   #onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
     const len = end - start;
     this.#connRecvWindow -= len;
-    if (this.#connRecvWindow < 0) return this.#connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
+    if (this.#connRecvWindow < 0) return this.connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
     // The connection window is given back on receipt: per-stream windows bound what is held.
     this.#connRecvUnacked += len;
     if (this.#connRecvUnacked >= CONN_WINDOW / 2) {
       this.#connRecvWindow += this.#connRecvUnacked;
-      this.#write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
+      this.write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
       this.#connRecvUnacked = 0;
     }
     let p = start;
     let stop = end;
     if ((flags & FLAG_PADDED) !== 0) {
-      if (len < 1) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding');
+      if (len < 1) return this.connectionError(PROTOCOL_ERROR, 'DATA padding');
       const pad = buf[p++] as number;
-      if (pad > stop - p) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
+      if (pad > stop - p) return this.connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
       stop -= pad;
     }
     const s = this.#streams.get(id);
     if (s === undefined) {
-      if (id >= this.#nextId) this.#connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+      if (id >= this.#nextId) this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
       return; // a stream we reset or closed: dropped
     }
     if (!s.gotResponse) return this.#streamError(s, PROTOCOL_ERROR, 'DATA before response headers');
@@ -774,43 +628,7 @@ export class H2Connection {
     if (endStream && s.localEnded && !s.closed) this.#closeStream(s);
   }
 
-  #onHeadersFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on stream 0');
-    let p = start;
-    let stop = end;
-    if ((flags & FLAG_PADDED) !== 0) {
-      if (stop - p < 1) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding');
-      const pad = buf[p++] as number;
-      stop -= pad;
-    }
-    if ((flags & FLAG_PRIORITY) !== 0) p += 5;
-    if (p > stop) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding longer than the frame');
-    const endStream = (flags & FLAG_END_STREAM) !== 0;
-    if ((flags & FLAG_END_HEADERS) !== 0) {
-      this.#headerBlock(id, endStream, buf, p, stop);
-      return;
-    }
-    this.#contStream = id;
-    this.#contEnd = endStream;
-    this.#contChunks = [buf.subarray(p, stop)];
-    this.#contBytes = stop - p;
-  }
-
-  #onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (this.#contStream === 0 || id !== this.#contStream) return this.#connectionError(PROTOCOL_ERROR, 'CONTINUATION without HEADERS');
-    // Each frame's header octets count too: an endless run of empty CONTINUATION frames would
-    // otherwise add a chunk per frame without ever reaching the limit.
-    this.#contBytes += FRAME_HEADER + end - start;
-    if (this.#contBytes > MAX_HEADER_BLOCK) return this.#connectionError(PROTOCOL_ERROR, 'header block too large');
-    this.#contChunks.push(buf.subarray(start, end));
-    if ((flags & FLAG_END_HEADERS) === 0) return;
-    const block = Buffer.concat(this.#contChunks);
-    this.#contChunks = [];
-    this.#contStream = 0;
-    this.#headerBlock(id, this.#contEnd, block, 0, block.length);
-  }
-
-  #headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void {
+  protected headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void {
     const fields: string[] = [];
     const sensitive = this.#sensitive;
     try {
@@ -829,12 +647,12 @@ export class H2Connection {
         return;
       }
       // The decoder's table may now differ from the app's: the connection cannot go on (§4.3).
-      this.#connectionError(COMPRESSION_ERROR, (err as Error).message);
+      this.connectionError(COMPRESSION_ERROR, (err as Error).message);
       return;
     }
     const s = this.#streams.get(id);
     if (s === undefined) {
-      if (id >= this.#nextId || id % 2 === 0) this.#connectionError(PROTOCOL_ERROR, 'HEADERS on an idle or server stream');
+      if (id >= this.#nextId || id % 2 === 0) this.connectionError(PROTOCOL_ERROR, 'HEADERS on an idle or server stream');
       return; // a stream we reset: its headers were decoded for the table's sake and are dropped
     }
     if (s.remoteEnded) return this.#streamError(s, STREAM_CLOSED, 'HEADERS after END_STREAM');
@@ -879,9 +697,6 @@ function isDigit(s: string, i: number, lo: number, hi: number): boolean {
   return c >= lo && c <= hi;
 }
 
-function uncork(c: H2Connection): void {
-  c.uncork();
-}
 
 function emitClose(h: H2StreamHandler, s: H2ClientStream): void {
   h.close(s);

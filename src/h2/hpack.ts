@@ -404,3 +404,17 @@ export class HpackEncoder {
     return p;
   }
 }
+
+/** A flat field list `[name, value, …]` from `from` on, as a header object (repeated names become arrays). */
+export function fieldRecord(fields: readonly string[], from: number): Record<string, string | string[]> {
+  const out = Object.create(null) as Record<string, string | string[]>;
+  for (let i = from; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const v = fields[i + 1] as string;
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[name] = [prev, v];
+  }
+  return out;
+}

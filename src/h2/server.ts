@@ -7,13 +7,10 @@ import {
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
   FLAG_ACK,
-  FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PADDED,
-  FLAG_PRIORITY,
   FLOW_CONTROL_ERROR,
   frame,
-  FRAME_HEADER,
   FRAME_SIZE_ERROR,
   GOAWAY,
   goawayFrame,
@@ -39,10 +36,9 @@ import {
   STREAM_CLOSED,
   u32Frame,
   WINDOW_UPDATE,
-  writeFrameHeader,
-  FrameAssembler,
 } from './frames.ts';
-import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
+import { H2Endpoint } from './endpoint.ts';
+import { fieldRecord, HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 server connection (RFC 9113), for the sidecar's listeners (h2c after the
@@ -262,35 +258,22 @@ function checkResponseFields(fields: readonly string[]): void {
   }
 }
 
-export class H2ServerConnection {
-  readonly socket: Duplex;
+export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   readonly encrypted: boolean;
   readonly #o: H2ServerOptions;
   readonly #streams = new Map<number, H2ServerStream>();
   readonly #decoder: HpackDecoder;
-  readonly #encoder = new HpackEncoder({ neverIndex: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'] });
-  readonly #blocked = new Set<H2ServerStream>();
   readonly #sensitive: string[] = [];
   #closing: H2ServerStream[] = [];
   #lastStreamId = 0;
   /** Streams we reset or refused, most recent last (bounded): frames the client sent before it saw the RST are ignored (§5.1). */
   readonly #resetIds = new Set<number>();
-  #peerInitialWindow = DEFAULT_WINDOW;
-  #peerMaxFrame = DEFAULT_MAX_FRAME;
-  #connSendWindow = DEFAULT_WINDOW;
   #connRecvWindow = CONN_WINDOW;
   #connRecvUnacked = 0;
   #prefaceSeen = 0;
   #gotSettings = false;
   #goaway = false;
   #destroyed = false;
-  #corked = false;
-  readonly #reader = new FrameAssembler(DEFAULT_MAX_FRAME);
-  #contStream = 0;
-  #contEnd = false;
-  #contChunks: Buffer[] = [];
-  #contBytes = 0;
-  #contFrames = 0;
   // Abuse accounting.
   #invalid = 0;
   /** Bytes in the streams' inboxes (MAX_BUFFERED). */
@@ -304,29 +287,57 @@ export class H2ServerConnection {
   #resetAt = 0;
 
   constructor(socket: Duplex, o: H2ServerOptions) {
-    this.socket = socket;
+    super(socket, new HpackEncoder({ neverIndex: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'] }));
     this.encrypted = o.encrypted;
     this.#o = o;
     this.#decoder = new HpackDecoder({ maxTableSize: 4096, maxHeaderListSize: o.maxHeaderListSize });
-    this.#write(
+    this.write(
       settingsFrame([
         [SETTINGS_MAX_CONCURRENT_STREAMS, o.maxConcurrentStreams],
         [SETTINGS_MAX_HEADER_LIST_SIZE, o.maxHeaderListSize],
         [SETTINGS_ENABLE_PUSH, 0],
       ]),
     );
-    this.#write(u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW));
+    this.write(u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW));
     // A client may half-close after its last request: what is open is still answered (the
     // socket ends once those streams are done), which needs the write side kept open.
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => this.#onSocketDrain());
+    socket.on('drain', () => {
+      this.#queuedAcks = 0;
+      this.notifyDrain(this.#streams.values());
+    });
     socket.on('error', (err) => {
       this.#o.onError?.(err);
       this.destroy();
     });
     socket.on('close', () => this.#onSocketClose());
     socket.on('end', () => this.#onSocketEnd());
+  }
+
+  // ---- H2Endpoint hooks
+
+  protected get halted(): boolean {
+    return this.#destroyed;
+  }
+
+  /** CONTINUATION floods (CVE-2024-27316 class): the block is bounded in octets and in frames. */
+  protected headerBlockLimit(bytes: number, frames: number): readonly [number, string] | null {
+    if (bytes > this.#o.maxHeaderListSize * 2 + 16_384) return [ENHANCE_YOUR_CALM, 'header block too large'];
+    if (frames > MAX_CONTINUATIONS) return [ENHANCE_YOUR_CALM, 'too many CONTINUATION frames'];
+    return null;
+  }
+
+  protected isClosed(s: H2ServerStream): boolean {
+    return s.destroyed;
+  }
+
+  protected afterFlush(s: H2ServerStream): void {
+    if (s.endPending) this.#finishResponse(s);
+  }
+
+  protected drained(s: H2ServerStream): void {
+    s.emit('drain');
   }
 
   get closed(): boolean {
@@ -337,7 +348,7 @@ export class H2ServerConnection {
   close(): void {
     if (this.#goaway || this.#destroyed) return;
     this.#goaway = true;
-    this.#write(goawayFrame(this.#lastStreamId, NO_ERROR));
+    this.write(goawayFrame(this.#lastStreamId, NO_ERROR));
     this.#maybeEnd();
   }
 
@@ -354,99 +365,16 @@ export class H2ServerConnection {
 
   // ---- writing
 
-  #write(buf: Buffer): boolean {
-    if (!this.#corked) {
-      this.#corked = true;
-      this.socket.cork();
-      process.nextTick(uncork, this);
-    }
-    return this.socket.write(buf);
-  }
-
-  /** @internal */
-  uncork(): void {
-    this.#corked = false;
-    this.socket.uncork();
-  }
-
-  /** A header block, with FRAME_HEADER spare octets in front. Throws (nothing written) for a field HTTP/2 cannot carry. */
-  #encode(fields: readonly string[]): Buffer {
-    const buf = Buffer.allocUnsafe(FRAME_HEADER + this.#encoder.maxEncodedLength(fields));
-    return buf.subarray(0, this.#encoder.encode(fields, buf, FRAME_HEADER));
-  }
-
-  #writeHeaders(id: number, buf: Buffer, end: boolean): void {
-    const stop = buf.length;
-    const len = stop - FRAME_HEADER;
-    const endFlag = end ? FLAG_END_STREAM : 0;
-    const mf = this.#peerMaxFrame;
-    if (len <= mf) {
-      writeFrameHeader(buf, 0, len, HEADERS, endFlag | FLAG_END_HEADERS, id);
-      this.#write(buf);
-      return;
-    }
-    writeFrameHeader(buf, 0, mf, HEADERS, endFlag, id);
-    this.#write(buf.subarray(0, FRAME_HEADER + mf));
-    for (let off = FRAME_HEADER + mf; off < stop; ) {
-      const n = Math.min(mf, stop - off);
-      const h = Buffer.allocUnsafe(FRAME_HEADER);
-      writeFrameHeader(h, 0, n, CONTINUATION, off + n === stop ? FLAG_END_HEADERS : 0, id);
-      this.#write(h);
-      this.#write(buf.subarray(off, off + n));
-      off += n;
-    }
-  }
-
   /** @internal Throws (nothing sent) for fields HTTP/2 cannot carry. */
   respondStream(s: H2ServerStream, fields: readonly string[], end: boolean): void {
     checkResponseFields(fields);
-    this.#writeHeaders(s.id, this.#encode(fields), end);
+    this.writeHeaders(s.id, this.encode(fields), end);
   }
 
   /** @internal */
   writeData(s: H2ServerStream, chunk: Buffer): boolean {
     if (chunk.length === 0) return true;
-    if (s.pending !== null) {
-      s.pending.push(chunk);
-      s.wantDrain = true;
-      return false;
-    }
-    const sent = this.#sendData(s, chunk);
-    if (sent < chunk.length) {
-      s.pending = [sent === 0 ? chunk : chunk.subarray(sent)];
-      this.#blocked.add(s);
-      s.wantDrain = true;
-      return false;
-    }
-    if (this.socket.writableNeedDrain) {
-      s.wantDrain = true;
-      return false;
-    }
-    return true;
-  }
-
-  #sendData(s: H2ServerStream, chunk: Buffer): number {
-    let off = 0;
-    while (off < chunk.length) {
-      const room = Math.min(s.sendWindow, this.#connSendWindow, this.#peerMaxFrame);
-      if (room <= 0) break;
-      const n = Math.min(room, chunk.length - off);
-      if (n <= 4096) {
-        const buf = Buffer.allocUnsafe(FRAME_HEADER + n);
-        writeFrameHeader(buf, 0, n, DATA, 0, s.id);
-        chunk.copy(buf, FRAME_HEADER, off, off + n);
-        this.#write(buf);
-      } else {
-        const h = Buffer.allocUnsafe(FRAME_HEADER);
-        writeFrameHeader(h, 0, n, DATA, 0, s.id);
-        this.#write(h);
-        this.#write(off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n));
-      }
-      s.sendWindow -= n;
-      this.#connSendWindow -= n;
-      off += n;
-    }
-    return off;
+    return this.queueData(s, chunk);
   }
 
   /** @internal `end()`: once the data is out, trailers (`wantTrailers`) or END_STREAM. */
@@ -474,11 +402,11 @@ export class H2ServerConnection {
     if (s.destroyed || s.writableFinished) return;
     if (fields.length > 0) {
       try {
-        this.#writeHeaders(s.id, this.#encode(fields), true);
+        this.writeHeaders(s.id, this.encode(fields), true);
       } catch {
-        this.#write(frame(DATA, FLAG_END_STREAM, s.id, null)); // unsendable trailers: end without them
+        this.write(frame(DATA, FLAG_END_STREAM, s.id, null)); // unsendable trailers: end without them
       }
-    } else this.#write(frame(DATA, FLAG_END_STREAM, s.id, null));
+    } else this.write(frame(DATA, FLAG_END_STREAM, s.id, null));
     s.writableEnded = true;
     s.writableFinished = true;
     this.localEnded(s);
@@ -495,47 +423,6 @@ export class H2ServerConnection {
     if (!s.flowing) this.resetStream(s, NO_ERROR);
   }
 
-  #flushStream(s: H2ServerStream): void {
-    const pending = s.pending;
-    if (pending === null) return;
-    while (pending.length > 0) {
-      const chunk = pending[0] as Buffer;
-      const sent = this.#sendData(s, chunk);
-      if (sent < chunk.length) {
-        if (sent > 0) pending[0] = chunk.subarray(sent);
-        this.#blocked.add(s);
-        return;
-      }
-      pending.shift();
-    }
-    s.pending = null;
-    this.#blocked.delete(s);
-    if (s.endPending) this.#finishResponse(s);
-    if (s.wantDrain && !s.destroyed && !this.socket.writableNeedDrain) {
-      s.wantDrain = false;
-      s.emit('drain');
-    }
-  }
-
-  #flushBlocked(): void {
-    if (this.#blocked.size === 0) return;
-    for (const s of [...this.#blocked]) {
-      if (this.#connSendWindow <= 0) return;
-      if (s.destroyed) this.#blocked.delete(s);
-      else this.#flushStream(s);
-    }
-  }
-
-  #onSocketDrain(): void {
-    this.#queuedAcks = 0;
-    for (const s of this.#streams.values()) {
-      if (s.wantDrain && s.pending === null && !s.destroyed) {
-        s.wantDrain = false;
-        s.emit('drain');
-      }
-    }
-  }
-
   /** @internal */
   resetStream(s: H2ServerStream, code: number): void {
     if (s.destroyed) return;
@@ -545,7 +432,7 @@ export class H2ServerConnection {
   }
 
   #sendReset(id: number, code: number): void {
-    this.#write(u32Frame(RST_STREAM, id, code));
+    this.write(u32Frame(RST_STREAM, id, code));
     const ids = this.#resetIds;
     ids.add(id);
     if (ids.size > RESET_MEMORY) ids.delete(ids.values().next().value as number);
@@ -575,7 +462,7 @@ export class H2ServerConnection {
     s.recvUnacked += chunk.length;
     if (s.recvUnacked >= STREAM_WINDOW / 2 && !s.remoteEnded && !s.destroyed) {
       s.recvWindow += s.recvUnacked;
-      this.#write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
+      this.write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
       s.recvUnacked = 0;
     }
   }
@@ -597,7 +484,7 @@ export class H2ServerConnection {
     s.inbox = null;
     this.#buffered -= s.inboxBytes;
     s.inboxBytes = 0;
-    this.#blocked.delete(s);
+    this.blocked.delete(s);
     this.#streams.delete(s.id);
     // `close` is emitted on the next tick (as node:http2 does), once for all streams closed in this one.
     if (this.#closing.length === 0) process.nextTick(emitCloses, this);
@@ -626,10 +513,10 @@ export class H2ServerConnection {
     }
   }
 
-  #connectionError(code: number, message: string): void {
+  protected connectionError(code: number, message: string): void {
     if (this.#destroyed) return;
     this.#o.onError?.(Object.assign(new Error(`HTTP/2 client connection error: ${message}`), { code: 'ERR_HTTP2_SESSION_ERROR', h2code: code }));
-    this.#write(goawayFrame(this.#lastStreamId, code));
+    this.write(goawayFrame(this.#lastStreamId, code));
     this.#destroyed = true;
     this.#goaway = true;
     for (const s of this.#streams.values()) {
@@ -655,7 +542,7 @@ export class H2ServerConnection {
   /** An invalid frame or request: the connection is cut after too many (node's maxSessionInvalidFrames). */
   #invalidFrame(): boolean {
     if (++this.#invalid <= MAX_INVALID) return false;
-    this.#connectionError(ENHANCE_YOUR_CALM, 'too many invalid frames');
+    this.connectionError(ENHANCE_YOUR_CALM, 'too many invalid frames');
     return true;
   }
 
@@ -685,33 +572,14 @@ export class H2ServerConnection {
     if (this.#prefaceSeen < PREFACE.length) {
       const n = Math.min(PREFACE.length - this.#prefaceSeen, data.length);
       if (data.compare(PREFACE, this.#prefaceSeen, this.#prefaceSeen + n, 0, n) !== 0) {
-        this.#connectionError(PROTOCOL_ERROR, 'bad connection preface');
+        this.connectionError(PROTOCOL_ERROR, 'bad connection preface');
         return;
       }
       this.#prefaceSeen += n;
       if (n === data.length) return;
       data = data.subarray(n);
     }
-    const buf = this.#reader.push(data);
-    if (buf === null) return;
-    let off = 0;
-    const total = buf.length;
-    while (total - off >= FRAME_HEADER) {
-      const len = (buf[off] as number) * 65536 + (buf[off + 1] as number) * 256 + (buf[off + 2] as number);
-      if (len > DEFAULT_MAX_FRAME) {
-        this.#connectionError(FRAME_SIZE_ERROR, `frame of ${len} bytes over SETTINGS_MAX_FRAME_SIZE`);
-        return;
-      }
-      if (total - off - FRAME_HEADER < len) break;
-      const type = buf[off + 3] as number;
-      const flags = buf[off + 4] as number;
-      const id = buf.readUInt32BE(off + 5) & 0x7fff_ffff;
-      const start = off + FRAME_HEADER;
-      off = start + len;
-      this.#frame(type, flags, id, buf, start, off);
-      if (this.#destroyed) return;
-    }
-    if (off < total) this.#reader.keep(off === 0 ? buf : buf.subarray(off));
+    this.readFrames(data);
   }
 
   /**
@@ -720,19 +588,19 @@ export class H2ServerConnection {
    */
   #ack(buf: Buffer): void {
     if (this.socket.writableNeedDrain && ++this.#queuedAcks > MAX_QUEUED_ACKS) {
-      this.#connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
+      this.connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
       return;
     }
-    this.#write(buf);
+    this.write(buf);
   }
 
-  #frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
+  protected frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
     if (!this.#gotSettings && type !== SETTINGS) {
-      this.#connectionError(PROTOCOL_ERROR, 'the client preface must be followed by SETTINGS');
+      this.connectionError(PROTOCOL_ERROR, 'the client preface must be followed by SETTINGS');
       return;
     }
-    if (this.#contStream !== 0 && (type !== CONTINUATION || id !== this.#contStream)) {
-      this.#connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
+    if (this.contStream !== 0 && (type !== CONTINUATION || id !== this.contStream)) {
+      this.connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
       return;
     }
     switch (type) {
@@ -740,10 +608,10 @@ export class H2ServerConnection {
         this.#onDataFrame(flags, id, buf, start, end);
         return;
       case HEADERS:
-        this.#onHeadersFrame(flags, id, buf, start, end);
+        this.onHeadersFrame(flags, id, buf, start, end);
         return;
       case CONTINUATION:
-        this.#onContinuation(flags, id, buf, start, end);
+        this.onContinuation(flags, id, buf, start, end);
         return;
       case RST_STREAM:
         this.#onReset(id, buf, start, end);
@@ -752,13 +620,13 @@ export class H2ServerConnection {
         this.#onSettings(flags, id, buf, start, end);
         return;
       case PING:
-        if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'PING on a stream');
-        if (end - start !== 8) return this.#connectionError(FRAME_SIZE_ERROR, 'PING length');
+        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
+        if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
         if ((flags & FLAG_ACK) === 0) this.#ack(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
         return;
       case GOAWAY:
-        if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
-        if (end - start < 8) return this.#connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
+        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
+        if (end - start < 8) return this.connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
         // The client opens no more streams; what is open finishes.
         this.#goaway = true;
         this.#maybeEnd();
@@ -767,10 +635,10 @@ export class H2ServerConnection {
         this.#onWindowUpdate(id, buf, start, end);
         return;
       case PUSH_PROMISE:
-        this.#connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
+        this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
         return;
       case PRIORITY:
-        if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
+        if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
         if (end - start !== 5) {
           const s = this.#streams.get(id);
           if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR);
@@ -783,12 +651,12 @@ export class H2ServerConnection {
   }
 
   #onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
     if ((flags & FLAG_ACK) !== 0) {
-      if (end !== start) this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
+      if (end !== start) this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
       return;
     }
-    if ((end - start) % 6 !== 0) return this.#connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
+    if ((end - start) % 6 !== 0) return this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
     this.#gotSettings = true;
     let windowDelta = 0;
     for (let p = start; p < end; p += 6) {
@@ -796,16 +664,16 @@ export class H2ServerConnection {
       const value = buf.readUInt32BE(p + 2);
       switch (key) {
         case SETTINGS_ENABLE_PUSH:
-          if (value > 1) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
+          if (value > 1) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
           break;
         case SETTINGS_INITIAL_WINDOW_SIZE:
-          if (value > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
-          windowDelta += value - this.#peerInitialWindow;
-          this.#peerInitialWindow = value;
+          if (value > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+          windowDelta += value - this.peerInitialWindow;
+          this.peerInitialWindow = value;
           break;
         case SETTINGS_MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.#connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
-          this.#peerMaxFrame = value;
+          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
+          this.peerMaxFrame = value;
           break;
         default:
           break; // HEADER_TABLE_SIZE: our encoder never uses the dynamic table; the rest do not bind a server
@@ -816,25 +684,25 @@ export class H2ServerConnection {
     if (windowDelta !== 0) {
       for (const s of this.#streams.values()) {
         s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+        if (s.sendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
       }
-      if (windowDelta > 0) for (const s of [...this.#streams.values()]) if (s.pending !== null) this.#flushStream(s);
+      if (windowDelta > 0) for (const s of [...this.#streams.values()]) if (s.pending !== null) this.flushStream(s);
     }
   }
 
   #onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
-    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
+    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
     const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
     if (id === 0) {
-      if (inc === 0) return this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
-      this.#connSendWindow += inc;
-      if (this.#connSendWindow > MAX_WINDOW) return this.#connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
-      this.#flushBlocked();
+      if (inc === 0) return this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+      this.connSendWindow += inc;
+      if (this.connSendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
+      this.flushBlocked();
       return;
     }
     const s = this.#streams.get(id);
     if (s === undefined) {
-      if (id > this.#lastStreamId) this.#connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+      if (id > this.#lastStreamId) this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
       return;
     }
     if (inc === 0) {
@@ -844,18 +712,18 @@ export class H2ServerConnection {
     }
     s.sendWindow += inc;
     if (s.sendWindow > MAX_WINDOW) return this.#streamError(s, FLOW_CONTROL_ERROR);
-    if (s.pending !== null) this.#flushStream(s);
+    if (s.pending !== null) this.flushStream(s);
   }
 
   #onReset(id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
-    if (end - start !== 4) return this.#connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
-    if (id > this.#lastStreamId) return this.#connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
+    if (id > this.#lastStreamId) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
     // Rapid reset (CVE-2023-44487): a token bucket of resets, as node's streamResetBurst/Rate.
     const now = Date.now();
     this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + ((now - this.#resetAt) * RESET_RATE) / 1000);
     this.#resetAt = now;
-    if (--this.#resetTokens < 0) return this.#connectionError(ENHANCE_YOUR_CALM, 'too many stream resets');
+    if (--this.#resetTokens < 0) return this.connectionError(ENHANCE_YOUR_CALM, 'too many stream resets');
     const s = this.#streams.get(id);
     if (s === undefined) return;
     s.rstCode = buf.readUInt32BE(start);
@@ -863,22 +731,22 @@ export class H2ServerConnection {
   }
 
   #onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
     const len = end - start;
     this.#connRecvWindow -= len;
-    if (this.#connRecvWindow < 0) return this.#connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
+    if (this.#connRecvWindow < 0) return this.connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
     this.#connRecvUnacked += len;
     if (this.#connRecvUnacked >= CONN_WINDOW / 2) {
       this.#connRecvWindow += this.#connRecvUnacked;
-      this.#write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
+      this.write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
       this.#connRecvUnacked = 0;
     }
     let p = start;
     let stop = end;
     if ((flags & FLAG_PADDED) !== 0) {
-      if (len < 1) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding');
+      if (len < 1) return this.connectionError(PROTOCOL_ERROR, 'DATA padding');
       const pad = buf[p++] as number;
-      if (pad > stop - p) return this.#connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
+      if (pad > stop - p) return this.connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
       stop -= pad;
     }
     const endStream = (flags & FLAG_END_STREAM) !== 0;
@@ -886,13 +754,13 @@ export class H2ServerConnection {
     if (s === undefined) {
       // §5.1: DATA on an idle stream, or on one the client already ended, is a connection
       // error; on one we reset it may still be in flight and is dropped.
-      if (id > this.#lastStreamId) return this.#connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+      if (id > this.#lastStreamId) return this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
       return;
     }
-    if (s.remoteEnded) return this.#connectionError(STREAM_CLOSED, 'DATA after END_STREAM');
+    if (s.remoteEnded) return this.connectionError(STREAM_CLOSED, 'DATA after END_STREAM');
     s.recvWindow -= len;
     if (s.recvWindow < 0) return this.#streamError(s, FLOW_CONTROL_ERROR);
-    if (stop === p && !endStream && ++this.#emptyData > MAX_EMPTY_DATA) return this.#connectionError(ENHANCE_YOUR_CALM, 'empty DATA frames');
+    if (stop === p && !endStream && ++this.#emptyData > MAX_EMPTY_DATA) return this.connectionError(ENHANCE_YOUR_CALM, 'empty DATA frames');
     s.received += stop - p;
     if (s.contentLength >= 0 && (s.received > s.contentLength || (endStream && s.received !== s.contentLength))) {
       // §8.1.1: content-length must match the DATA: a malformed request.
@@ -911,52 +779,13 @@ export class H2ServerConnection {
         (s.inbox ??= []).push(chunk.length < 4096 ? Buffer.from(chunk) : chunk);
         s.inboxBytes += chunk.length;
         this.#buffered += chunk.length;
-        if (this.#buffered > MAX_BUFFERED) return this.#connectionError(ENHANCE_YOUR_CALM, 'request bodies buffered past the connection bound');
+        if (this.#buffered > MAX_BUFFERED) return this.connectionError(ENHANCE_YOUR_CALM, 'request bodies buffered past the connection bound');
       }
     }
     if (endStream && s.flowing && s.inbox === null && !s.readableEnded && !s.destroyed) this.#emitEnd(s);
   }
 
-  #onHeadersFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on stream 0');
-    let p = start;
-    let stop = end;
-    if ((flags & FLAG_PADDED) !== 0) {
-      if (stop - p < 1) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding');
-      stop -= buf[p++] as number;
-    }
-    if ((flags & FLAG_PRIORITY) !== 0) {
-      if (stop - p >= 4 && (buf.readUInt32BE(p) & 0x7fff_ffff) === id) return this.#connectionError(PROTOCOL_ERROR, 'stream depends on itself');
-      p += 5;
-    }
-    if (p > stop) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS padding longer than the frame');
-    const endStream = (flags & FLAG_END_STREAM) !== 0;
-    if ((flags & FLAG_END_HEADERS) !== 0) {
-      this.#headerBlock(id, endStream, buf, p, stop);
-      return;
-    }
-    this.#contStream = id;
-    this.#contEnd = endStream;
-    this.#contChunks = [buf.subarray(p, stop)];
-    this.#contBytes = stop - p;
-    this.#contFrames = 0;
-  }
-
-  #onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (this.#contStream === 0 || id !== this.#contStream) return this.#connectionError(PROTOCOL_ERROR, 'CONTINUATION without HEADERS');
-    this.#contBytes += end - start;
-    // CONTINUATION floods (CVE-2024-27316 class): the block is bounded in bytes and in frames.
-    if (this.#contBytes > this.#o.maxHeaderListSize * 2 + 16_384) return this.#connectionError(ENHANCE_YOUR_CALM, 'header block too large');
-    if (++this.#contFrames > MAX_CONTINUATIONS) return this.#connectionError(ENHANCE_YOUR_CALM, 'too many CONTINUATION frames');
-    this.#contChunks.push(buf.subarray(start, end));
-    if ((flags & FLAG_END_HEADERS) === 0) return;
-    const block = Buffer.concat(this.#contChunks);
-    this.#contChunks = [];
-    this.#contStream = 0;
-    this.#headerBlock(id, this.#contEnd, block, 0, block.length);
-  }
-
-  #headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void {
+  protected headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void {
     const fields: string[] = [];
     const sensitive = this.#sensitive;
     let tooLarge = false;
@@ -966,17 +795,17 @@ export class H2ServerConnection {
       if (!(err instanceof HpackError) || err.code !== 'ERR_HPACK_HEADER_LIST_TOO_LARGE') {
         sensitive.length = 0;
         // The decoder's table may now differ from the client's: the connection cannot go on (§4.3).
-        this.#connectionError(COMPRESSION_ERROR, (err as Error).message);
+        this.connectionError(COMPRESSION_ERROR, (err as Error).message);
         return;
       }
       tooLarge = true;
     }
     sensitive.length = 0;
-    if ((id & 1) === 0) return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on an even stream id');
+    if ((id & 1) === 0) return this.connectionError(PROTOCOL_ERROR, 'HEADERS on an even stream id');
     const open = this.#streams.get(id);
     if (open !== undefined) {
       // Trailers (§8.1): they end the request and carry no pseudo-header.
-      if (open.remoteEnded) return this.#connectionError(STREAM_CLOSED, 'HEADERS after END_STREAM');
+      if (open.remoteEnded) return this.connectionError(STREAM_CLOSED, 'HEADERS after END_STREAM');
       if (!endStream || tooLarge || !validTrailers(fields)) {
         this.#streamError(open, PROTOCOL_ERROR);
         this.#invalidFrame();
@@ -991,7 +820,7 @@ export class H2ServerConnection {
     if (id <= this.#lastStreamId) {
       // Trailers for a stream we reset, sent before the client saw the RST: ignored (§5.1).
       if (this.#resetIds.has(id)) return;
-      return this.#connectionError(PROTOCOL_ERROR, 'HEADERS on a closed stream');
+      return this.connectionError(PROTOCOL_ERROR, 'HEADERS on a closed stream');
     }
     this.#lastStreamId = id;
     if (this.#goaway) {
@@ -1001,12 +830,12 @@ export class H2ServerConnection {
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {
       this.#sendReset(id, REFUSED_STREAM);
-      if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
+      if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     if (this.#streams.size >= this.#o.maxConcurrentStreams) {
       this.#sendReset(id, REFUSED_STREAM);
-      if (++this.#refused > MAX_REFUSED) this.#connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
+      if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     const contentLength = checkRequest(fields);
@@ -1015,7 +844,7 @@ export class H2ServerConnection {
       this.#invalidFrame();
       return;
     }
-    const s = new H2ServerStream(this, id, this.#peerInitialWindow);
+    const s = new H2ServerStream(this, id, this.peerInitialWindow);
     s.contentLength = contentLength;
     if (endStream) {
       if (contentLength > 0) {
@@ -1039,19 +868,6 @@ function validTrailers(fields: readonly string[]): boolean {
   return true;
 }
 
-/** Raw fields as a header object (repeated names become arrays). */
-function fieldRecord(fields: readonly string[], from: number): Record<string, string | string[]> {
-  const out = Object.create(null) as Record<string, string | string[]>;
-  for (let i = from; i < fields.length; i += 2) {
-    const name = fields[i] as string;
-    const v = fields[i + 1] as string;
-    const prev = out[name];
-    if (prev === undefined) out[name] = v;
-    else if (Array.isArray(prev)) prev.push(v);
-    else out[name] = [prev, v];
-  }
-  return out;
-}
 
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path']);
 
@@ -1137,9 +953,6 @@ function checkRequest(fields: readonly string[]): number {
   return contentLength;
 }
 
-function uncork(c: H2ServerConnection): void {
-  c.uncork();
-}
 
 function emitCloses(c: H2ServerConnection): void {
   c.emitCloses();

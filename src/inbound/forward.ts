@@ -7,7 +7,7 @@ import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
-import { HpackError } from '../h2/hpack.ts';
+import { fieldRecord, HpackError } from '../h2/hpack.ts';
 import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, kSensitive, REFUSED_STREAM } from '../h2/conn.ts';
 import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
@@ -254,20 +254,6 @@ function fieldList(h: OutgoingHttpHeaders): string[] {
   return out;
 }
 
-/** Raw fields as a header object (repeated names become arrays), for HTTP/1.1 and trailers. */
-function fieldObject(fields: readonly string[], from: number): IncomingHttpHeaders {
-  const out = Object.create(null) as Record<string, string | string[]>;
-  for (let i = from; i < fields.length; i += 2) {
-    const name = fields[i] as string;
-    const v = fields[i + 1] as string;
-    const prev = out[name];
-    if (prev === undefined) out[name] = v;
-    else if (Array.isArray(prev)) prev.push(v);
-    else out[name] = [prev, v];
-  }
-  return out;
-}
-
 /** Stops feeding the app and drops whatever the client still sends (flow control keeps moving). */
 function releaseBody(ex: Exchange): void {
   const body = ex.body();
@@ -467,7 +453,7 @@ export function createRelay(o: RelayOptions): Relay {
             }
           }
         } else if (ex.res !== null) {
-          const obj = fieldObject(fields, 2);
+          const obj = fieldRecord(fields, 2) as IncomingHttpHeaders;
           const out = relayableFields(obj);
           if (guardResponse) dropSidecarResponseFields(out);
           out[HEADER_DECISION_ID] = ex.decisionId;
@@ -500,7 +486,7 @@ export function createRelay(o: RelayOptions): Relay {
     trailers(s, fields) {
       const ex = s.owner as Exchange;
       if (ex.upstream !== s) return;
-      const t = fieldObject(fields, 0);
+      const t = fieldRecord(fields, 0) as IncomingHttpHeaders;
       if (guardResponse) dropSidecarResponseFields(t);
       ex.trailers = t;
       endDownstream(ex);

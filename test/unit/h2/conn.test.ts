@@ -34,6 +34,7 @@ import {
   writeFrameHeader,
 } from '../../../src/h2/frames.ts';
 import { HpackEncoder } from '../../../src/h2/hpack.ts';
+import { prng } from '../../support/prng.ts';
 
 /**
  * ward's HTTP/2 client connection against real node:http2 servers (call shapes, flow control,
@@ -1163,7 +1164,7 @@ describe('H2Connection against a scripted peer', () => {
     process.on('uncaughtException', onUncaught);
     try {
       const srv = await scriptedServer();
-      const rand = mulberry32(0x5eed_2024);
+      const rand = prng(0x5eed_2024);
       const int = (n: number): number => Math.floor(rand() * n);
       const valid = [block(OK_200), block([':status', '204', 'x-a', 'b']), block(['x-t', 'v']), block([':status', '103'])];
       for (let round = 0; round < 300; round++) {
@@ -1206,14 +1207,3 @@ describe('H2Connection against a scripted peer', () => {
   });
 });
 
-/** A small seeded PRNG (mulberry32): the fuzz rounds are the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b_79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { HpackDecoder, HpackEncoder, HpackError } from '../../../src/h2/hpack.ts';
 import { EOS, HUFFMAN_BITS, HUFFMAN_CODES, huffmanDecode, huffmanEncode, huffmanEncodedLength, HuffmanError } from '../../../src/h2/huffman.ts';
+import { prng } from '../../support/prng.ts';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -21,17 +22,6 @@ function huff(s: string): Buffer {
   return buf;
 }
 
-/** Mulberry32: a small seeded PRNG, so the fuzz cases are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // RFC 7541 Appendix C: the blocks, the lists and the table after each block.
 const REQUEST_1 = [':method', 'GET', ':scheme', 'http', ':path', '/', ':authority', 'www.example.com'];

@@ -25,6 +25,7 @@ import {
 import { ENHANCE_YOUR_CALM, H2ServerConnection, type H2ServerOptions, type H2ServerStream } from '../../../src/h2/server.ts';
 import { block, requestBlock } from '../../security/support/h2raw.ts';
 import { type Frame, RawClient } from './raw-client.ts';
+import { prng } from '../../support/prng.ts';
 
 /**
  * ward's HTTP/2 server connection (src/h2/server.ts) on its own, on a plain `net` server:
@@ -968,17 +969,6 @@ describe('slow drip', () => {
 
 // ---- 11. fuzz
 
-/** mulberry32: a small seeded PRNG, so a failing iteration can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('fuzz', () => {
   it('300 seeded connections of random frames: no crash, no malformed request reaches onStream, one close per stream, one onClose per connection', async () => {

@@ -1,0 +1,281 @@
+import type { Duplex } from 'node:stream';
+import {
+  CONTINUATION,
+  DATA,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_WINDOW,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PADDED,
+  FLAG_PRIORITY,
+  FRAME_HEADER,
+  FRAME_SIZE_ERROR,
+  FrameAssembler,
+  HEADERS,
+  PROTOCOL_ERROR,
+  writeFrameHeader,
+} from './frames.ts';
+import type { HpackEncoder } from './hpack.ts';
+
+/** What the send side needs of a stream: ward's client and server streams both have it. */
+export interface SendStream {
+  id: number;
+  sendWindow: number;
+  /** Body bytes waiting for flow-control window. */
+  pending: Buffer[] | null;
+  /** A write returned false: `drained` is due once the bytes are out. */
+  wantDrain: boolean;
+}
+
+/** DATA payloads up to this size are copied behind their frame header (one write); larger ones are written as they are. */
+const COPY_LIMIT = 4096;
+
+/**
+ * What ward's HTTP/2 client (conn.ts) and server (server.ts) connections share: writing frames
+ * into the socket's corked batch, header blocks (HEADERS + CONTINUATION), DATA within the peer's
+ * flow-control windows with the rest held per stream, reading whole frames out of the socket,
+ * and assembling a header block from HEADERS and its CONTINUATIONs. The subclasses decide what
+ * each frame means for their side.
+ */
+export abstract class H2Endpoint<S extends SendStream> {
+  readonly socket: Duplex;
+  protected readonly encoder: HpackEncoder;
+  /** Streams with body bytes waiting for window. */
+  protected readonly blocked = new Set<S>();
+  protected readonly reader = new FrameAssembler(DEFAULT_MAX_FRAME);
+  protected peerInitialWindow = DEFAULT_WINDOW;
+  protected peerMaxFrame = DEFAULT_MAX_FRAME;
+  protected connSendWindow = DEFAULT_WINDOW;
+  #corked = false;
+  // A header block in progress (HEADERS without END_HEADERS, then CONTINUATION).
+  protected contStream = 0;
+  #contEnd = false;
+  #contChunks: Buffer[] = [];
+  #contBytes = 0;
+  #contFrames = 0;
+
+  constructor(socket: Duplex, encoder: HpackEncoder) {
+    this.socket = socket;
+    this.encoder = encoder;
+  }
+
+  /** The connection is over: stop reading frames. */
+  protected abstract get halted(): boolean;
+  protected abstract connectionError(code: number, message: string): void;
+  protected abstract frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void;
+  /** A complete header block for stream `id`. */
+  protected abstract headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void;
+  /** The error for a header block this large (octets, CONTINUATION frames so far), or null. */
+  protected abstract headerBlockLimit(bytes: number, frames: number): readonly [code: number, message: string] | null;
+  protected abstract isClosed(s: S): boolean;
+  /** A stream's held bytes are all out: what was waiting for them (the end of the stream). */
+  protected abstract afterFlush(s: S): void;
+  /** A stream whose write returned false can take more. */
+  protected abstract drained(s: S): void;
+
+  // ---- writing
+
+  protected write(buf: Buffer): boolean {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
+    return this.socket.write(buf);
+  }
+
+  /** @internal */
+  uncork(): void {
+    this.#corked = false;
+    this.socket.uncork();
+  }
+
+  /** A header block, with FRAME_HEADER spare octets in front. Throws (nothing written) for a field HTTP/2 cannot carry. */
+  protected encode(fields: readonly string[]): Buffer {
+    const buf = Buffer.allocUnsafe(FRAME_HEADER + this.encoder.maxEncodedLength(fields));
+    return buf.subarray(0, this.encoder.encode(fields, buf, FRAME_HEADER));
+  }
+
+  /** An encoded block (from `encode`) as HEADERS, then CONTINUATION frames back to back when it is larger than a frame (RFC 9113 §6.10). */
+  protected writeHeaders(id: number, buf: Buffer, end: boolean): void {
+    const stop = buf.length;
+    const len = stop - FRAME_HEADER;
+    const endFlag = end ? FLAG_END_STREAM : 0;
+    const mf = this.peerMaxFrame;
+    if (len <= mf) {
+      writeFrameHeader(buf, 0, len, HEADERS, endFlag | FLAG_END_HEADERS, id);
+      this.write(buf);
+      return;
+    }
+    writeFrameHeader(buf, 0, mf, HEADERS, endFlag, id);
+    this.write(buf.subarray(0, FRAME_HEADER + mf));
+    for (let off = FRAME_HEADER + mf; off < stop; ) {
+      const n = Math.min(mf, stop - off);
+      const h = Buffer.allocUnsafe(FRAME_HEADER);
+      writeFrameHeader(h, 0, n, CONTINUATION, off + n === stop ? FLAG_END_HEADERS : 0, id);
+      this.write(h);
+      this.write(buf.subarray(off, off + n));
+      off += n;
+    }
+  }
+
+  /** Body bytes for an open stream: sent as far as the windows allow, the rest held. False: wait for `drained`. */
+  protected queueData(s: S, chunk: Buffer): boolean {
+    if (s.pending !== null) {
+      s.pending.push(chunk);
+      s.wantDrain = true;
+      return false;
+    }
+    const sent = this.sendData(s, chunk);
+    if (sent < chunk.length) {
+      s.pending = [sent === 0 ? chunk : chunk.subarray(sent)];
+      this.blocked.add(s);
+      s.wantDrain = true;
+      return false;
+    }
+    if (this.socket.writableNeedDrain) {
+      s.wantDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Sends as much of `chunk` as the windows allow; returns how much. */
+  protected sendData(s: S, chunk: Buffer): number {
+    let off = 0;
+    while (off < chunk.length) {
+      const room = Math.min(s.sendWindow, this.connSendWindow, this.peerMaxFrame);
+      if (room <= 0) break;
+      const n = Math.min(room, chunk.length - off);
+      if (n <= COPY_LIMIT) {
+        const buf = Buffer.allocUnsafe(FRAME_HEADER + n);
+        writeFrameHeader(buf, 0, n, DATA, 0, s.id);
+        chunk.copy(buf, FRAME_HEADER, off, off + n);
+        this.write(buf);
+      } else {
+        const h = Buffer.allocUnsafe(FRAME_HEADER);
+        writeFrameHeader(h, 0, n, DATA, 0, s.id);
+        this.write(h);
+        this.write(off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n));
+      }
+      s.sendWindow -= n;
+      this.connSendWindow -= n;
+      off += n;
+    }
+    return off;
+  }
+
+  /** Sends a stream's held bytes as far as the windows allow. */
+  protected flushStream(s: S): void {
+    const pending = s.pending;
+    if (pending === null) return;
+    while (pending.length > 0) {
+      const chunk = pending[0] as Buffer;
+      const sent = this.sendData(s, chunk);
+      if (sent < chunk.length) {
+        if (sent > 0) pending[0] = chunk.subarray(sent);
+        this.blocked.add(s);
+        return;
+      }
+      pending.shift();
+    }
+    s.pending = null;
+    this.blocked.delete(s);
+    this.afterFlush(s);
+    if (s.wantDrain && !this.isClosed(s) && !this.socket.writableNeedDrain) {
+      s.wantDrain = false;
+      this.drained(s);
+    }
+  }
+
+  /** The connection window grew: the held streams go on, oldest first. */
+  protected flushBlocked(): void {
+    if (this.blocked.size === 0) return;
+    for (const s of [...this.blocked]) {
+      if (this.connSendWindow <= 0) return;
+      if (this.isClosed(s)) this.blocked.delete(s);
+      else this.flushStream(s);
+    }
+  }
+
+  /** The socket drained: streams that were told to wait and hold nothing more can write again. */
+  protected notifyDrain(streams: Iterable<S>): void {
+    for (const s of streams) {
+      if (s.wantDrain && s.pending === null && !this.isClosed(s)) {
+        s.wantDrain = false;
+        this.drained(s);
+      }
+    }
+  }
+
+  // ---- reading
+
+  /** Whole frames out of what the socket delivered (the rest is kept for the next read). */
+  protected readFrames(data: Buffer): void {
+    const buf = this.reader.push(data);
+    if (buf === null) return;
+    let off = 0;
+    const total = buf.length;
+    while (total - off >= FRAME_HEADER) {
+      const len = (buf[off] as number) * 65536 + (buf[off + 1] as number) * 256 + (buf[off + 2] as number);
+      if (len > DEFAULT_MAX_FRAME) {
+        this.connectionError(FRAME_SIZE_ERROR, `frame of ${len} bytes over SETTINGS_MAX_FRAME_SIZE`);
+        return;
+      }
+      if (total - off - FRAME_HEADER < len) break;
+      const type = buf[off + 3] as number;
+      const flags = buf[off + 4] as number;
+      const id = buf.readUInt32BE(off + 5) & 0x7fff_ffff;
+      const start = off + FRAME_HEADER;
+      off = start + len;
+      this.frame(type, flags, id, buf, start, off);
+      if (this.halted) return;
+    }
+    if (off < total) this.reader.keep(off === 0 ? buf : buf.subarray(off));
+  }
+
+  /** HEADERS: padding and priority skipped; a block without END_HEADERS waits for its CONTINUATIONs. */
+  protected onHeadersFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'HEADERS on stream 0');
+    let p = start;
+    let stop = end;
+    if ((flags & FLAG_PADDED) !== 0) {
+      if (stop - p < 1) return this.connectionError(PROTOCOL_ERROR, 'HEADERS padding');
+      stop -= buf[p++] as number;
+    }
+    if ((flags & FLAG_PRIORITY) !== 0) {
+      if (stop - p >= 4 && (buf.readUInt32BE(p) & 0x7fff_ffff) === id) return this.connectionError(PROTOCOL_ERROR, 'stream depends on itself');
+      p += 5;
+    }
+    if (p > stop) return this.connectionError(PROTOCOL_ERROR, 'HEADERS padding longer than the frame');
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if ((flags & FLAG_END_HEADERS) !== 0) {
+      this.headerBlock(id, endStream, buf, p, stop);
+      return;
+    }
+    this.contStream = id;
+    this.#contEnd = endStream;
+    this.#contChunks = [buf.subarray(p, stop)];
+    this.#contBytes = stop - p;
+    this.#contFrames = 0;
+  }
+
+  protected onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (this.contStream === 0 || id !== this.contStream) return this.connectionError(PROTOCOL_ERROR, 'CONTINUATION without HEADERS');
+    // Each frame's header octets count too: an endless run of empty CONTINUATION frames would
+    // otherwise add a chunk per frame without ever reaching the limit (CVE-2024-27316 class).
+    this.#contBytes += FRAME_HEADER + end - start;
+    const over = this.headerBlockLimit(this.#contBytes, ++this.#contFrames);
+    if (over !== null) return this.connectionError(over[0], over[1]);
+    this.#contChunks.push(buf.subarray(start, end));
+    if ((flags & FLAG_END_HEADERS) === 0) return;
+    const block = Buffer.concat(this.#contChunks);
+    this.#contChunks = [];
+    this.contStream = 0;
+    this.headerBlock(id, this.#contEnd, block, 0, block.length);
+  }
+}
+
+function uncork(c: H2Endpoint<SendStream>): void {
+  c.uncork();
+}
