@@ -5,7 +5,7 @@
  */
 import { createDecisionIds } from '../../src/inbound/decision-id.ts';
 import { parseGrpcTimeout } from '../../src/inbound/grpc-timeout.ts';
-import { addIdentityHeaders, identityHeaderNames, identityHeaderValues, scanRequestHeaders } from '../../src/inbound/headers.ts';
+import { addIdentityHeaders, identityClaimsHeader, identityHeaderNames, scanRequestHeaders } from '../../src/inbound/headers.ts';
 import { normalizeTarget, queryHasAccessToken } from '../../src/inbound/normalize.ts';
 import type { Identity } from '../../src/policy/model.ts';
 
@@ -64,6 +64,7 @@ const identity: Identity = {
   expiresAt: 4_000_000_000,
   actors: [],
   scopes: new Set(['orders.read', 'orders.write']),
+  claimsBase64url: 'eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlIiwic3ViIjoiZnJvbnRlbmQifQ',
 };
 
 bench('headers: scan + strip, gRPC (HTTP/2)', () => scanRequestHeaders(GRPC_RAW, true, POLICY), 1_000_000);
@@ -72,12 +73,12 @@ bench(
   'headers: scan + strip + identity headers, gRPC',
   () => {
     const r = scanRequestHeaders(GRPC_RAW, true, POLICY);
-    if ('fwd' in r) addIdentityHeaders(r.fwd, names, identityHeaderValues(identity), 'abc.1');
+    if ('fwd' in r) addIdentityHeaders(r.fwd, names, identity, identityClaimsHeader(identity) ?? '', 'abc.1');
     return r;
   },
   1_000_000,
 );
-bench('identity header values (cached per identity)', () => identityHeaderValues(identity));
+bench('identity claims header (JWT: the payload segment)', () => identityClaimsHeader(identity));
 const nextId = createDecisionIds();
 bench('decision id', nextId);
 bench('grpc-timeout parse', () => parseGrpcTimeout('999m'));

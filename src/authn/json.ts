@@ -24,9 +24,13 @@ const MAX_DEPTH = 32;
 class StrictJsonError extends Error {}
 const FAIL = new StrictJsonError('not strict JSON');
 
-/** The parsed value, or `undefined` when `text` is not strict JSON. Never throws. */
-export function parseStrictJson(text: string): JsonValue | undefined {
-  const p = new Parser(text);
+/**
+ * The parsed value, or `undefined` when `text` is not strict JSON. Never throws. With `freeze`,
+ * every object and array is frozen as it is built (what `deepFreeze` would do afterwards, without
+ * a second walk: token claims are shared read-only through the verified-token cache).
+ */
+export function parseStrictJson(text: string, freeze = false): JsonValue | undefined {
+  const p = new Parser(text, freeze);
   try {
     p.ws();
     const v = p.value(0);
@@ -40,8 +44,8 @@ export function parseStrictJson(text: string): JsonValue | undefined {
 }
 
 /** Like `parseStrictJson` but only a JSON object is accepted. */
-export function parseStrictJsonObject(text: string): JsonObject | undefined {
-  const v = parseStrictJson(text);
+export function parseStrictJsonObject(text: string, freeze = false): JsonObject | undefined {
+  const v = parseStrictJson(text, freeze);
   return isJsonObject(v) ? v : undefined;
 }
 
@@ -51,10 +55,12 @@ export function isJsonObject(v: unknown): v is JsonObject {
 
 class Parser {
   readonly s: string;
+  readonly freeze: boolean;
   i = 0;
 
-  constructor(s: string) {
+  constructor(s: string, freeze: boolean) {
     this.s = s;
+    this.freeze = freeze;
   }
 
   ws(): void {
@@ -101,7 +107,7 @@ class Parser {
     this.ws();
     if (this.s.charCodeAt(this.i) === 0x7d) {
       this.i++;
-      return out;
+      return this.freeze ? Object.freeze(out) : out;
     }
     for (;;) {
       if (this.s.charCodeAt(this.i) !== 0x22) throw FAIL;
@@ -115,26 +121,26 @@ class Parser {
       out[name] = this.value(depth);
       this.ws();
       const c = this.s.charCodeAt(this.i++);
-      if (c === 0x7d) return out; // }
+      if (c === 0x7d) return this.freeze ? Object.freeze(out) : out; // }
       if (c !== 0x2c) throw FAIL; // ,
       this.ws();
     }
   }
 
-  array(depth: number): JsonValue[] {
+  array(depth: number): readonly JsonValue[] {
     if (depth > MAX_DEPTH) throw FAIL;
     const out: JsonValue[] = [];
     this.i++; // [
     this.ws();
     if (this.s.charCodeAt(this.i) === 0x5d) {
       this.i++;
-      return out;
+      return this.freeze ? Object.freeze(out) : out;
     }
     for (;;) {
       out.push(this.value(depth));
       this.ws();
       const c = this.s.charCodeAt(this.i++);
-      if (c === 0x5d) return out; // ]
+      if (c === 0x5d) return this.freeze ? Object.freeze(out) : out; // ]
       if (c !== 0x2c) throw FAIL;
       this.ws();
     }

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { isJsonObject, parseStrictJsonObject } from './json.ts';
 import type { JsonObject } from './json.ts';
 
@@ -23,12 +24,11 @@ export interface ParsedJwt {
  */
 const KEY_CARRYING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
 
-const B64URL = new Uint8Array(128);
-for (let c = 0x30; c <= 0x39; c++) B64URL[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) B64URL[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) B64URL[c] = 1;
-B64URL[0x2d] = 1; // -
-B64URL[0x5f] = 1; // _
+/**
+ * Three segments of the base64url alphabet (RFC 4648 §5), the last possibly empty. One regexp
+ * pass over the whole token: V8 compiles it to a scanner several times faster than a loop here.
+ */
+const COMPACT_B64URL = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -49,13 +49,14 @@ export function parseJwt(token: string): ParsedJwt | string {
   const a = token.indexOf('.');
   const b = token.indexOf('.', a + 1);
   if (a <= 0 || b <= a + 1 || token.indexOf('.', b + 1) !== -1) return 'not three non-empty base64url segments';
-  if (!isB64url(token, 0, a) || !isB64url(token, a + 1, b) || !isB64url(token, b + 1, token.length)) {
+  if (!COMPACT_B64URL.test(token) || !canonical(token, 0, a) || !canonical(token, a + 1, b) || !canonical(token, b + 1, token.length)) {
     return 'segment is not unpadded base64url';
   }
-  const header = decodeObject(token.slice(0, a));
+  const header = decodeObject(token.slice(0, a), false);
   if (header === undefined) return 'header is not a strict JSON object';
   const payloadSegment = token.slice(a + 1, b);
-  const payload = decodeObject(payloadSegment);
+  // The claims become the identity's, shared read-only through the cache: frozen as parsed.
+  const payload = decodeObject(payloadSegment, true);
   if (payload === undefined) return 'payload is not a strict JSON object';
 
   const alg = header['alg'];
@@ -74,13 +75,10 @@ export function parseJwt(token: string): ParsedJwt | string {
   return { header, payload, alg, kid, typ, payloadSegment };
 }
 
-function isB64url(s: string, from: number, to: number): boolean {
+/** Whether the base64url segment `s[from, to)` (alphabet already checked) is canonical. */
+function canonical(s: string, from: number, to: number): boolean {
   // Length ≡ 1 (mod 4) cannot come from whole bytes (RFC 4648 §5 without padding).
   if ((to - from) % 4 === 1) return false;
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 128 || B64URL[c] !== 1) return false;
-  }
   // Canonical encoding only (RFC 4648 §3.5): the bits of the last character beyond the last
   // whole byte must be zero. Otherwise up to 16 spellings decode to the same signature, and one
   // signed token has many accepted strings (a replay past any exact-string revocation or cache;
@@ -100,14 +98,18 @@ function sextet(c: number): number {
   return c === 0x2d ? 62 : 63; // - or _
 }
 
-function decodeObject(segment: string): JsonObject | undefined {
+function decodeObject(segment: string, freeze: boolean): JsonObject | undefined {
+  const bytes = Buffer.from(segment, 'base64url');
   let text: string;
-  try {
-    text = utf8.decode(Buffer.from(segment, 'base64url'));
-  } catch {
-    return undefined; // not UTF-8
+  if (isAscii(bytes)) text = bytes.toString('latin1'); // the usual case: no UTF-8 decoding to do
+  else {
+    try {
+      text = utf8.decode(bytes);
+    } catch {
+      return undefined; // not UTF-8
+    }
   }
-  const v = parseStrictJsonObject(text);
+  const v = parseStrictJsonObject(text, freeze);
   return isJsonObject(v) ? v : undefined;
 }
 

@@ -13,7 +13,7 @@ import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
-  identityHeaderValues,
+  identityClaimsHeader,
   type IdentityHeaderNames,
   isSidecarResponseField,
   relayableFields,
@@ -344,15 +344,16 @@ export function createForwarder(o: ForwarderOptions): Forwarder {
   return {
     forward(ex: Exchange, permit: Permit): void {
       if (ex.closed || ex.finished) return;
-      let values = null;
+      let claims = '';
       if (permit.identity !== null) {
-        values = identityHeaderValues(permit.identity);
-        if (values === null) {
+        const c = identityClaimsHeader(permit.identity);
+        if (c === null) {
           o.responder.write(ex, 'ERR_TOKEN_CLAIMS'); // checked before evaluate; never forward unnamed
           return;
         }
+        claims = c;
       }
-      addIdentityHeaders(ex.fwdHeaders, identityNames, values, ex.decisionId);
+      addIdentityHeaders(ex.fwdHeaders, identityNames, permit.identity, claims, ex.decisionId);
       relay.send(ex);
     },
     armDeadline: (ex, ms) => relay.armDeadline(ex, ms),

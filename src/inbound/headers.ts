@@ -247,18 +247,11 @@ export function identityHeaderNames(prefix: string): IdentityHeaderNames {
   });
 }
 
-export interface IdentityHeaderValues {
-  readonly subject: string;
-  readonly issuer: string;
-  /** base64url of the JSON of the verified claims. */
-  readonly claims: string;
-}
-
 /**
- * Identities are cached by the authenticator (same object for the same token), so the claims
- * are serialized once per identity, not once per request.
+ * Opaque-token identities are cached by the authenticator (same object for the same token), so
+ * their claims are serialized once per identity, not once per request.
  */
-const identityCache = new WeakMap<Identity, IdentityHeaderValues | null>();
+const serializedClaims = new WeakMap<Identity, string | null>();
 
 /** A field value the app can read back byte-for-byte: visible ASCII and inner spaces only. */
 function headerSafe(v: string): boolean {
@@ -271,27 +264,24 @@ function headerSafe(v: string): boolean {
 }
 
 /**
- * The identity header values, or null when `sub`/`iss` cannot be sent verbatim in a header
- * field. We refuse such a call (ERR_TOKEN_CLAIMS) rather than escape the value, because an
- * escaped subject could collide with another subject spelled like the escape.
+ * The claims header value (base64url of the verified claims' JSON), or null when `sub`/`iss`
+ * cannot be sent verbatim in a header field. We refuse such a call (ERR_TOKEN_CLAIMS) rather
+ * than escape the value, because an escaped subject could collide with another subject spelled
+ * like the escape. A JWT's claims go as the issuer signed them (its payload segment): nothing
+ * to compute or remember, which matters when every call brings a new token.
  */
-export function identityHeaderValues(id: Identity): IdentityHeaderValues | null {
-  const hit = identityCache.get(id);
-  if (hit !== undefined) return hit;
-  let v: IdentityHeaderValues | null = null;
-  if (headerSafe(id.subject) && headerSafe(id.issuer)) {
+export function identityClaimsHeader(id: Identity): string | null {
+  if (!headerSafe(id.subject) || !headerSafe(id.issuer)) return null;
+  if (id.claimsBase64url !== undefined) return id.claimsBase64url;
+  let v = serializedClaims.get(id);
+  if (v === undefined) {
     try {
-      v = Object.freeze({
-        subject: id.subject,
-        issuer: id.issuer,
-        // A JWT's claims go as the issuer signed them (its payload segment); others serialized.
-        claims: id.claimsBase64url ?? Buffer.from(JSON.stringify(id.claims), 'utf8').toString('base64url'),
-      });
+      v = Buffer.from(JSON.stringify(id.claims), 'utf8').toString('base64url');
     } catch {
       v = null; // unserializable claims (never from a JSON token): fail closed
     }
+    serializedClaims.set(id, v);
   }
-  identityCache.set(id, v);
   return v;
 }
 
@@ -299,13 +289,14 @@ export function identityHeaderValues(id: Identity): IdentityHeaderValues | null 
 export function addIdentityHeaders(
   h: OutgoingHttpHeaders,
   names: IdentityHeaderNames,
-  values: IdentityHeaderValues | null,
+  id: Identity | null,
+  claims: string,
   decisionId: string,
 ): void {
-  if (values !== null) {
-    h[names.subject] = values.subject;
-    h[names.issuer] = values.issuer;
-    h[names.claims] = values.claims;
+  if (id !== null) {
+    h[names.subject] = id.subject;
+    h[names.issuer] = id.issuer;
+    h[names.claims] = claims;
   }
   h[names.decisionId] = decisionId;
 }

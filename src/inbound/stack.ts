@@ -3,7 +3,7 @@ import type { DenyDecision, Facts, Identity } from '../policy/model.ts';
 import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
 import { parseGrpcTimeout } from './grpc-timeout.ts';
-import { type HeaderPolicy, identityHeaderValues, scanRequestHeaders } from './headers.ts';
+import { type HeaderPolicy, identityClaimsHeader, scanRequestHeaders } from './headers.ts';
 import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken } from './normalize.ts';
 import type { ErrorResponder } from './respond.ts';
 import type { SessionResume } from '../session/stage.ts';
@@ -249,8 +249,8 @@ export function createStack(o: StackOptions): Stack {
     const id: Identity = r.identity;
     ex.identity = id;
     // The identity must reach the app verbatim in header fields; one that cannot is refused
-    // here rather than forwarded escaped (see headers.ts identityHeaderValues).
-    if (identityHeaderValues(id) === null) return deny(ex, 'ERR_TOKEN_CLAIMS', 'sub or iss not representable in a header field');
+    // here rather than forwarded escaped (see headers.ts identityClaimsHeader).
+    if (identityClaimsHeader(id) === null) return deny(ex, 'ERR_TOKEN_CLAIMS', 'sub or iss not representable in a header field');
     decide(ex);
   }
 

@@ -3,7 +3,7 @@ import type { CryptoKey } from 'jose';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../../src/authn/authenticator.ts';
 import type { AuthenticatorOptions, Authenticator, AuthResult } from '../../../src/authn/authenticator.ts';
-import { identityHeaderValues } from '../../../src/inbound/headers.ts';
+import { identityClaimsHeader } from '../../../src/inbound/headers.ts';
 import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import type { IssuerTrust } from '../../../src/policy/model.ts';
 import { b64url, FakeIdp, makeKey, mint, mintRaw } from './idp.ts';
@@ -223,8 +223,15 @@ describe('JWT verification: every rejection code', () => {
     if (!r.ok) throw new Error(r.error.code);
     expect(r.identity.subject).toBe('alice');
     expect(r.identity.claimsBase64url).toBe(token.split('.')[1]);
-    expect(identityHeaderValues(r.identity)?.claims).toBe(token.split('.')[1]);
-    expect(Buffer.from(identityHeaderValues(r.identity)?.claims ?? '', 'base64url').toString()).toBe(raw);
+    expect(identityClaimsHeader(r.identity)).toBe(token.split('.')[1]);
+    expect(Buffer.from(identityClaimsHeader(r.identity) ?? '', 'base64url').toString()).toBe(raw);
+  });
+
+  it('claims in UTF-8 beyond ASCII are decoded as UTF-8 (not byte by byte)', async () => {
+    const a = await ready();
+    const r = await a.authenticate(await mintRaw(k1, JSON.stringify(claims({ name: 'Zoë Ångström 日本' }))));
+    if (!r.ok) throw new Error(r.error.code);
+    expect(r.identity.claims['name']).toBe('Zoë Ångström 日本');
   });
 
   it('duplicate claims and __proto__ are refused even under a valid signature', async () => {

@@ -54,6 +54,14 @@ describe('toStrictJson', () => {
     expect(toStrictJson({ n: Number.NaN })).toBeUndefined();
   });
 
+  it('parseStrictJson(text, true) freezes every object and array as it builds them', () => {
+    const v = parseStrictJson('{"a":{"b":[{"c":1},[]]},"e":{}}', true) as { a: { b: [{ c: number }, unknown[]] }; e: object };
+    for (const o of [v, v.a, v.a.b, v.a.b[0], v.a.b[1], v.e]) expect(Object.isFrozen(o)).toBe(true);
+    expect(Object.getPrototypeOf(v.a)).toBeNull();
+    const m = parseStrictJson('{"a":{"b":[1]}}') as { a: { b: number[] } };
+    expect(Object.isFrozen(m) || Object.isFrozen(m.a) || Object.isFrozen(m.a.b)).toBe(false);
+  });
+
   it('deepFreeze freezes every level', () => {
     const v = deepFreeze(parseStrictJson('{"a":{"b":[{"c":1}]}}') as never) as { a: { b: { c: number }[] } };
     expect(Object.isFrozen(v.a.b[0])).toBe(true);

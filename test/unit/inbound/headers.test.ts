@@ -5,7 +5,7 @@ import {
   addIdentityHeaders,
   hasToken,
   identityHeaderNames,
-  identityHeaderValues,
+  identityClaimsHeader,
   relayableFields,
   responseHeadersForH2,
   scanRequestHeaders,
@@ -146,7 +146,7 @@ describe('identity headers', () => {
   it('subject, issuer, base64url claims and decision id', () => {
     const id = identity('alice');
     const h = {};
-    addIdentityHeaders(h, names, identityHeaderValues(id), 'dec-1');
+    addIdentityHeaders(h, names, id, identityClaimsHeader(id) ?? 'unrepresentable', 'dec-1');
     expect(h).toEqual({
       'x-ward-subject': 'alice',
       'x-ward-issuer': 'https://idp.test',
@@ -158,16 +158,26 @@ describe('identity headers', () => {
 
   it('serializes the claims once per identity object', () => {
     const id = identity('bob');
-    expect(identityHeaderValues(id)).toBe(identityHeaderValues(id));
+    const first = identityClaimsHeader(id);
+    // The value is remembered, not recomputed: same string although the claims object changed.
+    (id.claims as Record<string, unknown>)['later'] = 1;
+    expect(identityClaimsHeader(id)).toBe(first);
+  });
+
+  it("a JWT identity's claims header is its payload segment as signed, never re-serialized", () => {
+    const segment = Buffer.from('{"sub":"carol",  "iss":"https://idp.test"}').toString('base64url');
+    const id = { ...identity('carol'), claimsBase64url: segment };
+    expect(identityClaimsHeader(id)).toBe(segment);
+    expect(identityClaimsHeader({ ...id, subject: 'carol\n' })).toBeNull();
   });
 
   it.each(['eve\r\nx-evil: 1', ' lead', 'trail ', 'caf\u00e9', 'nul\u0000'])('refuses a subject that cannot be sent verbatim: %j', (sub) => {
-    expect(identityHeaderValues(identity(sub))).toBeNull();
+    expect(identityClaimsHeader(identity(sub))).toBeNull();
   });
 
   it('an anonymous call carries only the decision id', () => {
     const h = {};
-    addIdentityHeaders(h, names, null, 'dec-2');
+    addIdentityHeaders(h, names, null, '', 'dec-2');
     expect(h).toEqual({ 'x-ward-decision-id': 'dec-2' });
   });
 });
