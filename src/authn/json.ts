@@ -5,8 +5,8 @@
  * `Object.prototype`. For token content both are hazards: duplicates let two parsers (the IdP's
  * and ours, or ours and the app's) read different claims from the same signed bytes (RFC 7515
  * §5.2 allows rejecting them, and we do), and a `__proto__` member copied later with
- * `Object.assign` or a merge would reach a prototype. So this parser builds null-prototype
- * objects, refuses duplicate names and the `__proto__` name, bounds nesting depth, and refuses
+ * `Object.assign` or a merge would reach a prototype. So this parser builds objects that inherit
+ * nothing (see `Members`), refuses duplicate names and the `__proto__` name, bounds nesting depth, and refuses
  * numbers that do not fit a finite double (`1e999` would otherwise become an `exp` of Infinity).
  *
  * String contents with escapes are decoded by `JSON.parse` on the exact literal, so escape
@@ -18,6 +18,24 @@ export interface JsonObject {
 }
 
 const MAX_DEPTH = 32;
+
+/**
+ * Parsed objects are built by `new Members()`. Its prototype is an empty, frozen object whose own
+ * prototype is null, so a parsed object inherits nothing (`constructor`, `toString` and
+ * `__proto__` all read as undefined) and nothing can be added to what it would inherit. Unlike
+ * `Object.create(null)` objects, which V8 keeps as hash tables, these keep fast properties:
+ * a token's claims are built in less than half the time and with half the garbage
+ * (scripts/bench/micro-authn.ts).
+ */
+const INHERITS_NOTHING: object = Object.freeze(Object.create(null) as object);
+const Members = function Members(this: Record<string, JsonValue>): void {} as unknown as new () => Record<string, JsonValue>;
+Members.prototype = INHERITS_NOTHING;
+
+/** Whether `v` inherits nothing: what every object `parseStrictJson` and `toStrictJson` build satisfies. */
+export function inheritsNothing(v: object): boolean {
+  const p = Object.getPrototypeOf(v) as object | null;
+  return p === null || p === INHERITS_NOTHING;
+}
 
 /** Thrown internally to unwind; never escapes `parseStrictJson`. One preallocated instance, so
  *  rejecting junk does not pay for a stack trace each time. */
@@ -102,7 +120,7 @@ class Parser {
 
   object(depth: number): JsonObject {
     if (depth > MAX_DEPTH) throw FAIL;
-    const out = Object.create(null) as Record<string, JsonValue>;
+    const out = new Members();
     this.i++; // {
     this.ws();
     if (this.s.charCodeAt(this.i) === 0x7d) {
@@ -112,7 +130,7 @@ class Parser {
     for (;;) {
       if (this.s.charCodeAt(this.i) !== 0x22) throw FAIL;
       const name = this.string();
-      // Own-property test on a null-prototype object: no inherited name can shadow it.
+      // Own-property test: nothing inherited can shadow a name.
       if (name === '__proto__' || Object.hasOwn(out, name)) throw FAIL;
       this.ws();
       if (this.s.charCodeAt(this.i) !== 0x3a) throw FAIL; // :
@@ -204,7 +222,7 @@ function isDigit(c: number): boolean {
 
 /**
  * Deep-copies an already parsed JSON value (e.g. `Response.json()` from openid-client) into the
- * same shape `parseStrictJson` produces: null-prototype objects, no `__proto__` member, bounded
+ * same shape `parseStrictJson` produces: objects that inherit nothing, no `__proto__` member, bounded
  * depth. `undefined` when the value does not qualify.
  */
 export function toStrictJson(v: unknown, depth = 0): JsonValue | undefined {
@@ -220,7 +238,7 @@ export function toStrictJson(v: unknown, depth = 0): JsonValue | undefined {
     }
     return out;
   }
-  const out = Object.create(null) as Record<string, JsonValue>;
+  const out = new Members();
   for (const name of Object.keys(v)) {
     if (name === '__proto__') return undefined;
     const c = toStrictJson((v as Record<string, unknown>)[name], depth + 1);

@@ -4,6 +4,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../../src/authn/authenticator.ts';
 import type { AuthenticatorOptions, Authenticator, AuthResult } from '../../../src/authn/authenticator.ts';
 import { identityClaimsHeader } from '../../../src/inbound/headers.ts';
+import { inheritsNothing } from '../../../src/authn/json.ts';
 import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import type { IssuerTrust } from '../../../src/policy/model.ts';
 import { b64url, FakeIdp, makeKey, mint, mintRaw } from './idp.ts';
@@ -132,7 +133,8 @@ describe('JWT verification: success', () => {
     expect(Object.isFrozen(id)).toBe(true);
     expect(Object.isFrozen(id.claims)).toBe(true);
     expect(Object.isFrozen(id.claims['act'])).toBe(true);
-    expect(Object.getPrototypeOf(id.claims)).toBeNull();
+    expect(inheritsNothing(id.claims)).toBe(true);
+    expect(id.claims['constructor']).toBeUndefined();
     expect(idp.hits.discovery).toBe(1);
     expect(idp.hits.jwks).toBe(1);
   });

@@ -1,13 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { deepFreeze, parseStrictJson, toStrictJson } from '../../../src/authn/json.ts';
+import { deepFreeze, inheritsNothing, parseStrictJson, toStrictJson } from '../../../src/authn/json.ts';
+
+/** Nothing inherited: no Object.prototype members, and nothing that can be added to reach one. */
+function expectInheritsNothing(v: unknown): void {
+  const o = v as Record<string, unknown>;
+  expect(inheritsNothing(o)).toBe(true);
+  for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__', '__defineGetter__']) expect(o[name], name).toBeUndefined();
+  const proto = Object.getPrototypeOf(o) as object | null;
+  if (proto !== null) {
+    expect(Object.isFrozen(proto)).toBe(true);
+    expect(Reflect.ownKeys(proto)).toEqual([]);
+    expect(Object.getPrototypeOf(proto)).toBeNull();
+  }
+}
 
 describe('parseStrictJson', () => {
-  it('parses what JSON.parse parses, into null-prototype objects', () => {
+  it('parses what JSON.parse parses, into objects that inherit nothing', () => {
     const text = ' {"a": [1, -2.5e3, 0, true, false, null, "x\\u00e9\\n\\"q\\""], "b": {"c": {}} , "d": []} ';
     const v = parseStrictJson(text);
     expect(v).toEqual(JSON.parse(text));
-    expect(Object.getPrototypeOf(v)).toBeNull();
-    expect(Object.getPrototypeOf((v as { b: object }).b)).toBeNull();
+    expectInheritsNothing(v);
+    expectInheritsNothing((v as { b: object }).b);
   });
 
   it('refuses duplicate member names (parser-differential attacks)', () => {
@@ -44,11 +57,11 @@ describe('parseStrictJson', () => {
 });
 
 describe('toStrictJson', () => {
-  it('copies into null-prototype objects and refuses own __proto__ members', () => {
+  it('copies into objects that inherit nothing and refuses own __proto__ members', () => {
     const parsed: unknown = JSON.parse('{"a":{"b":[1,{"c":2}]}}');
     const v = toStrictJson(parsed) as { a: object };
     expect(v).toEqual(parsed);
-    expect(Object.getPrototypeOf(v.a)).toBeNull();
+    expectInheritsNothing(v.a);
     expect(toStrictJson(JSON.parse('{"x":{"__proto__":{"y":1}}}'))).toBeUndefined();
     expect(toStrictJson({ f: () => 1 })).toBeUndefined();
     expect(toStrictJson({ n: Number.NaN })).toBeUndefined();
@@ -57,7 +70,7 @@ describe('toStrictJson', () => {
   it('parseStrictJson(text, true) freezes every object and array as it builds them', () => {
     const v = parseStrictJson('{"a":{"b":[{"c":1},[]]},"e":{}}', true) as { a: { b: [{ c: number }, unknown[]] }; e: object };
     for (const o of [v, v.a, v.a.b, v.a.b[0], v.a.b[1], v.e]) expect(Object.isFrozen(o)).toBe(true);
-    expect(Object.getPrototypeOf(v.a)).toBeNull();
+    expectInheritsNothing(v.a);
     const m = parseStrictJson('{"a":{"b":[1]}}') as { a: { b: number[] } };
     expect(Object.isFrozen(m) || Object.isFrozen(m.a) || Object.isFrozen(m.a.b)).toBe(false);
   });
