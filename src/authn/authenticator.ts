@@ -252,7 +252,7 @@ class TokenAuthenticator implements Authenticator {
       const r = state.source.resolveKeyNow(alg, kid);
       if (r !== undefined && r.ok) {
         this.signatureChecks++;
-        const why = verifyJwsSignature(alg, token, r.key);
+        const why = verifyJwsSignature(alg, token, r.key, jwt.signature);
         if (why !== null) return this.#reject(token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
         return this.#accept(key, pending, true, r.keyId);
       }

@@ -102,14 +102,15 @@ export function identityParts(claims: JsonObject): IdentityParts | Failure {
     act = o['act'];
   }
 
-  const scopes = new Set<string>();
   const scope = claims['scope'];
-  const scp = claims['scp'];
   if (scope !== undefined) {
     // RFC 8693 §4.2 / RFC 9068 §2.2.3: a space-delimited string.
     if (typeof scope !== 'string') return failure('ERR_TOKEN_CLAIMS', 'scope is not a string');
-    addSpaceDelimited(scopes, scope);
-  } else if (scp !== undefined) {
+    return { subject, actors: Object.freeze(actors), scopes: scopeSet(scope) };
+  }
+  const scopes = new Set<string>();
+  const scp = claims['scp'];
+  if (scp !== undefined) {
     // `scp`: an array in most IdPs, a space-delimited string in Entra ID.
     if (typeof scp === 'string') addSpaceDelimited(scopes, scp);
     else if (Array.isArray(scp)) {
@@ -120,6 +121,23 @@ export function identityParts(claims: JsonObject): IdentityParts | Failure {
     } else return failure('ERR_TOKEN_CLAIMS', 'scp is neither a string nor an array');
   }
   return { subject, actors: Object.freeze(actors), scopes };
+}
+
+/**
+ * The last `scope` string split and the set it gave. A client's tokens carry the same scopes one
+ * after another, so a token not seen before usually reuses the set of the last one. Identities
+ * only ever read their scopes (`ReadonlySet`), and share them already through the cache.
+ */
+let lastScope = '';
+let lastScopes: ReadonlySet<string> = new Set();
+
+function scopeSet(scope: string): ReadonlySet<string> {
+  if (scope === lastScope) return lastScopes;
+  const scopes = new Set<string>();
+  addSpaceDelimited(scopes, scope);
+  lastScope = scope;
+  lastScopes = scopes;
+  return scopes;
 }
 
 function addSpaceDelimited(into: Set<string>, s: string): void {

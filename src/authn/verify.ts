@@ -82,15 +82,16 @@ function suitability(alg: string, spec: AlgSpec, k: KeyObject): string | null {
  * Verifies the signature of the compact JWS `token` with `key` for `alg`. Returns null when it
  * holds, else a log-only reason. Never throws for a bad token; throws only for an algorithm it
  * does not implement (a programming error: callers pass only `supportsDirectVerify` ones).
+ * `signature`: the signature segment already decoded (parseJwt's), else it is decoded here.
  */
-export function verifyJwsSignature(alg: string, token: string, key: CryptoKey): string | null {
+export function verifyJwsSignature(alg: string, token: string, key: CryptoKey, signature?: Buffer): string | null {
   const spec = ALGS[alg];
   if (spec === undefined) throw new Error(`verifyJwsSignature: unsupported alg ${alg}`);
   const k = keyObjectOf(key);
   const bad = suitability(alg, spec, k);
   if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
   const dot = token.lastIndexOf('.');
-  const sig = Buffer.from(token.slice(dot + 1), 'base64url');
+  const sig = signature ?? Buffer.from(token.slice(dot + 1), 'base64url');
   if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
   const data = Buffer.from(token.slice(0, dot), 'latin1');
   let ok: boolean;

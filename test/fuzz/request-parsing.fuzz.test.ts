@@ -289,6 +289,15 @@ describe('strict JSON (JOSE headers, JWT payloads, JWKS)', () => {
         if (typeof r !== 'string') {
           expect(isCompactJws(t)).toBe(true);
           expect(inheritsNothing(r.header)).toBe(true);
+          // An independent statement of "canonical unpadded base64url": the alphabet, a length
+          // that whole bytes can give, and zero bits past the last whole byte.
+          for (const s of t.split('.')) {
+            expect(s).toMatch(/^[A-Za-z0-9_-]*$/);
+            expect(s.length % 4).not.toBe(1);
+            const last = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'.indexOf(s.at(-1) ?? 'A');
+            if (s.length % 4 === 2) expect(last & 0x0f).toBe(0);
+            if (s.length % 4 === 3) expect(last & 0x03).toBe(0);
+          }
         }
       }),
       LIMIT,
