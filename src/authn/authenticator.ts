@@ -238,15 +238,7 @@ class TokenAuthenticator implements Authenticator {
     const parts = identityParts(payload);
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss, kid);
 
-    const pending: PendingJwt = {
-      payloadSegment: jwt.payloadSegment,
-      state,
-      alg,
-      kid,
-      payload,
-      exp: payload['exp'] as number, // checkTime made it a number
-      parts,
-    };
+    const exp = payload['exp'] as number; // checkTime made it a number
     if (!HMAC_ALGS.has(alg) && supportsDirectVerify(alg)) {
       // The key usually is at hand (loaded, imported): verify without a promise in between.
       const r = state.source.resolveKeyNow(alg, kid);
@@ -254,9 +246,10 @@ class TokenAuthenticator implements Authenticator {
         this.signatureChecks++;
         const why = verifyJwsSignature(alg, token, r.key, jwt.signature);
         if (why !== null) return this.#reject(token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
-        return this.#accept(key, pending, true, r.keyId);
+        return this.#accept(key, state, payload, parts, exp, jwt.payloadSegment, true, r.keyId);
       }
     }
+    const pending: PendingJwt = { payloadSegment: jwt.payloadSegment, state, alg, kid, payload, exp, parts };
     return this.#verifySignature(token, key, again, pending).catch((err: unknown) => this.#internal(err));
   }
 
@@ -292,16 +285,25 @@ class TokenAuthenticator implements Authenticator {
     // The policy may have been reloaded while we awaited the key or the signature.
     if (this.#issuers.get(iss) !== state) return this.#trustChanged(token, iss, again);
 
-    return this.#accept(cacheKey, p, viaJwks, keyId);
+    return this.#accept(cacheKey, p.state, p.payload, p.parts, p.exp, p.payloadSegment, viaJwks, keyId);
   }
 
   /** A verified JWT: its identity, cached until `exp`. */
-  #accept(cacheKey: string | undefined, p: PendingJwt, viaJwks: boolean, keyId: string | undefined): AuthResult {
-    const identity = makeIdentity(p.state.trust.issuer, p.payload, p.parts, 'jwt', p.exp, p.payloadSegment);
+  #accept(
+    cacheKey: string | undefined,
+    state: IssuerState,
+    payload: JsonObject,
+    parts: IdentityParts,
+    exp: number,
+    payloadSegment: string,
+    viaJwks: boolean,
+    keyId: string | undefined,
+  ): AuthResult {
+    const identity = makeIdentity(state.trust.issuer, payload, parts, 'jwt', exp, payloadSegment);
     const result: AuthResult = Object.freeze({ ok: true, identity });
-    const deadlineMs = p.exp * 1000;
+    const deadlineMs = exp * 1000;
     if (cacheKey !== undefined && deadlineMs > this.#clock()) {
-      this.#cache.set(cacheKey, { result, deadlineMs, state: p.state, viaJwks, keyId });
+      this.#cache.set(cacheKey, { result, deadlineMs, state, viaJwks, keyId });
     }
     return result;
   }

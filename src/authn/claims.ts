@@ -90,8 +90,9 @@ export function identityParts(claims: JsonObject): IdentityParts | Failure {
     return failure('ERR_TOKEN_CLAIMS', 'neither sub nor client_id');
   }
 
-  const actors: string[] = [];
   let act = claims['act'];
+  if (act === undefined) return withScopes(subject, NO_ACTORS, claims);
+  const actors: string[] = [];
   while (act !== undefined) {
     if (actors.length === MAX_ACTOR_DEPTH) return failure('ERR_TOKEN_CLAIMS', `act chain deeper than ${MAX_ACTOR_DEPTH}`);
     if (typeof act !== 'object' || act === null || Array.isArray(act)) return failure('ERR_TOKEN_CLAIMS', 'act is not an object');
@@ -102,11 +103,17 @@ export function identityParts(claims: JsonObject): IdentityParts | Failure {
     act = o['act'];
   }
 
+  return withScopes(subject, Object.freeze(actors), claims);
+}
+
+const NO_ACTORS: readonly string[] = Object.freeze([]);
+
+function withScopes(subject: string, actors: readonly string[], claims: JsonObject): IdentityParts | Failure {
   const scope = claims['scope'];
   if (scope !== undefined) {
     // RFC 8693 §4.2 / RFC 9068 §2.2.3: a space-delimited string.
     if (typeof scope !== 'string') return failure('ERR_TOKEN_CLAIMS', 'scope is not a string');
-    return { subject, actors: Object.freeze(actors), scopes: scopeSet(scope) };
+    return { subject, actors, scopes: scopeSet(scope) };
   }
   const scopes = new Set<string>();
   const scp = claims['scp'];
@@ -120,7 +127,7 @@ export function identityParts(claims: JsonObject): IdentityParts | Failure {
       }
     } else return failure('ERR_TOKEN_CLAIMS', 'scp is neither a string nor an array');
   }
-  return { subject, actors: Object.freeze(actors), scopes };
+  return { subject, actors, scopes };
 }
 
 /**

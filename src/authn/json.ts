@@ -19,6 +19,9 @@ export interface JsonObject {
 
 const MAX_DEPTH = 32;
 
+/** The member names last seen at each of the first positions of an object (see `Parser.name`). */
+const RECENT_NAMES: (string | undefined)[] = new Array<string | undefined>(16).fill(undefined);
+
 /**
  * Parsed objects are built by `new Members()`. Its prototype is an empty, frozen object whose own
  * prototype is null, so a parsed object inherits nothing (`constructor`, `toString` and
@@ -127,9 +130,9 @@ class Parser {
       this.i++;
       return this.freeze ? Object.freeze(out) : out;
     }
-    for (;;) {
+    for (let k = 0; ; k++) {
       if (this.s.charCodeAt(this.i) !== 0x22) throw FAIL;
-      const name = this.string();
+      const name = this.name(k);
       // Own-property test: nothing inherited can shadow a name.
       if (name === '__proto__' || Object.hasOwn(out, name)) throw FAIL;
       this.ws();
@@ -164,6 +167,25 @@ class Parser {
     }
   }
 
+  /**
+   * The `k`th member name of an object. Issuers write the same names in the same order token
+   * after token, so the name last seen at this position is compared in place first, and reused
+   * instead of cut out as a new string when it matches.
+   */
+  name(k: number): string {
+    const known = k < RECENT_NAMES.length ? RECENT_NAMES[k] : undefined;
+    const s = this.s;
+    const from = this.i + 1;
+    if (known !== undefined && s.charCodeAt(from + known.length) === 0x22 && s.startsWith(known, from)) {
+      this.i = from + known.length + 1;
+      return known;
+    }
+    const name = this.string();
+    // Only names written without escapes: the comparison above is of the raw text.
+    if (k < RECENT_NAMES.length && this.i - from - 1 === name.length) RECENT_NAMES[k] = name;
+    return name;
+  }
+
   string(): string {
     const s = this.s;
     const start = this.i; // at the opening quote
@@ -193,9 +215,18 @@ class Parser {
     const start = this.i;
     let i = start;
     if (s.charCodeAt(i) === 0x2d) i++;
+    const digits = i;
+    let n = 0;
     if (s.charCodeAt(i) === 0x30) i++;
-    else if (isDigit(s.charCodeAt(i))) while (isDigit(s.charCodeAt(i))) i++;
-    else throw FAIL;
+    else if (isDigit(s.charCodeAt(i))) {
+      for (let c = s.charCodeAt(i); isDigit(c); c = s.charCodeAt(++i)) n = n * 10 + (c - 0x30);
+    } else throw FAIL;
+    const after = s.charCodeAt(i);
+    // An integer of up to 15 digits (`exp`, `iat`…) is exact as summed: no text to convert.
+    if (after !== 0x2e && after !== 0x65 && after !== 0x45 && i - digits <= 15) {
+      this.i = i;
+      return start === digits ? n : -n;
+    }
     if (s.charCodeAt(i) === 0x2e) {
       i++;
       if (!isDigit(s.charCodeAt(i))) throw FAIL;
@@ -210,9 +241,9 @@ class Parser {
       while (isDigit(s.charCodeAt(i))) i++;
     }
     this.i = i;
-    const n = Number(s.slice(start, i));
-    if (!Number.isFinite(n)) throw FAIL;
-    return n;
+    const v = Number(s.slice(start, i));
+    if (!Number.isFinite(v)) throw FAIL;
+    return v;
   }
 }
 

@@ -104,17 +104,30 @@ function parseHeader(segment: string): Header | string {
   return Object.freeze({ header, alg, kid, typ });
 }
 
+/** The base64url alphabet (RFC 4648 §5), nothing else: no `+`, `/` or `=` padding. */
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
 /**
  * The bytes of an unpadded base64url segment (RFC 4648 §5), or undefined unless the segment is
- * the one canonical spelling of those bytes. Node's decoder is lenient (it takes `+`, `/`, `=`,
- * skips other characters and ignores trailing bits), so the bytes are encoded again and must
- * give back the segment exactly. That refuses every other alphabet, padding, stray characters
- * and non-zero trailing bits at once. Without it one signed token would have many accepted
- * spellings: a replay past any exact-string revocation or cache (RFC 8725 §2.6).
+ * the one canonical spelling of those bytes: the alphabet alone, a length whole bytes can give,
+ * and zero bits past the last whole byte (§3.5). Node's decoder would take `+`, `/` and `=`,
+ * skip other characters and ignore trailing bits, so one signed token would have many accepted
+ * spellings: a replay past any exact-string revocation or cache (RFC 8725 §2.6). Checked on the
+ * string, so nothing is allocated for it (an encode-and-compare round trip costs ~0.7 KiB of
+ * garbage per token, which matters when every call brings a new one).
  */
 function canonicalBytes(segment: string): Buffer | undefined {
-  const bytes = Buffer.from(segment, 'base64url');
-  return bytes.toString('base64url') === segment ? bytes : undefined;
+  const rem = segment.length % 4;
+  if (rem === 1 || !B64URL.test(segment)) return undefined;
+  if (rem !== 0 && (sextet(segment.charCodeAt(segment.length - 1)) & (rem === 2 ? 0x0f : 0x03)) !== 0) return undefined;
+  return Buffer.from(segment, 'base64url');
+}
+
+function sextet(c: number): number {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41;
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26;
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52;
+  return c === 0x2d ? 62 : 63; // - or _
 }
 
 function decodeObject(bytes: Buffer, freeze: boolean): JsonObject | undefined {
