@@ -886,6 +886,8 @@ function validName(name: string, from: number): boolean {
 }
 
 const BAD_VALUE_CHAR = /[\0\r\n]/;
+/** The last long value found valid: a client repeats its token on every request (see hpack.ts lastSendable). */
+let lastValidLong = '';
 
 /** §8.2.1: no NUL, CR or LF; no leading or trailing whitespace. */
 function validValue(v: string): boolean {
@@ -895,7 +897,12 @@ function validValue(v: string): boolean {
   const last = v.charCodeAt(n - 1);
   if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
   // Long values (a token) are scanned by the regexp engine: several times faster than a loop.
-  if (n > 32) return !BAD_VALUE_CHAR.test(v);
+  if (n > 32) {
+    if (v === lastValidLong) return true;
+    if (BAD_VALUE_CHAR.test(v)) return false;
+    lastValidLong = v;
+    return true;
+  }
   for (let i = 0; i < n; i++) {
     const c = v.charCodeAt(i);
     if (c === 0 || c === 0x0a || c === 0x0d) return false;

@@ -325,6 +325,17 @@ describe('HpackEncoder', () => {
     }
   });
 
+  it('a long value found sendable does not let the next long value through unscanned', () => {
+    const enc = new HpackEncoder();
+    const good = 'x'.repeat(700);
+    for (const bad of ['x'.repeat(350) + '\n' + 'x'.repeat(349), 'x'.repeat(699) + '\0', '\r' + 'x'.repeat(699)]) {
+      const buf = Buffer.alloc(enc.maxEncodedLength(['authorization', good]));
+      enc.encode(['authorization', good], buf, 0);
+      enc.encode(['authorization', good], buf, 0);
+      expect(() => enc.encode(['authorization', bad], buf, 0)).toThrow(expect.objectContaining({ code: 'ERR_HPACK_FIELD_INVALID' }));
+    }
+  });
+
   it('encodes at an offset, leaving the octets around it alone', () => {
     const enc = new HpackEncoder();
     const buf = Buffer.alloc(9 + enc.maxEncodedLength(GRPC_REQUEST) + 4, 0xee);

@@ -711,6 +711,20 @@ describe('malformed requests: RST_STREAM(PROTOCOL_ERROR), never seen by onStream
     expect(c.frames.find((f) => f.type === GOAWAY)).toBeUndefined();
   });
 
+  it('a long value accepted on one stream does not let a bad long value through on the next', async () => {
+    const h = await serve((s) => s.end('ok'));
+    const c = await raw(h.port);
+    const good = `Bearer ${'t'.repeat(700)}`;
+    const bad = `Bearer ${'t'.repeat(350)}\r${'t'.repeat(349)}`;
+    c.send(headers(1, requestBlock('/good', [['authorization', good]]), true));
+    expect(await c.wait((f) => f.streamId === 1 && isEnd(f))).toBeDefined();
+    c.send(headers(3, requestBlock('/good-again', [['authorization', good]]), true));
+    expect(await c.wait((f) => f.streamId === 3 && isEnd(f))).toBeDefined();
+    c.send(headers(5, requestBlock('/bad', [['authorization', bad]]), true));
+    expect((await c.rst(5))?.code).toBe(PROTOCOL_ERROR);
+    expect(h.seen.map((s) => s.fields[s.fields.indexOf(':path') + 1])).toEqual(['/good', '/good-again']);
+  });
+
   it.each([
     ['content-length 5 with 3 DATA bytes', '5', 'abc'],
     ['content-length 3 with 5 DATA bytes', '3', 'abcde'],
