@@ -37,7 +37,7 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { H2Endpoint } from './endpoint.ts';
-import { HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
+import { HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 client connection (h2c, prior knowledge: RFC 9113 §3.3), for the one
@@ -171,8 +171,6 @@ export class H2ClientStream {
   }
 }
 
-/** On a decoded field list: the names the app sent as never-indexed (RFC 7541 §6.2.3), when any. */
-export const kSensitive: unique symbol = Symbol('ward.h2.sensitive');
 
 export class H2Connection extends H2Endpoint<H2ClientStream> {
   readonly #handler: H2StreamHandler;
@@ -634,7 +632,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     try {
       this.#decoder.decode(buf, start, end, fields, sensitive);
       if (sensitive.length > 0) {
-        (fields as { [kSensitive]?: string[] })[kSensitive] = sensitive.slice();
+        markSensitive(fields, sensitive.slice());
         sensitive.length = 0;
       }
     } catch (err) {

@@ -64,6 +64,24 @@ const MEMO_MIN = 64;
 const MEMO_MAX = 16_384; // §4.1, also RFC 9113 §6.5.2 for the header list size
 const MAX_INT = 0x7fff_ffff;
 
+/**
+ * On a field list: the names sent as never-indexed literals (RFC 7541 §6.2.3). The decoders put
+ * it on what they decode when any name was; the encoders honour it on what they encode, so a
+ * field a peer marked never-indexed is forwarded never-indexed, as §6.2.3 requires of an
+ * intermediary.
+ */
+export const kSensitive: unique symbol = Symbol('ward.h2.sensitive');
+
+/** The never-indexed names carried by a field list (`kSensitive`), if any. */
+export function sensitiveOf(fields: readonly string[]): readonly string[] | undefined {
+  return (fields as { [kSensitive]?: readonly string[] })[kSensitive];
+}
+
+/** Marks `names` as never-indexed on `fields` (none: nothing is set). */
+export function markSensitive(fields: readonly string[], names: readonly string[] | undefined): void {
+  if (names !== undefined && names.length > 0) (fields as { [kSensitive]?: readonly string[] })[kSensitive] = names;
+}
+
 export interface HpackDecoderOptions {
   /** Our SETTINGS_HEADER_TABLE_SIZE: the most the peer may size the dynamic table to. Default 4096. */
   readonly maxTableSize?: number;
@@ -383,6 +401,7 @@ export class HpackEncoder {
    */
   encode(fields: readonly string[], buf: Buffer, offset: number): number {
     if ((fields.length & 1) !== 0) throw new RangeError('encode: fields must be name, value pairs');
+    const sensitive = sensitiveOf(fields);
     let p = offset;
     for (let i = 0; i < fields.length; i += 2) {
       const name = fields[i]!;
@@ -391,6 +410,15 @@ export class HpackEncoder {
       const need = 1 + intLength(name.length, 7) + name.length + intLength(value.length, 7) + value.length;
       if (p + need > buf.length) throw new RangeError('encode: buffer too small');
       const index = STATIC_NAME_INDEX.get(name);
+      if (sensitive !== undefined && sensitive.includes(name)) {
+        // Never indexed because the field came so: a literal, the name by reference if static.
+        if (index === undefined) {
+          buf[p++] = 0x10;
+          p = writeString(buf, p, name);
+        } else p = writeInt(buf, p, 4, 0x10, index);
+        p = writeString(buf, p, value);
+        continue;
+      }
       if (index === undefined) {
         buf[p++] = this.#neverIndex.has(name) ? 0x10 : 0x00;
         p = writeString(buf, p, name);

@@ -38,7 +38,7 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { H2Endpoint } from './endpoint.ts';
-import { fieldRecord, HpackDecoder, HpackEncoder, HpackError } from './hpack.ts';
+import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 server connection (RFC 9113), for the sidecar's listeners (h2c after the
@@ -800,6 +800,8 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       }
       tooLarge = true;
     }
+    // Never-indexed names stay so when the request is forwarded (RFC 7541 §6.2.3).
+    if (sensitive.length > 0 && !tooLarge) markSensitive(fields, sensitive.slice());
     sensitive.length = 0;
     if ((id & 1) === 0) return this.connectionError(PROTOCOL_ERROR, 'HEADERS on an even stream id');
     const open = this.#streams.get(id);

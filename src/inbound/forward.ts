@@ -1,6 +1,5 @@
 import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { EventEmitter } from 'node:events';
-import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 
 import type { SidecarConfig } from '../config/sidecar.ts';
@@ -8,7 +7,8 @@ import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
 import { fieldRecord, HpackError } from '../h2/hpack.ts';
-import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, kSensitive, REFUSED_STREAM } from '../h2/conn.ts';
+import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, REFUSED_STREAM } from '../h2/conn.ts';
+import { markSensitive, sensitiveOf } from '../h2/hpack.ts';
 import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
   addIdentityHeaders,
@@ -111,12 +111,14 @@ function h2RequestFields(ex: Exchange, authority: string): string[] {
     else if (v !== undefined) out.push(name, String(v));
   }
   if (ex.acceptsTrailers) out.push('te', 'trailers');
+  // The caller's never-indexed fields go to the app never-indexed (RFC 7541 §6.2.3).
+  markSensitive(out, sensitiveOf(ex.rawHeaders));
   return out;
 }
 
 /**
  * The app's HTTP/2 response headers (raw fields, `:status` first) for the caller, as raw fields
- * (node:http2 takes them without a header-object copy): the call's decision id replaces any the
+ * (no header-object copy): the call's decision id replaces any the
  * app sent, and with `guard` the app cannot send `x-ward-reason` either. Fields the app marked
  * never-indexed (RFC 7541 §6.2.3) stay so.
  */
@@ -128,8 +130,7 @@ function h2ResponseFields(fields: readonly string[], decisionId: string, guard: 
     out.push(name, fields[i + 1] as string);
   }
   out.push(HEADER_DECISION_ID, decisionId);
-  const sensitive = (fields as { [kSensitive]?: string[] })[kSensitive];
-  if (sensitive !== undefined) (out as unknown as Record<symbol, unknown>)[http2.sensitiveHeaders] = sensitive;
+  markSensitive(out, sensitiveOf(fields));
   return out;
 }
 

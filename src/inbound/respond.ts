@@ -1,5 +1,5 @@
 import { type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
-import { constants as h2c } from 'node:http2';
+import { INTERNAL_ERROR } from '../h2/frames.ts';
 import type { H2ServerStream } from '../h2/server.ts';
 import type { Socket } from 'node:net';
 import { ERROR_CODES, type ErrorCode } from '../errors/codes.ts';
@@ -157,7 +157,7 @@ export class ErrorResponder {
           s.end();
           return;
         }
-        s.close(h2c.NGHTTP2_INTERNAL_ERROR);
+        s.close(INTERNAL_ERROR);
         return;
       }
       const res = t.res;

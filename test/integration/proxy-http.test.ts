@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type AppEvents,
@@ -440,5 +440,44 @@ describe('HTTP/2 app specifics', () => {
     expect(reply).toMatch(/^HTTP\/1\.1 400 /);
     expect(reply).toContain('x-ward-reason: ERR_REQUEST_INVALID');
     expect(app.requests).toEqual([]);
+  });
+});
+
+describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the sidecar', () => {
+  let app: RecordingApp & AppEvents;
+  let proxy: TestProxy;
+  let session: http2.ClientHttp2Session;
+
+  beforeAll(async () => {
+    app = await startH2App();
+    proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'h2c' }), { rule });
+    session = await h2Connect(proxy.port);
+  });
+  afterAll(async () => {
+    session.close();
+    await proxy.close();
+    await app.close();
+  });
+
+  it("the caller's never-indexed request field reaches the app never-indexed, the app's response field reaches the caller so", async () => {
+    const r = await h2Request(session, {
+      ':method': 'GET',
+      ':authority': 'orders.test',
+      ':path': '/never-indexed',
+      ...AUTH,
+      'x-secret': 'caller-s3cret',
+      'x-plain': 'p',
+      [http2.sensitiveHeaders]: ['x-secret'],
+    });
+    expect(r.headers[':status']).toBe(200);
+    expect(r.headers['x-app-secret']).toBe('app-s3cret');
+    const toCaller = r.headers[http2.sensitiveHeaders] as string[] | undefined;
+    expect(toCaller).toContain('x-app-secret');
+    expect(toCaller).not.toContain('x-app-plain');
+    const seen = app.requests[0]?.headers as http2.IncomingHttpHeaders | undefined;
+    expect(seen?.['x-secret']).toBe('caller-s3cret');
+    const toApp = seen?.[http2.sensitiveHeaders] as string[] | undefined;
+    expect(toApp).toContain('x-secret');
+    expect(toApp).not.toContain('x-plain');
   });
 });

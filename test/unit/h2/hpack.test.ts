@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HpackDecoder, HpackEncoder, HpackError } from '../../../src/h2/hpack.ts';
+import { HpackDecoder, HpackEncoder, HpackError, markSensitive, sensitiveOf } from '../../../src/h2/hpack.ts';
 import { EOS, HUFFMAN_BITS, HUFFMAN_CODES, huffmanDecode, huffmanEncode, huffmanEncodedLength, HuffmanError } from '../../../src/h2/huffman.ts';
 import { prng } from '../../support/prng.ts';
 
@@ -281,6 +281,21 @@ describe('HpackEncoder', () => {
         '02' + Buffer.from('/x').toString('hex'),
       ].join(''),
     );
+  });
+
+  it('a field list marked with never-indexed names (as decoded from a peer) is encoded so, static names and exact static matches included', () => {
+    const fields = [':status', '200', 'x-secret', 's', 'accept-encoding', 'gzip, deflate', 'x-plain', 'p', 'age', '1'];
+    markSensitive(fields, ['x-secret', 'accept-encoding', ':status']);
+    const sensitive: string[] = [];
+    expect(decode(new HpackDecoder(), encode(fields, new HpackEncoder()), sensitive)).toEqual([...fields]);
+    expect(sensitive).toEqual([':status', 'x-secret', 'accept-encoding']);
+    // and what a decoder reports can be forwarded as is
+    const again: string[] = [];
+    const decoded = decode(new HpackDecoder(), encode(fields, new HpackEncoder()));
+    markSensitive(decoded, sensitive);
+    expect(sensitiveOf(decoded)).toEqual(sensitive);
+    decode(new HpackDecoder(), encode(decoded, new HpackEncoder()), again);
+    expect(again).toEqual(sensitive);
   });
 
   it('sends never-indexed names as §6.2.3 and the decoder reports them', () => {

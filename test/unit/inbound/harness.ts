@@ -274,6 +274,10 @@ export async function startH2App(): Promise<RecordingApp & AppEvents> {
       if (path.startsWith('/echo')) {
         stream.respond({ ':status': 200, 'content-type': 'application/octet-stream', 'x-app': 'h2' });
         stream.end(Buffer.concat(chunks));
+      } else if (path.startsWith('/never-indexed')) {
+        // A response field the app sends as a never-indexed literal (RFC 7541 §6.2.3).
+        stream.respond({ ':status': 200, 'x-app-secret': 'app-s3cret', 'x-app-plain': 'p', [http2.sensitiveHeaders]: ['x-app-secret'] });
+        stream.end('ok');
       } else if (path.startsWith('/trailers')) {
         stream.respond({ ':status': 200, 'content-type': 'text/plain' }, { waitForTrailers: true });
         stream.on('wantTrailers', () => stream.sendTrailers({ 'x-app-trailer': 'done' }));
