@@ -6,6 +6,7 @@
 export type ErrorCode =
   // request shape (checked before any token work)
   | 'ERR_REQUEST_INVALID'
+  | 'ERR_REQUEST_HEADERS_TOO_LARGE'
   | 'ERR_PATH_INVALID'
   | 'ERR_PATH_AMBIGUOUS'
   // credentials: RFC 6750 extraction
@@ -50,6 +51,7 @@ export type ErrorCode =
 
 export const ERROR_CODES: readonly ErrorCode[] = [
   'ERR_REQUEST_INVALID',
+  'ERR_REQUEST_HEADERS_TOO_LARGE',
   'ERR_PATH_INVALID',
   'ERR_PATH_AMBIGUOUS',
   'ERR_TOKEN_MISSING',

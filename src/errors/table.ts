@@ -48,6 +48,7 @@ export interface ErrorRow {
  */
 export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_REQUEST_INVALID: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'malformed request' },
+  ERR_REQUEST_HEADERS_TOO_LARGE: { http: 431, grpc: GrpcStatus.RESOURCE_EXHAUSTED, challenge: 'none', message: 'request header fields too large' },
   ERR_PATH_INVALID: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'invalid request path' },
   ERR_PATH_AMBIGUOUS: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'ambiguous encoding in request path' },
   ERR_TOKEN_MISSING: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'bare', message: 'bearer token required' },

@@ -71,6 +71,11 @@ export const ENHANCE_YOUR_CALM = 0xb;
 export interface H2ServerOptions {
   readonly maxConcurrentStreams: number;
   readonly maxHeaderListSize: number;
+  /**
+   * The response fields (`:status` first) for a request whose header list is over the limits;
+   * sent with END_STREAM and no body. Default: `431` and `content-length: 0`.
+   */
+  readonly tooLargeFields?: readonly string[];
   /** Fields per request header list (node:http2's maxHeaderListPairs). */
   readonly maxHeaderPairs: number;
   readonly encrypted: boolean;
@@ -429,6 +434,23 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (!this.#destroyed) this.#sendReset(s.id, code);
     s.rstCode ??= code;
     this.#closeStream(s);
+  }
+
+  /**
+   * A request whose header list is over the limits: answered 431 (RFC 6585 §5; RFC 9113 §10.5.1)
+   * without the request being seen, so the client knows not to send it again as it is (a
+   * REFUSED_STREAM would invite the retry). A request still open is then reset with NO_ERROR, the
+   * way to stop a body after a complete response (§8.1). Either way the id is remembered as
+   * reset: what the client sends on it before it learns is ignored.
+   */
+  #headerListTooLarge(id: number, endStream: boolean): void {
+    this.writeHeaders(id, this.encode(this.#o.tooLargeFields ?? TOO_LARGE_FIELDS), true);
+    if (!endStream) this.#sendReset(id, NO_ERROR);
+    else {
+      const ids = this.#resetIds;
+      ids.add(id);
+      if (ids.size > RESET_MEMORY) ids.delete(ids.values().next().value as number);
+    }
   }
 
   #sendReset(id: number, code: number): void {
@@ -831,7 +853,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       return;
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {
-      this.#sendReset(id, REFUSED_STREAM);
+      this.#headerListTooLarge(id, endStream);
       if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
@@ -860,6 +882,9 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.#o.onStream(s, fields, endStream);
   }
 }
+
+/** The answer to a request whose header list is over the limits (see `#headerListTooLarge`). */
+const TOO_LARGE_FIELDS: readonly string[] = Object.freeze([':status', '431', 'content-length', '0']);
 
 /** Request trailers: the field rules of §8.2.1/§8.2.2, and no pseudo-header (§8.1). */
 function validTrailers(fields: readonly string[]): boolean {

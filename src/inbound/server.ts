@@ -9,7 +9,7 @@ import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
 import { createForwarder } from './forward.ts';
 import { identityHeaderNames } from './headers.ts';
-import { ErrorResponder } from './respond.ts';
+import { ErrorResponder, HEADER_REASON } from './respond.ts';
 import { createStack } from './stack.ts';
 import type { InboundCounters, InboundDeps } from './types.ts';
 import type { Logger } from '../lib/log.ts';
@@ -220,6 +220,8 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     maxHeaderListSize: o.maxHeaderListBytes,
     // node:http2's maxHeaderListPairs default, which ward kept explicit before.
     maxHeaderPairs: 128,
+    // A 431 the sidecar writes itself, so it carries its reason like every other (no body).
+    tooLargeFields: [':status', '431', 'content-length', '0', HEADER_REASON, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
     onStream,
     onClose: (c: H2ServerConnection) => {
       if (!sessions.delete(c)) return;
@@ -359,7 +361,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     // Bytes after a pipelined request whose response is still being written: a raw 400 would
     // be spliced into that response, so the connection just closes.
     if ((socket[kActive] ?? 0) > 0) socket.destroy();
-    else responder.writeClientError(socket, 'ERR_REQUEST_INVALID');
+    else responder.writeClientError(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 'ERR_REQUEST_HEADERS_TOO_LARGE' : 'ERR_REQUEST_INVALID');
   });
 
   function adoptH1(socket: H1Socket): void {

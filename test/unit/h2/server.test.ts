@@ -22,6 +22,7 @@ import {
   u32Frame,
   WINDOW_UPDATE,
 } from '../../../src/h2/frames.ts';
+import { HpackDecoder } from '../../../src/h2/hpack.ts';
 import { ENHANCE_YOUR_CALM, H2ServerConnection, type H2ServerOptions, type H2ServerStream } from '../../../src/h2/server.ts';
 import { block, requestBlock } from '../../security/support/h2raw.ts';
 import { type Frame, RawClient } from './raw-client.ts';
@@ -612,6 +613,39 @@ describe('early end and resets', () => {
     expect({ rstCode: h.seen[0]?.stream.rstCode, errors: h.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message) }).toEqual({ rstCode: NO_ERROR, errors: [] });
     expect(r).toBeDefined();
     expect(Buffer.concat(c.of(1).filter((f) => f.type === DATA).map((f) => f.payload)).toString()).toBe('late answer');
+  });
+});
+
+// ---- 6b. header lists over the limits
+
+describe('a header list over the limits: 431 with END_STREAM, never seen by onStream, the connection kept', () => {
+  const fieldsOf = (f: Frame): string[] => {
+    const out: string[] = [];
+    new HpackDecoder().decode(f.payload, 0, f.payload.length, out);
+    return out;
+  };
+  const big = Array.from({ length: 30 }, (_, i) => [`x-big-${i}`, 'v'.repeat(200)] as [string, string]); // ~7 KB
+  const many = Array.from({ length: 200 }, (_, i) => [`x-${i}`, '1'] as [string, string]);
+
+  it.each<[string, [string, string][], boolean]>([
+    ['over maxHeaderListSize, the request ended', big, true],
+    ['over maxHeaderListSize, a body still to come: then RST_STREAM(NO_ERROR), the body ignored', big, false],
+    ['over 128 fields', many, true],
+  ])('%s', async (_name, extra, end) => {
+    const h = await serve((s) => s.end('should not happen'), { maxHeaderListSize: 4096 });
+    const c = await raw(h.port);
+    c.send(headers(1, requestBlock('/big', extra, end ? 'GET' : 'POST'), end));
+    const f = await c.wait((x) => x.streamId === 1 && x.type === HEADERS);
+    expect(fieldsOf(f as Frame)).toEqual([':status', '431', 'content-length', '0']);
+    expect((f as Frame).flags & FLAG_END_STREAM).toBe(FLAG_END_STREAM);
+    if (!end) {
+      expect((await c.rst(1))?.code).toBe(NO_ERROR);
+      c.send(data(1, 'a late body', false), headers(1, block([['x-trailer', '1']]), true));
+    }
+    c.send(headers(3, requestBlock('/after'), true));
+    expect(await c.wait((x) => x.streamId === 3 && isEnd(x))).toBeDefined();
+    expect(h.seen.map((s) => s.fields[s.fields.indexOf(':path') + 1])).toEqual(['/after']);
+    expect(c.frames.find((x) => x.type === GOAWAY)).toBeUndefined();
   });
 });
 
