@@ -91,8 +91,15 @@ export function boundedFetch(fetchImpl: typeof fetch, maxBytes: number): typeof 
  * crosses a network must be `https:` so keys cannot be swapped in transit.
  */
 export function isLoopbackHttp(url: URL): boolean {
-  if (url.protocol !== 'http:') return false;
-  const h = url.hostname;
+  return url.protocol === 'http:' && isLoopbackHost(url.hostname);
+}
+
+/** A gRPC `host:port` (`[v6]:port` too) on loopback, where cleartext crosses no network. */
+export function isLoopbackAddress(address: string): boolean {
+  return isLoopbackHost(address.startsWith('[') ? address.slice(0, address.indexOf(']') + 1) : address.slice(0, address.lastIndexOf(':')));
+}
+
+function isLoopbackHost(h: string): boolean {
   return h === 'localhost' || h === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 

@@ -1,5 +1,6 @@
 import { createAuthenticator } from '../authn/authenticator.ts';
 import { extractBearer } from '../authn/extract.ts';
+import { isLoopbackAddress } from '../authn/fetch.ts';
 import { startAdminServer } from '../admin/server.ts';
 import { loadSidecarConfig, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
@@ -16,6 +17,7 @@ import type { createPolicyWatch } from '../controlplane/client/watch.ts';
 import type { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
 import { resolveTelemetry } from '../config/telemetry.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { WorkloadCredential } from '../exchange/setup.ts';
 import type { TokenBroker } from '../exchange/broker.ts';
@@ -103,7 +105,7 @@ export async function startSidecar(
     service: cfg.service,
     file: configFile,
     baseDir: cfg.baseDir,
-    ...(cfg.policy.controlPlane === undefined ? {} : { controlPlane: { address: cfg.policy.controlPlane.address, tls: false } }),
+    ...(cfg.policy.controlPlane === undefined ? {} : { controlPlane: controlPlaneTarget(cfg, cfg.policy.controlPlane) }),
   });
   const instanceId = cfg.policy.controlPlane?.instanceId ?? `${hostname()}:${process.pid}`;
   const telemetry: Telemetry | null = !tcfg.enabled
@@ -323,8 +325,12 @@ function startPolicyProvider(
   const token = controlPlaneToken(cfg, credentials, configFile, log, client);
   if (token === undefined) throw new Error('control plane without a token source');
   const texts = new WeakMap<CompiledPolicy, { text: string; file: string }>();
+  if (cp.tls === undefined && !isLoopbackAddress(cp.address)) {
+    log.warn('control plane over cleartext: its policy and this sidecar\'s token cross the network unencrypted; set policy.controlPlane.tls', { address: cp.address });
+  }
   const watch = client.createPolicyWatch({
     address: cp.address,
+    ...(cp.tls === undefined ? {} : { tls: { ca: readControlPlaneCa(cfg, cp.tls.caFile, configFile) } }),
     service: cfg.service,
     instanceId: cp.instanceId ?? `${hostname()}:${process.pid}`,
     token,
@@ -352,6 +358,27 @@ function startPolicyProvider(
     token,
     close: () => watch.close(),
   };
+}
+
+type ControlPlaneConfig = NonNullable<SidecarConfig['policy']['controlPlane']>;
+
+/** The control plane as telemetry's default destination: same address, same TLS. */
+function controlPlaneTarget(cfg: Readonly<SidecarConfig>, cp: ControlPlaneConfig): { address: string; tls: boolean; caFile?: string } {
+  if (cp.tls === undefined) return { address: cp.address, tls: false };
+  return { address: cp.address, tls: true, ...(cp.tls.caFile === undefined ? {} : { caFile: resolveFrom(cfg, cp.tls.caFile) }) };
+}
+
+/** The PEM CAs for the control plane's certificate (null: the system roots); unreadable is a config error. */
+function readControlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined, configFile: string): Buffer | null {
+  if (caFile === undefined) return null;
+  const path = resolveFrom(cfg, caFile);
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError([
+      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.tls.caFile', message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` },
+    ]);
+  }
 }
 
 /** The sidecar's own access token for the control plane (undefined without a control plane). */

@@ -113,6 +113,18 @@ const controlPlane = z.strictObject({
   instanceId: z.string().min(1).optional().meta({
     description: 'How this sidecar appears in `ward status`; default `<hostname>:<pid>`.',
   }),
+  tls: z
+    .strictObject({
+      caFile: z.string().min(1).optional().meta({
+        description: 'PEM file of the CA(s) that sign the control plane\'s certificate (relative to the config file); default the system roots.',
+        examples: ['/etc/ward/control-plane-ca.pem'],
+      }),
+    })
+    .optional()
+    .meta({
+      description:
+        'Connect over TLS (a control plane started with `tls`), verifying its certificate for the host in `address`. Without it the connection is cleartext and the sidecar\'s access token crosses the network in clear: the sidecar warns at start unless `address` is loopback. Telemetry exported to the control plane by default follows the same setting.',
+    }),
 });
 
 export const sidecarConfigSchema = z

@@ -118,7 +118,13 @@ type Signal = (typeof SIGNALS)[number];
  */
 export function resolveTelemetry(
   cfg: TelemetryConfig,
-  ctx: { readonly service: string; readonly file: string; readonly baseDir: string; readonly controlPlane?: { readonly address: string; readonly tls: boolean } },
+  ctx: {
+    readonly service: string;
+    readonly file: string;
+    readonly baseDir: string;
+    /** The sidecar's control plane; `caFile` absolute, for its TLS. */
+    readonly controlPlane?: { readonly address: string; readonly tls: boolean; readonly caFile?: string };
+  },
   env: Env = process.env,
 ): ResolvedTelemetry {
   const issues: { path: string; message: string }[] = [];
@@ -160,6 +166,7 @@ export function resolveTelemetry(
     }
     let address: string;
     let tls: boolean;
+    let ca = caFile;
     if (where !== undefined) {
       const parsed = parseEndpoint(where.text);
       if (parsed === null) {
@@ -170,10 +177,11 @@ export function resolveTelemetry(
       endpointSource = where.source;
     } else if (ctx.controlPlane !== undefined) {
       ({ address, tls } = ctx.controlPlane);
+      ca = caFile ?? ctx.controlPlane.caFile;
       endpointSource = 'control-plane';
     } else continue;
     const headers = { ...keyValues(env, 'OTEL_EXPORTER_OTLP_HEADERS', fail), ...keyValues(env, `OTEL_EXPORTER_OTLP_${upper}_HEADERS`, fail), ...cfg.headers };
-    targets[s] = Object.freeze({ address, tls, caFile: tls ? caFile : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs });
+    targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs });
   }
 
   const spanQueue = resolveQueue(cfg, env, 'BSP', fail);

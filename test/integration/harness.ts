@@ -40,7 +40,7 @@ export interface MeshOptions {
   /** Reach an app at this port instead of starting the sample gRPC app. */
   upstream?: { port: number; protocol: 'h2c' | 'http1' };
   /** Take the policy from this control plane (`host:port`) instead of a file. */
-  controlPlane?: { address: string; stateDir?: string };
+  controlPlane?: { address: string; stateDir?: string; tls?: { caFile: string } };
   /** Wait for /readyz before returning (default true). */
   waitReady?: boolean;
 }
@@ -62,7 +62,7 @@ upstream:
   protocol: ${upstream.protocol}
 admin: { host: 127.0.0.1, port: 0 }
 policy:
-${opts.controlPlane === undefined ? '  file: policy.yaml' : `  controlPlane: { address: "${opts.controlPlane.address}", stateDir: "${opts.controlPlane.stateDir ?? join(dir, 'state')}", issuer: "${idp.issuer}", instanceId: mesh-${Math.random().toString(36).slice(2, 8)} }`}
+${opts.controlPlane === undefined ? '  file: policy.yaml' : `  controlPlane: { address: "${opts.controlPlane.address}", stateDir: "${opts.controlPlane.stateDir ?? join(dir, 'state')}", issuer: "${idp.issuer}", instanceId: mesh-${Math.random().toString(36).slice(2, 8)}${opts.controlPlane.tls === undefined ? '' : `, tls: { caFile: "${opts.controlPlane.tls.caFile}" }`} }`}
 authn:
   cacheEntries: ${opts.cacheEntries ?? 1000}
   jwks: ${JSON.stringify(jwks)}

@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/lib/log.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 import { controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+import { makeSelfSignedCert, type TlsFiles } from '../unit/inbound/harness.ts';
 import { startMesh, waitFor } from './harness.ts';
 
 /**
@@ -113,6 +114,74 @@ describe('sidecar fed by the control plane', () => {
   it('fails closed (not ready, UNAVAILABLE) with no policy at all', async () => {
     const mesh = await startMesh({ idp, controlPlane: { address: '127.0.0.1:1', stateDir: join(dir, 'empty-state') }, waitReady: false });
     try {
+      expect(mesh.sidecar.ready()).toBe(false);
+      const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
+      expect(r.code).toBe(status.UNAVAILABLE);
+      expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_UNAVAILABLE');
+      expect(mesh.app.calls).toHaveLength(0);
+    } finally {
+      await mesh.close();
+    }
+  });
+});
+
+describe('sidecar fed by a control plane over TLS (policy.controlPlane.tls)', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let cp: RunningControlPlane;
+  let cpAuthn: Authenticator;
+  let cert: TlsFiles;
+  let otherCa: TlsFiles;
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    cert = makeSelfSignedCert();
+    otherCa = makeSelfSignedCert();
+    dir = mkdtempSync(join(tmpdir(), 'ward-cp-tls-'));
+    const policies = join(dir, 'policies');
+    mkdirSync(policies);
+    writeFileSync(join(policies, 'orders.yaml'), ordersPolicyText(idp.issuer));
+    cpAuthn = createAuthenticator({
+      clockSkewSeconds: 30,
+      maxTokenBytes: 8192,
+      cacheEntries: 100,
+      introspectionCacheMaxSeconds: 0,
+      jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
+      credentials: [],
+      log: silentLogger,
+    });
+    const yaml = `${controlPlaneYaml(idp.issuer, policies)}tls: { certFile: ${cert.certFile}, keyFile: ${cert.keyFile} }\n`;
+    const cfg = parseControlPlaneConfig(yaml, join(dir, 'cp.yaml'));
+    cpAuthn.setIssuers(trustedIssuers(cfg));
+    cp = await startControlPlane(cfg, { log: silentLogger, parse: validatePolicyForControlPlane, authenticator: cpAuthn });
+  });
+  afterAll(async () => {
+    await cp.close();
+    cpAuthn.close();
+    await idp.close();
+    cert.cleanup();
+    otherCa.cleanup();
+  });
+
+  it("verifies the control plane's certificate with caFile, then enforces its policy", async () => {
+    const mesh = await startMesh({ idp, controlPlane: { address: `127.0.0.1:${cp.port}`, stateDir: join(dir, 'state-ok'), tls: { caFile: cert.certFile } } });
+    try {
+      const token = await idp.token('reporting', 'urn:ward:orders', 'orders.read');
+      expect((await mesh.client().unary('GetOrder', { id: '1' }, token)).code).toBe(status.OK);
+      expect(mesh.app.calls).toHaveLength(1);
+    } finally {
+      await mesh.close();
+    }
+  });
+
+  it('refuses a control plane whose certificate another CA signed: no policy, fails closed', async () => {
+    const mesh = await startMesh({
+      idp,
+      controlPlane: { address: `127.0.0.1:${cp.port}`, stateDir: join(dir, 'state-bad'), tls: { caFile: otherCa.certFile } },
+      waitReady: false,
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
       expect(mesh.sidecar.ready()).toBe(false);
       const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
       expect(r.code).toBe(status.UNAVAILABLE);

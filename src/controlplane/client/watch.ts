@@ -35,8 +35,10 @@ export interface PolicyWatchOptions {
   /** Called with each newly applied policy (also the restored one). Must not throw; if it does, it is logged. */
   readonly onPolicy: (p: CompiledPolicy) => void;
   readonly log: Logger;
-  /** Default: cleartext (h2c). */
+  /** Default: `tls` if given, else cleartext (h2c). */
   readonly credentials?: grpc.ChannelCredentials;
+  /** TLS to the control plane; `ca`: PEM of the CAs to trust, null for the system roots. */
+  readonly tls?: { readonly ca: Buffer | null };
   readonly backoff?: BackoffPolicy;
   /** After this long connected, the backoff starts again from its first step. */
   readonly healthyAfterMs?: number;
@@ -96,7 +98,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
    * override the backoff chosen here. Reconnects are rare; a new TCP connection each is cheap.
    */
   const newClient = (): PolicyClient =>
-    new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), {
+    new Client(opts.address, opts.credentials ?? (opts.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(opts.tls.ca)), {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.use_local_subchannel_pool': 1,
