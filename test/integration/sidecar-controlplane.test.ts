@@ -3,16 +3,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuthenticator, type Authenticator } from '../../src/authn/authenticator.ts';
-import { parseControlPlaneConfig, trustedIssuers } from '../../src/controlplane/server/config.ts';
+import type { Authenticator } from '../../src/authn/authenticator.ts';
+import { parseControlPlaneConfig } from '../../src/controlplane/server/config.ts';
 import { type RunningControlPlane, startControlPlane } from '../../src/controlplane/server/control-plane.ts';
 import { validatePolicyForControlPlane } from '../../src/controlplane/server/validate.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
-import { controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+import { controlPlaneAuthenticator, controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
 import { makeSelfSignedCert, type TlsFiles } from '../unit/inbound/harness.ts';
-import { startMesh, waitFor } from './harness.ts';
+import { type Mesh, startMesh, waitFor } from './harness.ts';
+
+/** A sidecar without any policy: not ready, and a call gets UNAVAILABLE without reaching the app. */
+async function expectFailsClosed(mesh: Mesh, idp: TestIdp): Promise<void> {
+  expect(mesh.sidecar.ready()).toBe(false);
+  const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
+  expect(r.code).toBe(status.UNAVAILABLE);
+  expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_UNAVAILABLE');
+  expect(mesh.app.calls).toHaveLength(0);
+}
 
 /**
  * `ward sidecar` with `policy.controlPlane`: the real control plane (in-process, real gRPC,
@@ -42,17 +51,8 @@ describe('sidecar fed by the control plane', () => {
     policies = join(dir, 'policies');
     mkdirSync(policies);
     publish(ordersPolicyText(idp.issuer));
-    cpAuthn = createAuthenticator({
-      clockSkewSeconds: 30,
-      maxTokenBytes: 8192,
-      cacheEntries: 100,
-      introspectionCacheMaxSeconds: 0,
-      jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
-      credentials: [],
-      log: silentLogger,
-    });
     const cfg = parseControlPlaneConfig(controlPlaneYaml(idp.issuer, policies), join(dir, 'cp.yaml'));
-    cpAuthn.setIssuers(trustedIssuers(cfg));
+    cpAuthn = controlPlaneAuthenticator(cfg);
     cp = await startCp();
     cpPort = cp.port;
   });
@@ -114,11 +114,7 @@ describe('sidecar fed by the control plane', () => {
   it('fails closed (not ready, UNAVAILABLE) with no policy at all', async () => {
     const mesh = await startMesh({ idp, controlPlane: { address: '127.0.0.1:1', stateDir: join(dir, 'empty-state') }, waitReady: false });
     try {
-      expect(mesh.sidecar.ready()).toBe(false);
-      const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
-      expect(r.code).toBe(status.UNAVAILABLE);
-      expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_UNAVAILABLE');
-      expect(mesh.app.calls).toHaveLength(0);
+      await expectFailsClosed(mesh, idp);
     } finally {
       await mesh.close();
     }
@@ -141,18 +137,9 @@ describe('sidecar fed by a control plane over TLS (policy.controlPlane.tls)', ()
     const policies = join(dir, 'policies');
     mkdirSync(policies);
     writeFileSync(join(policies, 'orders.yaml'), ordersPolicyText(idp.issuer));
-    cpAuthn = createAuthenticator({
-      clockSkewSeconds: 30,
-      maxTokenBytes: 8192,
-      cacheEntries: 100,
-      introspectionCacheMaxSeconds: 0,
-      jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
-      credentials: [],
-      log: silentLogger,
-    });
     const yaml = `${controlPlaneYaml(idp.issuer, policies)}tls: { certFile: ${cert.certFile}, keyFile: ${cert.keyFile} }\n`;
     const cfg = parseControlPlaneConfig(yaml, join(dir, 'cp.yaml'));
-    cpAuthn.setIssuers(trustedIssuers(cfg));
+    cpAuthn = controlPlaneAuthenticator(cfg);
     cp = await startControlPlane(cfg, { log: silentLogger, parse: validatePolicyForControlPlane, authenticator: cpAuthn });
   });
   afterAll(async () => {
@@ -182,11 +169,7 @@ describe('sidecar fed by a control plane over TLS (policy.controlPlane.tls)', ()
     });
     try {
       await new Promise((r) => setTimeout(r, 1500));
-      expect(mesh.sidecar.ready()).toBe(false);
-      const r = await mesh.client().unary('GetOrder', { id: '1' }, await idp.token('reporting', 'urn:ward:orders', 'orders.read'));
-      expect(r.code).toBe(status.UNAVAILABLE);
-      expect(r.trailers['x-ward-reason']).toBe('ERR_POLICY_UNAVAILABLE');
-      expect(mesh.app.calls).toHaveLength(0);
+      await expectFailsClosed(mesh, idp);
     } finally {
       await mesh.close();
     }

@@ -5,11 +5,11 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuthenticator, type Authenticator } from '../../src/authn/authenticator.ts';
+import type { Authenticator } from '../../src/authn/authenticator.ts';
 import { formatDecision, streamDecisions } from '../../src/cli/decisions.ts';
 import { startSidecar, type RunningSidecar } from '../../src/cli/sidecar.ts';
 import { parseSidecarConfig } from '../../src/config/sidecar.ts';
-import { parseControlPlaneConfig, trustedIssuers } from '../../src/controlplane/server/config.ts';
+import { parseControlPlaneConfig } from '../../src/controlplane/server/config.ts';
 import { type RunningControlPlane, startControlPlane } from '../../src/controlplane/server/control-plane.ts';
 import type { DecisionEntryWire } from '../../src/controlplane/server/decisions/service.ts';
 import type { StoredDecision } from '../../src/controlplane/server/decisions/store.ts';
@@ -19,7 +19,7 @@ import { loadOrdersPackage } from '../../src/demo/orders-app.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
-import { controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+import { controlPlaneAuthenticator, controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
 import { parsePrometheusText, sampleValue } from '../unit/telemetry/prometheus-parser.ts';
 import { type Mesh, OrdersClient, startMesh, waitFor } from './harness.ts';
 
@@ -174,17 +174,8 @@ describe('telemetry through a chain of sidecars and the control plane', () => {
     writeFileSync(join(policies, 'orders.yaml'), ordersPolicyText(idp.issuer));
     collector = await startCollector();
 
-    cpAuthn = createAuthenticator({
-      clockSkewSeconds: 30,
-      maxTokenBytes: 8192,
-      cacheEntries: 100,
-      introspectionCacheMaxSeconds: 0,
-      jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
-      credentials: [],
-      log: silentLogger,
-    });
     const cfg = parseControlPlaneConfig(controlPlaneYaml(idp.issuer, policies), join(dir, 'cp.yaml'));
-    cpAuthn.setIssuers(trustedIssuers(cfg));
+    cpAuthn = controlPlaneAuthenticator(cfg);
     cp = await startControlPlane(cfg, {
       log: silentLogger,
       parse: validatePolicyForControlPlane,

@@ -1,3 +1,6 @@
+import { createAuthenticator, type Authenticator } from '../../../src/authn/authenticator.ts';
+import { type ControlPlaneConfig, trustedIssuers } from '../../../src/controlplane/server/config.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
 import type { startTestIdp } from '../../support/idp.ts';
 
 /**
@@ -32,4 +35,19 @@ bindings:
   - subject: payments-sidecar
     services: [payments]
 `;
+}
+
+/** The authenticator a test control plane checks sidecar tokens with: it trusts `cfg`'s issuers. */
+export function controlPlaneAuthenticator(cfg: ControlPlaneConfig): Authenticator {
+  const a = createAuthenticator({
+    clockSkewSeconds: 30,
+    maxTokenBytes: 8192,
+    cacheEntries: 100,
+    introspectionCacheMaxSeconds: 0,
+    jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
+    credentials: [],
+    log: silentLogger,
+  });
+  a.setIssuers(trustedIssuers(cfg));
+  return a;
 }
