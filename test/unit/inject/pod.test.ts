@@ -193,6 +193,10 @@ describe('injectPod: the injected pod', () => {
     expect(t.spec.volumes?.some((v) => v.name === 'ward-policy')).toBe(false);
     // `none` goes back to the ConfigMap for one pod
     expect(configOf(injected(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'none' } }), enrolled, s)))['policy']).toEqual({ file: '/etc/ward/policy/policy.yaml' });
+    // TLS to the control plane through the override annotation (a certificate the system roots verify)
+    const tls = configOf(injected(injectPod(pod({ annotations: { 'ward.dev/sidecar-config': 'policy: { controlPlane: { tls: {} } }' } }), enrolled, s)));
+    expect(tls['policy']).toEqual({ controlPlane: { address: 'ward-control-plane.ward-system.svc:15010', stateDir: '/var/lib/ward', issuer: 'https://idp.example.com', tls: {} } });
+    expect(injectPod(pod({ annotations: { 'ward.dev/sidecar-config': 'policy: { controlPlane: { tls: { ca: x } } }' } }), enrolled, s)).toMatchObject({ kind: 'refused' });
     // without an issuer, a control plane cannot be used: refused, not silently ignored
     expect(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'cp:15010' } }), enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/client-issuer')] });
   });
