@@ -1,4 +1,5 @@
-import net, { type Socket } from 'node:net';
+import net, { isIP, type Socket } from 'node:net';
+import tls from 'node:tls';
 import {
   COMPRESSION_ERROR,
   CONTINUATION,
@@ -78,6 +79,12 @@ export interface H2ConnectionOptions {
   readonly handler: H2StreamHandler;
   /** 0: no timeout. */
   readonly connectTimeoutMs?: number;
+  /**
+   * TLS with ALPN `h2` (RFC 9113 §3.2) instead of h2c; `ca`: PEM of the CAs to trust, null for
+   * the system roots. The certificate is checked for `host`, which also goes as SNI unless it
+   * is an IP address.
+   */
+  readonly tls?: { readonly ca: Buffer | null };
   /** The connection takes no new streams (GOAWAY received or sent, error, closed). */
   readonly onUnusable?: (c: H2Connection) => void;
   /** The socket is closed and every stream is over. */
@@ -194,16 +201,33 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   #connectTimer: NodeJS.Timeout | null = null;
 
   constructor(o: H2ConnectionOptions) {
-    const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+    const socket: Socket =
+      o.tls === undefined
+        ? net.connect({ host: o.host, port: o.port, noDelay: true })
+        : tls.connect({
+            host: o.host,
+            port: o.port,
+            ALPNProtocols: ['h2'],
+            ...(isIP(o.host) === 0 ? { servername: o.host } : {}),
+            ...(o.tls.ca === null ? {} : { ca: o.tls.ca }),
+          });
     super(socket, new HpackEncoder());
     this.#handler = o.handler;
     this.#onUnusable = o.onUnusable;
     this.#onClose = o.onClose;
+    if (o.tls !== undefined) socket.setNoDelay(true);
     socket.write(CONNECT_BYTES);
-    socket.on('connect', () => {
+    const connected = (): void => {
       this.#connected = true;
       if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
-    });
+    };
+    if (socket instanceof tls.TLSSocket) {
+      socket.on('secureConnect', () => {
+        // A server that does not speak h2 over TLS would read our preface as garbage.
+        if (socket.alpnProtocol !== 'h2') socket.destroy(Object.assign(new Error(`TLS peer did not select h2 (ALPN: ${String(socket.alpnProtocol)})`), { code: 'ERR_HTTP2_ALPN' }));
+        else connected();
+      });
+    } else socket.on('connect', connected);
     socket.on('data', (chunk: Buffer) => this.readFrames(chunk));
     socket.on('drain', () => this.notifyDrain(this.#streams.values()));
     socket.on('error', (err) => this.#fail(err));

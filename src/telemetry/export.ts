@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
 import type { OtlpTarget } from '../config/telemetry.ts';
 import type { Logger } from '../lib/log.ts';
+import { GrpcUnaryClient } from '../h2/grpc-unary.ts';
 import { PbWriter, varintSize, WIRE_LEN } from './protobuf.ts';
 
 /**
- * The way out for telemetry: a bounded batch queue per signal and a plain grpc-js unary call per
- * batch to an OTLP/gRPC `Export` method. Nothing here can slow a request: `push` is O(1) and
+ * The way out for telemetry: a bounded batch queue per signal and one gRPC unary call per batch
+ * to an OTLP/gRPC `Export` method, over ward's own HTTP/2 client (src/h2/grpc-unary.ts; grpc-js
+ * is not loaded for telemetry). Nothing here can slow a request: `push` is O(1) and
  * drops (and counts) when the queue is full; one export is in flight per queue; an export that
  * fails or misses its deadline is dropped and counted, never retried in a loop
  * (opentelemetry-js `BatchSpanProcessorBase`, STYLE.md habit 9).
@@ -42,8 +43,6 @@ export function newCounters(): ExportCounters {
   return { exported: 0, droppedQueueFull: 0, droppedExportFailed: 0, failedExports: 0 };
 }
 
-const identity = (b: Buffer): Buffer => b;
-
 /** One OTLP/gRPC destination. `send` never throws; `done` is called exactly once. */
 export interface OtlpChannel {
   send(path: string, body: Uint8Array, done: (err: Error | null) => void): void;
@@ -51,55 +50,34 @@ export interface OtlpChannel {
 }
 
 export function createOtlpChannel(target: OtlpTarget, opts: { readonly token?: () => Promise<string>; readonly log: Logger }): OtlpChannel {
-  const creds = target.tls
-    ? grpc.credentials.createSsl(target.caFile === undefined ? null : readFileSync(target.caFile))
-    : grpc.credentials.createInsecure();
-  const client = new grpc.Client(target.address, creds, {
-    // Telemetry must not build up behind an unreachable collector: fail fast, no transparent retries.
-    'grpc.enable_retries': 0,
-    'grpc.max_send_message_length': 16 * 1024 * 1024,
-    'grpc.initial_reconnect_backoff_ms': 1000,
-    'grpc.max_reconnect_backoff_ms': 30_000,
+  const client = new GrpcUnaryClient({
+    address: target.address,
+    timeoutMs: target.timeoutMs,
+    ...(target.tls ? { tls: { ca: target.caFile === undefined ? null : readFileSync(target.caFile) } } : {}),
   });
-  const base = new grpc.Metadata();
-  for (const [k, v] of Object.entries(target.headers)) base.set(k, v);
+  const base: string[] = [];
+  for (const [k, v] of Object.entries(target.headers)) base.push(k, v);
   let warnedAt = 0;
 
-  function call(path: string, body: Uint8Array, md: grpc.Metadata, done: (err: Error | null) => void): void {
-    try {
-      client.makeUnaryRequest(
-        path,
-        identity,
-        identity,
-        Buffer.from(body.buffer, body.byteOffset, body.byteLength),
-        md,
-        { deadline: Date.now() + target.timeoutMs },
-        (err) => {
-          if (err !== null) {
-            // One line per minute at most: a collector outage must not flood the log.
-            const now = Date.now();
-            if (now - warnedAt > 60_000) {
-              warnedAt = now;
-              opts.log.warn('telemetry export failed (dropping; counted in ward_telemetry_dropped_total)', { target: target.address, code: err.code, details: err.details });
-            }
-          }
-          done(err);
-        },
-      );
-    } catch (err) {
-      done(err as Error);
-    }
+  function call(path: string, body: Uint8Array, headers: readonly string[], done: (err: Error | null) => void): void {
+    client.call(path, headers, Buffer.from(body.buffer, body.byteOffset, body.byteLength), (err) => {
+      if (err !== null) {
+        // One line per minute at most: a collector outage must not flood the log.
+        const now = Date.now();
+        if (now - warnedAt > 60_000) {
+          warnedAt = now;
+          opts.log.warn('telemetry export failed (dropping; counted in ward_telemetry_dropped_total)', { target: target.address, code: err.code, details: err.details });
+        }
+      }
+      done(err);
+    });
   }
 
   return {
     send(path, body, done) {
       if (opts.token === undefined) return call(path, body, base, done);
       opts.token().then(
-        (t) => {
-          const md = base.clone();
-          md.set('authorization', `Bearer ${t}`);
-          call(path, body, md, done);
-        },
+        (t) => call(path, body, [...base, 'authorization', `Bearer ${t}`], done),
         (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
       );
     },
