@@ -1,7 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Attributes, Counter, Histogram } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
-import { PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider, MetricReader, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -9,6 +8,7 @@ import type { ResolvedTelemetry } from '../config/telemetry.ts';
 import type { CallSpan, CallTracer, DecisionRecord } from '../inbound/types.ts';
 import type { OutboundDecisionRecord as EgressRecord } from '../outbound/types.ts';
 import type { Logger } from '../lib/log.ts';
+import { serializePrometheus } from './prometheus.ts';
 import { createOtlpChannel, EncodedQueue, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
 import { attrInt, attrString, beginLog, KeyValueCache, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
 import type { PbWriter } from './protobuf.ts';
@@ -494,7 +494,6 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   const missAttrs = Object.freeze({ [sc.WARD_CACHE_RESULT]: 'miss' });
   const outcomeAttrs = new Map<ExchangeOutcome, Attributes>();
 
-  const serializer = new PrometheusSerializer();
   let shut: Promise<void> | undefined;
 
   log.info('telemetry started', {
@@ -563,7 +562,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     },
     async metricsText() {
       const { resourceMetrics } = await pull.collect();
-      return serializer.serialize(resourceMetrics);
+      return serializePrometheus(resourceMetrics);
     },
     counters: () => counters,
     async flush(timeoutMs) {
