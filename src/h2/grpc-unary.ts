@@ -9,7 +9,8 @@ import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from 
  * One connection, opened on first use and replaced when it goes away (GOAWAY, error, close).
  * After a connection fails, calls fail at once (UNAVAILABLE) until a backoff of 1 s, doubling to
  * 30 s, has passed: a collector that is down costs a caller nothing but the count of what it
- * dropped. No call is retried here. Each call has a deadline (`grpc-timeout`, and a timer that
+ * dropped. A call is sent again only when the server refused it unprocessed (REFUSED_STREAM, or
+ * above a GOAWAY's last stream id), once, on a new connection; nothing else is retried. Each call has a deadline (`grpc-timeout`, and a timer that
  * cancels the stream). Messages are never compressed. The response message is not read:
  * success is `:status 200` with `grpc-status: 0`, in trailers or a trailers-only response.
  */
@@ -39,6 +40,11 @@ export interface GrpcUnaryOptions {
 }
 
 interface Call {
+  readonly path: string;
+  readonly headers: readonly string[];
+  readonly body: Buffer;
+  /** Sent again once already (after the server refused it unprocessed). */
+  retried: boolean;
   readonly done: (err: GrpcCallError | null) => void;
   timer: NodeJS.Timeout | null;
   status: string | undefined;
@@ -75,7 +81,17 @@ export class GrpcUnaryClient {
       c.grpcMessage = valueOf(fields, 'grpc-message') ?? c.grpcMessage;
     },
     drain: () => {},
-    close: (s) => this.#finish(s.owner as Call, this.#outcome(s.owner as Call, s)),
+    close: (s) => {
+      const c = s.owner as Call;
+      // Refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last stream id: RFC 9113 §8.7),
+      // as a collector rotating its connections does: safe to send once more, on a new connection.
+      if (s.refused && s.error === undefined && !c.retried && !c.finished && !this.#closed) {
+        c.retried = true;
+        this.#start(c);
+        return;
+      }
+      this.#finish(c, this.#outcome(c, s));
+    },
   };
 
   constructor(o: GrpcUnaryOptions) {
@@ -92,33 +108,43 @@ export class GrpcUnaryClient {
    * `[name, value, …]`, lower-case names). `done` is called exactly once; nothing throws.
    */
   call(path: string, headers: readonly string[], body: Buffer, done: (err: GrpcCallError | null) => void): void {
+    const c: Call = { path, headers, body, retried: false, done, timer: null, status: undefined, grpcStatus: undefined, grpcMessage: undefined, finished: false };
+    c.timer = setTimeout(() => {
+      const s = this.#streams.get(c);
+      this.#finish(c, new GrpcCallError(GrpcCode.DEADLINE_EXCEEDED, `no answer within ${this.#o.timeoutMs} ms`));
+      s?.reset(CANCEL);
+    }, this.#o.timeoutMs);
+    this.#start(c);
+  }
+
+  /** The stream each call in flight is on (to cancel it at the deadline). */
+  readonly #streams = new Map<Call, H2ClientStream>();
+
+  #start(c: Call): void {
+    this.#streams.delete(c);
     const conn = this.#connection();
     if (conn === null) {
-      done(new GrpcCallError(GrpcCode.UNAVAILABLE, this.#closed ? 'client closed' : 'not connected (waiting to reconnect)'));
+      this.#finish(c, new GrpcCallError(GrpcCode.UNAVAILABLE, this.#closed ? 'client closed' : 'not connected (waiting to reconnect)'));
       return;
     }
-    const c: Call = { done, timer: null, status: undefined, grpcStatus: undefined, grpcMessage: undefined, finished: false };
     const fields = [
-      ':method', 'POST', ':scheme', this.#scheme, ':authority', this.#o.address, ':path', path,
-      'content-type', 'application/grpc', 'te', 'trailers', 'grpc-timeout', this.#timeout, ...headers,
+      ':method', 'POST', ':scheme', this.#scheme, ':authority', this.#o.address, ':path', c.path,
+      'content-type', 'application/grpc', 'te', 'trailers', 'grpc-timeout', this.#timeout, ...c.headers,
     ];
     let s: H2ClientStream;
     try {
       s = conn.request(fields, false, c);
     } catch (err) {
-      done(new GrpcCallError(GrpcCode.INTERNAL, (err as Error).message));
+      this.#finish(c, new GrpcCallError(GrpcCode.INTERNAL, (err as Error).message));
       return;
     }
-    c.timer = setTimeout(() => {
-      this.#finish(c, new GrpcCallError(GrpcCode.DEADLINE_EXCEEDED, `no answer within ${this.#o.timeoutMs} ms`));
-      s.reset(CANCEL);
-    }, this.#o.timeoutMs);
+    this.#streams.set(c, s);
     // The length-prefixed message (not compressed), then the end of the request.
     const prefix = Buffer.allocUnsafe(5);
     prefix[0] = 0;
-    prefix.writeUInt32BE(body.length, 1);
+    prefix.writeUInt32BE(c.body.length, 1);
     s.write(prefix);
-    s.write(body);
+    s.write(c.body);
     s.end(null);
   }
 
@@ -168,6 +194,7 @@ export class GrpcUnaryClient {
   #finish(c: Call, err: GrpcCallError | null): void {
     if (c.finished) return;
     c.finished = true;
+    this.#streams.delete(c);
     if (c.timer !== null) clearTimeout(c.timer);
     c.done(err);
   }

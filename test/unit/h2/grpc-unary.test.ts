@@ -132,3 +132,34 @@ describe('GrpcUnaryClient', () => {
     expect(() => splitAddress(address)).toThrow(/not host:port/);
   });
 });
+
+describe('GrpcUnaryClient and a server that rotates its connections', () => {
+  it('a call the server refused unprocessed (GOAWAY before it) is sent once more on a new connection', async () => {
+    const http2 = await import('node:http2');
+    const server = http2.createServer();
+    let sessions = 0;
+    const bodies: Buffer[] = [];
+    server.on('session', (session) => {
+      // The first connection is turned away at once: last stream id 0, nothing processed.
+      if (++sessions === 1) session.goaway(http2.constants.NGHTTP2_NO_ERROR, 0);
+    });
+    server.on('stream', (stream) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+        stream.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const port = (server.address() as { port: number }).port;
+    const c = client(port);
+    expect(await call(c, Buffer.from('once'))).toBeNull();
+    expect(sessions).toBe(2);
+    // delivered exactly once, with its gRPC length prefix
+    expect(bodies).toEqual([Buffer.concat([Buffer.from([0, 0, 0, 0, 4]), Buffer.from('once')])]);
+  });
+});
