@@ -41,8 +41,9 @@ import { H2Endpoint } from './endpoint.ts';
 import { HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
 
 /**
- * ward's own HTTP/2 client connection (h2c, prior knowledge: RFC 9113 §3.3), for the one
- * connection kind a sidecar opens on every call: to the local app. node:http2's client costs
+ * ward's own HTTP/2 client connection (h2c, prior knowledge: RFC 9113 §3.3; or TLS with ALPN
+ * `h2`), for the one connection kind a sidecar opens on every call: to the local app. It also
+ * carries ward's own gRPC calls for telemetry export (grpc-unary.ts). node:http2's client costs
  * ~29 µs of CPU per unary call on this machine (a `ClientHttp2Stream` Duplex, an
  * `AsyncResource`, header objects and several `nextTick` hops per request); this one writes a
  * request's HEADERS and DATA frames into the socket's corked batch, hands DATA payloads on as
@@ -177,7 +178,6 @@ export class H2ClientStream {
     this.conn.ackData(this, n);
   }
 }
-
 
 export class H2Connection extends H2Endpoint<H2ClientStream> {
   readonly #handler: H2StreamHandler;
