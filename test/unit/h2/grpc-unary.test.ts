@@ -98,6 +98,20 @@ describe('GrpcUnaryClient', () => {
     expect(h.seen).toHaveLength(1);
   });
 
+  it('TLS to a server that does not do ALPN (so it cannot speak h2): the connection is dropped, UNAVAILABLE', async () => {
+    const { createServer } = await import('node:tls');
+    const cert = makeSelfSignedCert();
+    cleanups.push(() => cert.cleanup());
+    const server = createServer({ cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) }, (sock) => {
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const err = await call(client((server.address() as { port: number }).port, { tls: { ca: readFileSync(cert.certFile) } }), Buffer.from('x'));
+    expect(err?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err?.details).toMatch(/did not select h2/);
+  });
+
   it('a server that is not there: UNAVAILABLE, then calls fail at once until the backoff has passed, then it reconnects', async () => {
     const h = await serve((_b, cb) => cb(null, Buffer.alloc(0)));
     const port = h.port;
