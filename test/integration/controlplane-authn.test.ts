@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuthenticator, type Authenticator } from '../../src/authn/authenticator.ts';
+import type { Authenticator } from '../../src/authn/authenticator.ts';
 import { createClientCredentialsTokenSource } from '../../src/controlplane/client/token.ts';
 import { createPolicyWatch } from '../../src/controlplane/client/watch.ts';
 import { policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire } from '../../src/controlplane/proto.ts';
-import { parseControlPlaneConfig, trustedIssuers } from '../../src/controlplane/server/config.ts';
+import { parseControlPlaneConfig } from '../../src/controlplane/server/config.ts';
 import { type RunningControlPlane, startControlPlane } from '../../src/controlplane/server/control-plane.ts';
 import { validatePolicyForControlPlane } from '../../src/controlplane/server/validate.ts';
 import { silentLogger } from '../../src/lib/log.ts';
@@ -15,7 +15,7 @@ import { parsePolicyText } from '../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../src/policy/model.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 import { eventually, memoryLogger, policy } from '../unit/controlplane/fixtures.ts';
-import { CP_AUDIENCE, controlPlaneYaml, idpWithControlPlane } from '../unit/controlplane/idp-setup.ts';
+import { controlPlaneAuthenticator, CP_AUDIENCE, controlPlaneYaml, idpWithControlPlane } from '../unit/controlplane/idp-setup.ts';
 
 /**
  * Sidecar authentication to the control plane with real tokens: the dev IdP issues
@@ -43,16 +43,7 @@ beforeAll(async () => {
   writeFileSync(join(policies, 'orders.yaml'), policy('orders'));
   writeFileSync(join(policies, 'payments.yaml'), policy('payments'));
   const cfg = parseControlPlaneConfig(controlPlaneYaml(idp.issuer, policies), join(dir, 'cp.yaml'));
-  authenticator = createAuthenticator({
-    clockSkewSeconds: cfg.authn.clockSkewSeconds,
-    maxTokenBytes: cfg.authn.maxTokenBytes,
-    cacheEntries: 100,
-    introspectionCacheMaxSeconds: 0,
-    jwks: { timeoutMs: 5000, refreshIntervalMs: 300_000, cooldownMs: 30_000, graceMs: 3_600_000 },
-    credentials: [],
-    log: silentLogger,
-  });
-  authenticator.setIssuers(trustedIssuers(cfg));
+  authenticator = controlPlaneAuthenticator(cfg, { timeoutMs: 5000, cooldownMs: 30_000 });
   expect(await authenticator.whenReady(10_000)).toBe(true);
   cp = await startControlPlane(cfg, { log: cpLog, parse: validatePolicyForControlPlane, authenticator, watch: false });
   address = `127.0.0.1:${cp.port}`;

@@ -37,14 +37,17 @@ bindings:
 `;
 }
 
-/** The authenticator a test control plane checks sidecar tokens with: it trusts `cfg`'s issuers. */
-export function controlPlaneAuthenticator(cfg: ControlPlaneConfig): Authenticator {
+/**
+ * The authenticator a test control plane checks sidecar tokens with: it trusts `cfg`'s issuers,
+ * with `cfg`'s skew and token size limits; `jwks` overrides the fetch settings.
+ */
+export function controlPlaneAuthenticator(cfg: ControlPlaneConfig, jwks: Partial<{ timeoutMs: number; cooldownMs: number }> = {}): Authenticator {
   const a = createAuthenticator({
-    clockSkewSeconds: 30,
-    maxTokenBytes: 8192,
+    clockSkewSeconds: cfg.authn.clockSkewSeconds,
+    maxTokenBytes: cfg.authn.maxTokenBytes,
     cacheEntries: 100,
     introspectionCacheMaxSeconds: 0,
-    jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000 },
+    jwks: { timeoutMs: 2000, refreshIntervalMs: 300_000, cooldownMs: 0, graceMs: 3_600_000, ...jwks },
     credentials: [],
     log: silentLogger,
   });
