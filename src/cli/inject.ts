@@ -23,6 +23,7 @@ export const SETTINGS_FLAGS = {
   'exclude-outbound-ports': { type: 'string' },
   'control-plane': { type: 'string' },
   'client-issuer': { type: 'string' },
+  'control-plane-ca': { type: 'string' },
   'drain-seconds': { type: 'string' },
 } as const;
 
@@ -42,6 +43,7 @@ export const SETTINGS_HELP = `Sidecar settings (every injected pod; annotations 
       --exclude-outbound-ports LIST outbound ports never captured (default 53)
       --control-plane HOST:PORT     take policy from ward control-plane (default: a ConfigMap per service)
       --client-issuer URL           issuer of the sidecars' own OAuth clients (ward.dev/client-issuer)
+      --control-plane-ca CONFIGMAP  ConfigMap (key ca.crt) with the control plane's CA: sidecars use TLS
       --drain-seconds N             in-flight calls may finish this long on shutdown (default 10)`;
 
 type SettingsValues = { [K in keyof typeof SETTINGS_FLAGS]?: string | undefined };
@@ -95,6 +97,7 @@ export function settingsFromFlags(v: SettingsValues): InjectorSettings {
   set('captureOutbound', bool('capture-outbound'));
   set('controlPlane', v['control-plane']);
   set('clientIssuer', v['client-issuer']);
+  set('controlPlaneCa', v['control-plane-ca']);
   set('drainSeconds', int('drain-seconds', 0, 3600));
   const nodeOptions = v['proxy-node-options'];
   if (nodeOptions !== undefined) {

@@ -6,6 +6,8 @@ import {
   buildSidecarConfig,
   CLIENT_DIR,
   CONFIG_PATH,
+  CONTROL_PLANE_CA_DIR,
+  CONTROL_PLANE_CA_FILE,
   POLICY_DIR,
   sidecarHasEgressListener,
   STATE_DIR,
@@ -53,7 +55,7 @@ const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
-const VOLUMES = { run: 'ward-run', initRun: 'ward-init-run', policy: 'ward-policy', state: 'ward-state', client: 'ward-client' } as const;
+const VOLUMES = { run: 'ward-run', initRun: 'ward-init-run', policy: 'ward-policy', state: 'ward-state', client: 'ward-client', controlPlaneCa: 'ward-control-plane-ca' } as const;
 
 export function injectPod(input: PodTemplate, ctx: InjectContext, settings: InjectorSettings): InjectOutcome {
   const meta = input.metadata ?? {};
@@ -171,9 +173,13 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     problems.push(`${A.clientId}/${A.clientSecret}: also set ${A.clientIssuer} (the issuer the client belongs to)`);
   }
   let policy: Parameters<typeof buildSidecarConfig>[0]['policy'] = { kind: 'file' };
+  // TLS to the control plane: its CA from a ConfigMap (annotation or injector default; `none`: cleartext).
+  const caAnnotation = get(A.controlPlaneCa);
+  const cpCa = caAnnotation === 'none' ? null : (caAnnotation ?? settings.controlPlaneCa);
+  if (cpCa !== null && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(cpCa)) problems.push(`${A.controlPlaneCa}: '${cpCa}' is not a ConfigMap name`);
   if (cpAddress !== null) {
     if (credentials === null) problems.push(`${A.controlPlane}: the sidecar authenticates to the control plane with its own client: set ${A.clientIssuer} (or the injector's --client-issuer)`);
-    else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer };
+    else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer, ...(cpCa === null ? {} : { caFile: CONTROL_PLANE_CA_FILE }) };
   }
 
   let configYaml = '';
@@ -211,7 +217,8 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   warnings.push(...probeWarnings(spec.containers, capture));
 
   // 3. Build the new pod.
-  const sidecar = sidecarContainer(settings, { configYaml, resources, native, drainSeconds, policyFromFile: policy.kind === 'file', clientSecret: credentials !== null });
+  const withCa = policy.kind === 'controlPlane' && policy.caFile !== undefined;
+  const sidecar = sidecarContainer(settings, { configYaml, resources, native, drainSeconds, policyFromFile: policy.kind === 'file', clientSecret: credentials !== null, controlPlaneCa: withCa });
   const init = initContainer(settings, capture);
   const volumes: IVolume[] = [
     { name: VOLUMES.run, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
@@ -226,6 +233,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   if (credentials !== null) {
     volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
   }
+  if (withCa && cpCa !== null) volumes.push({ name: VOLUMES.controlPlaneCa, configMap: { name: cpCa, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
 
   const newSpec: IPodSpec = { ...spec };
   // Capture first, then (native) the sidecar, then the app's own init containers: those run
@@ -322,12 +330,14 @@ function sidecarContainer(
     drainSeconds: number;
     policyFromFile: boolean;
     clientSecret: boolean;
+    controlPlaneCa: boolean;
   },
 ): IContainer {
   const mounts: NonNullable<IContainer['volumeMounts']> = [{ name: VOLUMES.run, mountPath: '/var/run/ward' }];
   if (o.policyFromFile) mounts.push({ name: VOLUMES.policy, mountPath: POLICY_DIR, readOnly: true });
   else mounts.push({ name: VOLUMES.state, mountPath: STATE_DIR });
   if (o.clientSecret) mounts.push({ name: VOLUMES.client, mountPath: CLIENT_DIR, readOnly: true });
+  if (o.controlPlaneCa) mounts.push({ name: VOLUMES.controlPlaneCa, mountPath: CONTROL_PLANE_CA_DIR, readOnly: true });
   const probe = (path: string, period: number, failures: number): NonNullable<IContainer['readinessProbe']> => ({
     httpGet: { path, port: s.adminPort },
     periodSeconds: period,

@@ -41,6 +41,11 @@ export interface InjectorSettings {
   readonly controlPlane: string | null;
   /** Issuer of the sidecars' own OAuth clients (control-plane token, introspection, token exchange); null: none. */
   readonly clientIssuer: string | null;
+  /**
+   * ConfigMap (in the pod's namespace, key `ca.crt`) with the CA of the control plane's TLS
+   * certificate: sidecars then reach the control plane over TLS. null: cleartext.
+   */
+  readonly controlPlaneCa: string | null;
   /** How long the sidecar lets in-flight calls finish on SIGTERM. */
   readonly drainSeconds: number;
   /** Legacy (non-native) sidecars sleep this long in preStop so endpoints drop the pod before listeners close. */
@@ -78,6 +83,7 @@ export function defaultSettings(overrides: Partial<InjectorSettings> = {}): Inje
     captureOutbound: true,
     controlPlane: null,
     clientIssuer: null,
+    controlPlaneCa: null,
     drainSeconds: 10,
     preStopSeconds: 5,
     excludeOutboundPorts: [53],

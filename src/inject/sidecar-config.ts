@@ -15,6 +15,8 @@ export const POLICY_FILE = `${POLICY_DIR}/policy.yaml`;
 export const CLIENT_DIR = '/etc/ward/client';
 export const CLIENT_SECRET_FILE = `${CLIENT_DIR}/client-secret`;
 export const STATE_DIR = '/var/lib/ward';
+export const CONTROL_PLANE_CA_DIR = '/etc/ward/control-plane-ca';
+export const CONTROL_PLANE_CA_FILE = `${CONTROL_PLANE_CA_DIR}/ca.crt`;
 
 export interface SidecarConfigInput {
   readonly service: string;
@@ -26,7 +28,7 @@ export interface SidecarConfigInput {
   readonly appProtocol: 'h2c' | 'http1';
   readonly policy:
     | { readonly kind: 'file' }
-    | { readonly kind: 'controlPlane'; readonly address: string; readonly issuer: string };
+    | { readonly kind: 'controlPlane'; readonly address: string; readonly issuer: string; readonly caFile?: string };
   /** Client credentials mounted from a Secret (control plane, or introspection with a file policy). */
   readonly credentials: { readonly issuer: string; readonly clientId: string } | null;
   readonly drainSeconds: number;
@@ -53,7 +55,14 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
   if (input.policy.kind === 'file') {
     cfg['policy'] = { file: POLICY_FILE };
   } else {
-    cfg['policy'] = { controlPlane: { address: input.policy.address, stateDir: STATE_DIR, issuer: input.policy.issuer } };
+    cfg['policy'] = {
+      controlPlane: {
+        address: input.policy.address,
+        stateDir: STATE_DIR,
+        issuer: input.policy.issuer,
+        ...(input.policy.caFile === undefined ? {} : { tls: { caFile: input.policy.caFile } }),
+      },
+    };
   }
   if (input.credentials !== null) {
     cfg['authn'] = { credentials: [{ issuer: input.credentials.issuer, clientId: input.credentials.clientId, clientSecretFile: CLIENT_SECRET_FILE }] };

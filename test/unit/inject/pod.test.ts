@@ -201,6 +201,29 @@ describe('injectPod: the injected pod', () => {
     expect(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'cp:15010' } }), enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/client-issuer')] });
   });
 
+  it('TLS to the control plane: the CA ConfigMap is mounted and named in the sidecar config; per pod `none` or another ConfigMap', () => {
+    const s = defaultSettings({ controlPlane: 'ward-control-plane.ward-system.svc:15010', clientIssuer: 'https://idp.example.com', controlPlaneCa: 'ward-control-plane-ca' });
+    const t = injected(injectPod(pod(), enrolled, s));
+    validatePod(t);
+    expect(configOf(t)['policy']).toEqual({
+      controlPlane: { address: 'ward-control-plane.ward-system.svc:15010', stateDir: '/var/lib/ward', issuer: 'https://idp.example.com', tls: { caFile: '/etc/ward/control-plane-ca/ca.crt' } },
+    });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-control-plane-ca', configMap: { name: 'ward-control-plane-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+    expect(sidecarOf(t).volumeMounts).toContainEqual({ name: 'ward-control-plane-ca', mountPath: '/etc/ward/control-plane-ca', readOnly: true });
+    // another ConfigMap for one pod
+    const other = injected(injectPod(pod({ annotations: { 'ward.dev/control-plane-ca': 'team-ca' } }), enrolled, s));
+    expect(other.spec.volumes).toContainEqual({ name: 'ward-control-plane-ca', configMap: { name: 'team-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+    // `none`: cleartext, nothing mounted
+    const clear = injected(injectPod(pod({ annotations: { 'ward.dev/control-plane-ca': 'none' } }), enrolled, s));
+    expect((configOf(clear)['policy'] as { controlPlane: Record<string, unknown> }).controlPlane['tls']).toBeUndefined();
+    expect(clear.spec.volumes?.some((v) => v.name === 'ward-control-plane-ca')).toBe(false);
+    // a policy file needs no CA
+    const file = injected(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'none' } }), enrolled, s));
+    expect(file.spec.volumes?.some((v) => v.name === 'ward-control-plane-ca')).toBe(false);
+    // not a ConfigMap name: refused
+    expect(injectPod(pod({ annotations: { 'ward.dev/control-plane-ca': 'Bad_Name' } }), enrolled, s)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/control-plane-ca')] });
+  });
+
   it('warns about app probes that now go through the sidecar', () => {
     const p = pod();
     p.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 'http' } };
