@@ -62,6 +62,8 @@ export class Exchange {
   query = '';
   grpcMethod: string | undefined = undefined;
   grpcTimeoutMs = -1;
+  /** When the call's deadline expires (`performance.now()` clock); 0: no deadline armed. */
+  deadlineAt = 0;
   /** Headers for the app: inbound ones minus stripped names; pseudo-headers added by forward. */
   fwdHeaders: OutgoingHttpHeaders = {};
   /** Every `Authorization` value (an array when repeated: that is an error, not a choice). */

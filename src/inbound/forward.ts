@@ -6,9 +6,9 @@ import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
-import { fieldRecord, HpackError } from '../h2/hpack.ts';
+import { fieldRecord, HpackError, markSensitive, sensitiveOf } from '../h2/hpack.ts';
 import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, REFUSED_STREAM } from '../h2/conn.ts';
-import { markSensitive, sensitiveOf } from '../h2/hpack.ts';
+import { formatGrpcTimeout } from './grpc-timeout.ts';
 import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
   addIdentityHeaders,
@@ -106,7 +106,8 @@ function h2RequestFields(ex: Exchange, authority: string): string[] {
   const h = ex.fwdHeaders;
   for (const name in h) {
     const v = h[name];
-    if (typeof v === 'string') out.push(name, v);
+    // The app gets what is left of the caller's deadline, not the whole of it again.
+    if (typeof v === 'string') out.push(name, ex.deadlineAt > 0 && name === 'grpc-timeout' ? formatGrpcTimeout(ex.deadlineAt - performance.now()) : v);
     else if (Array.isArray(v)) for (const x of v) out.push(name, x);
     else if (v !== undefined) out.push(name, String(v));
   }
@@ -682,6 +683,7 @@ export function createRelay(o: RelayOptions): Relay {
       else toH1(ex, agent as http.Agent);
     },
     armDeadline(ex: Exchange, ms: number): void {
+      ex.deadlineAt = performance.now() + ms;
       ex.timer = setTimeout(onDeadline, ms, ex);
     },
     cancel(ex: Exchange): void {

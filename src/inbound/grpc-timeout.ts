@@ -6,6 +6,16 @@
 /** Node's timers cap at 2^31-1 ms; a longer deadline is effectively none. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
+/**
+ * `grpc-timeout` for `ms` left of a call's deadline, as a proxy passes the deadline on (less the
+ * time the call spent in it): at least 1 ms, in milliseconds while that fits the 8 digits the
+ * format allows, else in seconds (rounded up).
+ */
+export function formatGrpcTimeout(ms: number): string {
+  const m = Math.max(1, Math.ceil(ms));
+  return m <= 99_999_999 ? `${m}m` : `${Math.ceil(m / 1000)}S`;
+}
+
 /** Milliseconds (rounded up, so a 1ns deadline still expires), or -1 when malformed. */
 export function parseGrpcTimeout(value: string): number {
   const n = value.length;

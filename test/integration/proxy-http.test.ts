@@ -482,3 +482,46 @@ describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the
     expect(toApp).not.toContain('x-plain');
   });
 });
+
+describe('grpc-timeout: the app gets what is left of the caller\'s deadline', () => {
+  let app: RecordingApp & AppEvents;
+  let proxy: TestProxy;
+  let session: http2.ClientHttp2Session;
+
+  beforeAll(async () => {
+    app = await startH2App();
+    proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'h2c' }), { rule });
+    session = await h2Connect(proxy.port);
+  });
+  afterAll(async () => {
+    session.close();
+    await proxy.close();
+    await app.close();
+  });
+
+  async function forwarded(timeout: string): Promise<string | undefined> {
+    app.requests.length = 0;
+    const r = await h2Request(
+      session,
+      { ':method': 'POST', ':authority': 'orders.test', ':path': '/echo.v1.Svc/Call', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': timeout, ...AUTH },
+      Buffer.from([0, 0, 0, 0, 0]),
+    );
+    expect(r.headers[':status']).toBe(200);
+    return app.requests[0]?.headers['grpc-timeout'] as string | undefined;
+  }
+
+  it('10S arrives as at most 10000m, less the time the call spent in the sidecar', async () => {
+    const v = await forwarded('10S');
+    expect(v).toMatch(/^\d{1,5}m$/);
+    const ms = Number(v?.slice(0, -1));
+    expect(ms).toBeLessThanOrEqual(10_000);
+    expect(ms).toBeGreaterThan(9_000);
+  });
+
+  it('a deadline too long for milliseconds in 8 digits arrives in seconds (capped at what the sidecar itself enforces)', async () => {
+    const v = await forwarded('99999999H');
+    expect(v).toMatch(/^\d+S$/);
+    expect(Number(v?.slice(0, -1))).toBeLessThanOrEqual(2_147_484);
+    expect(Number(v?.slice(0, -1))).toBeGreaterThan(2_147_000);
+  });
+});

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createDecisionIds } from '../../../src/inbound/decision-id.ts';
-import { MAX_TIMER_MS, parseGrpcTimeout } from '../../../src/inbound/grpc-timeout.ts';
+import { formatGrpcTimeout, MAX_TIMER_MS, parseGrpcTimeout } from '../../../src/inbound/grpc-timeout.ts';
 import {
   addIdentityHeaders,
   hasToken,
@@ -209,5 +209,20 @@ describe('decision ids', () => {
     const prefix = (ids[0] as string).split('.')[0];
     expect(ids.every((i) => i.startsWith(`${prefix}.`))).toBe(true);
     expect(createDecisionIds()()).not.toBe(createDecisionIds()());
+  });
+});
+
+describe('formatGrpcTimeout', () => {
+  it.each([
+    [0, '1m'],
+    [-5, '1m'],
+    [1.2, '2m'],
+    [9_999.4, '10000m'],
+    [99_999_999, '99999999m'],
+    [100_000_000, '100000S'],
+    [MAX_TIMER_MS, '2147484S'],
+  ])('%d ms left: %s, which parses back to at least that', (ms, text) => {
+    expect(formatGrpcTimeout(ms)).toBe(text);
+    expect(parseGrpcTimeout(text)).toBeGreaterThanOrEqual(Math.min(ms, MAX_TIMER_MS));
   });
 });
