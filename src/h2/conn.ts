@@ -2,35 +2,23 @@ import net, { isIP, type Socket } from 'node:net';
 import tls from 'node:tls';
 import {
   COMPRESSION_ERROR,
-  CONTINUATION,
   DATA,
-  DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
-  FLAG_ACK,
   FLAG_END_STREAM,
   FLAG_PADDED,
   FLOW_CONTROL_ERROR,
   frame,
   FRAME_SIZE_ERROR,
-  GOAWAY,
   goawayFrame,
-  HEADERS,
-  MAX_FRAME_LIMIT,
   MAX_WINDOW,
   NO_ERROR,
-  PING,
   PREFACE,
-  PRIORITY,
   PROTOCOL_ERROR,
-  PUSH_PROMISE,
   REFUSED_STREAM,
   RST_STREAM,
-  SETTINGS,
   SETTINGS_ENABLE_PUSH,
-  SETTINGS_HEADER_TABLE_SIZE,
   SETTINGS_INITIAL_WINDOW_SIZE,
   SETTINGS_MAX_CONCURRENT_STREAMS,
-  SETTINGS_MAX_FRAME_SIZE,
   SETTINGS_MAX_HEADER_LIST_SIZE,
   settingsFrame,
   STREAM_CLOSED,
@@ -108,7 +96,6 @@ const CLIENT_SETTINGS = settingsFrame([
   [SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST],
 ]);
 const CONNECT_BYTES = Buffer.concat([PREFACE, CLIENT_SETTINGS, u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW)]);
-const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
 const EMPTY = Buffer.alloc(0);
 
 export class H2ProtocolError extends Error {
@@ -194,7 +181,6 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   #peerMaxStreams = INITIAL_MAX_STREAMS;
   #connRecvWindow = CONN_WINDOW;
   #connRecvUnacked = 0;
-  #gotSettings = false;
   #goaway = false;
   #destroyed = false;
   #connected = false;
@@ -463,108 +449,28 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
 
   // ---- reading
 
-  protected frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (!this.#gotSettings && type !== SETTINGS) {
-      this.connectionError(PROTOCOL_ERROR, 'the server preface must start with SETTINGS');
-      return;
-    }
-    if (this.contStream !== 0 && (type !== CONTINUATION || id !== this.contStream)) {
-      this.connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
-      return;
-    }
-    switch (type) {
-      case DATA:
-        this.#onDataFrame(flags, id, buf, start, end);
-        return;
-      case HEADERS:
-        this.onHeadersFrame(flags, id, buf, start, end);
-        return;
-      case CONTINUATION:
-        this.onContinuation(flags, id, buf, start, end);
-        return;
-      case RST_STREAM:
-        this.#onReset(id, buf, start, end);
-        return;
-      case SETTINGS:
-        this.#onSettings(flags, id, buf, start, end);
-        return;
-      case PING:
-        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
-        if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
-        if ((flags & FLAG_ACK) === 0) this.write(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
-        return;
-      case GOAWAY:
-        this.#onGoaway(id, buf, start, end);
-        return;
-      case WINDOW_UPDATE:
-        this.#onWindowUpdate(id, buf, start, end);
-        return;
-      case PUSH_PROMISE:
-        this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE with push disabled');
-        return;
-      case PRIORITY:
-        if (id === 0) this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
-        else if (end - start !== 5) {
-          const s = this.#streams.get(id);
-          if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR, 'PRIORITY length');
-        }
-        return;
-      default:
-        return; // unknown frame types are ignored (§4.1)
-    }
+  protected onBadPriority(id: number): void {
+    const s = this.#streams.get(id);
+    if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR, 'PRIORITY length');
   }
 
-  #onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
-    if ((flags & FLAG_ACK) !== 0) {
-      if (end !== start) this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
-      return;
-    }
-    if ((end - start) % 6 !== 0) return this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
-    this.#gotSettings = true;
-    let windowDelta = 0;
-    for (let p = start; p < end; p += 6) {
-      const key = buf.readUInt16BE(p);
-      const value = buf.readUInt32BE(p + 2);
-      switch (key) {
-        case SETTINGS_HEADER_TABLE_SIZE:
-          break; // our encoder never uses the dynamic table
-        case SETTINGS_ENABLE_PUSH:
-          if (value !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH from a server');
-          break;
-        case SETTINGS_MAX_CONCURRENT_STREAMS:
-          this.#peerMaxStreams = value;
-          break;
-        case SETTINGS_INITIAL_WINDOW_SIZE:
-          if (value > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
-          windowDelta += value - this.peerInitialWindow;
-          this.peerInitialWindow = value;
-          break;
-        case SETTINGS_MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
-          this.peerMaxFrame = value;
-          break;
-        case SETTINGS_MAX_HEADER_LIST_SIZE:
-          break; // advisory; requests are bounded by the inbound listener's own limit
-        default:
-          break;
-      }
-    }
-    this.write(SETTINGS_ACK);
-    if (windowDelta !== 0) {
-      for (const s of this.#streams.values()) {
-        s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) {
-          this.connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
-          return;
-        }
-      }
-      if (windowDelta > 0) for (const s of this.#streams.values()) if (s.pending !== null) this.flushStream(s);
-    }
+  protected peerSetting(key: number, value: number): string | null {
+    if (key === SETTINGS_ENABLE_PUSH && value !== 0) return 'SETTINGS_ENABLE_PUSH from a server';
+    if (key === SETTINGS_MAX_CONCURRENT_STREAMS) this.#peerMaxStreams = value;
+    return null;
+  }
+
+  protected openStreams(): IterableIterator<H2ClientStream> {
+    return this.#streams.values();
+  }
+
+  /** A larger MAX_CONCURRENT_STREAMS may let queued requests go. */
+  protected override settingsApplied(): void {
     this.#openQueued();
   }
 
-  #onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
+
+  protected onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
     if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
     const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
     if (id === 0) {
@@ -585,7 +491,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     if (s.pending !== null) this.flushStream(s);
   }
 
-  #onReset(id: number, buf: Buffer, start: number, end: number): void {
+  protected onReset(id: number, buf: Buffer, start: number, end: number): void {
     if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
     if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
     const s = this.#streams.get(id);
@@ -600,9 +506,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#closeStream(s);
   }
 
-  #onGoaway(id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
-    if (end - start < 8) return this.connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
+  protected onGoaway(buf: Buffer, start: number): void {
     const last = buf.readUInt32BE(start) & 0x7fff_ffff;
     this.#goAwayLocally();
     // §6.8: streams above the last id were not processed; they can go to another connection.
@@ -613,7 +517,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#maybeEnd();
   }
 
-  #onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+  protected onData(flags: number, id: number, buf: Buffer, start: number, end: number): void {
     if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
     const len = end - start;
     this.#connRecvWindow -= len;

@@ -8,14 +8,30 @@ import {
   FLAG_END_STREAM,
   FLAG_PADDED,
   FLAG_PRIORITY,
+  FLAG_ACK,
+  FLOW_CONTROL_ERROR,
+  frame,
   FRAME_HEADER,
   FRAME_SIZE_ERROR,
   FrameAssembler,
+  GOAWAY,
   HEADERS,
+  MAX_FRAME_LIMIT,
+  MAX_WINDOW,
+  PING,
+  PRIORITY,
   PROTOCOL_ERROR,
+  PUSH_PROMISE,
+  RST_STREAM,
+  SETTINGS,
+  SETTINGS_INITIAL_WINDOW_SIZE,
+  SETTINGS_MAX_FRAME_SIZE,
+  WINDOW_UPDATE,
   writeFrameHeader,
 } from './frames.ts';
 import type { HpackEncoder } from './hpack.ts';
+
+const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
 
 /** What the send side needs of a stream: ward's client and server streams both have it. */
 export interface SendStream {
@@ -62,7 +78,24 @@ export abstract class H2Endpoint<S extends SendStream> {
   /** The connection is over: stop reading frames. */
   protected abstract get halted(): boolean;
   protected abstract connectionError(code: number, message: string): void;
-  protected abstract frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void;
+  // What each frame type means to this side (RFC 9113 §6), called by `frame` after the checks
+  // both sides share.
+  protected abstract onData(flags: number, id: number, buf: Buffer, start: number, end: number): void;
+  protected abstract onReset(id: number, buf: Buffer, start: number, end: number): void;
+  /**
+   * A setting only this side acts on (or checks differently): SETTINGS_ENABLE_PUSH and
+   * SETTINGS_MAX_CONCURRENT_STREAMS. Returns why it is a connection error (PROTOCOL_ERROR), or null.
+   */
+  protected abstract peerSetting(key: number, value: number): string | null;
+  /** The streams open now, for the window change a new SETTINGS_INITIAL_WINDOW_SIZE makes. */
+  protected abstract openStreams(): IterableIterator<S>;
+  /** After the peer's SETTINGS were applied and acknowledged. */
+  protected settingsApplied(): void {}
+  /** A GOAWAY on stream 0 with its last stream id and error code. */
+  protected abstract onGoaway(buf: Buffer, start: number, end: number): void;
+  protected abstract onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void;
+  /** A PRIORITY frame on stream `id` that is not 5 octets long (a stream error, §6.3). */
+  protected abstract onBadPriority(id: number): void;
   /** A complete header block for stream `id`. */
   protected abstract headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void;
   /** The error for a header block this large (octets, CONTINUATION frames so far), or null. */
@@ -72,6 +105,90 @@ export abstract class H2Endpoint<S extends SendStream> {
   protected abstract afterFlush(s: S): void;
   /** A stream whose write returned false can take more. */
   protected abstract drained(s: S): void;
+
+  /** The peer's SETTINGS arrived: its preface must open with them (§3.4). */
+  protected gotSettings = false;
+
+  /** Sends a PING or SETTINGS acknowledgement (a side may bound how many pile up). */
+  protected ack(buf: Buffer): void {
+    this.write(buf);
+  }
+
+  /** The peer's SETTINGS (§6.5): checked, applied, acknowledged. */
+  protected onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if ((flags & FLAG_ACK) !== 0) {
+      if (end !== start) this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
+      return;
+    }
+    if ((end - start) % 6 !== 0) return this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
+    this.gotSettings = true;
+    let windowDelta = 0;
+    for (let p = start; p < end; p += 6) {
+      const key = buf.readUInt16BE(p);
+      const value = buf.readUInt32BE(p + 2);
+      if (key === SETTINGS_INITIAL_WINDOW_SIZE) {
+        if (value > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+        windowDelta += value - this.peerInitialWindow;
+        this.peerInitialWindow = value;
+      } else if (key === SETTINGS_MAX_FRAME_SIZE) {
+        if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
+        this.peerMaxFrame = value;
+      } else {
+        // HEADER_TABLE_SIZE: our encoder never uses the dynamic table; MAX_HEADER_LIST_SIZE is advisory.
+        const bad = this.peerSetting(key, value);
+        if (bad !== null) return this.connectionError(PROTOCOL_ERROR, bad);
+      }
+    }
+    this.ack(SETTINGS_ACK);
+    if (this.halted) return;
+    if (windowDelta !== 0) {
+      for (const s of this.openStreams()) {
+        s.sendWindow += windowDelta;
+        if (s.sendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+      }
+      if (windowDelta > 0) for (const s of [...this.openStreams()]) if (s.pending !== null) this.flushStream(s);
+    }
+    this.settingsApplied();
+  }
+
+  /** One frame from the peer, dispatched by type after the checks both sides share. */
+  protected frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (!this.gotSettings && type !== SETTINGS) return this.connectionError(PROTOCOL_ERROR, 'the peer\'s preface must start with SETTINGS');
+    if (this.contStream !== 0 && (type !== CONTINUATION || id !== this.contStream)) return this.connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
+    switch (type) {
+      case DATA:
+        return this.onData(flags, id, buf, start, end);
+      case HEADERS:
+        return this.onHeadersFrame(flags, id, buf, start, end);
+      case CONTINUATION:
+        return this.onContinuation(flags, id, buf, start, end);
+      case RST_STREAM:
+        return this.onReset(id, buf, start, end);
+      case SETTINGS:
+        return this.onSettings(flags, id, buf, start, end);
+      case PING:
+        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
+        if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
+        if ((flags & FLAG_ACK) === 0) this.ack(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
+        return;
+      case GOAWAY:
+        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
+        if (end - start < 8) return this.connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
+        return this.onGoaway(buf, start, end);
+      case WINDOW_UPDATE:
+        return this.onWindowUpdate(id, buf, start, end);
+      case PUSH_PROMISE:
+        // Push is off in ward's SETTINGS, and a client never pushes.
+        return this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE');
+      case PRIORITY:
+        if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
+        if (end - start !== 5) this.onBadPriority(id);
+        return;
+      default:
+        return; // unknown frame types are ignored (§4.1)
+    }
+  }
 
   // ---- writing
 

@@ -2,35 +2,23 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   COMPRESSION_ERROR,
-  CONTINUATION,
   DATA,
-  DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
-  FLAG_ACK,
   FLAG_END_STREAM,
   FLAG_PADDED,
   FLOW_CONTROL_ERROR,
   frame,
   FRAME_SIZE_ERROR,
-  GOAWAY,
   goawayFrame,
-  HEADERS,
   INTERNAL_ERROR,
-  MAX_FRAME_LIMIT,
   MAX_WINDOW,
   NO_ERROR,
-  PING,
   PREFACE,
-  PRIORITY,
   PROTOCOL_ERROR,
-  PUSH_PROMISE,
   REFUSED_STREAM,
   RST_STREAM,
-  SETTINGS,
   SETTINGS_ENABLE_PUSH,
-  SETTINGS_INITIAL_WINDOW_SIZE,
   SETTINGS_MAX_CONCURRENT_STREAMS,
-  SETTINGS_MAX_FRAME_SIZE,
   SETTINGS_MAX_HEADER_LIST_SIZE,
   settingsFrame,
   STREAM_CLOSED,
@@ -111,7 +99,6 @@ const LINGER_MS = 2000;
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
-const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
 
 type Headers = Readonly<Record<string, string | number | readonly string[] | undefined>>;
 
@@ -276,7 +263,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #connRecvWindow = CONN_WINDOW;
   #connRecvUnacked = 0;
   #prefaceSeen = 0;
-  #gotSettings = false;
   #goaway = false;
   #destroyed = false;
   // Abuse accounting.
@@ -608,7 +594,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
    * An acknowledgement (PING, SETTINGS) written while the socket is backed up: a peer that makes
    * us answer but does not read loses its connection (nghttp2's outbound-ACK limit, CVE-2019-9512/9515).
    */
-  #ack(buf: Buffer): void {
+  protected override ack(buf: Buffer): void {
     if (this.socket.writableNeedDrain && ++this.#queuedAcks > MAX_QUEUED_ACKS) {
       this.connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
       return;
@@ -616,103 +602,28 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.write(buf);
   }
 
-  protected frame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (!this.#gotSettings && type !== SETTINGS) {
-      this.connectionError(PROTOCOL_ERROR, 'the client preface must be followed by SETTINGS');
-      return;
-    }
-    if (this.contStream !== 0 && (type !== CONTINUATION || id !== this.contStream)) {
-      this.connectionError(PROTOCOL_ERROR, 'expected CONTINUATION');
-      return;
-    }
-    switch (type) {
-      case DATA:
-        this.#onDataFrame(flags, id, buf, start, end);
-        return;
-      case HEADERS:
-        this.onHeadersFrame(flags, id, buf, start, end);
-        return;
-      case CONTINUATION:
-        this.onContinuation(flags, id, buf, start, end);
-        return;
-      case RST_STREAM:
-        this.#onReset(id, buf, start, end);
-        return;
-      case SETTINGS:
-        this.#onSettings(flags, id, buf, start, end);
-        return;
-      case PING:
-        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
-        if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
-        if ((flags & FLAG_ACK) === 0) this.#ack(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
-        return;
-      case GOAWAY:
-        if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
-        if (end - start < 8) return this.connectionError(FRAME_SIZE_ERROR, 'GOAWAY length');
-        // The client opens no more streams; what is open finishes.
-        this.#goaway = true;
-        this.#maybeEnd();
-        return;
-      case WINDOW_UPDATE:
-        this.#onWindowUpdate(id, buf, start, end);
-        return;
-      case PUSH_PROMISE:
-        this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
-        return;
-      case PRIORITY:
-        if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
-        if (end - start !== 5) {
-          const s = this.#streams.get(id);
-          if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR);
-          this.#invalidFrame();
-        }
-        return;
-      default:
-        return; // unknown frame types are ignored (§4.1)
-    }
+  protected onGoaway(): void {
+    // The client opens no more streams; what is open finishes.
+    this.#goaway = true;
+    this.#maybeEnd();
   }
 
-  #onSettings(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
-    if ((flags & FLAG_ACK) !== 0) {
-      if (end !== start) this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
-      return;
-    }
-    if ((end - start) % 6 !== 0) return this.connectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
-    this.#gotSettings = true;
-    let windowDelta = 0;
-    for (let p = start; p < end; p += 6) {
-      const key = buf.readUInt16BE(p);
-      const value = buf.readUInt32BE(p + 2);
-      switch (key) {
-        case SETTINGS_ENABLE_PUSH:
-          if (value > 1) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
-          break;
-        case SETTINGS_INITIAL_WINDOW_SIZE:
-          if (value > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
-          windowDelta += value - this.peerInitialWindow;
-          this.peerInitialWindow = value;
-          break;
-        case SETTINGS_MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
-          this.peerMaxFrame = value;
-          break;
-        default:
-          break; // HEADER_TABLE_SIZE: our encoder never uses the dynamic table; the rest do not bind a server
-      }
-    }
-    this.#ack(SETTINGS_ACK);
-    if (this.#destroyed) return;
-    if (windowDelta !== 0) {
-      for (const s of this.#streams.values()) {
-        s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
-      }
-      if (windowDelta > 0) for (const s of [...this.#streams.values()]) if (s.pending !== null) this.flushStream(s);
-    }
+  protected onBadPriority(id: number): void {
+    const s = this.#streams.get(id);
+    if (s !== undefined) this.#streamError(s, FRAME_SIZE_ERROR);
+    this.#invalidFrame();
   }
 
-  #onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
+  protected peerSetting(key: number, value: number): string | null {
+    return key === SETTINGS_ENABLE_PUSH && value > 1 ? 'SETTINGS_ENABLE_PUSH not 0 or 1' : null;
+  }
+
+  protected openStreams(): IterableIterator<H2ServerStream> {
+    return this.#streams.values();
+  }
+
+
+  protected onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
     if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
     const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
     if (id === 0) {
@@ -737,7 +648,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (s.pending !== null) this.flushStream(s);
   }
 
-  #onReset(id: number, buf: Buffer, start: number, end: number): void {
+  protected onReset(id: number, buf: Buffer, start: number, end: number): void {
     if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
     if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
     if (id > this.#lastStreamId) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
@@ -752,7 +663,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.#closeStream(s);
   }
 
-  #onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+  protected onData(flags: number, id: number, buf: Buffer, start: number, end: number): void {
     if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
     const len = end - start;
     this.#connRecvWindow -= len;
