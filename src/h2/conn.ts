@@ -25,7 +25,7 @@ import {
   u32Frame,
   WINDOW_UPDATE,
 } from './frames.ts';
-import { H2Endpoint } from './endpoint.ts';
+import { CONN_RECV_WINDOW, H2Endpoint } from './endpoint.ts';
 import { HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
 
 /**
@@ -80,9 +80,8 @@ export interface H2ConnectionOptions {
   readonly onClose?: (c: H2Connection) => void;
 }
 
-/** Flow-control windows we grant the app; acknowledged as the caller passes data on. */
+/** The stream flow-control window we grant the app; acknowledged as the caller passes data on. */
 const STREAM_WINDOW = 256 * 1024;
-const CONN_WINDOW = 16 * 1024 * 1024;
 /** Header blocks above this (HEADERS + CONTINUATION) end the connection: memory is bounded. */
 const MAX_HEADER_BLOCK = 256 * 1024;
 const MAX_HEADER_LIST = 64 * 1024;
@@ -95,7 +94,7 @@ const CLIENT_SETTINGS = settingsFrame([
   [SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW],
   [SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST],
 ]);
-const CONNECT_BYTES = Buffer.concat([PREFACE, CLIENT_SETTINGS, u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW)]);
+const CONNECT_BYTES = Buffer.concat([PREFACE, CLIENT_SETTINGS, u32Frame(WINDOW_UPDATE, 0, CONN_RECV_WINDOW - DEFAULT_WINDOW)]);
 const EMPTY = Buffer.alloc(0);
 
 export class H2ProtocolError extends Error {
@@ -179,8 +178,6 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   #nextId = 1;
   #active = 0;
   #peerMaxStreams = INITIAL_MAX_STREAMS;
-  #connRecvWindow = CONN_WINDOW;
-  #connRecvUnacked = 0;
   #goaway = false;
   #destroyed = false;
   #connected = false;
@@ -518,25 +515,10 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 
   protected onData(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+    const stop = this.dataPayloadEnd(flags, id, buf, start, end);
+    if (stop < 0) return;
+    const p = (flags & FLAG_PADDED) !== 0 ? start + 1 : start;
     const len = end - start;
-    this.#connRecvWindow -= len;
-    if (this.#connRecvWindow < 0) return this.connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
-    // The connection window is given back on receipt: per-stream windows bound what is held.
-    this.#connRecvUnacked += len;
-    if (this.#connRecvUnacked >= CONN_WINDOW / 2) {
-      this.#connRecvWindow += this.#connRecvUnacked;
-      this.write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
-      this.#connRecvUnacked = 0;
-    }
-    let p = start;
-    let stop = end;
-    if ((flags & FLAG_PADDED) !== 0) {
-      if (len < 1) return this.connectionError(PROTOCOL_ERROR, 'DATA padding');
-      const pad = buf[p++] as number;
-      if (pad > stop - p) return this.connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
-      stop -= pad;
-    }
     const s = this.#streams.get(id);
     if (s === undefined) {
       if (id >= this.#nextId) this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');

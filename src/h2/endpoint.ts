@@ -26,12 +26,16 @@ import {
   SETTINGS,
   SETTINGS_INITIAL_WINDOW_SIZE,
   SETTINGS_MAX_FRAME_SIZE,
+  u32Frame,
   WINDOW_UPDATE,
   writeFrameHeader,
 } from './frames.ts';
 import type { HpackEncoder } from './hpack.ts';
 
 const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
+
+/** The connection-level receive window each side grants (its first WINDOW_UPDATE raises the default to it). */
+export const CONN_RECV_WINDOW = 16 * 1024 * 1024;
 
 /** What the send side needs of a stream: ward's client and server streams both have it. */
 export interface SendStream {
@@ -108,6 +112,37 @@ export abstract class H2Endpoint<S extends SendStream> {
 
   /** The peer's SETTINGS arrived: its preface must open with them (§3.4). */
   protected gotSettings = false;
+  #connRecvWindow = CONN_RECV_WINDOW;
+  #connRecvUnacked = 0;
+
+  /**
+   * What every DATA frame gets on either side (§6.1, §6.9): the stream-0 check, connection flow
+   * control (the window is given back on receipt: per-stream windows bound what is held), and
+   * its padding taken off. Returns the end of the payload, which starts at `start + 1` when the
+   * frame is PADDED, or -1 after a connection error.
+   */
+  protected dataPayloadEnd(flags: number, id: number, buf: Buffer, start: number, end: number): number {
+    if (id === 0) return this.#dataError(PROTOCOL_ERROR, 'DATA on stream 0');
+    const len = end - start;
+    this.#connRecvWindow -= len;
+    if (this.#connRecvWindow < 0) return this.#dataError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
+    this.#connRecvUnacked += len;
+    if (this.#connRecvUnacked >= CONN_RECV_WINDOW / 2) {
+      this.#connRecvWindow += this.#connRecvUnacked;
+      this.write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
+      this.#connRecvUnacked = 0;
+    }
+    if ((flags & FLAG_PADDED) === 0) return end;
+    if (len < 1) return this.#dataError(PROTOCOL_ERROR, 'DATA padding');
+    const pad = buf[start] as number;
+    if (pad > len - 1) return this.#dataError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
+    return end - pad;
+  }
+
+  #dataError(code: number, message: string): number {
+    this.connectionError(code, message);
+    return -1;
+  }
 
   /** Sends a PING or SETTINGS acknowledgement (a side may bound how many pile up). */
   protected ack(buf: Buffer): void {

@@ -25,7 +25,7 @@ import {
   u32Frame,
   WINDOW_UPDATE,
 } from './frames.ts';
-import { H2Endpoint } from './endpoint.ts';
+import { CONN_RECV_WINDOW, H2Endpoint } from './endpoint.ts';
 import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
 
 /**
@@ -76,7 +76,6 @@ export interface H2ServerOptions {
 
 /** Request body window per stream: acknowledged as the consumer takes the data. */
 const STREAM_WINDOW = DEFAULT_WINDOW;
-const CONN_WINDOW = 16 * 1024 * 1024;
 /** Acknowledgements we let pile up behind a socket the peer does not read (nghttp2 allows 1000). */
 const MAX_QUEUED_ACKS = 1000;
 /** Guards, per connection (node:http2's defaults where it has one). */
@@ -260,8 +259,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #lastStreamId = 0;
   /** Streams we reset or refused, most recent last (bounded): frames the client sent before it saw the RST are ignored (§5.1). */
   readonly #resetIds = new Set<number>();
-  #connRecvWindow = CONN_WINDOW;
-  #connRecvUnacked = 0;
   #prefaceSeen = 0;
   #goaway = false;
   #destroyed = false;
@@ -289,7 +286,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
         [SETTINGS_ENABLE_PUSH, 0],
       ]),
     );
-    this.write(u32Frame(WINDOW_UPDATE, 0, CONN_WINDOW - DEFAULT_WINDOW));
+    this.write(u32Frame(WINDOW_UPDATE, 0, CONN_RECV_WINDOW - DEFAULT_WINDOW));
     // A client may half-close after its last request: what is open is still answered (the
     // socket ends once those streams are done), which needs the write side kept open.
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
@@ -664,24 +661,10 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   }
 
   protected onData(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+    const stop = this.dataPayloadEnd(flags, id, buf, start, end);
+    if (stop < 0) return;
+    const p = (flags & FLAG_PADDED) !== 0 ? start + 1 : start;
     const len = end - start;
-    this.#connRecvWindow -= len;
-    if (this.#connRecvWindow < 0) return this.connectionError(FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
-    this.#connRecvUnacked += len;
-    if (this.#connRecvUnacked >= CONN_WINDOW / 2) {
-      this.#connRecvWindow += this.#connRecvUnacked;
-      this.write(u32Frame(WINDOW_UPDATE, 0, this.#connRecvUnacked));
-      this.#connRecvUnacked = 0;
-    }
-    let p = start;
-    let stop = end;
-    if ((flags & FLAG_PADDED) !== 0) {
-      if (len < 1) return this.connectionError(PROTOCOL_ERROR, 'DATA padding');
-      const pad = buf[p++] as number;
-      if (pad > stop - p) return this.connectionError(PROTOCOL_ERROR, 'DATA padding longer than the frame');
-      stop -= pad;
-    }
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     const s = this.#streams.get(id);
     if (s === undefined) {

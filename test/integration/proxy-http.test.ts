@@ -443,7 +443,7 @@ describe('HTTP/2 app specifics', () => {
   });
 });
 
-describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the sidecar', () => {
+describe('an h2c app behind the sidecar, one HTTP/2 caller', () => {
   let app: RecordingApp & AppEvents;
   let proxy: TestProxy;
   let session: http2.ClientHttp2Session;
@@ -458,70 +458,60 @@ describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the
     await proxy.close();
     await app.close();
   });
-
-  it("the caller's never-indexed request field reaches the app never-indexed, the app's response field reaches the caller so", async () => {
-    const r = await h2Request(session, {
-      ':method': 'GET',
-      ':authority': 'orders.test',
-      ':path': '/never-indexed',
-      ...AUTH,
-      'x-secret': 'caller-s3cret',
-      'x-plain': 'p',
-      [http2.sensitiveHeaders]: ['x-secret'],
-    });
-    expect(r.headers[':status']).toBe(200);
-    expect(r.headers['x-app-secret']).toBe('app-s3cret');
-    const sensitiveOf = (h: object | undefined): string[] | undefined => (h as Record<symbol, string[] | undefined> | undefined)?.[http2.sensitiveHeaders];
-    const toCaller = sensitiveOf(r.headers);
-    expect(toCaller).toContain('x-app-secret');
-    expect(toCaller).not.toContain('x-app-plain');
-    const seen = app.requests[0]?.headers;
-    expect(seen?.['x-secret']).toBe('caller-s3cret');
-    const toApp = sensitiveOf(seen);
-    expect(toApp).toContain('x-secret');
-    expect(toApp).not.toContain('x-plain');
-  });
-});
-
-describe('grpc-timeout: the app gets what is left of the caller\'s deadline', () => {
-  let app: RecordingApp & AppEvents;
-  let proxy: TestProxy;
-  let session: http2.ClientHttp2Session;
-
-  beforeAll(async () => {
-    app = await startH2App();
-    proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'h2c' }), { rule });
-    session = await h2Connect(proxy.port);
-  });
-  afterAll(async () => {
-    session.close();
-    await proxy.close();
-    await app.close();
-  });
-
-  async function forwarded(timeout: string): Promise<string | undefined> {
+  beforeEach(() => {
     app.requests.length = 0;
-    const r = await h2Request(
-      session,
-      { ':method': 'POST', ':authority': 'orders.test', ':path': '/echo.v1.Svc/Call', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': timeout, ...AUTH },
-      Buffer.from([0, 0, 0, 0, 0]),
-    );
-    expect(r.headers[':status']).toBe(200);
-    return app.requests[0]?.headers['grpc-timeout'] as string | undefined;
-  }
-
-  it('10S arrives as at most 10000m, less the time the call spent in the sidecar', async () => {
-    const v = await forwarded('10S');
-    expect(v).toMatch(/^\d{1,5}m$/);
-    const ms = Number(v?.slice(0, -1));
-    expect(ms).toBeLessThanOrEqual(10_000);
-    expect(ms).toBeGreaterThan(9_000);
   });
 
-  it('a deadline too long for milliseconds in 8 digits arrives in seconds (capped at what the sidecar itself enforces)', async () => {
-    const v = await forwarded('99999999H');
-    expect(v).toMatch(/^\d+S$/);
-    expect(Number(v?.slice(0, -1))).toBeLessThanOrEqual(2_147_484);
-    expect(Number(v?.slice(0, -1))).toBeGreaterThan(2_147_000);
+  describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the sidecar', () => {
+
+    it("the caller's never-indexed request field reaches the app never-indexed, the app's response field reaches the caller so", async () => {
+      const r = await h2Request(session, {
+        ':method': 'GET',
+        ':authority': 'orders.test',
+        ':path': '/never-indexed',
+        ...AUTH,
+        'x-secret': 'caller-s3cret',
+        'x-plain': 'p',
+        [http2.sensitiveHeaders]: ['x-secret'],
+      });
+      expect(r.headers[':status']).toBe(200);
+      expect(r.headers['x-app-secret']).toBe('app-s3cret');
+      const sensitiveOf = (h: object | undefined): string[] | undefined => (h as Record<symbol, string[] | undefined> | undefined)?.[http2.sensitiveHeaders];
+      const toCaller = sensitiveOf(r.headers);
+      expect(toCaller).toContain('x-app-secret');
+      expect(toCaller).not.toContain('x-app-plain');
+      const seen = app.requests[0]?.headers;
+      expect(seen?.['x-secret']).toBe('caller-s3cret');
+      const toApp = sensitiveOf(seen);
+      expect(toApp).toContain('x-secret');
+      expect(toApp).not.toContain('x-plain');
+    });
+  });
+
+  describe('grpc-timeout: the app gets what is left of the caller\'s deadline', () => {
+    async function forwarded(timeout: string): Promise<string | undefined> {
+      const r = await h2Request(
+        session,
+        { ':method': 'POST', ':authority': 'orders.test', ':path': '/echo.v1.Svc/Call', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': timeout, ...AUTH },
+        Buffer.from([0, 0, 0, 0, 0]),
+      );
+      expect(r.headers[':status']).toBe(200);
+      return app.requests[0]?.headers['grpc-timeout'] as string | undefined;
+    }
+
+    it('10S arrives as at most 10000m, less the time the call spent in the sidecar', async () => {
+      const v = await forwarded('10S');
+      expect(v).toMatch(/^\d{1,5}m$/);
+      const ms = Number(v?.slice(0, -1));
+      expect(ms).toBeLessThanOrEqual(10_000);
+      expect(ms).toBeGreaterThan(9_000);
+    });
+
+    it('a deadline too long for milliseconds in 8 digits arrives in seconds (capped at what the sidecar itself enforces)', async () => {
+      const v = await forwarded('99999999H');
+      expect(v).toMatch(/^\d+S$/);
+      expect(Number(v?.slice(0, -1))).toBeLessThanOrEqual(2_147_484);
+      expect(Number(v?.slice(0, -1))).toBeGreaterThan(2_147_000);
+    });
   });
 });
