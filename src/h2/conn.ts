@@ -10,7 +10,6 @@ import {
   frame,
   FRAME_SIZE_ERROR,
   goawayFrame,
-  MAX_WINDOW,
   NO_ERROR,
   PREFACE,
   PROTOCOL_ERROR,
@@ -466,26 +465,16 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#openQueued();
   }
 
+  protected streamOf(id: number): H2ClientStream | undefined {
+    return this.#streams.get(id);
+  }
 
-  protected onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
-    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
-    const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
-    if (id === 0) {
-      if (inc === 0) return this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
-      this.connSendWindow += inc;
-      if (this.connSendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
-      this.flushBlocked();
-      return;
-    }
-    const s = this.#streams.get(id);
-    if (s === undefined) {
-      if (id >= this.#nextId) this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
-      return;
-    }
-    if (inc === 0) return this.#streamError(s, PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW) return this.#streamError(s, FLOW_CONTROL_ERROR, 'stream window above 2^31-1');
-    if (s.pending !== null) this.flushStream(s);
+  protected isIdle(id: number): boolean {
+    return id >= this.#nextId;
+  }
+
+  protected windowUpdateError(s: H2ClientStream, code: number, detail: string): void {
+    this.#streamError(s, code, detail);
   }
 
   protected onReset(id: number, buf: Buffer, start: number, end: number): void {
@@ -604,7 +593,6 @@ function isDigit(s: string, i: number, lo: number, hi: number): boolean {
   const c = s.charCodeAt(i);
   return c >= lo && c <= hi;
 }
-
 
 function emitClose(h: H2StreamHandler, s: H2ClientStream): void {
   h.close(s);

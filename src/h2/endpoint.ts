@@ -97,9 +97,14 @@ export abstract class H2Endpoint<S extends SendStream> {
   protected settingsApplied(): void {}
   /** A GOAWAY on stream 0 with its last stream id and error code. */
   protected abstract onGoaway(buf: Buffer, start: number, end: number): void;
-  protected abstract onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void;
   /** A PRIORITY frame on stream `id` that is not 5 octets long (a stream error, §6.3). */
   protected abstract onBadPriority(id: number): void;
+  /** The open stream `id`, if any. */
+  protected abstract streamOf(id: number): S | undefined;
+  /** Whether `id` names a stream that was never opened (frames on it are a connection error, §5.1). */
+  protected abstract isIdle(id: number): boolean;
+  /** A WINDOW_UPDATE that is a stream error on `s` (§6.9): an increment of 0, or a window past 2^31-1. */
+  protected abstract windowUpdateError(s: S, code: number, detail: string): void;
   /** A complete header block for stream `id`. */
   protected abstract headerBlock(id: number, endStream: boolean, buf: Buffer, start: number, end: number): void;
   /** The error for a header block this large (octets, CONTINUATION frames so far), or null. */
@@ -185,6 +190,28 @@ export abstract class H2Endpoint<S extends SendStream> {
       if (windowDelta > 0) for (const s of [...this.openStreams()]) if (s.pending !== null) this.flushStream(s);
     }
     this.settingsApplied();
+  }
+
+  /** WINDOW_UPDATE (§6.9): more send window for the connection or one stream. */
+  protected onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
+    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
+    const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
+    if (id === 0) {
+      if (inc === 0) return this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+      this.connSendWindow += inc;
+      if (this.connSendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
+      this.flushBlocked();
+      return;
+    }
+    const s = this.streamOf(id);
+    if (s === undefined) {
+      if (this.isIdle(id)) this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+      return;
+    }
+    if (inc === 0) return this.windowUpdateError(s, PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+    s.sendWindow += inc;
+    if (s.sendWindow > MAX_WINDOW) return this.windowUpdateError(s, FLOW_CONTROL_ERROR, 'stream window above 2^31-1');
+    if (s.pending !== null) this.flushStream(s);
   }
 
   /** One frame from the peer, dispatched by type after the checks both sides share. */

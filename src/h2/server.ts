@@ -11,7 +11,6 @@ import {
   FRAME_SIZE_ERROR,
   goawayFrame,
   INTERNAL_ERROR,
-  MAX_WINDOW,
   NO_ERROR,
   PREFACE,
   PROTOCOL_ERROR,
@@ -619,30 +618,17 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     return this.#streams.values();
   }
 
+  protected streamOf(id: number): H2ServerStream | undefined {
+    return this.#streams.get(id);
+  }
 
-  protected onWindowUpdate(id: number, buf: Buffer, start: number, end: number): void {
-    if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE length');
-    const inc = buf.readUInt32BE(start) & 0x7fff_ffff;
-    if (id === 0) {
-      if (inc === 0) return this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
-      this.connSendWindow += inc;
-      if (this.connSendWindow > MAX_WINDOW) return this.connectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
-      this.flushBlocked();
-      return;
-    }
-    const s = this.#streams.get(id);
-    if (s === undefined) {
-      if (id > this.#lastStreamId) this.connectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
-      return;
-    }
-    if (inc === 0) {
-      this.#streamError(s, PROTOCOL_ERROR);
-      this.#invalidFrame();
-      return;
-    }
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW) return this.#streamError(s, FLOW_CONTROL_ERROR);
-    if (s.pending !== null) this.flushStream(s);
+  protected isIdle(id: number): boolean {
+    return id > this.#lastStreamId;
+  }
+
+  protected windowUpdateError(s: H2ServerStream, code: number): void {
+    this.#streamError(s, code);
+    if (code === PROTOCOL_ERROR) this.#invalidFrame(); // an increment of 0 is a malformed frame
   }
 
   protected onReset(id: number, buf: Buffer, start: number, end: number): void {
@@ -789,7 +775,6 @@ function validTrailers(fields: readonly string[]): boolean {
   return true;
 }
 
-
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path']);
 
 /** Name octets a field name may hold (RFC 9110 tchar), lower case only (RFC 9113 §8.2.1). */
@@ -880,7 +865,6 @@ function checkRequest(fields: readonly string[]): number {
   } else if (!scheme || path === undefined || path === '') return -2;
   return contentLength;
 }
-
 
 function emitCloses(c: H2ServerConnection): void {
   c.emitCloses();
