@@ -1,3 +1,4 @@
+import { GrpcStatus } from '../errors/table.ts';
 import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
 
 /**
@@ -14,9 +15,6 @@ import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from 
  * cancels the stream). Messages are never compressed. The response message is not read:
  * success is `:status 200` with `grpc-status: 0`, in trailers or a trailers-only response.
  */
-
-/** gRPC status codes used here (grpc/doc/statuscodes.md). */
-export const GrpcCode = { OK: 0, CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, INTERNAL: 13, UNAVAILABLE: 14 } as const;
 
 /** A failed call: the gRPC status `code` and its `details` (grpc-message, or what went wrong). */
 export class GrpcCallError extends Error {
@@ -111,7 +109,7 @@ export class GrpcUnaryClient {
     const c: Call = { path, headers, body, retried: false, done, timer: null, status: undefined, grpcStatus: undefined, grpcMessage: undefined, finished: false };
     c.timer = setTimeout(() => {
       const s = this.#streams.get(c);
-      this.#finish(c, new GrpcCallError(GrpcCode.DEADLINE_EXCEEDED, `no answer within ${this.#o.timeoutMs} ms`));
+      this.#finish(c, new GrpcCallError(GrpcStatus.DEADLINE_EXCEEDED, `no answer within ${this.#o.timeoutMs} ms`));
       s?.reset(CANCEL);
     }, this.#o.timeoutMs);
     this.#start(c);
@@ -124,7 +122,7 @@ export class GrpcUnaryClient {
     this.#streams.delete(c);
     const conn = this.#connection();
     if (conn === null) {
-      this.#finish(c, new GrpcCallError(GrpcCode.UNAVAILABLE, this.#closed ? 'client closed' : 'not connected (waiting to reconnect)'));
+      this.#finish(c, new GrpcCallError(GrpcStatus.UNAVAILABLE, this.#closed ? 'client closed' : 'not connected (waiting to reconnect)'));
       return;
     }
     const fields = [
@@ -135,7 +133,7 @@ export class GrpcUnaryClient {
     try {
       s = conn.request(fields, false, c);
     } catch (err) {
-      this.#finish(c, new GrpcCallError(GrpcCode.INTERNAL, (err as Error).message));
+      this.#finish(c, new GrpcCallError(GrpcStatus.INTERNAL, (err as Error).message));
       return;
     }
     this.#streams.set(c, s);
@@ -180,15 +178,15 @@ export class GrpcUnaryClient {
       this.#backoffMs = Math.min(MAX_BACKOFF_MS, this.#backoffMs === 0 ? FIRST_BACKOFF_MS : this.#backoffMs * 2);
       this.#retryAt = Date.now() + this.#backoffMs;
       const code = (s.error as { code?: unknown }).code;
-      return new GrpcCallError(GrpcCode.UNAVAILABLE, typeof code === 'string' ? `${code}: ${s.error.message}` : s.error.message);
+      return new GrpcCallError(GrpcStatus.UNAVAILABLE, typeof code === 'string' ? `${code}: ${s.error.message}` : s.error.message);
     }
-    if (c.status === undefined) return new GrpcCallError(GrpcCode.UNAVAILABLE, s.refused ? 'refused by the server' : `stream reset (${s.rstCode ?? 'no response'})`);
+    if (c.status === undefined) return new GrpcCallError(GrpcStatus.UNAVAILABLE, s.refused ? 'refused by the server' : `stream reset (${s.rstCode ?? 'no response'})`);
     this.#backoffMs = 0;
     if (c.status !== '200') return new GrpcCallError(httpToGrpc(c.status), `HTTP status ${c.status}`);
-    if (c.grpcStatus === undefined) return new GrpcCallError(GrpcCode.UNKNOWN, 'no grpc-status');
+    if (c.grpcStatus === undefined) return new GrpcCallError(GrpcStatus.UNKNOWN, 'no grpc-status');
     if (c.grpcStatus === '0') return null;
     const code = Number(c.grpcStatus);
-    return new GrpcCallError(Number.isInteger(code) ? code : GrpcCode.UNKNOWN, percentDecode(c.grpcMessage ?? ''));
+    return new GrpcCallError(Number.isInteger(code) ? code : GrpcStatus.UNKNOWN, percentDecode(c.grpcMessage ?? ''));
   }
 
   #finish(c: Call, err: GrpcCallError | null): void {
@@ -218,20 +216,20 @@ function valueOf(fields: readonly string[], name: string): string | undefined {
 function httpToGrpc(status: string): number {
   switch (status) {
     case '400':
-      return GrpcCode.INTERNAL;
+      return GrpcStatus.INTERNAL;
     case '401':
-      return 16; // UNAUTHENTICATED
+      return GrpcStatus.UNAUTHENTICATED;
     case '403':
-      return 7; // PERMISSION_DENIED
+      return GrpcStatus.PERMISSION_DENIED;
     case '404':
-      return 12; // UNIMPLEMENTED
+      return GrpcStatus.UNIMPLEMENTED;
     case '429':
     case '502':
     case '503':
     case '504':
-      return GrpcCode.UNAVAILABLE;
+      return GrpcStatus.UNAVAILABLE;
     default:
-      return GrpcCode.UNKNOWN;
+      return GrpcStatus.UNKNOWN;
   }
 }
 
