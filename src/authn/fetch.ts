@@ -1,3 +1,4 @@
+import { createHttpFetch } from '../lib/http-fetch.ts';
 import { parseStrictJsonObject } from './json.ts';
 import type { JsonObject } from './json.ts';
 
@@ -12,13 +13,16 @@ export const MAX_DOCUMENT_BYTES = 512 * 1024;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** What ward's requests to identity providers go through unless a fetch is injected (tests). */
+const httpFetch = createHttpFetch(MAX_DOCUMENT_BYTES);
+
 export async function getJsonObject(
-  fetchImpl: typeof fetch,
+  fetchImpl: typeof fetch | undefined,
   url: URL,
   timeoutMs: number,
   accept: string,
 ): Promise<JsonObject> {
-  const res = await fetchImpl(url, {
+  const res = await (fetchImpl ?? httpFetch)(url, {
     method: 'GET',
     redirect: 'manual',
     headers: { accept },
@@ -60,10 +64,12 @@ async function readBounded(res: Response, maxBytes: number): Promise<string> {
 /**
  * `fetchImpl` whose responses carry at most `maxBytes` of body: a larger declared length fails
  * at once, a longer stream fails when it passes the cap. For the requests openid-client makes
- * (discovery, introspection), which otherwise read a whole body however long it is: an IdP
- * endpoint streaming without end must not grow the sidecar's memory until the timeout.
+ * (discovery, introspection, token endpoints), which otherwise read a whole body however long it
+ * is: an IdP endpoint streaming without end must not grow the sidecar's memory until the timeout.
+ * Without `fetchImpl`, ward's node:http fetch, which has the cap built in (src/lib/http-fetch.ts).
  */
-export function boundedFetch(fetchImpl: typeof fetch, maxBytes: number): typeof fetch {
+export function boundedFetch(fetchImpl: typeof fetch | undefined, maxBytes: number): typeof fetch {
+  if (fetchImpl === undefined) return maxBytes === MAX_DOCUMENT_BYTES ? httpFetch : createHttpFetch(maxBytes);
   return async (input, init) => {
     const res = await fetchImpl(input, init);
     const declared = Number(res.headers.get('content-length') ?? '0');

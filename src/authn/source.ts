@@ -217,7 +217,7 @@ export class IssuerSource {
       execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
     };
     // Bounded like the JWKS GET: discovery and (through this Configuration) introspection.
-    options[oidc.customFetch] = boundedFetch(this.#s.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
+    options[oidc.customFetch] = boundedFetch(this.#s.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     // RFC 6749 §2.3.1: every server must support HTTP Basic client authentication, so it is the
     // safe default for the introspection call. Without credentials the Configuration is used for
     // its metadata only.
@@ -230,7 +230,7 @@ export class IssuerSource {
     if (uri === undefined) throw new Error('discovery document has no jwks_uri');
     const url = new URL(uri);
     checkFetchable(url);
-    const doc = await getJsonObject(this.#s.fetch ?? fetch, url, this.#s.timeoutMs, JWKS_ACCEPT);
+    const doc = await getJsonObject(this.#s.fetch, url, this.#s.timeoutMs, JWKS_ACCEPT);
     const set = KeySet.from(doc, (msg, fields) => this.#log.warn(msg, fields));
     this.#log.debug('jwks loaded', { keys: set.size, kids: set.kids() });
     return set;

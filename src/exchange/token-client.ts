@@ -78,7 +78,7 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
   const issuerUrl = new URL(o.issuer);
   const auth = o.clientAuth === 'client_secret_post' ? oidc.ClientSecretPost(o.clientSecret) : oidc.ClientSecretBasic(o.clientSecret);
   const timeoutS = o.timeoutMs / 1000;
-  const bounded = boundedFetch(o.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
+  const bounded = boundedFetch(o.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
   let config: oidc.Configuration | null = null;
   let configuring: Promise<oidc.Configuration> | null = null;
 

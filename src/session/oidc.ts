@@ -118,7 +118,7 @@ export function createSignInClient(o: SignInClientOptions): SignInClient {
     };
     // Every IdP response (discovery, JWKS, token, refresh) is size-capped like authn's fetches:
     // an endless body must not be buffered.
-    options[oidc.customFetch] = boundedFetch(o.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
+    options[oidc.customFetch] = boundedFetch(o.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     // RFC 6749 §2.3.1: HTTP Basic is the client authentication every server must support.
     const c = await oidc.discovery(issuer, o.clientId, undefined, oidc.ClientSecretBasic(o.clientSecret), options);
     oidc.enableNonRepudiationChecks(c); // verify ID token signatures against the provider's JWKS

@@ -1,5 +1,8 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,10 +36,13 @@ rules:
       grpc: [/ward.demo.v1.Orders/GetOrder]
 `;
 
-/** Starts `ward sidecar` with `config`, stops it once started, and returns what it loaded. */
-async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
+/**
+ * Starts `ward sidecar` with `config`, stops it once started (and once `until` holds), and
+ * returns what it loaded.
+ */
+async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}, policy = POLICY, until: () => boolean = () => true): Promise<string[]> {
   const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
-  writeFileSync(join(dir, 'policy.yaml'), POLICY);
+  writeFileSync(join(dir, 'policy.yaml'), policy);
   writeFileSync(join(dir, 'sidecar.yaml'), config);
   const out = join(dir, 'loads.txt');
   const child = spawn(process.execPath, ['--import', RECORD, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], {
@@ -47,7 +53,7 @@ async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}): Promise<str
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const deadline = Date.now() + 15_000;
-  while (!stderr.includes('sidecar started')) {
+  while (!stderr.includes('sidecar started') || !until()) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`the sidecar did not start:\n${stderr}`);
@@ -102,6 +108,31 @@ describe('ward sidecar loads only what its configuration uses', () => {
     expect(loaded.filter((m) => m.startsWith('node_modules/@grpc/'))).toEqual([]);
     expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
     expect(loaded.filter((m) => /^src\/(session|cluster|exchange|outbound\/server|controlplane)\//.test(m) || m.startsWith('node_modules/protobufjs/'))).toEqual([]);
+  });
+});
+
+describe('ward sidecar fetches keys without undici', () => {
+  it('discovery and JWKS from a live issuer compile no WebAssembly (undici\'s llhttp: up to 20 MB of peak RSS)', async () => {
+    const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'k1', use: 'sig', alg: 'RS256' };
+    const served: string[] = [];
+    const idp = createServer((req, res) => {
+      served.push(req.url ?? '');
+      const origin = `http://127.0.0.1:${(idp.address() as AddressInfo).port}`;
+      if (req.url === '/.well-known/openid-configuration') res.setHeader('content-type', 'application/json').end(JSON.stringify({ issuer: origin, jwks_uri: `${origin}/jwks` }));
+      else if (req.url === '/jwks') res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] }));
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => idp.listen(0, '127.0.0.1', r));
+    try {
+      const issuer = `http://127.0.0.1:${(idp.address() as AddressInfo).port}`;
+      const loaded = await loadsOf(`${BASE}telemetry: { enabled: false }\n`, {}, POLICY.replace('http://127.0.0.1:9', issuer), () => served.includes('/jwks'));
+      expect(served).toEqual(['/.well-known/openid-configuration', '/jwks']);
+      expect(loaded.filter((m) => m.startsWith('WebAssembly.'))).toEqual([]);
+    } finally {
+      idp.closeAllConnections();
+      await new Promise((r) => idp.close(r));
+    }
   });
 });
 

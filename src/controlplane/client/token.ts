@@ -41,7 +41,7 @@ export function createClientCredentialsTokenSource(opts: TokenSourceOptions): ()
       execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
     };
     // Size-capped like every IdP response (authn/fetch.ts), for discovery and the token request.
-    options[oidc.customFetch] = boundedFetch(opts.fetch ?? fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
+    options[oidc.customFetch] = boundedFetch(opts.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
     config = await oidc.discovery(url, opts.clientId, undefined, oidc.ClientSecretBasic(opts.clientSecret), options);
     return config;
   }

@@ -1,0 +1,170 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import type { Transform } from 'node:stream';
+
+/**
+ * `fetch` for ward's own requests to identity providers (discovery, JWKS, introspection, token
+ * endpoints), carried by node:http and node:https instead of undici.
+ *
+ * Why not the global `fetch`: undici parses HTTP/1.1 with llhttp compiled to WebAssembly, and the
+ * first connection compiles it. V8 then tiers the parser's large functions up in the background,
+ * which mallocs ~20 MB at once; glibc keeps most of it, so a sidecar's peak RSS rose by up to
+ * 20 MB at its first key fetch, at a moment that varied from run to run (BENCHMARKS.md, "Memory").
+ * node:http parses with the llhttp built into the node binary. The `Response` returned is the
+ * global one, which openid-client requires.
+ *
+ * What differs from `fetch`, on purpose:
+ * - redirects are never followed: a 3xx is returned as it is (`redirect: 'manual'` gives the
+ *   same answer to ward's callers, which accept only 200; `'error'` rejects);
+ * - the body is read whole before the promise resolves, and at most `maxBytes` of it (after
+ *   decompression): a larger one rejects (a `TypeError` whose cause says so: the provider
+ *   failing, like a cut connection), so an endpoint streaming without end cannot grow the
+ *   process's memory until the timeout;
+ * - the request body may be a string, `URLSearchParams`, an `ArrayBuffer` or a typed array;
+ *   streams, blobs and form data are refused.
+ * Like `fetch`, a network failure rejects with `TypeError('fetch failed')` whose `cause` is the
+ * socket's error, an aborted signal with the signal's reason, and gzip, deflate and br bodies are
+ * decoded.
+ */
+export function createHttpFetch(maxBytes: number): typeof fetch {
+  return (input, init) => request(input, init ?? {}, maxBytes);
+}
+
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+function request(input: string | URL | Request, init: RequestInit, maxBytes: number): Promise<Response> {
+  if (typeof input !== 'string' && !(input instanceof URL)) {
+    return Promise.reject(new TypeError('ward http fetch: a Request object is not supported; pass a URL and options'));
+  }
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    return Promise.reject(new TypeError(`ward http fetch: invalid URL`));
+  }
+  const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
+  if (mod === undefined) return Promise.reject(new TypeError(`ward http fetch: unsupported protocol ${url.protocol}`));
+  const signal = init.signal ?? undefined;
+  if (signal?.aborted === true) return Promise.reject(asError(signal.reason));
+
+  let body: Buffer | undefined;
+  const headers: Record<string, string> = {};
+  for (const [name, value] of new Headers(init.headers)) headers[name] = value;
+  try {
+    body = encodeBody(init.body, headers);
+  } catch (err) {
+    return Promise.reject(asError(err));
+  }
+  if (body !== undefined) headers['content-length'] = String(body.length);
+  const method = (init.method ?? 'GET').toUpperCase();
+
+  return new Promise<Response>((resolve, reject) => {
+    let settled = false;
+    const fail = (err: unknown): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      req.destroy();
+      reject(asError(err));
+    };
+    const onAbort = (): void => fail(signal?.reason);
+    const req = mod.request(url, { method, headers }, (res) => {
+      readBody(res, maxBytes).then(
+        (bytes) => {
+          if (settled) return;
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status > 599) return fail(new TypeError(`fetch failed`, { cause: new Error(`HTTP status ${status} from ${url.origin}`) }));
+          if (status >= 300 && status < 400 && init.redirect === 'error') return fail(new TypeError('fetch failed', { cause: new Error(`redirect (HTTP ${status}) refused`) }));
+          let response: Response;
+          try {
+            const out = new Headers();
+            const raw = res.rawHeaders;
+            for (let i = 0; i + 1 < raw.length; i += 2) {
+              const name = raw[i] as string;
+              // The body handed over is decoded and complete: its coding and length no longer apply.
+              if (isDecoded(res) && /^content-(encoding|length)$/i.test(name)) continue;
+              out.append(name, raw[i + 1] as string);
+            }
+            response = new Response(NULL_BODY_STATUS.has(status) || method === 'HEAD' ? null : bytes, { status, statusText: res.statusMessage ?? '', headers: out });
+          } catch (err) {
+            return fail(new TypeError('fetch failed', { cause: err }));
+          }
+          settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          resolve(response);
+        },
+        (err: unknown) => fail(new TypeError('fetch failed', { cause: err })),
+      );
+    });
+    req.on('error', (err) => fail(new TypeError('fetch failed', { cause: err })));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.end(body);
+  });
+}
+
+/** An abort reason is whatever the signal was given; `AbortSignal.timeout()`'s is a DOMException. */
+function asError(x: unknown): Error {
+  return x instanceof Error ? x : new Error(String(x));
+}
+
+function encodeBody(b: RequestInit['body'], headers: Record<string, string>): Buffer | undefined {
+  if (b === undefined || b === null) return undefined;
+  if (typeof b === 'string') {
+    headers['content-type'] ??= 'text/plain;charset=UTF-8';
+    return Buffer.from(b, 'utf8');
+  }
+  if (b instanceof URLSearchParams) {
+    headers['content-type'] ??= 'application/x-www-form-urlencoded;charset=UTF-8';
+    return Buffer.from(b.toString(), 'utf8');
+  }
+  if (b instanceof ArrayBuffer) return Buffer.from(b);
+  if (ArrayBuffer.isView(b)) return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  throw new TypeError('ward http fetch: request body must be a string, URLSearchParams or bytes');
+}
+
+function decoderFor(res: IncomingMessage): Transform | undefined {
+  const coding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (coding === 'gzip' || coding === 'x-gzip') return createGunzip();
+  if (coding === 'deflate') return createInflate();
+  if (coding === 'br') return createBrotliDecompress();
+  return undefined;
+}
+
+function isDecoded(res: IncomingMessage): boolean {
+  const coding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
+  return coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate' || coding === 'br';
+}
+
+/** The response body, decoded, rejecting once it passes `maxBytes`. */
+function readBody(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(res.headers['content-length'] ?? '0');
+    if (!isDecoded(res) && declared > maxBytes) {
+      res.destroy();
+      reject(new Error(`response larger than ${maxBytes} bytes`));
+      return;
+    }
+    const dec = decoderFor(res);
+    const src = dec === undefined ? res : res.pipe(dec);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    src.on('data', (c: Buffer) => {
+      total += c.length;
+      if (total > maxBytes) {
+        res.destroy();
+        dec?.destroy();
+        reject(new Error(`response larger than ${maxBytes} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    src.on('end', () => resolve(Buffer.concat(chunks, total)));
+    src.on('error', reject);
+    if (dec !== undefined) res.on('error', reject);
+    res.on('close', () => {
+      if (!res.complete) reject(new Error('connection closed before the response ended'));
+    });
+  });
+}
