@@ -1,7 +1,6 @@
 import { hash } from 'node:crypto';
 import { compactVerify } from 'jose';
 import type { CryptoKey } from 'jose';
-import * as oidc from 'openid-client';
 import type { ErrorCode } from '../errors/codes.ts';
 import { WardError } from '../errors/ward-error.ts';
 import { systemClock } from '../lib/clock.ts';
@@ -352,12 +351,10 @@ class TokenAuthenticator implements Authenticator {
       this.#log.error('introspection issuer has no client credentials', { issuer: iss });
       return this.#reject(token, 'ERR_INTROSPECTION_UNAVAILABLE', 'no credentials for introspection', iss);
     }
-    const config = await source.configuration();
-    if (config === undefined) return this.#reject(token, 'ERR_INTROSPECTION_UNAVAILABLE', 'issuer not discovered', iss);
-
     let raw: unknown;
     try {
-      raw = await oidc.tokenIntrospection(config, token, { token_type_hint: 'access_token' });
+      raw = await source.introspect(token);
+      if (raw === undefined) return this.#reject(token, 'ERR_INTROSPECTION_UNAVAILABLE', 'issuer not discovered', iss);
       source.countIntrospection(true);
     } catch (err) {
       source.countIntrospection(false);

@@ -1,4 +1,4 @@
-import { createHttpFetch } from '../lib/http-fetch.ts';
+import { createHttpFetch, httpRequest } from '../lib/http-fetch.ts';
 import { parseStrictJsonObject } from './json.ts';
 import type { JsonObject } from './json.ts';
 
@@ -22,17 +22,25 @@ export async function getJsonObject(
   timeoutMs: number,
   accept: string,
 ): Promise<JsonObject> {
-  const res = await (fetchImpl ?? httpFetch)(url, {
-    method: 'GET',
-    redirect: 'manual',
-    headers: { accept },
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  if (res.status !== 200) {
-    await res.body?.cancel().catch(() => undefined);
-    throw new Error(`HTTP ${res.status} from ${url.href}`);
+  let text: string;
+  if (fetchImpl === undefined) {
+    // ward's own request: no fetch classes, so a sidecar that verifies JWTs never loads undici.
+    const res = await httpRequest(url, { method: 'GET', headers: { accept }, signal: AbortSignal.timeout(timeoutMs), maxBytes: MAX_DOCUMENT_BYTES });
+    if (res.status !== 200) throw new Error(`HTTP ${res.status} from ${url.href}`);
+    text = utf8.decode(res.body);
+  } else {
+    const res = await fetchImpl(url, {
+      method: 'GET',
+      redirect: 'manual',
+      headers: { accept },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new Error(`HTTP ${res.status} from ${url.href}`);
+    }
+    text = await readBounded(res, MAX_DOCUMENT_BYTES);
   }
-  const text = await readBounded(res, MAX_DOCUMENT_BYTES);
   const doc = parseStrictJsonObject(text);
   if (doc === undefined) throw new Error(`response from ${url.href} is not a strict JSON object`);
   return doc;

@@ -1,6 +1,6 @@
 import { importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
-import * as oidc from 'openid-client';
+import type * as oidc from 'openid-client';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
 import type { ErrorCode } from '../errors/codes.ts';
@@ -9,8 +9,11 @@ import { boundedFetch, checkFetchable, describeError, getJsonObject, isLoopbackH
 import type { JsonObject, JsonValue } from './json.ts';
 
 /**
- * One trusted issuer's remote state: its OIDC discovery document (openid-client
- * `Configuration`, also used for introspection) and its JWKS.
+ * One trusted issuer's remote state: its OIDC discovery document and its JWKS. An issuer used
+ * for introspection is discovered by openid-client, whose `Configuration` then makes the
+ * introspection calls; any other is discovered by ward's own GET (`getJsonObject`), so a sidecar
+ * that only verifies JWTs never loads openid-client and, with it, undici's `Headers` and
+ * `Response` (~3 MB of heap; BENCHMARKS.md, "Memory").
  *
  * jose's `createRemoteJWKSet` fails closed the moment its cache is stale and the IdP is down
  * (research §4.2), and Envoy never refetches on an unknown `kid` (istio-envoy §1.3); both cause
@@ -75,7 +78,7 @@ export class IssuerSource {
   readonly spec: SourceSpec;
   readonly #s: SourceSettings;
   readonly #log: Logger;
-  #config: oidc.Configuration | undefined;
+  #discovered: Discovered | undefined;
   #keys: KeySet | undefined;
   #lastOkAt: number | undefined;
   #lastAttemptAt: number | undefined;
@@ -125,7 +128,7 @@ export class IssuerSource {
   }
 
   ready(): boolean {
-    return (!this.spec.needsJwks || this.#keys !== undefined) && (!this.needsDiscovery || this.#config !== undefined);
+    return (!this.spec.needsJwks || this.#keys !== undefined) && (!this.needsDiscovery || this.#discovered !== undefined);
   }
 
   /**
@@ -163,8 +166,8 @@ export class IssuerSource {
     this.#lastAttemptAt = clock();
     let ok = false;
     try {
-      if (this.needsDiscovery && this.#config === undefined) {
-        this.#config = await this.#tryFetch(() => this.#discover());
+      if (this.needsDiscovery && this.#discovered === undefined) {
+        this.#discovered = await this.#tryFetch(() => this.#discover());
       }
       if (this.spec.needsJwks) {
         const keys = await this.#tryFetch(() => this.#fetchKeys());
@@ -207,26 +210,43 @@ export class IssuerSource {
     this.#timer.unref();
   }
 
-  async #discover(): Promise<oidc.Configuration> {
-    const { issuer, discovery, credential } = this.spec;
+  async #discover(): Promise<Discovered> {
+    const { issuer, discovery, credential, introspection } = this.spec;
     if (!discovery) throw new Error('no jwksUri configured and discovery is disabled');
     const url = new URL(issuer);
-    const options: oidc.DiscoveryRequestOptions = {
-      timeout: this.#s.timeoutMs / 1000,
-      // openid-client refuses http: unless told; only loopback issuers (tests, dev IdP) get that.
-      execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
-    };
-    // Bounded like the JWKS GET: discovery and (through this Configuration) introspection.
-    options[oidc.customFetch] = boundedFetch(this.#s.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
-    // RFC 6749 §2.3.1: every server must support HTTP Basic client authentication, so it is the
-    // safe default for the introspection call. Without credentials the Configuration is used for
-    // its metadata only.
-    const auth = credential === undefined ? oidc.None() : oidc.ClientSecretBasic(credential.clientSecret);
-    return oidc.discovery(url, credential?.clientId ?? 'ward-sidecar', undefined, auth, options);
+    if (introspection) {
+      const oidc = await openidClient();
+      const options: oidc.DiscoveryRequestOptions = {
+        timeout: this.#s.timeoutMs / 1000,
+        // openid-client refuses http: unless told; only loopback issuers (tests, dev IdP) get that.
+        execute: isLoopbackHttp(url) ? [oidc.allowInsecureRequests] : [],
+      };
+      // Bounded like the JWKS GET: discovery and (through this Configuration) introspection.
+      options[oidc.customFetch] = boundedFetch(this.#s.fetch, MAX_DOCUMENT_BYTES) as oidc.CustomFetch;
+      // RFC 6749 §2.3.1: every server must support HTTP Basic client authentication, so it is the
+      // safe default for the introspection call. Without credentials the Configuration is used for
+      // its metadata only.
+      const auth = credential === undefined ? oidc.None() : oidc.ClientSecretBasic(credential.clientSecret);
+      const config = await oidc.discovery(url, credential?.clientId ?? 'ward-sidecar', undefined, auth, options);
+      return { jwksUri: config.serverMetadata().jwks_uri, config };
+    }
+    checkFetchable(url);
+    // OpenID Connect Discovery 1.0 §4: the issuer's path, then /.well-known/openid-configuration.
+    const wellKnown = new URL(url.href);
+    wellKnown.pathname = `${url.pathname}/.well-known/openid-configuration`.replace('//', '/');
+    const doc = await getJsonObject(this.#s.fetch, wellKnown, this.#s.timeoutMs, 'application/json');
+    // §4.3: the document must name the issuer it was fetched for (compared as URLs, as openid-client does).
+    const named = doc['issuer'];
+    if (typeof named !== 'string' || !sameUrl(named, url)) {
+      throw new Error(`discovery document names issuer ${JSON.stringify(named ?? null)}, not ${issuer}`);
+    }
+    const jwksUri = doc['jwks_uri'];
+    if (jwksUri !== undefined && typeof jwksUri !== 'string') throw new Error('discovery document has a non-string jwks_uri');
+    return { jwksUri, config: undefined };
   }
 
   async #fetchKeys(): Promise<KeySet> {
-    const uri = this.spec.jwksUri ?? this.#config?.serverMetadata().jwks_uri;
+    const uri = this.spec.jwksUri ?? this.#discovered?.jwksUri;
     if (uri === undefined) throw new Error('discovery document has no jwks_uri');
     const url = new URL(uri);
     checkFetchable(url);
@@ -236,12 +256,19 @@ export class IssuerSource {
     return set;
   }
 
-  /** The discovered configuration, fetching it (once per cooldown) if it is still missing. */
-  async configuration(): Promise<oidc.Configuration | undefined> {
-    if (this.#config === undefined && (this.#inflight !== undefined || this.#mayFetch(this.#s.clock()))) {
+  /**
+   * RFC 7662 introspection of `token` at this issuer (discovered by openid-client, fetching the
+   * discovery document once per cooldown if it is still missing). Undefined when the issuer is
+   * not discovered; rejects when the call fails.
+   */
+  async introspect(token: string): Promise<unknown> {
+    if (this.#discovered === undefined && (this.#inflight !== undefined || this.#mayFetch(this.#s.clock()))) {
       await this.refresh();
     }
-    return this.#config;
+    const config = this.#discovered?.config;
+    if (config === undefined) return undefined;
+    const oidc = await openidClient();
+    return oidc.tokenIntrospection(config, token, { token_type_hint: 'access_token' });
   }
 
   countIntrospection(ok: boolean): void {
@@ -306,13 +333,34 @@ export class IssuerSource {
       degraded:
         this.#keys !== undefined && this.#lastFailAt !== undefined && (this.#lastOkAt === undefined || this.#lastFailAt > this.#lastOkAt),
       keysUnavailable: needsJwks && !this.usable(now),
-      discovered: this.#config !== undefined,
+      discovered: this.#discovered !== undefined,
       introspection,
       fetchOk: this.#fetchOk,
       fetchFailed: this.#fetchFailed,
       introspectionOk: this.#introspectionOk,
       introspectionFailed: this.#introspectionFailed,
     };
+  }
+}
+
+/** What discovery gave: the JWKS location, and openid-client's view for introspection. */
+interface Discovered {
+  readonly jwksUri: string | undefined;
+  readonly config: oidc.Configuration | undefined;
+}
+
+/** openid-client, imported on first use (introspection issuers only). */
+let openidClientModule: Promise<typeof oidc> | undefined;
+function openidClient(): Promise<typeof oidc> {
+  openidClientModule ??= import('openid-client');
+  return openidClientModule;
+}
+
+function sameUrl(a: string, b: URL): boolean {
+  try {
+    return new URL(a).href === b.href;
+  } catch {
+    return false;
   }
 }
 

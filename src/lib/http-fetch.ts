@@ -29,38 +29,76 @@ import type { Transform } from 'node:stream';
  * decoded.
  */
 export function createHttpFetch(maxBytes: number): typeof fetch {
-  return (input, init) => request(input, init ?? {}, maxBytes);
+  return async (input, init = {}) => {
+    if (typeof input !== 'string' && !(input instanceof URL)) {
+      throw new TypeError('ward http fetch: a Request object is not supported; pass a URL and options');
+    }
+    let url: URL;
+    try {
+      url = new URL(input);
+    } catch {
+      throw new TypeError(`ward http fetch: invalid URL`);
+    }
+    const headers: Record<string, string> = {};
+    for (const [name, value] of new Headers(init.headers)) headers[name] = value;
+    const body = encodeBody(init.body, headers);
+    const method = (init.method ?? 'GET').toUpperCase();
+    const res = await httpRequest(url, { method, headers, body, signal: init.signal ?? undefined, maxBytes });
+    if (res.status >= 300 && res.status < 400 && init.redirect === 'error') {
+      throw new TypeError('fetch failed', { cause: new Error(`redirect (HTTP ${res.status}) refused`) });
+    }
+    try {
+      const out = new Headers();
+      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+        const name = res.rawHeaders[i] as string;
+        // The body handed over is decoded and complete: its coding and length no longer apply.
+        if (res.decoded && /^content-(encoding|length)$/i.test(name)) continue;
+        out.append(name, res.rawHeaders[i + 1] as string);
+      }
+      const empty = NULL_BODY_STATUS.has(res.status) || method === 'HEAD';
+      return new Response(empty ? null : res.body, { status: res.status, statusText: res.statusText, headers: out });
+    } catch (err) {
+      throw new TypeError('fetch failed', { cause: err });
+    }
+  };
 }
 
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
-function request(input: string | URL | Request, init: RequestInit, maxBytes: number): Promise<Response> {
-  if (typeof input !== 'string' && !(input instanceof URL)) {
-    return Promise.reject(new TypeError('ward http fetch: a Request object is not supported; pass a URL and options'));
-  }
-  let url: URL;
-  try {
-    url = new URL(input);
-  } catch {
-    return Promise.reject(new TypeError(`ward http fetch: invalid URL`));
-  }
+export interface HttpRequest {
+  readonly method: string;
+  /** Lower-case names. */
+  readonly headers: Record<string, string>;
+  readonly body?: Buffer | undefined;
+  readonly signal?: AbortSignal | undefined;
+  /** Largest body accepted, after decoding. */
+  readonly maxBytes: number;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly statusText: string;
+  /** As received: name, value, name, value… */
+  readonly rawHeaders: readonly string[];
+  /** Whole and decoded. */
+  readonly body: Buffer;
+  /** The body was gzip, deflate or br on the wire. */
+  readonly decoded: boolean;
+}
+
+/**
+ * One request over node:http or node:https, with the rules above, answered without any of the
+ * fetch classes (`Headers`, `Response`): what ward's own JWKS and discovery GETs use, so that a
+ * sidecar verifying JWTs never loads undici at all.
+ */
+export function httpRequest(url: URL, r: HttpRequest): Promise<HttpResponse> {
   const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
   if (mod === undefined) return Promise.reject(new TypeError(`ward http fetch: unsupported protocol ${url.protocol}`));
-  const signal = init.signal ?? undefined;
+  const signal = r.signal;
   if (signal?.aborted === true) return Promise.reject(asError(signal.reason));
+  const headers = r.body === undefined ? r.headers : { ...r.headers, 'content-length': String(r.body.length) };
 
-  let body: Buffer | undefined;
-  const headers: Record<string, string> = {};
-  for (const [name, value] of new Headers(init.headers)) headers[name] = value;
-  try {
-    body = encodeBody(init.body, headers);
-  } catch (err) {
-    return Promise.reject(asError(err));
-  }
-  if (body !== undefined) headers['content-length'] = String(body.length);
-  const method = (init.method ?? 'GET').toUpperCase();
-
-  return new Promise<Response>((resolve, reject) => {
+  return new Promise<HttpResponse>((resolve, reject) => {
     let settled = false;
     const fail = (err: unknown): void => {
       if (settled) return;
@@ -70,37 +108,22 @@ function request(input: string | URL | Request, init: RequestInit, maxBytes: num
       reject(asError(err));
     };
     const onAbort = (): void => fail(signal?.reason);
-    const req = mod.request(url, { method, headers }, (res) => {
-      readBody(res, maxBytes).then(
-        (bytes) => {
+    const req = mod.request(url, { method: r.method, headers }, (res) => {
+      readBody(res, r.maxBytes).then(
+        (body) => {
           if (settled) return;
           const status = res.statusCode ?? 0;
-          if (status < 200 || status > 599) return fail(new TypeError(`fetch failed`, { cause: new Error(`HTTP status ${status} from ${url.origin}`) }));
-          if (status >= 300 && status < 400 && init.redirect === 'error') return fail(new TypeError('fetch failed', { cause: new Error(`redirect (HTTP ${status}) refused`) }));
-          let response: Response;
-          try {
-            const out = new Headers();
-            const raw = res.rawHeaders;
-            for (let i = 0; i + 1 < raw.length; i += 2) {
-              const name = raw[i] as string;
-              // The body handed over is decoded and complete: its coding and length no longer apply.
-              if (isDecoded(res) && /^content-(encoding|length)$/i.test(name)) continue;
-              out.append(name, raw[i + 1] as string);
-            }
-            response = new Response(NULL_BODY_STATUS.has(status) || method === 'HEAD' ? null : bytes, { status, statusText: res.statusMessage ?? '', headers: out });
-          } catch (err) {
-            return fail(new TypeError('fetch failed', { cause: err }));
-          }
+          if (status < 200 || status > 599) return fail(new TypeError('fetch failed', { cause: new Error(`HTTP status ${status} from ${url.origin}`) }));
           settled = true;
           signal?.removeEventListener('abort', onAbort);
-          resolve(response);
+          resolve({ status, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body, decoded: decoderFor(res) !== undefined });
         },
         (err: unknown) => fail(new TypeError('fetch failed', { cause: err })),
       );
     });
     req.on('error', (err) => fail(new TypeError('fetch failed', { cause: err })));
     signal?.addEventListener('abort', onAbort, { once: true });
-    req.end(body);
+    req.end(r.body);
   });
 }
 
@@ -124,29 +147,26 @@ function encodeBody(b: RequestInit['body'], headers: Record<string, string>): Bu
   throw new TypeError('ward http fetch: request body must be a string, URLSearchParams or bytes');
 }
 
-function decoderFor(res: IncomingMessage): Transform | undefined {
+/** The decoder for the response's content coding; undefined for none (or one we pass through). */
+function decoderFor(res: IncomingMessage): (() => Transform) | undefined {
   const coding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
-  if (coding === 'gzip' || coding === 'x-gzip') return createGunzip();
-  if (coding === 'deflate') return createInflate();
-  if (coding === 'br') return createBrotliDecompress();
+  if (coding === 'gzip' || coding === 'x-gzip') return createGunzip;
+  if (coding === 'deflate') return createInflate;
+  if (coding === 'br') return createBrotliDecompress;
   return undefined;
-}
-
-function isDecoded(res: IncomingMessage): boolean {
-  const coding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
-  return coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate' || coding === 'br';
 }
 
 /** The response body, decoded, rejecting once it passes `maxBytes`. */
 function readBody(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(res.headers['content-length'] ?? '0');
-    if (!isDecoded(res) && declared > maxBytes) {
+    const decoder = decoderFor(res);
+    if (decoder === undefined && declared > maxBytes) {
       res.destroy();
       reject(new Error(`response larger than ${maxBytes} bytes`));
       return;
     }
-    const dec = decoderFor(res);
+    const dec = decoder?.();
     const src = dec === undefined ? res : res.pipe(dec);
     const chunks: Buffer[] = [];
     let total = 0;

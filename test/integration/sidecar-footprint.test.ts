@@ -111,8 +111,8 @@ describe('ward sidecar loads only what its configuration uses', () => {
   });
 });
 
-describe('ward sidecar fetches keys without undici', () => {
-  it('discovery and JWKS from a live issuer compile no WebAssembly (undici\'s llhttp: up to 20 MB of peak RSS)', async () => {
+describe('ward sidecar fetches keys without undici\'s client or openid-client', () => {
+  it('discovery and JWKS from a live issuer: no WebAssembly compiled (undici\'s llhttp: up to 20 MB of peak RSS), no openid-client loaded', async () => {
     const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'k1', use: 'sig', alg: 'RS256' };
     const served: string[] = [];
@@ -129,6 +129,9 @@ describe('ward sidecar fetches keys without undici', () => {
       const loaded = await loadsOf(`${BASE}telemetry: { enabled: false }\n`, {}, POLICY.replace('http://127.0.0.1:9', issuer), () => served.includes('/jwks'));
       expect(served).toEqual(['/.well-known/openid-configuration', '/jwks']);
       expect(loaded.filter((m) => m.startsWith('WebAssembly.'))).toEqual([]);
+      // openid-client is for introspection issuers only.
+      expect(loaded.filter((m) => /^node_modules\/(openid-client|oauth4webapi)\//.test(m))).toEqual([]);
+      expect(loaded).toContain('src/authn/source.ts');
     } finally {
       idp.closeAllConnections();
       await new Promise((r) => idp.close(r));

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { exportSPKI, importJWK, SignJWT } from 'jose';
 import type { CryptoKey } from 'jose';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -582,6 +583,43 @@ describe('JWKS: grace window and failures', () => {
     expect(await a.whenReady(300)).toBe(false);
     expect(a.status()[0]).toMatchObject({ discovered: false, keysLoaded: false, fetchFailed: 1 });
     expect(await code(a, await mint(k1, claims()))).toBe('ERR_KEYS_UNAVAILABLE');
+  });
+
+  it('a discovery document naming another issuer is refused, its keys never fetched (OIDC Discovery §4.3)', async () => {
+    idp.discoveryIssuer = 'http://127.0.0.1:1';
+    const a = make();
+    expect(await a.whenReady(300)).toBe(false);
+    expect(a.status()[0]).toMatchObject({ discovered: false, keysLoaded: false, fetchFailed: 1 });
+    expect(a.status()[0]?.lastError).toContain('names issuer "http://127.0.0.1:1"');
+    expect(idp.hits.jwks).toBe(0);
+    expect(await code(a, await mint(k1, claims()))).toBe('ERR_KEYS_UNAVAILABLE');
+  });
+
+  it('an issuer with a path is discovered under that path; the document must name it exactly (compared as URLs)', async () => {
+    const realm = await FakeIdp.start({ path: '/realms/prod' });
+    extraIdps.push(realm);
+    realm.published = [k1];
+    const a = await ready([trust({ issuer: realm.issuer })]);
+    expect(realm.hits).toMatchObject({ discovery: 1, jwks: 1 });
+    expect(await code(a, await mint(k1, claims({ iss: realm.issuer })))).toBe('OK');
+    // Under a path a trailing slash makes another identifier…
+    realm.discoveryIssuer = `${realm.issuer}/`;
+    expect(await make([trust({ issuer: realm.issuer })]).whenReady(300)).toBe(false);
+    expect(realm.hits.discovery).toBe(2);
+    // …at the root it does not: https://idp and https://idp/ are the same URL.
+    idp.discoveryIssuer = `${idp.issuer}/`;
+    await ready();
+  });
+
+  it('a discovery document whose jwks_uri is not a string is refused', async () => {
+    const bad = await FakeIdp.start();
+    extraIdps.push(bad);
+    // Serve the document by hand: jwks_uri as a number.
+    bad.server.removeAllListeners('request');
+    bad.server.on('request', (_req, res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ issuer: bad.issuer, jwks_uri: 42 })));
+    const a = make([trust({ issuer: bad.issuer })]);
+    expect(await a.whenReady(300)).toBe(false);
+    expect(a.status()[0]?.lastError).toContain('non-string jwks_uri');
   });
 
   it('a key set with only private, symmetric or encryption keys is refused and old keys kept', async () => {

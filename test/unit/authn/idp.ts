@@ -29,6 +29,8 @@ export interface IdpOptions {
   /** Expected client credentials on the introspection endpoint (HTTP Basic). */
   readonly clientId?: string;
   readonly clientSecret?: string;
+  /** A path under which the issuer lives (`/realms/prod`): its identifier and every endpoint. */
+  readonly path?: string;
 }
 
 export class FakeIdp {
@@ -37,6 +39,8 @@ export class FakeIdp {
   /** Keys served in the JWKS, in order. */
   published: SigningKey[] = [];
   discoveryMode: Mode = 'ok';
+  /** The `issuer` the discovery document names, when not this issuer (a mix-up). */
+  discoveryIssuer: string | undefined;
   jwksMode: Mode = 'ok';
   introspectionMode: Mode = 'ok';
   /** Introspection answer per token; unknown tokens are `{ active: false }`. */
@@ -59,7 +63,7 @@ export class FakeIdp {
     const idp = new FakeIdp(opts);
     idp.server.listen(0, '127.0.0.1');
     await once(idp.server, 'listening');
-    idp.issuer = `http://127.0.0.1:${(idp.server.address() as AddressInfo).port}`;
+    idp.issuer = `http://127.0.0.1:${(idp.server.address() as AddressInfo).port}${opts.path ?? ''}`;
     return idp;
   }
 
@@ -91,11 +95,14 @@ export class FakeIdp {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const prefix = this.#opts.path ?? '';
+    const full = new URL(req.url ?? '/', 'http://x').pathname;
+    if (!full.startsWith(`${prefix}/`)) return void res.writeHead(404).end();
+    const path = full.slice(prefix.length);
     if (path === '/.well-known/openid-configuration') {
       this.#hit('discovery');
       return this.#reply(res, this.discoveryMode, {
-        issuer: this.issuer,
+        issuer: this.discoveryIssuer ?? this.issuer,
         jwks_uri: this.jwksUri,
         introspection_endpoint: `${this.issuer}/introspect`,
         token_endpoint: `${this.issuer}/token`,
