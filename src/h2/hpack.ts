@@ -334,11 +334,18 @@ function writeInt(buf: Buffer, p: number, n: number, first: number, v: number): 
 const UNSENDABLE = /[^\x01-\x09\x0b\x0c\x0e-\xff]/;
 
 /**
- * The last long string found sendable. A proxy forwards the same long value (the caller's token)
- * call after call, and the decoder hands it back as the same string (its memo and dynamic table):
- * an identity compare then replaces a scan of ~700 chars. Any other string is scanned.
+ * The last long strings found sendable (four slots, replaced in turn). A proxy forwards the same
+ * long values call after call — the caller's token, which the decoder hands back as the same
+ * string (its memo and dynamic table), and the identity claims of a verified token — so a compare
+ * replaces a scan of hundreds of chars. With one slot the token and the claims, both in every
+ * request to the app, evicted each other and both were scanned on every call.
  */
-let lastSendable = '';
+const sendable: string[] = ['', '', '', ''];
+let sendableNext = 0;
+
+function knownSendable(s: string): boolean {
+  return s === sendable[0] || s === sendable[1] || s === sendable[2] || s === sendable[3];
+}
 
 /**
  * A raw (non-Huffman) string literal: length, then one octet per char. A char that is not one
@@ -357,9 +364,10 @@ function writeString(buf: Buffer, p: number, s: string): number {
       buf[p + i] = c;
     }
   } else {
-    if (s !== lastSendable) {
+    if (!knownSendable(s)) {
       if (UNSENDABLE.test(s)) throw new HpackError('ERR_HPACK_FIELD_INVALID', 'a header field holds a char HTTP/2 cannot carry');
-      lastSendable = s;
+      sendable[sendableNext] = s;
+      sendableNext = (sendableNext + 1) & 3;
     }
     buf.write(s, p, len, 'latin1');
   }

@@ -792,7 +792,7 @@ function validName(name: string, from: number): boolean {
 }
 
 const BAD_VALUE_CHAR = /[\0\r\n]/;
-/** The last long value found valid: a client repeats its token on every request (see hpack.ts lastSendable). */
+/** The last long value found valid: a client repeats its token on every request (see hpack.ts `sendable`). */
 let lastValidLong = '';
 
 /** §8.2.1: no NUL, CR or LF; no leading or trailing whitespace. */

@@ -45,7 +45,7 @@ const issuer = z
       examples: ['https://idp.example.com/realms/prod/protocol/openid-connect/certs'],
     }),
     discovery: z.boolean().default(true).meta({
-      description: 'Fetch OIDC discovery metadata for this issuer (JWKS URI, introspection endpoint) when they are not given here.',
+      description: 'Fetch OIDC discovery metadata for this issuer (JWKS URI, introspection endpoint) when they are not given here. The document is read from `<issuer>/.well-known/openid-configuration` with the same rules as the key set (no redirects, timeout, size cap, strict JSON) and must name this issuer (OpenID Connect Discovery §4.3), or the issuer\'s keys are not loaded.',
       examples: [false],
     }),
     algorithms: z

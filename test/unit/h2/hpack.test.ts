@@ -351,6 +351,23 @@ describe('HpackEncoder', () => {
     }
   });
 
+  it('the token and the claims of every call are both remembered; a value of the same length as one of them is still scanned', () => {
+    const enc = new HpackEncoder();
+    const goods = ['t'.repeat(700), 'c'.repeat(400), 'p'.repeat(55), 'q'.repeat(90), 'r'.repeat(64)];
+    const fields = goods.flatMap((v, i) => [`x-long-${i}`, v]);
+    const buf = Buffer.alloc(enc.maxEncodedLength(fields));
+    for (let round = 0; round < 3; round++) {
+      const end = enc.encode(fields, buf, 0);
+      const out: string[] = [];
+      new HpackDecoder().decode(buf, 0, end, out);
+      expect(out).toEqual(fields);
+    }
+    for (const good of goods) {
+      const bad = good.slice(0, -1) + '\n';
+      expect(() => enc.encode(['x-v', bad], Buffer.alloc(enc.maxEncodedLength(['x-v', bad])), 0)).toThrow(expect.objectContaining({ code: 'ERR_HPACK_FIELD_INVALID' }));
+    }
+  });
+
   it('encodes at an offset, leaving the octets around it alone', () => {
     const enc = new HpackEncoder();
     const buf = Buffer.alloc(9 + enc.maxEncodedLength(GRPC_REQUEST) + 4, 0xee);
