@@ -170,10 +170,9 @@ function keepForReplay(ex: Exchange, chunk: Buffer): void {
     return;
   }
   ex.replayBytes += chunk.length;
-  // A small chunk is copied: kept as is, it would pin the whole socket read it came in (the
-  // bodies of every call that arrived with it) for as long as this call is held, and a call held
-  // across two scavenges is promoted, so the read lives until the next full collection.
-  (ex.replay ??= []).push(chunk.length < 4096 ? Buffer.from(chunk) : chunk);
+  // Kept as the slice it is: copying small chunks (so a held call would not pin the socket read
+  // it came in) cost a copy and more garbage per call and did not lower the peak (docs/performance.md, "Memory").
+  (ex.replay ??= []).push(chunk);
 }
 
 /**
