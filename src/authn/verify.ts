@@ -61,6 +61,9 @@ function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
   return null;
 }
 
+/** Scratch for the signing input (`header.payload`); grows to the longest token seen. */
+let signingInput = Buffer.allocUnsafeSlow(2048);
+
 /** `unsuitable` per key and algorithm, computed once (node builds `asymmetricKeyDetails` anew on every read). */
 const suitable = new WeakMap<KeyObject, Map<string, string | null>>();
 
@@ -93,7 +96,10 @@ export function verifyJwsSignature(alg: string, token: string, key: CryptoKey, s
   const dot = token.lastIndexOf('.');
   const sig = signature ?? Buffer.from(token.slice(dot + 1), 'base64url');
   if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
-  const data = Buffer.from(token.slice(0, dot), 'latin1');
+  // The signing input, written into one reused buffer: crypto.verify is synchronous, so nothing
+  // else can be using it (a new token otherwise cost a string slice and a copy).
+  if (signingInput.length < dot) signingInput = Buffer.allocUnsafeSlow(Math.max(dot, 2 * signingInput.length));
+  const data = signingInput.subarray(0, signingInput.write(token, 0, dot, 'latin1'));
   let ok: boolean;
   try {
     // The key object alone, where the algorithm allows: an options object costs node ~7 µs

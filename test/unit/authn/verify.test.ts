@@ -49,6 +49,20 @@ describe('verifyJwsSignature', () => {
     });
   }
 
+  it('signing inputs of any length, in any order, are each checked on their own bytes (the reused scratch buffer)', async () => {
+    const p = pair('RS256');
+    const key = await verifyKey(p, 'RS256');
+    const tokenOf = (n: number): Promise<string> =>
+      new CompactSign(new TextEncoder().encode(JSON.stringify({ sub: 'alice', pad: 'x'.repeat(n) }))).setProtectedHeader({ alg: 'RS256' }).sign(p.privateKey);
+    const [short, long, longer] = await Promise.all([tokenOf(10), tokenOf(3000), tokenOf(9000)]);
+    for (const t of [short, long, short, longer, short, long]) {
+      expect(verifyJwsSignature('RS256', t, key)).toBeNull();
+      // A token cut short by one payload char must fail, whatever a longer one left in the buffer.
+      const [h, pl, sig] = t.split('.') as [string, string, string];
+      expect(verifyJwsSignature('RS256', `${h}.${pl.slice(0, -1)}.${sig}`, key)).toBe('signature verification failed');
+    }
+  });
+
   it('refuses an RSA key shorter than 2048 bits (RFC 7518 §3.3), as jose does', async () => {
     const p = pair('RS256', 1024);
     // jose will not sign with such a key: sign by hand a token the short key would accept.
