@@ -11,7 +11,8 @@ import type { Transform } from 'node:stream';
  * Why not the global `fetch`: undici parses HTTP/1.1 with llhttp compiled to WebAssembly, and the
  * first connection compiles it. V8 then tiers the parser's large functions up in the background,
  * which mallocs ~20 MB at once; glibc keeps most of it, so a sidecar's peak RSS rose by up to
- * 20 MB at its first key fetch, at a moment that varied from run to run (BENCHMARKS.md, "Memory").
+ * 20 MB at its first key fetch, at a moment that varied from run to run (docs/performance.md,
+ * "Memory").
  * node:http parses with the llhttp built into the node binary. The `Response` returned is the
  * global one, which openid-client requires.
  *
@@ -87,9 +88,9 @@ export interface HttpResponse {
 }
 
 /**
- * One request over node:http or node:https, with the rules above, answered without any of the
- * fetch classes (`Headers`, `Response`): what ward's own JWKS and discovery GETs use, so that a
- * sidecar verifying JWTs never loads undici at all.
+ * One request over node:http or node:https, with the rules above, answered without the fetch
+ * classes (`Headers`, `Response`): what ward's own JWKS and discovery GETs use. The request has
+ * no deadline of its own: pass `signal` (every caller in ward does).
  */
 export function httpRequest(url: URL, r: HttpRequest): Promise<HttpResponse> {
   const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
