@@ -334,17 +334,36 @@ function writeInt(buf: Buffer, p: number, n: number, first: number, v: number): 
 const UNSENDABLE = /[^\x01-\x09\x0b\x0c\x0e-\xff]/;
 
 /**
- * The last long strings found sendable (four slots, replaced in turn). A proxy forwards the same
- * long values call after call — the caller's token, which the decoder hands back as the same
- * string (its memo and dynamic table), and the identity claims of a verified token — so a compare
- * replaces a scan of hundreds of chars. With one slot the token and the claims, both in every
- * request to the app, evicted each other and both were scanned on every call.
+ * Long strings found sendable, four of them. A proxy forwards the same long values call after
+ * call — the caller's token, which the decoder hands back as the same string (its memo and
+ * dynamic table), and the identity claims of a verified token — so a compare replaces a scan of
+ * hundreds of chars. Replacement is CLOCK (second chance): a slot hit since the hand last passed
+ * is kept, so values new on every call (a `traceparent`) take the other slots instead of evicting
+ * the token and the claims. With one slot, those two evicted each other and both were scanned
+ * on every call; with four replaced in turn, the per-call values pushed them out.
  */
 const sendable: string[] = ['', '', '', ''];
-let sendableNext = 0;
+/** Bit i: slot i was hit since the hand last passed it. */
+let sendableHit = 0;
+let sendableHand = 0;
 
 function knownSendable(s: string): boolean {
-  return s === sendable[0] || s === sendable[1] || s === sendable[2] || s === sendable[3];
+  for (let i = 0; i < 4; i++) {
+    if (s === sendable[i]) {
+      sendableHit |= 1 << i;
+      return true;
+    }
+  }
+  return false;
+}
+
+function rememberSendable(s: string): void {
+  while ((sendableHit & (1 << sendableHand)) !== 0) {
+    sendableHit &= ~(1 << sendableHand);
+    sendableHand = (sendableHand + 1) & 3;
+  }
+  sendable[sendableHand] = s;
+  sendableHand = (sendableHand + 1) & 3;
 }
 
 /**
@@ -366,8 +385,7 @@ function writeString(buf: Buffer, p: number, s: string): number {
   } else {
     if (!knownSendable(s)) {
       if (UNSENDABLE.test(s)) throw new HpackError('ERR_HPACK_FIELD_INVALID', 'a header field holds a char HTTP/2 cannot carry');
-      sendable[sendableNext] = s;
-      sendableNext = (sendableNext + 1) & 3;
+      rememberSendable(s);
     }
     buf.write(s, p, len, 'latin1');
   }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { HpackDecoder, HpackEncoder, HpackError, markSensitive, sensitiveOf } from '../../../src/h2/hpack.ts';
 import { EOS, HUFFMAN_BITS, HUFFMAN_CODES, huffmanDecode, huffmanEncode, huffmanEncodedLength, HuffmanError } from '../../../src/h2/huffman.ts';
 import { prng } from '../../support/prng.ts';
@@ -365,6 +365,26 @@ describe('HpackEncoder', () => {
     for (const good of goods) {
       const bad = good.slice(0, -1) + '\n';
       expect(() => enc.encode(['x-v', bad], Buffer.alloc(enc.maxEncodedLength(['x-v', bad])), 0)).toThrow(expect.objectContaining({ code: 'ERR_HPACK_FIELD_INVALID' }));
+    }
+  });
+
+  it('the remembered values survive values new on every call: only those are scanned', () => {
+    const enc = new HpackEncoder();
+    const token = `Bearer ${'t'.repeat(700)}`;
+    const claims = 'c'.repeat(400);
+    const scans = vi.spyOn(RegExp.prototype, 'test');
+    try {
+      for (let call = 0; call < 12; call++) {
+        if (call === 4) scans.mockClear(); // after warming up
+        const traceparent = `00-${String(call).padStart(32, '0')}-${'b'.repeat(16)}-01`;
+        const requestId = `${String(call).padStart(8, '0')}-aaaa-bbbb-cccc-dddddddddddd`;
+        const fields = ['authorization', token, 'x-ward-claims', claims, 'traceparent', traceparent, 'x-request-id', requestId];
+        enc.encode(fields, Buffer.alloc(enc.maxEncodedLength(fields)), 0);
+      }
+      // Two new long values per call are scanned; the token and the claims never again.
+      expect(scans.mock.calls.map(([v]) => String(v).length).sort()).toEqual(Array.from({ length: 8 }, () => [36, 55]).flat().sort());
+    } finally {
+      scans.mockRestore();
     }
   });
 
