@@ -12,8 +12,7 @@ import type { JsonObject, JsonValue } from './json.ts';
  * One trusted issuer's remote state: its OIDC discovery document and its JWKS. An issuer used
  * for introspection is discovered by openid-client, whose `Configuration` then makes the
  * introspection calls; any other is discovered by ward's own GET (`getJsonObject`), so a sidecar
- * that only verifies JWTs never loads openid-client and, with it, undici's `Headers` and
- * `Response` (~3 MB of heap; BENCHMARKS.md, "Memory").
+ * that only verifies JWTs never loads openid-client (docs/performance.md, "Memory").
  *
  * jose's `createRemoteJWKSet` fails closed the moment its cache is stale and the IdP is down
  * (research §4.2), and Envoy never refetches on an unknown `kid` (istio-envoy §1.3); both cause
