@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { http } from '../lib/node-http.ts';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -63,7 +64,7 @@ export async function startAdminServer(opts: {
     }
     res.writeHead(404, JSON_HEADERS).end('{"error":"not found"}\n');
   };
-  const server: Server = createServer(handler);
+  const server: Server = http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

@@ -1,4 +1,5 @@
-import http, { ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Agent, ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { http } from '../lib/node-http.ts';
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 
@@ -272,7 +273,7 @@ function cancelUpstream(ex: Exchange): void {
   const up = ex.upstream;
   if (up === null || ex.upstreamDone) return;
   ex.upstreamDone = true;
-  if (up instanceof ClientRequest) up.destroy();
+  if (up instanceof http.ClientRequest) up.destroy();
   else up.reset(CANCEL);
 }
 
@@ -646,7 +647,7 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, 'ERR_UPSTREAM_RESET');
   }
 
-  function toH1(ex: Exchange, a: http.Agent): void {
+  function toH1(ex: Exchange, a: Agent): void {
     const h = ex.fwdHeaders;
     h.host = ex.authority ?? defaultAuthority;
     let req: ClientRequest;
@@ -682,7 +683,7 @@ export function createRelay(o: RelayOptions): Relay {
       // The client waited for `100 Continue`; it goes out only now that the call is allowed.
       if (ex.expectContinue && !ex.bodyless) ex.res?.writeContinue();
       if (pool !== null) toH2(ex, pool);
-      else toH1(ex, agent as http.Agent);
+      else toH1(ex, agent as Agent);
     },
     armDeadline(ex: Exchange, ms: number): void {
       ex.deadlineAt = performance.now() + ms;

@@ -1,4 +1,5 @@
-import { type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { http } from '../lib/node-http.ts';
 import { INTERNAL_ERROR } from '../h2/frames.ts';
 import type { H2ServerStream } from '../h2/server.ts';
 import type { Socket } from 'node:net';
@@ -116,7 +117,7 @@ export class ErrorResponder {
       ERROR_CODES.map((c) => {
         const r = this.#byCode.get(c) as ErrorResponse;
         const head = Object.entries(r.h1).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-        return [c, Buffer.concat([Buffer.from(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? 'Error'}\r\n${head}connection: close\r\n\r\n`), r.body])];
+        return [c, Buffer.concat([Buffer.from(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}\r\n${head}connection: close\r\n\r\n`), r.body])];
       }),
     );
   }

@@ -1,4 +1,4 @@
-import http from 'node:http';
+import { http } from './node-http.ts';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
