@@ -94,6 +94,7 @@ export function verifyJwsSignature(alg: string, token: string, key: CryptoKey, s
   const bad = suitability(alg, spec, k);
   if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
   const dot = token.lastIndexOf('.');
+  if (dot < 0) return 'not a compact JWS';
   const sig = signature ?? Buffer.from(token.slice(dot + 1), 'base64url');
   if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
   // The signing input, written into one reused buffer: crypto.verify is synchronous, so nothing

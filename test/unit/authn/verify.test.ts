@@ -55,6 +55,8 @@ describe('verifyJwsSignature', () => {
     const tokenOf = (n: number): Promise<string> =>
       new CompactSign(new TextEncoder().encode(JSON.stringify({ sub: 'alice', pad: 'x'.repeat(n) }))).setProtectedHeader({ alg: 'RS256' }).sign(p.privateKey);
     const [short, long, longer] = await Promise.all([tokenOf(10), tokenOf(3000), tokenOf(9000)]);
+    // No dot at all: refused, never thrown (the signing input would have no end).
+    expect(verifyJwsSignature('RS256', 'no-dots-here', key)).toBe('not a compact JWS');
     for (const t of [short, long, short, longer, short, long]) {
       expect(verifyJwsSignature('RS256', t, key)).toBeNull();
       // A token cut short by one payload char must fail, whatever a longer one left in the buffer.
