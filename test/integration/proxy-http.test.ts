@@ -441,26 +441,6 @@ describe('HTTP/2 app specifics', () => {
     expect(reply).toContain('x-ward-reason: ERR_REQUEST_HEADERS_TOO_LARGE');
     expect(app.requests).toEqual([]);
   });
-});
-
-describe('an h2c app behind the sidecar, one HTTP/2 caller', () => {
-  let app: RecordingApp & AppEvents;
-  let proxy: TestProxy;
-  let session: http2.ClientHttp2Session;
-
-  beforeAll(async () => {
-    app = await startH2App();
-    proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'h2c' }), { rule });
-    session = await h2Connect(proxy.port);
-  });
-  afterAll(async () => {
-    session.close();
-    await proxy.close();
-    await app.close();
-  });
-  beforeEach(() => {
-    app.requests.length = 0;
-  });
 
   describe('never-indexed fields (RFC 7541 §6.2.3) stay never-indexed through the sidecar', () => {
 
