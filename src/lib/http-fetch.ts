@@ -110,14 +110,15 @@ export function httpRequest(url: URL, r: HttpRequest): Promise<HttpResponse> {
     };
     const onAbort = (): void => fail(signal?.reason);
     const req = mod.request(url, { method: r.method, headers }, (res) => {
-      readBody(res, r.maxBytes).then(
+      const decoder = decoderFor(res);
+      readBody(res, decoder, r.maxBytes).then(
         (body) => {
           if (settled) return;
           const status = res.statusCode ?? 0;
           if (status < 200 || status > 599) return fail(new TypeError('fetch failed', { cause: new Error(`HTTP status ${status} from ${url.origin}`) }));
           settled = true;
           signal?.removeEventListener('abort', onAbort);
-          resolve({ status, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body, decoded: decoderFor(res) !== undefined });
+          resolve({ status, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body, decoded: decoder !== undefined });
         },
         (err: unknown) => fail(new TypeError('fetch failed', { cause: err })),
       );
@@ -157,11 +158,10 @@ function decoderFor(res: IncomingMessage): (() => Transform) | undefined {
   return undefined;
 }
 
-/** The response body, decoded, rejecting once it passes `maxBytes`. */
-function readBody(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
+/** The response body, decoded by `decoder` (its content coding's), rejecting once it passes `maxBytes`. */
+function readBody(res: IncomingMessage, decoder: (() => Transform) | undefined, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(res.headers['content-length'] ?? '0');
-    const decoder = decoderFor(res);
     if (decoder === undefined && declared > maxBytes) {
       res.destroy();
       reject(new Error(`response larger than ${maxBytes} bytes`));
