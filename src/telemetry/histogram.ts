@@ -1,13 +1,10 @@
-import { type Attributes, ValueType } from '@opentelemetry/api';
-import type { Resource } from '@opentelemetry/resources';
-import { AggregationTemporality, type CollectionResult, DataPointType, type HistogramMetricData, type MetricProducer } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, type Attributes, DataPointType, type HistogramMetricData, ValueType } from './metric-data.ts';
 
 /**
  * A cumulative explicit-bucket histogram recorded per call without the SDK's per-call attribute
  * hashing: each series is keyed by its attribute object, which callers build once and reuse
- * (telemetry.ts caches them), so `record` is a map lookup by identity and a bucket scan. The
- * SDK reads it through a `MetricProducer`, so `/metrics` and the OTLP push show it like any
- * SDK instrument.
+ * (telemetry.ts caches them), so `record` is a map lookup by identity and a bucket scan.
+ * Collected through the registry (metrics.ts) like ward's other instruments.
  */
 
 interface Series {
@@ -56,7 +53,7 @@ export class CallHistogram {
     if (value > s.max) s.max = value;
   }
 
-  /** The SDK's view of this histogram (cumulative). */
+  /** The collected histogram (cumulative), in the SDK's shape (metric-data.ts). */
   data(now: number = Date.now()): HistogramMetricData {
     const end = hrTime(now);
     return {
@@ -73,16 +70,8 @@ export class CallHistogram {
   }
 }
 
-function hrTime(ms: number): [number, number] {
+/** Milliseconds since the epoch as `[seconds, nanoseconds]`. */
+export function hrTime(ms: number): [number, number] {
   const secs = Math.floor(ms / 1000);
   return [secs, Math.round((ms - secs * 1000) * 1e6)];
-}
-
-/** A `MetricProducer` reporting `histograms` under the instrumentation scope `scope`. */
-export function histogramProducer(resource: Resource, scope: string, histograms: readonly CallHistogram[]): MetricProducer {
-  return {
-    collect(): Promise<CollectionResult> {
-      return Promise.resolve({ resourceMetrics: { resource, scopeMetrics: [{ scope: { name: scope }, metrics: histograms.map((h) => h.data()) }] }, errors: [] });
-    },
-  };
 }

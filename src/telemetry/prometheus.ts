@@ -1,5 +1,4 @@
-import type { Attributes } from '@opentelemetry/api';
-import { DataPointType, type Histogram, type MetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { type Attributes, DataPointType, type Histogram, type MetricData, type ResourceMetrics } from './metric-data.ts';
 
 /**
  * The Prometheus text exposition (format 0.0.4) of collected metrics, for the admin `/metrics`.

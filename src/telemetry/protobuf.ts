@@ -115,6 +115,81 @@ export class PbWriter {
     this.pos += 4;
   }
 
+  /** 8 little-endian bytes from two 32-bit halves (each taken mod 2^32). */
+  #u64(lo: number, hi: number): void {
+    this.ensure(8);
+    this.buf.writeUInt32LE(lo >>> 0, this.pos);
+    this.buf.writeUInt32LE(hi >>> 0, this.pos + 4);
+    this.pos += 8;
+  }
+
+  /**
+   * A `fixed64` field from a whole number 0 ≤ n < 2^64 (exact beyond 2^53: each 32-bit half is
+   * taken separately). A fraction is dropped. Each half is `ToUint32` of its part, the operations
+   * of @opentelemetry/otlp-transformer's `writeFixed64(n >>> 0, n / 2^32 >>> 0)`, so that even a
+   * meaningless input (a negative count) gives the same bytes as the SDK's exporter.
+   */
+  fixed64(field: number, n: number): void {
+    this.tag(field, WIRE_I64);
+    this.#u64(n >>> 0, n / TWO_32);
+  }
+
+  /**
+   * An `sfixed64` field: trunc(n) as a 64-bit two's complement integer, modulo 2^64 (so 2^63
+   * reads back as -2^63); NaN and ±Infinity are written as 0. Exact for every double, as the
+   * 32-bit halves of |n| are taken separately.
+   */
+  sfixed64(field: number, n: number): void {
+    this.tag(field, WIRE_I64);
+    const abs = Math.abs(n);
+    let lo = abs >>> 0;
+    let hi = (abs / TWO_32) >>> 0;
+    if (n < 0) {
+      // −x = ~x + 1, the carry out of the low half going into the high one
+      lo = (~lo + 1) >>> 0;
+      hi = ~hi + (lo === 0 ? 1 : 0);
+    }
+    this.#u64(lo, hi);
+  }
+
+  /**
+   * A `fixed64` nanosecond timestamp from an OTel `HrTime` (`[seconds, nanoseconds]`), exact
+   * (modulo 2^64, as the field is) without BigInt for whole seconds below 2^39 and whole
+   * nanoseconds: seconds·10^9 is split as (seconds mod 2^16)·10^9 + ⌊seconds / 2^16⌋·10^9·2^16,
+   * each product below 2^53, and the carry between the 32-bit halves is done by hand. These are
+   * the operations of @opentelemetry/otlp-transformer's `writeHrTimeAsFixed64`, in its order, so
+   * that input no clock gives (negative, fractional) still yields the same bytes as the SDK's
+   * exporter.
+   */
+  hrTimeNanos(field: number, seconds: number, nanos: number): void {
+    this.tag(field, WIRE_I64);
+    const low = (seconds & 0xffff) * 1e9; // < 2^46
+    const high = ((seconds / 65536) >>> 0) * 1e9; // to be multiplied by 2^16
+    const lo = (low >>> 0) + (((high & 0xffff) * 65536) >>> 0) + nanos;
+    const hi = Math.floor(low / TWO_32) + ((high / 65536) >>> 0) + Math.floor(lo / TWO_32);
+    this.#u64(lo, hi);
+  }
+
+  /** A packed `repeated fixed64` field (each value as `fixed64` writes it); nothing when empty. */
+  packedFixed64(field: number, values: readonly number[]): void {
+    if (values.length === 0) return;
+    this.tag(field, WIRE_LEN);
+    this.varint(values.length * 8);
+    for (const n of values) this.#u64(n >>> 0, n / TWO_32);
+  }
+
+  /** A packed `repeated double` field; nothing when empty. */
+  packedDouble(field: number, values: readonly number[]): void {
+    if (values.length === 0) return;
+    this.tag(field, WIRE_LEN);
+    this.varint(values.length * 8);
+    this.ensure(values.length * 8);
+    for (const v of values) {
+      this.buf.writeDoubleLE(v, this.pos);
+      this.pos += 8;
+    }
+  }
+
   /**
    * A `fixed64` nanosecond timestamp from milliseconds since the epoch (fractional), exact to the
    * nanosecond without BigInt: seconds × 10^9 is split into 32-bit halves by hand.

@@ -21,6 +21,11 @@ export const HTTP_RESPONSE_STATUS_CODE = 'http.response.status_code';
 export const ERROR_TYPE = 'error.type';
 export const ENDUSER_ID = 'enduser.id';
 export const SERVICE_NAME = 'service.name';
+export const TELEMETRY_SDK_LANGUAGE = 'telemetry.sdk.language';
+export const TELEMETRY_SDK_NAME = 'telemetry.sdk.name';
+export const TELEMETRY_SDK_VERSION = 'telemetry.sdk.version';
+/** ward's version, reported as `telemetry.sdk.version` (ward encodes its own telemetry); package.json's (a test checks). */
+export const WARD_VERSION = '0.1.0';
 
 // ---- ward's own attributes
 /** The service the sidecar guards (inbound) or calls from (outbound). */

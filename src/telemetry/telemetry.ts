@@ -1,9 +1,4 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Attributes, Counter, Histogram } from '@opentelemetry/api';
-import { ExportResultCode } from '@opentelemetry/core';
-import { ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
-import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider, MetricReader, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ResolvedTelemetry } from '../config/telemetry.ts';
 import type { CallSpan, CallTracer, DecisionRecord } from '../inbound/types.ts';
 import type { OutboundDecisionRecord as EgressRecord } from '../outbound/types.ts';
@@ -13,7 +8,9 @@ import { createOtlpChannel, EncodedQueue, EXPORT_PATHS, type ExportCounters, new
 import { attrInt, attrString, beginLog, KeyValueCache, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
 import type { PbWriter } from './protobuf.ts';
 import { createWardSampler } from './sampler.ts';
-import { CallHistogram, histogramProducer } from './histogram.ts';
+import type { Attributes } from './metric-data.ts';
+import { MetricRegistry } from './metrics.ts';
+import { encodeMetricsRequest } from './otlp-metrics.ts';
 import * as sc from './semconv.ts';
 import { formatTraceparent, remoteContext } from './traceparent.ts';
 
@@ -236,26 +233,26 @@ function spanName(r: DecisionRecord): string {
   return r.method === '' ? 'HTTP' : r.method;
 }
 
-/** A metric reader collected on demand (the admin `/metrics`). */
-class PullReader extends MetricReader {
-  protected override async onShutdown(): Promise<void> {}
-  protected override async onForceFlush(): Promise<void> {}
-}
-
 export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): Telemetry {
   const log = opts.log.child({ stage: 'telemetry' });
   const now = opts.now ?? perfNow;
   const service = opts.service;
   const counters: Record<Signal, ExportCounters> = { traces: newCounters(), logs: newCounters(), metrics: newCounters() };
 
-  const resource = defaultResource().merge(
-    resourceFromAttributes({
-      ...cfg.resourceAttributes,
-      [sc.SERVICE_NAME]: cfg.serviceName,
-      'service.instance.id': opts.instanceId,
-      [sc.WARD_SERVICE]: service,
-    }),
-  );
+  // The resource of every signal. `telemetry.sdk.*` name what encodes them: ward itself
+  // (otlp-encode.ts, otlp-metrics.ts), not the OTel JS SDK.
+  const resourceAttributes: Record<string, unknown> = {
+    [sc.SERVICE_NAME]: cfg.serviceName, // first, where the SDK's default resource put it
+    [sc.TELEMETRY_SDK_LANGUAGE]: 'nodejs',
+    [sc.TELEMETRY_SDK_NAME]: 'ward',
+    [sc.TELEMETRY_SDK_VERSION]: sc.WARD_VERSION,
+    ...cfg.resourceAttributes,
+  };
+  resourceAttributes[sc.SERVICE_NAME] = cfg.serviceName;
+  resourceAttributes['service.instance.id'] = opts.instanceId;
+  resourceAttributes[sc.WARD_SERVICE] = service;
+  const resource = { attributes: Object.freeze(resourceAttributes) };
+
 
   // One channel per distinct destination (usually one: the control plane).
   const channels = new Map<string, OtlpChannel>();
@@ -288,109 +285,71 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   const spanQueue = spanOut?.queue ?? null;
 
   // ---- metrics: pulled by /metrics, pushed over OTLP when a target is set
-  // The authorization latency is recorded on every call: kept outside the SDK (histogram.ts), read through a producer.
-  const authzDuration = new CallHistogram({
+  const registry = new MetricRegistry(resource, { name: sc.SCOPE }, (name, err) => log.warn('metric callback failed', { metric: name, error: err instanceof Error ? err.message : String(err) }));
+  // The authorization latency is recorded on every call: one series per cached attribute object (histogram.ts).
+  const authzDuration = registry.histogram({
     name: sc.M_AUTHZ_DURATION,
     description: 'Time from the call\'s arrival to its decision (normalization, authentication, policy; the token exchange on outbound calls).',
     unit: 's',
     boundaries: sc.LATENCY_BUCKETS_S,
   });
-  const producer = histogramProducer(resource, sc.SCOPE, [authzDuration]);
-  const pull = new PullReader({ metricProducers: [producer] });
-  const readers: MetricReader[] = [pull];
   const metricChannel = channelFor('metrics');
-  if (metricChannel !== null) {
-    const exporter: PushMetricExporter = {
-      export(rm: ResourceMetrics, cb) {
-        const n = rm.scopeMetrics.reduce((a, s) => a + s.metrics.length, 0);
-        const body = ProtobufMetricsSerializer.serializeRequest(rm);
-        const finish = (ok: boolean): void => {
-          if (ok) counters.metrics.exported += n;
-          else {
-            counters.metrics.failedExports++;
-            counters.metrics.droppedExportFailed += n;
-          }
-          cb({ code: ok ? ExportResultCode.SUCCESS : ExportResultCode.FAILED });
-        };
-        if (body === undefined) return finish(false);
-        metricChannel.send(EXPORT_PATHS.metrics, body, (err) => finish(err === null));
-      },
-      forceFlush: () => Promise.resolve(),
-      shutdown: () => Promise.resolve(),
-    };
-    readers.push(
-      new PeriodicExportingMetricReader({
-        exporter,
-        metricProducers: [producer],
-        exportIntervalMillis: cfg.metricsIntervalMs,
-        exportTimeoutMillis: Math.min(cfg.metrics?.timeoutMs ?? 10_000, cfg.metricsIntervalMs),
-      }),
-    );
-  }
-  const meterProvider = new MeterProvider({ resource, readers });
-  const meter = meterProvider.getMeter(sc.SCOPE);
+  const push = metricChannel === null ? null : startMetricPush(registry, metricChannel, cfg.metricsIntervalMs, counters.metrics);
   // Decisions are counted in plain numbers per attribute set and observed at collection: a
   // synchronous counter would hash its attributes on every call (the SDK's largest per-call cost).
   // Each entry also holds the attribute set of its latency series (the same without the reason),
   // so a call costs one lookup for both metrics.
   const decisionCounts = new Map<string, { readonly attrs: Attributes; readonly latencyAttrs: Attributes; n: number }>();
-  meter
-    .createObservableCounter(sc.M_DECISIONS, { description: 'Authorization decisions, by service, direction, decision and reason code.', unit: '{decision}' })
-    .addCallback((r) => {
-      for (const c of decisionCounts.values()) r.observe(c.n, c.attrs);
-    });
-  const exchangeDuration: Histogram = meter.createHistogram(sc.M_EXCHANGE_DURATION, {
+  registry.observableCounter({ name: sc.M_DECISIONS, description: 'Authorization decisions, by service, direction, decision and reason code.', unit: '{decision}' }, (observe) => {
+    for (const c of decisionCounts.values()) observe(c.n, c.attrs);
+  });
+  const exchangeDuration = registry.histogram({
+    name: sc.M_EXCHANGE_DURATION,
     description: 'Outbound token lookups: cache hits and token-endpoint requests, by outcome.',
     unit: 's',
-    advice: { explicitBucketBoundaries: [...sc.LATENCY_BUCKETS_S] },
+    boundaries: sc.LATENCY_BUCKETS_S,
   });
-  const exchangeCache: Counter = meter.createCounter(sc.M_EXCHANGE_CACHE, {
+  const exchangeCache = registry.counter({
+    name: sc.M_EXCHANGE_CACHE,
     description: 'Exchanged-token cache lookups, by result (hit or miss); the hit ratio is hit / (hit + miss).',
     unit: '{lookup}',
   });
   const src = opts.sources ?? {};
   if (src.issuers !== undefined) {
     const issuers = src.issuers;
-    meter
-      .createObservableCounter(sc.M_JWKS_FETCHES, { description: 'Discovery and JWKS fetches per issuer, by result.', unit: '{fetch}' })
-      .addCallback((r) => {
-        for (const i of issuers()) {
-          r.observe(i.fetchOk, { [sc.WARD_ISSUER]: i.issuer, [sc.WARD_RESULT]: 'ok' });
-          r.observe(i.fetchFailed, { [sc.WARD_ISSUER]: i.issuer, [sc.WARD_RESULT]: 'failed' });
-        }
-      });
+    registry.observableCounter({ name: sc.M_JWKS_FETCHES, description: 'Discovery and JWKS fetches per issuer, by result.', unit: '{fetch}' }, (observe) => {
+      for (const i of issuers()) {
+        observe(i.fetchOk, { [sc.WARD_ISSUER]: i.issuer, [sc.WARD_RESULT]: 'ok' });
+        observe(i.fetchFailed, { [sc.WARD_ISSUER]: i.issuer, [sc.WARD_RESULT]: 'failed' });
+      }
+    });
   }
   if (src.policyVersion !== undefined) {
     const version = src.policyVersion;
-    meter
-      .createObservableGauge(sc.M_POLICY_VERSION, { description: 'The policy version in force (value 1, the version as an attribute); absent while none is loaded.' })
-      .addCallback((r) => {
-        const v = version();
-        if (v !== null) r.observe(1, { [sc.WARD_SERVICE]: service, [sc.WARD_POLICY_VERSION]: v });
-      });
+    registry.observableGauge({ name: sc.M_POLICY_VERSION, description: 'The policy version in force (value 1, the version as an attribute); absent while none is loaded.' }, (observe) => {
+      const v = version();
+      if (v !== null) observe(1, { [sc.WARD_SERVICE]: service, [sc.WARD_POLICY_VERSION]: v });
+    });
   }
   if (src.controlPlaneConnected !== undefined) {
     const connected = src.controlPlaneConnected;
-    meter
-      .createObservableGauge(sc.M_CONTROLPLANE_CONNECTED, { description: '1 while the policy stream to the control plane is open and authorized, else 0.' })
-      .addCallback((r) => {
-        const c = connected();
-        if (c !== null) r.observe(c ? 1 : 0);
-      });
+    registry.observableGauge({ name: sc.M_CONTROLPLANE_CONNECTED, description: '1 while the policy stream to the control plane is open and authorized, else 0.' }, (observe) => {
+      const c = connected();
+      if (c !== null) observe(c ? 1 : 0);
+    });
   }
-  meter
-    .createObservableCounter(sc.M_TELEMETRY_DROPPED, { description: 'Spans, decision log records and metric streams dropped by telemetry (queue full or export failed); calls are never affected.', unit: '{item}' })
-    .addCallback((r) => {
+  registry.observableCounter(
+    { name: sc.M_TELEMETRY_DROPPED, description: 'Spans, decision log records and metric streams dropped by telemetry (queue full or export failed); calls are never affected.', unit: '{item}' },
+    (observe) => {
       for (const s of ['traces', 'logs', 'metrics'] as const) {
-        r.observe(counters[s].droppedQueueFull, { [sc.WARD_SIGNAL]: s, reason: 'queue_full' });
-        r.observe(counters[s].droppedExportFailed, { [sc.WARD_SIGNAL]: s, reason: 'export_failed' });
+        observe(counters[s].droppedQueueFull, { [sc.WARD_SIGNAL]: s, reason: 'queue_full' });
+        observe(counters[s].droppedExportFailed, { [sc.WARD_SIGNAL]: s, reason: 'export_failed' });
       }
-    });
-  meter
-    .createObservableCounter(sc.M_TELEMETRY_EXPORTED, { description: 'Spans, decision log records and metric streams exported over OTLP.', unit: '{item}' })
-    .addCallback((r) => {
-      for (const s of ['traces', 'logs', 'metrics'] as const) r.observe(counters[s].exported, { [sc.WARD_SIGNAL]: s });
-    });
+    },
+  );
+  registry.observableCounter({ name: sc.M_TELEMETRY_EXPORTED, description: 'Spans, decision log records and metric streams exported over OTLP.', unit: '{item}' }, (observe) => {
+    for (const s of ['traces', 'logs', 'metrics'] as const) observe(counters[s].exported, { [sc.WARD_SIGNAL]: s });
+  });
 
   // Metric attribute sets are few (direction × decision × reason): built once each.
   const attrCache = new Map<string, Attributes>();
@@ -398,9 +357,9 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     const key = `${direction}|${decision}|${reason ?? ''}`;
     let a = attrCache.get(key);
     if (a === undefined) {
-      a = { [sc.WARD_SERVICE]: service, [sc.WARD_DIRECTION]: direction, [sc.WARD_DECISION]: decision };
-      if (reason !== null) a[sc.WARD_REASON] = reason;
-      Object.freeze(a);
+      const m: Record<string, string> = { [sc.WARD_SERVICE]: service, [sc.WARD_DIRECTION]: direction, [sc.WARD_DECISION]: decision };
+      if (reason !== null) m[sc.WARD_REASON] = reason;
+      a = Object.freeze(m);
       attrCache.set(key, a);
     }
     return a;
@@ -560,9 +519,8 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
         return egress(e, startedAt, raw, fwd, true);
       },
     },
-    async metricsText() {
-      const { resourceMetrics } = await pull.collect();
-      return serializePrometheus(resourceMetrics);
+    metricsText() {
+      return Promise.resolve(serializePrometheus(registry.collect()));
     },
     counters: () => counters,
     async flush(timeoutMs) {
@@ -571,12 +529,54 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     shutdown(timeoutMs) {
       shut ??= (async () => {
         await Promise.all([spanQueue?.close(timeoutMs), logQueue?.close(timeoutMs)]);
-        const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-        await Promise.race([meterProvider.shutdown().catch(() => undefined), deadline]);
+        // a last metrics push, so the final counts are not lost
+        if (push !== null) {
+          const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+          await Promise.race([push.stop(), deadline]);
+        }
         for (const ch of channels.values()) ch.close();
         log.info('telemetry stopped', { traces: counters.traces, logs: counters.logs, metrics: counters.metrics });
       })();
       return shut;
+    },
+  };
+}
+
+/**
+ * Pushes the registry's metrics over OTLP every `intervalMs` (cumulative, so a lost push loses
+ * only freshness). One export in flight at a time: a tick that finds one running is skipped.
+ * The channel bounds each export by the target's `timeoutMs`. `stop()` ends the timer and makes
+ * a last push, so counts from the final interval are not lost.
+ */
+function startMetricPush(registry: MetricRegistry, channel: OtlpChannel, intervalMs: number, counters: ExportCounters): { stop(): Promise<void> } {
+  let inFlight: Promise<void> | null = null;
+  const once = (): Promise<void> => {
+    if (inFlight !== null) return inFlight;
+    const rm = registry.collect();
+    let n = 0;
+    for (const s of rm.scopeMetrics) n += s.metrics.length;
+    if (n === 0) return Promise.resolve();
+    const body = encodeMetricsRequest(rm);
+    inFlight = new Promise<void>((resolve) => {
+      channel.send(EXPORT_PATHS.metrics, body, (err) => {
+        if (err === null) counters.exported += n;
+        else {
+          counters.failedExports++;
+          counters.droppedExportFailed += n;
+        }
+        inFlight = null;
+        resolve();
+      });
+    });
+    return inFlight;
+  };
+  const timer = setInterval(() => void once(), intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      if (inFlight !== null) await inFlight;
+      await once();
     },
   };
 }

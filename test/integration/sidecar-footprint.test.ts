@@ -101,11 +101,13 @@ describe('ward sidecar loads only what its configuration uses', () => {
     expect(unexpected).toEqual([]);
   });
 
-  it('telemetry on: the OTel metrics SDK and ward\'s own exporter (no grpc-js), still nothing from the other commands', async () => {
+  it('telemetry on: ward\'s own metrics, encoders and exporter (no OTel SDK, no grpc-js), still nothing from the other commands', async () => {
     const loaded = await loadsOf(`${BASE}telemetry: { endpoint: "http://127.0.0.1:9" }\n`);
     expect(loaded).toContain('src/telemetry/telemetry.ts');
+    expect(loaded).toContain('src/telemetry/otlp-metrics.ts');
     expect(loaded).toContain('src/h2/grpc-unary.ts');
-    expect(loaded.filter((m) => m.startsWith('node_modules/@grpc/'))).toEqual([]);
+    // the OTel metrics SDK, its resources and otlp-transformer held ~3 MB of heap (docs/performance.md)
+    expect(loaded.filter((m) => m.startsWith('node_modules/@grpc/') || m.startsWith('node_modules/@opentelemetry/'))).toEqual([]);
     expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
     expect(loaded.filter((m) => /^src\/(session|cluster|exchange|outbound\/server|controlplane)\//.test(m) || m.startsWith('node_modules/protobufjs/'))).toEqual([]);
     expect(loaded.filter((m) => m.includes('internal/deps/undici'))).toEqual([]);

@@ -45,7 +45,22 @@ interface SpanWire {
 }
 
 /** A minimal OTLP/gRPC receiver of its own (proto-loader decoding), standing in for a collector. */
-async function startCollector(): Promise<{ port: number; spans: SpanWire[]; logs: number; requests: Record<string, number>; close(): Promise<void> }> {
+/** What a collector decodes of an OTLP metrics export (proto-loader's JSON-ish form, 64-bit integers as strings). */
+interface MetricsWire {
+  resourceMetrics: {
+    resource: { attributes: { key: string; value: { stringValue?: string } }[] };
+    scopeMetrics: {
+      scope: { name: string };
+      metrics: {
+        name: string;
+        sum?: { isMonotonic: boolean; aggregationTemporality: number; dataPoints: { asDouble: number; attributes: { key: string; value: { stringValue?: string } }[] }[] };
+        histogram?: { dataPoints: { count: string; bucketCounts: string[]; attributes: { key: string; value: { stringValue?: string } }[] }[] };
+      }[];
+    }[];
+  }[];
+}
+
+async function startCollector(): Promise<{ port: number; spans: SpanWire[]; logs: number; metrics: MetricsWire[]; requests: Record<string, number>; close(): Promise<void> }> {
   const def = protoLoader.loadSync(
     [
       'opentelemetry/proto/collector/trace/v1/trace_service.proto',
@@ -58,7 +73,7 @@ async function startCollector(): Promise<{ port: number; spans: SpanWire[]; logs
     opentelemetry: { proto: { collector: Record<'trace' | 'logs' | 'metrics', { v1: Record<string, grpc.ServiceClientConstructor> }> } };
   };
   const c = pkg.opentelemetry.proto.collector;
-  const state = { spans: [] as SpanWire[], logs: 0, requests: { traces: 0, logs: 0, metrics: 0 } as Record<string, number> };
+  const state = { spans: [] as SpanWire[], logs: 0, metrics: [] as MetricsWire[], requests: { traces: 0, logs: 0, metrics: 0 } as Record<string, number> };
   const server = new grpc.Server();
   server.addService((c.trace.v1['TraceService'] as grpc.ServiceClientConstructor).service, {
     Export: (call: grpc.ServerUnaryCall<{ resourceSpans: { scopeSpans: { spans: SpanWire[] }[] }[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
@@ -75,8 +90,10 @@ async function startCollector(): Promise<{ port: number; spans: SpanWire[]; logs
     },
   });
   server.addService((c.metrics.v1['MetricsService'] as grpc.ServiceClientConstructor).service, {
-    Export: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    Export: (call: grpc.ServerUnaryCall<MetricsWire, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       state.requests['metrics'] = (state.requests['metrics'] ?? 0) + 1;
+      state.metrics.push(call.request);
+      if (state.metrics.length > 20) state.metrics.shift();
       cb(null, {});
     },
   });
@@ -89,6 +106,7 @@ async function startCollector(): Promise<{ port: number; spans: SpanWire[]; logs
     get logs() {
       return state.logs;
     },
+    metrics: state.metrics,
     requests: state.requests,
     close: () => new Promise<void>((res) => server.tryShutdown(() => res())),
   };
@@ -337,6 +355,38 @@ telemetry: { endpoint: "${cpAddress}", queue: { delayMs: 20 }, exportTimeoutMs: 
     expect(sampleValue(fam, 'ward_telemetry_exported_total', { ward_signal: 'logs' })).toBeGreaterThanOrEqual(3);
     // no subject or route ever becomes a metric label
     for (const f of fam.values()) for (const s of f.samples) expect(Object.keys(s.labels)).not.toContain('enduser_id');
+  });
+
+  it('pushes metrics over OTLP, as /metrics shows them: decoded by a real collector behind the control plane', async () => {
+    const str = (attrs: { key: string; value: { stringValue?: string } }[]): Record<string, string | undefined> => Object.fromEntries(attrs.map((a) => [a.key, a.value.stringValue]));
+    /** The allowed-decision count and latency histogram of service `orders` in the newest push that has them. */
+    const latest = (): { resource: Record<string, string | undefined>; allowed: number; latency: { count: string; bucketCounts: string[] }; monotonic: boolean; temporality: number } | undefined => {
+      for (const req of [...collector.metrics].reverse()) {
+        for (const rm of req.resourceMetrics) {
+          const resource = str(rm.resource.attributes);
+          if (resource['ward.service'] !== 'orders') continue;
+          const metrics = rm.scopeMetrics.flatMap((sm) => sm.metrics);
+          const decisionsMetric = metrics.find((m) => m.name === 'ward.decisions')?.sum;
+          const allowed = decisionsMetric?.dataPoints.find((p) => str(p.attributes)['ward.decision'] === 'allow' && str(p.attributes)['ward.direction'] === 'inbound');
+          const latency = metrics.find((m) => m.name === 'ward.authz.duration')?.histogram?.dataPoints.find((p) => str(p.attributes)['ward.decision'] === 'allow');
+          if (decisionsMetric === undefined || allowed === undefined || latency === undefined) continue;
+          return { resource, allowed: allowed.asDouble, latency, monotonic: decisionsMetric.isMonotonic, temporality: decisionsMetric.aggregationTemporality };
+        }
+      }
+      return undefined;
+    };
+    const fam = await metrics(b.sidecar.ports.admin);
+    const shown = sampleValue(fam, 'ward_decisions_total', { ward_service: 'orders', ward_direction: 'inbound', ward_decision: 'allow' }) ?? 0;
+    expect(shown).toBeGreaterThanOrEqual(2);
+    // pushed every 200 ms; no call in between, so a push after the scrape carries the same count
+    await waitFor(() => (latest()?.allowed ?? 0) >= shown, 10_000, 'a metrics push with the scraped count');
+    const pushed = latest();
+    expect(pushed?.allowed).toBe(shown);
+    expect(pushed?.monotonic).toBe(true);
+    expect(pushed?.temporality).toBe(2); // AGGREGATION_TEMPORALITY_CUMULATIVE
+    expect(Number(pushed?.latency.count)).toBe(sampleValue(fam, 'ward_authz_duration_count', { ward_service: 'orders', ward_direction: 'inbound', ward_decision: 'allow' }));
+    expect(pushed?.latency.bucketCounts.reduce((a, c) => a + Number(c), 0)).toBe(Number(pushed?.latency.count));
+    expect(pushed?.resource).toMatchObject({ 'service.name': 'orders', 'telemetry.sdk.name': 'ward', 'telemetry.sdk.language': 'nodejs' });
   });
 
   it('leaves traffic unaffected while the control plane is down: no errors, telemetry drops bounded and counted', async () => {

@@ -48,14 +48,19 @@ interface Batch<T> {
   items: T[];
 }
 
-async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; logs: Batch<LogWire>[]; close(): Promise<void> }> {
-  const def = protoLoader.loadSync(['opentelemetry/proto/collector/trace/v1/trace_service.proto', 'opentelemetry/proto/collector/logs/v1/logs_service.proto'], {
+interface MetricsWire {
+  resourceMetrics: { scopeMetrics: { metrics: { name: string; sum?: { dataPoints: { asDouble: number; attributes: Attr[] }[] } }[] }[] }[];
+}
+
+async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; logs: Batch<LogWire>[]; metrics: MetricsWire[]; close(): Promise<void> }> {
+  const protos = ['trace/v1/trace_service', 'logs/v1/logs_service', 'metrics/v1/metrics_service'].map((f) => `opentelemetry/proto/collector/${f}.proto`);
+  const def = protoLoader.loadSync(protos, {
     longs: String,
     enums: String,
     defaults: false,
     includeDirs: [PROTO_ROOT],
   });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { opentelemetry: { proto: { collector: Record<'trace' | 'logs', { v1: Record<string, grpc.ServiceClientConstructor> }> } } };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { opentelemetry: { proto: { collector: Record<'trace' | 'logs' | 'metrics', { v1: Record<string, grpc.ServiceClientConstructor> }> } } };
   const c = pkg.opentelemetry.proto.collector;
   const spans: Batch<SpanWire>[] = [];
   const logs: Batch<LogWire>[] = [];
@@ -73,8 +78,15 @@ async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; lo
       cb(null, {});
     },
   });
+  const metrics: MetricsWire[] = [];
+  server.addService((c.metrics.v1['MetricsService'] as grpc.ServiceClientConstructor).service, {
+    Export: (call: grpc.ServerUnaryCall<MetricsWire, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      metrics.push(call.request);
+      cb(null, {});
+    },
+  });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  return { port, spans, logs, close: () => new Promise<void>((res) => server.tryShutdown(() => res())) };
+  return { port, spans, logs, metrics, close: () => new Promise<void>((res) => server.tryShutdown(() => res())) };
 }
 
 const attrs = (list: Attr[]): Record<string, string> => Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? `int:${a.value.intValue}`]));
@@ -101,6 +113,21 @@ describe('OTLP spans and decision log records written by ward', () => {
     cleanup.push(() => t.shutdown(1000));
     return { t, col, clock };
   }
+
+  it('metrics: shutdown makes a last push (the interval is a minute), so the counts of the final interval are not lost', async () => {
+    const { t, col } = await setup();
+    t.inbound.begin(record(), 0, [], null);
+    t.inbound.begin(record(), 0, [], null);
+    t.inbound.begin(record({ decision: 'deny', code: 'ERR_POLICY_DENIED', rule: null }), 0, [], null);
+    expect(col.metrics).toEqual([]);
+    await t.shutdown(2000);
+    expect(col.metrics).toHaveLength(1);
+    const decisions = col.metrics[0]?.resourceMetrics[0]?.scopeMetrics[0]?.metrics.find((m) => m.name === 'ward.decisions');
+    expect(decisions?.sum?.dataPoints.map((p) => [attrs(p.attributes)['ward.decision'], p.asDouble])).toEqual([
+      ['allow', 2],
+      ['deny', 1],
+    ]);
+  });
 
   it('an allowed gRPC call: a SERVER span in the caller\'s trace and a log record on that span', async () => {
     const { t, col, clock } = await setup();
