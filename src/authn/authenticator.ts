@@ -1,6 +1,4 @@
-import { hash } from 'node:crypto';
-import { compactVerify } from 'jose';
-import type { CryptoKey } from 'jose';
+import { hash, type KeyObject } from 'node:crypto';
 import type { ErrorCode } from '../errors/codes.ts';
 import { WardError } from '../errors/ward-error.ts';
 import { systemClock } from '../lib/clock.ts';
@@ -255,7 +253,7 @@ class TokenAuthenticator implements Authenticator {
   async #verifySignature(token: string, cacheKey: string | undefined, again: boolean, p: PendingJwt): Promise<AuthResult> {
     const { state, alg, kid } = p;
     const iss = state.trust.issuer;
-    let verifyKey: CryptoKey | Uint8Array;
+    let verifyKey: KeyObject | Uint8Array;
     let keyId: string | undefined;
     const viaJwks = !HMAC_ALGS.has(alg);
     if (viaJwks) {
@@ -272,10 +270,12 @@ class TokenAuthenticator implements Authenticator {
     this.signatureChecks++;
     if (viaJwks && supportsDirectVerify(alg)) {
       // node:crypto directly: half the cost of jose's WebCrypto path (verify.ts).
-      const why = verifyJwsSignature(alg, token, verifyKey as CryptoKey);
+      const why = verifyJwsSignature(alg, token, verifyKey as KeyObject);
       if (why !== null) return this.#reject(token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
     } else {
       try {
+        // jose only here (HMAC with a configured secret): not loaded by a sidecar that never needs it
+        const { compactVerify } = await import('jose');
         await compactVerify(token, verifyKey, { algorithms: [alg] });
       } catch (err) {
         return this.#reject(token, 'ERR_TOKEN_SIGNATURE', describeError(err), iss, kid);

@@ -1,5 +1,4 @@
-import { importJWK } from 'jose';
-import type { CryptoKey } from 'jose';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import type * as oidc from 'openid-client';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
@@ -67,7 +66,7 @@ export interface IssuerStatus {
 }
 
 /** `keyId`: the key's public material as published (see `IssuerSource.publishes`). */
-export type KeyResult = { readonly ok: true; readonly key: CryptoKey; readonly keyId: string } | ({ readonly ok: false } & Failure);
+export type KeyResult = { readonly ok: true; readonly key: KeyObject; readonly keyId: string } | ({ readonly ok: false } & Failure);
 
 /** Longest delay `setTimeout` honours (about 24.8 days); longer ones fire immediately. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -280,16 +279,21 @@ export class IssuerSource {
    * or when `kid` is unknown, in both cases at most once per cooldown and single-flight.
    */
   /**
-   * `resolveKey` without waiting, for the common case: keys usable, the key known and already
-   * imported. Undefined when anything would need a fetch, an import or a log line: the caller
+   * `resolveKey` without waiting, for the common case: keys usable, the key known and
+   * importable. Undefined when anything would need a fetch or a log line: the caller
    * then takes `resolveKey`. (Saves the promise hops of a verification with the cache off.)
    */
   resolveKeyNow(alg: string, kid: string | undefined): KeyResult | undefined {
     if (!this.usable(this.#s.clock())) return undefined;
     const pick = (this.#keys as KeySet).select(alg, kid);
     if (typeof pick !== 'object') return undefined;
-    const key = pick.importedFor(alg);
-    return key === undefined ? undefined : { ok: true, key, keyId: pick.id };
+    let key: KeyObject;
+    try {
+      key = pick.key();
+    } catch {
+      return undefined; // resolveKey logs it
+    }
+    return { ok: true, key, keyId: pick.id };
   }
 
   async resolveKey(alg: string, kid: string | undefined): Promise<KeyResult> {
@@ -313,9 +317,10 @@ export class IssuerSource {
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: `${pick} (kid ${kid ?? 'none'}, alg ${alg})` };
     }
     try {
-      return { ok: true, key: await pick.importFor(alg), keyId: pick.id };
+      return { ok: true, key: pick.key(), keyId: pick.id };
     } catch (err) {
-      this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(err) });
+      // Once per key: tokens naming it would otherwise log a line each (STYLE habit 3).
+      if (pick.firstFailure()) this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(err) });
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: 'key import failed' };
     }
   }
@@ -408,10 +413,9 @@ class VerifyKey {
   readonly jwk: Readonly<Record<string, string>>;
   /** kid and public members: equal for the same key in two fetches of the key set. */
   readonly id: string;
-  /** Imported once per algorithm (RSA keys differ between RS* and PS*). */
-  readonly #imported = new Map<string, Promise<CryptoKey>>();
-  /** The imports that completed, for the synchronous path (`importedFor`). */
-  readonly #ready = new Map<string, CryptoKey>();
+  /** The imported key, or why the import failed; once per key (the algorithm is checked per call, verify.ts). */
+  #imported: KeyObject | Error | undefined;
+  #failureSeen = false;
 
   constructor(kid: string | undefined, kty: string, alg: string | undefined, keyOps: readonly string[] | undefined, jwk: Record<string, string>) {
     this.kid = kid;
@@ -431,25 +435,39 @@ class VerifyKey {
     return this.keyOps === undefined || this.keyOps.includes('verify'); // RFC 7517 §4.3
   }
 
-  /** The key for `alg` when its import has already completed. */
-  importedFor(alg: string): CryptoKey | undefined {
-    return this.#ready.get(alg);
+  /** True the first time it is asked after the import failed. */
+  firstFailure(): boolean {
+    const first = !this.#failureSeen;
+    this.#failureSeen = true;
+    return first;
   }
 
-  importFor(alg: string): Promise<CryptoKey> {
-    let p = this.#imported.get(alg);
-    if (p === undefined) {
-      p = importJWK({ ...this.jwk, kty: this.kty }, alg).then((k) => {
-        if (k instanceof Uint8Array) throw new Error('symmetric key in JWKS');
-        this.#ready.set(alg, k);
-        return k;
-      });
-      // Do not keep a rejected import: a later fetch may bring a usable copy.
-      p.catch(() => this.#imported.delete(alg));
-      this.#imported.set(alg, p);
+  /** The key, imported on first use; throws when its members do not make a valid public key. */
+  key(): KeyObject {
+    if (this.#imported === undefined) {
+      try {
+        this.#imported = importVerifyKey({ ...this.jwk, kty: this.kty });
+      } catch (err) {
+        this.#imported = err instanceof Error ? err : new Error(String(err));
+      }
     }
-    return p;
+    if (this.#imported instanceof Error) throw this.#imported;
+    return this.#imported;
   }
+}
+
+/**
+ * A JWKS key's public members as a node:crypto key (`createPublicKey` with `format: 'jwk'`:
+ * OpenSSL checks the members make a valid key of that type and curve). Throws when they do not.
+ * Whether the key suits a token's `alg` (type, curve, RSA length) is checked per call
+ * (verify.ts); which keys may be used at all, here (`fits`: kty, crv, `alg`, `use`, `key_ops`).
+ * jose's `importJWK` did this before, through WebCrypto: its import alone held ~0.8 MB of every
+ * sidecar's heap (docs/performance.md "Memory").
+ */
+export function importVerifyKey(jwk: Readonly<Record<string, string>>): KeyObject {
+  const key = createPublicKey({ key: jwk, format: 'jwk' });
+  if (key.type !== 'public') throw new Error('not a public key');
+  return key;
 }
 
 class KeySet {

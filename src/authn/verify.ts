@@ -1,5 +1,4 @@
-import { constants, KeyObject, verify as cryptoVerify } from 'node:crypto';
-import type { CryptoKey } from 'jose';
+import { constants, type KeyObject, verify as cryptoVerify } from 'node:crypto';
 
 /**
  * The JWS signature check for the asymmetric algorithms, with node:crypto directly. jose's
@@ -11,7 +10,7 @@ import type { CryptoKey } from 'jose';
  * PS algorithms, the named curve for ES, Ed25519 for EdDSA), RSA keys of at least 2048 bits
  * (RFC 7518 §3.3, §3.5), and
  * the signature is computed over the ASCII of `header.payload` as sent. The key itself was
- * imported for this very `alg` (source.ts `importFor`), so its use is already bound to it. What
+ * one a JWKS offers for this `alg` (source.ts `fits`: kty, crv, `alg`, `use`, `key_ops`). What
  * the caller has already done: parsed the token, refused `none`, `crit`, `b64`, key-carrying
  * headers, non-canonical base64url, and algorithms not allowed for the issuer.
  */
@@ -38,18 +37,6 @@ const ALGS: Readonly<Record<string, AlgSpec>> = {
   EdDSA: { hash: null, keyType: 'ed25519' },
   Ed25519: { hash: null, keyType: 'ed25519' },
 };
-
-/** KeyObject per imported key: converted once, not per call. */
-const keyObjects = new WeakMap<CryptoKey, KeyObject>();
-
-function keyObjectOf(key: CryptoKey): KeyObject {
-  let k = keyObjects.get(key);
-  if (k === undefined) {
-    k = KeyObject.from(key);
-    keyObjects.set(key, k);
-  }
-  return k;
-}
 
 /** Why a key cannot verify `alg`, or null when it can. */
 function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
@@ -87,10 +74,9 @@ function suitability(alg: string, spec: AlgSpec, k: KeyObject): string | null {
  * does not implement (a programming error: callers pass only `supportsDirectVerify` ones).
  * `signature`: the signature segment already decoded (parseJwt's), else it is decoded here.
  */
-export function verifyJwsSignature(alg: string, token: string, key: CryptoKey, signature?: Buffer): string | null {
+export function verifyJwsSignature(alg: string, token: string, k: KeyObject, signature?: Buffer): string | null {
   const spec = ALGS[alg];
   if (spec === undefined) throw new Error(`verifyJwsSignature: unsupported alg ${alg}`);
-  const k = keyObjectOf(key);
   const bad = suitability(alg, spec, k);
   if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
   const dot = token.lastIndexOf('.');

@@ -114,8 +114,8 @@ describe('ward sidecar loads only what its configuration uses', () => {
   });
 });
 
-describe('ward sidecar fetches keys without undici or openid-client', () => {
-  it('discovery and JWKS from a live issuer: no WebAssembly compiled (undici\'s llhttp: up to 20 MB of peak RSS), neither undici nor openid-client loaded', async () => {
+describe('ward sidecar fetches keys without undici, openid-client or jose', () => {
+  it('discovery and JWKS from a live issuer: no WebAssembly compiled (undici\'s llhttp: up to 20 MB of peak RSS), neither undici, openid-client nor jose loaded', async () => {
     const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'k1', use: 'sig', alg: 'RS256' };
     const served: string[] = [];
@@ -135,6 +135,8 @@ describe('ward sidecar fetches keys without undici or openid-client', () => {
       // openid-client is for introspection issuers only; undici's bundle comes with it or with an
       // ESM import of node:http (src/lib/node-http.ts), and ward's own requests do not need it.
       expect(loaded.filter((m) => /^node_modules\/(openid-client|oauth4webapi)\//.test(m) || m.includes('internal/deps/undici'))).toEqual([]);
+      // keys are imported with node:crypto (source.ts importVerifyKey): jose only for HMAC issuers
+      expect(loaded.filter((m) => m.startsWith('node_modules/jose/'))).toEqual([]);
       expect(loaded).toContain('src/authn/source.ts');
     } finally {
       idp.closeAllConnections();

@@ -358,6 +358,20 @@ describe('JWT verification: every rejection code', () => {
     expect(await code(a, await mint(k1, claims(), { kid: undefined }))).toBe('ERR_TOKEN_KEY_UNKNOWN');
   });
 
+  it('ERR_TOKEN_KEY_UNKNOWN, logged once, for a published key whose members make no valid key (a point off its curve)', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', sink: { write: (l) => lines.push(l) } });
+    const jwk = k1.publicJwk as Record<string, string>;
+    const y = Buffer.from(jwk['y'] as string, 'base64url');
+    y[y.length - 1] = (y[y.length - 1] as number) ^ 1; // (x, y') is not on P-256
+    const bent: SigningKey = { ...k1, kid: 'bent', publicJwk: { ...jwk, kid: 'bent', y: y.toString('base64url') } };
+    idp.published = [bent, k2];
+    const a = await ready(undefined, { log });
+    for (let i = 0; i < 3; i++) expect(await code(a, await mint(bent, claims()))).toBe('ERR_TOKEN_KEY_UNKNOWN');
+    expect(lines.filter((l) => l.includes('jwks key import failed'))).toHaveLength(1);
+    expect(await code(a, await mint(k2, claims()))).toBe('OK'); // the set's other keys still work
+  });
+
   it('ERR_TOKEN_SIGNATURE for a tampered payload or another key under a known kid', async () => {
     const a = await ready();
     const [h, , s] = (await mint(k1, claims())).split('.');

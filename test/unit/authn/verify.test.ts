@@ -1,13 +1,13 @@
 import { createSign, generateKeyPairSync, type KeyObject, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
-import { CompactSign, exportJWK, importJWK } from 'jose';
-import type { CryptoKey } from 'jose';
+import { CompactSign } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { importVerifyKey } from '../../../src/authn/source.ts';
 import { p1363ToDer, supportsDirectVerify, verifyJwsSignature } from '../../../src/authn/verify.ts';
 
 /**
  * The direct node:crypto signature check must accept exactly what jose accepts: tokens are
- * signed with jose here, and the verification key is imported the way source.ts imports JWKS
- * keys (jose `importJWK(jwk, alg)`).
+ * signed with jose here, and the verification key is imported from its JWK the way source.ts
+ * imports JWKS keys (`importVerifyKey`).
  */
 
 const PAYLOAD = new TextEncoder().encode(JSON.stringify({ iss: 'https://idp.test', sub: 'alice', exp: 4_000_000_000 }));
@@ -22,8 +22,8 @@ function pair(alg: string, bits = 2048): Pair {
   return generateKeyPairSync('ed25519');
 }
 
-async function verifyKey(p: Pair, alg: string): Promise<CryptoKey> {
-  return (await importJWK(await exportJWK(p.publicKey), alg)) as CryptoKey;
+async function verifyKey(p: Pair, _alg: string): Promise<KeyObject> {
+  return importVerifyKey(p.publicKey.export({ format: 'jwk' }) as Record<string, string>);
 }
 
 function sign(p: Pair, alg: string): Promise<string> {
@@ -70,8 +70,8 @@ describe('verifyJwsSignature', () => {
     // jose will not sign with such a key: sign by hand a token the short key would accept.
     const input = `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from(PAYLOAD).toString('base64url')}`;
     const token = `${input}.${createSign('sha256').update(input).sign(p.privateKey).toString('base64url')}`;
-    // WebCrypto imports it; the check must still refuse it.
-    const short = (await importJWK(await exportJWK(p.publicKey), 'RS256')) as CryptoKey;
+    // The JWK import takes it; the check must still refuse it.
+    const short = await verifyKey(p, 'RS256');
     expect(verifyJwsSignature('RS256', token, short)).toMatch(/shorter than 2048/);
   });
 
@@ -95,7 +95,7 @@ describe('verifyJwsSignature', () => {
   it('implements no HMAC or none (they stay with jose, or are refused earlier)', () => {
     expect(supportsDirectVerify('HS256')).toBe(false);
     expect(supportsDirectVerify('none')).toBe(false);
-    expect(() => verifyJwsSignature('HS256', 'a.b.c', {} as CryptoKey)).toThrow(/unsupported/);
+    expect(() => verifyJwsSignature('HS256', 'a.b.c', {} as KeyObject)).toThrow(/unsupported/);
   });
 });
 
