@@ -11,6 +11,7 @@ import {
   FRAME_SIZE_ERROR,
   goawayFrame,
   NO_ERROR,
+  PING,
   PREFACE,
   PROTOCOL_ERROR,
   REFUSED_STREAM,
@@ -181,6 +182,9 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   #destroyed = false;
   #connected = false;
   #connectTimer: NodeJS.Timeout | null = null;
+  /** The unanswered PING's callback (`ping`), and the sequence number its payload carries. */
+  #pingAck: (() => void) | null = null;
+  #pingSeq = 0;
 
   constructor(o: H2ConnectionOptions) {
     const socket: Socket =
@@ -243,6 +247,29 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     if (this.#active < this.#peerMaxStreams && this.#queued.length === 0) this.#open(s);
     else this.#queued.push(s);
     return s;
+  }
+
+  /**
+   * Sends a PING (RFC 9113 §6.7); `onAck` runs when the peer acknowledges it. One at a time: while
+   * one is unanswered, another is not sent and false is returned. For keepalive (grpc-stream.ts):
+   * a peer or path that stopped answering is found without waiting for TCP to give up.
+   */
+  ping(onAck: () => void): boolean {
+    if (this.#destroyed || this.#pingAck !== null) return false;
+    this.#pingAck = onAck;
+    this.#pingSeq++;
+    const payload = Buffer.alloc(8);
+    payload.writeUInt32BE(this.#pingSeq, 4);
+    this.write(frame(PING, 0, 0, payload));
+    return true;
+  }
+
+  protected override onPingAck(payload: Buffer): void {
+    const ack = this.#pingAck;
+    // An ACK must echo our payload; anything else is not an answer to our PING.
+    if (ack === null || payload.readUInt32BE(0) !== 0 || payload.readUInt32BE(4) !== this.#pingSeq) return;
+    this.#pingAck = null;
+    ack();
   }
 
   /** Graceful: no new streams; the socket closes once the open ones are over. */

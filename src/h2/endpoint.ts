@@ -149,6 +149,9 @@ export abstract class H2Endpoint<S extends SendStream> {
     return -1;
   }
 
+  /** The peer acknowledged one of our PINGs (`payload`: its 8 bytes, a view of the read buffer). */
+  protected onPingAck(_payload: Buffer): void {}
+
   /** Sends a PING or SETTINGS acknowledgement (a side may bound how many pile up). */
   protected ack(buf: Buffer): void {
     this.write(buf);
@@ -233,6 +236,7 @@ export abstract class H2Endpoint<S extends SendStream> {
         if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'PING on a stream');
         if (end - start !== 8) return this.connectionError(FRAME_SIZE_ERROR, 'PING length');
         if ((flags & FLAG_ACK) === 0) this.ack(frame(PING, FLAG_ACK, 0, buf.subarray(start, end)));
+        else this.onPingAck(buf.subarray(start, end));
         return;
       case GOAWAY:
         if (id !== 0) return this.connectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');

@@ -207,13 +207,13 @@ export function splitAddress(address: string): { host: string; port: number } {
   return { host: host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host, port };
 }
 
-function valueOf(fields: readonly string[], name: string): string | undefined {
+export function valueOf(fields: readonly string[], name: string): string | undefined {
   for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
   return undefined;
 }
 
 /** The gRPC status for an HTTP status that is not 200 (PROTOCOL-HTTP2.md, http-grpc-status-mapping.md). */
-function httpToGrpc(status: string): number {
+export function httpToGrpc(status: string): number {
   switch (status) {
     case '400':
       return GrpcStatus.INTERNAL;
@@ -234,7 +234,7 @@ function httpToGrpc(status: string): number {
 }
 
 /** `grpc-message` is percent-encoded UTF-8; a malformed one is shown as it came. */
-function percentDecode(s: string): string {
+export function percentDecode(s: string): string {
   if (!s.includes('%')) return s;
   try {
     return decodeURIComponent(s);

@@ -40,9 +40,10 @@ rules:
  * Starts `ward sidecar` with `config`, stops it once started (and once `until` holds), and
  * returns what it loaded.
  */
-async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}, policy = POLICY, until: () => boolean = () => true): Promise<string[]> {
+async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}, policy = POLICY, until: () => boolean = () => true, files: Readonly<Record<string, string>> = {}): Promise<string[]> {
   const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
   writeFileSync(join(dir, 'policy.yaml'), policy);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   writeFileSync(join(dir, 'sidecar.yaml'), config);
   const out = join(dir, 'loads.txt');
   const child = spawn(process.execPath, ['--import', RECORD, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], {
@@ -111,6 +112,29 @@ describe('ward sidecar loads only what its configuration uses', () => {
     expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
     expect(loaded.filter((m) => /^src\/(session|cluster|exchange|outbound\/server|controlplane)\//.test(m) || m.startsWith('node_modules/protobufjs/'))).toEqual([]);
     expect(loaded.filter((m) => m.includes('internal/deps/undici'))).toEqual([]);
+  });
+});
+
+describe('a sidecar fed by the control plane', () => {
+  it('speaks the policy stream over ward\'s own HTTP/2: neither grpc-js nor protobufjs loaded', async () => {
+    const config = `service: orders
+inbound: { listen: { host: 127.0.0.1, port: 0 } }
+upstream: { url: "http://127.0.0.1:9" }
+admin: { host: 127.0.0.1, port: 0 }
+policy:
+  controlPlane: { address: "127.0.0.1:9", stateDir: state, issuer: "http://127.0.0.1:9", instanceId: footprint }
+authn:
+  credentials:
+    - { issuer: "http://127.0.0.1:9", clientId: orders-sidecar, clientSecretFile: client-secret }
+telemetry: { enabled: false }
+drainTimeoutMs: 100
+`;
+    const loaded = await loadsOf(config, {}, POLICY, () => true, { 'client-secret': 'not-a-real-secret\n' });
+    expect(loaded).toContain('src/controlplane/client/watch.ts');
+    expect(loaded).toContain('src/h2/grpc-stream.ts');
+    // grpc-js, proto-loader and protobufjs: ~10 MB of a sidecar's memory (docs/performance.md)
+    expect(loaded.filter((m) => /^node_modules\/(@grpc|protobufjs|@protobufjs|long)\//.test(m) || m === 'src/controlplane/proto.ts')).toEqual([]);
+    expect(loaded.filter((m) => NEVER.some((re) => re.test(m)))).toEqual([]);
   });
 });
 

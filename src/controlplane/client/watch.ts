@@ -1,9 +1,18 @@
-import * as grpc from '@grpc/grpc-js';
 import { ConfigError, formatIssue } from '../../errors/ward-error.ts';
+import { GrpcStatus } from '../../errors/table.ts';
+import { GrpcStream } from '../../h2/grpc-stream.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
 import { SERVICE_NAME } from '../../policy/schema.ts';
-import { MAX_NACK_MESSAGE, policyDiscoveryClient, type PolicyRequestWire, type PolicyResponseWire, RpcCode } from '../proto.ts';
+import {
+  decodePolicyResponse,
+  encodePolicyRequest,
+  MAX_NACK_MESSAGE,
+  POLICY_STREAM_PATH,
+  type PolicyRequestWire,
+  type PolicyResponseWire,
+  RpcCode,
+} from '../wire.ts';
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from '../../lib/backoff.ts';
 import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersistedPolicy } from './state.ts';
 
@@ -35,9 +44,7 @@ export interface PolicyWatchOptions {
   /** Called with each newly applied policy (also the restored one). Must not throw; if it does, it is logged. */
   readonly onPolicy: (p: CompiledPolicy) => void;
   readonly log: Logger;
-  /** Default: `tls` if given, else cleartext (h2c). */
-  readonly credentials?: grpc.ChannelCredentials;
-  /** TLS to the control plane; `ca`: PEM of the CAs to trust, null for the system roots. */
+  /** TLS to the control plane; `ca`: PEM of the CAs to trust, null for the system roots. Default: cleartext (h2c). */
   readonly tls?: { readonly ca: Buffer | null };
   readonly backoff?: BackoffPolicy;
   /** After this long connected, the backoff starts again from its first step. */
@@ -59,7 +66,11 @@ export interface PolicyWatch {
   close(): Promise<void>;
 }
 
-type Call = grpc.ClientDuplexStream<PolicyRequestWire, PolicyResponseWire>;
+type Call = GrpcStream;
+
+/** Keepalive PINGs on the stream (what the grpc-js channel was configured with). */
+const KEEPALIVE = { intervalMs: 30_000, timeoutMs: 10_000 } as const;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 const realTimers = {
   setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms),
@@ -88,21 +99,6 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   if (!SERVICE_NAME.test(service)) throw new Error(`invalid service name '${service}'`);
   ensureStateDir(opts.stateDir);
   restore();
-
-  const Client = policyDiscoveryClient();
-  type PolicyClient = grpc.Client & { StreamPolicy(md: grpc.Metadata): Call };
-  let client: PolicyClient | null = null;
-  /**
-   * A fresh channel per attempt, with its own subchannel: a channel that failed to connect sits
-   * in grpc-js's own reconnect backoff (up to 120 s) and fails calls fast meanwhile, which would
-   * override the backoff chosen here. Reconnects are rare; a new TCP connection each is cheap.
-   */
-  const newClient = (): PolicyClient =>
-    new Client(opts.address, opts.credentials ?? (opts.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(opts.tls.ca)), {
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.use_local_subchannel_pool': 1,
-    }) as unknown as PolicyClient;
 
   function restore(): void {
     let saved: PersistedPolicy | null;
@@ -150,51 +146,81 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   }
 
   function open(token: string): void {
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${token}`);
-    const ch = newClient();
-    client = ch;
-    const c = ch.StreamPolicy(md);
-    call = c;
-    c.on('metadata', () => {
-      // The server sends headers only once the stream is authorized.
-      if (call !== c) return;
-      isConnected = true;
-      lastError = null;
-      log.info('connected to control plane', { address: opts.address, version: accepted?.versionInfo ?? '' });
-      healthyTimer = timers.setTimeout(() => {
-        healthyTimer = null;
-        attempt = 0;
-      }, healthyAfterMs);
-    });
-    c.on('data', (resp: PolicyResponseWire) => {
-      if (call === c) onResponse(c, resp);
-    });
-    c.on('error', () => {}); // the 'status' event below carries the same information
-    c.on('status', (st: grpc.StatusObject) => {
-      ch.close();
-      if (call !== c) return;
-      call = null;
-      if (client === ch) client = null;
-      const wasConnected = isConnected;
-      isConnected = false;
-      if (healthyTimer !== null) {
-        timers.clearTimeout(healthyTimer);
-        healthyTimer = null;
-      }
-      if (closed) return;
-      lastError = `control plane stream ended: ${grpc.status[st.code] ?? st.code} ${st.details}`;
-      const level = st.code === grpc.status.UNAUTHENTICATED || st.code === grpc.status.PERMISSION_DENIED ? 'error' : 'warn';
-      log[level]('control plane stream ended; the current policy stays in force', {
-        address: opts.address,
-        code: grpc.status[st.code] ?? st.code,
-        details: st.details,
-        wasConnected,
-        version: accepted?.versionInfo ?? null,
-      });
+    let c: Call | null = null;
+    const events = {
+      onHeaders: (): void => {
+        // The server sends headers only once the stream is authorized.
+        if (call !== c) return;
+        isConnected = true;
+        lastError = null;
+        log.info('connected to control plane', { address: opts.address, version: accepted?.versionInfo ?? '' });
+        healthyTimer = timers.setTimeout(() => {
+          healthyTimer = null;
+          attempt = 0;
+        }, healthyAfterMs);
+      },
+      onMessage: (message: Buffer): void => {
+        if (call !== c || c === null) return;
+        let resp: PolicyResponseWire;
+        try {
+          resp = decodePolicyResponse(message);
+        } catch (err) {
+          // As grpc-js does with a response it cannot parse: the call ends (INTERNAL) and is made
+          // again. Reported first, so the cancel's own end (CANCELLED) finds the call replaced.
+          ended(c, GrpcStatus.INTERNAL, `unparsable response: ${describe(err)}`);
+          c.cancel();
+          return;
+        }
+        onResponse(c, resp);
+      },
+      onEnd: (code: number, details: string): void => {
+        if (c !== null) ended(c, code, details);
+      },
+    };
+    try {
+      c = new GrpcStream(
+        {
+          address: opts.address,
+          ...(opts.tls === undefined ? {} : { tls: opts.tls }),
+          path: POLICY_STREAM_PATH,
+          headers: ['authorization', `Bearer ${token}`],
+          connectTimeoutMs: CONNECT_TIMEOUT_MS,
+          keepalive: KEEPALIVE,
+        },
+        events,
+      );
+    } catch (err) {
+      lastError = `cannot open the control plane stream: ${describe(err)}`;
+      log.error('cannot open the control plane stream', { address: opts.address, reason: describe(err) });
       retry();
-    });
+      return;
+    }
+    call = c;
     send(c, { service, instanceId: opts.instanceId, versionInfo: accepted?.versionInfo ?? '', responseNonce: '', errorDetail: null });
+  }
+
+  /** The stream `c` is over (status `code`): reconnect, unless it was replaced or the watch closed. */
+  function ended(c: Call, code: number, details: string): void {
+    if (call !== c) return;
+    call = null;
+    const wasConnected = isConnected;
+    isConnected = false;
+    if (healthyTimer !== null) {
+      timers.clearTimeout(healthyTimer);
+      healthyTimer = null;
+    }
+    if (closed) return;
+    const name = STATUS_NAMES[code] ?? String(code);
+    lastError = `control plane stream ended: ${name} ${details}`;
+    const level = code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED ? 'error' : 'warn';
+    log[level]('control plane stream ended; the current policy stays in force', {
+      address: opts.address,
+      code: name,
+      details,
+      wasConnected,
+      version: accepted?.versionInfo ?? null,
+    });
+    retry();
   }
 
   function retry(): void {
@@ -206,7 +232,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   }
 
   function send(c: Call, req: PolicyRequestWire): void {
-    c.write(req);
+    c.write(encodePolicyRequest(req));
   }
 
   function nack(c: Call, resp: PolicyResponseWire, code: number, reason: string): void {
@@ -269,8 +295,6 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       const c = call;
       call = null;
       c?.cancel();
-      client?.close();
-      client = null;
       await persisting;
     },
   };
@@ -281,3 +305,9 @@ function describe(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** gRPC status names (the canonical codes), as grpc-js's `status` enum gave them to the log and `lastError`. */
+const STATUS_NAMES: readonly string[] = [
+  'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED',
+];

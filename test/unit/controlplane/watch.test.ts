@@ -1,15 +1,24 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/lib/backoff.ts';
 import { statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
+import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
 import { eventually, policy, tempDir } from './fixtures.ts';
 import { type Harness, startHarness, TOKENS } from './harness.ts';
+
+const protoRoot = new protobuf.Root();
+protoRoot.resolvePath = (_origin, target) => fileURLToPath(new URL(`../../../proto/${target}`, import.meta.url));
+protoRoot.loadSync('ward/v1/control_plane.proto');
+const PolicyResponse = protoRoot.lookupType('ward.v1.PolicyResponse');
 
 const v1 = validatePolicyForControlPlane(policy('orders'), 'x').version;
 const v2 = validatePolicyForControlPlane(policy('orders', ['ListOrders']), 'x').version;
@@ -266,6 +275,42 @@ describe('createPolicyWatch', () => {
     await eventually(() => applied.length === 1);
     expect(calls).toBe(3);
     expect(w.lastError()).toBeNull();
+  });
+
+  it('a response it cannot parse ends the stream (INTERNAL) and keeps the policy in force; the next stream is opened', async () => {
+    // A server speaking the protocol's framing, but whose second message is not a PolicyResponse.
+    const streams: http2.ServerHttp2Stream[] = [];
+    const server = http2.createServer();
+    server.on('stream', (s, headers) => {
+      streams.push(s);
+      expect(headers['authorization']).toBe(`Bearer ${TOKENS.orders}`);
+      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      const good = Buffer.from(
+        PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: v1, nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('orders') } })).finish(),
+      );
+      const bad = Buffer.from([0x0a, 0x05, 0x61]); // a string field longer than the message
+      for (const m of streams.length === 1 ? [good, bad] : []) {
+        const prefix = Buffer.alloc(5);
+        prefix.writeUInt32BE(m.length, 1);
+        s.write(Buffer.concat([prefix, m]));
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    cleanups.push(() => {
+      for (const st of streams) st.session?.destroy();
+    });
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', sink: { write: (l) => lines.push(l) } });
+    const { watch: w, applied } = watch(`127.0.0.1:${(server.address() as AddressInfo).port}`, stateDir(), { log });
+    await eventually(() => streams.length >= 2 && w.connected());
+    expect(applied.map((p) => p.version)).toEqual([v1]);
+    expect(w.current()?.version).toBe(v1);
+    expect(streams[0]?.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    const ended = lines.filter((l) => l.includes('control plane stream ended'));
+    expect(ended).toHaveLength(1);
+    expect(ended[0]).toContain('INTERNAL');
+    expect(ended[0]).toContain('unparsable response: truncated field');
   });
 
   it('stops reconnecting once closed', async () => {

@@ -1,0 +1,271 @@
+/**
+ * The control-plane protocol's message shapes and constants (proto/ward/v1/control_plane.proto),
+ * and the binary codec of the two messages the sidecar's policy watch exchanges: it speaks the
+ * protocol over ward's own HTTP/2 client (src/h2/grpc-stream.ts) and so loads neither grpc-js
+ * nor protobufjs, ~10 MB of a sidecar's memory (docs/performance.md "Memory"). The server and
+ * the CLI use grpc-js with proto-loader (proto.ts), which decodes to these same shapes; the tests
+ * check the codec against protobufjs both ways.
+ */
+
+// ---- wire shapes (as proto-loader decodes them with proto.ts's options) ----
+
+export interface ErrorDetailWire {
+  code: number;
+  message: string;
+}
+
+export interface PolicyRequestWire {
+  service: string;
+  instanceId: string;
+  versionInfo: string;
+  responseNonce: string;
+  /** null when absent: its presence is what makes a request a NACK. */
+  errorDetail: ErrorDetailWire | null;
+}
+
+export interface PolicyResponseWire {
+  versionInfo: string;
+  nonce: string;
+  service: string;
+  policy: { fileName: string; text: string } | null;
+  controlPlaneId: string;
+}
+
+export interface StatusRequestWire {
+  service: string;
+}
+
+export interface FileIssueWire {
+  file: string;
+  line: number;
+  column: number;
+  path: string;
+  message: string;
+}
+
+export interface ServiceStatusWire {
+  service: string;
+  version: string;
+  sourceFile: string;
+  updatedAtUnixMs: number;
+  lastError: FileIssueWire[];
+}
+
+export interface FileStatusWire {
+  file: string;
+  service: string;
+  issues: FileIssueWire[];
+  sinceUnixMs: number;
+}
+
+export interface NackStatusWire {
+  version: string;
+  message: string;
+  atUnixMs: number;
+}
+
+export interface SidecarStatusWire {
+  service: string;
+  instanceId: string;
+  subject: string;
+  issuer: string;
+  peer: string;
+  ackedVersion: string;
+  pendingVersion: string;
+  lastNack: NackStatusWire | null;
+  nackCount: number;
+  connectedSinceUnixMs: number;
+}
+
+export interface StatusResponseWire {
+  controlPlaneId: string;
+  policyDir: string;
+  startedAtUnixMs: number;
+  services: ServiceStatusWire[];
+  files: FileStatusWire[];
+  sidecars: SidecarStatusWire[];
+}
+
+export type HealthStatusWire = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+
+/** google.rpc.Code values the protocol uses in ErrorDetail. */
+export const RpcCode = {
+  INVALID_ARGUMENT: 3,
+  FAILED_PRECONDITION: 9,
+} as const;
+
+/** Longest error_detail message the server records (bounded per-stream state). */
+export const MAX_NACK_MESSAGE = 1024;
+/** Longest accepted instance_id. */
+export const MAX_INSTANCE_ID = 128;
+
+/** The policy stream's method (`PolicyDiscovery.StreamPolicy`), as an HTTP/2 `:path`. */
+export const POLICY_STREAM_PATH = '/ward.v1.PolicyDiscovery/StreamPolicy';
+
+// ---- the policy stream's codec (proto3 binary; field numbers from control_plane.proto)
+
+const WIRE_VARINT = 0;
+const WIRE_I64 = 1;
+const WIRE_LEN = 2;
+const WIRE_I32 = 5;
+
+/** `PolicyRequest`, as a proto3 encoder writes it: fields at their defaults are left out. */
+export function encodePolicyRequest(req: PolicyRequestWire): Buffer {
+  const parts: Buffer[] = [];
+  str(parts, 1, req.service);
+  str(parts, 2, req.instanceId);
+  str(parts, 3, req.versionInfo);
+  str(parts, 4, req.responseNonce);
+  if (req.errorDetail !== null) {
+    const detail: Buffer[] = [];
+    if (req.errorDetail.code !== 0) detail.push(tag(1, WIRE_VARINT), varint(req.errorDetail.code));
+    str(detail, 2, req.errorDetail.message);
+    const body = Buffer.concat(detail);
+    parts.push(tag(5, WIRE_LEN), varint(body.length), body);
+  }
+  return Buffer.concat(parts);
+}
+
+function str(parts: Buffer[], field: number, s: string): void {
+  if (s === '') return;
+  const b = Buffer.from(s, 'utf8');
+  parts.push(tag(field, WIRE_LEN), varint(b.length), b);
+}
+
+function tag(field: number, wire: number): Buffer {
+  return varint(field * 8 + wire);
+}
+
+/** A varint; a negative int32 as its 64-bit two's complement (10 bytes), as proto3 requires. */
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  let v = BigInt.asUintN(64, BigInt(n));
+  while (v >= 0x80n) {
+    bytes.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  bytes.push(Number(v));
+  return Buffer.from(bytes);
+}
+
+/** A message that is not a well-formed `PolicyResponse` (the stream is then given up, as grpc-js does). */
+export class WireError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WireError';
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * `PolicyResponse` from its bytes, in proto-loader's shape (absent strings are "", an absent
+ * `policy` is null). Unknown fields are skipped, as proto3 requires; a truncated or malformed
+ * message, a group, a string that is not UTF-8, or a known field of the wrong wire type is a
+ * WireError.
+ */
+export function decodePolicyResponse(buf: Buffer): PolicyResponseWire {
+  const out: PolicyResponseWire = { versionInfo: '', nonce: '', service: '', policy: null, controlPlaneId: '' };
+  const r = new Reader(buf, 0, buf.length);
+  while (!r.done()) {
+    const [field, wire] = r.tag();
+    if (field > 5) {
+      r.skip(wire);
+      continue;
+    }
+    // every known field is length-delimited: four strings and the `policy` message (4)
+    if (wire !== WIRE_LEN) throw new WireError(`PolicyResponse field ${field}: wire type ${wire}`);
+    if (field === 4) {
+      const [start, end] = r.span();
+      out.policy = decodePolicySource(buf, start, end);
+      continue;
+    }
+    const s = r.string();
+    if (field === 1) out.versionInfo = s;
+    else if (field === 2) out.nonce = s;
+    else if (field === 3) out.service = s;
+    else out.controlPlaneId = s;
+  }
+  return out;
+}
+
+function decodePolicySource(buf: Buffer, start: number, end: number): { fileName: string; text: string } {
+  const src = { fileName: '', text: '' };
+  const r = new Reader(buf, start, end);
+  while (!r.done()) {
+    const [field, wire] = r.tag();
+    if (field === 1 || field === 2) {
+      if (wire !== WIRE_LEN) throw new WireError(`PolicySource field ${field}: wire type ${wire}`);
+      if (field === 1) src.fileName = r.string();
+      else src.text = r.string();
+    } else {
+      r.skip(wire);
+    }
+  }
+  return src;
+}
+
+class Reader {
+  readonly #buf: Buffer;
+  #pos: number;
+  readonly #end: number;
+
+  constructor(buf: Buffer, start: number, end: number) {
+    this.#buf = buf;
+    this.#pos = start;
+    this.#end = end;
+  }
+
+  done(): boolean {
+    return this.#pos >= this.#end;
+  }
+
+  /** A varint of up to 10 bytes; its value exact below 2^53 (larger only ever skipped). */
+  varint(): number {
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.#pos >= this.#end) throw new WireError('truncated varint');
+      const b = this.#buf[this.#pos++] as number;
+      n += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) return n;
+      mul *= 0x80;
+    }
+    throw new WireError('varint longer than 10 bytes');
+  }
+
+  tag(): [number, number] {
+    const t = this.varint();
+    const field = Math.floor(t / 8);
+    if (field === 0) throw new WireError('field number 0');
+    return [field, t % 8];
+  }
+
+  /** A length-delimited field's bounds. */
+  span(): [number, number] {
+    const len = this.varint();
+    const start = this.#pos;
+    if (len > this.#end - start) throw new WireError('truncated field');
+    this.#pos = start + len;
+    return [start, start + len];
+  }
+
+  string(): string {
+    const [start, end] = this.span();
+    try {
+      return utf8.decode(this.#buf.subarray(start, end));
+    } catch {
+      throw new WireError('string field is not UTF-8');
+    }
+  }
+
+  skip(wire: number): void {
+    if (wire === WIRE_VARINT) this.varint();
+    else if (wire === WIRE_LEN) this.span();
+    else if (wire === WIRE_I64 || wire === WIRE_I32) {
+      const n = wire === WIRE_I64 ? 8 : 4;
+      if (n > this.#end - this.#pos) throw new WireError('truncated field');
+      this.#pos += n;
+    } else throw new WireError(`wire type ${wire} not supported`);
+  }
+}
