@@ -302,7 +302,8 @@ A file without rules refuses every call.
 
   HTTP routes match gRPC calls too: a gRPC call is \`POST /package.Service/Method\`.
 - Paths are matched **after** the sidecar normalized them, and exactly that path is forwarded to
-  the app: the query is ignored, \`//\` is merged, \`.\` and \`..\` segments are resolved, encoded
+  the app: the query is ignored, \`.\` and \`..\` segments are resolved and then \`//\` is merged (in
+  that order, as Envoy and an app resolving the path would: \`/a//..\` is \`/a/\`), encoded
   slashes are refused. A policy path containing \`?\`, \`#\`, \`//\` or dot segments could never
   match, so it is refused when the file is loaded.
 

@@ -52,7 +52,7 @@ const identityHeaders = z.strictObject({
 });
 
 const paths = z.strictObject({
-  mergeSlashes: z.boolean().default(true).meta({ description: 'Collapse repeated `/` before matching and forwarding.' }),
+  mergeSlashes: z.boolean().default(true).meta({ description: 'Collapse repeated `/` before matching and forwarding, after `.` and `..` segments are resolved (`/a//..` is `/a/`, as Envoy\'s `normalize_path` then `merge_slashes`).' }),
   rejectEscapedSlashes: z.boolean().default(true).meta({
     description: 'Refuse `%2F` and `%5C` in paths with 400 (Envoy CVE-2021-29492 class). Set false only if the app needs them; they are then kept encoded and never treated as separators.',
   }),

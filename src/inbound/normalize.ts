@@ -158,8 +158,11 @@ export function normalizeTarget(target: string, opts: PathOptions): NormalizedTa
 }
 
 /**
- * RFC 3986 §5.2.4 on an absolute path whose escapes are already resolved, optionally merging
- * empty segments. A trailing `.`/`..`/empty segment leaves a trailing `/` (`/a/.` → `/a/`).
+ * RFC 3986 §5.2.4 on an absolute path whose escapes are already resolved, then, optionally,
+ * empty segments merged. In that order, as Envoy does (`normalize_path`, then `merge_slashes`),
+ * and as an app resolving the path itself would: `..` removes the segment before it even when
+ * that one is empty (`/a/b//..` → `/a/b/`, not `/a`). A trailing `.`/`..`/empty segment leaves a
+ * trailing `/` (`/a/.` → `/a/`).
  */
 export function removeDotSegments(path: string, mergeSlashes: boolean): string {
   const segs = path.split('/');
@@ -176,14 +179,15 @@ export function removeDotSegments(path: string, mergeSlashes: boolean): string {
     }
     if (seg === '') {
       if (last) trailingSlash = true;
-      else if (!mergeSlashes) out.push('');
+      else out.push('');
       continue;
     }
     out.push(seg);
     trailingSlash = false;
   }
-  if (out.length === 0) return '/';
-  const joined = `/${out.join('/')}`;
+  const kept = mergeSlashes ? out.filter((x) => x !== '') : out;
+  if (kept.length === 0) return '/';
+  const joined = `/${kept.join('/')}`;
   return trailingSlash ? `${joined}/` : joined;
 }
 
