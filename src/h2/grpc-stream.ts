@@ -48,9 +48,11 @@ export class GrpcStream {
   readonly #maxMessage: number;
   readonly #keepalive: NodeJS.Timeout;
   #pingTimer: NodeJS.Timeout | null = null;
-  /** Bytes of a message not yet complete (prefix included). */
+  /** Bytes of a message not yet complete (prefix included), and how many the next step needs. */
   #partial: Buffer[] = [];
   #partialBytes = 0;
+  /** 5 (a prefix) until the prefix of the next message is read, then its whole length: joined only once there. */
+  #need = 5;
   #status: string | undefined;
   #grpcStatus: string | undefined;
   #grpcMessage: string | undefined;
@@ -124,14 +126,20 @@ export class GrpcStream {
     if (this.#ended || chunk.length === 0) return;
     this.#partial.push(Buffer.from(chunk)); // the chunk is a view of the read buffer
     this.#partialBytes += chunk.length;
+    // A large message arrives in many DATA frames: joined once, when it is whole.
+    if (this.#partialBytes < this.#need) return;
     let buf = this.#partial.length === 1 ? (this.#partial[0] as Buffer) : Buffer.concat(this.#partial, this.#partialBytes);
     let at = 0;
+    this.#need = 5;
     while (!this.#ended && buf.length - at >= 5) {
       const flag = buf[at] as number;
       const len = buf.readUInt32BE(at + 1);
       if (flag !== 0) return this.#end(GrpcStatus.INTERNAL, flag === 1 ? 'compressed message, none was negotiated' : `message flag ${flag}`);
       if (len > this.#maxMessage) return this.#end(GrpcStatus.RESOURCE_EXHAUSTED, `message of ${len} bytes, more than ${this.#maxMessage}`);
-      if (buf.length - at - 5 < len) break;
+      if (buf.length - at - 5 < len) {
+        this.#need = 5 + len;
+        break;
+      }
       const message = buf.subarray(at + 5, at + 5 + len);
       at += 5 + len;
       this.#events.onMessage(message);
