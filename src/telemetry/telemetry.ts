@@ -557,18 +557,26 @@ function startMetricPush(registry: MetricRegistry, channel: OtlpChannel, interva
     for (const s of rm.scopeMetrics) n += s.metrics.length;
     if (n === 0) return Promise.resolve();
     const body = encodeMetricsRequest(rm);
-    inFlight = new Promise<void>((resolve) => {
+    let finished = false;
+    const p = new Promise<void>((resolve) => {
+      // `done` may run before `send` returns (the client refuses at once while it backs off).
       channel.send(EXPORT_PATHS.metrics, body, (err) => {
         if (err === null) counters.exported += n;
         else {
           counters.failedExports++;
           counters.droppedExportFailed += n;
         }
-        inFlight = null;
+        finished = true;
         resolve();
       });
     });
-    return inFlight;
+    if (!finished) {
+      inFlight = p;
+      void p.then(() => {
+        if (inFlight === p) inFlight = null;
+      });
+    }
+    return p;
   };
   const timer = setInterval(() => void once(), intervalMs);
   timer.unref();

@@ -129,6 +129,21 @@ describe('OTLP spans and decision log records written by ward', () => {
     ]);
   });
 
+  it('metrics: pushes go on while the collector is down, each failure counted (a push that fails at once does not block the next)', async () => {
+    // A closed port: the first push fails on the connection, the next ones at once, during the
+    // client's reconnect backoff.
+    const closed = await collector();
+    const port = closed.port;
+    await closed.close();
+    const cfg = resolveTelemetry({ endpoint: `127.0.0.1:${port}`, metricsIntervalMs: 100 }, { service: 'orders', file: 'x', baseDir: '/' }, {});
+    const t = startTelemetry(cfg, { service: 'orders', instanceId: 'pod-1', log: silentLogger });
+    cleanup.push(() => t.shutdown(1000));
+    t.inbound.begin(record(), 0, [], null);
+    await new Promise((r) => setTimeout(r, 850));
+    expect(t.counters().metrics.failedExports).toBeGreaterThanOrEqual(5);
+    expect(t.counters().metrics.exported).toBe(0);
+  });
+
   it('an allowed gRPC call: a SERVER span in the caller\'s trace and a log record on that span', async () => {
     const { t, col, clock } = await setup();
     const fwd: Record<string, string> = {};
