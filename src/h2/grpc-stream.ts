@@ -73,7 +73,13 @@ export class GrpcStream {
       ':method', 'POST', ':scheme', o.tls === undefined ? 'http' : 'https', ':authority', o.address, ':path', o.path,
       'content-type', 'application/grpc', 'te', 'trailers', 'grpc-accept-encoding', 'identity', ...o.headers,
     ];
-    this.#stream = this.#conn.request(fields, false, this);
+    try {
+      this.#stream = this.#conn.request(fields, false, this);
+    } catch (err) {
+      // a field HTTP/2 cannot carry (a header value with a newline): no call, and no connection left open
+      this.#conn.destroy();
+      throw err;
+    }
     this.#keepalive = setInterval(() => this.#ping(o.keepalive.timeoutMs), o.keepalive.intervalMs);
     this.#keepalive.unref();
   }

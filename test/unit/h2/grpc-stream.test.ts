@@ -173,6 +173,27 @@ describe('GrpcStream', () => {
     expect(await seen.end).toEqual({ code: GrpcStatus.CANCELLED, details: 'cancelled by the client' });
   });
 
+  it('metadata HTTP/2 cannot carry throws from the constructor and leaves no connection open', async () => {
+    let open = 0;
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((sock) => {
+      open++;
+      sockets.add(sock);
+      sock.resume();
+      sock.on('close', () => open--);
+    });
+    cleanups.push(() => {
+      for (const x of sockets) x.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const events = { onHeaders: () => {}, onMessage: () => {}, onEnd: () => {} };
+    expect(() => new GrpcStream({ address, path: '/a.B/C', headers: ['authorization', 'Bearer a\r\nx: y'], connectTimeoutMs: 1000, keepalive: { intervalMs: 1000, timeoutMs: 1000 } }, events)).toThrow();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(open).toBe(0); // the TCP connection may have been made, but it was closed at once
+  });
+
   it('cancel resets the stream at the server', async () => {
     let reset: number | undefined;
     const closedAtServer = new Promise<void>((resolve) => {
