@@ -5,8 +5,8 @@ import { httpToGrpc, percentDecode, splitAddress, valueOf } from './grpc-unary.t
 /**
  * One long-lived bidirectional gRPC call (PROTOCOL-HTTP2.md) over ward's own HTTP/2 client, on a
  * connection of its own: the sidecar's policy stream to the control plane
- * (src/controlplane/client/watch.ts), which grpc-js carried before at ~10 MB of a sidecar's
- * memory (docs/performance.md "Memory").
+ * (src/controlplane/client/watch.ts), which grpc-js carried before (with its proto loader and
+ * protobufjs: 4 MB more heap, docs/performance.md "Memory").
  *
  * What the caller sees is what grpc-js gave it: `onHeaders` when the server's response headers
  * arrive (the control plane sends them once the call is authorized), `onMessage` per message,
