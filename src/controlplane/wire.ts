@@ -1,3 +1,5 @@
+import { PbWriter } from '../lib/protobuf.ts';
+
 /**
  * The control-plane protocol's message shapes and constants (proto/ward/v1/control_plane.proto),
  * and the binary codec of the two messages the sidecar's policy watch exchanges: it speaks the
@@ -111,41 +113,23 @@ const WIRE_I32 = 5;
 
 /** `PolicyRequest`, as a proto3 encoder writes it: fields at their defaults are left out. */
 export function encodePolicyRequest(req: PolicyRequestWire): Buffer {
-  const parts: Buffer[] = [];
-  str(parts, 1, req.service);
-  str(parts, 2, req.instanceId);
-  str(parts, 3, req.versionInfo);
-  str(parts, 4, req.responseNonce);
+  const w = new PbWriter(256);
+  str(w, 1, req.service);
+  str(w, 2, req.instanceId);
+  str(w, 3, req.versionInfo);
+  str(w, 4, req.responseNonce);
   if (req.errorDetail !== null) {
-    const detail: Buffer[] = [];
-    if (req.errorDetail.code !== 0) detail.push(tag(1, WIRE_VARINT), varint(req.errorDetail.code));
-    str(detail, 2, req.errorDetail.message);
-    const body = Buffer.concat(detail);
-    parts.push(tag(5, WIRE_LEN), varint(body.length), body);
+    const m = w.begin(5);
+    // int32: a negative code is sign-extended to 64 bits, as int64 writes it
+    if (req.errorDetail.code !== 0) w.int64(1, req.errorDetail.code);
+    str(w, 2, req.errorDetail.message);
+    w.end(m);
   }
-  return Buffer.concat(parts);
+  return w.bytes();
 }
 
-function str(parts: Buffer[], field: number, s: string): void {
-  if (s === '') return;
-  const b = Buffer.from(s, 'utf8');
-  parts.push(tag(field, WIRE_LEN), varint(b.length), b);
-}
-
-function tag(field: number, wire: number): Buffer {
-  return varint(field * 8 + wire);
-}
-
-/** A varint; a negative int32 as its 64-bit two's complement (10 bytes), as proto3 requires. */
-function varint(n: number): Buffer {
-  const bytes: number[] = [];
-  let v = BigInt.asUintN(64, BigInt(n));
-  while (v >= 0x80n) {
-    bytes.push(Number(v & 0x7fn) | 0x80);
-    v >>= 7n;
-  }
-  bytes.push(Number(v));
-  return Buffer.from(bytes);
+function str(w: PbWriter, field: number, s: string): void {
+  if (s !== '') w.string(field, s);
 }
 
 /** A message that is not a well-formed `PolicyResponse` (the stream is then given up, as grpc-js does). */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { OtlpTarget } from '../config/telemetry.ts';
 import type { Logger } from '../lib/log.ts';
 import { GrpcUnaryClient } from '../h2/grpc-unary.ts';
-import { PbWriter, varintSize, WIRE_LEN } from './protobuf.ts';
+import { PbWriter, varintSize, WIRE_LEN } from '../lib/protobuf.ts';
 
 /**
  * The way out for telemetry: a bounded batch queue per signal and one gRPC unary call per batch

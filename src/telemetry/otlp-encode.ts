@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import type { Envelope } from './export.ts';
-import { PbWriter, WIRE_LEN } from './protobuf.ts';
+import { PbWriter, WIRE_LEN } from '../lib/protobuf.ts';
 
 /**
  * OTLP protobuf for ward's spans and decision log records, written field by field straight into

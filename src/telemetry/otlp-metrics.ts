@@ -9,7 +9,7 @@ import {
   type ScopeMetrics,
   ValueType,
 } from './metric-data.ts';
-import { PbWriter, WIRE_LEN } from './protobuf.ts';
+import { PbWriter, WIRE_LEN } from '../lib/protobuf.ts';
 
 /**
  * OTLP protobuf `ExportMetricsServiceRequest` for collected metrics, byte for byte what

@@ -6,7 +6,7 @@ import type { Logger } from '../lib/log.ts';
 import { serializePrometheus } from './prometheus.ts';
 import { createOtlpChannel, EncodedQueue, EXPORT_PATHS, type ExportCounters, newCounters, type OtlpChannel, type Signal } from './export.ts';
 import { attrInt, attrString, beginLog, KeyValueCache, beginSpan, buildEnvelope, endLog, endSpan, KIND_CLIENT, KIND_SERVER, newSpanId, newTraceId, type SpanHead } from './otlp-encode.ts';
-import type { PbWriter } from './protobuf.ts';
+import type { PbWriter } from '../lib/protobuf.ts';
 import { createWardSampler } from './sampler.ts';
 import type { Attributes } from './metric-data.ts';
 import { MetricRegistry } from './metrics.ts';

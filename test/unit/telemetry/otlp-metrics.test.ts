@@ -14,7 +14,7 @@ import {
   ValueType,
 } from '../../../src/telemetry/metric-data.ts';
 import { encodeMetricsRequest } from '../../../src/telemetry/otlp-metrics.ts';
-import { PbWriter } from '../../../src/telemetry/protobuf.ts';
+import { PbWriter } from '../../../src/lib/protobuf.ts';
 
 /**
  * ward's OTLP metrics encoding (otlp-metrics.ts) against @opentelemetry/otlp-transformer's

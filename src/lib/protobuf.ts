@@ -1,5 +1,7 @@
 /**
- * A small protobuf writer for the OTLP messages ward builds per call (otlp-encode.ts): append-only
+ * A small protobuf writer for the messages ward writes itself: the OTLP spans, decision records
+ * and metrics (src/telemetry) and the control-plane policy stream's requests
+ * (src/controlplane/wire.ts). Append-only
  * into one growable, reused `Buffer`, no object per field. Length-delimited fields are written
  * body first with a one-byte length slot that is widened afterwards only when the body reached
  * 128 bytes (one `copyWithin`), so nothing is measured twice.
