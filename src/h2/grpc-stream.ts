@@ -1,6 +1,6 @@
 import { GrpcStatus } from '../errors/table.ts';
 import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
-import { httpToGrpc, percentDecode, splitAddress, valueOf } from './grpc-unary.ts';
+import { answeredStatus, httpToGrpc, splitAddress, valueOf } from './grpc-unary.ts';
 
 /**
  * One long-lived bidirectional gRPC call (PROTOCOL-HTTP2.md) over ward's own HTTP/2 client, on a
@@ -177,11 +177,9 @@ export class GrpcStream {
 
   /** The call's end from the server's answer: its HTTP status, then `grpc-status` and `grpc-message`. */
   #statusEnd(): void {
-    if (this.#status !== '200') return this.#end(httpToGrpc(this.#status ?? ''), `HTTP status ${this.#status ?? 'missing'}`, 'finish');
-    if (this.#grpcStatus === undefined) return this.#end(GrpcStatus.UNKNOWN, 'no grpc-status', 'finish');
-    if (this.#partialBytes > 0 && this.#grpcStatus === '0') return this.#end(GrpcStatus.INTERNAL, 'the stream ended inside a message', 'finish');
-    const code = Number(this.#grpcStatus);
-    this.#end(Number.isInteger(code) && code >= 0 && code <= 16 ? code : GrpcStatus.UNKNOWN, percentDecode(this.#grpcMessage ?? ''), 'finish');
+    const [code, details] = answeredStatus(this.#status, this.#grpcStatus, this.#grpcMessage);
+    if (code === GrpcStatus.OK && this.#partialBytes > 0) return this.#end(GrpcStatus.INTERNAL, 'the stream ended inside a message', 'finish');
+    this.#end(code, details, 'finish');
   }
 
   /**

@@ -182,11 +182,8 @@ export class GrpcUnaryClient {
     }
     if (c.status === undefined) return new GrpcCallError(GrpcStatus.UNAVAILABLE, s.refused ? 'refused by the server' : `stream reset (${s.rstCode ?? 'no response'})`);
     this.#backoffMs = 0;
-    if (c.status !== '200') return new GrpcCallError(httpToGrpc(c.status), `HTTP status ${c.status}`);
-    if (c.grpcStatus === undefined) return new GrpcCallError(GrpcStatus.UNKNOWN, 'no grpc-status');
-    if (c.grpcStatus === '0') return null;
-    const code = Number(c.grpcStatus);
-    return new GrpcCallError(Number.isInteger(code) ? code : GrpcStatus.UNKNOWN, percentDecode(c.grpcMessage ?? ''));
+    const [code, details] = answeredStatus(c.status, c.grpcStatus, c.grpcMessage);
+    return code === GrpcStatus.OK ? null : new GrpcCallError(code, details);
   }
 
   #finish(c: Call, err: GrpcCallError | null): void {
@@ -196,6 +193,18 @@ export class GrpcUnaryClient {
     if (c.timer !== null) clearTimeout(c.timer);
     c.done(err);
   }
+}
+
+/**
+ * The gRPC status of a call the server answered (PROTOCOL-HTTP2.md): a non-200 HTTP status
+ * mapped, a missing `grpc-status` UNKNOWN, else `grpc-status` with its percent-decoded
+ * `grpc-message`.
+ */
+export function answeredStatus(status: string | undefined, grpcStatus: string | undefined, grpcMessage: string | undefined): [code: number, details: string] {
+  if (status !== '200') return [httpToGrpc(status ?? ''), `HTTP status ${status ?? 'missing'}`];
+  if (grpcStatus === undefined) return [GrpcStatus.UNKNOWN, 'no grpc-status'];
+  const code = Number(grpcStatus);
+  return [Number.isInteger(code) ? code : GrpcStatus.UNKNOWN, percentDecode(grpcMessage ?? '')];
 }
 
 /** `host:port` or `[v6]:port` → host (without brackets) and port. */
@@ -234,7 +243,7 @@ export function httpToGrpc(status: string): number {
 }
 
 /** `grpc-message` is percent-encoded UTF-8; a malformed one is shown as it came. */
-export function percentDecode(s: string): string {
+function percentDecode(s: string): string {
   if (!s.includes('%')) return s;
   try {
     return decodeURIComponent(s);
