@@ -287,13 +287,8 @@ export class IssuerSource {
     if (!this.usable(this.#s.clock())) return undefined;
     const pick = (this.#keys as KeySet).select(alg, kid);
     if (typeof pick !== 'object') return undefined;
-    let key: KeyObject;
-    try {
-      key = pick.key();
-    } catch {
-      return undefined; // resolveKey logs it
-    }
-    return { ok: true, key, keyId: pick.id };
+    const key = pick.key();
+    return key instanceof Error ? undefined : { ok: true, key, keyId: pick.id }; // resolveKey logs a failed import
   }
 
   async resolveKey(alg: string, kid: string | undefined): Promise<KeyResult> {
@@ -316,13 +311,13 @@ export class IssuerSource {
       this.#log.debug('no verification key', { kid: kid ?? null, alg, reason: pick });
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: `${pick} (kid ${kid ?? 'none'}, alg ${alg})` };
     }
-    try {
-      return { ok: true, key: pick.key(), keyId: pick.id };
-    } catch (err) {
+    const key = pick.key();
+    if (key instanceof Error) {
       // Once per key: tokens naming it would otherwise log a line each (STYLE habit 3).
-      if (pick.firstFailure()) this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(err) });
+      if (pick.firstFailure()) this.#log.warn('jwks key import failed', { kid: kid ?? null, alg, error: describeError(key) });
       return { ok: false, code: 'ERR_TOKEN_KEY_UNKNOWN', detail: 'key import failed' };
     }
+    return { ok: true, key, keyId: pick.id };
   }
 
   status(): IssuerStatus {
@@ -442,8 +437,8 @@ class VerifyKey {
     return first;
   }
 
-  /** The key, imported on first use; throws when its members do not make a valid public key. */
-  key(): KeyObject {
+  /** The key, imported on first use, or why its members make no valid public key. */
+  key(): KeyObject | Error {
     if (this.#imported === undefined) {
       try {
         this.#imported = importVerifyKey({ ...this.jwk, kty: this.kty });
@@ -451,7 +446,6 @@ class VerifyKey {
         this.#imported = err instanceof Error ? err : new Error(String(err));
       }
     }
-    if (this.#imported instanceof Error) throw this.#imported;
     return this.#imported;
   }
 }
