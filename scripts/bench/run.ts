@@ -201,6 +201,8 @@ interface WardOptions {
   readonly root?: string;
   /** Node flags instead of `--ward-node-flags` (`--variants`). */
   readonly nodeFlags?: readonly string[];
+  /** Environment variables on top of ward's (`--variants` items spelled `NAME=value`). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 function wardConfig(port: number, adminPort: number, o: WardOptions): string {
@@ -256,7 +258,7 @@ function wardScenario(id: string, label: string, o: WardOptions): Scenario {
         process.execPath,
         [...(o.nodeFlags ?? wardNodeFlags), ...extraNodeFlags, o.root === undefined ? WARD : join(o.root, 'bin/ward.js'), 'sidecar', '--config', cfg],
         join(logs, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}-${tag}.log`),
-        WARD_ENV,
+        o.env === undefined ? WARD_ENV : { ...WARD_ENV, ...o.env },
       );
       await waitFor(`${id} readiness`, async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
       return { port, proc, metricsUrl: `http://127.0.0.1:${adminPort}/metrics` };
@@ -358,15 +360,22 @@ const WARD_OPTIONS: Record<string, WardOptions> = {
   'ward-notel': { cacheEntries: 10_000, concurrency: 1, telemetry: false },
 };
 // `--variants 'small=--max-semi-space-size=1;st=--single-threaded-gc'`: every selected ward
-// scenario also runs with each set of Node flags (how the GC settings were chosen).
+// scenario also runs with each set of Node flags (how the GC settings were chosen). An item
+// spelled `NAME=value` (no leading `--`) sets an environment variable instead, and keeps the
+// default flags unless the variant names flags too: `je=LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`.
 if (opt.variants !== undefined) {
   for (const v of opt.variants.split(';')) {
     const eq = v.indexOf('=');
     const name = v.slice(0, eq);
-    const flags = v.slice(eq + 1).split(' ').filter((x) => x !== '');
+    const items = v.slice(eq + 1).split(' ').filter((x) => x !== '');
+    const isEnv = (x: string): boolean => !x.startsWith('-') && /^[A-Za-z_][A-Za-z0-9_]*=/.test(x);
+    const flags = items.filter((x) => !isEnv(x));
+    const env = Object.fromEntries(items.filter(isEnv).map((x) => [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)]));
+    const envOnly = flags.length === 0 && Object.keys(env).length > 0;
     for (const id of scenarioIds.filter((x) => WARD_OPTIONS[x] !== undefined)) {
       const twin = `${id}[${name}]`;
-      ALL.push(wardScenario(twin, `${ALL.find((x) => x.id === id)?.label ?? id} [${flags.join(' ') || 'no flags'}]`, { ...(WARD_OPTIONS[id] as WardOptions), nodeFlags: flags }));
+      const label = `${ALL.find((x) => x.id === id)?.label ?? id} [${items.join(' ') || 'no flags'}]`;
+      ALL.push(wardScenario(twin, label, { ...(WARD_OPTIONS[id] as WardOptions), ...(envOnly ? {} : { nodeFlags: flags }), env }));
       scenarioIds.push(twin);
     }
   }
