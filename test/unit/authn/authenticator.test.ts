@@ -468,17 +468,21 @@ describe('setIssuers', () => {
   });
 
   it('an issuer removed while a verification is in flight does not authenticate', async () => {
+    // Minted first: awaiting the signature after make() could let the initial JWKS fetch finish,
+    // and then the call would not wait at all (a flake seen under a loaded full run).
+    const token = await mint(k1, claims());
     const a = make();
-    const pending = a.authenticate(await mint(k1, claims())); // waits for the initial JWKS fetch
+    const pending = a.authenticate(token); // waits for the initial JWKS fetch
     expect(isPromise(pending)).toBe(true);
     a.setIssuers([]);
     expect(codeOf(await pending)).toBe('ERR_TOKEN_ISSUER_UNKNOWN');
   });
 
   it('an issuer changed while a verification is in flight is re-checked against the new trust', async () => {
-    const a = make();
     const token = await mint(k1, claims());
+    const a = make();
     const narrowed = a.authenticate(token);
+    expect(isPromise(narrowed)).toBe(true);
     a.setIssuers([trust({ audiences: ['billing'] })]);
     expect(codeOf(await narrowed)).toBe('ERR_TOKEN_AUDIENCE');
     const widened = a.authenticate(await mint(k1, claims({ aud: 'billing' })));
