@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { z } from 'zod';
+import { type Schema, toJSONSchema } from '../src/lib/schema.ts';
 import { sidecarConfigSchema } from '../src/config/sidecar.ts';
 import { policySchema } from '../src/policy/schema.ts';
 
@@ -398,8 +398,8 @@ export interface GeneratedFile {
   readonly content: string;
 }
 
-function jsonSchemaOf(schema: z.ZodType, id: string): Json {
-  const js = z.toJSONSchema(schema, { io: 'input', target: 'draft-2020-12' }) as Json;
+function jsonSchemaOf(schema: Schema, id: string): Json {
+  const js = toJSONSchema(schema);
   return { $schema: js['$schema'], $id: id, ...js };
 }
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 
 /**
  * The `outbound` section of the sidecar config: the egress listener the app sends its calls to

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 
 /**

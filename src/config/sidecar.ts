@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 import { outboundConfigSchema } from './outbound.ts';

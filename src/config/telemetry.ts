@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 
 /**

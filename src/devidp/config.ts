@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 

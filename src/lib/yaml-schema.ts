@@ -1,16 +1,16 @@
 import { LineCounter, parseDocument } from 'yaml';
-import type { z } from 'zod';
+import type { output, Schema } from './schema.ts';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
 import { formatPath, keyOffset, nodeOffset } from './yaml-locate.ts';
 
 export { formatPath };
 
 /**
- * Parses YAML text against a zod schema and reports every problem as `file:line:column`, with
+ * Parses YAML text against a schema (lib/schema.ts) and reports every problem as `file:line:column`, with
  * the field path. This is the only place raw YAML becomes a typed value: callers get either a
  * validated object or a ConfigError, never a half-checked document.
  */
-export function parseYamlFile<S extends z.ZodType>(text: string, file: string, schema: S): z.output<S> {
+export function parseYamlFile<S extends Schema>(text: string, file: string, schema: S): output<S> {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const issues: FileIssue[] = [];
@@ -27,13 +27,13 @@ export function parseYamlFile<S extends z.ZodType>(text: string, file: string, s
     throw new ConfigError([{ file, line: 1, column: 1, path: '', message: firstLine(String((err as Error).message)) }]);
   }
   const result = schema.safeParse(data ?? {});
-  if (result.success) return result.data;
+  if (result.success) return result.data as output<S>;
 
   for (const issue of result.error.issues) {
     const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
     let offset: number;
     let extraPath: string | undefined;
-    if (issue.code === 'unrecognized_keys' && issue.keys.length > 0) {
+    if (issue.code === 'unrecognized_keys' && issue.keys !== undefined && issue.keys.length > 0) {
       // point at the unknown key itself rather than at its parent map
       const key = issue.keys[0] as string;
       offset = keyOffset(doc.getIn(path, true), key) ?? nodeOffset(doc, path);

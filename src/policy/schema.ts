@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../lib/schema.ts';
 
 /**
  * The policy file format (`apiVersion: ward.dev/v1`, `kind: Policy`). Every field carries its
@@ -168,7 +168,7 @@ export const CLAIM_OPERATORS = ['equals', 'in', 'anyOf', 'allOf', 'exists', 'gt'
 
 const number = z.number().refine(Number.isFinite, 'must be a finite number');
 
-export const conditionSchema: z.ZodType<PolicyConditionInput> = z
+export const conditionSchema: z.Schema<PolicyConditionInput> = z
   .strictObject({
     claim: z
       .union([nonEmpty, z.array(nonEmpty).min(1)], { error: 'expected a dotted claim path or a list of path segments' })
@@ -229,7 +229,7 @@ export const conditionSchema: z.ZodType<PolicyConditionInput> = z
       description: 'The `act` chain has at most this many actors (0 = not delegated).',
       examples: [2],
     }),
-    get any(): z.ZodOptional<z.ZodArray<z.ZodType<PolicyConditionInput>>> {
+    get any(): z.Optional<PolicyConditionInput[]> {
       return z.array(conditionSchema).min(1, 'needs at least one condition').optional().meta({
         description: 'Holds when at least one of these conditions holds (OR). Each item is a condition like those of `when`.',
         examples: [[{ subject: { in: ['ops-bot'] } }, { scopes: { allOf: ['orders.admin'] } }]],

@@ -3,7 +3,7 @@ import type http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { extractBearer } from '../../src/authn/extract.ts';
-import type { z } from 'zod';
+import type * as z from '../../src/lib/schema.ts';
 import { outboundConfigSchema } from '../../src/config/outbound.ts';
 import { startOrdersApp, type OrdersApp } from '../../src/demo/orders-app.ts';
 import type { TokenOutcome } from '../../src/exchange/broker.ts';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { z } from 'zod';
+import type * as z from '../../src/lib/schema.ts';
 import { defaultDevIdpConfig, devIdpConfigSchema } from '../../src/devidp/config.ts';
 import { basicAuth, type DevIdp, startDevIdp } from '../../src/devidp/provider.ts';
 import { type Logger, silentLogger } from '../../src/lib/log.ts';

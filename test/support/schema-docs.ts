@@ -1,13 +1,13 @@
-import { z } from 'zod';
+import { type Schema, toJSONSchema } from '../../src/lib/schema.ts';
 
 /**
- * For tests that keep a hand-written option table in docs/ in step with a zod config schema:
+ * For tests that keep a hand-written option table in docs/ in step with a config schema:
  * every leaf option (dotted path, `[]` for array items) with its JSON Schema, and the way the
  * tables spell a default.
  */
 export type JsonSchema = { properties?: Record<string, JsonSchema>; items?: JsonSchema; default?: unknown; description?: string };
 
-export function schemaOptions(schema: z.ZodType): { path: string; schema: JsonSchema }[] {
+export function schemaOptions(schema: Schema): { path: string; schema: JsonSchema }[] {
   const out: { path: string; schema: JsonSchema }[] = [];
   const walk = (s: JsonSchema, prefix: string): void => {
     for (const [k, v] of Object.entries(s.properties ?? {})) {
@@ -17,7 +17,7 @@ export function schemaOptions(schema: z.ZodType): { path: string; schema: JsonSc
       else out.push({ path, schema: v });
     }
   };
-  walk(z.toJSONSchema(schema, { io: 'input' }) as JsonSchema, '');
+  walk(toJSONSchema(schema), '');
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from '../../lib/schema.ts';
 import { ConfigError } from '../../errors/ward-error.ts';
 import { parseYamlFile } from '../../lib/yaml-schema.ts';
 import type { IssuerTrust } from '../../policy/model.ts';

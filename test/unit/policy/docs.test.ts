@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import { toJSONSchema } from '../../../src/lib/schema.ts';
 import { EXAMPLE_POLICY, generate, staleFiles } from '../../../scripts/gen-docs.ts';
 import { evaluate } from '../../../src/policy/evaluate.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
@@ -30,7 +30,7 @@ describe('generated docs', () => {
   });
 
   it('every policy field has a description and an example', () => {
-    const js = z.toJSONSchema(policySchema, { io: 'input' }) as Json;
+    const js = toJSONSchema(policySchema);
     const props = properties(js, '', [], (js['$defs'] ?? {}) as Json);
     expect(props.length).toBeGreaterThan(40);
     const defs = (js['$defs'] ?? {}) as Record<string, Json>;

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../../../lib/schema.ts';
 
 /**
  * The control plane's `telemetry:` options: its OTLP/gRPC receiver, the decision store and
