@@ -571,7 +571,8 @@ export class RecordSchema<V, VI = V> extends Schema<Record<string, V>, Record<st
         run.add('invalid_key', [...path, k], 'Invalid key in record', true);
         continue;
       }
-      out[k] = this._value.run(v[k], [...path, k], run);
+      // Defined, not assigned: a key spelled `__proto__` stays a key instead of becoming the prototype.
+      Object.defineProperty(out, k, { value: this._value.run(v[k], [...path, k], run), enumerable: true, writable: true, configurable: true });
     }
     return out;
   }
