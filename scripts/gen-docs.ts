@@ -1,6 +1,7 @@
 /**
- * Generates the reference docs and JSON Schemas from the zod schemas, the one place where every
- * option and policy field has its description, default and example:
+ * Generates the reference docs and JSON Schemas from the config and policy schemas (written with
+ * src/lib/schema.ts), the one place where every option and policy field has its description,
+ * default and example:
  *
  *   src/policy/schema.ts  (policySchema)         → docs/policy.md,         docs/schema/policy.schema.json
  *   src/config/sidecar.ts (sidecarConfigSchema)  → docs/sidecar-config.md, docs/schema/sidecar-config.schema.json
