@@ -2,6 +2,7 @@ import { createAuthenticator } from '../authn/authenticator.ts';
 import { extractBearer } from '../authn/extract.ts';
 import { isLoopbackAddress } from '../authn/fetch.ts';
 import { startAdminServer } from '../admin/server.ts';
+import { memoryReport } from '../admin/memory.ts';
 import { loadSidecarConfig, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
@@ -168,7 +169,7 @@ export async function startSidecar(
       { name: 'issuer-keys', check: () => ({ ok: authenticator.ready(), detail: authenticator.status() }) },
       { name: 'listeners', check: () => ({ ok: !draining }) },
     ],
-    documents: { '/status': status },
+    documents: { '/status': status, '/memory': memoryReport },
     ...(telemetry === null
       ? {}
       : { texts: { '/metrics': { contentType: 'text/plain; version=0.0.4; charset=utf-8', render: () => telemetry.metricsText() } } }),

@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { memoryReport } from '../admin/memory.ts';
 import { startAdminServer } from '../admin/server.ts';
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { Logger } from '../lib/log.ts';
@@ -232,6 +233,8 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         draining,
         workers: slots.map((s) => ({ worker: s.slot, pid: s.worker?.process.pid ?? null, ...(s.state ?? {}) })),
       }),
+      // The primary's own; each worker's memory is in /metrics (`process_memory_usage_bytes{worker=…}`).
+      '/memory': memoryReport,
     },
     texts: {
       '/metrics': {

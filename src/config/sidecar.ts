@@ -144,7 +144,7 @@ export const sidecarConfigSchema = z
     upstream: upstream.meta({ description: 'The local app the sidecar guards (reached only after a call is allowed).' }),
     admin: z
       .strictObject({
-        host: host.default('127.0.0.1').meta({ description: 'Admin listener address (`/healthz`, `/readyz`).' }),
+        host: host.default('127.0.0.1').meta({ description: 'Admin listener address (`/healthz`, `/readyz`, `/status`, `/memory`, `/metrics`).' }),
         port: port.default(15000).meta({ description: 'Admin listener port.' }),
       })
       .prefault({})

@@ -73,6 +73,15 @@ export const M_POLICY_VERSION = 'ward.policy.version';
 export const M_CONTROLPLANE_CONNECTED = 'ward.controlplane.connected';
 export const M_TELEMETRY_DROPPED = 'ward.telemetry.dropped';
 export const M_TELEMETRY_EXPORTED = 'ward.telemetry.exported';
+// The process and its runtime (OpenTelemetry semantic conventions: process, V8 JS, Node.js).
+export const M_PROCESS_MEMORY = 'process.memory.usage';
+export const M_PROCESS_CPU = 'process.cpu.time';
+export const M_V8_HEAP_USED = 'v8js.memory.heap.used';
+export const M_V8_HEAP_LIMIT = 'v8js.memory.heap.limit';
+export const M_EVENTLOOP_TIME = 'nodejs.eventloop.time';
+export const CPU_MODE = 'cpu.mode';
+export const V8_HEAP_SPACE = 'v8js.heap.space.name';
+export const EVENTLOOP_STATE = 'nodejs.eventloop.state';
 
 /** Latency buckets in seconds: 50 µs to 2.5 s (authorization is usually well under a millisecond). */
 export const LATENCY_BUCKETS_S: readonly number[] = [

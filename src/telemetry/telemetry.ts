@@ -11,6 +11,7 @@ import { createWardSampler } from './sampler.ts';
 import type { Attributes } from './metric-data.ts';
 import { MetricRegistry } from './metrics.ts';
 import { encodeMetricsRequest } from './otlp-metrics.ts';
+import { registerRuntimeMetrics } from './runtime.ts';
 import * as sc from './semconv.ts';
 import { formatTraceparent, remoteContext } from './traceparent.ts';
 
@@ -350,6 +351,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   registry.observableCounter({ name: sc.M_TELEMETRY_EXPORTED, description: 'Spans, decision log records and metric streams exported over OTLP.', unit: '{item}' }, (observe) => {
     for (const s of ['traces', 'logs', 'metrics'] as const) observe(counters[s].exported, { [sc.WARD_SIGNAL]: s });
   });
+  registerRuntimeMetrics(registry);
 
   // Metric attribute sets are few (direction × decision × reason): built once each.
   const attrCache = new Map<string, Attributes>();

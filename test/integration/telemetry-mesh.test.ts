@@ -357,6 +357,20 @@ telemetry: { endpoint: "${cpAddress}", queue: { delayMs: 20 }, exportTimeoutMs: 
     for (const f of fam.values()) for (const s of f.samples) expect(Object.keys(s.labels)).not.toContain('enduser_id');
   });
 
+  it('reports its own footprint: runtime metrics in /metrics, and the admin /memory document', async () => {
+    const fam = await metrics(b.sidecar.ports.admin);
+    expect(sampleValue(fam, 'process_memory_usage')).toBeGreaterThan(10 * 1024 * 1024);
+    expect(sampleValue(fam, 'process_cpu_time_total', { cpu_mode: 'user' })).toBeGreaterThan(0);
+    expect(sampleValue(fam, 'v8js_memory_heap_used', { v8js_heap_space_name: 'old_space' })).toBeGreaterThan(0);
+    expect(sampleValue(fam, 'nodejs_eventloop_time_total', { nodejs_eventloop_state: 'idle' })).toBeGreaterThan(0);
+    const res = await fetch(`http://127.0.0.1:${b.sidecar.ports.admin}/memory`);
+    expect(res.status).toBe(200);
+    const mem = (await res.json()) as { rssBytes: number; peakRssBytes: number; spaces: { name: string }[] };
+    expect(mem.rssBytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(mem.peakRssBytes).toBeGreaterThanOrEqual(mem.rssBytes);
+    expect(mem.spaces.map((s) => s.name)).toContain('old_space');
+  });
+
   it('pushes metrics over OTLP, as /metrics shows them: decoded by a real collector behind the control plane', async () => {
     const str = (attrs: { key: string; value: { stringValue?: string } }[]): Record<string, string | undefined> => Object.fromEntries(attrs.map((a) => [a.key, a.value.stringValue]));
     /** The allowed-decision count and latency histogram of service `orders` in the newest push that has them. */

@@ -159,6 +159,10 @@ drainTimeoutMs: 5000
       byWorker.set(r.worker, s);
     }
     expect(byWorker.size).toBe(2);
+    // The primary's admin port also reports its own memory.
+    const mem = (await (await fetch(`http://127.0.0.1:${admin}/memory`)).json()) as { rssBytes: number; peakRssBytes: number };
+    expect(mem.rssBytes).toBeGreaterThan(0);
+    expect(mem.peakRssBytes).toBeGreaterThanOrEqual(mem.rssBytes);
     const st = await status();
     expect(st.workers.map((w) => w.policyVersion)).toEqual([st.policyVersion, st.policyVersion]);
 

@@ -1,0 +1,40 @@
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+
+/** The admin `/memory` document: this process's memory, as Envoy's admin `/memory` reports its own. */
+export interface MemoryReport {
+  readonly rssBytes: number;
+  /** The highest RSS since the process started (`getrusage` maxrss). */
+  readonly peakRssBytes: number;
+  readonly heap: {
+    readonly totalBytes: number;
+    readonly usedBytes: number;
+    readonly limitBytes: number;
+    /** What V8 itself holds through malloc (compiler zones and the like). */
+    readonly mallocedBytes: number;
+    readonly peakMallocedBytes: number;
+  };
+  readonly spaces: readonly { readonly name: string; readonly sizeBytes: number; readonly usedBytes: number; readonly physicalBytes: number }[];
+  /** Memory of ArrayBuffers and Buffers (socket reads, frames, export batches), outside the heap. */
+  readonly arrayBuffersBytes: number;
+  /** Memory of C++ objects bound to JavaScript ones, ArrayBuffers included. */
+  readonly externalBytes: number;
+}
+
+export function memoryReport(): MemoryReport {
+  const m = process.memoryUsage();
+  const h = getHeapStatistics();
+  return {
+    rssBytes: m.rss,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    heap: {
+      totalBytes: h.total_heap_size,
+      usedBytes: h.used_heap_size,
+      limitBytes: h.heap_size_limit,
+      mallocedBytes: h.malloced_memory,
+      peakMallocedBytes: h.peak_malloced_memory,
+    },
+    spaces: getHeapSpaceStatistics().map((s) => ({ name: s.space_name, sizeBytes: s.space_size, usedBytes: s.space_used_size, physicalBytes: s.physical_space_size })),
+    arrayBuffersBytes: m.arrayBuffers,
+    externalBytes: m.external,
+  };
+}
