@@ -15,8 +15,12 @@
  * `superRefine`) run only when nothing so far made the value's type wrong (a too-short string
  * does not stop them, a number where an object belongs does); `default(v)` answers `undefined`
  * with a copy of `v` unchecked, `prefault(v)` parses `v` in its place; an object is strict (an
- * unknown key is an error) and leaves out the optional keys its input does not have; a union
- * takes the first option that parses.
+ * unknown key is an error), leaves out the optional keys its input does not have and checks
+ * nothing of them; an array over its maximum is refused whole, its items unread; a union takes
+ * the first option that parses, and when exactly one option failed on its checks alone, reports
+ * that option's issues. test/unit/lib/schema-zod.test.ts holds this against zod itself on random
+ * schemas and inputs, messages and JSON Schemas included; where the two differ on purpose (a
+ * URL's refusal says why, a record key spelled `__proto__` is kept as a key) it says so.
  */
 
 // ---------------------------------------------------------------------------------------------
@@ -37,6 +41,8 @@ export interface Issue {
 /** An issue being collected; `hard` ones (wrong type or value) stop the refinements above them. */
 interface Found extends Issue {
   readonly hard: boolean;
+  /** An array over its max: not even a length check above it runs (zod's `continue: false`). */
+  readonly abort?: boolean;
 }
 
 export type SafeParseResult<O> = { readonly success: true; readonly data: O; readonly error?: undefined } | { readonly success: false; readonly data?: undefined; readonly error: SchemaError };
@@ -87,6 +93,11 @@ class Run {
 
   add(code: IssueCode, path: readonly PathItem[], message: string, hard: boolean, keys?: readonly string[]): void {
     this.issues.push(keys === undefined ? { code, path, message, hard } : { code, path, message, hard, keys });
+  }
+
+  abortedSince(start: number): boolean {
+    for (let i = start; i < this.issues.length; i++) if ((this.issues[i] as Found).abort === true) return true;
+    return false;
   }
 
   hardSince(start: number): boolean {
@@ -142,6 +153,16 @@ export abstract class Schema<O = unknown, I = O> {
 
   /** Whether an object may omit this key (optional, or with a default). */
   get isOptional(): boolean {
+    return this.optin !== undefined;
+  }
+
+  /** zod's optin: what an absent key means ('optional': nothing; 'defaulted': a value stands in). */
+  get optin(): 'optional' | 'defaulted' | undefined {
+    return undefined;
+  }
+
+  /** zod's optout: whether the output may be undefined. */
+  get optout(): boolean {
     return false;
   }
 
@@ -149,7 +170,7 @@ export abstract class Schema<O = unknown, I = O> {
     const run = new Run();
     const data = this.run(v, [], run);
     if (run.issues.length === 0) return { success: true, data: data as O };
-    return { success: false, error: new SchemaError(run.issues.map(({ hard: _, ...i }) => i)) };
+    return { success: false, error: new SchemaError(run.issues.map(({ hard: _, abort: _a, ...i }) => i)) };
   }
 
   parse(v: unknown): O {
@@ -228,7 +249,8 @@ abstract class Wrapper<O, I> extends Schema<O, I> {
   protected abstract readonly inner: Schema;
 
   protected override jsonWithMeta(ctx: JsonContext): Json {
-    return { ...metaJson(this._meta), ...this.inner.json(ctx) };
+    const own = metaJson(this._meta);
+    return { ...own, ...this.inner.json(ctx), ...own };
   }
 
   protected jsonBody(ctx: JsonContext): Json {
@@ -243,12 +265,20 @@ export class Optional<O, I = O> extends Wrapper<O | undefined, I | undefined> {
     this.inner = inner;
   }
 
-  override get isOptional(): boolean {
+  override get optin(): 'optional' | 'defaulted' {
+    return this.inner.optin === 'defaulted' ? 'defaulted' : 'optional';
+  }
+
+  override get optout(): boolean {
     return true;
   }
 
   protected parseValue(v: unknown, path: readonly PathItem[], run: Run): unknown {
-    return v === undefined ? undefined : this.inner.run(v, path, run);
+    if (v !== undefined) return this.inner.run(v, path, run);
+    if (this.inner.optin !== 'defaulted') return undefined;
+    const r = new Run();
+    const out = this.inner.run(v, path, r);
+    return r.issues.length > 0 ? undefined : out;
   }
 }
 
@@ -263,8 +293,8 @@ export class Defaulted<O, I = O> extends Wrapper<O, I | undefined> {
     this._prefault = prefault;
   }
 
-  override get isOptional(): boolean {
-    return true;
+  override get optin(): 'defaulted' {
+    return 'defaulted';
   }
 
   protected parseValue(v: unknown, path: readonly PathItem[], run: Run): unknown {
@@ -275,8 +305,9 @@ export class Defaulted<O, I = O> extends Wrapper<O, I | undefined> {
 
   // zod's order: a default before the metadata, a prefault after it.
   protected override jsonWithMeta(ctx: JsonContext): Json {
-    const d = { default: this._value };
-    return this._prefault ? { ...metaJson(this._meta), ...d, ...this.inner.json(ctx) } : { ...d, ...metaJson(this._meta), ...this.inner.json(ctx) };
+    const d = { default: JSON.parse(JSON.stringify(this._value)) as unknown };
+    const own = this._prefault ? { ...metaJson(this._meta), ...d } : { ...d, ...metaJson(this._meta) };
+    return { ...own, ...this.inner.json(ctx), ...own };
   }
 }
 
@@ -298,6 +329,13 @@ const HTTP_PROTOCOL = '^https?$';
 
 export class StringSchema extends Schema<string> {
   protected readonly checks: readonly StringCheck[] = [];
+  /** `url({ error })`: the message of every issue of the schema, a wrong type's too (as zod's `z.url`). */
+  protected readonly typeMessage: string | undefined;
+
+  /** @internal */
+  withTypeMessage(m: string | undefined): this {
+    return m === undefined ? this : this.clone({ typeMessage: m });
+  }
 
   min(n: number, message?: Message): this {
     return this.with({ kind: 'min', n, message: messageOf(message) });
@@ -322,7 +360,7 @@ export class StringSchema extends Schema<string> {
 
   protected parseValue(v: unknown, path: readonly PathItem[], run: Run): unknown {
     if (typeof v !== 'string') {
-      run.add('invalid_type', path, `Invalid input: expected string, received ${typeName(v)}`, true);
+      run.add('invalid_type', path, this.typeMessage ?? `Invalid input: expected string, received ${typeName(v)}`, true);
       return v;
     }
     let s = v;
@@ -411,11 +449,11 @@ export class NumberSchema extends Schema<number> {
     }
     if (this.integer) {
       if (!Number.isInteger(v)) {
-        run.add('invalid_type', path, 'Invalid input: expected int, received number', true);
+        run.issues.push({ code: 'invalid_type', path, message: 'Invalid input: expected int, received number', hard: true, abort: true });
         return v;
       }
-      if (v > Number.MAX_SAFE_INTEGER) run.add('too_big', path, `Too big: expected number to be <=${Number.MAX_SAFE_INTEGER}`, false);
-      if (v < Number.MIN_SAFE_INTEGER) run.add('too_small', path, `Too small: expected number to be >=${Number.MIN_SAFE_INTEGER}`, false);
+      if (v > Number.MAX_SAFE_INTEGER) run.add('too_big', path, `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}`, false);
+      if (v < Number.MIN_SAFE_INTEGER) run.add('too_small', path, `Too small: expected int to be >=${Number.MIN_SAFE_INTEGER}`, false);
     }
     for (const b of this.lower) {
       if (b.inclusive ? v < b.value : v <= b.value) run.add('too_small', path, b.message ?? `Too small: expected number to be ${b.inclusive ? '>=' : '>'}${b.value}`, false);
@@ -476,7 +514,8 @@ export class EnumSchema<T extends string> extends Schema<T> {
 
   protected parseValue(v: unknown, path: readonly PathItem[], run: Run): unknown {
     if (!(this.options as readonly unknown[]).includes(v)) {
-      run.add('invalid_value', path, this._message ?? `Invalid option: expected one of ${this.options.map(quote).join('|')}`, true);
+      const expected = this.options.length === 1 ? `Invalid input: expected ${quote(this.options[0])}` : `Invalid option: expected one of ${this.options.map(quote).join('|')}`;
+      run.add('invalid_value', path, this._message ?? expected, true);
     }
     return v;
   }
@@ -529,14 +568,14 @@ export class ArraySchema<O, I = O> extends Schema<O[], I[]> {
       run.add('invalid_type', path, `Invalid input: expected array, received ${typeName(v)}`, true);
       return v;
     }
+    if (this.maxItems !== undefined && v.length > this.maxItems.n) {
+      run.issues.push({ code: 'too_big', path, message: this.maxItems.message ?? `Too big: expected array to have <=${this.maxItems.n} items`, hard: true, abort: true });
+      return v;
+    }
     const start = run.issues.length;
     const out = (v as unknown[]).map((item, i) => this.element.run(item, [...path, i], run));
-    if (run.hardSince(start)) return out;
-    if (this.minItems !== undefined && out.length < this.minItems.n) {
+    if (this.minItems !== undefined && out.length < this.minItems.n && !run.abortedSince(start)) {
       run.add('too_small', path, this.minItems.message ?? `Too small: expected array to have >=${this.minItems.n} items`, false);
-    }
-    if (this.maxItems !== undefined && out.length > this.maxItems.n) {
-      run.add('too_big', path, this.maxItems.message ?? `Too big: expected array to have <=${this.maxItems.n} items`, false);
     }
     return out;
   }
@@ -591,20 +630,30 @@ export class UnionSchema<O, I = O> extends Schema<O, I> {
     this._message = message;
   }
 
+  override get optin(): 'optional' | 'defaulted' | undefined {
+    if (this._options.some((o) => o.optin === 'defaulted')) return 'defaulted';
+    return this._options.some((o) => o.optin !== undefined) ? 'optional' : undefined;
+  }
+
+  override get optout(): boolean {
+    return this._options.some((o) => o.optout);
+  }
+
   protected parseValue(v: unknown, path: readonly PathItem[], run: Run): unknown {
-    const tries: Run[] = [];
+    const tries: { readonly r: Run; readonly out: unknown }[] = [];
     for (const o of this._options) {
       const r = new Run();
       const out = o.run(v, path, r);
       if (r.issues.length === 0) return out;
-      tries.push(r);
+      tries.push({ r, out });
     }
     // As zod: when exactly one option failed on its checks only (its type matched), its issues
-    // say more than "invalid input".
-    const typed = tries.filter((r) => !r.hardSince(0));
+    // say more than "invalid input", and its value is what the refinements above see.
+    const typed = tries.filter((t) => !t.r.hardSince(0));
     if (typed.length === 1) {
-      run.issues.push(...(typed[0] as Run).issues);
-      return v;
+      const t = typed[0] as { readonly r: Run; readonly out: unknown };
+      run.issues.push(...t.r.issues);
+      return t.out;
     }
     run.add('invalid_union', path, this._message ?? 'Invalid input', true);
     return v;
@@ -612,8 +661,19 @@ export class UnionSchema<O, I = O> extends Schema<O, I> {
 
   protected jsonBody(ctx: JsonContext): Json {
     const options = this._options.map((o) => o.json(ctx));
-    // Bare types (`string | number | boolean`) as one `type` list, as zod writes them.
-    if (options.every((o) => Object.keys(o).length === 1 && typeof o['type'] === 'string')) return { type: options.map((o) => o['type']) };
+    // Bare types (`string | number | boolean`) as one `type` list, as zod writes them: each once, one as a string.
+    const types: unknown[] = [];
+    const bare = options.every((o) => {
+      const keys = Object.keys(o);
+      if (keys.length !== 1 || keys[0] !== 'type') return false;
+      const t = o['type'];
+      for (const m of Array.isArray(t) ? (t as unknown[]) : [t]) {
+        if (typeof m !== 'string') return false;
+        if (!types.includes(m)) types.push(m);
+      }
+      return true;
+    });
+    if (bare && options.length > 0) return { type: types.length === 1 ? types[0] : types };
     return { anyOf: options };
   }
 }
@@ -656,8 +716,17 @@ export class ObjectSchema<S extends Shape> extends Schema<ObjectOutput<S>, Objec
     const out: Record<string, unknown> = {};
     const entries = this.entries;
     for (const [k, s] of entries) {
-      const r = s.run(Object.hasOwn(v, k) ? v[k] : undefined, [...path, k], run);
-      if (r !== undefined) out[k] = r;
+      const present = Object.hasOwn(v, k);
+      if (!present && s.optout && s.optin === 'optional') continue;
+      const r = new Run();
+      const value = s.run(present ? v[k] : undefined, [...path, k], r);
+      if (!present && s.optin === undefined) {
+        run.issues.push(...r.issues);
+        if (r.issues.length === 0) run.add('invalid_type', [...path, k], 'Invalid input: expected nonoptional, received undefined', true);
+        continue;
+      }
+      if (present || !s.optout) run.issues.push(...r.issues);
+      if (value !== undefined || present || (s.optin === 'defaulted' && !s.optout)) out[k] = value;
     }
     const unknownKeys = Object.keys(v).filter((k) => !entries.some(([name]) => name === k));
     if (unknownKeys.length > 0) {
@@ -688,7 +757,7 @@ export function string(): StringSchema {
 }
 
 export function url(opts: { readonly protocol?: RegExp; readonly error?: string } = {}): StringSchema {
-  return new StringSchema().url(opts);
+  return new StringSchema().withTypeMessage(opts.error).url(opts);
 }
 
 export function number(): NumberSchema {

@@ -19,7 +19,9 @@ describe('schema: leaves', () => {
     ['every check reports', z.string().min(3, 'short').regex(/^a+$/, { error: 'only a' }), 'b', [': short', ': only a']],
     ['int', z.int(), 1.5, [': Invalid input: expected int, received number']],
     ['int, string', z.int(), '1', [': Invalid input: expected number, received string']],
-    ['int, unsafe', z.int(), 2 ** 60, [': Too big: expected number to be <=9007199254740991']],
+    ['int, unsafe', z.int(), 2 ** 60, [': Too big: expected int to be <=9007199254740991']],
+    ['enum of one', z.enum(['browser']), 'x', [': Invalid input: expected "browser"']],
+    ['url, own message for the type too', z.url({ error: 'must be an absolute URL' }), 5, [': must be an absolute URL']],
     ['number, NaN', z.number(), NaN, [': Invalid input: expected number, received NaN']],
     ['number, Infinity', z.number(), Infinity, [': Invalid input: expected number, received Infinity']],
     ['positive', z.int().positive(), 0, [': Too small: expected number to be >0']],
@@ -119,10 +121,10 @@ describe('schema: objects', () => {
 });
 
 describe('schema: arrays, records, unions', () => {
-  it('checks array length after the items, and not when an item has the wrong type', () => {
+  it('checks items and the minimum length; an array over its maximum is refused whole, its items unread', () => {
     expect(problems(z.array(z.string()).min(1, 'needs one'), [])).toEqual([': needs one']);
-    expect(problems(z.array(z.string()).max(1), ['a', 'b'])).toEqual([': Too big: expected array to have <=1 items']);
-    expect(problems(z.array(z.string()).min(3), [1])).toEqual(['0: Invalid input: expected string, received number']);
+    expect(problems(z.array(z.string()).min(3), [1])).toEqual(['0: Invalid input: expected string, received number', ': Too small: expected array to have >=3 items']);
+    expect(problems(z.array(z.string()).max(1), [1, 2])).toEqual([': Too big: expected array to have <=1 items']);
   });
 
   it('checks record keys and values', () => {
