@@ -244,7 +244,7 @@ function metaJson(m: Meta | undefined): Json {
   return out;
 }
 
-/** A wrapper (optional, default): its own metadata comes before the wrapped schema's JSON. */
+/** A wrapper (optional, default): its own metadata comes first in its JSON and wins over the wrapped schema's (as in zod). */
 abstract class Wrapper<O, I> extends Schema<O, I> {
   protected abstract readonly inner: Schema;
 
