@@ -233,7 +233,7 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         draining,
         workers: slots.map((s) => ({ worker: s.slot, pid: s.worker?.process.pid ?? null, ...(s.state ?? {}) })),
       }),
-      // The primary's own; each worker's memory is in /metrics (`process_memory_usage_bytes{worker=…}`).
+      // The primary's own; each worker's memory is in /metrics (`process_memory_usage{worker=…}`).
       '/memory': memoryReport,
     },
     texts: {

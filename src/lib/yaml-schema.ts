@@ -6,9 +6,9 @@ import { formatPath, keyOffset, nodeOffset } from './yaml-locate.ts';
 export { formatPath };
 
 /**
- * Parses YAML text against a schema (lib/schema.ts) and reports every problem as `file:line:column`, with
- * the field path. This is the only place raw YAML becomes a typed value: callers get either a
- * validated object or a ConfigError, never a half-checked document.
+ * Parses YAML text against a schema (lib/schema.ts) and reports every problem as
+ * `file:line:column`, with the field path. This is the only place raw YAML becomes a typed value:
+ * callers get either a validated object or a ConfigError, never a half-checked document.
  */
 export function parseYamlFile<S extends Schema>(text: string, file: string, schema: S): output<S> {
   const lineCounter = new LineCounter();
@@ -30,7 +30,7 @@ export function parseYamlFile<S extends Schema>(text: string, file: string, sche
   if (result.success) return result.data as output<S>;
 
   for (const issue of result.error.issues) {
-    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+    const path = issue.path;
     let offset: number;
     let extraPath: string | undefined;
     if (issue.code === 'unrecognized_keys' && issue.keys !== undefined && issue.keys.length > 0) {
