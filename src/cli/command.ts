@@ -34,7 +34,11 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   }
 }
 
-/** Resolves on the first SIGTERM or SIGINT (logged), for long-running commands to shut down. */
+/**
+ * Resolves on the first SIGTERM or SIGINT (logged), for long-running commands to shut down.
+ * Call it before starting up: from then on a signal is handled, so one that arrives while the
+ * command starts, or just after it says it started, drains instead of killing the process.
+ */
 export function untilShutdownSignal(log: Logger): Promise<void> {
   return new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {

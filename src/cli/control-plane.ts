@@ -43,6 +43,7 @@ export const command: Command = {
     }
     const log = createLogger({ level: cfg.logLevel, base: { component: 'control-plane', id: cfg.id } });
 
+    const shutdown = untilShutdownSignal(log);
     const cp = await runControlPlane(cfg, { log });
     process.stdout.write(`control-plane listening on ${cfg.listen.host}:${cp.port}\n`);
     // Keys are fetched in the background; until they arrive, sidecars get UNAVAILABLE and retry.
@@ -50,7 +51,7 @@ export const command: Command = {
       if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are');
     });
 
-    await untilShutdownSignal(log);
+    await shutdown;
     await cp.close();
     log.info('stopped');
     return 0;

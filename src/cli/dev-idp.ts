@@ -60,10 +60,11 @@ export const command: Command = {
     if (values['issuer-host'] !== undefined) cfg = { ...cfg, host: values['issuer-host'] };
 
     const log = createLogger();
+    const shutdown = untilShutdownSignal(log);
     const idp = await startDevIdp(cfg, { log });
     process.stderr.write(`\n  *** ${DEV_ONLY_NOTICE} ***\n\n`);
     process.stdout.write(`dev-idp issuer: ${idp.issuer}\n`);
-    await untilShutdownSignal(log);
+    await shutdown;
     await idp.close();
     return 0;
   },

@@ -44,9 +44,10 @@ export const command: Command = {
     if (level !== 'debug' && level !== 'info' && level !== 'warn' && level !== 'error') throw new UsageError(`--log-level must be debug, info, warn or error`);
     const settings = settingsFromFlags(values);
     const log = createLogger({ level, base: { component: 'injector' } });
+    const shutdown = untilShutdownSignal(log);
     const server = await startInjectorServer({ host: values.host ?? '0.0.0.0', port, certFile: values.cert, keyFile: values.key, settings, log });
     process.stdout.write(`ward injector listening on https://${values.host ?? '0.0.0.0'}:${server.port}/inject\n`);
-    await untilShutdownSignal(log);
+    await shutdown;
     await server.close();
     return 0;
   },

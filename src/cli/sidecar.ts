@@ -483,8 +483,9 @@ export const command: Command = {
     const cfg = loadSidecarConfig(values.config);
     const log = createLogger({ level: cfg.logLevel, base: { service: cfg.service } });
     if (cfg.concurrency > 1) return runSidecarCluster(cfg, log, values.config);
+    const shutdown = untilShutdownSignal(log);
     const sidecar = await startSidecar(cfg, { log, configFile: values.config });
-    await untilShutdownSignal(log);
+    await shutdown;
     await sidecar.stop();
     return 0;
   },

@@ -87,6 +87,7 @@ interface Slot {
 async function runPrimary(d: ClusterDeps): Promise<number> {
   const { cfg } = d;
   const log = d.log.child({ role: 'primary' });
+  const shutdown = d.untilShutdownSignal(); // before starting: a signal during start-up drains
   const n = cfg.concurrency;
   let draining = false;
   let latest: Extract<ToWorker, { t: 'policy' }> | null = null;
@@ -263,7 +264,7 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
     policyVersion: current()?.version ?? null,
   });
 
-  await d.untilShutdownSignal();
+  await shutdown;
   draining = true;
   log.info('draining', { deadlineMs: cfg.drainTimeoutMs, workers: n });
   await stopWorkers(cfg.drainTimeoutMs + EXIT_GRACE_MS);
