@@ -11,6 +11,7 @@ import { startTestIdp } from '../support/idp.ts';
 import { OrdersClient, startMesh, waitFor } from './harness.ts';
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+const TERM_ON_START = fileURLToPath(new URL('../support/term-on-start.js', import.meta.url));
 
 describe('policy reload', () => {
   it('reaches calls on an already-open HTTP/2 connection; a bad edit keeps the last good version', async () => {
@@ -140,5 +141,32 @@ drainTimeoutMs: 5000
     client.close();
     await app.close();
     await idp.close();
+  });
+
+  // Regression: the commands installed their signal listener only after start-up returned, so a
+  // SIGTERM in between (a pod deleted as it comes up) killed the process undrained; the footprint
+  // test, which stops its sidecars as soon as they log "sidecar started", failed about once in ten
+  // runs for it. Here the signal comes from inside the process, synchronously with that log line
+  // (test/support/term-on-start.js), so the old code fails every time.
+  it.each([
+    ['a policy file', 'policy: { file: policy.yaml }\n'],
+    ['a policy file, two workers', 'policy: { file: policy.yaml }\nconcurrency: 2\n'],
+    ['a control plane', 'policy:\n  controlPlane: { address: "127.0.0.1:9", stateDir: state, issuer: "http://127.0.0.1:9", instanceId: signals }\n'],
+  ])('drains and exits 0 on a SIGTERM at the instant it says it started (%s)', async (_name, policy) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ward-signals-'));
+    writeFileSync(join(dir, 'policy.yaml'), ordersPolicyText('http://127.0.0.1:9'));
+    writeFileSync(join(dir, 'secret'), 'not-a-real-secret');
+    writeFileSync(
+      join(dir, 'sidecar.yaml'),
+      `service: orders\ninbound: { listen: { host: 127.0.0.1, port: 0 } }\nupstream: { url: "http://127.0.0.1:9" }\nadmin: { host: 127.0.0.1, port: 0 }\n${policy}authn: { credentials: [{ issuer: "http://127.0.0.1:9", clientId: orders-sidecar, clientSecretFile: secret }] }\ntelemetry: { enabled: false }\ndrainTimeoutMs: 100\n`,
+    );
+    const child = spawn(process.execPath, ['--import', TERM_ON_START, WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('exit', (c, sig) => r([c, sig])));
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(stderr).toContain('"msg":"signal received"');
+    expect(stderr).toContain('"msg":"stopped"');
   });
 });

@@ -1,6 +1,6 @@
 // `node --import test/support/term-on-start.js …`: the process sends itself SIGTERM the moment it
 // writes its "sidecar started" log line, synchronously, before any later code of the same turn
-// runs. For test/integration/sidecar-signals.test.ts: a signal at that instant must drain the
+// runs. For test/integration/sidecar-lifecycle.test.ts: a signal at that instant must drain the
 // sidecar, not kill it. Plain JavaScript, so that loading it never needs the type stripper.
 // Only in the primary of a `concurrency` > 1 sidecar: its workers log the same line.
 import cluster from 'node:cluster';
