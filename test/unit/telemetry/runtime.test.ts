@@ -15,8 +15,11 @@ describe('runtime metrics', () => {
     const r = new MetricRegistry({ attributes: {} }, { name: 'ward' }, (name) => errors.push(name));
     registerRuntimeMetrics(r);
     const before = collect(r);
+    // Busy until this process has used 30 ms of user CPU (not 30 ms of wall time: on a loaded
+    // machine the loop may not get the core), and at least 30 ms of active loop time.
+    const cpu0 = process.cpuUsage().user;
     const start = Date.now();
-    while (Date.now() - start < 30); // busy: user CPU and active loop time
+    while (process.cpuUsage().user - cpu0 < 30_000 || Date.now() - start < 30);
     await new Promise((res) => setTimeout(res, 30)); // waiting: idle loop time
     const after = collect(r);
     expect(errors).toEqual([]);
