@@ -95,6 +95,11 @@ class Run {
     this.issues.push(keys === undefined ? { code, path, message, hard } : { code, path, message, hard, keys });
   }
 
+  /** A wrong value that stops even the length checks above it (zod's `continue: false`). */
+  abort(code: IssueCode, path: readonly PathItem[], message: string): void {
+    this.issues.push({ code, path, message, hard: true, abort: true });
+  }
+
   abortedSince(start: number): boolean {
     for (let i = start; i < this.issues.length; i++) if ((this.issues[i] as Found).abort === true) return true;
     return false;
@@ -151,12 +156,7 @@ export abstract class Schema<O = unknown, I = O> {
     return out;
   }
 
-  /** Whether an object may omit this key (optional, or with a default). */
-  get isOptional(): boolean {
-    return this.optin !== undefined;
-  }
-
-  /** zod's optin: what an absent key means ('optional': nothing; 'defaulted': a value stands in). */
+  /** zod's optin: what an absent key means ('optional': nothing; 'defaulted': a value stands in; undefined: it is required). */
   get optin(): 'optional' | 'defaulted' | undefined {
     return undefined;
   }
@@ -449,7 +449,7 @@ export class NumberSchema extends Schema<number> {
     }
     if (this.integer) {
       if (!Number.isInteger(v)) {
-        run.issues.push({ code: 'invalid_type', path, message: 'Invalid input: expected int, received number', hard: true, abort: true });
+        run.abort('invalid_type', path, 'Invalid input: expected int, received number');
         return v;
       }
       if (v > Number.MAX_SAFE_INTEGER) run.add('too_big', path, `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}`, false);
@@ -569,7 +569,7 @@ export class ArraySchema<O, I = O> extends Schema<O[], I[]> {
       return v;
     }
     if (this.maxItems !== undefined && v.length > this.maxItems.n) {
-      run.issues.push({ code: 'too_big', path, message: this.maxItems.message ?? `Too big: expected array to have <=${this.maxItems.n} items`, hard: true, abort: true });
+      run.abort('too_big', path, this.maxItems.message ?? `Too big: expected array to have <=${this.maxItems.n} items`);
       return v;
     }
     const start = run.issues.length;
@@ -728,7 +728,7 @@ export class ObjectSchema<S extends Shape> extends Schema<ObjectOutput<S>, Objec
       if (present || !s.optout) run.issues.push(...r.issues);
       if (value !== undefined || present || (s.optin === 'defaulted' && !s.optout)) out[k] = value;
     }
-    const unknownKeys = Object.keys(v).filter((k) => !entries.some(([name]) => name === k));
+    const unknownKeys = Object.keys(v).filter((k) => !Object.hasOwn(this._shape, k));
     if (unknownKeys.length > 0) {
       run.add('unrecognized_keys', path, `Unrecognized key${unknownKeys.length > 1 ? 's' : ''}: ${unknownKeys.map(quote).join(', ')}`, false, unknownKeys);
     }
@@ -740,7 +740,7 @@ export class ObjectSchema<S extends Shape> extends Schema<ObjectOutput<S>, Objec
     const required: string[] = [];
     for (const [k, s] of this.entries) {
       properties[k] = s.json(ctx);
-      if (!s.isOptional) required.push(k);
+      if (s.optin === undefined) required.push(k);
     }
     return { type: 'object', properties, ...(required.length > 0 ? { required } : {}), additionalProperties: false };
   }
