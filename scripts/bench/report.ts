@@ -156,7 +156,9 @@ export function renderMarkdown(r: Results): string {
   lines.push(`Run ${r.generatedAt} at commit \`${r.machine.commit}\`: ${r.machine.cpu}, Linux ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.h2load}, ${r.machine.haproxy.replace(/ - https.*$/, '')}, app ${r.machine.app}.`);
   lines.push(
     `${m.rounds} interleaved round(s); saturation: ${m.saturation.clients} connections × ${m.saturation.streamsPerClient} streams for ${m.saturation.seconds} s; ` +
-      `fixed rates ${rates.join(' and ')} req/s over ${m.fixedRate.clients} connections for ${m.fixedRate.seconds} s (after ${m.fixedRate.warmupSeconds} s warm-up each); ` +
+      (rates.length === 0
+        ? 'no fixed rates; '
+        : `fixed rates ${rates.join(' and ')} req/s over ${m.fixedRate.clients} connections for ${m.fixedRate.seconds} s (after ${m.fixedRate.warmupSeconds} s warm-up each); `) +
       `proxy pinned to CPU ${m.pinning.proxy}, h2load + app + issuer + OTLP sink to CPU ${m.pinning.loadGeneratorAndApp}; ward runs with \`${m.wardNodeFlags.join(' ')}\` and \`MALLOC_ARENA_MAX=2\` (as injected); token ${m.token.alg}, ${m.token.bytes} bytes; gRPC request ${m.grpcRequestBytes} bytes.`,
   );
   lines.push('');
@@ -164,20 +166,24 @@ export function renderMarkdown(r: Results): string {
   for (const [w, byScenario] of Object.entries(r.summary)) {
     lines.push(`**${w === 'grpc' ? 'gRPC unary, 1 KiB request and response' : 'HTTP/2 GET, 1 KiB response'}** (medians; "+" = latency added over direct in the same round)`);
     lines.push('');
-    const rateCols = rates.map((x) => `@${x}/s p50 / p99 ms (+added)`);
-    lines.push(`| scenario | saturation req/s | × direct | × HAProxy | CPU µs/req (sat) | CPU µs/req @${rates[rates.length - 1]}/s | ${rateCols.join(' | ')} | peak RSS MB |`);
-    lines.push(`|---|---:|---:|---:|---:|---:|${rates.map(() => '---:').join('|')}|---:|`);
+    // Without fixed rates (`--rates saturation`) their columns are left out.
+    const top = rates.length === 0 ? null : rates[rates.length - 1];
+    const head = ['scenario', 'saturation req/s', '× direct', '× HAProxy', 'CPU µs/req (sat)'];
+    if (top !== null) head.push(`CPU µs/req @${top}/s`, ...rates.map((x) => `@${x}/s p50 / p99 ms (+added)`));
+    head.push('peak RSS MB');
+    lines.push(`| ${head.join(' | ')} |`);
+    lines.push(`|---|${head.slice(1).map(() => '---:').join('|')}|`);
     for (const [sc, s] of Object.entries(byScenario)) {
-      const last = s.fixed[String(rates[rates.length - 1])];
       const cells = rates.map((x) => {
         const fr = s.fixed[String(x)];
         if (fr === undefined) return '–';
         const added = fr.addedP50Us === null ? '' : ` (+${ms(fr.addedP50Us)} / +${ms(fr.addedP99Us)})`;
         return `${ms(fr.p50Us)} / ${ms(fr.p99Us)}${added}`;
       });
-      lines.push(
-        `| ${label.get(sc) ?? sc} | ${f0(s.saturationRps)} | ${f2(s.saturationVsDirect)} | ${sc === 'haproxy' ? '1.00' : f2(s.saturationVsHaproxy)} | ${f1(s.saturationCpuUsPerReq)} | ${f1(last?.cpuUsPerReq)} | ${cells.join(' | ')} | ${f1(s.peakRssMb)} |`,
-      );
+      const row = [label.get(sc) ?? sc, f0(s.saturationRps), f2(s.saturationVsDirect), sc === 'haproxy' ? '1.00' : f2(s.saturationVsHaproxy), f1(s.saturationCpuUsPerReq)];
+      if (top !== null) row.push(f1(s.fixed[String(top)]?.cpuUsPerReq), ...cells);
+      row.push(f1(s.peakRssMb));
+      lines.push(`| ${row.join(' | ')} |`);
     }
     lines.push('');
   }
@@ -190,18 +196,23 @@ function targets(r: Results): string[] {
   const g = r.summary['grpc'];
   const ward = g?.['ward'];
   const nocache = g?.['ward-nocache'];
-  const top = String(r.method.fixedRate.rates[r.method.fixedRate.rates.length - 1]);
+  const rates = r.method.fixedRate.rates;
+  const top = rates.length === 0 ? null : String(rates[rates.length - 1]);
   if (ward === undefined) return [];
-  const at = ward.fixed[top];
+  const at = top === null ? undefined : ward.fixed[top];
   const yes = (ok: boolean | null): string => (ok === null ? '–' : ok ? 'met' : '**missed**');
   const le = (v: number | null | undefined, t: number): boolean | null => (v === null || v === undefined || !Number.isFinite(v) ? null : v <= t);
   const ge = (v: number | null | undefined, t: number): boolean | null => (v === null || v === undefined || !Number.isFinite(v) ? null : v >= t);
   const cacheRatio = nocache === undefined ? null : nocache.saturationRps / ward.saturationRps;
   const rows = [
     ['CPU per request, every feature on ≤ 1.5 × HAProxy (saturation)', `${f2(ward.cpuVsHaproxy)} ×`, yes(le(ward.cpuVsHaproxy, 1.5))],
-    [`CPU per request, every feature on ≤ 1.5 × HAProxy (@${top}/s)`, `${f2(at?.cpuVsHaproxy)} ×`, yes(le(at?.cpuVsHaproxy, 1.5))],
-    [`Added p50 @${top}/s ≤ 0.3 ms`, `${ms(at?.addedP50Us)} ms`, yes(le(at?.addedP50Us, 300))],
-    [`Added p99 @${top}/s ≤ 1 ms`, `${ms(at?.addedP99Us)} ms`, yes(le(at?.addedP99Us, 1000))],
+    ...(top === null
+      ? []
+      : [
+          [`CPU per request, every feature on ≤ 1.5 × HAProxy (@${top}/s)`, `${f2(at?.cpuVsHaproxy)} ×`, yes(le(at?.cpuVsHaproxy, 1.5))],
+          [`Added p50 @${top}/s ≤ 0.3 ms`, `${ms(at?.addedP50Us)} ms`, yes(le(at?.addedP50Us, 300))],
+          [`Added p99 @${top}/s ≤ 1 ms`, `${ms(at?.addedP99Us)} ms`, yes(le(at?.addedP99Us, 1000))],
+        ]),
     ['Saturation through one sidecar core ≥ HAProxy', `${f2(ward.saturationVsHaproxy)} ×`, yes(ge(ward.saturationVsHaproxy, 1))],
     ['Peak RSS under saturation ≤ 80 MB', `${f1(ward.peakRssMaxMb)} MB (max over rounds)`, yes(le(ward.peakRssMaxMb, 80))],
     ['Token cache off ≥ 0.5 × cached throughput', `${f2(cacheRatio)} ×`, yes(ge(cacheRatio, 0.5))],

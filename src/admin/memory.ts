@@ -18,7 +18,16 @@ export interface MemoryReport {
   readonly arrayBuffersBytes: number;
   /** Memory of C++ objects bound to JavaScript ones, ArrayBuffers included. */
   readonly externalBytes: number;
+  /**
+   * Node loaded its TypeScript type stripper (a WebAssembly compiler, ~20 MB of RSS for the
+   * life of the process) because a module ward loaded was not in the compile cache
+   * (docs/performance.md, "Node and V8 settings").
+   */
+  readonly typeStripperLoaded: boolean;
 }
+
+/** Node's type stripper, as `process.moduleLoadList` names it once loaded. */
+const TYPE_STRIPPER = 'NativeModule internal/deps/amaro/dist/index';
 
 export function memoryReport(): MemoryReport {
   const m = process.memoryUsage();
@@ -36,5 +45,6 @@ export function memoryReport(): MemoryReport {
     spaces: getHeapSpaceStatistics().map((s) => ({ name: s.space_name, sizeBytes: s.space_size, usedBytes: s.space_used_size, physicalBytes: s.physical_space_size })),
     arrayBuffersBytes: m.arrayBuffers,
     externalBytes: m.external,
+    typeStripperLoaded: (process as NodeJS.Process & { moduleLoadList?: readonly string[] }).moduleLoadList?.includes(TYPE_STRIPPER) === true,
   };
 }

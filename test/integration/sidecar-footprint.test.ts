@@ -70,6 +70,29 @@ async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}, policy = POL
     .map((l) => (l.startsWith(root) ? l.slice(root.length) : l));
 }
 
+/** Starts `ward sidecar` with `config`, reads its admin `/memory` once started, and stops it. */
+async function memoryOf(config: string, env: NodeJS.ProcessEnv): Promise<unknown> {
+  const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
+  writeFileSync(join(dir, 'policy.yaml'), POLICY);
+  writeFileSync(join(dir, 'sidecar.yaml'), config);
+  const child = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  try {
+    const deadline = Date.now() + 15_000;
+    let admin: RegExpExecArray | null = null;
+    while ((admin = /"msg":"sidecar started".*?"admin":(\d+)/.exec(stderr)) === null) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the sidecar did not start:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return await (await fetch(`http://127.0.0.1:${admin[1]}/memory`)).json();
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
 const BASE = `service: orders
 inbound: { listen: { host: 127.0.0.1, port: 0 } }
 upstream: { url: "http://127.0.0.1:9" }
@@ -181,6 +204,13 @@ describe('the compile cache (bin/compile-cache.js)', () => {
     expect(loaded).not.toContain(STRIPPER);
     // The check can fail: with the cache off, the same sidecar strips its types at start-up.
     expect(await loadsOf(config, { NODE_DISABLE_COMPILE_CACHE: '1' })).toContain(STRIPPER);
+  });
+
+  it('the admin /memory document says whether the type stripper was loaded', async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'ward-compile-cache-'));
+    execFileSync(process.execPath, [WARM], { env: { ...process.env, NODE_COMPILE_CACHE: cache } });
+    expect(await memoryOf(BASE, { NODE_COMPILE_CACHE: cache })).toMatchObject({ typeStripperLoaded: false });
+    expect(await memoryOf(BASE, { NODE_DISABLE_COMPILE_CACHE: '1' })).toMatchObject({ typeStripperLoaded: true });
   });
 
   it('is on by default: a second run of a command finds its modules in node_modules/.cache/ward', () => {
