@@ -2,8 +2,16 @@
 // The `ward` command. Node 24 runs the TypeScript sources directly (type stripping),
 // so there is no build step between `npm ci` and `npx ward`.
 import { enableCompileCache } from './compile-cache.js';
+import { applyV8Flags } from './v8-flags.js';
 
-// Before the first TypeScript module, which is why main.ts is imported dynamically.
+// Both before the first TypeScript module, which is why main.ts is imported dynamically: V8's
+// flags first, since the compile cache's entries are per V8 flags.
+try {
+  applyV8Flags();
+} catch (err) {
+  console.error(`ward: ${err.message}`);
+  process.exit(2);
+}
 enableCompileCache();
 const { main } = await import('../src/cli/main.ts');
 

@@ -8,7 +8,10 @@ import { readdirSync } from 'node:fs';
 import { constants, flushCompileCache } from 'node:module';
 import { URL } from 'node:url';
 import { enableCompileCache } from './compile-cache.js';
+import { applyV8Flags } from './v8-flags.js';
 
+// The same V8 flags as bin/ward.js: the cache's entries are per flags.
+applyV8Flags();
 const result = enableCompileCache();
 if (result.status !== constants.compileCacheStatus.ENABLED && result.status !== constants.compileCacheStatus.ALREADY_ENABLED) {
   console.error(`warm-compile-cache: the compile cache is not enabled: ${result.message ?? 'NODE_DISABLE_COMPILE_CACHE is set'}`);

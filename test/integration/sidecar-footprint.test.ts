@@ -227,3 +227,30 @@ describe('the compile cache (bin/compile-cache.js)', () => {
     expect(run(2)).not.toContain(STRIPPER);
   });
 });
+
+describe('the V8 flags ward sets for itself (bin/v8-flags.js)', () => {
+  /** How many functions V8 marked for Maglev while `ward policy check --help` ran. */
+  const maglevMarks = (env: NodeJS.ProcessEnv): number => {
+    const out = execFileSync(process.execPath, ['--trace-opt', WARD, 'policy', 'check', '--help'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    return out.split('\n').filter((l) => l.startsWith('[marking') && l.includes('for optimization to MAGLEV')).length;
+  };
+
+  it('turns Maglev off before ward loads its modules; WARD_V8_FLAGS empty keeps V8 as it is', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env['WARD_V8_FLAGS'];
+    // Node's own start-up, before bin/ward.js runs, may still reach Maglev for a function or two.
+    expect(maglevMarks(env)).toBeLessThanOrEqual(2);
+    expect(maglevMarks({ ...env, WARD_V8_FLAGS: '' })).toBeGreaterThan(20);
+  });
+
+  it('refuses a WARD_V8_FLAGS item that is not a flag, and applies none of the list', () => {
+    let err: (Error & { status?: number; stderr?: string }) | undefined;
+    try {
+      execFileSync(process.execPath, [WARD, 'policy', 'check', '--help'], { env: { ...process.env, WARD_V8_FLAGS: '--no-maglev oops' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      err = e as Error & { status?: number; stderr?: string };
+    }
+    expect(err?.status).toBe(2);
+    expect(err?.stderr).toContain("ward: WARD_V8_FLAGS: 'oops' is not a V8 flag (spelled --name or --name=value)");
+  });
+});
