@@ -24,8 +24,8 @@ export type { IssuerStatus } from './source.ts';
  *
  * Order of checks (STYLE habit 6, Envoy `authenticator.cc`), cheapest first so that junk costs
  * as little as possible and the expensive signature runs only for tokens that would otherwise
- * pass: size → verified-token cache → parse → `alg` allow-list → exact `iss` → RFC 9068 `typ` →
- * `exp`/`nbf`/`iat` → `aud` → required claims and claim shapes → key by `kid` → signature.
+ * pass: size -> verified-token cache -> parse -> `alg` allow-list -> exact `iss` -> RFC 9068 `typ` ->
+ * `exp`/`nbf`/`iat` -> `aud` -> required claims and claim shapes -> key by `kid` -> signature.
  * Failures before the key lookup are returned synchronously; so is every cache hit.
  */
 
@@ -120,7 +120,7 @@ function deny(code: ErrorCode, detail: string): AuthResult {
  * Cache key: SHA-256 of the token, not the token. Entries then cost 43 bytes of key instead of
  * up to `maxTokenBytes`, and the long-lived cache (which a heap snapshot or core dump would
  * expose) holds no replayable bearer credential. The price is one native hash per request:
- * ~0.5 µs of a ~0.85 µs hit for a 600-byte token, against the ~50–100 µs RS256/ES256
+ * ~0.5 µs of a ~0.85 µs hit for a 600-byte token, against the ~50-100 µs RS256/ES256
  * verification a hit saves (scripts/bench/micro-authn.ts). A false hit would need a SHA-256
  * second preimage.
  */
@@ -182,7 +182,7 @@ class TokenAuthenticator implements Authenticator {
 
   /** `again`: this is the one re-run after the issuer's trust changed mid-verification. */
   #authenticate(token: string, again = false): AuthResult | Promise<AuthResult> {
-    // Length in UTF-16 units ≤ bytes, and anything non-ASCII fails the parse below anyway.
+    // Length in UTF-16 units <= bytes, and anything non-ASCII fails the parse below anyway.
     if (token.length > this.#opts.maxTokenBytes) return deny('ERR_TOKEN_TOO_LARGE', `token of ${token.length} bytes`);
     if (token.length === 0) return deny('ERR_TOKEN_MALFORMED', 'empty token');
     const now = this.#clock();
@@ -309,7 +309,7 @@ class TokenAuthenticator implements Authenticator {
 
   /**
    * The issuer's trust was replaced while we awaited. Removed: refuse, it is no longer trusted.
-   * Changed (audiences, claims, keys source…): the checks already run were against the old
+   * Changed (audiences, claims, keys source...): the checks already run were against the old
    * trust, so run the whole verification once more against the new one.
    */
   #trustChanged(token: string, iss: string, again: boolean): AuthResult | Promise<AuthResult> {

@@ -18,7 +18,7 @@ function failure(code: ErrorCode, detail: string): Failure {
 export const MAX_ACTOR_DEPTH = 8;
 
 /**
- * `exp`/`nbf`/`iat` (RFC 7519 §4.1.4–6) against `nowMs` with `skewSeconds` of tolerance either
+ * `exp`/`nbf`/`iat` (RFC 7519 §4.1.4-6) against `nowMs` with `skewSeconds` of tolerance either
  * way. `exp` is required for JWTs (RFC 9068 §2.2) but optional in introspection responses
  * (RFC 7662 §2.2), where the IdP's `active: true` is itself the statement of validity.
  * An `iat` in the future beyond the skew means the issuer's clock or the token is wrong; it is

@@ -53,11 +53,11 @@ let lastResult: Extracted = NONE;
  * Extracts the bearer token from an `Authorization` value (a string, or the array an HTTP/2
  * peer produces when it repeats the field).
  *
- * - absent field → `none`; several fields or a comma-joined list → ERR_TOKEN_MULTIPLE (a good
+ * - absent field -> `none`; several fields or a comma-joined list -> ERR_TOKEN_MULTIPLE (a good
  *   and a bad credential side by side must not let either through, cf. Envoy authenticator.cc);
- * - longer than maxTokenBytes (+ `Bearer `) → ERR_TOKEN_TOO_LARGE, before any scanning;
+ * - longer than maxTokenBytes (+ `Bearer `) -> ERR_TOKEN_TOO_LARGE, before any scanning;
  * - scheme `Bearer` matched case-insensitively (RFC 9110 §11.1); any other scheme, an empty
- *   field, or anything but exactly one b64token → ERR_TOKEN_MALFORMED.
+ *   field, or anything but exactly one b64token -> ERR_TOKEN_MALFORMED.
  *
  * Leading/trailing OWS is ignored (RFC 9110 §5.5 excludes it from the field value). Between
  * scheme and token RFC 6750's grammar is `1*SP`, so several spaces are accepted; a tab is not.
@@ -91,11 +91,11 @@ export function extractBearer(value: string | readonly string[] | undefined, max
   }
   let i = start + SCHEME_LEN;
   if (i === end) return NO_TOKEN;
-  if (v.charCodeAt(i) !== SP) return NOT_BEARER; // `Bearerx…`, `Bearer\t…`
+  if (v.charCodeAt(i) !== SP) return NOT_BEARER; // `Bearerx...`, `Bearer\t...`
   while (i < end && v.charCodeAt(i) === SP) i++;
   const tokenStart = i;
   B64TOKEN_RUN.lastIndex = i;
-  if (!B64TOKEN_RUN.test(v)) return BAD_TOKEN; // `Bearer =`, `Bearer ä…`
+  if (!B64TOKEN_RUN.test(v)) return BAD_TOKEN; // `Bearer =`, `Bearer ä...`
   i = B64TOKEN_RUN.lastIndex; // the run cannot pass `end`: OWS is not in the class
   while (i < end && v.charCodeAt(i) === EQUALS) i++;
   if (i !== end) return BAD_TOKEN; // a second word, or a character outside the b64token set

@@ -222,7 +222,7 @@ class Parser {
       for (let c = s.charCodeAt(i); isDigit(c); c = s.charCodeAt(++i)) n = n * 10 + (c - 0x30);
     } else throw FAIL;
     const after = s.charCodeAt(i);
-    // An integer of up to 15 digits (`exp`, `iat`…) is exact as summed: no text to convert.
+    // An integer of up to 15 digits (`exp`, `iat`...) is exact as summed: no text to convert.
     if (after !== 0x2e && after !== 0x65 && after !== 0x45 && i - digits <= 15) {
       this.i = i;
       return start === digits ? n : -n;

@@ -28,7 +28,7 @@ interface Header {
 }
 
 /**
- * Header members that would let the token choose its own verification key (RFC 7515 §4.1.2–6).
+ * Header members that would let the token choose its own verification key (RFC 7515 §4.1.2-6).
  * Trusting them is the classic "embedded jwk" forgery; ignoring them silently hides an attack,
  * so a token carrying one is refused outright.
  */

@@ -381,7 +381,7 @@ const PUBLIC_MEMBERS: Readonly<Record<string, readonly string[]>> = {
 };
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 
-/** alg → (kty, crv) it may be verified with (RFC 7518 §3.1, RFC 8037). */
+/** alg -> (kty, crv) it may be verified with (RFC 7518 §3.1, RFC 8037). */
 const ALG_KEY: Readonly<Record<string, { readonly kty: string; readonly crv?: string }>> = {
   RS256: { kty: 'RSA' },
   RS384: { kty: 'RSA' },

@@ -83,7 +83,7 @@ export function formatHeader(): string {
 
 /** One decision as a line (no trailing newline). Empty fields are shown as `-`. */
 export function formatDecision(e: DecisionEntryWire): string {
-  if (e.missed > 0) return `… ${e.missed} decision(s) not shown: this follower fell behind`;
+  if (e.missed > 0) return `\u2026 ${e.missed} decision(s) not shown: this follower fell behind`;
   const dash = (s: string): string => (s === '' ? '-' : s);
   // gRPC calls show their method (`/pkg.Service/Method`), HTTP calls `METHOD /path`.
   const route = e.route === '' ? e.method : e.method === 'POST' && GRPC_METHOD.test(e.route) ? e.route : `${e.method} ${e.route}`;
@@ -91,7 +91,7 @@ export function formatDecision(e: DecisionEntryWire): string {
     e.timeUnixMs > 0 ? new Date(e.timeUnixMs).toISOString() : '-',
     dash(e.service),
     dash(e.subject),
-    dash(e.direction === 'outbound' && e.destination !== '' ? `→${e.destination} ${route}` : route),
+    dash(e.direction === 'outbound' && e.destination !== '' ? `\u2192${e.destination} ${route}` : route),
     dash(e.decision),
     dash(e.reason),
     dash(e.rule),

@@ -27,12 +27,12 @@ import type { OutboundTracer } from '../outbound/types.ts';
 import { type Command, parseFlags, UsageError, untilShutdownSignal } from './command.ts';
 
 /**
- * `ward sidecar`: assembles the stages (config → policy source → authenticator → inbound
- * listeners → admin) and owns their lifecycle. The order of stages per request lives in
+ * `ward sidecar`: assembles the stages (config -> policy source -> authenticator -> inbound
+ * listeners -> admin) and owns their lifecycle. The order of stages per request lives in
  * inbound/stack.ts; this file only decides the order of start-up and shutdown.
  *
- * What only some configurations use — browser sessions, the egress listener and token exchange,
- * the control-plane client (grpc-js, protobufjs), telemetry (the OTel SDK), the cluster — is
+ * What only some configurations use - browser sessions, the egress listener and token exchange,
+ * the control-plane client (grpc-js, protobufjs), telemetry (the OTel SDK), the cluster - is
  * imported when configured, not up front: a module's code stays in memory for the life of the
  * process, and a sidecar's memory is paid once per pod (docs/performance.md, "Memory").
  */

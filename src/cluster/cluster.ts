@@ -20,7 +20,7 @@ import { mergeExpositions } from './metrics.ts';
  * - Each worker holds a whole request path: listeners, authenticator with its own JWKS fetches
  *   and verified-token cache, upstream pool, egress listener and exchanged-token cache,
  *   telemetry (spans, decision records and metrics are exported per worker). Caches are per
- *   worker: memory bounds (`authn.cacheEntries`…) apply per worker, and a token new to a worker
+ *   worker: memory bounds (`authn.cacheEntries`...) apply per worker, and a token new to a worker
  *   is verified once there.
  * - `/readyz` is ready only when every worker is ready and enforces the primary's policy
  *   version; `/status` lists the workers; `/metrics` merges theirs with a `worker` label.
@@ -234,7 +234,7 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         draining,
         workers: slots.map((s) => ({ worker: s.slot, pid: s.worker?.process.pid ?? null, ...(s.state ?? {}) })),
       }),
-      // The primary's own; each worker's memory is in /metrics (`process_memory_usage{worker=…}`).
+      // The primary's own; each worker's memory is in /metrics (`process_memory_usage{worker=...}`).
       '/memory': memoryReport,
     },
     texts: {

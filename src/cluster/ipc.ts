@@ -12,7 +12,7 @@ export interface WorkerState {
   /** Version of the policy the worker enforces (null before the first one arrived). */
   readonly policyVersion: string | null;
   readonly ports: { readonly inbound: number; readonly tls: number | undefined; readonly outbound: number | undefined };
-  /** The worker's own `/status` document (issuers, egress counters…). */
+  /** The worker's own `/status` document (issuers, egress counters...). */
   readonly status: unknown;
 }
 

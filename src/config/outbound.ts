@@ -18,7 +18,7 @@ const destination = z
   .strictObject({
     name: z.string().max(253).regex(DESTINATION_NAME, { message: 'must be a lower-case DNS name without port' }).meta({
       description:
-        'The name the app calls: matched against the request\'s `:authority` (HTTP/2) or `Host` (HTTP/1.1) with any port removed, case-insensitively. `http://payments/…` and `http://payments:8080/…` both reach destination `payments`.',
+        'The name the app calls: matched against the request\'s `:authority` (HTTP/2) or `Host` (HTTP/1.1) with any port removed, case-insensitively. `http://payments/\u2026` and `http://payments:8080/\u2026` both reach destination `payments`.',
       examples: ['payments'],
     }),
     url: z.url({ protocol: /^http$/ }).meta({

@@ -47,7 +47,7 @@ export const sessionConfigSchema = z
       .default('ward_session')
       .meta({
         description:
-          'Name of the session cookie (longer sessions add `<name>.1`…`<name>.4`; sign-ins in flight use `<name>.t.<id>`). With TLS prefer `__Host-ward_session`: browsers then refuse the cookie from any other host, which stops cookie tossing from sibling subdomains.',
+          'Name of the session cookie (longer sessions add `<name>.1`\u2026`<name>.4`; sign-ins in flight use `<name>.t.<id>`). With TLS prefer `__Host-ward_session`: browsers then refuse the cookie from any other host, which stops cookie tossing from sibling subdomains.',
         examples: ['__Host-ward_session'],
       }),
     maxAgeSeconds: z.int().min(60).max(30 * 86_400).default(8 * 3600).meta({
@@ -85,7 +85,7 @@ export const sessionConfigSchema = z
       examples: [30],
     }),
     passAccessToken: z.boolean().default(false).meta({
-      description: 'Also send the session\'s access token to the app, as `Authorization: Bearer …`, on session-authenticated calls.',
+      description: 'Also send the session\'s access token to the app, as `Authorization: Bearer \u2026`, on session-authenticated calls.',
       examples: [true],
     }),
     timeoutMs: z.int().positive().default(5000).meta({ description: 'Timeout of one call to the provider (discovery, token, revocation).' }),

@@ -212,7 +212,7 @@ export function resolveTelemetry(
   });
 }
 
-/** `host:port`, `http://host:port[/…]`, `https://host:port[/…]` → grpc-js address and TLS flag. */
+/** `host:port`, `http://host:port[/...]`, `https://host:port[/...]` -> grpc-js address and TLS flag. */
 export function parseEndpoint(text: string): { address: string; tls: boolean } | null {
   const t = text.trim();
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) {

@@ -4,7 +4,7 @@ import { PbWriter } from '../lib/protobuf.ts';
  * The control-plane protocol's message shapes and constants (proto/ward/v1/control_plane.proto),
  * and the binary codec of the two messages the sidecar's policy watch exchanges: it speaks the
  * protocol over ward's own HTTP/2 client (src/h2/grpc-stream.ts) and so loads neither grpc-js
- * nor protobufjs (loading and opening the watch: 5.5 → 1.4 MB of heap, docs/performance.md "Memory"). The server and
+ * nor protobufjs (loading and opening the watch: 5.5 -> 1.4 MB of heap, docs/performance.md "Memory"). The server and
  * the CLI use grpc-js with proto-loader (proto.ts), which decodes to these same shapes; the tests
  * check the codec against protobufjs both ways.
  */

@@ -8,12 +8,12 @@ import type { DevIdp } from '../devidp/provider.ts';
 import type { Logger } from '../lib/log.ts';
 
 /**
- * The demo's service-to-service chain: client → orders → payments → ledger, three small
+ * The demo's service-to-service chain: client -> orders -> payments -> ledger, three small
  * HTTP apps each behind its own sidecar. The orders and payments apps call onward through their
  * sidecar's egress listener, forwarding the Authorization they received, as an app in a mesh
  * does; the egress exchanges it at the dev IdP (RFC 8693) for a token addressed to the next hop,
  * and each hop's policy conditions on the `act` chain. One more call asks orders' sidecar for a
- * hop its IdP client may not make (orders → ledger): the IdP refuses it.
+ * hop its IdP client may not make (orders -> ledger): the IdP refuses it.
  */
 
 export interface ChainRow {
@@ -248,5 +248,5 @@ export function formatChain(rows: readonly ChainRow[]): string {
   const w = Math.max(...rows.map((r) => r.hop.length), 3);
   const s = Math.max(...rows.map((r) => r.saw.length), 28);
   const line = (a: string, b: string, c: string): string => `  ${a.padEnd(w)}  ${b.padEnd(s)}  ${c}`.trimEnd();
-  return [line('hop', 'the token the next hop received', ''), line('-'.repeat(w), '-'.repeat(s), ''), ...rows.map((r) => line(r.hop, r.saw, r.ok ? '✓' : '✗'))].join('\n') + '\n';
+  return [line('hop', 'the token the next hop received', ''), line('-'.repeat(w), '-'.repeat(s), ''), ...rows.map((r) => line(r.hop, r.saw, r.ok ? '\u2713' : '\u2717'))].join('\n') + '\n';
 }

@@ -202,7 +202,7 @@ function tampered(token: string): string {
 
 export function formatTable(rows: readonly DemoRow[]): string {
   const head = ['', 'caller', 'method', 'expected', 'got', 'reason', 'app', 'decision'];
-  const cells = rows.map((r) => [r.ok ? '✓' : '✗', r.caller, r.method, r.expected, r.got, r.reason, r.reachedApp ? 'reached' : '-', r.decisionId]);
+  const cells = rows.map((r) => [r.ok ? '\u2713' : '\u2717', r.caller, r.method, r.expected, r.got, r.reason, r.reachedApp ? 'reached' : '-', r.decisionId]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
   const line = (c: readonly string[]): string => c.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n') + '\n';

@@ -257,14 +257,14 @@ export interface WebRow {
 const PAGE = { accept: 'text/html,application/xhtml+xml' };
 
 /**
- * Signs in as `user` the way a browser does, following each redirect: the app's page → the
- * sidecar's redirect to the IdP → the login form → back through `/.ward/callback`. Returns the
+ * Signs in as `user` the way a browser does, following each redirect: the app's page -> the
+ * sidecar's redirect to the IdP -> the login form -> back through `/.ward/callback`. Returns the
  * callback response's status and where it sent the browser.
  */
 export async function scriptedSignIn(jar: CookieJar, appUrl: string, user: string, password: string, path = '/'): Promise<{ status: number; location: string | null }> {
   let res = await jar.fetch(new URL(path, appUrl), { headers: PAGE });
   let url = new URL(res.headers.get('location') ?? '', appUrl);
-  // the IdP: authorization endpoint → login page
+  // the IdP: authorization endpoint -> login page
   for (let hops = 0; hops < 10 && res.status >= 300 && res.status < 400; hops++) {
     res = await jar.fetch(url, { headers: PAGE });
     if (res.status >= 300 && res.status < 400) url = new URL(res.headers.get('location') ?? '', url);
@@ -275,7 +275,7 @@ export async function scriptedSignIn(jar: CookieJar, appUrl: string, user: strin
     headers: { ...PAGE, 'content-type': 'application/x-www-form-urlencoded', origin: url.origin },
     body: new URLSearchParams({ username: user, password }).toString(),
   });
-  // login accepted → /auth/<uid> → consent (implied) → … → the sidecar's callback
+  // login accepted -> /auth/<uid> -> consent (implied) -> ... -> the sidecar's callback
   for (let hops = 0; hops < 10 && res.status >= 300 && res.status < 400; hops++) {
     url = new URL(res.headers.get('location') ?? '', url);
     res = await jar.fetch(url, { headers: PAGE });

@@ -273,7 +273,7 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
     });
     const json = (await res.json()) as { access_token?: string; error?: string; error_description?: string };
     if (!res.ok || typeof json.access_token !== 'string') {
-      throw new Error(`dev-idp: token request for ${clientId} → ${resource} failed: ${json.error ?? res.status} ${json.error_description ?? ''}`.trim());
+      throw new Error(`dev-idp: token request for ${clientId} \u2192 ${resource} failed: ${json.error ?? res.status} ${json.error_description ?? ''}`.trim());
     }
     return json.access_token;
   };

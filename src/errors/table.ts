@@ -22,7 +22,7 @@ export type BearerError = 'invalid_request' | 'invalid_token' | 'insufficient_sc
 export interface ErrorRow {
   readonly http: number;
   readonly grpc: GrpcStatusCode;
-  /** When set, the response carries `WWW-Authenticate: Bearer realm=…[, error=…]`. */
+  /** When set, the response carries `WWW-Authenticate: Bearer realm=...[, error=...]`. */
   readonly challenge: 'none' | 'bare' | BearerError;
   /** Short, caller-safe text: becomes the body / `grpc-message`. Detail goes to the log only. */
   readonly message: string;

@@ -11,7 +11,7 @@ import { boundedFetch, describeError, isLoopbackHttp, MAX_DOCUMENT_BYTES } from 
  *   a token to forward, when the destination allows it.
  *
  * Never throws: every answer is a `GrantResult`. What the IdP said no to (`invalid_target`,
- * `unauthorized_client`, `invalid_request`, `invalid_client`…: a 4xx OAuth error) is `refused`;
+ * `unauthorized_client`, `invalid_request`, `invalid_client`...: a 4xx OAuth error) is `refused`;
  * everything that says nothing about the request (timeout, connection refused, 5xx,
  * `temporarily_unavailable`, a response that is not a token response) is `unavailable`.
  * Discovery runs once, lazily, shared by concurrent callers; a failed discovery is retried by the

@@ -50,7 +50,7 @@ import { HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.t
 
 /** The stream events, one object per pool: handlers find their call through `stream.owner`. */
 export interface H2StreamHandler {
-  /** The final response headers (`:status` first), flat `[name, value, …]`. */
+  /** The final response headers (`:status` first), flat `[name, value, ...]`. */
   response(s: H2ClientStream, fields: string[], end: boolean): void;
   /** A DATA payload (a slice of the read buffer). Call `s.consumed(n)` once it is passed on. */
   data(s: H2ClientStream, chunk: Buffer, end: boolean): void;
@@ -238,7 +238,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 
   /**
-   * Opens a stream for a request (`fields`: `[name, value, …]`, pseudo-headers first). Throws
+   * Opens a stream for a request (`fields`: `[name, value, ...]`, pseudo-headers first). Throws
    * when the connection is not usable, or an HpackError for a field HTTP/2 cannot carry.
    */
   request(fields: readonly string[], endStream: boolean, owner: unknown): H2ClientStream {

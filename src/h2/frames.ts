@@ -113,9 +113,9 @@ export class FrameAssembler {
   }
 
   /**
-   * Adds a chunk. Returns bytes that start at a frame boundary — the chunk itself when nothing
+   * Adds a chunk. Returns bytes that start at a frame boundary - the chunk itself when nothing
    * was pending; otherwise at least one whole frame, or a header announcing a frame over the
-   * limit for the caller to refuse — or null while the pending frame is still incomplete.
+   * limit for the caller to refuse - or null while the pending frame is still incomplete.
    * Whatever the caller cannot parse goes back through `keep`.
    */
   push(chunk: Buffer): Buffer | null {

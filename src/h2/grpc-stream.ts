@@ -24,7 +24,7 @@ export interface GrpcStreamOptions {
   readonly tls?: { readonly ca: Buffer | null };
   /** `/package.Service/Method`. */
   readonly path: string;
-  /** Request metadata, flat `[name, value, …]`, lower-case names. */
+  /** Request metadata, flat `[name, value, ...]`, lower-case names. */
   readonly headers: readonly string[];
   readonly connectTimeoutMs: number;
   /** A PING every `intervalMs`; no answer within `timeoutMs` ends the call (UNAVAILABLE). */

@@ -103,7 +103,7 @@ export class GrpcUnaryClient {
 
   /**
    * Calls `path` with one message (`body`, already serialized) and `headers` (flat
-   * `[name, value, …]`, lower-case names). `done` is called exactly once; nothing throws.
+   * `[name, value, ...]`, lower-case names). `done` is called exactly once; nothing throws.
    */
   call(path: string, headers: readonly string[], body: Buffer, done: (err: GrpcCallError | null) => void): void {
     const c: Call = { path, headers, body, retried: false, done, timer: null, status: undefined, grpcStatus: undefined, grpcMessage: undefined, finished: false };
@@ -207,7 +207,7 @@ export function answeredStatus(status: string | undefined, grpcStatus: string | 
   return [Number.isInteger(code) ? code : GrpcStatus.UNKNOWN, percentDecode(grpcMessage ?? '')];
 }
 
-/** `host:port` or `[v6]:port` → host (without brackets) and port. */
+/** `host:port` or `[v6]:port` -> host (without brackets) and port. */
 export function splitAddress(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(':');
   const host = address.slice(0, colon);

@@ -8,7 +8,7 @@
  * SETTINGS_HEADER_TABLE_SIZE does not matter, and no header value can leak through the
  * compression context (the CRIME/HPACK class of attacks needs indexing).
  *
- * Field lists are flat `[name, value, name, value, …]` arrays of byte (latin1) strings: one
+ * Field lists are flat `[name, value, name, value, ...]` arrays of byte (latin1) strings: one
  * char per octet, as Node's http2 module hands them out.
  */
 import { HuffmanError, huffmanDecode } from './huffman.ts';
@@ -52,8 +52,8 @@ const STATIC_VALUES: readonly string[] = [
 ];
 const STATIC_COUNT = 61;
 
-// Name → lowest static index with that name. Entries sharing a name are adjacent, so the encoder
-// finds an exact (name, value) match by scanning forward from here — at most 7 string compares
+// Name -> lowest static index with that name. Entries sharing a name are adjacent, so the encoder
+// finds an exact (name, value) match by scanning forward from here - at most 7 string compares
 // (`:status`) and, unlike a `name + '\0' + value` key, no string built per field.
 const STATIC_NAME_INDEX = new Map<string, number>();
 for (let i = STATIC_COUNT; i >= 1; i--) STATIC_NAME_INDEX.set(STATIC_NAMES[i]!, i);
@@ -335,8 +335,8 @@ const UNSENDABLE = /[^\x01-\x09\x0b\x0c\x0e-\xff]/;
 
 /**
  * Long strings found sendable, four of them. A proxy forwards the same long values call after
- * call — the caller's token, which the decoder hands back as the same string (its memo and
- * dynamic table), and the identity claims of a verified token — so a compare replaces a scan of
+ * call - the caller's token, which the decoder hands back as the same string (its memo and
+ * dynamic table), and the identity claims of a verified token - so a compare replaces a scan of
  * hundreds of chars. Replacement is CLOCK (second chance): a slot hit since the hand last passed
  * is kept, so values new on every call (a `traceparent`) take the other slots instead of evicting
  * the token and the claims. With one slot, those two evicted each other and both were scanned
@@ -408,7 +408,7 @@ export class HpackEncoder {
     for (let i = 1; i <= STATIC_COUNT; i++) this.#staticPattern[i] = this.#neverIndex.has(STATIC_NAMES[i]!) ? 0x10 : 0x00;
   }
 
-  /** An upper bound on the octets `encode(fields, …)` writes. */
+  /** An upper bound on the octets `encode(fields, ...)` writes. */
   maxEncodedLength(fields: readonly string[]): number {
     let n = 0;
     for (let i = 0; i < fields.length; i++) {
@@ -469,7 +469,7 @@ export class HpackEncoder {
   }
 }
 
-/** A flat field list `[name, value, …]` from `from` on, as a header object (repeated names become arrays). */
+/** A flat field list `[name, value, ...]` from `from` on, as a header object (repeated names become arrays). */
 export function fieldRecord(fields: readonly string[], from: number): Record<string, string | string[]> {
   const out = Object.create(null) as Record<string, string | string[]>;
   for (let i = from; i < fields.length; i += 2) {

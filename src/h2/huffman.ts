@@ -1,7 +1,7 @@
 /**
  * The HPACK Huffman code (RFC 7541 §5.2, Appendix B) and a table-driven decoder.
  *
- * The code is data from the spec: symbol `s` (0–255, and 256 = EOS) is the `HUFFMAN_BITS[s]`
+ * The code is data from the spec: symbol `s` (0-255, and 256 = EOS) is the `HUFFMAN_BITS[s]`
  * low bits of `HUFFMAN_CODES[s]`, most significant bit first. It is canonical (codes ordered
  * by length, then symbol), which the unit test checks, so a typo here cannot go unnoticed.
  *
@@ -83,7 +83,7 @@ const EMIT = 0x100;
 const FAIL = 0x200;
 const DECODE = new Uint32Array(256 * 16);
 // ACCEPT[state]: the string may end in this state, i.e. the bits since the last symbol are at
-// most 7 and all ones — a prefix of EOS, which is the only padding §5.2 allows.
+// most 7 and all ones - a prefix of EOS, which is the only padding §5.2 allows.
 const ACCEPT = new Uint8Array(256);
 
 function buildDecoder(): void {

@@ -41,16 +41,16 @@ import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive } fr
  * What a client can do wrong, and what it gets (RFC 9113, and the guards node:http2 had):
  * - malformed requests (§8.1.1, §8.2, §8.3.1: pseudo-headers missing, repeated, unknown or
  *   after regular fields; upper-case names; connection-specific fields; `te` other than
- *   `trailers`; content-length not matching the DATA) → RST_STREAM(PROTOCOL_ERROR), never
+ *   `trailers`; content-length not matching the DATA) -> RST_STREAM(PROTOCOL_ERROR), never
  *   seen by the stack;
- * - a header list over `maxHeaderListSize` or with more than `maxHeaderPairs` fields →
+ * - a header list over `maxHeaderListSize` or with more than `maxHeaderPairs` fields ->
  *   RST_STREAM(REFUSED_STREAM), after the block is decoded to its end so the HPACK state stays
  *   in step;
- * - more than `maxConcurrentStreams` open → RST_STREAM(REFUSED_STREAM); too many refusals,
+ * - more than `maxConcurrentStreams` open -> RST_STREAM(REFUSED_STREAM); too many refusals,
  *   invalid frames, resets (rapid reset, CVE-2023-44487), CONTINUATION frames, empty DATA
- *   frames, or a peer that stops reading while it makes us answer PING/SETTINGS → GOAWAY
+ *   frames, or a peer that stops reading while it makes us answer PING/SETTINGS -> GOAWAY
  *   ENHANCE_YOUR_CALM and the connection ends;
- * - connection-level protocol errors → GOAWAY with the code §5.4.1 names.
+ * - connection-level protocol errors -> GOAWAY with the code §5.4.1 names.
  */
 
 export const ENHANCE_YOUR_CALM = 0xb;
@@ -66,7 +66,7 @@ export interface H2ServerOptions {
   /** Fields per request header list (node:http2's maxHeaderListPairs). */
   readonly maxHeaderPairs: number;
   readonly encrypted: boolean;
-  /** A new request: `fields` flat `[name, value, …]`, pseudo-headers first. */
+  /** A new request: `fields` flat `[name, value, ...]`, pseudo-headers first. */
   readonly onStream: (s: H2ServerStream, fields: string[], endStream: boolean) => void;
   /** The connection is closed and every stream is over. */
   readonly onClose?: (c: H2ServerConnection) => void;

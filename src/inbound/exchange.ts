@@ -50,7 +50,7 @@ export class Exchange {
   readonly target: string | undefined;
   /** `:authority` (h2) or the Host header (h1). */
   authority: string | undefined;
-  /** Flat [name, value, …] list as received (HTTP/2 names are lower-case already). */
+  /** Flat [name, value, ...] list as received (HTTP/2 names are lower-case already). */
   readonly rawHeaders: readonly string[];
   /** The request carries no body (h2 END_STREAM on HEADERS; h1 no length and no chunking). */
   bodyless: boolean;

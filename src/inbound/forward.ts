@@ -99,7 +99,7 @@ function errCode(err: unknown): string | undefined {
 }
 
 /**
- * The app-bound request as HTTP/2 raw fields `[name, value, …]`, pseudo-headers first, as the
+ * The app-bound request as HTTP/2 raw fields `[name, value, ...]`, pseudo-headers first, as the
  * HPACK encoder takes them. `ex.fwdHeaders` is left as the stages built it.
  */
 function h2RequestFields(ex: Exchange, authority: string): string[] {

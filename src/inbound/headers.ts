@@ -84,7 +84,7 @@ function isListEdge(s: string, i: number, step: number): boolean {
 }
 
 /**
- * One pass over `[name, value, …]`. `lowerNames` is false for HTTP/1.1 (names keep the
+ * One pass over `[name, value, ...]`. `lowerNames` is false for HTTP/1.1 (names keep the
  * client's case) and true for HTTP/2 (lower-case on the wire, RFC 9113 §8.2).
  */
 export function scanRequestHeaders(raw: readonly string[], lowerNames: boolean, p: HeaderPolicy): ScanResult {

@@ -4,19 +4,19 @@
  * parser differential between the proxy and the app, so we never let the two diverge.
  *
  * Rules (in order):
- * - a fragment (`#`) never belongs in a request target (RFC 9112 §3.2) → ERR_PATH_INVALID
+ * - a fragment (`#`) never belongs in a request target (RFC 9112 §3.2) -> ERR_PATH_INVALID
  *   (CVE-2021-32779 / CVE-2021-39156: `/public#/../admin`);
  * - the query is split off at the first `?`, kept byte-for-byte and forwarded as-is (policy
  *   matches paths only); it may hold no control, space or non-ASCII character;
  * - the path must be origin-form, i.e. start with `/`: absolute-form, authority-form and `*`
- *   are refused (we are not a forward proxy) → ERR_PATH_INVALID;
- * - control characters, space, non-ASCII bytes and malformed `%` escapes → ERR_PATH_INVALID;
+ *   are refused (we are not a forward proxy) -> ERR_PATH_INVALID;
+ * - control characters, space, non-ASCII bytes and malformed `%` escapes -> ERR_PATH_INVALID;
  *   `%00`..`%1F` and `%7F` too (CVE-2019-9900 class: NUL reaching a C matcher);
- * - a raw `\` or an escaped `%2F`/`%5C` (any case) → ERR_PATH_AMBIGUOUS: some apps treat them
+ * - a raw `\` or an escaped `%2F`/`%5C` (any case) -> ERR_PATH_AMBIGUOUS: some apps treat them
  *   as separators, some do not (CVE-2021-29492, CVE-2021-31920). With
  *   `paths.rejectEscapedSlashes: false` the escapes are kept encoded (upper-case hex) and are
  *   never treated as separators here;
- * - `;` → ERR_PATH_AMBIGUOUS. Matrix/path parameters are stripped by some servers (Tomcat:
+ * - `;` -> ERR_PATH_AMBIGUOUS. Matrix/path parameters are stripped by some servers (Tomcat:
  *   `/admin;x=1` is `/admin`) and not by others (CVE-2026-73553 / CVE-2026-73511). Refusing is
  *   the only choice that cannot drift from the app; `%3B` (data, not a delimiter) is kept;
  * - `%XX` of an unreserved character (ALPHA DIGIT `-` `.` `_` `~`) is decoded, once
@@ -24,8 +24,8 @@
  *   `%2e%2E` becomes `..` before dot-segment removal and `%252F` stays `%252F`;
  * - printable characters RFC 3986 does not allow in a path (`"<>[]^`{|}`) are percent-encoded:
  *   the app decodes them back to the same bytes, and policy sees one canonical spelling;
- * - dot-segments are removed per RFC 3986 §5.2.4 (`/a/b/../c` → `/a/c`, `/..` → `/`);
- * - with `paths.mergeSlashes` (default) runs of `/` collapse to one (`//admin` → `/admin`).
+ * - dot-segments are removed per RFC 3986 §5.2.4 (`/a/b/../c` -> `/a/c`, `/..` -> `/`);
+ * - with `paths.mergeSlashes` (default) runs of `/` collapse to one (`//admin` -> `/admin`).
  */
 
 export interface PathOptions {
@@ -161,8 +161,8 @@ export function normalizeTarget(target: string, opts: PathOptions): NormalizedTa
  * RFC 3986 §5.2.4 on an absolute path whose escapes are already resolved, then, optionally,
  * empty segments merged. In that order, as Envoy does (`normalize_path`, then `merge_slashes`),
  * and as an app resolving the path itself would: `..` removes the segment before it even when
- * that one is empty (`/a/b//..` → `/a/b/`, not `/a`). A trailing `.`/`..`/empty segment leaves a
- * trailing `/` (`/a/.` → `/a/`).
+ * that one is empty (`/a/b//..` -> `/a/b/`, not `/a`). A trailing `.`/`..`/empty segment leaves a
+ * trailing `/` (`/a/.` -> `/a/`).
  */
 export function removeDotSegments(path: string, mergeSlashes: boolean): string {
   const segs = path.split('/');

@@ -49,7 +49,7 @@ export class H2ConnectionPool {
    * A connection for a call that `refused` (a connection of this pool) declined without
    * processing it (it is going away, or over its stream limit): `refused` takes no new calls
    * (those in flight finish on it) and the call goes to the connection that replaces it in its
-   * slot, connected after the refusal — not to another slot, whose connection may be going away too.
+   * slot, connected after the refusal - not to another slot, whose connection may be going away too.
    */
   replacing(refused: H2Connection): H2Connection {
     if (this.#closed) throw new Error('upstream pool closed');

@@ -11,7 +11,7 @@ import { ERROR_TABLE } from '../errors/table.ts';
  * comes from `ERROR_TABLE`: the status, the challenge, the short message. Per-code header sets
  * are built once per service; a response only adds its decision id.
  *
- * - HTTP: status, `WWW-Authenticate: Bearer realm="<service>"[, error="…"]` (RFC 6750 §3),
+ * - HTTP: status, `WWW-Authenticate: Bearer realm="<service>"[, error="..."]` (RFC 6750 §3),
  *   a short text/plain body, `x-ward-reason`, `x-ward-decision-id`.
  * - gRPC: trailers-only (HTTP 200, `content-type: application/grpc`, `grpc-status`,
  *   `grpc-message` percent-encoded per the gRPC HTTP/2 spec) plus the same two ward headers and
@@ -50,7 +50,7 @@ export function challengeFor(service: string, code: ErrorCode): string | undefin
 }
 
 /**
- * gRPC `grpc-message`: percent-encode every byte outside 0x20–0x7E, and `%` itself, of the
+ * gRPC `grpc-message`: percent-encode every byte outside 0x20-0x7E, and `%` itself, of the
  * UTF-8 encoding (PROTOCOL-HTTP2.md "Responses").
  */
 export function encodeGrpcMessage(message: string): string {

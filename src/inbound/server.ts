@@ -294,9 +294,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
 
   const h1Server = http.createServer({
     maxHeaderSize: o.maxHeaderListBytes,
-    // Request smuggling: llhttp strict mode (CL+TE, bad chunking, obs-fold … → 400).
+    // Request smuggling: llhttp strict mode (CL+TE, bad chunking, obs-fold ... -> 400).
     insecureHTTPParser: false,
-    // RFC 9112 §3.2 (HTTP/1.1 without Host → 400) is enforced by the stack, so the refusal
+    // RFC 9112 §3.2 (HTTP/1.1 without Host -> 400) is enforced by the stack, so the refusal
     // carries a reason code like every other one.
     requireHostHeader: false,
     headersTimeout: H1_HEADERS_TIMEOUT_MS,

@@ -107,7 +107,7 @@ export function createStack(o: StackOptions): Stack {
     responder.write(ex, code);
   }
 
-  /** Stages 1–4 and the start of 5: everything that needs no I/O. */
+  /** Stages 1-4 and the start of 5: everything that needs no I/O. */
   function handle(ex: Exchange): void {
     counters.requests++;
     if (tracer !== undefined) ex.traceStart = tracer.now();

@@ -103,7 +103,7 @@ function diffMembers(base: string, a: Record<string, unknown>, b: Record<string,
   for (const k of Object.keys(a)) if (!Object.hasOwn(b, k)) ops.push({ op: 'remove', path: `${base}/${escapePointer(k)}` });
 }
 
-/** RFC 6901 §3: `~` → `~0`, `/` → `~1`. */
+/** RFC 6901 §3: `~` -> `~0`, `/` -> `~1`. */
 export function escapePointer(key: string): string {
   return key.replaceAll('~', '~0').replaceAll('/', '~1');
 }

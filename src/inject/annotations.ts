@@ -2,7 +2,7 @@
  * The per-pod annotations the injector reads, each with its default and meaning in one place:
  * docs/kubernetes.md lists them, and a test fails when one is missing there.
  *
- * Any other `ward.dev/…` annotation is refused: a misspelt `exclude-inbound-port` must not
+ * Any other `ward.dev/...` annotation is refused: a misspelt `exclude-inbound-port` must not
  * silently leave a port uncaptured.
  */
 
@@ -43,7 +43,7 @@ export const A = {
 } as const;
 
 export const ANNOTATIONS: readonly AnnotationSpec[] = [
-  { name: A.inject, default: '—', description: '`enabled`/`true` opts the pod in (also as a pod label, which the webhook\'s selector sees), `disabled`/`false` opts it out even in an enrolled namespace.' },
+  { name: A.inject, default: '\u2014', description: '`enabled`/`true` opts the pod in (also as a pod label, which the webhook\'s selector sees), `disabled`/`false` opts it out even in an enrolled namespace.' },
   { name: A.service, default: 'label `app.kubernetes.io/name`, then `app`, then the workload name', description: 'Service name of the sidecar; must equal the `service:` of its policy.' },
   { name: A.appPort, default: 'first TCP `containerPort` of the first container, else 8080', description: 'Port the app listens on (on loopback or all addresses); the sidecar forwards allowed calls to `127.0.0.1:<port>`.' },
   { name: A.appProtocol, default: '`h2c` if that port\'s name starts with `grpc`, `h2c` or `http2`, else `http1`', description: 'How the sidecar talks to the app: `h2c` (HTTP/2 cleartext, gRPC) or `http1`.' },
@@ -64,7 +64,7 @@ export const ANNOTATIONS: readonly AnnotationSpec[] = [
   { name: A.cpuLimit, default: 'injector `--proxy-cpu-limit` (`1`)', description: 'Sidecar CPU limit.' },
   { name: A.memoryLimit, default: 'injector `--proxy-memory-limit` (`256Mi`)', description: 'Sidecar memory limit.' },
   { name: A.drainSeconds, default: 'injector `--drain-seconds` (`10`)', description: 'How long in-flight calls may finish on shutdown; the grace period is raised to fit.' },
-  { name: A.nativeSidecar, default: 'injector `--native-sidecar` (`true`)', description: '`true`: an init container with `restartPolicy: Always` (Kubernetes ≥ 1.29; Jobs complete, starts before the app). `false`: a regular container.' },
+  { name: A.nativeSidecar, default: 'injector `--native-sidecar` (`true`)', description: '`true`: an init container with `restartPolicy: Always` (Kubernetes \u2265 1.29; Jobs complete, starts before the app). `false`: a regular container.' },
   { name: A.logLevel, default: '`info`', description: 'Sidecar log level: `debug`, `info`, `warn`, `error`.' },
   { name: A.sidecarConfig, default: '(none)', description: 'YAML (or JSON) merged over the generated sidecar config (objects merged, lists replaced), e.g. `identityHeaders` or `authn` settings; the result is validated like any sidecar config.' },
   { name: A.status, default: 'set by the injector', description: 'Marks an injected pod; injection never happens twice.' },
@@ -80,7 +80,7 @@ export function isWardAnnotation(name: string): boolean {
   return name.startsWith(P);
 }
 
-/** `true`/`enabled` → true, `false`/`disabled` → false, absent → undefined; anything else → null (invalid). */
+/** `true`/`enabled` -> true, `false`/`disabled` -> false, absent -> undefined; anything else -> null (invalid). */
 export function parseSwitch(value: string | undefined): boolean | undefined | null {
   if (value === undefined) return undefined;
   const v = value.trim().toLowerCase();

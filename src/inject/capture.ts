@@ -5,9 +5,9 @@ import { isIPv4, isIPv6 } from 'node:net';
  * network namespace, as `iptables-restore` input. Generating them is pure; applying them is
  * `applyCapture` with an injected command runner.
  *
- *   PREROUTING ─tcp─▶ WARD_INBOUND ─ excluded port? RETURN ─ captured port ─▶ WARD_IN_REDIRECT (REDIRECT → inbound listener)
- *   OUTPUT     ─tcp─▶ WARD_OUTPUT  ─ sidecar uid/gid? RETURN (no loop) ─ loopback? RETURN
- *                                   ─ excluded port/CIDR? RETURN ─▶ WARD_REDIRECT (REDIRECT → egress listener)
+ *   PREROUTING -tcp-> WARD_INBOUND - excluded port? RETURN - captured port -> WARD_IN_REDIRECT (REDIRECT -> inbound listener)
+ *   OUTPUT     -tcp-> WARD_OUTPUT  - sidecar uid/gid? RETURN (no loop) - loopback? RETURN
+ *                                   - excluded port/CIDR? RETURN -> WARD_REDIRECT (REDIRECT -> egress listener)
  *
  * The sidecar's own connections (to the app on 127.0.0.1, to IdPs, to the control plane, to
  * other services after a token exchange) are recognised by its uid (`-m owner --uid-owner`,
@@ -35,7 +35,7 @@ export interface CaptureOptions {
 
 export const CHAINS = { inbound: 'WARD_INBOUND', inRedirect: 'WARD_IN_REDIRECT', output: 'WARD_OUTPUT', redirect: 'WARD_REDIRECT' } as const;
 
-/** Problems with the options (empty when valid). Ports 1..65535, uids ≥ 0, CIDRs well-formed. */
+/** Problems with the options (empty when valid). Ports 1..65535, uids >= 0, CIDRs well-formed. */
 export function validateCaptureOptions(o: CaptureOptions): string[] {
   const problems: string[] = [];
   const port = (p: number, what: string): void => {
@@ -65,7 +65,7 @@ export function cidrFamily(cidr: string): Family | null {
   return Number(prefix) <= (family === 'ipv4' ? 32 : 128) ? family : null;
 }
 
-/** Parses `80,443, 8080` into ports; '' → []. Throws with the offending item. */
+/** Parses `80,443, 8080` into ports; '' -> []. Throws with the offending item. */
 export function parsePortList(value: string, what: string): number[] {
   const out: number[] = [];
   for (const raw of value.split(',')) {
@@ -119,7 +119,7 @@ export function captureRules(o: CaptureOptions, family: Family): string {
     // The sidecar's own traffic first: redirecting it to itself would loop forever.
     lines.push(`-A ${CHAINS.output} -m owner --uid-owner ${o.proxyUid} -j RETURN`);
     lines.push(`-A ${CHAINS.output} -m owner --gid-owner ${o.proxyGid} -j RETURN`);
-    // Loopback: app ↔ sidecar and app ↔ itself inside the pod are not egress.
+    // Loopback: app <-> sidecar and app <-> itself inside the pod are not egress.
     lines.push(`-A ${CHAINS.output} -o lo -j RETURN`);
     lines.push(`-A ${CHAINS.output} -d ${loopback} -j RETURN`);
     for (const p of uniqueSorted(o.excludeOutboundPorts)) lines.push(`-A ${CHAINS.output} -p tcp --dport ${p} -j RETURN`);

@@ -7,7 +7,7 @@ import type { InjectorSettings } from './settings.ts';
 
 /**
  * `ward inject`: Kubernetes YAML in (several documents, `List`s included), the same YAML out
- * with the sidecar injected into every opted-in workload — like `istioctl kube-inject`.
+ * with the sidecar injected into every opted-in workload - like `istioctl kube-inject`.
  * Only the fields injection changes are rewritten; other documents, fields and comments stay.
  * Injecting the output again changes nothing (injected pods carry `ward.dev/status`).
  */

@@ -22,7 +22,7 @@ import {
  * - skipped: the pod is left exactly as it was (not opted in, opted out, already injected,
  *   host network, another mesh's proxy);
  * - refused: the pod opted in but cannot be protected as asked (bad annotation, port clash,
- *   an app container running as the sidecar's uid…). Refusing beats starting it unprotected.
+ *   an app container running as the sidecar's uid...). Refusing beats starting it unprotected.
  */
 
 export interface PodMeta {
@@ -42,7 +42,7 @@ export interface PodTemplate {
 export interface InjectContext {
   /** The namespace carries `ward.dev/inject: enabled` (the webhook's namespaceSelector, or `ward inject --all`). */
   readonly namespaceEnabled: boolean;
-  /** Name of the owning workload (Deployment…) when known: a fallback service name. */
+  /** Name of the owning workload (Deployment...) when known: a fallback service name. */
   readonly workloadName?: string;
 }
 

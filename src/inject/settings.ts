@@ -30,7 +30,7 @@ export interface InjectorSettings {
    * docs/performance.md. A flag Node does not accept in NODE_OPTIONS stops the sidecar at start-up.
    */
   readonly nodeOptions: string;
-  /** Run the sidecar as a native sidecar (init container with restartPolicy Always, Kubernetes ≥ 1.29). */
+  /** Run the sidecar as a native sidecar (init container with restartPolicy Always, Kubernetes >= 1.29). */
   readonly nativeSidecar: boolean;
   /**
    * Capture the app's outbound traffic. Only meaningful when the sidecar in this image has an
@@ -57,7 +57,7 @@ export interface InjectorSettings {
 /**
  * The sidecar's V8 heap (docs/performance.md, "Node and V8 settings"): 1 MB young-generation
  * semi-spaces, short scavenges; and an old-generation limit just under 2 GB, where V8 stops letting
- * the heap grow up to 4× its live size between full collections and allows ~2× instead — the same
+ * the heap grow up to 4× its live size between full collections and allows ~2× instead - the same
  * on every node whatever its memory or the container's limit, far above the sidecar's live set.
  */
 export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=1 --max-old-space-size=2047';

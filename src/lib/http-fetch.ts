@@ -79,7 +79,7 @@ export interface HttpRequest {
 export interface HttpResponse {
   readonly status: number;
   readonly statusText: string;
-  /** As received: name, value, name, value… */
+  /** As received: name, value, name, value... */
   readonly rawHeaders: readonly string[];
   /** Whole and decoded. */
   readonly body: Buffer;

@@ -6,7 +6,7 @@ import type * as NodeHttp from 'node:http';
  * module namespace, which reads every export, and node:http's `WebSocket`, `CloseEvent` and
  * `MessageEvent` are getters that load undici's whole bundle (~2.6 MB of heap for classes no
  * sidecar uses); CommonJS `require` reads none of them. Types still come from
- * `import type … from 'node:http'`, which is erased.
+ * `import type ... from 'node:http'`, which is erased.
  */
 const require = createRequire(import.meta.url);
 export const http = require('node:http') as typeof NodeHttp;

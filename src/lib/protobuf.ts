@@ -24,7 +24,7 @@ for (let i = 0; i < 6; i++) {
   HEX[0x41 + i] = 10 + i;
 }
 
-/** Bytes of `n` (0 ≤ n < 2^53) as a varint. */
+/** Bytes of `n` (0 <= n < 2^53) as a varint. */
 export function varintSize(n: number): number {
   let size = 1;
   while (n >= 0x80) {
@@ -57,7 +57,7 @@ export class PbWriter {
     this.buf = next;
   }
 
-  /** An unsigned varint, 0 ≤ n < 2^53. */
+  /** An unsigned varint, 0 <= n < 2^53. */
   varint(n: number): void {
     this.ensure(10);
     const b = this.buf;
@@ -126,7 +126,7 @@ export class PbWriter {
   }
 
   /**
-   * A `fixed64` field from a whole number 0 ≤ n < 2^64 (exact beyond 2^53: each 32-bit half is
+   * A `fixed64` field from a whole number 0 <= n < 2^64 (exact beyond 2^53: each 32-bit half is
    * taken separately). A fraction is dropped. Each half is `ToUint32` of its part, the operations
    * of @opentelemetry/otlp-transformer's `writeFixed64(n >>> 0, n / 2^32 >>> 0)`, so that even a
    * meaningless input (a negative count) gives the same bytes as the SDK's exporter.
@@ -147,7 +147,7 @@ export class PbWriter {
     let lo = abs >>> 0;
     let hi = (abs / TWO_32) >>> 0;
     if (n < 0) {
-      // −x = ~x + 1, the carry out of the low half going into the high one
+      // -x = ~x + 1, the carry out of the low half going into the high one
       lo = (~lo + 1) >>> 0;
       hi = ~hi + (lo === 0 ? 1 : 0);
     }
@@ -157,7 +157,7 @@ export class PbWriter {
   /**
    * A `fixed64` nanosecond timestamp from an OTel `HrTime` (`[seconds, nanoseconds]`), exact
    * (modulo 2^64, as the field is) without BigInt for whole seconds below 2^39 and whole
-   * nanoseconds: seconds·10^9 is split as (seconds mod 2^16)·10^9 + ⌊seconds / 2^16⌋·10^9·2^16,
+   * nanoseconds: seconds·10^9 is split as (seconds mod 2^16)·10^9 + floor(seconds / 2^16)·10^9·2^16,
    * each product below 2^53, and the carry between the 32-bit halves is done by hand. These are
    * the operations of @opentelemetry/otlp-transformer's `writeHrTimeAsFixed64`, in its order, so
    * that input no clock gives (negative, fractional) still yields the same bytes as the SDK's

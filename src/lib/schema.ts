@@ -1,12 +1,12 @@
 /**
  * The schema language of ward's configuration and policy files: the checks, the defaults and the
- * documentation of every field in one declaration, read three ways — to validate a parsed file
+ * documentation of every field in one declaration, read three ways - to validate a parsed file
  * (`safeParse`: the value with defaults applied, or every problem with its field path), to type
  * it (`output<S>`), and to describe it (`toJSONSchema`, from which scripts/gen-docs.ts writes the
  * reference docs and JSON Schemas).
  *
  * The API is the subset of zod 4 that ward's schemas use, with zod's semantics and messages
- * (`Invalid input: expected string, received number`, `Unrecognized key: "colour"`…), so a
+ * (`Invalid input: expected string, received number`, `Unrecognized key: "colour"`...), so a
  * schema reads as a zod schema does. ward keeps its own because zod stayed in every sidecar's
  * heap for the life of the process for a few milliseconds of work at start-up: a copy of it cost
  * ~6 MB of peak RSS under load (BENCHMARKS.md, `results/ab-zod-alone.json`).

@@ -12,10 +12,10 @@ import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './t
  * The order of the outbound (egress) stages: the only place that decides it. Each call the app
  * makes through the egress listener runs, in order:
  *
- *   1. shape        method, request-target (origin-form; absolute-form `http://name/…` on
+ *   1. shape        method, request-target (origin-form; absolute-form `http://name/...` on
  *                   HTTP/1.1, as an `http_proxy` client sends it)
  *   2. headers      the inbound header hygiene (hop-by-hop, identity prefix, framing)
- *   3. destination  by `:authority`/`Host` without port; undeclared → ERR_DESTINATION_UNKNOWN,
+ *   3. destination  by `:authority`/`Host` without port; undeclared -> ERR_DESTINATION_UNKNOWN,
  *                   unless pass-through
  *   4. extract      the bearer token the app forwards (RFC 6750)
  *   5. token        RFC 8693 exchange for the destination (client credentials without a token,
@@ -26,7 +26,7 @@ import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './t
  * them. `traceparent` and every other end-to-end field pass untouched.
  */
 
-/** Methods forwarded. CONNECT is not: the app calls `http://<destination>/…`, the sidecar does TLS-free hops. */
+/** Methods forwarded. CONNECT is not: the app calls `http://<destination>/...`, the sidecar does TLS-free hops. */
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 const GRPC_PREFIX = 'application/grpc';
 const GRPC_WEB_PREFIX = 'application/grpc-web';

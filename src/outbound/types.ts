@@ -52,7 +52,7 @@ export interface OutboundDecisionRecord {
   readonly route: string | null;
   readonly decision: 'allow' | 'deny';
   readonly code: ErrorCode | null;
-  /** The IdP's OAuth error code on ERR_EXCHANGE_REFUSED (`invalid_target`, …). */
+  /** The IdP's OAuth error code on ERR_EXCHANGE_REFUSED (`invalid_target`, ...). */
   readonly oauthError: string | null;
   /** How the forwarded credential was obtained. */
   readonly token: 'exchange' | 'client-credentials' | 'none' | null;

@@ -15,8 +15,8 @@ import { collectCandidates, grpcKey } from './routes.ts';
  *  2. the first allow rule, in file order, whose route, token requirement and conditions hold
  *     admits it;
  *  3. otherwise the call is refused with the most useful code: ERR_TOKEN_MISSING when the call
- *     had no token and the allow rules for its route need one (→ 401 challenge),
- *     ERR_SCOPE_INSUFFICIENT when one failed only on scope (→ insufficient_scope), else
+ *     had no token and the allow rules for its route need one (-> 401 challenge),
+ *     ERR_SCOPE_INSUFFICIENT when one failed only on scope (-> insufficient_scope), else
  *     ERR_POLICY_NO_MATCH;
  *  4. a dry-run allow rule for the route, or a dry-run policy, turns that refusal into an allow
  *     that records it (`dryRunDenial`).

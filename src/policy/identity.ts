@@ -50,7 +50,7 @@ function addWords(into: Set<string>, s: string): void {
   for (const w of s.split(' ')) if (w !== '') into.add(w);
 }
 
-/** `act.sub`, `act.act.sub`, …: the immediate actor first. A link without a string `sub` ends the chain. */
+/** `act.sub`, `act.act.sub`, ...: the immediate actor first. A link without a string `sub` ends the chain. */
 export function actorsOf(claims: Readonly<Record<string, unknown>>): string[] {
   const out: string[] = [];
   let act: unknown = claims['act'];

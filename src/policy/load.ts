@@ -8,7 +8,7 @@ import { policySchema, type PolicyFile } from './schema.ts';
 import { checkPolicy } from './semantic.ts';
 
 /**
- * Policy file → CompiledPolicy, or a ConfigError listing every problem as
+ * Policy file -> CompiledPolicy, or a ConfigError listing every problem as
  * `file:line:column: field.path: message`. Three passes, each only on what the previous one
  * accepted: YAML + schema (lib/yaml-schema.ts), semantic checks (semantic.ts), compilation
  * (compile.ts, which resolves HMAC secrets).

@@ -16,7 +16,7 @@ export interface Identity {
   readonly tokenKind: 'jwt' | 'opaque';
   /** Seconds since the epoch (`exp`); caches never keep an identity past this. */
   readonly expiresAt: number;
-  /** The RFC 8693 `act` chain, most recent actor first (`act.sub`, `act.act.sub`, …). */
+  /** The RFC 8693 `act` chain, most recent actor first (`act.sub`, `act.act.sub`, ...). */
   readonly actors: readonly string[];
   /** Space-delimited `scope` (or `scp` array) as a set. */
   readonly scopes: ReadonlySet<string>;

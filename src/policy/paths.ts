@@ -88,7 +88,7 @@ export function globMatch(segments: readonly GlobSegment[], path: string): boole
   }
 }
 
-/** Segment-aware prefix: `/api` matches `/api`, `/api/…`, never `/apix`; `/` matches everything. */
+/** Segment-aware prefix: `/api` matches `/api`, `/api/...`, never `/apix`; `/` matches everything. */
 export function prefixMatch(prefix: string, path: string): boolean {
   if (prefix.length === 1) return true; // "/" (paths always start with "/")
   return path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 47 /* / */);

@@ -174,7 +174,7 @@ export const conditionSchema: z.Schema<PolicyConditionInput> = z
       .union([nonEmpty, z.array(nonEmpty).min(1)], { error: 'expected a dotted claim path or a list of path segments' })
       .optional()
       .meta({
-        description: 'A token claim, by dotted path into nested objects (`tenant.id` reads `{"tenant":{"id":…}}`). For a claim name that itself contains dots, give the segments as a list (`["https://example.com/roles"]`). Combine with one or more operators; all must hold.',
+        description: 'A token claim, by dotted path into nested objects (`tenant.id` reads `{"tenant":{"id":\u2026}}`). For a claim name that itself contains dots, give the segments as a list (`["https://example.com/roles"]`). Combine with one or more operators; all must hold.',
         examples: ['tenant.id', ['https://example.com/claims', 'roles']],
       }),
     equals: scalar.optional().meta({
@@ -218,7 +218,7 @@ export const conditionSchema: z.Schema<PolicyConditionInput> = z
       examples: [{ anyOf: ['frontend'] }],
     }),
     via: anyOfAllOf.optional().meta({
-      description: 'RFC 8693 delegation: tests every actor in the `act` chain (`act.sub`, `act.act.sub`, …).',
+      description: 'RFC 8693 delegation: tests every actor in the `act` chain (`act.sub`, `act.act.sub`, \u2026).',
       examples: [{ anyOf: ['gateway'] }],
     }),
     delegated: z.boolean().optional().meta({

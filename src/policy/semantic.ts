@@ -89,7 +89,7 @@ function checkRule(
       const p = pathProblem(h.prefix);
       if (p !== null) report([...hp, 'prefix'], p);
       else if (h.prefix.length > 1 && h.prefix.endsWith('/')) {
-        report([...hp, 'prefix'], `must not end with "/": prefixes are segment-aware, "${h.prefix.slice(0, -1)}" already matches "${h.prefix}…"`);
+        report([...hp, 'prefix'], `must not end with "/": prefixes are segment-aware, "${h.prefix.slice(0, -1)}" already matches "${h.prefix}\u2026"`);
       }
     } else if (h.glob !== undefined) {
       const g = compileGlob(h.glob);

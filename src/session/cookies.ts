@@ -5,7 +5,7 @@ import { tokenHash } from '../lib/hash.ts';
  * app receives: they are the sidecar's, never the app's), and writing `Set-Cookie` values.
  *
  * - The session cookie `<name>` carries the sealed session. A browser keeps at most about 4 KiB
- *   per cookie (RFC 6265 §6.1), so a larger sealed value is split over `<name>`, `<name>.1`, …
+ *   per cookie (RFC 6265 §6.1), so a larger sealed value is split over `<name>`, `<name>.1`, ...
  *   `<name>.<n-1>`; the first chunk then starts with `<n>.` (base64url has no dot, so this is
  *   unambiguous). At most MAX_CHUNKS chunks: a session larger than that is refused at sign-in.
  * - One transaction cookie per sign-in in flight, `<name>.t.<hash of state>`, path `/.ward/`
@@ -79,7 +79,7 @@ export function takeCookies(header: string | undefined, names: CookieNames): Tak
   return { session, duplicate, txn, rest: rest.length === 0 ? undefined : rest.join('; ') };
 }
 
-/** 0 for `<base>`, i for `<base>.i` (1 ≤ i < MAX_CHUNKS), else -1. */
+/** 0 for `<base>`, i for `<base>.i` (1 <= i < MAX_CHUNKS), else -1. */
 function chunkIndex(name: string, base: string): number {
   if (name === base) return 0;
   if (name.length !== base.length + 2 || !name.startsWith(base) || name.charCodeAt(base.length) !== 0x2e) return -1;

@@ -6,7 +6,7 @@ import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, ti
  *
  * Wire format, base64url of:
  *
- *   version (1 byte, 1) ‖ key id (4) ‖ IV (12, random) ‖ ciphertext ‖ GCM tag (16)
+ *   version (1 byte, 1) || key id (4) || IV (12, random) || ciphertext || GCM tag (16)
  *
  * The version and key id are authenticated as additional data together with the purpose
  * (`session`, `txn`) and a context string (the cookie's name), so a value sealed for one cookie

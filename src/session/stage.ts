@@ -250,9 +250,9 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     logouts: 0,
   };
   const calls = new WeakMap<SessionCall, CallState>();
-  /** Logged-out session ids → end of the session (ms): refused until then. */
+  /** Logged-out session ids -> end of the session (ms): refused until then. */
   const loggedOut = new Lru<string, number>(MAX_TRACKED);
-  /** `state` values already used at the callback → their expiry (ms): each sign-in completes once. */
+  /** `state` values already used at the callback -> their expiry (ms): each sign-in completes once. */
   const usedStates = new Lru<string, number>(MAX_TRACKED);
   /** Refreshes in flight or just done, by session id and access token, shared by concurrent calls. */
   const refreshing = new Lru<string, { readonly until: number; readonly result: Promise<RefreshOutcome> }>(10_000);

@@ -93,7 +93,7 @@ export interface QueueLimits {
 
 /**
  * The envelope around a batch of encoded items: `Export<Signal>ServiceRequest { 1: Resource<X> {
- * 1: resource, 2: Scope<X> { 1: scope, 2: item, 2: item, … } } }`. Items are written as field 2
+ * 1: resource, 2: Scope<X> { 1: scope, 2: item, 2: item, ... } } }`. Items are written as field 2
  * of the scope message (`spans` and `log_records` are both field 2).
  */
 export interface Envelope {
@@ -126,7 +126,7 @@ class Batch {
  * export is in flight; a full queue drops the newest item and counts it; a failed export is
  * dropped and counted, never retried (opentelemetry-js `BatchSpanProcessorBase`, STYLE.md habit 9).
  *
- * Use: `const w = q.open(); if (w !== null) { const m = w.begin(2); …; w.end(m); q.commit(); }`.
+ * Use: `const w = q.open(); if (w !== null) { const m = w.begin(2); ...; w.end(m); q.commit(); }`.
  */
 export class EncodedQueue {
   readonly #limits: QueueLimits;

@@ -39,7 +39,7 @@ export interface InstrumentSpec {
 }
 
 export interface Counter {
-  /** Adds `value` (ignored unless a finite number ≥ 0) to the series of `attributes`. */
+  /** Adds `value` (ignored unless a finite number >= 0) to the series of `attributes`. */
   add(value: number, attributes: Attributes): void;
 }
 

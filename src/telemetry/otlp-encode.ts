@@ -52,7 +52,7 @@ const scratch = new PbWriter(2048);
 
 /**
  * Encoded `KeyValue`s of one attribute key whose values repeat from call to call (service,
- * decision, rule, policy version, issuer, gRPC method…): each value is encoded once and then
+ * decision, rule, policy version, issuer, gRPC method...): each value is encoded once and then
  * copied, instead of being written byte by byte on every call. Bounded: a cache that reaches
  * 512 values starts over, so values that do not repeat (an attacker's paths) cost nothing more
  * than encoding them directly.
@@ -94,7 +94,7 @@ function attrAny(w: PbWriter, field: number, key: string, value: unknown): void 
   w.end(m);
 }
 
-/** The envelope of every batch: `Resource { 1: attributes… }` and `InstrumentationScope { 1: name }`, encoded once. */
+/** The envelope of every batch: `Resource { 1: attributes... }` and `InstrumentationScope { 1: name }`, encoded once. */
 export function buildEnvelope(resourceAttributes: Readonly<Record<string, unknown>>, scopeName: string): Envelope {
   const r = new PbWriter(1024);
   const m = r.begin(1);

@@ -34,7 +34,7 @@ export const WARD_SERVICE = 'ward.service';
 export const WARD_DIRECTION = 'ward.direction';
 /** `allow`, `deny`, or `dry-run-deny` (allowed, but a dry-run rule or policy would have denied). */
 export const WARD_DECISION = 'ward.decision';
-/** The stable reason code (`ERR_…`) of a denial or dry-run denial; absent on a plain allow. */
+/** The stable reason code (`ERR_...`) of a denial or dry-run denial; absent on a plain allow. */
 export const WARD_REASON = 'ward.reason';
 /** The rule that decided (absent when none applied). */
 export const WARD_RULE = 'ward.rule';
@@ -63,7 +63,7 @@ export const DECISION_EVENT = 'ward.decision';
 /** Instrumentation scope of everything the sidecar emits. */
 export const SCOPE = 'ward';
 
-// ---- metric names (Prometheus: dots become underscores, counters get `_total`, `s` → `_seconds`)
+// ---- metric names (Prometheus: dots become underscores, counters get `_total`, `s` -> `_seconds`)
 export const M_DECISIONS = 'ward.decisions';
 export const M_AUTHZ_DURATION = 'ward.authz.duration';
 export const M_EXCHANGE_DURATION = 'ward.exchange.duration';

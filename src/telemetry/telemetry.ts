@@ -30,7 +30,7 @@ export interface OutboundDecisionRecord extends DecisionRecord {
   /** The destination's name from the sidecar config. */
   readonly destination: string;
   readonly exchange: ExchangeOutcome;
-  /** The IdP's OAuth error code when it refused the exchange (`invalid_target`…). */
+  /** The IdP's OAuth error code when it refused the exchange (`invalid_target`...). */
   readonly exchangeError: string | null;
 }
 

@@ -53,7 +53,7 @@ export function formatTraceparent(traceId: string, spanId: string, sampled: bool
 }
 
 /**
- * The caller's span context from a flat `[name, value, …]` list (HTTP/1.1 names in any case).
+ * The caller's span context from a flat `[name, value, ...]` list (HTTP/1.1 names in any case).
  * Several `traceparent` fields make the context invalid (§3.2.1); several `tracestate` fields
  * are one list (§3.3.1).
  */

@@ -51,7 +51,7 @@ function issues(list: readonly FileIssueWire[]): string {
 
 function oneLine(s: string): string {
   const nl = s.indexOf('\n');
-  return nl === -1 ? s : `${s.slice(0, nl)} …`;
+  return nl === -1 ? s : `${s.slice(0, nl)} \u2026`;
 }
 
 /** Columns padded to their widest cell; the last column is not padded. */

@@ -25,7 +25,7 @@ import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersist
  *   restart while the control plane is down enforces it; `onPolicy` is called with it before
  *   `createPolicyWatch` returns.
  * - Connect: announces the version it holds; the control plane only answers with a different one.
- * - Push: compile → swap → `onPolicy` → persist → ACK; or NACK with the errors, keeping the old one.
+ * - Push: compile -> swap -> `onPolicy` -> persist -> ACK; or NACK with the errors, keeping the old one.
  * - Stream ends for any reason: reconnect with jittered exponential backoff (a fresh token each
  *   time). The policy in force never changes because of a disconnect.
  */
@@ -34,7 +34,7 @@ export interface PolicyWatchOptions {
   /** `host:port` of the control plane. */
   readonly address: string;
   readonly service: string;
-  /** Shown in `ward status` (pod name, host:pid…). */
+  /** Shown in `ward status` (pod name, host:pid...). */
   readonly instanceId: string;
   /** A current access token for the control plane's audience; called on every (re)connect. */
   readonly token: () => Promise<string>;
@@ -247,7 +247,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       instanceId: opts.instanceId,
       versionInfo: accepted?.versionInfo ?? '',
       responseNonce: resp.nonce,
-      errorDetail: { code, message: reason.length <= MAX_NACK_MESSAGE ? reason : `${reason.slice(0, MAX_NACK_MESSAGE - 1)}…` },
+      errorDetail: { code, message: reason.length <= MAX_NACK_MESSAGE ? reason : `${reason.slice(0, MAX_NACK_MESSAGE - 1)}\u2026` },
     });
   }
 

@@ -5,7 +5,7 @@ import type { Identity } from '../../policy/model.ts';
 import type { ControlPlaneConfig } from './config.ts';
 
 /**
- * Who may talk to the control plane: bearer extraction from gRPC metadata, the identity→service
+ * Who may talk to the control plane: bearer extraction from gRPC metadata, the identity->service
  * bindings, and the loopback exemption for GetStatus. Token verification itself is the ward
  * authenticator's (authn/), injected as `Authenticate`, so sidecar tokens are checked exactly
  * like service tokens.

@@ -26,9 +26,9 @@ import { createStreamRegistry, type StreamHandle } from './streams.ts';
 /**
  * The gRPC server: ward.v1.PolicyDiscovery and grpc.health.v1.Health on one port.
  *
- * A policy stream is admitted in this order, cheapest first: stream limit → bearer present →
- * token valid (authn, the same validation sidecars apply to callers) → first request well formed
- * → identity bound to the requested service. Only then are response headers sent (the client's
+ * A policy stream is admitted in this order, cheapest first: stream limit -> bearer present ->
+ * token valid (authn, the same validation sidecars apply to callers) -> first request well formed
+ * -> identity bound to the requested service. Only then are response headers sent (the client's
  * "connected"), and the stream joins the registry, which pushes the current version if the
  * sidecar does not hold it. A stream whose token expires is ended with UNAUTHENTICATED; the
  * sidecar reconnects with a fresh token.

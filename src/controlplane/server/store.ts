@@ -15,7 +15,7 @@ import type { Logger } from '../../lib/log.ts';
  *   start: the first by file name); the other file gets an error.
  * - A deleted file takes its service away. Sidecars are not told (the protocol has no delete):
  *   they keep enforcing their last good version.
- * - Kubernetes ConfigMap volumes: `orders.yaml -> ..data/orders.yaml`, `..data -> ..2026_…`,
+ * - Kubernetes ConfigMap volumes: `orders.yaml -> ..data/orders.yaml`, `..data -> ..2026_...`,
  *   with `..data` swapped atomically on update. Dot-entries are never read as policy files;
  *   the visible names are symlinks that `readFile` follows, and the swap of `..data` is an event
  *   on the directory itself, so watching the directory (plus a poll, for mounts that lose

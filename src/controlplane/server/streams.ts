@@ -207,7 +207,7 @@ export function createStreamRegistry(opts: { store: PolicyStore; controlPlaneId:
 }
 
 function truncate(s: string, max: number): string {
-  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+  return s.length <= max ? s : `${s.slice(0, max - 1)}\u2026`;
 }
 
 function cmp(a: string, b: string): number {

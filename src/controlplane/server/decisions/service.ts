@@ -11,7 +11,7 @@ import type { DecisionFilter, DecisionStore, StoredDecision } from './store.ts';
 /**
  * ward.v1.DecisionLog (proto/ward/v1/control_plane.proto): the decision store over gRPC, for
  * `ward decisions`. Access is that of GetStatus: loopback without a token (by default), else a
- * valid token whose subject is listed in `status.subjects` — decisions name callers.
+ * valid token whose subject is listed in `status.subjects` - decisions name callers.
  */
 
 const PROTO_ROOT = fileURLToPath(new URL('../../../../proto/', import.meta.url));

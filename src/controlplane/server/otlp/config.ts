@@ -20,7 +20,7 @@ export const telemetryReceiverSchema = z.strictObject({
   forward: z
     .strictObject({
       endpoint: z.string().min(1).meta({
-        description: 'Another OTLP/gRPC receiver (a collector, Jaeger, Tempo…): `host:port`, `http://host:port` or `https://host:port`. Every accepted Export is sent on as received.',
+        description: 'Another OTLP/gRPC receiver (a collector, Jaeger, Tempo\u2026): `host:port`, `http://host:port` or `https://host:port`. Every accepted Export is sent on as received.',
         examples: ['otel-collector.observability:4317'],
       }),
       headers: z.record(z.string().regex(/^[a-z0-9][a-z0-9._-]*$/), z.string()).default({}).meta({ description: 'gRPC metadata sent with every forwarded Export.' }),
