@@ -110,8 +110,13 @@ export class H2ProtocolError extends Error {
 
 export class H2ClientStream {
   readonly conn: H2Connection;
-  /** The caller's record for this stream (the exchange). */
-  readonly owner: unknown;
+  /**
+   * The caller's record for this stream (the exchange); null once the `close` handler, the last
+   * to see the stream, has run. A closed stream may already be in V8's old generation, where it
+   * would keep the call's younger objects alive until the next full collection (the scavenger
+   * counts every pointer from old objects, dead or not, as a root).
+   */
+  owner: unknown;
   /** 0 until its HEADERS are written (a stream may wait for a slot under MAX_CONCURRENT_STREAMS). */
   id = 0;
   /** The encoded request header block (after FRAME_HEADER spare octets), kept only until it is written. */
@@ -397,7 +402,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.blocked.delete(s);
     if (s.id !== 0 && this.#streams.delete(s.id)) this.#active--;
     if (deferred) process.nextTick(emitClose, this.#handler, s);
-    else this.#handler.close(s);
+    else emitClose(this.#handler, s);
     this.#openQueued();
     this.#maybeEnd();
   }
@@ -623,6 +628,7 @@ function isDigit(s: string, i: number, lo: number, hi: number): boolean {
 
 function emitClose(h: H2StreamHandler, s: H2ClientStream): void {
   h.close(s);
+  s.owner = null;
 }
 
 export { CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM } from './frames.ts';

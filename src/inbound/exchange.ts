@@ -51,7 +51,7 @@ export class Exchange {
   /** `:authority` (h2) or the Host header (h1). */
   authority: string | undefined;
   /** Flat [name, value, ...] list as received (HTTP/2 names are lower-case already). */
-  readonly rawHeaders: readonly string[];
+  rawHeaders: readonly string[];
   /** The request carries no body (h2 END_STREAM on HEADERS; h1 no length and no chunking). */
   bodyless: boolean;
   /** HTTP/1.1 `Expect: 100-continue`: the 100 goes out only once the call is allowed. */
@@ -143,4 +143,26 @@ export class Exchange {
   body(): BodySource {
     return (this.h2 ?? this.req) as BodySource;
   }
+
+  /**
+   * The caller's stream closed and the span has ended: drops what the exchange still holds of the
+   * call. A call in flight across two scavenges has its exchange and streams promoted to V8's old
+   * generation, and a pointer from an old object keeps its target alive through every scavenge
+   * until the next full collection, dead or not: everything attached to the call later (the app's
+   * response fields, trailers, the identity) was promoted with it (docs/performance.md, "Memory").
+   * Only fields no event after the close reads are cleared; the upstream stream only once it has
+   * closed too (else its own close handler still needs it, and lets go of it then).
+   */
+  release(): void {
+    this.rawHeaders = NO_FIELDS;
+    this.fwdHeaders = {};
+    this.identity = null;
+    this.replay = null;
+    this.replayOff = true;
+    this.requestTrailers = null;
+    this.trailers = null;
+    if (this.upstream?.closed === true) this.upstream = null;
+  }
 }
+
+const NO_FIELDS: readonly string[] = Object.freeze([]);

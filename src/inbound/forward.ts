@@ -508,20 +508,26 @@ export function createRelay(o: RelayOptions): Relay {
     close(s) {
       const ex = s.owner as Exchange;
       if (ex.upstream !== s) return;
-      if (refusedUnprocessed(ex, s)) {
-        retryH2(ex, s);
-        return;
-      }
-      releaseBody(ex);
-      if (ex.upstreamDone) return;
-      ex.upstreamDone = true;
-      // END_STREAM from the app reached us: the call completed, whatever RST follows.
-      if (s.remoteEnded) return;
-      ex.upstreamError ??= s.error;
-      if (ex.closed || ex.finished) return;
-      fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(s.error, s.rstCode));
+      onUpstreamClose(ex, s);
+      // The caller's side closed first: Exchange.release kept the upstream until now.
+      if (ex.closed && ex.upstream === s) ex.upstream = null;
     },
   };
+
+  function onUpstreamClose(ex: Exchange, s: H2ClientStream): void {
+    if (refusedUnprocessed(ex, s)) {
+      retryH2(ex, s);
+      return;
+    }
+    releaseBody(ex);
+    if (ex.upstreamDone) return;
+    ex.upstreamDone = true;
+    // END_STREAM from the app reached us: the call completed, whatever RST follows.
+    if (s.remoteEnded) return;
+    ex.upstreamError ??= s.error;
+    if (ex.closed || ex.finished) return;
+    fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(s.error, s.rstCode));
+  }
 
   const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log) : null;
   const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;

@@ -252,6 +252,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     // RST_STREAM from the client (or the session going away) before the app finished:
     // cancel the app's stream so it sees the cancellation too.
     o.cancel(ex);
+    ex.release();
+    this.sentHeaders = undefined;
+    this.sentTrailers = undefined;
   }
 
   function onStream(stream: H2ServerStream, fields: string[], endStream: boolean): void {

@@ -423,6 +423,20 @@ describe('H2Connection against node:http2', () => {
     expect(c.closes).toBe(1);
     expect(conn.activeStreams).toBe(0);
     expect(conn.usable).toBe(true);
+    // The close handler saw its owner (it resolved c.closed); after it, the stream lets go of it.
+    expect(c.stream.owner).toBeNull();
+  });
+
+  it('a stream reset by the caller lets go of its owner once the deferred close has run', async () => {
+    const { port } = await nodeServer(() => {});
+    const { conn } = connect(port);
+    const c = open(conn, requestFields(port, '/slow'), false);
+    await ticks();
+    c.stream.reset(0x8);
+    expect(c.stream.owner).toBe(c);
+    await c.closed;
+    await ticks(1);
+    expect(c.stream.owner).toBeNull();
   });
 
   it('5 MiB both ways under flow control, with a slow consumer: every byte arrives intact', async () => {
