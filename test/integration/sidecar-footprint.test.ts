@@ -243,7 +243,7 @@ describe('the V8 flags ward sets for itself (bin/v8-flags.js)', () => {
     expect(maglevMarks({ ...env, WARD_V8_FLAGS: '' })).toBeGreaterThan(20);
   });
 
-  it('refuses a WARD_V8_FLAGS item that is not a flag, and applies none of the list', () => {
+  it('refuses a WARD_V8_FLAGS item that is not spelled as a flag: status 2 and the item named', () => {
     let err: (Error & { status?: number; stderr?: string }) | undefined;
     try {
       execFileSync(process.execPath, [WARD, 'policy', 'check', '--help'], { env: { ...process.env, WARD_V8_FLAGS: '--no-maglev oops' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
