@@ -54,7 +54,6 @@ import { summarizeProfile } from './profile-summary.ts';
 import { SIDECAR_NODE_OPTIONS } from '../../src/inject/settings.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const WARD = join(ROOT, 'bin/ward.js');
 
 const { values: opt } = parseArgs({
   options: {
@@ -248,6 +247,11 @@ ${o.concurrency > 1 ? `concurrency: ${o.concurrency}\n` : ''}logLevel: info
 /** How each ward scenario runs, for warmCompileCaches. */
 const wardRuns = new Map<string, WardOptions>();
 
+/** The checkout, Node flags and environment a ward scenario runs with. */
+function wardProcess(o: WardOptions): { root: string; flags: readonly string[]; env: NodeJS.ProcessEnv } {
+  return { root: o.root ?? ROOT, flags: o.nodeFlags ?? wardNodeFlags, env: o.env === undefined ? WARD_ENV : { ...WARD_ENV, ...o.env } };
+}
+
 function wardScenario(id: string, label: string, o: WardOptions): Scenario {
   wardRuns.set(id, o);
   return {
@@ -258,13 +262,14 @@ function wardScenario(id: string, label: string, o: WardOptions): Scenario {
       const adminPort = await freePort();
       const cfg = join(work, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}.yaml`);
       writeFileSync(cfg, wardConfig(port, adminPort, o));
+      const w = wardProcess(o);
       const proc = startPinned(
         id,
         o.cpus ?? proxyCpus,
         process.execPath,
-        [...(o.nodeFlags ?? wardNodeFlags), ...extraNodeFlags, o.root === undefined ? WARD : join(o.root, 'bin/ward.js'), 'sidecar', '--config', cfg],
+        [...w.flags, ...extraNodeFlags, join(w.root, 'bin/ward.js'), 'sidecar', '--config', cfg],
         join(logs, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}-${tag}.log`),
-        o.env === undefined ? WARD_ENV : { ...WARD_ENV, ...o.env },
+        w.env,
       );
       await waitFor(`${id} readiness`, async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
       return { port, proc, metricsUrl: `http://127.0.0.1:${adminPort}/metrics`, memoryUrl: `http://127.0.0.1:${adminPort}/memory` };
@@ -588,9 +593,7 @@ function warmCompileCaches(ids: readonly string[]): void {
   for (const id of ids) {
     const o = wardRuns.get(id);
     if (o === undefined) continue;
-    const root = o.root ?? ROOT;
-    const flags = o.nodeFlags ?? wardNodeFlags;
-    const env = o.env === undefined ? WARD_ENV : { ...WARD_ENV, ...o.env };
+    const { root, flags, env } = wardProcess(o);
     const key = JSON.stringify([root, flags, env]);
     if (done.has(key)) continue;
     done.add(key);

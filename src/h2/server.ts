@@ -500,7 +500,14 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   emitCloses(): void {
     const list = this.#closing;
     this.#closing = [];
-    for (const s of list) s.emit('close');
+    for (const s of list) {
+      s.emit('close');
+      // The close listeners were the last to read what was sent; a stream V8 has already promoted
+      // would otherwise keep those objects alive until the next full collection (as conn.ts's
+      // client streams drop their owner).
+      s.sentHeaders = undefined;
+      s.sentTrailers = undefined;
+    }
     if (this.#socketClosed && this.#closing.length === 0) this.#reportClose();
   }
 

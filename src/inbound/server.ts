@@ -253,8 +253,6 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     // cancel the app's stream so it sees the cancellation too.
     o.cancel(ex);
     ex.release();
-    this.sentHeaders = undefined;
-    this.sentTrailers = undefined;
   }
 
   function onStream(stream: H2ServerStream, fields: string[], endStream: boolean): void {
