@@ -328,6 +328,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       socket[kActive] = n;
       if (draining && n === 0) socket.end();
     }
+    ex.release();
   }
 
   function onH1Request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
