@@ -6,7 +6,9 @@ import { type Command, parseFlags, UsageError, untilShutdownSignal } from './com
 const HELP = `Usage: ward control-plane --config FILE [--port N]
 
 Serves each service's policy to that service's sidecars over gRPC (ward.v1.PolicyDiscovery,
-xDS-style: versions, nonces, ACK/NACK) and answers grpc.health.v1.Health on the same port.
+xDS-style: versions, nonces, ACK/NACK) and answers grpc.health.v1.Health on the same port
+(and, with 'health' in the config, on a cleartext port of its own for probes that speak no TLS).
+With 'tls', the certificate and key are re-read when their files change.
 
 It watches the policy directory (one policy file per service, *.yaml / *.yml; Kubernetes
 ConfigMap volumes work as they are) and validates every file with the checks of
@@ -22,7 +24,8 @@ Options:
   -p, --port N        listen port, overriding listen.port (0 picks a free one)
   -h, --help          show this help
 
-Prints 'control-plane listening on HOST:PORT' on stdout once it serves. Runs until SIGINT or
+Prints 'control-plane listening on HOST:PORT' on stdout once it serves (and then
+'control-plane health on HOST:PORT' with 'health'). Runs until SIGINT or
 SIGTERM, then ends every sidecar stream with UNAVAILABLE (sidecars keep their policy and
 reconnect).
 `;
@@ -46,6 +49,7 @@ export const command: Command = {
     const shutdown = untilShutdownSignal(log);
     const cp = await runControlPlane(cfg, { log });
     process.stdout.write(`control-plane listening on ${cfg.listen.host}:${cp.port}\n`);
+    if (cfg.health !== undefined) process.stdout.write(`control-plane health on ${cfg.health.host}:${cp.healthPort ?? cfg.health.port}\n`);
     // Keys are fetched in the background; until they arrive, sidecars get UNAVAILABLE and retry.
     void cp.keysReady(10_000).then((ok) => {
       if (!ok) log.warn('issuer keys not loaded yet; sidecar streams are refused with UNAVAILABLE until they are');

@@ -23,8 +23,16 @@ const listen = z.strictObject({
 });
 
 const tls = z.strictObject({
-  certFile: z.string().min(1).meta({ description: 'PEM certificate chain, relative to the config file.' }),
-  keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file.' }),
+  certFile: z.string().min(1).meta({ description: 'PEM certificate chain, relative to the config file. Re-read when it changes (a renewed Secret): new connections get the new certificate.' }),
+  keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file. Re-read with the certificate.' }),
+});
+
+const health = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1').meta({
+    description: 'Address to bind. The kubelet probes the pod\'s IP: `0.0.0.0` in a cluster.',
+    examples: ['0.0.0.0'],
+  }),
+  port: port.meta({ description: 'TCP port (0 picks a free one).', examples: [15011] }),
 });
 
 const watch = z.strictObject({
@@ -96,6 +104,10 @@ export const controlPlaneConfigSchema = z
     }),
     listen: listen.prefault({}).meta({ description: 'gRPC listener (PolicyDiscovery and grpc.health.v1.Health).' }),
     tls: tls.optional().meta({ description: 'Serve TLS instead of cleartext h2c.' }),
+    health: health.optional().meta({
+      description:
+        'A second, cleartext listener that serves grpc.health.v1.Health alone, for probes that speak no TLS (the kubelet\'s `grpc` probe). It reveals only whether the control plane is serving.',
+    }),
     policyDir: z.string().min(1).meta({
       description: 'Directory of policy files (`*.yaml`, `*.yml`; one service per file), relative to the config file. Entries whose names start with `.` are ignored, so a Kubernetes ConfigMap volume (`..data` symlink swapped atomically) works as is.',
       examples: ['policies'],

@@ -1,7 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { ConfigError } from '../../errors/ward-error.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
 import { type Authenticate, compileBindings } from './access.ts';
@@ -13,6 +9,10 @@ import { createForwarder, type Forwarder } from './otlp/forward.ts';
 import { createOtlpReceiver, type OtlpReceiver } from './otlp/receiver.ts';
 import { startControlPlaneServer } from './server.ts';
 import { createPolicyStore, type PolicyParser, type PolicyStore } from './store.ts';
+import { servingCertificate } from './tls.ts';
+
+/** How often the serving certificate's files are checked for a rotation. */
+const CERT_POLL_MS = 10_000;
 
 /**
  * A control plane from its config: the policy store (first scan done before the port opens, so
@@ -21,6 +21,8 @@ import { createPolicyStore, type PolicyParser, type PolicyStore } from './store.
  */
 export interface RunningControlPlane {
   readonly port: number;
+  /** The cleartext health listener's port (`health`), if configured. */
+  readonly healthPort: number | undefined;
   readonly store: PolicyStore;
   /** Recent decisions received over OTLP (null when the receiver is off). */
   readonly decisions: DecisionStore | null;
@@ -39,10 +41,13 @@ export async function startControlPlane(
     readonly watch?: boolean;
     /** The OTLP receiver, decision store and forwarding (default: receiver on, no forwarding). */
     readonly telemetry?: TelemetryReceiverConfig;
+    /** How often the TLS certificate's files are polled for a rotation (default 10 s). */
+    readonly certPollMs?: number;
   },
 ): Promise<RunningControlPlane> {
   const clock = deps.clock ?? systemClock;
-  const credentials = cfg.tls === undefined ? undefined : tlsCredentials(cfg, cfg.tls);
+  const serving = cfg.tls === undefined ? null : servingCertificate({ baseDir: cfg.baseDir, ...cfg.tls, log: deps.log, pollMs: deps.certPollMs ?? CERT_POLL_MS });
+  const credentials = serving?.credentials;
   const store = await createPolicyStore({
     dir: cfg.policyDir,
     parse: deps.parse,
@@ -74,6 +79,7 @@ export async function startControlPlane(
       host: cfg.listen.host,
       port: cfg.listen.port,
       ...(credentials === undefined ? {} : { credentials }),
+      ...(cfg.health === undefined ? {} : { health: cfg.health }),
       store,
       policyDir: cfg.policyDir,
       authenticator: deps.authenticator,
@@ -86,31 +92,22 @@ export async function startControlPlane(
     });
   } catch (err) {
     store.close();
+    serving?.close();
     await telemetry?.forwarder?.close(0);
     throw err;
   }
   return {
     port: server.port,
+    healthPort: server.healthPort,
     store,
     decisions: telemetry?.store ?? null,
     otlp: telemetry === null ? null : { receiver: telemetry.receiver, forwarder: telemetry.forwarder },
     streams: () => server.streams(),
     async close() {
       await server.close();
+      serving?.close();
       store.close();
       await telemetry?.forwarder?.close(2000);
     },
   };
-}
-
-function tlsCredentials(cfg: Readonly<ControlPlaneConfig>, tls: NonNullable<ControlPlaneConfig['tls']>): grpc.ServerCredentials {
-  const read = (field: 'certFile' | 'keyFile'): Buffer => {
-    const path = resolve(cfg.baseDir, tls[field]);
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new ConfigError([{ file: path, line: 1, column: 1, path: `tls.${field}`, message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
-    }
-  };
-  return grpc.ServerCredentials.createSsl(null, [{ cert_chain: read('certFile'), private_key: read('keyFile') }], false);
 }

@@ -39,6 +39,11 @@ export interface ControlPlaneServerOptions {
   readonly host: string;
   readonly port: number;
   readonly credentials?: grpc.ServerCredentials;
+  /**
+   * A second, cleartext listener with grpc.health.v1 alone: the kubelet's gRPC probes speak
+   * no TLS, so a control plane serving TLS is probed there.
+   */
+  readonly health?: { readonly host: string; readonly port: number };
   readonly store: PolicyStore;
   /** Shown by GetStatus. */
   readonly policyDir: string;
@@ -54,6 +59,8 @@ export interface ControlPlaneServerOptions {
 
 export interface ControlPlaneServer {
   readonly port: number;
+  /** The health listener's port, when one was asked for. */
+  readonly healthPort: number | undefined;
   /** Open, authorized policy streams. */
   streams(): number;
   /** Ends every stream with UNAVAILABLE (sidecars reconnect, possibly to another replica) and stops. */
@@ -278,7 +285,7 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     'grpc.max_receive_message_length': opts.telemetry?.maxMessageBytes ?? 64 * 1024,
   });
   server.addService(policyDiscoveryClient().service, { StreamPolicy: streamPolicy, GetStatus: getStatus });
-  server.addService(healthClient().service, {
+  const healthService = {
     Check: (call: grpc.ServerUnaryCall<{ service: string }, { status: HealthStatusWire }>, cb: grpc.sendUnaryData<{ status: HealthStatusWire }>) => {
       const s = healthOf(call.request.service);
       if (s === null) cb({ code: grpc.status.NOT_FOUND, details: 'unknown service' });
@@ -294,21 +301,38 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
       healthWatchers.add(w);
       call.on('cancelled', () => healthWatchers.delete(w));
     },
-  });
+  };
+  server.addService(healthClient().service, healthService);
 
   if (opts.telemetry !== undefined) {
     opts.telemetry.receiver.register(server);
     opts.telemetry.decisions.register(server);
   }
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${opts.host}:${opts.port}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-  log.info('control plane listening', { host: opts.host, port, id: opts.id, tls: opts.credentials !== undefined });
+  const bind = (srv: grpc.Server, host: string, p: number, creds: grpc.ServerCredentials): Promise<number> =>
+    new Promise<number>((resolve, reject) => {
+      srv.bindAsync(`${host}:${p}`, creds, (err, bound) => (err ? reject(err) : resolve(bound)));
+    });
+  const port = await bind(server, opts.host, opts.port, opts.credentials ?? grpc.ServerCredentials.createInsecure());
+  let healthServer: grpc.Server | null = null;
+  let healthPort: number | undefined;
+  if (opts.health !== undefined) {
+    healthServer = new grpc.Server();
+    healthServer.addService(healthClient().service, healthService);
+    try {
+      healthPort = await bind(healthServer, opts.health.host, opts.health.port, grpc.ServerCredentials.createInsecure());
+    } catch (err) {
+      server.forceShutdown();
+      healthServer.forceShutdown();
+      throw err;
+    }
+  }
+  log.info('control plane listening', { host: opts.host, port, id: opts.id, tls: opts.credentials !== undefined, ...(healthPort === undefined ? {} : { healthPort }) });
 
   let closing: Promise<void> | undefined;
   return {
     port,
+    healthPort,
     streams: () => registry.size(),
     close() {
       closing ??= (async () => {
@@ -321,19 +345,24 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
         opts.telemetry?.decisions.close();
         for (const f of [...calls.values()]) f({ code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
         registry.close();
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, 2000);
-          t.unref();
-          server.tryShutdown(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        });
+        await Promise.all([shutdown(server), healthServer === null ? undefined : shutdown(healthServer)]);
       })();
       return closing;
     },
   };
+}
+
+/** Graceful stop, forced after 2 s. */
+function shutdown(server: grpc.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, 2000);
+    t.unref();
+    server.tryShutdown(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
 }

@@ -1,0 +1,169 @@
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Authenticator } from '../../src/authn/authenticator.ts';
+import { startControlPlane, type RunningControlPlane } from '../../src/controlplane/server/control-plane.ts';
+import { parseControlPlaneConfig } from '../../src/controlplane/server/config.ts';
+import { validatePolicyForControlPlane } from '../../src/controlplane/server/validate.ts';
+import { healthClient } from '../../src/controlplane/proto.ts';
+import { ConfigError } from '../../src/errors/ward-error.ts';
+import { createLogger, type Logger } from '../../src/lib/log.ts';
+import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { controlPlaneAuthenticator, controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+
+/**
+ * The control plane as the Kubernetes manifests run it: TLS on its gRPC port, a certificate
+ * that is renewed under it (a Secret update swaps the mounted files), and a cleartext port with
+ * grpc.health.v1 alone for the kubelet's probes, which speak no TLS. Real grpc-js clients.
+ */
+
+const HOST = 'ward-control-plane.ward-system.svc';
+
+interface Pair {
+  readonly ca: Buffer;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** A CA and a server certificate it signed for HOST, as deploy/scripts/control-plane-cert.sh makes them. */
+function issue(dir: string, name: string): Pair {
+  const d = join(dir, name);
+  mkdirSync(d);
+  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '1', '-subj', `/CN=${name}-ca`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'tls.key'), '-out', join(d, 'tls.csr'), '-subj', `/CN=${HOST}`]);
+  writeFileSync(join(d, 'ext.cnf'), `subjectAltName=DNS:${HOST}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+  run(['x509', '-req', '-in', join(d, 'tls.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'tls.crt'), '-days', '1', '-extfile', join(d, 'ext.cnf')]);
+  return { ca: readFileSync(join(d, 'ca.crt')), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') };
+}
+
+type HealthClient = grpc.Client & {
+  Check(req: { service: string }, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
+};
+
+/** grpc.health.v1 Check over a fresh channel: the status, or the gRPC error code. */
+async function check(port: number, creds: grpc.ChannelCredentials): Promise<string | grpc.status> {
+  const Health = healthClient();
+  // Connect to the loopback port while verifying the certificate for the Service's name.
+  const client = new Health(`127.0.0.1:${port}`, creds, { 'grpc.ssl_target_name_override': HOST, 'grpc.default_authority': HOST }) as unknown as HealthClient;
+  try {
+    return await new Promise<string | grpc.status>((resolve) => {
+      client.Check({ service: '' }, { deadline: Date.now() + 3000 }, (err, res) => resolve(err !== null ? err.code : (res?.status ?? 'none')));
+    });
+  } finally {
+    client.close();
+  }
+}
+
+const tlsWith = (ca: Buffer): grpc.ChannelCredentials => grpc.credentials.createSsl(ca);
+
+/** Replaces a file the way the kubelet updates a Secret volume: whole, in one rename. */
+function swapIn(from: string, to: string): void {
+  copyFileSync(from, `${to}.tmp`);
+  renameSync(`${to}.tmp`, to);
+}
+
+describe('control plane over TLS, with a renewed certificate and a cleartext health port', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let cp: RunningControlPlane;
+  let authn: Authenticator;
+  let first: Pair;
+  let second: Pair;
+  const lines: string[] = [];
+  let log: Logger;
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    dir = mkdtempSync(join(tmpdir(), 'ward-cp-tls2-'));
+    first = issue(dir, 'first');
+    second = issue(dir, 'second');
+    const live = join(dir, 'live');
+    mkdirSync(live);
+    copyFileSync(first.cert, join(live, 'tls.crt'));
+    copyFileSync(first.key, join(live, 'tls.key'));
+    const policies = join(dir, 'policies');
+    mkdirSync(policies);
+    const yaml = `${controlPlaneYaml(idp.issuer, policies)}tls: { certFile: live/tls.crt, keyFile: live/tls.key }\nhealth: { host: 127.0.0.1, port: 0 }\n`;
+    const cfg = parseControlPlaneConfig(yaml, join(dir, 'cp.yaml'));
+    authn = controlPlaneAuthenticator(cfg);
+    log = createLogger({ level: 'info', sink: { write: (l: string) => void lines.push(l) } });
+    cp = await startControlPlane(cfg, { log, parse: validatePolicyForControlPlane, authenticator: authn, certPollMs: 50 });
+  });
+
+  afterAll(async () => {
+    await cp?.close();
+    authn?.close();
+    await idp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers the health check in cleartext on its own port, and only over TLS on the gRPC port', async () => {
+    expect(cp.healthPort).toBeGreaterThan(0);
+    expect(cp.healthPort).not.toBe(cp.port);
+    expect(await check(cp.healthPort!, grpc.credentials.createInsecure())).toBe('SERVING');
+    expect(await check(cp.port, tlsWith(first.ca))).toBe('SERVING');
+    expect(await check(cp.port, grpc.credentials.createInsecure())).toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('serves only health on the cleartext port: the policy service is not there', async () => {
+    const client = new grpc.Client(`127.0.0.1:${cp.healthPort}`, grpc.credentials.createInsecure());
+    try {
+      const code = await new Promise<grpc.status>((resolve) => {
+        client.makeUnaryRequest(
+          '/ward.v1.PolicyDiscovery/GetStatus',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+          { deadline: Date.now() + 3000 },
+          (err) => resolve(err?.code ?? grpc.status.OK),
+        );
+      });
+      expect(code).toBe(grpc.status.UNIMPLEMENTED);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('takes a renewed certificate without a restart: new connections get it', async () => {
+    swapIn(second.key, join(dir, 'live', 'tls.key'));
+    swapIn(second.cert, join(dir, 'live', 'tls.crt'));
+    let got: string | grpc.status = grpc.status.UNKNOWN;
+    for (let i = 0; i < 100 && got !== 'SERVING'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      got = await check(cp.port, tlsWith(second.ca));
+    }
+    expect(got).toBe('SERVING');
+    // the old CA no longer verifies what is served
+    expect(await check(cp.port, tlsWith(first.ca))).toBe(grpc.status.UNAVAILABLE);
+    expect(lines.some((l) => l.includes('control-plane certificate reloaded'))).toBe(true);
+  });
+
+  it('keeps serving the last good certificate when a renewal does not load', async () => {
+    // a key that does not belong to the certificate
+    swapIn(first.key, join(dir, 'live', 'tls.key'));
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('certificate reload failed')); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(lines.some((l) => l.includes('control-plane certificate reload failed; keeping the previous one'))).toBe(true);
+    expect(await check(cp.port, tlsWith(second.ca))).toBe('SERVING');
+    expect(await check(cp.healthPort!, grpc.credentials.createInsecure())).toBe('SERVING');
+  });
+
+  it('refuses to start with a clear error: a missing file, or a key that is not the certificate\'s', async () => {
+    const policies = join(dir, 'policies');
+    const start = (tls: string): Promise<RunningControlPlane> =>
+      startControlPlane(parseControlPlaneConfig(`${controlPlaneYaml(idp.issuer, policies)}tls: ${tls}\n`, join(dir, 'bad.yaml')), {
+        log,
+        parse: validatePolicyForControlPlane,
+        authenticator: authn,
+      });
+    const missing = start(`{ certFile: nowhere.crt, keyFile: ${first.key} }`);
+    await expect(missing).rejects.toBeInstanceOf(ConfigError);
+    await expect(missing).rejects.toThrow(/nowhere\.crt:1:1.*tls\.certFile.*cannot read: ENOENT/);
+    const mismatched = start(`{ certFile: ${first.cert}, keyFile: ${second.key} }`);
+    await expect(mismatched).rejects.toThrow(/certificate and key do not load/);
+  });
+});
