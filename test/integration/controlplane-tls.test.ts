@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Authenticator } from '../../src/authn/authenticator.ts';
@@ -165,5 +166,133 @@ describe('control plane over TLS, with a renewed certificate and a cleartext hea
     await expect(missing).rejects.toThrow(/nowhere\.crt:1:1.*tls\.certFile.*cannot read: ENOENT/);
     const mismatched = start(`{ certFile: ${first.cert}, keyFile: ${second.key} }`);
     await expect(mismatched).rejects.toThrow(/certificate and key do not load/);
+  });
+});
+
+describe('deploy/scripts/control-plane-cert.sh', () => {
+  const SCRIPT = fileURLToPath(new URL('../../deploy/scripts/control-plane-cert.sh', import.meta.url));
+  let idp: TestIdp;
+  let dir: string;
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    dir = mkdtempSync(join(tmpdir(), 'ward-cp-cert-'));
+  });
+  afterAll(async () => {
+    await idp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes a certificate the control plane serves and a sidecar verifies as the Service\'s name', async () => {
+    const out = join(dir, 'dry');
+    execFileSync('bash', [SCRIPT, '--out', out, '--dry-run'], { stdio: 'pipe' });
+    const policies = join(dir, 'policies');
+    mkdirSync(policies);
+    const cfg = parseControlPlaneConfig(`${controlPlaneYaml(idp.issuer, policies)}tls: { certFile: ${join(out, 'tls.crt')}, keyFile: ${join(out, 'tls.key')} }\n`, join(dir, 'cp.yaml'));
+    const authn = controlPlaneAuthenticator(cfg);
+    const cp = await startControlPlane(cfg, { log: createLogger({ level: 'error', sink: { write: () => {} } }), parse: validatePolicyForControlPlane, authenticator: authn });
+    try {
+      expect(await check(cp.port, tlsWith(readFileSync(join(out, 'ca.crt'))))).toBe('SERVING');
+    } finally {
+      await cp.close();
+      authn.close();
+    }
+    const text = execFileSync('openssl', ['x509', '-in', join(out, 'tls.crt'), '-noout', '-ext', 'subjectAltName,extendedKeyUsage', '-enddate'], { encoding: 'utf8' });
+    expect(text).toContain(`DNS:${HOST}`);
+    expect(text).toContain('TLS Web Server Authentication');
+    // 90 days by default (the renewal is meant to be regular, not yearly)
+    const days = (Date.parse(/notAfter=(.*)/.exec(text)![1]!) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(89);
+    expect(days).toBeLessThan(91);
+  });
+
+  it('keeps its CA in the cluster, renews under the same CA, and publishes the CA where the sidecars read it', () => {
+    // A stand-in kubectl with a little state: what the script stores, it can read back.
+    const state = join(dir, 'state');
+    const bin = join(dir, 'fake-bin');
+    mkdirSync(state);
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'kubectl'), `#!/bin/bash
+S="${state}"
+echo "$*" >> "$S/log"
+all="$*"
+ns=""
+if [ "$1" = "-n" ]; then ns="$2"; shift 2; fi
+case "$1 $2" in
+  "get secret")
+    f="$S/secret-$ns-$3"
+    [ -f "$f.tls.crt" ] || exit 1
+    case "$all" in
+      *'tls\\.crt'*) base64 -w0 "$f.tls.crt" ;;
+      *'tls\\.key'*) base64 -w0 "$f.tls.key" ;;
+    esac
+    exit 0 ;;
+  "get namespaces") printf 'shop,web,'; exit 0 ;;
+  "create secret")
+    f="$S/secret-$ns-$4"; shift 4
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --cert) cp "$2" "$f.tls.crt"; shift 2 ;;
+        --key) cp "$2" "$f.tls.key"; shift 2 ;;
+        --from-file=*) kv="\${1#--from-file=}"; cp "\${kv#*=}" "$f.\${kv%%=*}"; shift ;;
+        *) shift ;;
+      esac
+    done
+    echo "kind: Secret"; exit 0 ;;
+  "create configmap")
+    f="$S/cm-$ns-$3"; shift 3
+    for a in "$@"; do case "$a" in --from-file=*) kv="\${a#--from-file=}"; cp "\${kv#*=}" "$f.\${kv%%=*}" ;; esac; done
+    echo "kind: ConfigMap"; exit 0 ;;
+  "apply -f") cat > /dev/null; exit 0 ;;
+esac
+echo "unexpected kubectl $all" >&2
+exit 3
+`);
+    chmodSync(join(bin, 'kubectl'), 0o755);
+    const env = { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` };
+    const run = (...args: string[]): void => void execFileSync('bash', [SCRIPT, ...args], { stdio: 'pipe', env });
+    const read = (f: string): string => readFileSync(join(state, f), 'utf8');
+    const chains = (ca: string, cert: string): boolean => {
+      try {
+        execFileSync('openssl', ['verify', '-CAfile', join(state, ca), join(state, cert)], { stdio: 'pipe' });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const CA = 'secret-ward-system-ward-control-plane-ca.tls.crt';
+    const LEAF = 'secret-ward-system-ward-control-plane-tls.tls.crt';
+
+    run();
+    const ca1 = read(CA);
+    expect(chains(CA, LEAF)).toBe(true);
+    expect(read('secret-ward-system-ward-control-plane-tls.ca.crt')).toBe(ca1);
+    expect(read('secret-ward-system-ward-control-plane-tls.tls.key')).toContain('PRIVATE KEY');
+    // the CA goes to every enrolled namespace (kubectl's label query), before the certificate
+    for (const ns of ['shop', 'web']) expect(read(`cm-${ns}-ward-control-plane-ca.ca.crt`)).toBe(ca1);
+    const log1 = read('log').split('\n');
+    expect(log1.findIndex((l) => l.startsWith('-n web create configmap'))).toBeLessThan(log1.findIndex((l) => l.includes('create secret generic ward-control-plane-tls')));
+
+    // renewal: a new server certificate, the same CA (running sidecars keep trusting it)
+    const leaf1 = read(LEAF);
+    writeFileSync(join(state, 'log'), '');
+    run('--namespaces', 'shop');
+    expect(read(CA)).toBe(ca1);
+    expect(read(LEAF)).not.toBe(leaf1);
+    expect(chains(CA, LEAF)).toBe(true);
+    expect(read('log')).not.toContain('create secret tls ward-control-plane-ca');
+    expect(read('log')).not.toContain('get namespaces');
+
+    // --new-ca: a new CA, and the ConfigMaps carry it next to the previous one
+    run('--new-ca', '--namespaces', 'shop');
+    const ca2 = read(CA);
+    expect(ca2).not.toBe(ca1);
+    expect(chains(CA, LEAF)).toBe(true);
+    expect(read('cm-shop-ward-control-plane-ca.ca.crt')).toBe(`${ca2}${ca1}`);
+  });
+
+  it('refuses a malformed option', () => {
+    expect(() => execFileSync('bash', [SCRIPT, '--days', 'soon', '--dry-run'], { stdio: 'pipe' })).toThrow(/take a number of days/);
+    expect(() => execFileSync('bash', [SCRIPT, '--bogus'], { stdio: 'pipe' })).toThrow(/unknown option --bogus/);
   });
 });

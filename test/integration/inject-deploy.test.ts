@@ -48,7 +48,14 @@ function kustomize(dir: string): Promise<K8sObject[]> {
 /** Custom resources have no schema in kubernetes-models: their required fields are checked here. */
 const CUSTOM: Record<string, (o: K8sObject) => void> = {
   'cert-manager.io/v1/Issuer': (o) => expect(o.spec).toSatisfy((s: Record<string, unknown>) => ['selfSigned', 'ca', 'acme', 'vault'].some((k) => k in s)),
-  'cert-manager.io/v1/Certificate': (o) => expect(o.spec).toMatchObject({ secretName: expect.any(String), issuerRef: { name: expect.any(String) }, dnsNames: expect.any(Array) }),
+  'cert-manager.io/v1/ClusterIssuer': (o) => expect(o.spec).toSatisfy((s: Record<string, unknown>) => ['selfSigned', 'ca', 'acme', 'vault'].some((k) => k in s)),
+  'cert-manager.io/v1/Certificate': (o) => {
+    expect(o.spec).toMatchObject({ secretName: expect.any(String), issuerRef: { name: expect.any(String) } });
+    // a server certificate names its hosts; a CA certificate says it is one
+    expect(o.spec).toSatisfy((s: Record<string, unknown>) => Array.isArray(s['dnsNames']) || (s['isCA'] === true && typeof s['commonName'] === 'string'));
+  },
+  'trust.cert-manager.io/v1alpha1/Bundle': (o) =>
+    expect(o.spec).toMatchObject({ sources: expect.any(Array), target: { configMap: { key: expect.any(String) }, namespaceSelector: expect.any(Object) } }),
 };
 
 async function validate(o: K8sObject): Promise<void> {
@@ -145,6 +152,64 @@ describe.each(KUSTOMIZATIONS)('deploy/%s', (dir) => {
         expect(parsePolicyText(text, `${cm.metadata.name}/${key}`, { service }).service).toBe(service);
       }
     }
+  });
+});
+
+/** The injector's `--name=value` argument. */
+const injectorArg = (objs: K8sObject[], name: string): string | undefined =>
+  podOf(find(objs, 'Deployment', 'ward-injector', 'ward-system')!)
+    .spec.containers[0]!.args?.find((a) => a.startsWith(`--${name}=`))
+    ?.slice(name.length + 3);
+
+describe('the control plane over TLS, as deployed', () => {
+  it('serves the mounted certificate, and is probed on its cleartext health port', async () => {
+    const objs = await kustomize('base');
+    const cm = find(objs, 'ConfigMap', 'ward-control-plane', 'ward-system')!;
+    const cfg = parseControlPlaneConfig(cm.data!['control-plane.config.yaml']!, '/etc/ward/control-plane/control-plane.config.yaml');
+    expect(cfg.tls).toBeDefined();
+    expect(cfg.health).toMatchObject({ host: '0.0.0.0' });
+    const pod = podOf(find(objs, 'Deployment', 'ward-control-plane', 'ward-system')!).spec;
+    const c = pod.containers[0]!;
+    // the certificate and key are files of the volume from Secret ward-control-plane-tls
+    const tlsVolume = pod.volumes?.find((v) => v.secret?.secretName === 'ward-control-plane-tls');
+    expect(tlsVolume, 'a volume from Secret ward-control-plane-tls').toBeDefined();
+    const mount = c.volumeMounts?.find((m) => m.name === tlsVolume!.name);
+    expect(mount?.readOnly).toBe(true);
+    expect(cfg.tls!.certFile).toBe(`${mount!.mountPath}/tls.crt`);
+    expect(cfg.tls!.keyFile).toBe(`${mount!.mountPath}/tls.key`);
+    // every probe on the health port, which the container declares; none on the TLS port
+    expect(c.ports?.find((p) => p.name === 'health')?.containerPort).toBe(cfg.health!.port);
+    expect(c.ports?.find((p) => p.name === 'grpc')?.containerPort).toBe(cfg.listen.port);
+    for (const probe of [c.startupProbe, c.readinessProbe, c.livenessProbe]) expect(probe?.grpc?.port).toBe(cfg.health!.port);
+    // the Service no longer calls the port cleartext
+    const svc = find(objs, 'Service', 'ward-control-plane', 'ward-system')!;
+    for (const p of (svc.spec as { ports: { appProtocol?: string }[] }).ports) expect(p.appProtocol).not.toBe('kubernetes.io/h2c');
+    // sidecars that use the control plane get its CA from a ConfigMap of their namespace
+    expect(injectorArg(objs, 'control-plane-ca')).toBe('ward-control-plane-ca');
+  });
+
+  it('gets its certificate from cert-manager and its CA into enrolled namespaces through trust-manager', async () => {
+    const objs = await kustomize('overlays/cert-manager');
+    const svcHost = 'ward-control-plane.ward-system.svc';
+    const cert = byKind(objs, 'Certificate').find((o) => (o.spec as { secretName: string }).secretName === 'ward-control-plane-tls');
+    expect(cert?.metadata.namespace).toBe('ward-system');
+    const spec = cert!.spec as { dnsNames: string[]; issuerRef: { kind: string; name: string } };
+    expect(spec.dnsNames).toContain(svcHost);
+    // issued by a CA ClusterIssuer whose CA is a long-lived CA Certificate in cert-manager's namespace
+    expect(spec.issuerRef.kind).toBe('ClusterIssuer');
+    const issuer = find(objs, 'ClusterIssuer', spec.issuerRef.name)!;
+    const caSecret = (issuer.spec as { ca: { secretName: string } }).ca.secretName;
+    const ca = byKind(objs, 'Certificate').find((o) => o.metadata.namespace === 'cert-manager' && (o.spec as { secretName: string }).secretName === caSecret);
+    expect(ca?.spec).toMatchObject({ isCA: true });
+    const caIssuer = (ca!.spec as { issuerRef: { name: string } }).issuerRef.name;
+    expect(find(objs, 'Issuer', caIssuer, 'cert-manager')).toBeDefined();
+    // trust-manager publishes that CA as the ConfigMap the injector mounts, in enrolled namespaces
+    const bundle = find(objs, 'Bundle', injectorArg(objs, 'control-plane-ca')!)!;
+    expect(bundle, 'a Bundle named as the injector\'s --control-plane-ca').toBeDefined();
+    expect(bundle.spec).toMatchObject({ sources: [{ secret: { name: caSecret, key: 'ca.crt' } }], target: { configMap: { key: 'ca.crt' } } });
+    const enrolled = (bundle.spec as { target: { namespaceSelector: { matchLabels: Record<string, string> } } }).target.namespaceSelector.matchLabels;
+    const sample = find(await kustomize('overlays/sample'), 'Namespace', 'ward-demo')!;
+    expect(Object.entries(enrolled).every(([k, v]) => sample.metadata.labels?.[k] === v), 'an enrolled namespace is selected').toBe(true);
   });
 });
 
