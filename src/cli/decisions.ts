@@ -7,6 +7,7 @@ import {
   type DecisionSummaryWire,
 } from '../controlplane/server/decisions/service.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
+import { CHANNEL_FLAGS, channelHelp, controlPlaneChannel } from './control-plane-channel.ts';
 
 /**
  * `ward decisions`: recent authorization decisions from the control plane (ward.v1.DecisionLog),
@@ -39,8 +40,7 @@ Connection:
   -a, --address HOST:PORT  control plane (default 127.0.0.1:15010)
       --token-file FILE    send 'authorization: Bearer <file content>' (needed unless the
                            control plane allows loopback callers without a token, its default)
-      --tls                connect with TLS (system roots)
-      --ca-file FILE       connect with TLS, trusting this PEM CA
+${channelHelp(27)}
       --timeout-ms N       give up after N ms without an answer (default 5000; not for --follow)
   -h, --help               show this help
 
@@ -133,6 +133,7 @@ export interface DecisionsRequest {
   readonly query: DecisionQueryWire;
   readonly token?: string;
   readonly credentials?: grpc.ChannelCredentials;
+  readonly channelOptions?: grpc.ChannelOptions;
   readonly timeoutMs: number;
 }
 
@@ -142,7 +143,7 @@ export interface DecisionsRequest {
  */
 export async function streamDecisions(r: DecisionsRequest, onEntry: (e: DecisionEntryWire) => void, signal?: AbortSignal): Promise<void> {
   const Client = decisionLogClient();
-  const client = new Client(r.address, r.credentials ?? grpc.credentials.createInsecure()) as unknown as DecisionLogClient;
+  const client = new Client(r.address, r.credentials ?? grpc.credentials.createInsecure(), r.channelOptions ?? {}) as unknown as DecisionLogClient;
   const md = new grpc.Metadata();
   if (r.token !== undefined) md.set('authorization', `Bearer ${r.token}`);
   try {
@@ -168,7 +169,7 @@ export async function streamDecisions(r: DecisionsRequest, onEntry: (e: Decision
 
 export async function fetchDecisionSummary(r: Omit<DecisionsRequest, 'query'> & { readonly service: string }): Promise<DecisionSummaryWire> {
   const Client = decisionLogClient();
-  const client = new Client(r.address, r.credentials ?? grpc.credentials.createInsecure()) as unknown as DecisionLogClient;
+  const client = new Client(r.address, r.credentials ?? grpc.credentials.createInsecure(), r.channelOptions ?? {}) as unknown as DecisionLogClient;
   const md = new grpc.Metadata();
   if (r.token !== undefined) md.set('authorization', `Bearer ${r.token}`);
   try {
@@ -200,8 +201,7 @@ export const command: Command = {
       json: { type: 'boolean' },
       summary: { type: 'boolean' },
       'token-file': { type: 'string' },
-      tls: { type: 'boolean' },
-      'ca-file': { type: 'string' },
+      ...CHANNEL_FLAGS,
       'timeout-ms': { type: 'string' },
     });
     const address = values.address ?? '127.0.0.1:15010';
@@ -216,10 +216,8 @@ export const command: Command = {
     const since = values.since === undefined ? 0 : parseTime(values.since, now);
     const until = values.until === undefined ? 0 : parseTime(values.until, now);
     const token = values['token-file'] === undefined ? undefined : readFileSync(values['token-file'], 'utf8').trim();
-    let credentials: grpc.ChannelCredentials | undefined;
-    if (values['ca-file'] !== undefined) credentials = grpc.credentials.createSsl(readFileSync(values['ca-file']));
-    else if (values.tls === true) credentials = grpc.credentials.createSsl();
-    const conn = { address, timeoutMs, ...(token === undefined ? {} : { token }), ...(credentials === undefined ? {} : { credentials }) };
+    const channel = controlPlaneChannel(values);
+    const conn = { address, timeoutMs, ...(token === undefined ? {} : { token }), credentials: channel.credentials, channelOptions: channel.options };
 
     try {
       if (values.summary === true) {

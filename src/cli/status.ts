@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { fetchStatus, formatStatus } from '../controlplane/client/status.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
+import { CHANNEL_FLAGS, channelHelp, controlPlaneChannel } from './control-plane-channel.ts';
 
 const HELP = `Usage: ward status [--address HOST:PORT] [--json] [--service NAME] [--token-file FILE]
 
@@ -16,8 +17,7 @@ Options:
   -s, --service NAME        only this service
       --token-file FILE     send 'authorization: Bearer <file content>'. Needed unless the
                             control plane allows loopback callers without a token (its default)
-      --tls                 connect with TLS (system roots)
-      --ca-file FILE        connect with TLS, trusting this PEM CA
+${channelHelp(28)}
       --timeout-ms N        give up after N ms (default 5000)
   -h, --help                show this help
 
@@ -34,8 +34,7 @@ export const command: Command = {
       json: { type: 'boolean' },
       service: { type: 'string', short: 's' },
       'token-file': { type: 'string' },
-      tls: { type: 'boolean' },
-      'ca-file': { type: 'string' },
+      ...CHANNEL_FLAGS,
       'timeout-ms': { type: 'string' },
     });
     const address = values.address ?? '127.0.0.1:15010';
@@ -43,9 +42,7 @@ export const command: Command = {
     const timeoutMs = values['timeout-ms'] === undefined ? 5000 : Number(values['timeout-ms']);
     if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout-ms must be a positive integer');
     const token = values['token-file'] === undefined ? undefined : readFileSync(values['token-file'], 'utf8').trim();
-    let credentials: grpc.ChannelCredentials | undefined;
-    if (values['ca-file'] !== undefined) credentials = grpc.credentials.createSsl(readFileSync(values['ca-file']));
-    else if (values.tls === true) credentials = grpc.credentials.createSsl();
+    const channel = controlPlaneChannel(values);
 
     try {
       const status = await fetchStatus({
@@ -53,7 +50,8 @@ export const command: Command = {
         timeoutMs,
         ...(token === undefined ? {} : { token }),
         ...(values.service === undefined ? {} : { service: values.service }),
-        ...(credentials === undefined ? {} : { credentials }),
+        credentials: channel.credentials,
+        channelOptions: channel.options,
       });
       process.stdout.write(values.json === true ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
       return 0;

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +61,17 @@ async function check(port: number, creds: grpc.ChannelCredentials): Promise<stri
 }
 
 const tlsWith = (ca: Buffer): grpc.ChannelCredentials => grpc.credentials.createSsl(ca);
+
+const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+
+/** `ward ARGS` as a process: exit code and output. */
+function ward(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [WARD, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
+    });
+  });
+}
 
 /** Replaces a file the way the kubelet updates a Secret volume: whole, in one rename. */
 function swapIn(from: string, to: string): void {
@@ -151,6 +162,20 @@ describe('control plane over TLS, with a renewed certificate and a cleartext hea
     expect(lines.some((l) => l.includes('control-plane certificate reload failed; keeping the previous one'))).toBe(true);
     expect(await check(cp.port, tlsWith(second.ca))).toBe('SERVING');
     expect(await check(cp.healthPort!, grpc.credentials.createInsecure())).toBe('SERVING');
+  });
+
+  it('answers `ward status` and `ward decisions` through a port-forward: --server-name verifies the Service\'s name', async () => {
+    const ca = join(dir, 'second', 'ca.crt');
+    const address = `127.0.0.1:${cp.port}`;
+    const named = await ward(['status', '--address', address, '--ca-file', ca, '--server-name', HOST]);
+    expect(named.code, named.stderr).toBe(0);
+    expect(named.stdout).toContain('cp-it');
+    const summary = await ward(['decisions', '--summary', '--address', address, '--ca-file', ca, '--server-name', HOST]);
+    expect(summary.code, summary.stderr).toBe(0);
+    // without it, the certificate does not name 127.0.0.1
+    const unnamed = await ward(['status', '--address', address, '--ca-file', ca, '--timeout-ms', '2000']);
+    expect(unnamed.code).toBe(1);
+    expect(unnamed.stderr).toContain('UNAVAILABLE');
   });
 
   it('refuses to start with a clear error: a missing file, or a key that is not the certificate\'s', async () => {

@@ -9,10 +9,11 @@ export async function fetchStatus(opts: {
   readonly token?: string;
   readonly service?: string;
   readonly credentials?: grpc.ChannelCredentials;
+  readonly channelOptions?: grpc.ChannelOptions;
   readonly timeoutMs?: number;
 }): Promise<StatusResponseWire> {
   const Client = policyDiscoveryClient();
-  const client = new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+  const client = new Client(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions ?? {}) as unknown as grpc.Client & {
     GetStatus(
       req: { service: string },
       md: grpc.Metadata,
