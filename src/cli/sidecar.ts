@@ -141,7 +141,7 @@ export async function startSidecar(
   let egress: { outbound: Outbound; broker: TokenBroker | null } | null = null;
   if (cfg.outbound !== undefined) {
     try {
-      egress = await startOutbound(cfg, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : { now: () => telemetry.outbound.now(), decision: (r, s, raw, fwd) => telemetry.outbound.call(r, s, raw, fwd) });
+      egress = await startOutbound(cfg, configFile, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : { now: () => telemetry.outbound.now(), decision: (r, s, raw, fwd) => telemetry.outbound.call(r, s, raw, fwd) });
     } catch (err) {
       await inbound.close();
       throw err;
@@ -222,6 +222,7 @@ const NO_TOKENS: TokenSource = {
 /** The egress listener and its token broker (src/outbound, src/exchange). */
 async function startOutbound(
   cfg: Readonly<SidecarConfig>,
+  configFile: string,
   credential: WorkloadCredential | null,
   log: Logger,
   fetchImpl: typeof fetch | undefined,
@@ -234,6 +235,8 @@ async function startOutbound(
   const outbound = await createOutbound({
     service: cfg.service,
     config: out,
+    baseDir: cfg.baseDir,
+    configFile,
     identityPrefix: cfg.identityHeaders.prefix,
     maxTokenBytes: cfg.authn.maxTokenBytes,
     extractBearer,

@@ -21,14 +21,28 @@ const destination = z
         'The name the app calls: matched against the request\'s `:authority` (HTTP/2) or `Host` (HTTP/1.1) with any port removed, case-insensitively. `http://payments/\u2026` and `http://payments:8080/\u2026` both reach destination `payments`.',
       examples: ['payments'],
     }),
-    url: z.url({ protocol: /^http$/ }).meta({
+    url: z.url({ protocol: /^https?$/ }).meta({
       description:
-        'Where the destination is reached, as `http://host:port`: usually the inbound port of its ward sidecar. Cleartext (h2c or HTTP/1.1).',
-      examples: ['http://payments.default.svc:15006'],
+        'Where the destination is reached: usually the inbound port of its ward sidecar. `http://host:port` is cleartext; `https://host:port` is TLS that the sidecar originates, verifying the destination\'s certificate (see `tls`), so the exchanged token never crosses the network in clear.',
+      examples: ['http://payments.default.svc:15006', 'https://payments.default.svc:15443'],
     }),
-    protocol: z.enum(['h2c', 'http1']).default('h2c').meta({
-      description: 'How the destination is reached: HTTP/2 prior knowledge (`h2c`, required for gRPC) or HTTP/1.1.',
+    protocol: z.enum(['h2c', 'h2', 'http1']).optional().meta({
+      description:
+        'How the destination is reached: HTTP/2 (`h2c` over `http://` with prior knowledge, `h2` over `https://` with ALPN; required for gRPC) or HTTP/1.1 (`http1`, either scheme). Default: `h2c` for `http://`, `h2` for `https://`.',
     }),
+    tls: z
+      .strictObject({
+        caFile: z.string().min(1).optional().meta({
+          description: 'PEM file of the CA(s) that sign the destination\'s certificate (relative to the config file); default the system roots.',
+          examples: ['/etc/ward/mesh-ca.pem'],
+        }),
+        serverName: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, { message: 'must be a DNS name' }).optional().meta({
+          description: 'The name the certificate must be valid for, also sent as SNI; default the host of `url`.',
+          examples: ['payments.default.svc'],
+        }),
+      })
+      .optional()
+      .meta({ description: 'With an `https://` url: how the destination\'s certificate is verified. A destination whose certificate does not verify is never sent the call (`ERR_UPSTREAM_UNAVAILABLE`).' }),
     resource: z
       .string()
       .refine((s) => URL.canParse(s) && !s.includes('#'), { message: 'must be an absolute URI without a fragment (RFC 8707 §2)' })
@@ -58,7 +72,13 @@ const destination = z
     maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the destination.' }),
     maxSockets: z.int().positive().default(64).meta({ description: 'http1: keep-alive sockets kept to the destination.' }),
   })
-  .refine((d) => d.resource !== undefined || d.audience !== undefined, { message: 'set resource, audience or both' });
+  .refine((d) => d.resource !== undefined || d.audience !== undefined, { message: 'set resource, audience or both' })
+  .superRefine((d, ctx) => {
+    const https = d.url.startsWith('https:');
+    if (d.protocol === 'h2c' && https) ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'h2c is HTTP/2 in cleartext: an https:// url speaks h2 or http1' });
+    if (d.protocol === 'h2' && !https) ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'h2 is HTTP/2 over TLS: it needs an https:// url (h2c for http://)' });
+    if (d.tls !== undefined && !https) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls applies only to an https:// url' });
+  });
 
 const exchange = z.strictObject({
   issuer: z.string().min(1).optional().meta({

@@ -70,10 +70,10 @@ export interface H2ConnectionOptions {
   readonly connectTimeoutMs?: number;
   /**
    * TLS with ALPN `h2` (RFC 9113 §3.2) instead of h2c; `ca`: PEM of the CAs to trust, null for
-   * the system roots. The certificate is checked for `host`, which also goes as SNI unless it
-   * is an IP address.
+   * the system roots. The certificate is checked for `servername` when given, else for `host`,
+   * which also goes as SNI unless it is an IP address.
    */
-  readonly tls?: { readonly ca: Buffer | null };
+  readonly tls?: { readonly ca: Buffer | null; readonly servername?: string | undefined };
   /** The connection takes no new streams (GOAWAY received or sent, error, closed). */
   readonly onUnusable?: (c: H2Connection) => void;
   /** The socket is closed and every stream is over. */
@@ -199,7 +199,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
             host: o.host,
             port: o.port,
             ALPNProtocols: ['h2'],
-            ...(isIP(o.host) === 0 ? { servername: o.host } : {}),
+            ...(o.tls.servername !== undefined ? { servername: o.tls.servername } : isIP(o.host) === 0 ? { servername: o.host } : {}),
             ...(o.tls.ca === null ? {} : { ca: o.tls.ca }),
           });
     super(socket, new HpackEncoder());

@@ -1,7 +1,7 @@
 import type { Agent, ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { http } from '../lib/node-http.ts';
+import { http, https } from '../lib/node-http.ts';
 import type { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 
 import type { SidecarConfig } from '../config/sidecar.ts';
 import type { ErrorCode } from '../errors/codes.ts';
@@ -72,8 +72,21 @@ export interface Relay {
   destroy(): void;
 }
 
+/**
+ * TLS to the upstream (an https:// outbound destination): `ca` the PEM CAs to trust (null: the
+ * system roots), `servername` the name its certificate is verified for and sent as SNI
+ * (default: the url's host).
+ */
+export interface UpstreamTls {
+  readonly ca: Buffer | null;
+  readonly servername?: string | undefined;
+}
+
 export interface RelayOptions {
-  readonly upstream: Readonly<Pick<SidecarConfig['upstream'], 'url' | 'protocol' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxSessions' | 'maxSockets'>>;
+  readonly upstream: Readonly<Pick<SidecarConfig['upstream'], 'url' | 'protocol' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxSessions' | 'maxSockets'>> & {
+    /** Originate TLS: HTTP/2 with ALPN h2 for `protocol: h2c`, HTTPS for `http1`. */
+    readonly tls?: UpstreamTls | undefined;
+  };
   readonly responder: ErrorResponder;
   readonly counters: { upstreamErrors: number };
   readonly log: Logger;
@@ -137,10 +150,17 @@ function h2ResponseFields(fields: readonly string[], decisionId: string, guard: 
 }
 
 /** Why a call failed before any response header arrived. */
+/**
+ * A TLS handshake that failed: the certificate did not verify (node's `CERT_*`, `UNABLE_TO_*`,
+ * `*_SELF_SIGNED_*`, `ERR_TLS_CERT_ALTNAME_INVALID`), OpenSSL refused the peer (`ERR_SSL_*`), or
+ * it did not select h2 (`ERR_HTTP2_ALPN`). Like a refused connection: the call never left.
+ */
+const TLS_FAILURE = /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|ERR_HTTP2_ALPN$)/;
+
 function classifyFailure(err: Error | undefined, rstCode: number | undefined): ErrorCode {
   if (rstCode === REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
   const code = errCode(err);
-  if (code !== undefined && UNREACHABLE.has(code)) return 'ERR_UPSTREAM_UNAVAILABLE';
+  if (code !== undefined && (UNREACHABLE.has(code) || TLS_FAILURE.test(code))) return 'ERR_UPSTREAM_UNAVAILABLE';
   if (code === 'ERR_HTTP2_STREAM_CANCEL' || code === 'ERR_HTTP2_INVALID_SESSION') {
     return 'ERR_UPSTREAM_UNAVAILABLE';
   }
@@ -372,7 +392,8 @@ export function createRelay(o: RelayOptions): Relay {
   const { responder, counters, log } = o;
   const url = new URL(o.upstream.url);
   const upstreamHost = url.hostname;
-  const upstreamPort = url.port === '' ? 80 : Number(url.port);
+  const upTls = o.upstream.tls;
+  const upstreamPort = url.port === '' ? (upTls === undefined ? 80 : 443) : Number(url.port);
   const defaultAuthority = url.host;
   const requestTimeoutMs = o.upstream.requestTimeoutMs;
   const identityPrefix = o.identityPrefix;
@@ -529,8 +550,9 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, ex.responseStarted ? 'ERR_UPSTREAM_RESET' : classifyFailure(s.error, s.rstCode));
   }
 
-  const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log) : null;
-  const agent = pool === null ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : null;
+  const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log, upTls) : null;
+  const agent = pool !== null ? null : upTls === undefined ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : httpsAgent(upTls, o.upstream.maxSockets, upstreamHost);
+  const request = upTls === undefined ? http.request : https().request;
 
   /** The app refused the stream before processing it, and the call can be sent again. */
   function refusedUnprocessed(ex: Exchange, up: H2ClientStream): boolean {
@@ -658,7 +680,7 @@ export function createRelay(o: RelayOptions): Relay {
     h.host = ex.authority ?? defaultAuthority;
     let req: ClientRequest;
     try {
-      req = http.request({
+      req = request({
         agent: a,
         host: upstreamHost,
         port: upstreamPort,
@@ -707,4 +729,17 @@ export function createRelay(o: RelayOptions): Relay {
       pool?.destroy();
     },
   };
+}
+
+/** HTTPS keep-alive agent for an https:// HTTP/1.1 upstream: certificate verified, ALPN http/1.1. */
+function httpsAgent(t: UpstreamTls, maxSockets: number, host: string): Agent {
+  return new (https().Agent)({
+    keepAlive: true,
+    maxSockets,
+    ALPNProtocols: ['http/1.1'],
+    ...(t.ca === null ? {} : { ca: t.ca }),
+    // Always set: without it node takes the name from the Host header, which is the app's, not
+    // the destination's. '' (an IP url) sends no SNI and verifies the certificate for the IP.
+    servername: t.servername ?? (isIP(host) === 0 ? host : ''),
+  });
 }

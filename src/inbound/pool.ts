@@ -1,4 +1,4 @@
-import { H2Connection, type H2StreamHandler } from '../h2/conn.ts';
+import { H2Connection, type H2ConnectionOptions, type H2StreamHandler } from '../h2/conn.ts';
 import type { Logger } from '../lib/log.ts';
 
 /**
@@ -26,7 +26,11 @@ export class H2ConnectionPool {
   #next = 0;
   #closed = false;
 
-  constructor(host: string, port: number, size: number, connectTimeoutMs: number, handler: H2StreamHandler, log: Logger) {
+  readonly #tls: H2ConnectionOptions['tls'];
+
+  /** `tls`: connect with TLS (ALPN h2) instead of h2c (an https:// destination). */
+  constructor(host: string, port: number, size: number, connectTimeoutMs: number, handler: H2StreamHandler, log: Logger, tls?: H2ConnectionOptions['tls']) {
+    this.#tls = tls;
     this.#host = host;
     this.#port = port;
     this.#slots = new Array<PooledConnection | undefined>(Math.max(1, size)).fill(undefined);
@@ -74,6 +78,7 @@ export class H2ConnectionPool {
       port: this.#port,
       handler: this.#handler,
       connectTimeoutMs: this.#connectTimeoutMs,
+      ...(this.#tls === undefined ? {} : { tls: this.#tls }),
       onUnusable: (x) => {
         this.#log.debug('upstream connection retired');
         if (this.#slots[i] === x) this.#slots[i] = undefined;

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type * as NodeHttp from 'node:http';
+import type * as NodeHttps from 'node:https';
 
 /**
  * node:http, loaded with `require` instead of `import`. An ESM import of a builtin builds its
@@ -10,3 +11,8 @@ import type * as NodeHttp from 'node:http';
  */
 const require = createRequire(import.meta.url);
 export const http = require('node:http') as typeof NodeHttp;
+
+/** node:https the same way, loaded only by a relay to an https:// HTTP/1.1 destination. */
+export function https(): typeof NodeHttps {
+  return require('node:https') as typeof NodeHttps;
+}

@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { OutboundConfig } from '../config/outbound.ts';
+import { ConfigError } from '../errors/ward-error.ts';
 import type { TokenTarget } from '../exchange/token-client.ts';
-import { createRelay, type Relay, type RelayOptions } from '../inbound/forward.ts';
+import { createRelay, type Relay, type RelayOptions, type UpstreamTls } from '../inbound/forward.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -68,6 +71,10 @@ const LOOPBACK = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|0\.0\.0\.0|
 
 export interface RoutesOptions {
   readonly config: Readonly<OutboundConfig>;
+  /** Relative paths in the config (a destination's `tls.caFile`) resolve against it. */
+  readonly baseDir: string;
+  /** The config file, named in the error about an unreadable `tls.caFile`. */
+  readonly configFile?: string | undefined;
   readonly responder: ErrorResponder;
   readonly counters: { upstreamErrors: number };
   readonly log: Logger;
@@ -84,16 +91,40 @@ export class Routes {
   constructor(o: RoutesOptions) {
     this.#o = o;
     this.#maxPassthrough = o.config.maxPassthroughTargets;
-    for (const d of o.config.destinations) {
+    o.config.destinations.forEach((d, i) => {
       const scope = d.scopes.join(' ');
+      const tls = d.url.startsWith('https:') ? this.#tls(d.tls, i) : undefined;
+      const h2 = d.protocol !== 'http1';
       this.#declared.set(d.name, {
         name: d.name,
         target: Object.freeze({ name: d.name, resource: d.resource, audience: d.audience, scope }),
         noToken: d.noToken,
-        h2: d.protocol === 'h2c',
-        relay: this.#relay(d),
+        h2,
+        relay: this.#relay({ ...d, protocol: h2 ? 'h2c' : 'http1', tls }),
       });
+    });
+  }
+
+  /** A destination's TLS settings, its CA file read now: a file that cannot be read fails the start, not a call. */
+  #tls(t: OutboundConfig['destinations'][number]['tls'], i: number): UpstreamTls {
+    let ca: Buffer | null = null;
+    if (t?.caFile !== undefined) {
+      const path = resolve(this.#o.baseDir, t.caFile);
+      try {
+        ca = readFileSync(path);
+      } catch (err) {
+        throw new ConfigError([
+          {
+            file: this.#o.configFile ?? path,
+            line: 1,
+            column: 1,
+            path: `outbound.destinations.${i}.tls.caFile`,
+            message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+          },
+        ]);
+      }
     }
+    return { ca, servername: t?.serverName };
   }
 
   #relay(upstream: RelayOptions['upstream']): Relay {

@@ -23,6 +23,10 @@ export interface OutboundDeps {
   /** This sidecar's service (the `realm` of challenges it writes). */
   readonly service: string;
   readonly config: Readonly<OutboundConfig>;
+  /** The sidecar config's directory: a destination's `tls.caFile` is relative to it (default: the working directory). */
+  readonly baseDir?: string;
+  /** The sidecar config file, for errors about it. */
+  readonly configFile?: string;
   /** `identityHeaders.prefix`: fields with it are dropped from the app's outgoing calls too. */
   readonly identityPrefix: string;
   readonly maxTokenBytes: number;

@@ -30,7 +30,7 @@ describe('Routes', () => {
       { name: 'legacy', url: 'http://127.0.0.1:9', protocol: 'http1', audience: 'legacy-api', noToken: 'client-credentials' },
     ],
   });
-  const routes = () => new Routes({ config, responder: new ErrorResponder('frontend'), counters: { upstreamErrors: 0 }, log: silentLogger });
+  const routes = () => new Routes({ config, baseDir: process.cwd(), responder: new ErrorResponder('frontend'), counters: { upstreamErrors: 0 }, log: silentLogger });
 
   it('finds declared destinations by host, whatever the port, with their token target', () => {
     const r = routes();
@@ -63,7 +63,9 @@ describe('outbound config', () => {
     const c = outboundConfigSchema.parse({ destinations: [{ name: 'payments', url: 'http://10.0.0.1:15006', resource: 'urn:ward:payments' }] });
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 15001 });
     expect(c.passthrough).toBe(false);
-    expect(c.destinations[0]).toMatchObject({ protocol: 'h2c', scopes: [], noToken: 'refuse' });
+    expect(c.destinations[0]).toMatchObject({ scopes: [], noToken: 'refuse' });
+    // no protocol: HTTP/2, h2c over http:// (h2 over https://), which Routes applies
+    expect(c.destinations[0]?.protocol).toBeUndefined();
     expect(c.exchange).toMatchObject({ timeoutMs: 3000, cacheEntries: 10_000, renewBeforeSeconds: 30, refusalCacheSeconds: 5, clientAuth: 'client_secret_basic' });
   });
 
@@ -71,7 +73,8 @@ describe('outbound config', () => {
     [{ destinations: [{ name: 'p', url: 'http://x:1' }] }, 'set resource, audience or both'],
     [{ destinations: [{ name: 'Payments', url: 'http://x:1', audience: 'p' }] }, 'lower-case DNS name'],
     [{ destinations: [{ name: 'p:80', url: 'http://x:1', audience: 'p' }] }, 'lower-case DNS name'],
-    [{ destinations: [{ name: 'p', url: 'https://x:1', audience: 'p' }] }, 'protocol'],
+    [{ destinations: [{ name: 'p', url: 'ftp://x:1', audience: 'p' }] }, 'protocol'],
+    [{ destinations: [{ name: 'p', url: 'https://x:1', audience: 'p', protocol: 'h2c' }] }, 'h2c is HTTP/2 in cleartext'],
     [{ destinations: [{ name: 'p', url: 'http://x:1', resource: 'not a uri' }] }, 'absolute URI'],
     [{ destinations: [{ name: 'p', url: 'http://x:1', audience: 'p' }, { name: 'p', url: 'http://y:1', audience: 'q' }] }, 'duplicate destination'],
     [{ exchange: { retryInitialMs: 5000, retryMaxMs: 1000 } }, 'retryInitialMs'],
