@@ -73,7 +73,7 @@ describe('outbound config', () => {
     [{ destinations: [{ name: 'p', url: 'http://x:1' }] }, 'set resource, audience or both'],
     [{ destinations: [{ name: 'Payments', url: 'http://x:1', audience: 'p' }] }, 'lower-case DNS name'],
     [{ destinations: [{ name: 'p:80', url: 'http://x:1', audience: 'p' }] }, 'lower-case DNS name'],
-    [{ destinations: [{ name: 'p', url: 'ftp://x:1', audience: 'p' }] }, 'protocol'],
+    [{ destinations: [{ name: 'p', url: 'ftp://x:1', audience: 'p' }] }, 'must start with http:// or https://'],
     [{ destinations: [{ name: 'p', url: 'https://x:1', audience: 'p', protocol: 'h2c' }] }, 'h2c is HTTP/2 in cleartext'],
     [{ destinations: [{ name: 'p', url: 'http://x:1', resource: 'not a uri' }] }, 'absolute URI'],
     [{ destinations: [{ name: 'p', url: 'http://x:1', audience: 'p' }, { name: 'p', url: 'http://y:1', audience: 'q' }] }, 'duplicate destination'],
