@@ -126,6 +126,7 @@ export async function startSidecar(
   let draining = false;
   const inbound = await createInbound({
     config: cfg,
+    configFile,
     authenticate: (token) => authenticator.authenticate(token),
     extractBearer,
     policy: () => policy.current(),

@@ -23,8 +23,10 @@ const listen = z.strictObject({
 const tls = z.strictObject({
   host: host.default('0.0.0.0').meta({ description: 'Address to bind the TLS listener.' }),
   port: port.meta({ description: 'TCP port of the TLS listener (ALPN h2 and http/1.1).', examples: [15443] }),
-  certFile: z.string().min(1).meta({ description: 'PEM certificate chain, relative to the config file.' }),
-  keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file.' }),
+  certFile: z.string().min(1).meta({
+    description: 'PEM certificate chain, relative to the config file. Checked for a change every 10 s and re-read (a renewed Secret needs no restart): new connections get the new certificate; a pair that does not load keeps the previous one.',
+  }),
+  keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file. Re-read with the certificate.' }),
 });
 
 const upstream = z.strictObject({

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { http } from '../lib/node-http.ts';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -6,6 +6,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
+import { ConfigError } from '../errors/ward-error.ts';
 import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
 import { createForwarder } from './forward.ts';
@@ -39,7 +40,16 @@ export type { DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
  */
 export interface ListenerOptions {
   readonly listen: { readonly host: string; readonly port: number };
-  readonly tls?: { readonly host: string; readonly port: number; readonly cert: Buffer; readonly key: Buffer } | undefined;
+  readonly tls?:
+    | {
+        readonly host: string;
+        readonly port: number;
+        readonly cert: Buffer;
+        readonly key: Buffer;
+        /** Re-read the pair from these files when they change (a renewed certificate), checked every `pollMs`. */
+        readonly reload?: { readonly certFile: string; readonly keyFile: string; readonly pollMs: number } | undefined;
+      }
+    | undefined;
   readonly maxHeaderListBytes: number;
   readonly maxConcurrentStreams: number;
   readonly counters: ListenerCounters;
@@ -130,6 +140,60 @@ function onWantTrailers(this: H2ServerStream): void {
   this.sendTrailers((exchangeOf(this).trailers as Record<string, string> | null) ?? EMPTY_TRAILERS);
 }
 
+/** RFC 9113 §9.2: HTTP/2 over TLS needs TLS 1.2 or later. */
+const TLS_MIN_VERSION = 'TLSv1.2';
+/** How often the TLS listener's certificate files are checked for a renewal. */
+const CERT_POLL_MS = 10_000;
+
+/** The TLS listener's first pair, read now: a file that cannot be read (or a pair that does not load) stops the start with the field path. */
+function tlsListener(
+  cfg: InboundDeps['config'],
+  configFile: string | undefined,
+  t: NonNullable<InboundDeps['config']['inbound']['tls']>,
+  pollMs: number,
+): NonNullable<ListenerOptions['tls']> {
+  const certFile = resolveFrom(cfg, t.certFile);
+  const keyFile = resolveFrom(cfg, t.keyFile);
+  const read = (path: string, field: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError([{ file: configFile ?? path, line: 1, column: 1, path: `inbound.tls.${field}`, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
+    }
+  };
+  const cert = read(certFile, 'certFile');
+  const key = read(keyFile, 'keyFile');
+  try {
+    tls.createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError([{ file: configFile ?? certFile, line: 1, column: 1, path: 'inbound.tls', message: `certificate and key do not load: ${(err as Error).message}` }]);
+  }
+  return { host: t.host, port: t.port, cert, key, reload: { certFile, keyFile, pollMs } };
+}
+
+/**
+ * Re-reads the TLS listener's certificate and key when their files change (cert-manager renews
+ * the Secret, the kubelet swaps the mounted files at once): new connections get the new pair,
+ * open ones keep theirs. A pair that does not load is logged and the previous one kept; the
+ * next change retries. Returns the function that stops watching.
+ */
+function watchCertificate(server: tls.Server, r: { readonly certFile: string; readonly keyFile: string; readonly pollMs: number }, log: Logger): () => void {
+  const onChange = (): void => {
+    try {
+      server.setSecureContext({ cert: readFileSync(r.certFile), key: readFileSync(r.keyFile), minVersion: TLS_MIN_VERSION });
+      log.info('TLS certificate reloaded', { certFile: r.certFile });
+    } catch (err) {
+      log.warn('TLS certificate reload failed; keeping the previous one', { certFile: r.certFile, err });
+    }
+  };
+  watchFile(r.certFile, { interval: r.pollMs, persistent: false }, onChange);
+  watchFile(r.keyFile, { interval: r.pollMs, persistent: false }, onChange);
+  return () => {
+    unwatchFile(r.certFile, onChange);
+    unwatchFile(r.keyFile, onChange);
+  };
+}
+
 function listen(server: net.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -174,7 +238,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     tls:
       tlsCfg === undefined
         ? undefined
-        : { host: tlsCfg.host, port: tlsCfg.port, cert: readFileSync(resolveFrom(cfg, tlsCfg.certFile)), key: readFileSync(resolveFrom(cfg, tlsCfg.keyFile)) },
+        : tlsListener(cfg, deps.configFile, tlsCfg, deps.certPollMs ?? CERT_POLL_MS),
     maxHeaderListBytes: cfg.inbound.maxHeaderListBytes,
     maxConcurrentStreams: cfg.inbound.maxConcurrentStreams,
     counters,
@@ -433,14 +497,14 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   let tlsServer: tls.Server | undefined;
   let tlsPort: number | undefined;
   const tlsCfg = o.tls;
+  let stopReload = (): void => {};
   if (tlsCfg !== undefined) {
     tlsServer = tls.createServer(
       {
         key: tlsCfg.key,
         cert: tlsCfg.cert,
         ALPNProtocols: ['h2', 'http/1.1'],
-        // RFC 9113 §9.2: HTTP/2 over TLS needs TLS 1.2 or later.
-        minVersion: 'TLSv1.2',
+        minVersion: TLS_MIN_VERSION,
       },
       (socket: tls.TLSSocket) => {
         if (draining) {
@@ -458,6 +522,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       await closeServer(cleartext);
       throw err;
     }
+    if (tlsCfg.reload !== undefined) stopReload = watchCertificate(tlsServer, tlsCfg.reload, log);
   }
 
   // ---- lifecycle
@@ -467,6 +532,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
 
   function stopAccepting(): Promise<void[]> {
     draining = true;
+    stopReload();
     const closing = [closeServer(cleartext)];
     if (tlsServer !== undefined) closing.push(closeServer(tlsServer));
     for (const s of sniffing) s.destroy();

@@ -43,6 +43,10 @@ export interface DecisionRecord {
 
 export interface InboundDeps {
   readonly config: Readonly<SidecarConfig>;
+  /** The config file, named in errors about files it points to (`inbound.tls`). */
+  readonly configFile?: string;
+  /** How often `inbound.tls`'s certificate files are checked for a renewal (default 10 s). */
+  readonly certPollMs?: number;
   /** Sync on a verified-token cache hit; a promise otherwise. Must not reject (a rejection is ERR_INTERNAL). */
   readonly authenticate: (token: string) => AuthResult | Promise<AuthResult>;
   readonly extractBearer: (value: string | readonly string[] | undefined, maxTokenBytes: number) => BearerExtraction;
