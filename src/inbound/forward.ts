@@ -149,7 +149,6 @@ function h2ResponseFields(fields: readonly string[], decisionId: string, guard: 
   return out;
 }
 
-/** Why a call failed before any response header arrived. */
 /**
  * A TLS handshake that failed: the certificate did not verify (node's `CERT_*`, `UNABLE_TO_*`,
  * `*_SELF_SIGNED_*`, `ERR_TLS_CERT_ALTNAME_INVALID`), OpenSSL refused the peer (`ERR_SSL_*`), or
@@ -157,6 +156,7 @@ function h2ResponseFields(fields: readonly string[], decisionId: string, guard: 
  */
 const TLS_FAILURE = /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|ERR_HTTP2_ALPN$)/;
 
+/** Why a call failed before any response header arrived. */
 function classifyFailure(err: Error | undefined, rstCode: number | undefined): ErrorCode {
   if (rstCode === REFUSED_STREAM) return 'ERR_UPSTREAM_UNAVAILABLE';
   const code = errCode(err);
@@ -552,7 +552,7 @@ export function createRelay(o: RelayOptions): Relay {
 
   const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log, upTls) : null;
   const agent = pool !== null ? null : upTls === undefined ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : httpsAgent(upTls, o.upstream.maxSockets, upstreamHost);
-  const request = upTls === undefined ? http.request : https().request;
+  const request = pool !== null || upTls === undefined ? http.request : https().request;
 
   /** The app refused the stream before processing it, and the call can be sent again. */
   function refusedUnprocessed(ex: Exchange, up: H2ClientStream): boolean {
