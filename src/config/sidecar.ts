@@ -21,8 +21,12 @@ const listen = z.strictObject({
 });
 
 const tls = z.strictObject({
-  host: host.default('0.0.0.0').meta({ description: 'Address to bind the TLS listener.' }),
-  port: port.meta({ description: 'TCP port of the TLS listener (ALPN h2 and http/1.1).', examples: [15443] }),
+  host: host.default('0.0.0.0').meta({ description: 'Address to bind the TLS-only listener (with `port`).' }),
+  port: port.optional().meta({
+    description:
+      'TCP port of a TLS-only listener (ALPN h2 and http/1.1). Optional: with `tls` set, a connection to `inbound.listen` that opens with a TLS handshake is served TLS with the same certificate, and one that opens in cleartext (h2c or HTTP/1.1) as before, so one captured port takes both.',
+    examples: [15443],
+  }),
   certFile: z.string().min(1).meta({
     description: 'PEM certificate chain, relative to the config file. Checked for a change every 10 s and re-read (a renewed Secret needs no restart): new connections get the new certificate; a pair that does not load keeps the previous one.',
   }),

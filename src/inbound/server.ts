@@ -43,7 +43,8 @@ export interface ListenerOptions {
   readonly tls?:
     | {
         readonly host: string;
-        readonly port: number;
+        /** A TLS-only listener's port; without it TLS is taken only on the cleartext port, sniffed. */
+        readonly port?: number | undefined;
         readonly cert: Buffer;
         readonly key: Buffer;
         /** Re-read the pair from these files when they change (a renewed certificate), checked every `pollMs`. */
@@ -89,6 +90,11 @@ export interface Inbound {
 
 /** "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/**
+ * The first byte of a TLS record carrying a handshake (RFC 8446 §5.1: content type 22): a
+ * ClientHello. No HTTP/1.1 method and not the HTTP/2 preface starts with it.
+ */
+const TLS_HANDSHAKE = 0x16;
 /** A connection must say which protocol it speaks within this time (slowloris on the sniff). */
 const SNIFF_TIMEOUT_MS = 10_000;
 /** HTTP/1.1 header block deadline (Node's `headersTimeout`, default 60 s). */
@@ -442,6 +448,35 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     h1Server.emit('connection', socket);
   }
 
+  // ---- TLS: ALPN decides. Connections come from the TLS-only listener (`tls.port`) and from the
+  // cleartext listener, which hands over those that open with a TLS handshake record.
+
+  let tlsServer: tls.Server | undefined;
+  let tlsPort: number | undefined;
+  const tlsCfg = o.tls;
+  let stopReload = (): void => {};
+  if (tlsCfg !== undefined) {
+    tlsServer = tls.createServer(
+      {
+        key: tlsCfg.key,
+        cert: tlsCfg.cert,
+        ALPNProtocols: ['h2', 'http/1.1'],
+        minVersion: TLS_MIN_VERSION,
+        // As for the sniff: a connection that does not finish its handshake is cut off.
+        handshakeTimeout: SNIFF_TIMEOUT_MS,
+      },
+      (socket: tls.TLSSocket) => {
+        if (draining) {
+          socket.destroy();
+          return;
+        }
+        if (socket.alpnProtocol === 'h2') adoptH2(socket, true);
+        else adoptH1(socket);
+      },
+    );
+    tlsServer.on('tlsClientError', (err) => log.debug('TLS handshake failed', { err }));
+  }
+
   // ---- cleartext listener: sniff the preface
 
   function onCleartextConnection(socket: Socket): void {
@@ -463,8 +498,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     };
     const onData = (chunk: Buffer): void => {
       buf = buf === null ? chunk : Buffer.concat([buf, chunk]);
+      const tlsHello = tlsServer !== undefined && buf[0] === TLS_HANDSHAKE;
       const n = Math.min(buf.length, PREFACE.length);
-      const isPrefix = buf.compare(PREFACE, 0, n, 0, n) === 0;
+      const isPrefix = !tlsHello && buf.compare(PREFACE, 0, n, 0, n) === 0;
       if (isPrefix && buf.length < PREFACE.length) return; // need more bytes to decide
       socket.off('data', onData);
       socket.off('error', onError);
@@ -474,7 +510,10 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       socket.pause();
       socket.unshift(buf);
       sniffing.delete(socket);
-      if (isPrefix) {
+      if (tlsHello) {
+        // The TLS socket takes over the handle and first reads what is buffered on this one.
+        (tlsServer as tls.Server).emit('connection', socket);
+      } else if (isPrefix) {
         // The HTTP/2 connection reads the bytes already buffered on the socket itself.
         adoptH2(socket, false);
       } else {
@@ -492,38 +531,18 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   const cleartext = net.createServer({ noDelay: true }, onCleartextConnection);
   const cleartextPort = await listen(cleartext, o.listen.port, o.listen.host);
 
-  // ---- TLS listener: ALPN decides
-
-  let tlsServer: tls.Server | undefined;
-  let tlsPort: number | undefined;
-  const tlsCfg = o.tls;
-  let stopReload = (): void => {};
-  if (tlsCfg !== undefined) {
-    tlsServer = tls.createServer(
-      {
-        key: tlsCfg.key,
-        cert: tlsCfg.cert,
-        ALPNProtocols: ['h2', 'http/1.1'],
-        minVersion: TLS_MIN_VERSION,
-      },
-      (socket: tls.TLSSocket) => {
-        if (draining) {
-          socket.destroy();
-          return;
-        }
-        if (socket.alpnProtocol === 'h2') adoptH2(socket, true);
-        else adoptH1(socket);
-      },
-    );
-    tlsServer.on('tlsClientError', (err) => log.debug('TLS handshake failed', { err }));
-    try {
-      tlsPort = await listen(tlsServer, tlsCfg.port, tlsCfg.host);
-    } catch (err) {
-      await closeServer(cleartext);
-      throw err;
+  if (tlsServer !== undefined && tlsCfg !== undefined) {
+    if (tlsCfg.port !== undefined) {
+      try {
+        tlsPort = await listen(tlsServer, tlsCfg.port, tlsCfg.host);
+      } catch (err) {
+        await closeServer(cleartext);
+        throw err;
+      }
     }
     if (tlsCfg.reload !== undefined) stopReload = watchCertificate(tlsServer, tlsCfg.reload, log);
   }
+
 
   // ---- lifecycle
 
