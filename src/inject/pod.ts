@@ -8,6 +8,8 @@ import {
   CONFIG_PATH,
   CONTROL_PLANE_CA_DIR,
   CONTROL_PLANE_CA_FILE,
+  INBOUND_TLS_DIR,
+  OUTBOUND_CA_DIR,
   POLICY_DIR,
   sidecarHasEgressListener,
   STATE_DIR,
@@ -55,7 +57,19 @@ const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
-const VOLUMES = { run: 'ward-run', initRun: 'ward-init-run', policy: 'ward-policy', state: 'ward-state', client: 'ward-client', controlPlaneCa: 'ward-control-plane-ca' } as const;
+/** A ConfigMap or Secret name (a DNS subdomain, RFC 1123). */
+const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+const VOLUMES = {
+  run: 'ward-run',
+  initRun: 'ward-init-run',
+  policy: 'ward-policy',
+  state: 'ward-state',
+  client: 'ward-client',
+  controlPlaneCa: 'ward-control-plane-ca',
+  inboundTls: 'ward-inbound-tls',
+  outboundCa: 'ward-outbound-ca',
+} as const;
 
 export function injectPod(input: PodTemplate, ctx: InjectContext, settings: InjectorSettings): InjectOutcome {
   const meta = input.metadata ?? {};
@@ -176,11 +190,17 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   // TLS to the control plane: its CA from a ConfigMap (annotation or injector default; `none`: cleartext).
   const caAnnotation = get(A.controlPlaneCa);
   const cpCa = caAnnotation === 'none' ? null : (caAnnotation ?? settings.controlPlaneCa);
-  if (cpCa !== null && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(cpCa)) problems.push(`${A.controlPlaneCa}: '${cpCa}' is not a ConfigMap name`);
+  if (cpCa !== null && !K8S_NAME.test(cpCa)) problems.push(`${A.controlPlaneCa}: '${cpCa}' is not a ConfigMap name`);
   if (cpAddress !== null) {
     if (credentials === null) problems.push(`${A.controlPlane}: the sidecar authenticates to the control plane with its own client: set ${A.clientIssuer} (or the injector's --client-issuer)`);
     else policy = { kind: 'controlPlane', address: cpAddress, issuer: credentials.issuer, ...(cpCa === null ? {} : { caFile: CONTROL_PLANE_CA_FILE }) };
   }
+
+  // The workload's certificate (TLS on the captured port) and the CA for https:// destinations.
+  const inboundTlsSecret = get(A.inboundTlsSecret);
+  if (inboundTlsSecret !== undefined && !K8S_NAME.test(inboundTlsSecret)) problems.push(`${A.inboundTlsSecret}: '${inboundTlsSecret}' is not a Secret name`);
+  const outboundCa = get(A.outboundCa);
+  if (outboundCa !== undefined && !K8S_NAME.test(outboundCa)) problems.push(`${A.outboundCa}: '${outboundCa}' is not a ConfigMap name`);
 
   let configYaml = '';
   if (problems.length === 0) {
@@ -197,6 +217,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
           credentials,
           drainSeconds,
           logLevel,
+          inboundTls: inboundTlsSecret !== undefined,
           overrides: annotations[A.sidecarConfig],
         }),
       '',
@@ -218,7 +239,17 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
 
   // 3. Build the new pod.
   const withCa = policy.kind === 'controlPlane' && policy.caFile !== undefined;
-  const sidecar = sidecarContainer(settings, { configYaml, resources, native, drainSeconds, policyFromFile: policy.kind === 'file', clientSecret: credentials !== null, controlPlaneCa: withCa });
+  const sidecar = sidecarContainer(settings, {
+    configYaml,
+    resources,
+    native,
+    drainSeconds,
+    policyFromFile: policy.kind === 'file',
+    clientSecret: credentials !== null,
+    controlPlaneCa: withCa,
+    inboundTls: inboundTlsSecret !== undefined,
+    outboundCa: outboundCa !== undefined,
+  });
   const init = initContainer(settings, capture);
   const volumes: IVolume[] = [
     { name: VOLUMES.run, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
@@ -234,6 +265,13 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
   }
   if (withCa && cpCa !== null) volumes.push({ name: VOLUMES.controlPlaneCa, configMap: { name: cpCa, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+  if (inboundTlsSecret !== undefined) {
+    volumes.push({
+      name: VOLUMES.inboundTls,
+      secret: { secretName: inboundTlsSecret, items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: 0o440 },
+    });
+  }
+  if (outboundCa !== undefined) volumes.push({ name: VOLUMES.outboundCa, configMap: { name: outboundCa, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
 
   const newSpec: IPodSpec = { ...spec };
   // Capture first, then (native) the sidecar, then the app's own init containers: those run
@@ -331,6 +369,8 @@ function sidecarContainer(
     policyFromFile: boolean;
     clientSecret: boolean;
     controlPlaneCa: boolean;
+    inboundTls: boolean;
+    outboundCa: boolean;
   },
 ): IContainer {
   const mounts: NonNullable<IContainer['volumeMounts']> = [{ name: VOLUMES.run, mountPath: '/var/run/ward' }];
@@ -338,6 +378,8 @@ function sidecarContainer(
   else mounts.push({ name: VOLUMES.state, mountPath: STATE_DIR });
   if (o.clientSecret) mounts.push({ name: VOLUMES.client, mountPath: CLIENT_DIR, readOnly: true });
   if (o.controlPlaneCa) mounts.push({ name: VOLUMES.controlPlaneCa, mountPath: CONTROL_PLANE_CA_DIR, readOnly: true });
+  if (o.inboundTls) mounts.push({ name: VOLUMES.inboundTls, mountPath: INBOUND_TLS_DIR, readOnly: true });
+  if (o.outboundCa) mounts.push({ name: VOLUMES.outboundCa, mountPath: OUTBOUND_CA_DIR, readOnly: true });
   const probe = (path: string, period: number, failures: number): NonNullable<IContainer['readinessProbe']> => ({
     httpGet: { path, port: s.adminPort },
     periodSeconds: period,

@@ -17,6 +17,8 @@ export const CLIENT_SECRET_FILE = `${CLIENT_DIR}/client-secret`;
 export const STATE_DIR = '/var/lib/ward';
 export const CONTROL_PLANE_CA_DIR = '/etc/ward/control-plane-ca';
 export const CONTROL_PLANE_CA_FILE = `${CONTROL_PLANE_CA_DIR}/ca.crt`;
+export const INBOUND_TLS_DIR = '/etc/ward/inbound-tls';
+export const OUTBOUND_CA_DIR = '/etc/ward/outbound-ca';
 
 export interface SidecarConfigInput {
   readonly service: string;
@@ -33,6 +35,8 @@ export interface SidecarConfigInput {
   readonly credentials: { readonly issuer: string; readonly clientId: string } | null;
   readonly drainSeconds: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** The workload's certificate is mounted at INBOUND_TLS_DIR: serve TLS on the inbound port too. */
+  readonly inboundTls?: boolean;
   /** The `ward.dev/sidecar-config` annotation, merged over the generated object. */
   readonly overrides: string | undefined;
 }
@@ -47,7 +51,11 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
   const cfg: Record<string, unknown> = {
     service: input.service,
     // 0.0.0.0: REDIRECT in PREROUTING rewrites the destination to the pod's own address.
-    inbound: { listen: { host: '0.0.0.0', port: input.inboundPort } },
+    inbound: {
+      listen: { host: '0.0.0.0', port: input.inboundPort },
+      // no TLS port of its own: TLS is sniffed on the captured port, where every connection arrives
+      ...(input.inboundTls === true ? { tls: { certFile: `${INBOUND_TLS_DIR}/tls.crt`, keyFile: `${INBOUND_TLS_DIR}/tls.key` } } : {}),
+    },
     upstream: { url: `http://127.0.0.1:${input.appPort}`, protocol: input.appProtocol },
     // Not loopback: kubelet probes come from the node to the pod IP (the port is never captured).
     admin: { host: '0.0.0.0', port: input.adminPort },

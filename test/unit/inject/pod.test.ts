@@ -224,6 +224,50 @@ describe('injectPod: the injected pod', () => {
     expect(injectPod(pod({ annotations: { 'ward.dev/control-plane-ca': 'Bad_Name' } }), enrolled, s)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/control-plane-ca')] });
   });
 
+  it('TLS between sidecars: the workload certificate is mounted and served on the captured port; the outbound CA is mounted for https:// destinations', () => {
+    const t = injected(
+      injectPod(
+        pod({
+          annotations: {
+            'ward.dev/inbound-tls-secret': 'orders-tls',
+            'ward.dev/outbound-ca': 'ward-mesh-ca',
+            'ward.dev/sidecar-config': 'outbound: { destinations: [{ name: payments, url: "https://payments.shop.svc:8080", tls: { caFile: /etc/ward/outbound-ca/ca.crt }, resource: "urn:ward:payments" }] }',
+          },
+        }),
+        enrolled,
+        settings,
+      ),
+    );
+    validatePod(t);
+    const cfg = configOf(t);
+    // no TLS port of its own: the captured port takes TLS and cleartext alike
+    expect((cfg['inbound'] as Record<string, unknown>)['tls']).toEqual({ certFile: '/etc/ward/inbound-tls/tls.crt', keyFile: '/etc/ward/inbound-tls/tls.key' });
+    expect(t.spec.volumes).toContainEqual({
+      name: 'ward-inbound-tls',
+      secret: { secretName: 'orders-tls', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: 0o440 },
+    });
+    expect(sidecarOf(t).volumeMounts).toContainEqual({ name: 'ward-inbound-tls', mountPath: '/etc/ward/inbound-tls', readOnly: true });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-outbound-ca', configMap: { name: 'ward-mesh-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+    expect(sidecarOf(t).volumeMounts).toContainEqual({ name: 'ward-outbound-ca', mountPath: '/etc/ward/outbound-ca', readOnly: true });
+    expect((cfg['outbound'] as { destinations: unknown[] }).destinations).toEqual([
+      { name: 'payments', url: 'https://payments.shop.svc:8080', tls: { caFile: '/etc/ward/outbound-ca/ca.crt' }, resource: 'urn:ward:payments' },
+    ]);
+    // neither without its annotation
+    const plain = injected(injectPod(pod(), enrolled, settings));
+    expect((configOf(plain)['inbound'] as Record<string, unknown>)['tls']).toBeUndefined();
+    expect(plain.spec.volumes?.some((v) => v.name === 'ward-inbound-tls' || v.name === 'ward-outbound-ca')).toBe(false);
+    // names that cannot be a Secret or a ConfigMap: refused
+    expect(injectPod(pod({ annotations: { 'ward.dev/inbound-tls-secret': 'Orders_TLS' } }), enrolled, settings)).toMatchObject({
+      kind: 'refused',
+      problems: [expect.stringContaining('ward.dev/inbound-tls-secret')],
+    });
+    expect(injectPod(pod({ annotations: { 'ward.dev/outbound-ca': '-x' } }), enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward.dev/outbound-ca')] });
+    // the app's own volume names stay its own
+    const clash = pod();
+    clash.spec.volumes = [{ name: 'ward-inbound-tls', emptyDir: {} }];
+    expect(injectPod(clash, enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward-inbound-tls is reserved')] });
+  });
+
   it('warns about app probes that now go through the sidecar', () => {
     const p = pod();
     p.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 'http' } };
