@@ -1,11 +1,12 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSidecarConfig } from '../../src/inject/sidecar-config.ts';
+import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
 
 /**
  * Traffic capture for real, in Linux network namespaces (root required; CI runs as root):
@@ -20,7 +21,8 @@ import { buildSidecarConfig } from '../../src/inject/sidecar-config.ts';
  * `ward capture` (the injected init container's command, real mode) installs the rules inside
  * the pod netns. The test proves the app is reachable around the sidecar before, and only
  * through it after: no token → 401 and the app saw nothing; a token → 200 with identity headers;
- * another app port → still the sidecar; the app's outbound calls land on the egress listener
+ * another app port → still the sidecar; TLS to the app's port → the sidecar too (its certificate,
+ * sniffed on the captured port); the app's outbound calls land on the egress listener
  * (a declared destination gets an exchanged token, an undeclared one is refused and never leaves
  * the pod); the sidecar's uid goes out directly (no loop).
  */
@@ -67,8 +69,8 @@ const asUid = (uid: number, args: readonly string[]): string[] => ['setpriv', `-
 const asGid = (gid: number, args: readonly string[]): string[] => ['setpriv', `--regid=${gid}`, '--clear-groups', ...args];
 
 /** curl from the client namespace: status code and body. */
-async function clientCall(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  const args = ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url];
+async function clientCall(url: string, headers: Record<string, string> = {}, curlOptions: readonly string[] = []): Promise<{ status: number; body: string }> {
+  const args = [...curlOptions, '-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url];
   const r = await run('ip', inClient(['curl', ...args]));
   const nl = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(nl + 1)), body: r.stdout.slice(0, nl) };
@@ -165,6 +167,12 @@ describe('ward capture in network namespaces', () => {
     chmodSync(dir, 0o755); // the sidecar runs as uid 1337 and reads its config and policy here
     writeFileSync(join(dir, 'policy.yaml'), POLICY, { mode: 0o644 });
     writeFileSync(join(dir, 'client-secret'), 'orders-sidecar-secret\n', { mode: 0o644 }); // the dev IdP's public demo secret
+    // The workload's certificate (ward.dev/inbound-tls-secret): TLS on the captured port too.
+    const cert = makeSelfSignedCert();
+    copyFileSync(cert.certFile, join(dir, 'tls.crt'));
+    copyFileSync(cert.keyFile, join(dir, 'tls.key'));
+    chmodSync(join(dir, 'tls.key'), 0o644);
+    cert.cleanup();
     // The config an injected pod would get (same generator), pointed at this policy file.
     const config = buildSidecarConfig({
       service: 'orders',
@@ -178,6 +186,7 @@ describe('ward capture in network namespaces', () => {
       drainSeconds: 1,
       logLevel: 'info',
       overrides: [
+        `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')} } }`,
         `policy: { file: ${join(dir, 'policy.yaml')} }`,
         'authn:',
         '  jwks: { timeoutMs: 1000, cooldownMs: 0 }',
@@ -261,6 +270,17 @@ describe('ward capture in network namespaces', () => {
     const viaOther = await clientCall(`http://${POD_IP}:8081/orders`, { authorization: `Bearer ${token}` });
     expect(viaOther.status).toBe(200);
     expect(JSON.parse(viaOther.body)).toMatchObject({ port: 8080, subject: 'frontend' });
+
+    // TLS to the captured port (what another pod's sidecar does for an https:// destination):
+    // the sidecar answers it on the same port, HTTP/1.1 and HTTP/2 alike, with the same policy.
+    const tls = ['--cacert', join(dir, 'tls.crt'), '--resolve', `localhost:8080:${POD_IP}`];
+    const overTls = await clientCall('https://localhost:8080/orders', { authorization: `Bearer ${token}` }, tls);
+    expect(overTls.status).toBe(200);
+    expect(JSON.parse(overTls.body)).toMatchObject({ app: true, port: 8080, subject: 'frontend' });
+    expect((await clientCall('https://localhost:8080/orders', { authorization: `Bearer ${token}` }, [...tls, '--http2'])).status).toBe(200);
+    const seenTls = appRequests().length;
+    expect((await clientCall('https://localhost:8080/orders', {}, tls)).status).toBe(401);
+    expect(appRequests()).toHaveLength(seenTls);
 
     // The admin port is excluded from capture: kubelet probes reach the sidecar's /healthz.
     expect((await clientCall(`http://${POD_IP}:15000/healthz`)).status).toBe(200);
