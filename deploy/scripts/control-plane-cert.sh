@@ -13,9 +13,9 @@
 # CA ConfigMap goes; default every namespace labelled ward.dev/inject=enabled), --days N (server
 # certificate, default 90), --ca-days N (CA, default 3650), --new-ca (replace the CA), --out DIR,
 # --dry-run.
-# Renewal keeps the CA, so running sidecars (which read their CA file at start) keep trusting the
-# control plane; the control plane picks the new certificate up within 10 s. With --new-ca every
-# sidecar must restart after the ConfigMaps are updated: they carry the new and the previous CA.
+# Renewal keeps the CA; the control plane picks the new certificate up within 10 s. With --new-ca
+# the ConfigMaps (the new and the previous CA) are written before the certificate; sidecars read
+# their CA file again whenever they connect, so none needs a restart.
 # Needs openssl and (unless --dry-run) kubectl with rights on those Secrets and ConfigMaps.
 set -euo pipefail
 

@@ -7,6 +7,8 @@ import { loadSidecarConfig, resolveCredentials, resolveFrom, type ResolvedCreden
 import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
 import { systemClock } from '../lib/clock.ts';
+import { rereadCaFile } from '../lib/ca-file.ts';
+import type { CaSource } from '../h2/conn.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { evaluate, isSignInRoute } from '../policy/evaluate.ts';
 import { resolveSessionSecrets } from '../config/session.ts';
@@ -335,7 +337,7 @@ function startPolicyProvider(
   }
   const watch = client.createPolicyWatch({
     address: cp.address,
-    ...(cp.tls === undefined ? {} : { tls: { ca: readControlPlaneCa(cfg, cp.tls.caFile, configFile) } }),
+    ...(cp.tls === undefined ? {} : { tls: { ca: controlPlaneCa(cfg, cp.tls.caFile, configFile, log) } }),
     service: cfg.service,
     instanceId: cp.instanceId ?? `${hostname()}:${process.pid}`,
     token,
@@ -374,6 +376,12 @@ function controlPlaneTarget(cfg: Readonly<SidecarConfig>, cp: ControlPlaneConfig
 }
 
 /** The PEM CAs for the control plane's certificate (null: the system roots); unreadable is a config error. */
+/** The control plane's CA file: read now (unreadable: a config error), then again at each connection (a rotated CA needs no restart). */
+function controlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined, configFile: string, log: Logger): CaSource {
+  const first = readControlPlaneCa(cfg, caFile, configFile);
+  return first === null || caFile === undefined ? first : rereadCaFile(resolveFrom(cfg, caFile), first, log);
+}
+
 function readControlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined, configFile: string): Buffer | null {
   if (caFile === undefined) return null;
   const path = resolveFrom(cfg, caFile);

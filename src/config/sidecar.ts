@@ -122,7 +122,8 @@ const controlPlane = z.strictObject({
   tls: z
     .strictObject({
       caFile: z.string().min(1).optional().meta({
-        description: 'PEM file of the CA(s) that sign the control plane\'s certificate (relative to the config file); default the system roots.',
+        description:
+          'PEM file of the CA(s) that sign the control plane\'s certificate (relative to the config file); default the system roots. Read again at each connection, so a CA bundle updated in place needs no restart.',
         examples: ['/etc/ward/control-plane-ca.pem'],
       }),
     })

@@ -38,7 +38,7 @@ export const telemetryConfigSchema = z.strictObject({
     examples: ['127.0.0.1:15010', 'https://otel-collector.observability:4317'],
   }),
   caFile: z.string().min(1).optional().meta({
-    description: 'PEM CA bundle trusted for an `https://` endpoint, relative to the config file. Default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system roots.',
+    description: 'PEM CA bundle trusted for an `https://` endpoint, relative to the config file. Default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system roots. Read again at each connection.',
   }),
   headers: z.record(z.string().regex(/^[a-z0-9][a-z0-9._-]*$/), z.string()).optional().meta({
     description:

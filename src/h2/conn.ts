@@ -62,6 +62,14 @@ export interface H2StreamHandler {
   close(s: H2ClientStream): void;
 }
 
+/** The CAs a TLS connection trusts: PEM, null for the system roots, or a function read at connect time. */
+export type CaSource = Buffer | null | (() => Buffer | null);
+
+function caOption(ca: CaSource): { ca?: Buffer } {
+  const pem = typeof ca === 'function' ? ca() : ca;
+  return pem === null ? {} : { ca: pem };
+}
+
 export interface H2ConnectionOptions {
   readonly host: string;
   readonly port: number;
@@ -70,10 +78,11 @@ export interface H2ConnectionOptions {
   readonly connectTimeoutMs?: number;
   /**
    * TLS with ALPN `h2` (RFC 9113 §3.2) instead of h2c; `ca`: PEM of the CAs to trust, null for
-   * the system roots. The certificate is checked for `servername` when given, else for `host`,
-   * which also goes as SNI unless it is an IP address.
+   * the system roots, or a function giving them when the connection is made (a CA file read
+   * again: lib/ca-file.ts). The certificate is checked for `servername` when given, else for
+   * `host`, which also goes as SNI unless it is an IP address.
    */
-  readonly tls?: { readonly ca: Buffer | null; readonly servername?: string | undefined };
+  readonly tls?: { readonly ca: CaSource; readonly servername?: string | undefined };
   /** The connection takes no new streams (GOAWAY received or sent, error, closed). */
   readonly onUnusable?: (c: H2Connection) => void;
   /** The socket is closed and every stream is over. */
@@ -200,7 +209,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
             port: o.port,
             ALPNProtocols: ['h2'],
             ...(o.tls.servername !== undefined ? { servername: o.tls.servername } : isIP(o.host) === 0 ? { servername: o.host } : {}),
-            ...(o.tls.ca === null ? {} : { ca: o.tls.ca }),
+            ...caOption(o.tls.ca),
           });
     super(socket, new HpackEncoder());
     this.#handler = o.handler;

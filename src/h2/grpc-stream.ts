@@ -1,5 +1,5 @@
 import { GrpcStatus } from '../errors/table.ts';
-import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
+import { CANCEL, type CaSource, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
 import { answeredStatus, httpToGrpc, splitAddress, valueOf } from './grpc-unary.ts';
 
 /**
@@ -21,7 +21,7 @@ export interface GrpcStreamOptions {
   /** `host:port`, `[v6]:port` too. */
   readonly address: string;
   /** TLS (ALPN h2) with these CAs (null: the system roots); undefined: cleartext h2c. */
-  readonly tls?: { readonly ca: Buffer | null };
+  readonly tls?: { readonly ca: CaSource };
   /** `/package.Service/Method`. */
   readonly path: string;
   /** Request metadata, flat `[name, value, ...]`, lower-case names. */

@@ -1,5 +1,5 @@
 import { GrpcStatus } from '../errors/table.ts';
-import { CANCEL, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
+import { CANCEL, type CaSource, H2Connection, type H2ClientStream, type H2StreamHandler } from './conn.ts';
 
 /**
  * gRPC unary calls (PROTOCOL-HTTP2.md) over ward's own HTTP/2 client, for the one kind of call
@@ -32,7 +32,7 @@ export interface GrpcUnaryOptions {
   /** `host:port`, `[v6]:port` too. */
   readonly address: string;
   /** TLS (ALPN h2) with these CAs (null: the system roots); undefined: cleartext h2c. */
-  readonly tls?: { readonly ca: Buffer | null };
+  readonly tls?: { readonly ca: CaSource };
   /** Per call, also the connect timeout. */
   readonly timeoutMs: number;
 }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { rereadCaFile } from '../lib/ca-file.ts';
 import type { OtlpTarget } from '../config/telemetry.ts';
 import type { Logger } from '../lib/log.ts';
 import { GrpcUnaryClient } from '../h2/grpc-unary.ts';
@@ -53,7 +54,8 @@ export function createOtlpChannel(target: OtlpTarget, opts: { readonly token?: (
   const client = new GrpcUnaryClient({
     address: target.address,
     timeoutMs: target.timeoutMs,
-    ...(target.tls ? { tls: { ca: target.caFile === undefined ? null : readFileSync(target.caFile) } } : {}),
+    // The CA file read again at each connection (a rotated CA needs no restart).
+    ...(target.tls ? { tls: { ca: target.caFile === undefined ? null : rereadCaFile(target.caFile, readFileSync(target.caFile), opts.log) } } : {}),
   });
   const base: string[] = [];
   for (const [k, v] of Object.entries(target.headers)) base.push(k, v);

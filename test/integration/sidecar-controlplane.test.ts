@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -174,4 +175,71 @@ describe('sidecar fed by a control plane over TLS (policy.controlPlane.tls)', ()
       await mesh.close();
     }
   });
+});
+
+/** A CA and a certificate it signed for 127.0.0.1, written under `dir/name`. */
+function caAndCert(dir: string, name: string): { ca: string; cert: string; key: string } {
+  const d = join(dir, name);
+  mkdirSync(d);
+  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '1', '-subj', `/CN=${name}-ca`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'tls.key'), '-out', join(d, 'tls.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(join(d, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n');
+  run(['x509', '-req', '-in', join(d, 'tls.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'tls.crt'), '-days', '1', '-extfile', join(d, 'ext.cnf')]);
+  return { ca: join(d, 'ca.crt'), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') };
+}
+
+/**
+ * A new CA for the control plane without restarting sidecars (control-plane-cert.sh --new-ca):
+ * the sidecar's CA file first gains the new CA next to the old one (the ConfigMap update), the
+ * control plane then serves a certificate the new CA signed, and the sidecar, which reads its
+ * CA file again at each connection, verifies it when it reconnects.
+ */
+describe('a rotated control-plane CA reaches a running sidecar', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let cpAuthn: Authenticator;
+  let cp: RunningControlPlane | undefined;
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    dir = mkdtempSync(join(tmpdir(), 'ward-cp-ca-'));
+    mkdirSync(join(dir, 'policies'));
+    writeFileSync(join(dir, 'policies', 'orders.yaml'), ordersPolicyText(idp.issuer));
+  });
+  afterAll(async () => {
+    await cp?.close();
+    cpAuthn?.close();
+    await idp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reconnects to a control plane whose certificate only the new CA verifies', async () => {
+    const oldCa = caAndCert(dir, 'old');
+    const newCa = caAndCert(dir, 'new');
+    const caFile = join(dir, 'ca.crt');
+    copyFileSync(oldCa.ca, caFile);
+    const start = async (pair: { cert: string; key: string }, port: number): Promise<RunningControlPlane> => {
+      const cfg = parseControlPlaneConfig(`${controlPlaneYaml(idp.issuer, join(dir, 'policies'), port)}tls: { certFile: ${pair.cert}, keyFile: ${pair.key} }\n`, join(dir, 'cp.yaml'));
+      cpAuthn ??= controlPlaneAuthenticator(cfg);
+      return startControlPlane(cfg, { log: silentLogger, parse: validatePolicyForControlPlane, authenticator: cpAuthn });
+    };
+    cp = await start(oldCa, 0);
+    const port = cp.port;
+    const mesh = await startMesh({ idp, controlPlane: { address: `127.0.0.1:${port}`, stateDir: join(dir, 'state'), tls: { caFile } } });
+    try {
+      await waitFor(() => cp!.streams() === 1, 10_000, 'the sidecar connected');
+      // the ConfigMap update: the new CA next to the old one
+      writeFileSync(caFile, readFileSync(newCa.ca, 'utf8') + readFileSync(oldCa.ca, 'utf8'));
+      // the control plane comes back with a certificate only the new CA verifies
+      await cp.close();
+      cp = await start(newCa, port);
+      await waitFor(() => cp!.streams() === 1, 15_000, 'the sidecar reconnected over TLS with the new CA');
+      const token = await idp.token('reporting', 'urn:ward:orders', 'orders.read');
+      expect((await mesh.client().unary('GetOrder', { id: '1' }, token)).code).toBe(status.OK);
+    } finally {
+      await mesh.close();
+    }
+  }, 40_000);
 });

@@ -1,5 +1,6 @@
 import { ConfigError, formatIssue } from '../../errors/ward-error.ts';
 import { GrpcStatus } from '../../errors/table.ts';
+import type { CaSource } from '../../h2/conn.ts';
 import { GrpcStream } from '../../h2/grpc-stream.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
@@ -44,8 +45,8 @@ export interface PolicyWatchOptions {
   /** Called with each newly applied policy (also the restored one). Must not throw; if it does, it is logged. */
   readonly onPolicy: (p: CompiledPolicy) => void;
   readonly log: Logger;
-  /** TLS to the control plane; `ca`: PEM of the CAs to trust, null for the system roots. Default: cleartext (h2c). */
-  readonly tls?: { readonly ca: Buffer | null };
+  /** TLS to the control plane; `ca`: PEM of the CAs to trust (or a function read at each connection), null for the system roots. Default: cleartext (h2c). */
+  readonly tls?: { readonly ca: CaSource };
   readonly backoff?: BackoffPolicy;
   /** After this long connected, the backoff starts again from its first step. */
   readonly healthyAfterMs?: number;
