@@ -33,7 +33,7 @@ const destination = z
     tls: z
       .strictObject({
         caFile: z.string().min(1).optional().meta({
-          description: 'PEM file of the CA(s) that sign the destination\'s certificate (relative to the config file); default the system roots.',
+          description: 'PEM file of the CA(s) that sign the destination\'s certificate (relative to the config file); default the system roots. Read at start (unreadable: the sidecar does not start) and again for each new connection, so a bundle updated in place needs no restart.',
           examples: ['/etc/ward/mesh-ca.pem'],
         }),
         serverName: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, { message: 'must be a DNS name' }).optional().meta({

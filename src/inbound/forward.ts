@@ -8,7 +8,7 @@ import type { ErrorCode } from '../errors/codes.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Permit } from '../policy/model.ts';
 import { fieldRecord, HpackError, markSensitive, sensitiveOf } from '../h2/hpack.ts';
-import { CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, REFUSED_STREAM } from '../h2/conn.ts';
+import { type CaSource, CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, REFUSED_STREAM } from '../h2/conn.ts';
 import { formatGrpcTimeout } from './grpc-timeout.ts';
 import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
 import {
@@ -74,11 +74,11 @@ export interface Relay {
 
 /**
  * TLS to the upstream (an https:// outbound destination): `ca` the PEM CAs to trust (null: the
- * system roots), `servername` the name its certificate is verified for and sent as SNI
- * (default: the url's host).
+ * system roots; a function: read at each new connection), `servername` the name its certificate
+ * is verified for and sent as SNI (default: the url's host).
  */
 export interface UpstreamTls {
-  readonly ca: Buffer | null;
+  readonly ca: CaSource;
   readonly servername?: string | undefined;
 }
 
@@ -733,13 +733,22 @@ export function createRelay(o: RelayOptions): Relay {
 
 /** HTTPS keep-alive agent for an https:// HTTP/1.1 upstream: certificate verified, ALPN http/1.1. */
 function httpsAgent(t: UpstreamTls, maxSockets: number, host: string): Agent {
-  return new (https().Agent)({
+  const options = {
     keepAlive: true,
     maxSockets,
     ALPNProtocols: ['http/1.1'],
-    ...(t.ca === null ? {} : { ca: t.ca }),
     // Always set: without it node takes the name from the Host header, which is the app's, not
     // the destination's. '' (an IP url) sends no SNI and verifies the certificate for the IP.
     servername: t.servername ?? (isIP(host) === 0 ? host : ''),
-  });
+  };
+  const ca = t.ca;
+  if (typeof ca !== 'function') return new (https().Agent)({ ...options, ...(ca === null ? {} : { ca }) });
+  // The CAs read again for each new connection (the agent's own options are fixed).
+  class Rereading extends https().Agent {
+    override createConnection(o: Parameters<Agent['createConnection']>[0], cb?: Parameters<Agent['createConnection']>[1]): ReturnType<Agent['createConnection']> {
+      const pem = (ca as () => Buffer | null)();
+      return super.createConnection(pem === null ? o : { ...o, ca: pem }, cb);
+    }
+  }
+  return new Rereading(options);
 }

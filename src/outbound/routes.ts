@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { OutboundConfig } from '../config/outbound.ts';
 import { ConfigError } from '../errors/ward-error.ts';
+import type { CaSource } from '../h2/conn.ts';
+import { rereadCaFile } from '../lib/ca-file.ts';
 import type { TokenTarget } from '../exchange/token-client.ts';
 import { createRelay, type Relay, type RelayOptions, type UpstreamTls } from '../inbound/forward.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
@@ -105,13 +107,14 @@ export class Routes {
     });
   }
 
-  /** A destination's TLS settings, its CA file read now: a file that cannot be read fails the start, not a call. */
+  /** A destination's TLS settings, its CA file read now (a file that cannot be read fails the start, not a call) and again for each connection. */
   #tls(t: OutboundConfig['destinations'][number]['tls'], i: number): UpstreamTls {
-    let ca: Buffer | null = null;
+    let ca: CaSource = null;
     if (t?.caFile !== undefined) {
       const path = resolve(this.#o.baseDir, t.caFile);
       try {
-        ca = readFileSync(path);
+        // read again at each new connection: a CA bundle updated in place needs no restart
+        ca = rereadCaFile(path, readFileSync(path), this.#o.log);
       } catch (err) {
         throw new ConfigError([
           {

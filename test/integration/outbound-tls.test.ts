@@ -1,4 +1,6 @@
+import { copyFileSync } from 'node:fs';
 import type http2 from 'node:http2';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { extractBearer } from '../../src/authn/extract.ts';
@@ -14,6 +16,7 @@ import {
   h1Request,
   h2Connect,
   h2Request,
+  type H2Response,
   makeSelfSignedCert,
   ordersClient,
   type RecordingApp,
@@ -73,6 +76,8 @@ beforeAll(async () => {
   grpcProxy = await startProxy(testConfig({ upstreamPort: ordersApp.port, tls: tlsFiles }));
   httpApp = await startH2App();
   httpProxy = await startProxy(testConfig({ upstreamPort: httpApp.port, tls: tlsFiles }));
+  copyFileSync(otherCa.certFile, join(certs.dir, 'rotating-h2.pem'));
+  copyFileSync(otherCa.certFile, join(certs.dir, 'rotating-h1.pem'));
   const grpcTls = grpcProxy.inbound.ports.tls as number;
   const httpTls = httpProxy.inbound.ports.tls as number;
   egress = await egressFor(
@@ -87,6 +92,9 @@ beforeAll(async () => {
       { name: 'system-roots', url: `https://localhost:${httpTls}`, resource: 'urn:ward:web' },
       // a cleartext destination on the TLS port: the sidecar's TLS listener gets garbage
       { name: 'cleartext', url: `http://127.0.0.1:${httpTls}`, resource: 'urn:ward:web' },
+      // CA files that start wrong and are corrected in place
+      { name: 'rotating', url: `https://localhost:${httpTls}`, resource: 'urn:ward:web', tls: { caFile: 'rotating-h2.pem' } },
+      { name: 'rotating-h1', url: `https://localhost:${httpTls}`, protocol: 'http1', resource: 'urn:ward:web', tls: { caFile: 'rotating-h1.pem' } },
     ],
     certs.dir,
   );
@@ -153,6 +161,19 @@ describe('outbound to https:// destinations', () => {
     expect(h1.headers['x-ward-reason']).toBe('ERR_UPSTREAM_UNAVAILABLE');
     // nothing reached the app behind the destination's sidecar
     expect(httpApp.requests).toEqual([]);
+  });
+});
+
+describe('a destination CA file updated in place', () => {
+  it('is read again for the next connection: no restart', async () => {
+    const h2 = (): Promise<H2Response> => h2Request(session, { ':method': 'GET', ':path': '/rotating', ':authority': 'rotating', ...appToken });
+    const h1 = (): Promise<number> => h1Request(egress.port, { path: '/rotating-h1', headers: { host: 'rotating-h1', ...appToken } }).then((r) => r.status);
+    expect((await h2()).headers[':status']).toBe(503);
+    expect(await h1()).toBe(503);
+    copyFileSync(certs.certFile, join(certs.dir, 'rotating-h2.pem'));
+    copyFileSync(certs.certFile, join(certs.dir, 'rotating-h1.pem'));
+    expect((await h2()).headers[':status']).toBe(200);
+    expect(await h1()).toBe(200);
   });
 });
 
