@@ -14,6 +14,7 @@ import { ConfigError } from '../../src/errors/ward-error.ts';
 import { createLogger, type Logger } from '../../src/lib/log.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 import { controlPlaneAuthenticator, controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
+import { makeCaSignedCert } from '../unit/inbound/harness.ts';
 
 /**
  * The control plane as the Kubernetes manifests run it: TLS on its gRPC port, a certificate
@@ -31,15 +32,8 @@ interface Pair {
 
 /** A CA and a server certificate it signed for HOST, as deploy/scripts/control-plane-cert.sh makes them. */
 function issue(dir: string, name: string): Pair {
-  const d = join(dir, name);
-  mkdirSync(d);
-  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '1', '-subj', `/CN=${name}-ca`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'tls.key'), '-out', join(d, 'tls.csr'), '-subj', `/CN=${HOST}`]);
-  writeFileSync(join(d, 'ext.cnf'), `subjectAltName=DNS:${HOST}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
-  run(['x509', '-req', '-in', join(d, 'tls.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'tls.crt'), '-days', '1', '-extfile', join(d, 'ext.cnf')]);
-  return { ca: readFileSync(join(d, 'ca.crt')), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') };
+  const p = makeCaSignedCert(dir, name, `DNS:${HOST}`);
+  return { ca: readFileSync(p.ca), cert: p.cert, key: p.key };
 }
 
 type HealthClient = grpc.Client & {

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { silentLogger } from '../../src/lib/log.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 import { controlPlaneAuthenticator, controlPlaneYaml } from '../unit/controlplane/idp-setup.ts';
-import { makeSelfSignedCert, type TlsFiles } from '../unit/inbound/harness.ts';
+import { makeCaSignedCert, makeSelfSignedCert, type TlsFiles } from '../unit/inbound/harness.ts';
 import { type Mesh, startMesh, waitFor } from './harness.ts';
 
 /** A sidecar without any policy: not ready, and a call gets UNAVAILABLE without reaching the app. */
@@ -177,19 +176,6 @@ describe('sidecar fed by a control plane over TLS (policy.controlPlane.tls)', ()
   });
 });
 
-/** A CA and a certificate it signed for 127.0.0.1, written under `dir/name`. */
-function caAndCert(dir: string, name: string): { ca: string; cert: string; key: string } {
-  const d = join(dir, name);
-  mkdirSync(d);
-  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '1', '-subj', `/CN=${name}-ca`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'tls.key'), '-out', join(d, 'tls.csr'), '-subj', '/CN=127.0.0.1']);
-  writeFileSync(join(d, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n');
-  run(['x509', '-req', '-in', join(d, 'tls.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'tls.crt'), '-days', '1', '-extfile', join(d, 'ext.cnf')]);
-  return { ca: join(d, 'ca.crt'), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') };
-}
-
 /**
  * A new CA for the control plane without restarting sidecars (control-plane-cert.sh --new-ca):
  * the sidecar's CA file first gains the new CA next to the old one (the ConfigMap update), the
@@ -216,8 +202,8 @@ describe('a rotated control-plane CA reaches a running sidecar', () => {
   });
 
   it('reconnects to a control plane whose certificate only the new CA verifies', async () => {
-    const oldCa = caAndCert(dir, 'old');
-    const newCa = caAndCert(dir, 'new');
+    const oldCa = makeCaSignedCert(dir, 'old', 'IP:127.0.0.1');
+    const newCa = makeCaSignedCert(dir, 'new', 'IP:127.0.0.1');
     const caFile = join(dir, 'ca.crt');
     copyFileSync(oldCa.ca, caFile);
     const start = async (pair: { cert: string; key: string }, port: number): Promise<RunningControlPlane> => {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
@@ -466,4 +466,21 @@ export function makeSelfSignedCert(): TlsFiles {
     { stdio: 'ignore' },
   );
   return { dir, certFile, keyFile, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A private CA and a server certificate it signed (ECDSA P-256, one day), written under
+ * `dir/name` with openssl, as deploy/scripts/control-plane-cert.sh makes them. `san`: the
+ * certificate's subjectAltName, e.g. `DNS:ward-control-plane.ward-system.svc` or `IP:127.0.0.1`.
+ */
+export function makeCaSignedCert(dir: string, name: string, san: string): { readonly ca: string; readonly cert: string; readonly key: string } {
+  const d = join(dir, name);
+  mkdirSync(d);
+  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '1', '-subj', `/CN=${name}-ca`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'tls.key'), '-out', join(d, 'tls.csr'), '-subj', `/CN=${name}`]);
+  writeFileSync(join(d, 'ext.cnf'), `subjectAltName=${san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+  run(['x509', '-req', '-in', join(d, 'tls.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'tls.crt'), '-days', '1', '-extfile', join(d, 'ext.cnf')]);
+  return { ca: join(d, 'ca.crt'), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') };
 }
