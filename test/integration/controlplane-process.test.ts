@@ -3,9 +3,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPolicyWatch, type PolicyWatch } from '../../src/controlplane/client/watch.ts';
-import type { StatusResponseWire } from '../../src/controlplane/proto.ts';
+import { healthClient, type StatusResponseWire } from '../../src/controlplane/proto.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { parsePolicyText } from '../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../src/policy/model.ts';
@@ -39,6 +40,8 @@ function wardRun(cmd: string, args: readonly string[]): Promise<{ code: number; 
 interface CpProcess {
   readonly proc: ChildProcess;
   readonly port: number;
+  /** From the second line it prints (`health` in the config). */
+  readonly healthPort: number;
   readonly exited: Promise<number | null>;
 }
 
@@ -48,15 +51,15 @@ async function startCp(configFile: string, port = 0): Promise<CpProcess> {
   let out = '';
   let err = '';
   proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const listening = await new Promise<number>((resolve, reject) => {
+  const [listening, health] = await new Promise<[number, number]>((resolve, reject) => {
     proc.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /control-plane listening on [^:]+:(\d+)/.exec(out);
-      if (m?.[1] !== undefined) resolve(Number(m[1]));
+      const m = /control-plane listening on [^:]+:(\d+)\ncontrol-plane health on 127\.0\.0\.1:(\d+)\n/.exec(out);
+      if (m?.[1] !== undefined && m[2] !== undefined) resolve([Number(m[1]), Number(m[2])]);
     });
     void exited.then((code) => reject(new Error(`control plane exited (${code}) before listening: ${err}`)));
   });
-  return { proc, port: listening, exited };
+  return { proc, port: listening, healthPort: health, exited };
 }
 
 const V = (text: string): string => parsePolicyText(text, 'x').version;
@@ -108,7 +111,7 @@ beforeAll(async () => {
   mkdirSync(policies);
   publish({ 'orders.yaml': policy('orders', ['GetOrder'], idp.issuer), 'payments.yaml': policy('payments', ['GetOrder'], idp.issuer) });
   configFile = join(root, 'control-plane.yaml');
-  writeFileSync(configFile, `${controlPlaneYaml(idp.issuer, policies)}logLevel: warn\n`);
+  writeFileSync(configFile, `${controlPlaneYaml(idp.issuer, policies)}logLevel: warn\nhealth: { host: 127.0.0.1, port: 0 }\n`);
   cp = await startCp(configFile);
 });
 
@@ -124,6 +127,22 @@ describe('ward control-plane (real process) with several sidecars', () => {
   const orders2 = policy('orders', ['GetOrder', 'ListOrders'], 'ISSUER');
   const orders3 = policy('orders', ['CreateOrder'], 'ISSUER');
   const withIssuer = (t: string): string => t.replace('ISSUER', idp.issuer);
+
+  it('prints its health port, which answers grpc.health.v1 in cleartext', async () => {
+    expect(cp.healthPort).toBeGreaterThan(0);
+    expect(cp.healthPort).not.toBe(cp.port);
+    const Health = healthClient();
+    const client = new Health(`127.0.0.1:${cp.healthPort}`, credentials.createInsecure()) as unknown as {
+      Check(req: { service: string }, cb: (err: Error | null, res?: { status: string }) => void): void;
+      close(): void;
+    };
+    try {
+      const res = await new Promise<{ status: string } | undefined>((resolve, reject) => client.Check({ service: 'ward.v1.PolicyDiscovery' }, (e, r) => (e === null ? resolve(r) : reject(e))));
+      expect(res?.status).toBe('SERVING');
+    } finally {
+      client.close();
+    }
+  });
 
   it('serves every sidecar its service\'s policy, and an edit reaches every sidecar of that service only', async () => {
     for (let i = 0; i < 4; i++) startSidecar('orders', i);
