@@ -543,7 +543,6 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     if (tlsCfg.reload !== undefined) stopReload = watchCertificate(tlsServer, tlsCfg.reload, log);
   }
 
-
   // ---- lifecycle
 
   let drained: Promise<void> | undefined;

@@ -48,16 +48,22 @@ export async function startControlPlane(
   const clock = deps.clock ?? systemClock;
   const serving = cfg.tls === undefined ? null : servingCertificate({ baseDir: cfg.baseDir, ...cfg.tls, log: deps.log, pollMs: deps.certPollMs ?? CERT_POLL_MS });
   const credentials = serving?.credentials;
-  const store = await createPolicyStore({
-    dir: cfg.policyDir,
-    parse: deps.parse,
-    log: deps.log.child({ component: 'store' }),
-    clock,
-    debounceMs: cfg.watch.debounceMs,
-    pollIntervalMs: cfg.watch.pollIntervalMs,
-    maxFileBytes: cfg.watch.maxFileBytes,
-    ...(deps.watch === undefined ? {} : { watch: deps.watch }),
-  });
+  let store: PolicyStore;
+  try {
+    store = await createPolicyStore({
+      dir: cfg.policyDir,
+      parse: deps.parse,
+      log: deps.log.child({ component: 'store' }),
+      clock,
+      debounceMs: cfg.watch.debounceMs,
+      pollIntervalMs: cfg.watch.pollIntervalMs,
+      maxFileBytes: cfg.watch.maxFileBytes,
+      ...(deps.watch === undefined ? {} : { watch: deps.watch }),
+    });
+  } catch (err) {
+    serving?.close();
+    throw err;
+  }
   const tcfg = deps.telemetry ?? DEFAULT_TELEMETRY_RECEIVER;
   const bindings = compileBindings(cfg.bindings);
   let telemetry: { store: DecisionStore; receiver: OtlpReceiver; forwarder: Forwarder | null; decisions: ReturnType<typeof createDecisionService> } | null = null;
