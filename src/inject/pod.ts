@@ -57,6 +57,14 @@ const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+/**
+ * Mode of the files of the Secrets the sidecar mounts (its client secret, its TLS key). The
+ * kubelet writes them owned by root, group root unless the pod sets `fsGroup` (which would
+ * change the group of every volume of the app too), so the sidecar's own uid and gid (1337)
+ * can only read them through the "other" bits. Only the sidecar container mounts these volumes.
+ */
+const SECRET_FILE_MODE = 0o444;
+
 /** A ConfigMap or Secret name (a DNS subdomain, RFC 1123). */
 const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 
@@ -262,13 +270,13 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     volumes.push({ name: VOLUMES.state, emptyDir: {} });
   }
   if (credentials !== null) {
-    volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
+    volumes.push({ name: VOLUMES.client, secret: { secretName: clientSecret, items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: SECRET_FILE_MODE } });
   }
   if (withCa && cpCa !== null) volumes.push({ name: VOLUMES.controlPlaneCa, configMap: { name: cpCa, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
   if (inboundTlsSecret !== undefined) {
     volumes.push({
       name: VOLUMES.inboundTls,
-      secret: { secretName: inboundTlsSecret, items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: 0o440 },
+      secret: { secretName: inboundTlsSecret, items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: SECRET_FILE_MODE },
     });
   }
   if (outboundCa !== undefined) volumes.push({ name: VOLUMES.outboundCa, configMap: { name: outboundCa, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });

@@ -189,7 +189,7 @@ describe('injectPod: the injected pod', () => {
     const cfg = configOf(t);
     expect(cfg['policy']).toEqual({ controlPlane: { address: 'ward-control-plane.ward-system.svc:15010', stateDir: '/var/lib/ward', issuer: 'https://idp.example.com' } });
     expect(cfg['authn']).toEqual({ credentials: [{ issuer: 'https://idp.example.com', clientId: 'orders-sidecar', clientSecretFile: '/etc/ward/client/client-secret' }] });
-    expect(t.spec.volumes).toContainEqual({ name: 'ward-client', secret: { secretName: 'ward-client-orders', items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o440 } });
+    expect(t.spec.volumes).toContainEqual({ name: 'ward-client', secret: { secretName: 'ward-client-orders', items: [{ key: 'client-secret', path: 'client-secret' }], defaultMode: 0o444 } });
     expect(t.spec.volumes?.some((v) => v.name === 'ward-policy')).toBe(false);
     // `none` goes back to the ConfigMap for one pod
     expect(configOf(injected(injectPod(pod({ annotations: { 'ward.dev/control-plane': 'none' } }), enrolled, s)))['policy']).toEqual({ file: '/etc/ward/policy/policy.yaml' });
@@ -244,7 +244,7 @@ describe('injectPod: the injected pod', () => {
     expect((cfg['inbound'] as Record<string, unknown>)['tls']).toEqual({ certFile: '/etc/ward/inbound-tls/tls.crt', keyFile: '/etc/ward/inbound-tls/tls.key' });
     expect(t.spec.volumes).toContainEqual({
       name: 'ward-inbound-tls',
-      secret: { secretName: 'orders-tls', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: 0o440 },
+      secret: { secretName: 'orders-tls', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }], defaultMode: 0o444 },
     });
     expect(sidecarOf(t).volumeMounts).toContainEqual({ name: 'ward-inbound-tls', mountPath: '/etc/ward/inbound-tls', readOnly: true });
     expect(t.spec.volumes).toContainEqual({ name: 'ward-outbound-ca', configMap: { name: 'ward-mesh-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
@@ -266,6 +266,18 @@ describe('injectPod: the injected pod', () => {
     const clash = pod();
     clash.spec.volumes = [{ name: 'ward-inbound-tls', emptyDir: {} }];
     expect(injectPod(clash, enrolled, settings)).toMatchObject({ kind: 'refused', problems: [expect.stringContaining('ward-inbound-tls is reserved')] });
+  });
+
+  it('mounts its Secrets so that its own uid can read them: the kubelet writes them root:root without an fsGroup', () => {
+    const s = defaultSettings({ controlPlane: 'cp:15010', clientIssuer: 'https://idp.example.com' });
+    const t = injected(injectPod(pod({ annotations: { 'ward.dev/inbound-tls-secret': 'orders-tls' } }), enrolled, s));
+    expect(t.spec.securityContext?.fsGroup).toBeUndefined();
+    const mounted = new Set((sidecarOf(t).volumeMounts ?? []).map((m) => m.name));
+    const secrets = (t.spec.volumes ?? []).filter((v) => v.secret !== undefined && mounted.has(v.name));
+    expect(secrets.map((v) => v.name).sort()).toEqual(['ward-client', 'ward-inbound-tls']);
+    // neither the owner (root) nor the group (root) is the sidecar's: "other" must read
+    for (const v of secrets) expect((v.secret!.defaultMode ?? 0o644) & 0o004, v.name).toBe(0o004);
+    expect(sidecarOf(t).securityContext).toMatchObject({ runAsUser: 1337, runAsGroup: 1337 });
   });
 
   it('warns about app probes that now go through the sidecar', () => {
