@@ -31,6 +31,10 @@ const tls = z.strictObject({
     description: 'PEM certificate chain, relative to the config file. Checked for a change every 10 s and re-read (a renewed Secret needs no restart): new connections get the new certificate; a pair that does not load keeps the previous one.',
   }),
   keyFile: z.string().min(1).meta({ description: 'PEM private key, relative to the config file. Re-read with the certificate.' }),
+  mode: z.enum(['permissive', 'strict']).default('permissive').meta({
+    description:
+      '`permissive`: `inbound.listen` takes TLS and cleartext alike (callers can move to TLS one at a time). `strict`: a connection there that does not open with TLS is refused unless it comes from loopback (the pod itself): an HTTP/1.1 caller gets 403 `ERR_TLS_REQUIRED`, an h2c caller a GOAWAY with `INADEQUATE_SECURITY`. So no bearer token reaches this sidecar in clear from the network.',
+  }),
 });
 
 const upstream = z.strictObject({

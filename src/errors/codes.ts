@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'ERR_REQUEST_HEADERS_TOO_LARGE'
   | 'ERR_PATH_INVALID'
   | 'ERR_PATH_AMBIGUOUS'
+  // transport: a sidecar whose inbound.tls.mode is strict takes calls over TLS only
+  | 'ERR_TLS_REQUIRED'
   // credentials: RFC 6750 extraction
   | 'ERR_TOKEN_MISSING'
   | 'ERR_TOKEN_MULTIPLE'
@@ -54,6 +56,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   'ERR_REQUEST_HEADERS_TOO_LARGE',
   'ERR_PATH_INVALID',
   'ERR_PATH_AMBIGUOUS',
+  'ERR_TLS_REQUIRED',
   'ERR_TOKEN_MISSING',
   'ERR_TOKEN_MULTIPLE',
   'ERR_TOKEN_IN_QUERY',

@@ -52,6 +52,7 @@ export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_REQUEST_HEADERS_TOO_LARGE: { http: 431, grpc: GrpcStatus.RESOURCE_EXHAUSTED, challenge: 'none', message: 'request header fields too large' },
   ERR_PATH_INVALID: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'invalid request path' },
   ERR_PATH_AMBIGUOUS: { http: 400, grpc: GrpcStatus.INTERNAL, challenge: 'none', message: 'ambiguous encoding in request path' },
+  ERR_TLS_REQUIRED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'this service takes calls over TLS only' },
   ERR_TOKEN_MISSING: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'bare', message: 'bearer token required' },
   ERR_TOKEN_MULTIPLE: { http: 400, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'invalid_request', message: 'more than one credential' },
   ERR_TOKEN_IN_QUERY: { http: 400, grpc: GrpcStatus.UNAUTHENTICATED, challenge: 'invalid_request', message: 'tokens are not accepted in the URL' },

@@ -49,6 +49,8 @@ export interface ListenerOptions {
         readonly key: Buffer;
         /** Re-read the pair from these files when they change (a renewed certificate), checked every `pollMs`. */
         readonly reload?: { readonly certFile: string; readonly keyFile: string; readonly pollMs: number } | undefined;
+        /** Refuse cleartext connections on the cleartext listener, except from loopback. */
+        readonly strict?: boolean | undefined;
       }
     | undefined;
   readonly maxHeaderListBytes: number;
@@ -95,6 +97,30 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
  * ClientHello. No HTTP/1.1 method and not the HTTP/2 preface starts with it.
  */
 const TLS_HANDSHAKE = 0x16;
+/**
+ * What an h2c connection gets when TLS is required: the server preface (an empty SETTINGS,
+ * RFC 9113 §3.4), then GOAWAY with last stream 0, INADEQUATE_SECURITY (0xc, §7) and the reason
+ * code as debug data.
+ */
+const GOAWAY_TLS_REQUIRED = ((): Buffer => {
+  const debug = Buffer.from('ERR_TLS_REQUIRED', 'latin1');
+  const b = Buffer.alloc(9 + 9 + 8 + debug.length);
+  b[3] = 0x4; // SETTINGS, length 0, stream 0
+  b.writeUIntBE(8 + debug.length, 9, 3);
+  b[12] = 0x7; // GOAWAY on stream 0
+  b.writeUInt32BE(0, 18); // last stream id
+  b.writeUInt32BE(0xc, 22); // INADEQUATE_SECURITY
+  debug.copy(b, 26);
+  return b;
+})();
+
+/** The pod itself: 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6. */
+function isLoopbackIp(addr: string | undefined): boolean {
+  if (addr === undefined) return false;
+  const a = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+  return a === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a);
+}
+
 /** A connection must say which protocol it speaks within this time (slowloris on the sniff). */
 const SNIFF_TIMEOUT_MS = 10_000;
 /** HTTP/1.1 header block deadline (Node's `headersTimeout`, default 60 s). */
@@ -174,7 +200,7 @@ function tlsListener(
   } catch (err) {
     throw new ConfigError([{ file: configFile ?? certFile, line: 1, column: 1, path: 'inbound.tls', message: `certificate and key do not load: ${(err as Error).message}` }]);
   }
-  return { host: t.host, port: t.port, cert, key, reload: { certFile, keyFile, pollMs } };
+  return { host: t.host, port: t.port, cert, key, reload: { certFile, keyFile, pollMs }, strict: t.mode === 'strict' };
 }
 
 /**
@@ -507,6 +533,11 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       socket.off('timeout', onTimeout);
       socket.off('close', onClose);
       socket.setTimeout(0);
+      if (!tlsHello && tlsCfg?.strict === true && !isLoopbackIp(socket.remoteAddress)) {
+        sniffing.delete(socket);
+        refuseCleartext(socket, isPrefix);
+        return;
+      }
       socket.pause();
       socket.unshift(buf);
       sniffing.delete(socket);
@@ -526,6 +557,22 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     socket.on('close', onClose);
     socket.setTimeout(SNIFF_TIMEOUT_MS);
     socket.on('timeout', onTimeout);
+  }
+
+  /**
+   * `inbound.tls.mode: strict` and a cleartext connection from the network: answered in the
+   * protocol it opened with, then closed, before a byte of a request is read.
+   */
+  let refusedLoggedAt = 0;
+  function refuseCleartext(socket: Socket, h2: boolean): void {
+    const now = Date.now();
+    if (now - refusedLoggedAt > 60_000) {
+      refusedLoggedAt = now;
+      log.warn('cleartext connection refused: inbound.tls.mode is strict (logged at most once a minute)', { remote: socket.remoteAddress, h2 });
+    }
+    socket.on('error', () => {});
+    if (h2) socket.end(GOAWAY_TLS_REQUIRED);
+    else responder.writeClientError(socket, 'ERR_TLS_REQUIRED');
   }
 
   const cleartext = net.createServer({ noDelay: true }, onCleartextConnection);

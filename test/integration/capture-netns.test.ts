@@ -28,6 +28,9 @@ import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
  */
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The second sidecar's ports: `inbound.tls.mode: strict`. */
+const STRICT_PORT = 15016;
+const STRICT_ADMIN = 15100;
 const WARD = join(ROOT, 'bin/ward.js');
 const NODE = process.execPath;
 const PROXY_UID = 1337;
@@ -110,6 +113,16 @@ for (const port of [8080, 8081]) {
   }).listen(port, '0.0.0.0', () => console.log('listening ' + port));
 }`;
 
+// An h2c client that reports how the server ended the connection.
+const H2C_PROBE = `
+const s = require('node:http2').connect(process.argv[1]);
+s.on('goaway', (code, last, data) => { console.log(JSON.stringify({ goaway: code, debug: data.toString('latin1') })); process.exit(0); });
+s.on('error', () => {});
+s.on('close', () => process.exit(0));
+const r = s.request({ ':path': '/orders' }); r.on('error', () => {}); r.end();
+setTimeout(() => { console.log(JSON.stringify({ goaway: null })); process.exit(0); }, 5000);
+`;
+
 // The outside world, in the client namespace: records each hit with the token it carried.
 const OUTSIDE = `
 const http = require('node:http');
@@ -140,6 +153,7 @@ describe('ward capture in network namespaces', () => {
   let app: { proc: ChildProcess; out: string[] };
   let outside: { proc: ChildProcess; out: string[] };
   let sidecar: { proc: ChildProcess; out: string[] };
+  let strictSidecar: { proc: ChildProcess; out: string[] };
   let token = '';
   const appRequests = (): Record<string, unknown>[] => app.out.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
@@ -196,6 +210,27 @@ describe('ward capture in network namespaces', () => {
       ].join('\n'),
     });
     writeFileSync(join(dir, 'sidecar.yaml'), config, { mode: 0o644 });
+    // A second sidecar in the same pod, TLS-only for the network (inbound.tls.mode: strict), on
+    // port 15016, which capture leaves alone (excluded below): reached directly.
+    const strict = buildSidecarConfig({
+      service: 'orders',
+      inboundPort: STRICT_PORT,
+      adminPort: STRICT_ADMIN,
+      outboundPort: null,
+      appPort: 8080,
+      appProtocol: 'http1',
+      policy: { kind: 'file' },
+      credentials: null,
+      drainSeconds: 1,
+      logLevel: 'info',
+      overrides: [
+        `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')}, mode: strict } }`,
+        `policy: { file: ${join(dir, 'policy.yaml')} }`,
+        'authn:',
+        '  jwks: { timeoutMs: 1000, cooldownMs: 0 }',
+      ].join('\n'),
+    });
+    writeFileSync(join(dir, 'strict.yaml'), strict, { mode: 0o644 });
 
     const idp = startIn(inPod([NODE, WARD, 'dev-idp', '--port', '4400']), 'dev-idp');
     app = startIn(inPod([NODE, '-e', APP]), 'app');
@@ -214,6 +249,14 @@ describe('ward capture in network namespaces', () => {
       return r.stdout === '200';
     }).catch((err: unknown) => {
       throw new Error(`${(err as Error).message}; sidecar output:\n${sidecar.out.join('\n')}`, { cause: err });
+    });
+
+    strictSidecar = startIn(inPod(asGid(PROXY_UID, [NODE, WARD, 'sidecar', '--config', join(dir, 'strict.yaml')])), 'strict-sidecar');
+    await waitFor('the strict sidecar to be ready', async () => {
+      const r = await run('ip', inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${STRICT_ADMIN}/readyz`]));
+      return r.stdout === '200';
+    }).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; strict sidecar output:\n${strictSidecar.out.join('\n')}`, { cause: err });
     });
 
     const tok = await must('ip', inPod(['curl', '-s', '-u', 'frontend:frontend-secret', '-d', 'grant_type=client_credentials', '-d', 'resource=urn:ward:orders', '-d', 'scope=orders.read', 'http://127.0.0.1:4400/token']));
@@ -239,7 +282,7 @@ describe('ward capture in network namespaces', () => {
 
     // The init container's command, for real.
     const captureArgs = [NODE, WARD, 'capture', '--inbound-port', '15006', '--outbound-port', '15001',
-      '--proxy-uid', String(PROXY_UID), '--proxy-gid', String(PROXY_UID), '--exclude-inbound-ports', '15000', '--exclude-outbound-ports', '53'];
+      '--proxy-uid', String(PROXY_UID), '--proxy-gid', String(PROXY_UID), '--exclude-inbound-ports', `15000,${STRICT_PORT}`, '--exclude-outbound-ports', '53'];
     const cap = await run('ip', inPod(captureArgs));
     expect(cap.stderr).toBe('');
     expect(cap.code).toBe(0);
@@ -311,4 +354,25 @@ describe('ward capture in network namespaces', () => {
 
     expect(sidecar.out.join('\n')).not.toContain(token);
   }, 60_000);
+
+  it('inbound.tls.mode strict: cleartext from the network is refused before a request is read; TLS, and cleartext from the pod itself, are served', async () => {
+    const seen = appRequests().length;
+    // HTTP/1.1 in clear from another host: 403 ERR_TLS_REQUIRED, and the token never got read
+    const clear = await run('ip', inClient(['curl', '-s', '-m', '5', '-D', '-', '-o', '/dev/null', '-H', `authorization: Bearer ${token}`, `http://${POD_IP}:${STRICT_PORT}/orders`]));
+    expect(clear.stdout).toMatch(/^HTTP\/1\.1 403/);
+    expect(clear.stdout.toLowerCase()).toContain('x-ward-reason: err_tls_required');
+    // h2c (so gRPC) in clear: GOAWAY with INADEQUATE_SECURITY and the code as debug data
+    const h2c = await run('ip', inClient([NODE, '-e', H2C_PROBE, `http://${POD_IP}:${STRICT_PORT}`]));
+    expect(JSON.parse(h2c.stdout)).toEqual({ goaway: 0xc, debug: 'ERR_TLS_REQUIRED' });
+    expect(appRequests()).toHaveLength(seen);
+    // over TLS from the network: the policy decides as on any port
+    const tls = ['--cacert', join(dir, 'tls.crt'), '--resolve', `localhost:${STRICT_PORT}:${POD_IP}`];
+    expect((await clientCall(`https://localhost:${STRICT_PORT}/orders`, { authorization: `Bearer ${token}` }, tls)).status).toBe(200);
+    expect((await clientCall(`https://localhost:${STRICT_PORT}/orders`, {}, tls)).status).toBe(401);
+    // cleartext from inside the pod (loopback) is the pod talking to itself: served
+    const local = await run('ip', inPod(['curl', '-s', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', '-H', `authorization: Bearer ${token}`, `http://127.0.0.1:${STRICT_PORT}/orders`]));
+    expect(local.stdout).toBe('200');
+    expect(strictSidecar.out.join('\n')).toContain('cleartext connection refused');
+    expect(strictSidecar.out.join('\n')).not.toContain(token);
+  }, 30_000);
 });

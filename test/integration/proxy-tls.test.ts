@@ -235,3 +235,22 @@ describe('a TLS handshake on the cleartext port of a sidecar without inbound.tls
     }
   });
 });
+
+describe('inbound.tls.mode strict, from loopback', () => {
+  it('still serves the pod itself in cleartext (the refusal is for the network: test/integration/capture-netns.test.ts)', async () => {
+    const cfg = testConfig({ upstreamPort: httpApp.port, tls: { certFile: certs.certFile, keyFile: certs.keyFile } });
+    const strict = await startProxy({ ...cfg, inbound: { ...cfg.inbound, tls: { ...cfg.inbound.tls!, mode: 'strict' } } });
+    try {
+      expect((await h1Request(strict.port, { path: '/strict/h1', headers: { authorization: 'Bearer good-alice' } })).status).toBe(200);
+      const clear = http2.connect(`http://127.0.0.1:${strict.port}`);
+      try {
+        expect((await h2Request(clear, { ':path': '/strict/h2c', authorization: 'Bearer good-alice' })).headers[':status']).toBe(200);
+      } finally {
+        clear.close();
+      }
+      expect(await alpn(strict.port, ['h2'])).toBe('h2');
+    } finally {
+      await strict.close();
+    }
+  });
+});
