@@ -11,6 +11,7 @@ import {
   INBOUND_TLS_DIR,
   OUTBOUND_CA_DIR,
   POLICY_DIR,
+  requiresTls,
   sidecarHasEgressListener,
   STATE_DIR,
 } from './sidecar-config.ts';
@@ -243,7 +244,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   };
   problems.push(...validateCaptureOptions(capture));
   if (problems.length > 0) return { kind: 'refused', problems };
-  warnings.push(...probeWarnings(spec.containers, capture));
+  warnings.push(...probeWarnings(spec.containers, capture, requiresTls(configYaml)));
 
   // 3. Build the new pod.
   const withCa = policy.kind === 'controlPlane' && policy.caFile !== undefined;
@@ -328,7 +329,7 @@ function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | unde
  * an HTTP probe needs a policy rule that lets it through (`token: optional`), a TCP probe only
  * checks that the sidecar accepts connections.
  */
-function probeWarnings(containers: readonly IContainer[], capture: CaptureOptions): string[] {
+function probeWarnings(containers: readonly IContainer[], capture: CaptureOptions, strictTls: boolean): string[] {
   const out: string[] = [];
   for (const c of containers) {
     for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
@@ -339,9 +340,14 @@ function probeWarnings(containers: readonly IContainer[], capture: CaptureOption
       const port = typeof target === 'number' ? target : (c.ports ?? []).find((p) => p.name === target)?.containerPort ?? Number(target);
       const captured = !capture.excludeInboundPorts.includes(port) && (capture.inboundPorts === '*' || capture.inboundPorts.includes(port));
       if (!captured) continue;
-      if (probe.httpGet !== undefined) out.push(`container ${c.name}: the ${kind} (HTTP GET ${probe.httpGet.path ?? '/'} on port ${port}) goes through the sidecar: the policy must allow it without a token (token: optional)`);
-      else if (probe.tcpSocket !== undefined) out.push(`container ${c.name}: the ${kind} (TCP on port ${port}) reaches the sidecar, not the app`);
-      else out.push(`container ${c.name}: the ${kind} (gRPC on port ${port}) goes through the sidecar: the policy must allow grpc.health.v1.Health/Check without a token`);
+      if (probe.httpGet !== undefined) {
+        out.push(`container ${c.name}: the ${kind} (HTTP GET ${probe.httpGet.path ?? '/'} on port ${port}) goes through the sidecar: the policy must allow it without a token (token: optional)`);
+        if (strictTls && probe.httpGet.scheme !== 'HTTPS') out.push(`container ${c.name}: the ${kind} is cleartext and inbound.tls.mode is strict: the sidecar will refuse it; set scheme: HTTPS`);
+      } else if (probe.tcpSocket !== undefined) out.push(`container ${c.name}: the ${kind} (TCP on port ${port}) reaches the sidecar, not the app`);
+      else {
+        out.push(`container ${c.name}: the ${kind} (gRPC on port ${port}) goes through the sidecar: the policy must allow grpc.health.v1.Health/Check without a token`);
+        if (strictTls) out.push(`container ${c.name}: the ${kind} speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; exclude port ${port} from capture (ward.dev/exclude-inbound-ports)`);
+      }
     }
   }
   return out;

@@ -125,3 +125,9 @@ function firstLine(s: string): string {
   const nl = s.indexOf('\n');
   return nl === -1 ? s : s.slice(0, nl);
 }
+
+/** Whether a config built here requires TLS of the network (`inbound.tls.mode: strict`, from the overrides). */
+export function requiresTls(configYaml: string): boolean {
+  const cfg = parseYaml(configYaml) as { inbound?: { tls?: { mode?: unknown } } } | null;
+  return cfg?.inbound?.tls?.mode === 'strict';
+}

@@ -280,6 +280,24 @@ describe('injectPod: the injected pod', () => {
     expect(sidecarOf(t).securityContext).toMatchObject({ runAsUser: 1337, runAsGroup: 1337 });
   });
 
+  it('warns about probes a strict sidecar will refuse: cleartext HTTP GET and gRPC', () => {
+    const p = pod({ annotations: { 'ward.dev/inbound-tls-secret': 'orders-tls', 'ward.dev/sidecar-config': 'inbound: { tls: { mode: strict } }' } });
+    p.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 8080 } };
+    p.spec.containers[0]!.livenessProbe = { grpc: { port: 8080 } };
+    p.spec.containers[0]!.startupProbe = { httpGet: { path: '/started', port: 8080, scheme: 'HTTPS' } };
+    const out = injectPod(p, enrolled, settings);
+    if (out.kind !== 'injected') throw new Error(JSON.stringify(out));
+    expect(out.warnings.filter((w) => w.includes('strict'))).toEqual([
+      'container app: the readinessProbe is cleartext and inbound.tls.mode is strict: the sidecar will refuse it; set scheme: HTTPS',
+      'container app: the livenessProbe speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; exclude port 8080 from capture (ward.dev/exclude-inbound-ports)',
+    ]);
+    // permissive (the default): no such warning
+    const q = pod({ annotations: { 'ward.dev/inbound-tls-secret': 'orders-tls' } });
+    q.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 8080 } };
+    const permissive = injectPod(q, enrolled, settings);
+    expect(permissive.kind === 'injected' && permissive.warnings.some((w) => w.includes('strict'))).toBe(false);
+  });
+
   it('warns about app probes that now go through the sidecar', () => {
     const p = pod();
     p.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 'http' } };
