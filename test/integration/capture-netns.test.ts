@@ -188,48 +188,32 @@ describe('ward capture in network namespaces', () => {
     chmodSync(join(dir, 'tls.key'), 0o644);
     cert.cleanup();
     // The config an injected pod would get (same generator), pointed at this policy file.
-    const config = buildSidecarConfig({
-      service: 'orders',
-      inboundPort: 15006,
-      adminPort: 15000,
-      outboundPort: 15001,
-      appPort: 8080,
-      appProtocol: 'http1',
-      policy: { kind: 'file' },
-      credentials: null,
-      drainSeconds: 1,
-      logLevel: 'info',
-      overrides: [
-        `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')} } }`,
-        `policy: { file: ${join(dir, 'policy.yaml')} }`,
-        'authn:',
-        '  jwks: { timeoutMs: 1000, cooldownMs: 0 }',
-        `  credentials: [{ issuer: 'http://127.0.0.1:4400', clientId: orders-sidecar, clientSecretFile: ${join(dir, 'client-secret')} }]`,
-        'outbound:',
-        `  destinations: [{ name: outside, url: 'http://${CLIENT_IP}:9000', protocol: http1, resource: 'urn:ward:payments', scopes: [payments.charge] }]`,
-      ].join('\n'),
-    });
+    const podConfig = (ports: { inbound: number; admin: number; outbound: number | null }, overrides: readonly string[]): string =>
+      buildSidecarConfig({
+        service: 'orders',
+        inboundPort: ports.inbound,
+        adminPort: ports.admin,
+        outboundPort: ports.outbound,
+        appPort: 8080,
+        appProtocol: 'http1',
+        policy: { kind: 'file' },
+        credentials: null,
+        drainSeconds: 1,
+        logLevel: 'info',
+        overrides: [`policy: { file: ${join(dir, 'policy.yaml')} }`, 'authn:', '  jwks: { timeoutMs: 1000, cooldownMs: 0 }', ...overrides].join('\n'),
+      });
+    const config = podConfig({ inbound: 15006, admin: 15000, outbound: 15001 }, [
+      `  credentials: [{ issuer: 'http://127.0.0.1:4400', clientId: orders-sidecar, clientSecretFile: ${join(dir, 'client-secret')} }]`,
+      `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')} } }`,
+      'outbound:',
+      `  destinations: [{ name: outside, url: 'http://${CLIENT_IP}:9000', protocol: http1, resource: 'urn:ward:payments', scopes: [payments.charge] }]`,
+    ]);
     writeFileSync(join(dir, 'sidecar.yaml'), config, { mode: 0o644 });
     // A second sidecar in the same pod, TLS-only for the network (inbound.tls.mode: strict), on
     // port 15016, which capture leaves alone (excluded below): reached directly.
-    const strict = buildSidecarConfig({
-      service: 'orders',
-      inboundPort: STRICT_PORT,
-      adminPort: STRICT_ADMIN,
-      outboundPort: null,
-      appPort: 8080,
-      appProtocol: 'http1',
-      policy: { kind: 'file' },
-      credentials: null,
-      drainSeconds: 1,
-      logLevel: 'info',
-      overrides: [
-        `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')}, mode: strict } }`,
-        `policy: { file: ${join(dir, 'policy.yaml')} }`,
-        'authn:',
-        '  jwks: { timeoutMs: 1000, cooldownMs: 0 }',
-      ].join('\n'),
-    });
+    const strict = podConfig({ inbound: STRICT_PORT, admin: STRICT_ADMIN, outbound: null }, [
+      `inbound: { tls: { certFile: ${join(dir, 'tls.crt')}, keyFile: ${join(dir, 'tls.key')}, mode: strict } }`,
+    ]);
     writeFileSync(join(dir, 'strict.yaml'), strict, { mode: 0o644 });
 
     const idp = startIn(inPod([NODE, WARD, 'dev-idp', '--port', '4400']), 'dev-idp');
