@@ -571,6 +571,8 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       log.warn('cleartext connection refused: inbound.tls.mode is strict (logged at most once a minute)', { remote: socket.remoteAddress, h2 });
     }
     socket.on('error', () => {});
+    // A peer that keeps its side open after our answer is cut off as on the sniff.
+    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
     if (h2) socket.end(GOAWAY_TLS_REQUIRED);
     else responder.writeClientError(socket, 'ERR_TLS_REQUIRED');
   }
