@@ -204,6 +204,23 @@ interface WardOptions {
   readonly nodeFlags?: readonly string[];
   /** Environment variables on top of ward's (`--variants` items spelled `NAME=value`). */
   readonly env?: Readonly<Record<string, string>>;
+  /** The client speaks TLS to ward (`inbound.tls`, sniffed on the one port; ALPN h2). */
+  readonly tls?: boolean;
+}
+
+/** Ports served over TLS in this run (`tls` scenarios): h2load and the checks use https there. */
+const tlsPorts = new Set<number>();
+
+/** A self-signed certificate for 127.0.0.1 in the work directory (openssl), made once. */
+let benchCert: { cert: string; key: string } | null = null;
+function tlsCertificate(): { cert: string; key: string } {
+  if (benchCert === null) {
+    const cert = join(work, 'tls.crt');
+    const key = join(work, 'tls.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    benchCert = { cert, key };
+  }
+  return benchCert;
 }
 
 function wardConfig(port: number, adminPort: number, o: WardOptions): string {
@@ -228,9 +245,10 @@ rules:
       - scopes: { allOf: [${SCOPE}] }
 `;
   writeFileSync(join(work, 'policy.yaml'), policy);
+  const tls = o.tls === true ? `\n  tls: { certFile: ${tlsCertificate().cert}, keyFile: ${tlsCertificate().key} }` : '';
   return `service: bench
 inbound:
-  listen: { host: 127.0.0.1, port: ${port} }
+  listen: { host: 127.0.0.1, port: ${port} }${tls}
 upstream:
   url: http://127.0.0.1:${appPort}
   protocol: h2c
@@ -272,6 +290,7 @@ function wardScenario(id: string, label: string, o: WardOptions): Scenario {
         w.env,
       );
       await waitFor(`${id} readiness`, async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200);
+      if (o.tls === true) tlsPorts.add(port);
       return { port, proc, metricsUrl: `http://127.0.0.1:${adminPort}/metrics`, memoryUrl: `http://127.0.0.1:${adminPort}/memory` };
     },
   };
@@ -360,6 +379,8 @@ const ALL: Scenario[] = [
   },
   wardScenario('ward-notel', 'ward, telemetry off', { cacheEntries: 10_000, concurrency: 1, telemetry: false }),
   wardScenario('ward-2w', 'ward, concurrency 2 (both cores)', { cacheEntries: 10_000, concurrency: 2, cpus: `${proxyCpus},${loadCpus}` }),
+  // Not in the default list: what TLS from the caller (inbound.tls) adds to every feature on.
+  wardScenario('ward-tls', 'ward, every feature on, TLS from h2load', { cacheEntries: 10_000, concurrency: 1, tls: true }),
 ];
 
 // `--baseline REV`: every ward scenario also runs from that commit (src/ and bin/ extracted with
@@ -369,6 +390,7 @@ const WARD_OPTIONS: Record<string, WardOptions> = {
   ward: { cacheEntries: 10_000, concurrency: 1 },
   'ward-nocache': { cacheEntries: 0, concurrency: 1 },
   'ward-notel': { cacheEntries: 10_000, concurrency: 1, telemetry: false },
+  'ward-tls': { cacheEntries: 10_000, concurrency: 1, tls: true },
 };
 // `--variants 'small=--max-semi-space-size=1;st=--single-threaded-gc'`: every selected ward
 // scenario also runs with each set of Node flags (how the GC settings were chosen). An item
@@ -416,7 +438,9 @@ interface CallOutcome {
 
 function call(port: number, workload: 'grpc' | 'get', bearer: string): Promise<CallOutcome> {
   return new Promise((resolveCall, reject) => {
-    const s = http2.connect(`http://127.0.0.1:${port}`);
+    const s = tlsPorts.has(port)
+      ? http2.connect(`https://127.0.0.1:${port}`, { ca: readFileSync(tlsCertificate().cert) })
+      : http2.connect(`http://127.0.0.1:${port}`);
     s.on('error', reject);
     const headers: http2.OutgoingHttpHeaders =
       workload === 'grpc'
@@ -462,7 +486,7 @@ function h2loadHeaders(w: 'grpc' | 'get'): string[] {
 }
 
 function url(port: number, w: 'grpc' | 'get'): string {
-  return `http://127.0.0.1:${port}${w === 'grpc' ? GRPC_PATH : GET_PATH}`;
+  return `${tlsPorts.has(port) ? 'https' : 'http'}://127.0.0.1:${port}${w === 'grpc' ? GRPC_PATH : GET_PATH}`;
 }
 
 function assertClean(r: H2loadResult, what: string): void {
