@@ -3,7 +3,7 @@ import { extractBearer } from '../authn/extract.ts';
 import { isLoopbackAddress } from '../authn/fetch.ts';
 import { startAdminServer } from '../admin/server.ts';
 import { memoryReport } from '../admin/memory.ts';
-import { loadSidecarConfig, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
+import { loadSidecarConfig, readReferencedFile, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
 import { systemClock } from '../lib/clock.ts';
@@ -20,7 +20,6 @@ import type { createPolicyWatch } from '../controlplane/client/watch.ts';
 import type { createClientCredentialsTokenSource } from '../controlplane/client/token.ts';
 import { resolveTelemetry } from '../config/telemetry.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { WorkloadCredential } from '../exchange/setup.ts';
 import type { TokenBroker } from '../exchange/broker.ts';
@@ -383,15 +382,7 @@ function controlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined
 }
 
 function readControlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined, configFile: string): Buffer | null {
-  if (caFile === undefined) return null;
-  const path = resolveFrom(cfg, caFile);
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new ConfigError([
-      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.tls.caFile', message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` },
-    ]);
-  }
+  return caFile === undefined ? null : readReferencedFile(resolveFrom(cfg, caFile), configFile, 'policy.controlPlane.tls.caFile');
 }
 
 /** The sidecar's own access token for the control plane (undefined without a control plane). */

@@ -233,12 +233,7 @@ export function resolveCredentials(cfg: SidecarConfig, file: string, env: NodeJS
   return cfg.authn.credentials.map((c, i) => {
     let secret: string | undefined;
     if (c.clientSecretFile !== undefined) {
-      const path = resolveFrom(cfg, c.clientSecretFile);
-      try {
-        secret = readFileSync(path, 'utf8').trim();
-      } catch (err) {
-        throw new ConfigError([{ file, line: 1, column: 1, path: `authn.credentials[${i}].clientSecretFile`, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
-      }
+      secret = readReferencedFile(resolveFrom(cfg, c.clientSecretFile), file, `authn.credentials[${i}].clientSecretFile`).toString('utf8').trim();
     } else if (c.clientSecretEnv !== undefined) {
       secret = env[c.clientSecretEnv];
     }
@@ -251,6 +246,15 @@ export function resolveCredentials(cfg: SidecarConfig, file: string, env: NodeJS
 
 export function resolveFrom(cfg: { readonly baseDir: string }, path: string): string {
   return resolve(cfg.baseDir, path);
+}
+
+/** A file the config names (a secret, a CA), read at start: one that cannot be read is a ConfigError naming the config file and the field. */
+export function readReferencedFile(path: string, configFile: string, field: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError([{ file: configFile, line: 1, column: 1, path: field, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
+  }
 }
 
 function deepFreeze<T>(o: T): T {

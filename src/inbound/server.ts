@@ -1,4 +1,3 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { http } from '../lib/node-http.ts';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -7,6 +6,8 @@ import tls from 'node:tls';
 import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
+import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../lib/cert-pair.ts';
+import { isLoopbackIp } from '../lib/loopback.ts';
 import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
 import { createForwarder } from './forward.ts';
@@ -114,13 +115,6 @@ const GOAWAY_TLS_REQUIRED = ((): Buffer => {
   return b;
 })();
 
-/** The pod itself: 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6. */
-function isLoopbackIp(addr: string | undefined): boolean {
-  if (addr === undefined) return false;
-  const a = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
-  return a === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a);
-}
-
 /** A connection must say which protocol it speaks within this time (slowloris on the sniff). */
 const SNIFF_TIMEOUT_MS = 10_000;
 /** HTTP/1.1 header block deadline (Node's `headersTimeout`, default 60 s). */
@@ -186,44 +180,14 @@ function tlsListener(
 ): NonNullable<ListenerOptions['tls']> {
   const certFile = resolveFrom(cfg, t.certFile);
   const keyFile = resolveFrom(cfg, t.keyFile);
-  const read = (path: string, field: string): Buffer => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new ConfigError([{ file: configFile ?? path, line: 1, column: 1, path: `inbound.tls.${field}`, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
-    }
-  };
-  const cert = read(certFile, 'certFile');
-  const key = read(keyFile, 'keyFile');
+  let pair: CertPair;
   try {
-    tls.createSecureContext({ cert, key });
+    pair = loadCertPair(certFile, keyFile);
   } catch (err) {
-    throw new ConfigError([{ file: configFile ?? certFile, line: 1, column: 1, path: 'inbound.tls', message: `certificate and key do not load: ${(err as Error).message}` }]);
+    if (!(err instanceof CertPairError)) throw err;
+    throw new ConfigError([{ file: configFile ?? err.file, line: 1, column: 1, path: err.part === 'pair' ? 'inbound.tls' : `inbound.tls.${err.part}`, message: err.message }]);
   }
-  return { host: t.host, port: t.port, cert, key, reload: { certFile, keyFile, pollMs }, strict: t.mode === 'strict' };
-}
-
-/**
- * Re-reads the TLS listener's certificate and key when their files change (cert-manager renews
- * the Secret, the kubelet swaps the mounted files at once): new connections get the new pair,
- * open ones keep theirs. A pair that does not load is logged and the previous one kept; the
- * next change retries. Returns the function that stops watching.
- */
-function watchCertificate(server: tls.Server, r: { readonly certFile: string; readonly keyFile: string; readonly pollMs: number }, log: Logger): () => void {
-  const onChange = (): void => {
-    try {
-      server.setSecureContext({ cert: readFileSync(r.certFile), key: readFileSync(r.keyFile), minVersion: TLS_MIN_VERSION });
-      log.info('TLS certificate reloaded', { certFile: r.certFile });
-    } catch (err) {
-      log.warn('TLS certificate reload failed; keeping the previous one', { certFile: r.certFile, err });
-    }
-  };
-  watchFile(r.certFile, { interval: r.pollMs, persistent: false }, onChange);
-  watchFile(r.keyFile, { interval: r.pollMs, persistent: false }, onChange);
-  return () => {
-    unwatchFile(r.certFile, onChange);
-    unwatchFile(r.keyFile, onChange);
-  };
+  return { host: t.host, port: t.port, ...pair, reload: { certFile, keyFile, pollMs }, strict: t.mode === 'strict' };
 }
 
 function listen(server: net.Server, port: number, host: string): Promise<number> {
@@ -589,7 +553,14 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
         throw err;
       }
     }
-    if (tlsCfg.reload !== undefined) stopReload = watchCertificate(tlsServer, tlsCfg.reload, log);
+    if (tlsCfg.reload !== undefined) {
+      const server = tlsServer;
+      // new connections get the renewed pair, open ones keep theirs (ALPN is the server's, not the pair's)
+      stopReload = watchCertPair(tlsCfg.reload.certFile, tlsCfg.reload.keyFile, tlsCfg.reload.pollMs, 'TLS certificate', log, (pair) => {
+        server.setSecureContext({ ...pair, minVersion: TLS_MIN_VERSION });
+        return true;
+      });
+    }
   }
 
   // ---- lifecycle

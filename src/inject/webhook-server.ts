@@ -1,7 +1,7 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { loadCertPair, watchCertPair } from '../lib/cert-pair.ts';
 import type { Logger } from '../lib/log.ts';
 import { reviewAdmission } from './admission.ts';
 import type { InjectorSettings } from './settings.ts';
@@ -35,8 +35,7 @@ const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-
 
 export async function startInjectorServer(o: InjectorServerOptions): Promise<InjectorServer> {
   const log = o.log;
-  const readPair = (): { cert: Buffer; key: Buffer } => ({ cert: readFileSync(o.certFile), key: readFileSync(o.keyFile) });
-  const server: Server = createServer({ ...readPair(), minVersion: 'TLSv1.2' }, (req, res) => handle(req, res));
+  const server: Server = createServer({ ...loadCertPair(o.certFile, o.keyFile), minVersion: 'TLSv1.2' }, (req, res) => handle(req, res));
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
 
@@ -91,18 +90,10 @@ export async function startInjectorServer(o: InjectorServerOptions): Promise<Inj
     });
   };
 
-  const onCertChange = (): void => {
-    try {
-      server.setSecureContext({ ...readPair(), minVersion: 'TLSv1.2' });
-      log.info('certificate reloaded', { certFile: o.certFile });
-    } catch (err) {
-      // A half-written rotation: keep serving with the previous pair; the next change retries.
-      log.warn('certificate reload failed; keeping the previous one', { certFile: o.certFile, err });
-    }
-  };
-  const interval = o.certPollMs ?? 10_000;
-  watchFile(o.certFile, { interval, persistent: false }, onCertChange);
-  watchFile(o.keyFile, { interval, persistent: false }, onCertChange);
+  const stopWatching = watchCertPair(o.certFile, o.keyFile, o.certPollMs ?? 10_000, 'certificate', log, (pair) => {
+    server.setSecureContext({ ...pair, minVersion: 'TLSv1.2' });
+    return true;
+  });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -116,8 +107,7 @@ export async function startInjectorServer(o: InjectorServerOptions): Promise<Inj
   return {
     port,
     close: async () => {
-      unwatchFile(o.certFile, onCertChange);
-      unwatchFile(o.keyFile, onCertChange);
+      stopWatching();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

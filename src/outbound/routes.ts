@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { OutboundConfig } from '../config/outbound.ts';
-import { ConfigError } from '../errors/ward-error.ts';
+import { readReferencedFile } from '../config/sidecar.ts';
 import type { CaSource } from '../h2/conn.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
 import type { TokenTarget } from '../exchange/token-client.ts';
@@ -112,20 +111,8 @@ export class Routes {
     let ca: CaSource = null;
     if (t?.caFile !== undefined) {
       const path = resolve(this.#o.baseDir, t.caFile);
-      try {
-        // read again at each new connection: a CA bundle updated in place needs no restart
-        ca = rereadCaFile(path, readFileSync(path), this.#o.log);
-      } catch (err) {
-        throw new ConfigError([
-          {
-            file: this.#o.configFile ?? path,
-            line: 1,
-            column: 1,
-            path: `outbound.destinations.${i}.tls.caFile`,
-            message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-          },
-        ]);
-      }
+      // read again at each new connection: a CA bundle updated in place needs no restart
+      ca = rereadCaFile(path, readReferencedFile(path, this.#o.configFile ?? path, `outbound.destinations.${i}.tls.caFile`), this.#o.log);
     }
     return { ca, servername: t?.serverName };
   }

@@ -3,6 +3,7 @@ import type { ErrorCode } from '../../errors/codes.ts';
 import type { WardError } from '../../errors/ward-error.ts';
 import type { Identity } from '../../policy/model.ts';
 import type { ControlPlaneConfig } from './config.ts';
+import { isLoopbackIp } from '../../lib/loopback.ts';
 
 /**
  * Who may talk to the control plane: bearer extraction from gRPC metadata, the identity->service
@@ -74,7 +75,5 @@ export function isLoopbackPeer(peer: string): boolean {
   const colon = peer.lastIndexOf(':');
   let addr = colon === -1 ? peer : peer.slice(0, colon);
   if (addr.startsWith('[') && addr.endsWith(']')) addr = addr.slice(1, -1);
-  if (addr.startsWith('::ffff:')) addr = addr.slice('::ffff:'.length);
-  if (addr === '::1') return true;
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(addr);
+  return isLoopbackIp(addr);
 }

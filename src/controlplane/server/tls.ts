@@ -1,8 +1,7 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { resolve } from 'node:path';
-import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../errors/ward-error.ts';
+import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../../lib/cert-pair.ts';
 import type { Logger } from '../../lib/log.ts';
 
 /**
@@ -38,25 +37,15 @@ export function servingCertificate(o: ServingCertificateOptions): ServingCertifi
   const certPath = resolve(o.baseDir, o.certFile);
   const keyPath = resolve(o.baseDir, o.keyFile);
 
-  const readPair = (): IdentityUpdate => {
-    const pair = { certificate: readFileSync(certPath), privateKey: readFileSync(keyPath) };
-    // Throws for unparsable PEM or a key that does not match the certificate: what the TLS
-    // server itself would refuse, found before it is handed over.
-    createSecureContext({ cert: pair.certificate, key: pair.privateKey });
-    return pair;
-  };
-
+  const identity = (p: CertPair): IdentityUpdate => ({ certificate: p.cert, privateKey: p.key });
   let current: IdentityUpdate;
   try {
-    current = readPair();
+    current = identity(loadCertPair(certPath, keyPath));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const path = (err as NodeJS.ErrnoException).path;
-    if (path !== undefined) {
-      throw new ConfigError([{ file: path, line: 1, column: 1, path: path === certPath ? 'tls.certFile' : 'tls.keyFile', message: `cannot read: ${code ?? 'error'}` }]);
-    }
-    // Both files read: the pair itself is bad.
-    throw new ConfigError([{ file: certPath, line: 1, column: 1, path: 'tls', message: `certificate and key do not load: ${(err as Error).message}` }]);
+    if (!(err instanceof CertPairError)) throw err;
+    // A file: named as the file, and the field; the pair itself: the certificate and `tls`.
+    const message = err.part === 'pair' ? err.message : `cannot read: ${err.detail}`;
+    throw new ConfigError([{ file: err.file, line: 1, column: 1, path: err.part === 'pair' ? 'tls' : `tls.${err.part}`, message }]);
   }
 
   const listeners = new Set<IdentityListener>();
@@ -77,21 +66,13 @@ export function servingCertificate(o: ServingCertificateOptions): ServingCertifi
     removeCaCertificateListener() {},
   };
 
-  const onChange = (): void => {
-    let next: IdentityUpdate;
-    try {
-      next = readPair();
-    } catch (err) {
-      o.log.warn('control-plane certificate reload failed; keeping the previous one', { certFile: certPath, err });
-      return;
-    }
-    if (next.certificate.equals(current.certificate) && next.privateKey.equals(current.privateKey)) return;
+  const stopWatching = watchCertPair(certPath, keyPath, o.pollMs, 'control-plane certificate', o.log, (pair) => {
+    const next = identity(pair);
+    if (next.certificate.equals(current.certificate) && next.privateKey.equals(current.privateKey)) return false;
     current = next;
     for (const l of listeners) l(current);
-    o.log.info('control-plane certificate reloaded', { certFile: certPath });
-  };
-  watchFile(certPath, { interval: o.pollMs, persistent: false }, onChange);
-  watchFile(keyPath, { interval: o.pollMs, persistent: false }, onChange);
+    return true;
+  });
 
   // grpc-js names this function's parameters the other way round from the class it builds: the
   // first provider given is the server's identity, the second (null: no client certificates)
@@ -99,9 +80,6 @@ export function servingCertificate(o: ServingCertificateOptions): ServingCertifi
   const credentials = grpc.experimental.createCertificateProviderServerCredentials(provider, null, false);
   return {
     credentials,
-    close() {
-      unwatchFile(certPath, onChange);
-      unwatchFile(keyPath, onChange);
-    },
+    close: stopWatching,
   };
 }
