@@ -213,12 +213,13 @@ export function cpuMicros(pid: number): number {
   return (ticks * 1e6) / CLK_TCK;
 }
 
-function statusKb(pid: number, field: string): number {
+/** The sum over the process tree of `fields` of /proc/<pid>/status, in kB. */
+function statusKb(pid: number, ...fields: readonly string[]): number {
   let total = 0;
   for (const p of processTree(pid)) {
     try {
-      const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-      total += Number(m?.[1] ?? 0);
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      for (const field of fields) total += Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
     } catch {
       // gone
     }
@@ -230,6 +231,13 @@ function statusKb(pid: number, field: string): number {
 export const peakRssKb = (pid: number): number => statusKb(pid, 'VmHWM');
 /** Current resident set (VmRSS) of the process tree, in kB. */
 export const rssKb = (pid: number): number => statusKb(pid, 'VmRSS');
+/**
+ * The resident pages of the process tree that are its own, in kB: anonymous and shared-memory
+ * pages (`RssAnon` + `RssShmem`), without the file-backed ones (`RssFile`: the program's binary
+ * and libraries, which every process running the same image shares through the page cache).
+ * Linux keeps no high-water mark for it, so callers poll it.
+ */
+export const privateKb = (pid: number): number => statusKb(pid, 'RssAnon', 'RssShmem');
 
 export function hasCommand(cmd: string): boolean {
   for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':')) if (existsSync(`${dir}/${cmd}`)) return true;

@@ -22,6 +22,9 @@ export interface Sample {
   readonly saturationCpuUsPerReq: number | null;
   readonly fixed: Record<string, FixedRate>;
   readonly peakRssMb: number | null;
+  /** The peak of the proxy's own pages (RssAnon + RssShmem, polled every 25 ms at saturation);
+   *  absent from results written before it was measured. */
+  readonly peakPrivateMb?: number | null;
 }
 
 export interface ScenarioSummary {
@@ -43,6 +46,7 @@ export interface ScenarioSummary {
   >;
   readonly peakRssMb: number | null;
   readonly peakRssMaxMb: number | null;
+  readonly peakPrivateMb: number | null;
 }
 
 export interface Results {
@@ -132,6 +136,7 @@ export function summarize(samples: readonly Sample[], workloads: readonly string
         fixed,
         peakRssMb: median(rss),
         peakRssMaxMb: rss.some(Number.isFinite) ? Math.max(...rss.filter(Number.isFinite)) : null,
+        peakPrivateMb: median(list.map((s) => s.peakPrivateMb ?? Number.NaN)),
       };
     }
     out[w] = byScenario;
@@ -159,7 +164,8 @@ export function renderMarkdown(r: Results): string {
       (rates.length === 0
         ? 'no fixed rates; '
         : `fixed rates ${rates.join(' and ')} req/s over ${m.fixedRate.clients} connections for ${m.fixedRate.seconds} s (after ${m.fixedRate.warmupSeconds} s warm-up each); `) +
-      `proxy pinned to CPU ${m.pinning.proxy}, h2load + app + issuer + OTLP sink to CPU ${m.pinning.loadGeneratorAndApp}; ward runs with \`${m.wardNodeFlags.join(' ')}\` and \`MALLOC_ARENA_MAX=2\` (as injected); token ${m.token.alg}, ${m.token.bytes} bytes; gRPC request ${m.grpcRequestBytes} bytes.`,
+      `proxy pinned to CPU ${m.pinning.proxy}, h2load + app + issuer + OTLP sink to CPU ${m.pinning.loadGeneratorAndApp}; ward runs with \`${m.wardNodeFlags.join(' ')}\` and \`MALLOC_ARENA_MAX=2\` (as injected); token ${m.token.alg}, ${m.token.bytes} bytes; gRPC request ${m.grpcRequestBytes} bytes. ` +
+      'Peak RSS is the process tree\'s `VmHWM`; "private" is the part that is its own (`RssAnon` + `RssShmem`, polled every 25 ms at saturation), without the binary\'s and libraries\' file pages, which every process of the same image shares.',
   );
   lines.push('');
   const label = new Map(r.scenarios.map((s) => [s.id, s.label]));
@@ -170,7 +176,7 @@ export function renderMarkdown(r: Results): string {
     const top = rates.length === 0 ? null : rates[rates.length - 1];
     const head = ['scenario', 'saturation req/s', '× direct', '× HAProxy', 'CPU µs/req (sat)'];
     if (top !== null) head.push(`CPU µs/req @${top}/s`, ...rates.map((x) => `@${x}/s p50 / p99 ms (+added)`));
-    head.push('peak RSS MB');
+    head.push('peak RSS MB', 'of it private MB');
     lines.push(`| ${head.join(' | ')} |`);
     lines.push(`|---|${head.slice(1).map(() => '---:').join('|')}|`);
     for (const [sc, s] of Object.entries(byScenario)) {
@@ -182,7 +188,7 @@ export function renderMarkdown(r: Results): string {
       });
       const row = [label.get(sc) ?? sc, f0(s.saturationRps), f2(s.saturationVsDirect), sc === 'haproxy' ? '1.00' : f2(s.saturationVsHaproxy), f1(s.saturationCpuUsPerReq)];
       if (top !== null) row.push(f1(s.fixed[String(top)]?.cpuUsPerReq), ...cells);
-      row.push(f1(s.peakRssMb));
+      row.push(f1(s.peakRssMb), f1(s.peakPrivateMb));
       lines.push(`| ${row.join(' | ')} |`);
     }
     lines.push('');

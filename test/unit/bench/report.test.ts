@@ -12,7 +12,7 @@ function results(rates: readonly number[]): Results {
     ] as const) {
       const fixed: Sample['fixed'] = {};
       for (const r of rates) fixed[String(r)] = { rps: r, p50Us: p50, p90Us: p50 * 2, p99Us: p50 * 3, cpuUsPerReq: cpu === null ? null : cpu * 3, n: r * 8 };
-      samples.push({ scenario, workload: 'grpc', round, saturationRps: rps, saturationCpuUsPerReq: cpu, fixed, peakRssMb: scenario === 'haproxy' ? 19.5 : 100 + round });
+      samples.push({ scenario, workload: 'grpc', round, saturationRps: rps, saturationCpuUsPerReq: cpu, fixed, peakRssMb: scenario === 'haproxy' ? 19.5 : 100 + round, peakPrivateMb: scenario === 'haproxy' ? 6.5 : 50 + 2 * round });
     }
   }
   return {
@@ -43,21 +43,30 @@ describe('the benchmark report (scripts/bench/report.ts)', () => {
   it('with fixed rates: a column per rate, the CPU at the highest, and the latency targets', () => {
     const md = renderMarkdown(results([1000, 2000]));
     expect(md).toContain('fixed rates 1000 and 2000 req/s');
-    expect(md).toContain('| scenario | saturation req/s | × direct | × HAProxy | CPU µs/req (sat) | CPU µs/req @2000/s | @1000/s p50 / p99 ms (+added) | @2000/s p50 / p99 ms (+added) | peak RSS MB |');
+    expect(md).toContain('| scenario | saturation req/s | × direct | × HAProxy | CPU µs/req (sat) | CPU µs/req @2000/s | @1000/s p50 / p99 ms (+added) | @2000/s p50 / p99 ms (+added) | peak RSS MB | of it private MB |');
     // ward's median round: 46k calls/s, 21 µs, 63 µs at 2000/s, +0.08 / +0.24 ms over direct
-    expect(md).toContain('| ward, every feature on | 46,000 | 0.77 | 1.77 | 21.0 | 63.0 | 0.28 / 0.84 (+0.08 / +0.24) | 0.28 / 0.84 (+0.08 / +0.24) | 101.0 |');
+    expect(md).toContain('| ward, every feature on | 46,000 | 0.77 | 1.77 | 21.0 | 63.0 | 0.28 / 0.84 (+0.08 / +0.24) | 0.28 / 0.84 (+0.08 / +0.24) | 101.0 | 52.0 |');
     expect(md).toContain('| Added p99 @2000/s ≤ 1 ms | 0.24 ms | met |');
     expect(md).toContain('| Peak RSS under saturation ≤ 80 MB | 102.0 MB (max over rounds) | **missed** |');
     expect(md).not.toContain('undefined');
+  });
+
+  it('results written before the private peak was measured still render, with a dash', () => {
+    const r = results([1000]);
+    const old = r.samples.map(({ peakPrivateMb: _, ...rest }) => rest);
+    const md = renderMarkdown({ ...r, samples: old, summary: summarize(old, ['grpc'], [1000]) });
+    expect(md).toContain('| 101.0 | – |');
+    expect(md).not.toContain('NaN');
   });
 
   it('with only saturation (`--rates saturation`): no fixed-rate columns or targets, and no "undefined"', () => {
     const md = renderMarkdown(results([]));
     expect(md).not.toContain('undefined');
     expect(md).toContain('no fixed rates;');
-    expect(md).toContain('| scenario | saturation req/s | × direct | × HAProxy | CPU µs/req (sat) | peak RSS MB |');
-    expect(md).toContain('|---|---:|---:|---:|---:|---:|');
-    expect(md).toContain('| ward, every feature on | 46,000 | 0.77 | 1.77 | 21.0 | 101.0 |');
+    expect(md).toContain('| scenario | saturation req/s | × direct | × HAProxy | CPU µs/req (sat) | peak RSS MB | of it private MB |');
+    expect(md).toContain('|---|---:|---:|---:|---:|---:|---:|');
+    expect(md).toContain('| ward, every feature on | 46,000 | 0.77 | 1.77 | 21.0 | 101.0 | 52.0 |');
+    expect(md).toContain('| HAProxy | 26,000 | 0.43 | 1.00 | 38.0 | 19.5 | 6.5 |');
     expect(md).not.toContain('Added p50');
     expect(md).toContain('| Saturation through one sidecar core ≥ HAProxy | 1.77 × | met |');
   });
