@@ -74,6 +74,19 @@ describe('parseJwt', () => {
       lastSig = r.signature;
     }
   });
+
+  it('decodes every payload on its own: nothing of a longer or non-ASCII one before it shows through', () => {
+    const long = { sub: 'x'.repeat(3000), scope: 'a b c' };
+    const seq = [long, { sub: 'b' }, { sub: 'zoë', n: 1 }, long, { sub: 'é' }, { s: 'ab' }];
+    for (const claims of seq) {
+      const r = parseJwt(`${H}.${b64(claims)}.${SIG}`);
+      if (typeof r === 'string') throw new Error(r);
+      expect({ ...r.payload }).toEqual(claims);
+    }
+    // A payload that is not UTF-8 after one that was: refused, not read with the old bytes.
+    const latin1 = Buffer.from('{"sub":"\xe9"}', 'latin1').toString('base64url');
+    expect(parseJwt(`${H}.${latin1}.${SIG}`)).toBe('payload is not a strict JSON object');
+  });
 });
 
 describe('identityParts scopes', () => {

@@ -65,6 +65,27 @@ describe('verifyJwsSignature', () => {
     }
   });
 
+  it('signatures of any length, in any order, are each decoded on their own', async () => {
+    const rsa = pair('RS256');
+    const ec = pair('ES256');
+    const rsaKey = await verifyKey(rsa, 'RS256');
+    const ecKey = await verifyKey(ec, 'ES256');
+    const [rs, es] = await Promise.all([sign(rsa, 'RS256'), sign(ec, 'ES256')]);
+    const withSig = (t: string, sig: string): string => `${t.slice(0, t.lastIndexOf('.'))}.${sig}`;
+    const junk = Buffer.alloc(900, 0x5a).toString('base64url'); // longer than the buffer at first
+    const rsSig = rs.slice(rs.lastIndexOf('.') + 1);
+    for (let i = 0; i < 2; i++) {
+      expect(verifyJwsSignature('RS256', withSig(rs, junk), rsaKey)).toBe('signature verification failed');
+      expect(verifyJwsSignature('RS256', rs, rsaKey)).toBeNull();
+      // 64 bytes after 900 and 256: the length is this signature's, not the buffer's.
+      expect(verifyJwsSignature('ES256', es, ecKey)).toBeNull();
+      expect(verifyJwsSignature('ES256', withSig(es, junk), ecKey)).toBe('signature of the wrong length');
+      expect(verifyJwsSignature('RS256', withSig(rs, rsSig.slice(0, -4)), rsaKey)).toBe('signature verification failed');
+      expect(verifyJwsSignature('RS256', withSig(rs, ''), rsaKey)).toBe('signature verification failed');
+      expect(verifyJwsSignature('RS256', rs, rsaKey)).toBeNull();
+    }
+  });
+
   it('refuses an RSA key shorter than 2048 bits (RFC 7518 §3.3), as jose does', async () => {
     const p = pair('RS256', 1024);
     // jose will not sign with such a key: sign by hand a token the short key would accept.
