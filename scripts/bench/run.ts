@@ -515,7 +515,7 @@ async function measure(sc: Scenario, run: Running, w: 'grpc' | 'get', round: num
   // the orchestrator, which is not pinned).
   let peakPrivate = 0;
   const poll = pid === undefined ? undefined : setInterval(() => (peakPrivate = Math.max(peakPrivate, privateKb(pid))), 25);
-  void satPromise.finally(() => clearInterval(poll));
+  satPromise.finally(() => clearInterval(poll)).catch(() => undefined); // a failed run is reported where it is awaited
   if (pid !== undefined && cpuAt !== null) {
     await sleep(satWarm * 1000 + 100);
     cpuAt.c0 = cpuMicros(pid);

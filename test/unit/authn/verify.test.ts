@@ -72,7 +72,7 @@ describe('verifyJwsSignature', () => {
     const ecKey = await verifyKey(ec, 'ES256');
     const [rs, es] = await Promise.all([sign(rsa, 'RS256'), sign(ec, 'ES256')]);
     const withSig = (t: string, sig: string): string => `${t.slice(0, t.lastIndexOf('.'))}.${sig}`;
-    const junk = Buffer.alloc(900, 0x5a).toString('base64url'); // longer than the buffer at first
+    const junk = Buffer.alloc(900, 0x5a).toString('base64url'); // longer than any real signature
     const rsSig = rs.slice(rs.lastIndexOf('.') + 1);
     for (let i = 0; i < 2; i++) {
       expect(verifyJwsSignature('RS256', withSig(rs, junk), rsaKey)).toBe('signature verification failed');
