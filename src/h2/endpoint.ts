@@ -67,6 +67,8 @@ export abstract class H2Endpoint<S extends SendStream> {
   protected peerMaxFrame = DEFAULT_MAX_FRAME;
   protected connSendWindow = DEFAULT_WINDOW;
   #corked = false;
+  /** Whether a header block went out yet: the first one starts with a table size update (writeHeaders). */
+  #sentHeaderBlock = false;
   // A header block in progress (HEADERS without END_HEADERS, then CONTINUATION).
   protected contStream = 0;
   #contEnd = false;
@@ -178,7 +180,8 @@ export abstract class H2Endpoint<S extends SendStream> {
         if (value < DEFAULT_MAX_FRAME || value > MAX_FRAME_LIMIT) return this.connectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
         this.peerMaxFrame = value;
       } else {
-        // HEADER_TABLE_SIZE: our encoder never uses the dynamic table; MAX_HEADER_LIST_SIZE is advisory.
+        // HEADER_TABLE_SIZE: our encoder never uses the dynamic table, and announced a size of 0
+        // at the start of its first block (writeHeaders); MAX_HEADER_LIST_SIZE is advisory.
         const bad = this.peerSetting(key, value);
         if (bad !== null) return this.connectionError(PROTOCOL_ERROR, bad);
       }
@@ -279,8 +282,26 @@ export abstract class H2Endpoint<S extends SendStream> {
     return buf.subarray(0, this.encoder.encode(fields, buf, FRAME_HEADER));
   }
 
-  /** An encoded block (from `encode`) as HEADERS, then CONTINUATION frames back to back when it is larger than a frame (RFC 9113 §6.10). */
+  /**
+   * An encoded block (from `encode`) as HEADERS, then CONTINUATION frames back to back when it is
+   * larger than a frame (RFC 9113 §6.10).
+   *
+   * The connection's first block opens with a dynamic table size update to 0 (RFC 7541 §6.3).
+   * Our encoder never uses the dynamic table, but the peer's decoder starts out assuming a
+   * 4096-octet one. A peer that lowers SETTINGS_HEADER_TABLE_SIZE below that requires the encoder
+   * to announce a table within the new size at the start of its next block (§4.2), and refuses
+   * the block otherwise (nghttp2, Python hpack). Announcing 0 once, before anything else, meets
+   * that for any value the peer sets, now or later, for one octet per connection.
+   */
   protected writeHeaders(id: number, buf: Buffer, end: boolean): void {
+    if (!this.#sentHeaderBlock) {
+      this.#sentHeaderBlock = true;
+      const b = Buffer.allocUnsafe(buf.length + 1);
+      buf.copy(b, 0, 0, FRAME_HEADER);
+      b[FRAME_HEADER] = 0x20;
+      buf.copy(b, FRAME_HEADER + 1, FRAME_HEADER);
+      buf = b;
+    }
     const stop = buf.length;
     const len = stop - FRAME_HEADER;
     const endFlag = end ? FLAG_END_STREAM : 0;

@@ -4,9 +4,10 @@
  * The decoder is complete (static and dynamic tables, Huffman, size updates) because the peer
  * chooses how to encode. The encoder is deliberately minimal: static-table references and
  * literals without indexing, never Huffman, never the dynamic table. That costs a few bytes per
- * request but keeps it stateless, so it never emits size updates, the peer's
- * SETTINGS_HEADER_TABLE_SIZE does not matter, and no header value can leak through the
- * compression context (the CRIME/HPACK class of attacks needs indexing).
+ * request but keeps it stateless, and no header value can leak through the compression context
+ * (the CRIME/HPACK class of attacks needs indexing). The peer's decoder still assumes a table
+ * until told otherwise, so a connection's first block announces a size of 0
+ * (`H2Endpoint.writeHeaders`); after that the peer's SETTINGS_HEADER_TABLE_SIZE does not matter.
  *
  * Field lists are flat `[name, value, name, value, ...]` arrays of byte (latin1) strings: one
  * char per octet, as Node's http2 module hands them out.

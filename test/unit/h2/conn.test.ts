@@ -427,6 +427,30 @@ describe('H2Connection against node:http2', () => {
     expect(c.stream.owner).toBeNull();
   });
 
+  it('an app whose HPACK table is 0 (SETTINGS_HEADER_TABLE_SIZE) accepts every request: the first block announces size 0 (RFC 7541 §4.2)', async () => {
+    // Regression: without the size update, node:http2 (nghttp2) refused the request headers as
+    // a compression error once its SETTINGS had been acknowledged.
+    const seen: string[] = [];
+    const { port } = await nodeServer(
+      (stream, headers) => {
+        seen.push(headers[':path'] as string);
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      },
+      { settings: { headerTableSize: 0 } },
+    );
+    const { conn } = connect(port);
+    for (const path of ['/a', '/b', '/c']) {
+      const c = open(conn, requestFields(port, path), true);
+      await c.closed;
+      expect(c.stream.rstCode, path).toBeUndefined();
+      expect(c.fields?.slice(0, 2)).toEqual([':status', '200']);
+      expect(c.body().toString()).toBe('ok');
+    }
+    expect(seen).toEqual(['/a', '/b', '/c']);
+    expect(conn.usable).toBe(true);
+  });
+
   it('a stream reset by the caller lets go of its owner once the deferred close has run', async () => {
     const { port } = await nodeServer(() => {});
     const { conn } = connect(port);

@@ -17,6 +17,7 @@ import {
   PREFACE,
   PUSH_PROMISE,
   RST_STREAM,
+  SETTINGS_HEADER_TABLE_SIZE,
   SETTINGS_INITIAL_WINDOW_SIZE,
   settingsFrame,
   u32Frame,
@@ -320,6 +321,46 @@ describe('unary calls', () => {
     expect(r.stdout).toMatch(/content-type: text\/plain/);
     expect(r.stdout.endsWith('\r\n\r\nhello /greet?n=1\n')).toBe(true);
     await until(() => h.closes.size === 1, 2000, 'onClose after curl left');
+  });
+
+  it('a client that shrinks its HPACK table (SETTINGS_HEADER_TABLE_SIZE 0) is told so at the first header block (RFC 7541 §4.2): nghttp', async () => {
+    // Regression: ward's encoder never indexes, so it sent no size update, and a client whose
+    // decoder lowered the table below 4096 refused the response as a compression error.
+    const h = await serve((s) => {
+      s.respond({ ':status': 200, 'x-one': '1' });
+      s.end('hello');
+    });
+    for (const size of ['0', '100']) {
+      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        execFile('nghttp', ['-v', `--header-table-size=${size}`, `http://127.0.0.1:${h.port}/a`, `http://127.0.0.1:${h.port}/b`], { timeout: 10_000 }, (err, stdout, stderr) => {
+          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
+        });
+      });
+      expect(r.stdout, r.stdout).not.toMatch(/COMPRESSION_ERROR/);
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout.match(/x-one: 1/g)).toHaveLength(2);
+    }
+  });
+
+  it('the first header block on a connection sets the dynamic table size to 0; later ones carry no update', async () => {
+    const h = await serve((s) => {
+      s.respond({ ':status': 200 });
+      s.end();
+    });
+    // A decoder that allows no dynamic table at all: it would refuse a block that assumed one.
+    const c = await RawClient.connect(h.port, { settings: [[SETTINGS_HEADER_TABLE_SIZE, 0]] });
+    c.socket.write(headers(1, requestBlock('/x'), true));
+    c.socket.write(headers(3, requestBlock('/y'), true));
+    const first = (await c.wait((f) => f.streamId === 1 && f.type === HEADERS)) as Frame;
+    const second = (await c.wait((f) => f.streamId === 3 && f.type === HEADERS)) as Frame;
+    expect(first.payload[0]).toBe(0x20); // §6.3: a size update to 0
+    expect(second.payload[0]).not.toBe(0x20);
+    const d = new HpackDecoder({ maxTableSize: 0 });
+    const out: string[] = [];
+    d.decode(first.payload, 0, first.payload.length, out);
+    d.decode(second.payload, 0, second.payload.length, out);
+    expect(out).toEqual([':status', '200', ':status', '200']);
+    c.socket.destroy();
   });
 });
 
