@@ -195,6 +195,14 @@ describe('pipelining — a second request is a second decision', () => {
     expect(app.seen.map((s) => s.path)).toEqual(['/api/ok']);
   });
 
+  it.each(['OPTIONS', 'DELETE', 'GET', 'POST'])('a chunked body on %s is forwarded framed, never as a request (node sends such bodies raw unless told to chunk)', async (method) => {
+    const chunk = `${SMUGGLED.length.toString(16)}\r\n${SMUGGLED}\r\n0\r\n\r\n`;
+    const x = await h1raw(ward.port, req(`${method} /api/ok HTTP/1.1\r\nHost: orders\r\nAUTH\r\nTransfer-Encoding: chunked`, chunk));
+    expect(x.replies.map((r) => r.status)).toEqual([200]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(app.seen.map((s) => `${s.method} ${s.path}`)).toEqual([`${method} /api/ok`]);
+  });
+
   it('a body declared by Content-Length is forwarded as a body, never as a request', async () => {
     const x = await h1raw(ward.port, req(`POST /api/ok HTTP/1.1\r\nHost: orders\r\nAUTH\r\nContent-Length: ${SMUGGLED.length}`, SMUGGLED));
     expect(x.replies.map((r) => r.status)).toEqual([200]);
@@ -259,6 +267,29 @@ describe('HTTP/2 → HTTP/1.1 downgrade smuggling — PortSwigger "HTTP/2: The S
       closeAllRaw();
     }
   });
+
+  // Regression (found by test/fuzz/proxy-roundtrip.fuzz.test.ts): node's http.request sends a
+  // GET, HEAD, DELETE, OPTIONS, TRACE or CONNECT body without Content-Length raw, unframed,
+  // after the headers, where the app's parser reads it as the next request on the connection.
+  it.each(['OPTIONS', 'DELETE', 'GET', 'PUT', 'POST'])(
+    'H2 body without content-length on %s: framed (chunked) to the HTTP/1.1 app, never a second request',
+    async (method) => {
+      try {
+        const c = await rawH2(ward.port);
+        c.write(headersFrame(1, requestBlock('/api/x', [['authorization', `Bearer ${token}`]], method), { endStream: false }));
+        await new Promise((r) => setTimeout(r, 50)); // headers first, body later
+        c.write(data(1, Buffer.from(SMUGGLED), true));
+        const f = await c.waitFrame((x) => x.streamId === 1 && x.type === FrameType.HEADERS, 2000);
+        expect(f, 'a response').toBeDefined();
+        await new Promise((r) => setTimeout(r, 100));
+        expect(app.seen.map((x) => `${x.method} ${x.path}`)).toEqual([`${method} /api/x`]);
+        c.close();
+        await eventually(() => ward.counters.activeStreams === 0, 3000, 'streams closed');
+      } finally {
+        closeAllRaw();
+      }
+    },
+  );
 
   it('H2.TE: transfer-encoding in an HTTP/2 request is a stream error (RFC 9113 §8.2.2), the app sees nothing', async () => {
     try {
