@@ -195,7 +195,7 @@ describe('pipelining — a second request is a second decision', () => {
     expect(app.seen.map((s) => s.path)).toEqual(['/api/ok']);
   });
 
-  it.each(['OPTIONS', 'DELETE', 'GET', 'POST'])('a chunked body on %s is forwarded framed, never as a request (node sends such bodies raw unless told to chunk)', async (method) => {
+  it.each(['OPTIONS', 'DELETE', 'GET', 'HEAD', 'POST'])('a chunked body on %s is forwarded framed, never as a request (node sends such bodies raw unless told to chunk)', async (method) => {
     const chunk = `${SMUGGLED.length.toString(16)}\r\n${SMUGGLED}\r\n0\r\n\r\n`;
     const x = await h1raw(ward.port, req(`${method} /api/ok HTTP/1.1\r\nHost: orders\r\nAUTH\r\nTransfer-Encoding: chunked`, chunk));
     expect(x.replies.map((r) => r.status)).toEqual([200]);
@@ -271,7 +271,7 @@ describe('HTTP/2 → HTTP/1.1 downgrade smuggling — PortSwigger "HTTP/2: The S
   // Regression (found by test/fuzz/proxy-roundtrip.fuzz.test.ts): node's http.request sends a
   // GET, HEAD, DELETE, OPTIONS, TRACE or CONNECT body without Content-Length raw, unframed,
   // after the headers, where the app's parser reads it as the next request on the connection.
-  it.each(['OPTIONS', 'DELETE', 'GET', 'PUT', 'POST'])(
+  it.each(['OPTIONS', 'DELETE', 'GET', 'HEAD', 'PUT', 'POST'])(
     'H2 body without content-length on %s: framed (chunked) to the HTTP/1.1 app, never a second request',
     async (method) => {
       try {
