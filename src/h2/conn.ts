@@ -143,6 +143,12 @@ export class H2ClientStream {
   localEnded = false;
   remoteEnded = false;
   gotResponse = false;
+  /** The request is a HEAD: the response's content-length describes content it does not carry. */
+  head = false;
+  /** The response's content-length, which its DATA must add up to (RFC 9113 §8.1.1); -1 when none applies. */
+  contentLength = -1;
+  /** Response DATA octets so far (counted only against a content-length). */
+  received = 0;
   closed = false;
   /** RST_STREAM code received or sent; undefined when none. */
   rstCode: number | undefined = undefined;
@@ -258,6 +264,13 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   request(fields: readonly string[], endStream: boolean, owner: unknown): H2ClientStream {
     if (!this.usable) throw new H2ProtocolError('upstream connection is not usable', REFUSED_STREAM, 'ERR_HTTP2_INVALID_SESSION');
     const s = new H2ClientStream(this, owner, this.encode(fields), endStream);
+    // Pseudo-header fields come first: :method is found within the first few.
+    for (let i = 0; i < fields.length && (fields[i] as string).charCodeAt(0) === 0x3a; i += 2) {
+      if (fields[i] === ':method') {
+        s.head = fields[i + 1] === 'HEAD';
+        break;
+      }
+    }
     if (this.#active < this.#peerMaxStreams && this.#queued.length === 0) this.#open(s);
     else this.#queued.push(s);
     return s;
@@ -561,6 +574,15 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     // Padding is flow-controlled too, and nobody consumes it.
     if (stop - p !== len) this.ackData(s, len - (stop - p));
     const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (s.contentLength >= 0) {
+      // §8.1.1: DATA that does not add up to the content-length is a malformed response. Caught
+      // before any of it is passed on: relayed, the extra octets would follow an HTTP/1.1
+      // caller's declared body and be read as the start of the next response.
+      s.received += stop - p;
+      if (s.received > s.contentLength || (endStream && s.received !== s.contentLength)) {
+        return this.#streamError(s, PROTOCOL_ERROR, 'response DATA does not match its content-length');
+      }
+    }
     if (endStream) s.remoteEnded = true;
     if (stop > p || endStream) this.#handler.data(s, stop > p ? buf.subarray(p, stop) : EMPTY, endStream);
     if (endStream && s.localEnded && !s.closed) this.#closeStream(s);
@@ -603,6 +625,13 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
         if (endStream || status === '101') return this.#streamError(s, PROTOCOL_ERROR, 'informational response ends the stream');
         return;
       }
+      const length = declaredLength(fields);
+      if (length === -2) return this.#streamError(s, PROTOCOL_ERROR, 'invalid content-length');
+      // A response to HEAD, a 204 and a 304 have no content whatever content-length says (§8.1.1).
+      if (length >= 0 && !s.head && status !== '204' && status !== '304') {
+        if (endStream && length > 0) return this.#streamError(s, PROTOCOL_ERROR, 'content-length without the content');
+        s.contentLength = length;
+      }
       s.gotResponse = true;
       if (endStream) s.remoteEnded = true;
       this.#handler.response(s, fields, endStream);
@@ -611,6 +640,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
       for (let i = 0; i < fields.length; i += 2) {
         if ((fields[i] as string).charCodeAt(0) === 0x3a) return this.#streamError(s, PROTOCOL_ERROR, 'pseudo-header in trailers');
       }
+      if (s.contentLength >= 0 && s.received !== s.contentLength) return this.#streamError(s, PROTOCOL_ERROR, 'response DATA does not match its content-length');
       s.remoteEnded = true;
       this.#handler.trailers(s, fields);
     }
@@ -628,6 +658,21 @@ function checkResponseFields(fields: readonly string[]): string | null {
     if (name.length === 0 || name.charCodeAt(0) === 0x3a) return 'pseudo-header after :status';
   }
   return null;
+}
+
+/** The content-length a response header list declares: -1 none, -2 malformed (not digits, or two that differ). */
+function declaredLength(fields: readonly string[]): number {
+  let length = -1;
+  for (let i = 2; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    if (name.length !== 14 || name !== 'content-length') continue;
+    const value = fields[i + 1] as string;
+    if (!/^\d{1,15}$/.test(value)) return -2;
+    const n = Number(value);
+    if (length >= 0 && n !== length) return -2;
+    length = n;
+  }
+  return length;
 }
 
 function isDigit(s: string, i: number, lo: number, hi: number): boolean {

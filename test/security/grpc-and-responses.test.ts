@@ -232,3 +232,94 @@ describe('response smuggling and status injection from a hostile HTTP/1.1 app (P
     await eventually(() => rawWard.counters.activeStreams === 0, 3000, 'streams closed');
   });
 });
+
+describe('response framing from an h2c app that lies about its content-length (RFC 9113 §8.1.1; response-queue poisoning towards HTTP/1.1 callers)', () => {
+  // Regression (found while fuzzing): the sidecar relayed `content-length: 5` with 10 octets of
+  // DATA. An HTTP/1.1 caller on keep-alive then read the 5 extra octets as the start of its next
+  // response; an HTTP/2 caller (node) failed its whole connection, other calls on it included.
+  let app: http2.Http2Server;
+  let h2Ward: Ward;
+  const BODY = '0123456789';
+
+  beforeAll(async () => {
+    app = http2.createServer();
+    app.on('stream', (s, h) => {
+      s.on('error', () => {});
+      const cl = h['x-cl'] as string | undefined;
+      const fields: http2.OutgoingHttpHeaders = { ':status': 200 };
+      if (cl !== undefined) fields['content-length'] = cl;
+      if (h['x-trailers'] === '1') {
+        s.respond(fields, { waitForTrailers: true });
+        s.once('wantTrailers', () => s.sendTrailers({ 'x-done': 'yes' }));
+      } else s.respond(fields);
+      s.end(h[':method'] === 'HEAD' ? undefined : BODY);
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    h2Ward = await startWard({ issuer: iss.issuer, app: { port: (app.address() as AddressInfo).port, protocol: 'h2c' } });
+  });
+  afterAll(async () => {
+    await h2Ward.close();
+    await new Promise<void>((r) => app.close(() => r()));
+  });
+
+  function h1(extra: string, method = 'GET'): Promise<string> {
+    return new Promise((resolve) => {
+      const sock = net.connect(h2Ward.port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      sock.on('error', () => {});
+      sock.on('close', () => resolve(got));
+      sock.write(`${method} /api/cl HTTP/1.1\r\nHost: orders\r\nAuthorization: Bearer ${token}\r\n${extra}\r\n`);
+      // keep-alive: the sidecar closes the connection only when it cannot frame the response
+      setTimeout(() => sock.destroy(), 1500);
+    });
+  }
+
+  it.each([
+    ['shorter than the DATA', '5', 'x-trailers: 0'],
+    ['longer than the DATA', '20', 'x-trailers: 0'],
+    ['shorter than the DATA, with trailers', '5', 'x-trailers: 1\r\nTE: trailers'],
+    ['longer than the DATA, with trailers', '20', 'x-trailers: 1\r\nTE: trailers'],
+  ])('content-length %s: an HTTP/1.1 caller never gets octets past the declared length; the connection is closed', async (_what, cl, extra) => {
+    const raw = await h1(`x-cl: ${cl}\r\n${extra}\r\n`);
+    const head = raw.indexOf('\r\n\r\n');
+    // Either a 502 before anything was relayed, or headers and a connection closed under them:
+    // never the 10 octets after a `content-length: 5`, never a response that looks complete.
+    if (raw.startsWith('HTTP/1.1 502')) expect(raw).toContain('ERR_UPSTREAM_RESET');
+    else expect(raw.slice(head + 4).length).toBeLessThan(Number(cl));
+    if (cl === '5') expect(raw).not.toContain('56789');
+    await eventually(() => h2Ward.counters.activeStreams === 0 && h2Ward.counters.h1Connections === 0, 3000, 'closed');
+  });
+
+  it('an HTTP/2 caller gets its stream reset, and its connection serves the next call', async () => {
+    const session = http2.connect(`http://127.0.0.1:${h2Ward.port}`);
+    try {
+      const call = (cl: string | undefined): Promise<{ status: number | undefined; body: string; error: string | undefined }> =>
+        new Promise((resolve) => {
+          const req = session.request({ ':path': '/api/cl', authorization: `Bearer ${token}`, ...(cl === undefined ? {} : { 'x-cl': cl }) });
+          let status: number | undefined;
+          let body = '';
+          req.on('response', (h) => (status = Number(h[':status'])));
+          req.on('data', (d: Buffer) => (body += d.toString()));
+          req.on('end', () => resolve({ status, body, error: undefined }));
+          req.on('error', (e: Error) => resolve({ status, body, error: e.message }));
+        });
+      for (const cl of ['5', '20']) {
+        const bad = await call(cl);
+        expect(bad.body).not.toBe(BODY);
+        expect(bad.status === 502 || bad.error !== undefined).toBe(true);
+      }
+      expect(await call('10')).toEqual({ status: 200, body: BODY, error: undefined });
+      expect(await call(undefined)).toEqual({ status: 200, body: BODY, error: undefined });
+      expect(session.destroyed).toBe(false);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('a HEAD response may declare the length of content it does not carry', async () => {
+    const raw = await h1('x-cl: 10\r\nConnection: close\r\n', 'HEAD');
+    expect(raw).toMatch(/^HTTP\/1\.1 200 /);
+    expect(raw.toLowerCase()).toContain('content-length: 10');
+  });
+});
