@@ -4,12 +4,17 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { extractBearer } from '../../src/authn/extract.ts';
+import { outboundConfigSchema } from '../../src/config/outbound.ts';
+import { silentLogger } from '../../src/lib/log.ts';
+import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { eventually, startWard, type Ward } from '../security/support/ward.ts';
 
 /**
  * A call's round trip through the sidecar, for every pair of protocols: HTTP/1.1 or HTTP/2
- * callers, HTTP/1.1 or h2c apps. Random methods, bodies (Content-Length or chunked on HTTP/1.1,
+ * callers, HTTP/1.1 or h2c apps; into the workload (inbound) and out of it, through the egress
+ * listener to a declared destination (with a scripted token source). Random methods, bodies (Content-Length or chunked on HTTP/1.1,
  * written in random pieces), request trailers, extra fields; the app answers with a chosen
  * status, a body of a chosen size (Content-Length or chunked on HTTP/1.1) and trailers or not.
  * What must hold is what docs/http2.md and src/inbound/forward.ts promise: the app gets the
@@ -140,10 +145,11 @@ function writeBody(w: { write(b: Buffer): unknown }, body: Buffer, pieces: numbe
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 
-function h1Call(port: number, c: Call, token: string): Promise<Reply> {
+function h1Call(port: number, c: Call, token: string, host?: string): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const body = pattern(c.body);
     const headers: http.OutgoingHttpHeaders = fieldsOf(c, token);
+    if (host !== undefined) headers.host = host;
     if (c.te) headers.te = 'trailers';
     const chunked = c.chunked || c.requestTrailer !== null;
     if (!chunked && c.method !== 'GET' && c.method !== 'HEAD') headers['content-length'] = String(body.length);
@@ -162,11 +168,11 @@ function h1Call(port: number, c: Call, token: string): Promise<Reply> {
   });
 }
 
-function h2Call(session: http2.ClientHttp2Session, c: Call, token: string): Promise<Reply> {
+function h2Call(session: http2.ClientHttp2Session, c: Call, token: string, authority?: string): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const body = pattern(c.body);
     const withBody = c.method !== 'GET' && c.method !== 'HEAD';
-    const req = session.request({ ':method': c.method, ':path': '/api/echo', ...fieldsOf(c, token) }, { waitForTrailers: c.requestTrailer !== null, endStream: !withBody && c.requestTrailer === null });
+    const req = session.request({ ':method': c.method, ':path': '/api/echo', ...(authority === undefined ? {} : { ':authority': authority }), ...fieldsOf(c, token) }, { waitForTrailers: c.requestTrailer !== null, endStream: !withBody && c.requestTrailer === null });
     if (c.requestTrailer !== null) req.once('wantTrailers', () => req.sendTrailers({ 'x-req-trailer': c.requestTrailer as string }));
     let headers: http2.IncomingHttpHeaders = {};
     let trailers: http2.IncomingHttpHeaders = {};
@@ -206,6 +212,7 @@ let token: string;
 const apps: { port: number; close: () => Promise<void> }[] = [];
 const wards: Record<'h1' | 'h2c', Ward> = {} as Record<'h1' | 'h2c', Ward>;
 const sessions: http2.ClientHttp2Session[] = [];
+let egress: Outbound;
 
 beforeAll(async () => {
   issuer = await startTestIssuer();
@@ -215,27 +222,51 @@ beforeAll(async () => {
   apps.push(h1, h2);
   wards.h1 = await startWard({ issuer: issuer.issuer, app: { port: h1.port, protocol: 'http1' } });
   wards.h2c = await startWard({ issuer: issuer.issuer, app: { port: h2.port, protocol: 'h2c' } });
+  // The egress listener, with a scripted token source: the app's token is exchanged for one per
+  // destination, which reaches the destination in its place.
+  egress = await createOutbound({
+    service: 'frontend',
+    config: outboundConfigSchema.parse({
+      listen: { host: '127.0.0.1', port: 0 },
+      destinations: [
+        { name: 'dest-h1', url: `http://127.0.0.1:${h1.port}`, protocol: 'http1', audience: 'dest-h1' },
+        { name: 'dest-h2c', url: `http://127.0.0.1:${h2.port}`, protocol: 'h2c', audience: 'dest-h2c' },
+      ],
+    }),
+    identityPrefix: 'x-ward-',
+    maxTokenBytes: 8192,
+    extractBearer,
+    tokens: { token: (t, subject) => ({ ok: true, token: `for-${t.name}`, authorization: `Bearer for-${t.name}-${subject ?? ''}`, via: 'exchange' }) },
+    log: silentLogger,
+    clock: Date.now,
+    onDecision: () => {},
+  });
 });
 afterAll(async () => {
   for (const s of sessions) s.close();
+  await egress.close();
   agent.destroy();
   for (const w of Object.values(wards)) await w.close();
   for (const a of apps) await a.close();
   await issuer.close();
 });
 
-describe('a call through the sidecar and back, for every pair of protocols', () => {
-  for (const caller of ['h1', 'h2'] as const) {
-    for (const appProto of ['h1', 'h2c'] as const) {
-      it(`${caller === 'h1' ? 'HTTP/1.1' : 'HTTP/2'} caller, ${appProto === 'h1' ? 'HTTP/1.1' : 'h2c'} app`, { timeout: 90_000 }, async () => {
+describe('a call through the sidecar and back, for every pair of protocols, inbound and through the egress listener', () => {
+  const pairs = (['inbound', 'egress'] as const).flatMap((leg) => (['h1', 'h2'] as const).flatMap((caller) => (['h1', 'h2c'] as const).map((appProto) => ({ leg, caller, appProto }))));
+  for (const { leg, caller, appProto } of pairs) {
+    {
+      it(`${leg}: ${caller === 'h1' ? 'HTTP/1.1' : 'HTTP/2'} caller, ${appProto === 'h1' ? 'HTTP/1.1' : 'h2c'} app`, { timeout: 90_000 }, async () => {
+        const inbound = leg === 'inbound';
         const ward = wards[appProto];
-        const session = http2.connect(ward.url);
+        const port = inbound ? ward.port : egress.port;
+        const authority = inbound ? undefined : `dest-${appProto}`;
+        const session = http2.connect(`http://127.0.0.1:${port}`);
         sessions.push(session);
         // What the runs exercised, so that a generator that stopped reaching a feature shows.
         const seen = { calls: 0, bodies: 0, bodyOnBodylessMethod: 0, requestTrailers: 0, trailersRelayed: 0, noBodyAnswers: 0, chunkedAnswers: 0 };
         await fc.assert(
           fc.asyncProperty(fc.array(CALL, { minLength: 1, maxLength: 3 }), async (calls) => {
-            const replies = await Promise.all(calls.map((c) => (caller === 'h1' ? h1Call(ward.port, c, token) : h2Call(session, c, token))));
+            const replies = await Promise.all(calls.map((c) => (caller === 'h1' ? h1Call(port, c, token, authority) : h2Call(session, c, token, authority))));
             calls.forEach((c, i) => {
               const r = replies[i] as Reply;
               const what = `${c.method} → ${c.answer.status}: ${String(r.headers['x-ward-reason'] ?? '')}`;
@@ -266,7 +297,7 @@ describe('a call through the sidecar and back, for every pair of protocols', () 
           LIMIT,
         );
         for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(10);
-        await eventually(() => ward.counters.activeStreams === 0, 5000, 'every stream released');
+        await eventually(() => (inbound ? ward.counters.activeStreams : egress.counters.activeStreams) === 0, 5000, 'every stream released');
       });
     }
   }
