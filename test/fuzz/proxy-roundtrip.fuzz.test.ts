@@ -254,51 +254,49 @@ afterAll(async () => {
 describe('a call through the sidecar and back, for every pair of protocols, inbound and through the egress listener', () => {
   const pairs = (['inbound', 'egress'] as const).flatMap((leg) => (['h1', 'h2'] as const).flatMap((caller) => (['h1', 'h2c'] as const).map((appProto) => ({ leg, caller, appProto }))));
   for (const { leg, caller, appProto } of pairs) {
-    {
-      it(`${leg}: ${caller === 'h1' ? 'HTTP/1.1' : 'HTTP/2'} caller, ${appProto === 'h1' ? 'HTTP/1.1' : 'h2c'} app`, { timeout: 90_000 }, async () => {
-        const inbound = leg === 'inbound';
-        const ward = wards[appProto];
-        const port = inbound ? ward.port : egress.port;
-        const authority = inbound ? undefined : `dest-${appProto}`;
-        const session = http2.connect(`http://127.0.0.1:${port}`);
-        sessions.push(session);
-        // What the runs exercised, so that a generator that stopped reaching a feature shows.
-        const seen = { calls: 0, bodies: 0, bodyOnBodylessMethod: 0, requestTrailers: 0, trailersRelayed: 0, noBodyAnswers: 0, chunkedAnswers: 0 };
-        await fc.assert(
-          fc.asyncProperty(fc.array(CALL, { minLength: 1, maxLength: 3 }), async (calls) => {
-            const replies = await Promise.all(calls.map((c) => (caller === 'h1' ? h1Call(port, c, token, authority) : h2Call(session, c, token, authority))));
-            calls.forEach((c, i) => {
-              const r = replies[i] as Reply;
-              const what = `${c.method} → ${c.answer.status}: ${String(r.headers['x-ward-reason'] ?? '')}`;
-              expect(r.status, what).toBe(c.answer.status);
-              expect(r.headers['x-echo-method'], what).toBe(c.method);
-              expect(r.headers['x-echo-len'], what).toBe(String(c.body));
-              expect(r.headers['x-echo-sha'], what).toBe(sha256(pattern(c.body)));
-              c.fuzz.forEach((v, j) => expect(r.headers[`x-echo-fuzz-${j}`], what).toBe(v));
-              // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
-              expect(r.headers['x-echo-trailer'], what).toBe(appProto === 'h2c' ? (c.requestTrailer ?? undefined) : undefined);
-              const empty = noBody(c.method, c.answer.status);
-              expect(r.body.length, what).toBe(empty ? 0 : c.answer.respLen);
-              if (!empty) expect(sha256(r.body), what).toBe(sha256(pattern(c.answer.respLen)));
-              // Response trailers: sent by an h2c app whenever asked, by an HTTP/1.1 app on a
-              // chunked answer; relayed to an HTTP/2 caller, and to an HTTP/1.1 one that sent TE.
-              const sent = !empty && c.answer.trailers && (appProto === 'h2c' || c.answer.chunked);
-              const relayed = sent && (caller === 'h2' || c.te);
-              expect(r.trailers['x-done'], what).toBe(relayed ? 'yes' : undefined);
-              seen.calls++;
-              if (c.body > 0) seen.bodies++;
-              if (c.body > 0 && (c.method === 'DELETE' || c.method === 'OPTIONS')) seen.bodyOnBodylessMethod++;
-              if (c.requestTrailer !== null) seen.requestTrailers++;
-              if (relayed) seen.trailersRelayed++;
-              if (empty) seen.noBodyAnswers++;
-              if (c.answer.chunked && !empty) seen.chunkedAnswers++;
-            });
-          }),
-          LIMIT,
-        );
-        for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(10);
-        await eventually(() => (inbound ? ward.counters.activeStreams : egress.counters.activeStreams) === 0, 5000, 'every stream released');
-      });
-    }
+    it(`${leg}: ${caller === 'h1' ? 'HTTP/1.1' : 'HTTP/2'} caller, ${appProto === 'h1' ? 'HTTP/1.1' : 'h2c'} app`, { timeout: 90_000 }, async () => {
+      const inbound = leg === 'inbound';
+      const ward = wards[appProto];
+      const port = inbound ? ward.port : egress.port;
+      const authority = inbound ? undefined : `dest-${appProto}`;
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      sessions.push(session);
+      // What the runs exercised, so that a generator that stopped reaching a feature shows.
+      const seen = { calls: 0, bodies: 0, bodyOnBodylessMethod: 0, requestTrailers: 0, trailersRelayed: 0, noBodyAnswers: 0, chunkedAnswers: 0 };
+      await fc.assert(
+        fc.asyncProperty(fc.array(CALL, { minLength: 1, maxLength: 3 }), async (calls) => {
+          const replies = await Promise.all(calls.map((c) => (caller === 'h1' ? h1Call(port, c, token, authority) : h2Call(session, c, token, authority))));
+          calls.forEach((c, i) => {
+            const r = replies[i] as Reply;
+            const what = `${c.method} → ${c.answer.status}: ${String(r.headers['x-ward-reason'] ?? '')}`;
+            expect(r.status, what).toBe(c.answer.status);
+            expect(r.headers['x-echo-method'], what).toBe(c.method);
+            expect(r.headers['x-echo-len'], what).toBe(String(c.body));
+            expect(r.headers['x-echo-sha'], what).toBe(sha256(pattern(c.body)));
+            c.fuzz.forEach((v, j) => expect(r.headers[`x-echo-fuzz-${j}`], what).toBe(v));
+            // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
+            expect(r.headers['x-echo-trailer'], what).toBe(appProto === 'h2c' ? (c.requestTrailer ?? undefined) : undefined);
+            const empty = noBody(c.method, c.answer.status);
+            expect(r.body.length, what).toBe(empty ? 0 : c.answer.respLen);
+            if (!empty) expect(sha256(r.body), what).toBe(sha256(pattern(c.answer.respLen)));
+            // Response trailers: sent by an h2c app whenever asked, by an HTTP/1.1 app on a
+            // chunked answer; relayed to an HTTP/2 caller, and to an HTTP/1.1 one that sent TE.
+            const sent = !empty && c.answer.trailers && (appProto === 'h2c' || c.answer.chunked);
+            const relayed = sent && (caller === 'h2' || c.te);
+            expect(r.trailers['x-done'], what).toBe(relayed ? 'yes' : undefined);
+            seen.calls++;
+            if (c.body > 0) seen.bodies++;
+            if (c.body > 0 && (c.method === 'DELETE' || c.method === 'OPTIONS')) seen.bodyOnBodylessMethod++;
+            if (c.requestTrailer !== null) seen.requestTrailers++;
+            if (relayed) seen.trailersRelayed++;
+            if (empty) seen.noBodyAnswers++;
+            if (c.answer.chunked && !empty) seen.chunkedAnswers++;
+          });
+        }),
+        LIMIT,
+      );
+      for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(10);
+      await eventually(() => (inbound ? ward.counters.activeStreams : egress.counters.activeStreams) === 0, 5000, 'every stream released');
+    });
   }
 });
