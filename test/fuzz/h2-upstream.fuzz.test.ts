@@ -1,5 +1,4 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +6,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { eventually, startWard, type Ward } from '../security/support/ward.ts';
+import { pattern, sha256 } from './support.ts';
 
 /**
  * ward's own HTTP/2 client (the leg to the app) against an independent, strict server: an app
@@ -21,13 +21,6 @@ import { eventually, startWard, type Ward } from '../security/support/ward.ts';
 
 const APP = fileURLToPath(new URL('python/h2_app.py', import.meta.url));
 const LIMIT = { numRuns: 80, interruptAfterTimeLimit: 40_000, markInterruptAsFailure: false } as const;
-
-function pattern(n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) b[i] = i % 251;
-  return b;
-}
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 let issuer: TestIssuer;
 let app: ChildProcessWithoutNullStreams;

@@ -1,13 +1,12 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { eventually, startWard, type Ward } from '../security/support/ward.ts';
+import { pattern, PythonPeer, sha256 } from './support.ts';
 
 /**
  * ward's own HTTP/2 server against an independent, strict client: Python's h2 (Debian
@@ -47,49 +46,6 @@ interface ConnectionResult {
   readonly goaway: number | null;
 }
 
-/** Octets i % 251, as the Python client sends them. */
-function pattern(n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) b[i] = i % 251;
-  return b;
-}
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-class Client {
-  readonly #proc: ChildProcessWithoutNullStreams;
-  readonly #waiting: { resolve: (r: ConnectionResult) => void; reject: (err: Error) => void }[] = [];
-  #stderr = '';
-
-  constructor() {
-    this.#proc = spawn('/usr/bin/python3', [CLIENT]);
-    this.#proc.stderr.on('data', (d: Buffer) => (this.#stderr += d.toString()));
-    createInterface({ input: this.#proc.stdout }).on('line', (line) => this.#waiting.shift()?.resolve(JSON.parse(line) as ConnectionResult));
-    this.#proc.on('exit', () => {
-      for (const w of this.#waiting.splice(0)) w.reject(new Error(`the Python h2 client exited: ${this.#stderr}`));
-    });
-  }
-
-  run(spec: object): Promise<ConnectionResult> {
-    return new Promise((resolve, reject) => {
-      if (this.#proc.exitCode !== null) {
-        reject(new Error(`the Python h2 client exited: ${this.#stderr}`));
-        return;
-      }
-      this.#waiting.push({ resolve, reject });
-      this.#proc.stdin.write(`${JSON.stringify(spec)}\n`);
-    });
-  }
-
-  /** Resolves once every connection handed over has been reported (a run fast-check gave up on included). */
-  async idle(): Promise<void> {
-    while (this.#waiting.length > 0) await new Promise((r) => setTimeout(r, 20));
-  }
-
-  close(): void {
-    this.#proc.stdin.end();
-  }
-}
-
 /**
  * The app: answers once the whole request body is in, with its length and digest, the `x-fuzz-*`
  * fields and request trailer it saw, `x-resp-len` octets of body and, with `x-want-trailers: 1`,
@@ -125,12 +81,12 @@ async function startEchoApp(): Promise<{ port: number; close: () => Promise<void
 let issuer: TestIssuer;
 let app: Awaited<ReturnType<typeof startEchoApp>>;
 let ward: Ward;
-let client: Client;
+let client: PythonPeer;
 beforeAll(async () => {
   issuer = await startTestIssuer();
   app = await startEchoApp();
   ward = await startWard({ issuer: issuer.issuer, app: { port: app.port, protocol: 'h2c' } });
-  client = new Client();
+  client = new PythonPeer(CLIENT);
 });
 afterAll(async () => {
   client.close();
@@ -194,7 +150,7 @@ describe("ward's HTTP/2 server against Python h2 (RFC 9113)", () => {
           trailers: s.requestTrailer === null ? null : [['x-req-trailer', s.requestTrailer]],
           cancelAt: s.cancelAt !== null && s.cancelAt < s.respLen ? s.cancelAt : null,
         }));
-        const r = await client.run({ port: ward.port, settings: c.settings, settingsLater: c.settingsLater, streams });
+        const r = await client.request<ConnectionResult>({ port: ward.port, settings: c.settings, settingsLater: c.settingsLater, streams });
         if (w < 100) seen.tinyWindow++;
         if (c.settings.headerTableSize < 4096) seen.smallTable++;
         if (c.settingsLater !== null) seen.settingsLater++;

@@ -1,9 +1,8 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HpackDecoder, HpackEncoder, markSensitive, sensitiveOf } from '../../src/h2/hpack.ts';
+import { PythonPeer } from './support.ts';
 
 /**
  * ward's HPACK (RFC 7541) against an independent implementation, Python's `hpack` (Debian
@@ -23,44 +22,9 @@ import { HpackDecoder, HpackEncoder, markSensitive, sensitiveOf } from '../../sr
 const PEER = fileURLToPath(new URL('python/hpack_peer.py', import.meta.url));
 const LIMIT = { numRuns: 250, interruptAfterTimeLimit: 8000, markInterruptAsFailure: false } as const;
 
-class Peer {
-  readonly #proc: ChildProcessWithoutNullStreams;
-  readonly #waiting: { resolve: (line: string) => void; reject: (err: Error) => void }[] = [];
-  #stderr = '';
-
-  constructor() {
-    this.#proc = spawn('/usr/bin/python3', [PEER]);
-    this.#proc.stderr.on('data', (d: Buffer) => (this.#stderr += d.toString()));
-    createInterface({ input: this.#proc.stdout }).on('line', (line) => this.#waiting.shift()?.resolve(line));
-    // A peer that dies fails the requests waiting on it instead of leaving them to the timeout.
-    this.#proc.on('exit', () => {
-      for (const w of this.#waiting.splice(0)) w.reject(this.#died());
-    });
-  }
-
-  #died(): Error {
-    return new Error(`the Python HPACK peer (${PEER}) exited: ${this.#stderr}`);
-  }
-
-  request<T>(req: object): Promise<T> {
-    return new Promise((resolve, reject) => {
-      if (this.#proc.exitCode !== null) {
-        reject(this.#died());
-        return;
-      }
-      this.#waiting.push({ resolve: (line) => resolve(JSON.parse(line) as T), reject });
-      this.#proc.stdin.write(`${JSON.stringify(req)}\n`);
-    });
-  }
-
-  close(): void {
-    this.#proc.stdin.end();
-  }
-}
-
-let peer: Peer;
+let peer: PythonPeer;
 beforeAll(async () => {
-  peer = new Peer();
+  peer = new PythonPeer(PEER);
   await peer.request({ op: 'new' }); // fails here, once, if python3-hpack is missing
 });
 afterAll(() => peer.close());

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +9,7 @@ import { silentLogger } from '../../src/lib/log.ts';
 import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { eventually, startWard, type Ward } from '../security/support/ward.ts';
+import { pattern, sha256 } from './support.ts';
 
 /**
  * A call's round trip through the sidecar, for every pair of protocols: HTTP/1.1 or HTTP/2
@@ -25,13 +25,6 @@ import { eventually, startWard, type Ward } from '../security/support/ward.ts';
  */
 
 const LIMIT = { numRuns: 150, interruptAfterTimeLimit: 40_000, markInterruptAsFailure: false } as const;
-
-function pattern(n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 7) % 251;
-  return b;
-}
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 interface AppAnswer {
   readonly status: number;
