@@ -180,7 +180,8 @@ function h2Call(session: http2.ClientHttp2Session, c: Call, token: string, autho
   });
 }
 
-const VALUE = fc.stringMatching(/^[!-~]([ -~]{0,30}[!-~])?$/);
+/** A field value RFC 9110 §5.5 lets through: visible ASCII and obs-text (0x80-0xFF), no edge whitespace. */
+const VALUE = fc.stringMatching(/^[!-~\x80-\xff]([ -~\x80-\xff]{0,30}[!-~\x80-\xff])?$/);
 const CALL = fc
   .record({
     method: fc.constantFrom('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'),
