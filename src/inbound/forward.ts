@@ -679,9 +679,9 @@ export function createRelay(o: RelayOptions): Relay {
     const h = ex.fwdHeaders;
     h.host = ex.authority ?? defaultAuthority;
     // Every body goes out framed. Without Content-Length (an HTTP/2 caller's, or a chunked one),
-    // node's http.request chunks only POST, PUT, PATCH and the like: a GET, HEAD, DELETE,
-    // OPTIONS, TRACE or CONNECT body would follow the headers raw, and the app would parse it
-    // as the next request on the connection, one no policy judged (a smuggled request).
+    // node's http.request chunks only POST, PUT, PATCH and the like: a GET, HEAD, DELETE or
+    // OPTIONS body would follow the headers raw, and the app would parse it as the next request
+    // on the connection, one no policy judged (a smuggled request).
     if (!ex.bodyless && h['content-length'] === undefined) h['transfer-encoding'] = 'chunked';
     let req: ClientRequest;
     try {
