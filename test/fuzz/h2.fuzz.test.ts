@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -78,20 +79,55 @@ async function startEchoApp(): Promise<{ port: number; close: () => Promise<void
   return { port: (server.address() as AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) };
 }
 
+/** The same app over HTTP/1.1 (request trailers do not reach it; its trailers go out chunked). */
+async function startH1EchoApp(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const hash = createHash('sha256');
+    let n = 0;
+    res.on('error', () => {});
+    req.on('data', (c: Buffer) => {
+      hash.update(c);
+      n += c.length;
+    });
+    req.on('end', () => {
+      if (res.destroyed) return;
+      const out: http.OutgoingHttpHeaders = { 'x-echo-len': String(n), 'x-echo-sha': hash.digest('hex') };
+      for (const [k, v] of Object.entries(req.headers)) if (k.startsWith('x-fuzz-')) out[`x-echo-${k.slice(2)}`] = v;
+      const trailer = req.trailers['x-req-trailer'];
+      if (trailer !== undefined) out['x-echo-trailer'] = trailer;
+      const wantTrailers = req.headers['x-want-trailers'] === '1';
+      const body = pattern(Number(req.headers['x-resp-len'] ?? 0));
+      if (wantTrailers) {
+        out['transfer-encoding'] = 'chunked';
+        out.trailer = 'x-done';
+      } else out['content-length'] = String(body.length);
+      res.writeHead(200, out);
+      if (body.length > 0) res.write(body);
+      if (wantTrailers) res.addTrailers({ 'x-done': 'yes' });
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) };
+}
+
 let issuer: TestIssuer;
-let app: Awaited<ReturnType<typeof startEchoApp>>;
-let ward: Ward;
+const apps: { port: number; close: () => Promise<void> }[] = [];
+const wards = {} as Record<'h2c' | 'http1', Ward>;
 let client: PythonPeer;
 beforeAll(async () => {
   issuer = await startTestIssuer();
-  app = await startEchoApp();
-  ward = await startWard({ issuer: issuer.issuer, app: { port: app.port, protocol: 'h2c' } });
+  const h2c = await startEchoApp();
+  const h1 = await startH1EchoApp();
+  apps.push(h2c, h1);
+  wards.h2c = await startWard({ issuer: issuer.issuer, app: { port: h2c.port, protocol: 'h2c' } });
+  wards.http1 = await startWard({ issuer: issuer.issuer, app: { port: h1.port, protocol: 'http1' } });
   client = new PythonPeer(CLIENT);
 });
 afterAll(async () => {
   client.close();
-  await ward.close();
-  await app.close();
+  for (const w of Object.values(wards)) await w.close();
+  for (const a of apps) await a.close();
   await issuer.close();
 });
 
@@ -113,15 +149,24 @@ const SETTINGS = fc.record({
   maxFrameSize: fc.oneof(fc.constant(16_384), fc.integer({ min: 16_384, max: 1 << 20 })),
   headerTableSize: fc.nat(4096),
 });
-const CONNECTION = fc.record({
-  settings: SETTINGS,
-  /** New SETTINGS once the streams are open: a window that shrinks or grows under open streams. */
-  settingsLater: fc.option(SETTINGS, { nil: null, freq: 3 }),
-  streams: fc.array(STREAM, { minLength: 1, maxLength: 4 }),
-});
+const CONNECTION = fc
+  .record({
+    settings: SETTINGS,
+    /** New SETTINGS once the streams are open: a window that shrinks or grows under open streams. */
+    settingsLater: fc.option(SETTINGS, { nil: null, freq: 3 }),
+    streams: fc.array(STREAM, { minLength: 1, maxLength: 4 }),
+  })
+  // Never a larger MAX_FRAME_SIZE later. h2 (4.1) sets the frame limit once per read, so when
+  // the acknowledgement of a larger limit and a frame that uses it arrive in one read, it refuses
+  // the frame, though the sidecar sent it after the acknowledgement, as RFC 9113 §6.5.3 allows.
+  .map((c) =>
+    c.settingsLater === null ? c : { ...c, settingsLater: { ...c.settingsLater, maxFrameSize: Math.min(c.settingsLater.maxFrameSize, c.settings.maxFrameSize) } },
+  );
 
 describe("ward's HTTP/2 server against Python h2 (RFC 9113)", () => {
-  it('every stream arrives whole at the app and comes back whole, within what the client allowed', { timeout: 90_000 }, async () => {
+  for (const appProto of ['h2c', 'http1'] as const)
+  it(`every stream arrives whole at the ${appProto} app and comes back whole, within what the client allowed`, { timeout: 90_000 }, async () => {
+    const ward = wards[appProto];
     const token = issuer.token();
     // What the runs exercised, so that a generator that stopped reaching a feature shows.
     const seen = { tinyWindow: 0, padded: 0, requestTrailers: 0, responseTrailers: 0, concurrent: 0, bodyPastWindow: 0, responsePastWindow: 0, smallTable: 0, settingsLater: 0, cancelled: 0 };
@@ -179,7 +224,8 @@ describe("ward's HTTP/2 server against Python h2 (RFC 9113)", () => {
           expect(got.headers['x-echo-len']).toBe(String(s.body));
           expect(got.headers['x-echo-sha']).toBe(sha256(pattern(s.body)));
           s.fuzz.forEach((v, j) => expect(got.headers[`x-echo-fuzz-${j}`]).toBe(v));
-          expect(got.headers['x-echo-trailer']).toBe(s.requestTrailer ?? undefined);
+          // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
+          expect(got.headers['x-echo-trailer']).toBe(appProto === 'h2c' ? (s.requestTrailer ?? undefined) : undefined);
           expect(got.bodyLength).toBe(s.respLen);
           expect(got.bodySha256).toBe(sha256(pattern(s.respLen)));
           expect(got.trailers).toEqual(s.wantTrailers ? { 'x-done': 'yes' } : null);
