@@ -164,79 +164,80 @@ const CONNECTION = fc
   );
 
 describe("ward's HTTP/2 server against Python h2 (RFC 9113)", () => {
-  for (const appProto of ['h2c', 'http1'] as const)
-  it(`every stream arrives whole at the ${appProto} app and comes back whole, within what the client allowed`, { timeout: 90_000 }, async () => {
-    const ward = wards[appProto];
-    const token = issuer.token();
-    // What the runs exercised, so that a generator that stopped reaching a feature shows.
-    const seen = { tinyWindow: 0, padded: 0, requestTrailers: 0, responseTrailers: 0, concurrent: 0, bodyPastWindow: 0, responsePastWindow: 0, smallTable: 0, settingsLater: 0, cancelled: 0 };
-    await fc.assert(
-      fc.asyncProperty(CONNECTION, async (c) => {
-        // Sizes within reach of the windows and frame sizes drawn: a 1-octet window moves one
-        // octet per round trip.
-        const w = Math.min(c.settings.initialWindowSize, c.settingsLater?.initialWindowSize ?? Infinity);
-        const sized = c.streams.map((s) => ({ ...s, body: Math.min(s.body, s.chunk * 200), respLen: Math.min(s.respLen, w * 200) }));
-        const streams: StreamSpec[] = sized.map((s) => ({
-          headers: [
-            [':method', 'POST'],
-            [':scheme', 'http'],
-            [':authority', `127.0.0.1:${ward.port}`],
-            [':path', '/api/echo'],
-            ['authorization', `Bearer ${token}`],
-            ['content-type', 'application/octet-stream'],
-            ['te', 'trailers'],
-            ['x-resp-len', String(s.respLen)],
-            ['x-want-trailers', s.wantTrailers ? '1' : '0'],
-            ...s.fuzz.map((v, i): [string, string] => [`x-fuzz-${i}`, v]),
-          ],
-          body: s.body,
-          chunk: s.chunk,
-          pad: s.pad,
-          trailers: s.requestTrailer === null ? null : [['x-req-trailer', s.requestTrailer]],
-          // Early in a long answer, so that most of it is still to come when the reset goes out.
-          cancelAt: s.cancelPercent !== null && s.respLen >= 20_000 ? Math.floor((s.respLen * s.cancelPercent) / 100) : null,
-        }));
-        const r = await client.request<ConnectionResult>({ port: ward.port, settings: c.settings, settingsLater: c.settingsLater, streams });
-        if (w < 100) seen.tinyWindow++;
-        if (c.settings.headerTableSize < 4096) seen.smallTable++;
-        if (c.settingsLater !== null) seen.settingsLater++;
-        if (sized.length > 1) seen.concurrent++;
-        for (const x of sized) {
-          if (x.pad !== null && x.body > 0) seen.padded++;
-          if (x.requestTrailer !== null) seen.requestTrailers++;
-          if (x.wantTrailers) seen.responseTrailers++;
-          if (x.body > 65_535) seen.bodyPastWindow++;
-          if (x.respLen > w) seen.responsePastWindow++;
-        }
-        expect(r.protocolError).toBeNull();
-        expect(r.goaway).toBeNull();
-        expect(r.streams).toHaveLength(sized.length);
-        sized.forEach((s, i) => {
-          const got = r.streams[i] as StreamResult;
-          expect(got.reset, `stream ${i}`).toBeNull();
-          // A stream the client cancelled partway: only that nothing went wrong on it (checked
-          // above and below: no reset from the sidecar, no protocol error, no GOAWAY).
-          if (got.cancelled) {
-            expect(streams[i]?.cancelAt).not.toBeNull();
-            seen.cancelled++;
-            return;
+  for (const appProto of ['h2c', 'http1'] as const) {
+    it(`every stream arrives whole at the ${appProto} app and comes back whole, within what the client allowed`, { timeout: 90_000 }, async () => {
+      const ward = wards[appProto];
+      const token = issuer.token();
+      // What the runs exercised, so that a generator that stopped reaching a feature shows.
+      const seen = { tinyWindow: 0, padded: 0, requestTrailers: 0, responseTrailers: 0, concurrent: 0, bodyPastWindow: 0, responsePastWindow: 0, smallTable: 0, settingsLater: 0, cancelled: 0 };
+      await fc.assert(
+        fc.asyncProperty(CONNECTION, async (c) => {
+          // Sizes within reach of the windows and frame sizes drawn: a 1-octet window moves one
+          // octet per round trip.
+          const w = Math.min(c.settings.initialWindowSize, c.settingsLater?.initialWindowSize ?? Infinity);
+          const sized = c.streams.map((s) => ({ ...s, body: Math.min(s.body, s.chunk * 200), respLen: Math.min(s.respLen, w * 200) }));
+          const streams: StreamSpec[] = sized.map((s) => ({
+            headers: [
+              [':method', 'POST'],
+              [':scheme', 'http'],
+              [':authority', `127.0.0.1:${ward.port}`],
+              [':path', '/api/echo'],
+              ['authorization', `Bearer ${token}`],
+              ['content-type', 'application/octet-stream'],
+              ['te', 'trailers'],
+              ['x-resp-len', String(s.respLen)],
+              ['x-want-trailers', s.wantTrailers ? '1' : '0'],
+              ...s.fuzz.map((v, i): [string, string] => [`x-fuzz-${i}`, v]),
+            ],
+            body: s.body,
+            chunk: s.chunk,
+            pad: s.pad,
+            trailers: s.requestTrailer === null ? null : [['x-req-trailer', s.requestTrailer]],
+            // Early in a long answer, so that most of it is still to come when the reset goes out.
+            cancelAt: s.cancelPercent !== null && s.respLen >= 20_000 ? Math.floor((s.respLen * s.cancelPercent) / 100) : null,
+          }));
+          const r = await client.request<ConnectionResult>({ port: ward.port, settings: c.settings, settingsLater: c.settingsLater, streams });
+          if (w < 100) seen.tinyWindow++;
+          if (c.settings.headerTableSize < 4096) seen.smallTable++;
+          if (c.settingsLater !== null) seen.settingsLater++;
+          if (sized.length > 1) seen.concurrent++;
+          for (const x of sized) {
+            if (x.pad !== null && x.body > 0) seen.padded++;
+            if (x.requestTrailer !== null) seen.requestTrailers++;
+            if (x.wantTrailers) seen.responseTrailers++;
+            if (x.body > 65_535) seen.bodyPastWindow++;
+            if (x.respLen > w) seen.responsePastWindow++;
           }
-          expect(got.status, `stream ${i}`).toBe('200');
-          expect(got.headers['x-echo-len']).toBe(String(s.body));
-          expect(got.headers['x-echo-sha']).toBe(sha256(pattern(s.body)));
-          s.fuzz.forEach((v, j) => expect(got.headers[`x-echo-fuzz-${j}`]).toBe(v));
-          // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
-          expect(got.headers['x-echo-trailer']).toBe(appProto === 'h2c' ? (s.requestTrailer ?? undefined) : undefined);
-          expect(got.bodyLength).toBe(s.respLen);
-          expect(got.bodySha256).toBe(sha256(pattern(s.respLen)));
-          expect(got.trailers).toEqual(s.wantTrailers ? { 'x-done': 'yes' } : null);
-        });
-      }),
-      LIMIT,
-    );
-    for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(0);
-    // The sidecar let go of every stream.
-    await client.idle();
-    await eventually(() => ward.counters.activeStreams === 0, 5000, 'every stream released');
-  });
+          expect(r.protocolError).toBeNull();
+          expect(r.goaway).toBeNull();
+          expect(r.streams).toHaveLength(sized.length);
+          sized.forEach((s, i) => {
+            const got = r.streams[i] as StreamResult;
+            expect(got.reset, `stream ${i}`).toBeNull();
+            // A stream the client cancelled partway: only that nothing went wrong on it (checked
+            // above and below: no reset from the sidecar, no protocol error, no GOAWAY).
+            if (got.cancelled) {
+              expect(streams[i]?.cancelAt).not.toBeNull();
+              seen.cancelled++;
+              return;
+            }
+            expect(got.status, `stream ${i}`).toBe('200');
+            expect(got.headers['x-echo-len']).toBe(String(s.body));
+            expect(got.headers['x-echo-sha']).toBe(sha256(pattern(s.body)));
+            s.fuzz.forEach((v, j) => expect(got.headers[`x-echo-fuzz-${j}`]).toBe(v));
+            // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
+            expect(got.headers['x-echo-trailer']).toBe(appProto === 'h2c' ? (s.requestTrailer ?? undefined) : undefined);
+            expect(got.bodyLength).toBe(s.respLen);
+            expect(got.bodySha256).toBe(sha256(pattern(s.respLen)));
+            expect(got.trailers).toEqual(s.wantTrailers ? { 'x-done': 'yes' } : null);
+          });
+        }),
+        LIMIT,
+      );
+      for (const [what, n] of Object.entries(seen)) expect(n, what).toBeGreaterThan(0);
+      // The sidecar let go of every stream.
+      await client.idle();
+      await eventually(() => ward.counters.activeStreams === 0, 5000, 'every stream released');
+    });
+  }
 });
