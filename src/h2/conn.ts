@@ -617,16 +617,14 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     }
     if (s.remoteEnded) return this.#streamError(s, STREAM_CLOSED, 'HEADERS after END_STREAM');
     if (!s.gotResponse) {
-      const bad = checkResponseFields(fields);
-      if (bad !== null) return this.#streamError(s, PROTOCOL_ERROR, bad);
+      const length = checkResponseFields(fields);
+      if (typeof length === 'string') return this.#streamError(s, PROTOCOL_ERROR, length);
       const status = fields[1] as string;
       if (status.charCodeAt(0) === 0x31 /* 1xx */) {
         // Informational (100, 103): skipped; 101 is not allowed in HTTP/2 (§8.6).
         if (endStream || status === '101') return this.#streamError(s, PROTOCOL_ERROR, 'informational response ends the stream');
         return;
       }
-      const length = declaredLength(fields);
-      if (length === -2) return this.#streamError(s, PROTOCOL_ERROR, 'invalid content-length');
       // A response to HEAD, a 204 and a 304 have no content whatever content-length says (§8.1.1).
       if (length >= 0 && !s.head && status !== '204' && status !== '304') {
         if (endStream && length > 0) return this.#streamError(s, PROTOCOL_ERROR, 'content-length without the content');
@@ -648,28 +646,24 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 }
 
-/** A response header list must start with one valid `:status` and carry no other pseudo-header (RFC 9113 §8.3.2). */
-function checkResponseFields(fields: readonly string[]): string | null {
+/**
+ * A response header list must start with one valid `:status` and carry no other pseudo-header
+ * (RFC 9113 §8.3.2), and any content-length must be one number. Returns the content-length
+ * declared (-1 for none), or why the list is malformed.
+ */
+function checkResponseFields(fields: readonly string[]): number | string {
   if (fields[0] !== ':status') return 'response without :status first';
   const status = fields[1] as string;
   if (status.length !== 3 || !isDigit(status, 0, 0x31, 0x35) || !isDigit(status, 1, 0x30, 0x39) || !isDigit(status, 2, 0x30, 0x39)) return 'invalid :status';
-  for (let i = 2; i < fields.length; i += 2) {
-    const name = fields[i] as string;
-    if (name.length === 0 || name.charCodeAt(0) === 0x3a) return 'pseudo-header after :status';
-  }
-  return null;
-}
-
-/** The content-length a response header list declares: -1 none, -2 malformed (not digits, or two that differ). */
-function declaredLength(fields: readonly string[]): number {
   let length = -1;
   for (let i = 2; i < fields.length; i += 2) {
     const name = fields[i] as string;
+    if (name.length === 0 || name.charCodeAt(0) === 0x3a) return 'pseudo-header after :status';
     if (name.length !== 14 || name !== 'content-length') continue;
     const value = fields[i + 1] as string;
-    if (!/^\d{1,15}$/.test(value)) return -2;
+    if (!/^\d{1,15}$/.test(value)) return 'invalid content-length';
     const n = Number(value);
-    if (length >= 0 && n !== length) return -2;
+    if (length >= 0 && n !== length) return 'invalid content-length';
     length = n;
   }
   return length;
