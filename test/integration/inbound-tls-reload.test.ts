@@ -5,17 +5,15 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors/ward-error.ts';
-import { createInbound, type Inbound } from '../../src/inbound/server.ts';
-import { createLogger, silentLogger } from '../../src/lib/log.ts';
+import type { Inbound } from '../../src/inbound/server.ts';
+import { createLogger } from '../../src/lib/log.ts';
 import {
   makeSelfSignedCert,
   type RecordingApp,
   startH2App,
-  TEST_POLICY,
-  testAuthenticate,
+  startProxy,
   testConfig,
-  testEvaluate,
-  testExtract,
+  type TestProxy,
   type TlsFiles,
 } from '../unit/inbound/harness.ts';
 
@@ -62,17 +60,10 @@ beforeAll(async () => {
   copyFileSync(first.certFile, join(dir, 'live', 'tls.crt'));
   copyFileSync(first.keyFile, join(dir, 'live', 'tls.key'));
   app = await startH2App();
-  inbound = await createInbound({
-    config: { ...testConfig({ upstreamPort: app.port, tls: { certFile: 'live/tls.crt', keyFile: 'live/tls.key' } }), baseDir: dir },
-    configFile: join(dir, 'sidecar.yaml'),
-    certPollMs: 50,
-    authenticate: testAuthenticate(),
-    extractBearer: testExtract,
-    policy: () => TEST_POLICY,
-    evaluate: testEvaluate(),
-    log: createLogger({ level: 'info', sink: { write: (l: string) => void lines.push(l) } }),
-    clock: () => 1_700_000_000_000,
-  });
+  ({ inbound } = await startProxy(
+    { ...testConfig({ upstreamPort: app.port, tls: { certFile: 'live/tls.crt', keyFile: 'live/tls.key' } }), baseDir: dir },
+    { configFile: join(dir, 'sidecar.yaml'), certPollMs: 50, log: createLogger({ level: 'info', sink: { write: (l: string) => void lines.push(l) } }) },
+  ));
 });
 
 afterAll(async () => {
@@ -111,17 +102,8 @@ describe('inbound TLS listener: certificate renewal', () => {
   });
 
   it('refuses to start with a file it cannot read, or a key that is not the certificate\'s, naming the setting', async () => {
-    const start = (certFile: string, keyFile: string): Promise<Inbound> =>
-      createInbound({
-        config: { ...testConfig({ upstreamPort: app.port, tls: { certFile, keyFile } }), baseDir: dir },
-        configFile: join(dir, 'sidecar.yaml'),
-        authenticate: testAuthenticate(),
-        extractBearer: testExtract,
-        policy: () => TEST_POLICY,
-        evaluate: testEvaluate(),
-        log: silentLogger,
-        clock: () => 1_700_000_000_000,
-      });
+    const start = (certFile: string, keyFile: string): Promise<TestProxy> =>
+      startProxy({ ...testConfig({ upstreamPort: app.port, tls: { certFile, keyFile } }), baseDir: dir }, { configFile: join(dir, 'sidecar.yaml') });
     const missing = start('nowhere.crt', first.keyFile);
     await expect(missing).rejects.toBeInstanceOf(ConfigError);
     await expect(missing).rejects.toThrow(/sidecar\.yaml:1:1: inbound\.tls\.certFile: cannot read .*nowhere\.crt: ENOENT/);

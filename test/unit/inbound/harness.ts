@@ -147,17 +147,22 @@ export async function startProxy(
     policy?: () => CompiledPolicy | null;
     authenticate?: InboundDeps['authenticate'];
     extractBearer?: InboundDeps['extractBearer'];
+    configFile?: InboundDeps['configFile'];
+    certPollMs?: InboundDeps['certPollMs'];
+    log?: InboundDeps['log'];
   } = {},
 ): Promise<TestProxy> {
   const decisions: DecisionRecord[] = [];
   const facts: Facts[] = [];
   const inbound = await createInbound({
     config: cfg,
+    ...(opts.configFile === undefined ? {} : { configFile: opts.configFile }),
+    ...(opts.certPollMs === undefined ? {} : { certPollMs: opts.certPollMs }),
     authenticate: opts.authenticate ?? testAuthenticate(),
     extractBearer: opts.extractBearer ?? testExtract,
     policy: opts.policy ?? (() => TEST_POLICY),
     evaluate: testEvaluate(opts.rule, facts),
-    log: silentLogger,
+    log: opts.log ?? silentLogger,
     clock: () => 1_700_000_000_000,
     onDecision: (r) => decisions.push(r),
   });
