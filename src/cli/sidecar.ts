@@ -6,6 +6,7 @@ import { memoryReport } from '../admin/memory.ts';
 import { loadSidecarConfig, readReferencedFile, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
+import type { InboundCounters } from '../inbound/types.ts';
 import { systemClock } from '../lib/clock.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
 import type { CaSource } from '../h2/conn.ts';
@@ -110,6 +111,8 @@ export async function startSidecar(
     ...(cfg.policy.controlPlane === undefined ? {} : { controlPlane: controlPlaneTarget(cfg, cfg.policy.controlPlane) }),
   });
   const instanceId = cfg.policy.controlPlane?.instanceId ?? `${hostname()}:${process.pid}`;
+  // Set once the listeners are up (the metrics read it from then on).
+  let upstreamRequests: InboundCounters['upstreamRequests'] | null = null;
   const telemetry: Telemetry | null = !tcfg.enabled
     ? null
     : (await import('../telemetry/telemetry.ts')).startTelemetry(tcfg, {
@@ -120,6 +123,7 @@ export async function startSidecar(
           issuers: () => authenticator.status(),
           policyVersion: () => policy.current()?.version ?? null,
           controlPlaneConnected: () => policy.connected(),
+          upstreamRequests: () => upstreamRequests,
         },
         ...(tcfg.endpointSource === 'control-plane' && policy.token !== undefined ? { token: policy.token } : {}),
       });
@@ -137,6 +141,7 @@ export async function startSidecar(
     ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
     ...(session === null ? {} : { session }),
   });
+  upstreamRequests = inbound.counters.upstreamRequests;
 
   // The egress listener comes up after the inbound one (outbound.md): the app's outgoing calls
   // get a token exchanged for their destination.
@@ -158,6 +163,7 @@ export async function startSidecar(
     policyError: policy.lastError(),
     controlPlaneConnected: policy.connected(),
     issuers: authenticator.status(),
+    upstream: { requests: inbound.counters.upstreamRequests.active, maxRequests: inbound.counters.upstreamRequests.max, overflowed: inbound.counters.upstreamRequests.overflowed },
     outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
     session: session === null ? null : { ...session.counters },
     draining,

@@ -51,6 +51,10 @@ const upstream = z.strictObject({
   }),
   maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the app.' }),
   maxSockets: z.int().positive().default(256).meta({ description: 'http1: keep-alive sockets kept to the app.' }),
+  maxRequests: z.int().nonnegative().default(0).meta({
+    description:
+      'Calls at the app at once, at most: counted from when an allowed call is sent to the app until its caller\'s stream closes (a gRPC stream holds one for its whole life). One more is refused at once with `ERR_UPSTREAM_OVERLOADED` (503, gRPC `UNAVAILABLE`, which clients may retry) and never reaches the app, so a slow or stuck app cannot make the sidecar hold calls without bound (Envoy\'s `max_requests` circuit breaker). Per worker under `concurrency`. 0 = no limit (the default, as in Istio).',
+  }),
 });
 
 const identityHeaders = z.strictObject({

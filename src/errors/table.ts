@@ -77,6 +77,7 @@ export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_UPSTREAM_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream unavailable' },
   ERR_UPSTREAM_TIMEOUT: { http: 504, grpc: GrpcStatus.DEADLINE_EXCEEDED, challenge: 'none', message: 'upstream timed out' },
   ERR_UPSTREAM_RESET: { http: 502, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream reset the stream' },
+  ERR_UPSTREAM_OVERLOADED: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream overloaded' },
   ERR_DESTINATION_UNKNOWN: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'destination not declared' },
   ERR_EXCHANGE_REFUSED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'token exchange refused' },
   ERR_EXCHANGE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'token exchange unavailable' },

@@ -12,6 +12,7 @@ import {
   goawayFrame,
   INTERNAL_ERROR,
   NO_ERROR,
+  PING,
   PREFACE,
   PROTOCOL_ERROR,
   REFUSED_STREAM,
@@ -94,6 +95,9 @@ const MAX_BUFFERED = 10 * 1024 * 1024;
 const RESET_MEMORY = 1024;
 /** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
 const LINGER_MS = 2000;
+/** A client that half-closed the socket with streams still open gets a PING this often (`#onSocketEnd`). */
+const PROBE_MS = 250;
+const PROBE_PING = frame(PING, 0, 0, Buffer.from('ward-eof'));
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -272,6 +276,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #emptyData = 0;
   #resetTokens = RESET_BURST;
   #resetAt = 0;
+  #probe: NodeJS.Timeout | null = null;
 
   constructor(socket: Duplex, o: H2ServerOptions) {
     super(socket, new HpackEncoder({ neverIndex: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'] }));
@@ -562,9 +567,35 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     for (const s of [...this.#streams.values()]) if (!s.remoteEnded) this.resetStream(s, 0x8);
     this.#goaway = true;
     this.#maybeEnd();
+    // TCP does not tell a client that closed its sending side from one that closed the whole
+    // connection and is gone. The gone one never reads the answers it was waiting for, and the app
+    // would keep working on them until it answers, which a long gRPC stream never does. Whatever
+    // is written to a connection its client closed draws a reset from the client's host, and the
+    // next write fails: the connection is then destroyed, and each stream still open closes and
+    // cancels its call at the app. So while streams wait, a PING goes out now and every PROBE_MS.
+    // A client that only half-closed reads them, and cannot and need not answer.
+    if (!this.#destroyed) {
+      this.write(PROBE_PING);
+      this.#probe = setInterval(probeEof, PROBE_MS, this);
+      this.#probe.unref();
+    }
+  }
+
+  /** @internal One probe of a half-closed connection (`#onSocketEnd`); stops once the connection is done. */
+  probe(): void {
+    if (this.#destroyed) this.#stopProbe();
+    else this.write(PROBE_PING);
+  }
+
+  #stopProbe(): void {
+    if (this.#probe !== null) {
+      clearInterval(this.#probe);
+      this.#probe = null;
+    }
   }
 
   #onSocketClose(): void {
+    this.#stopProbe();
     this.#destroyed = true;
     this.#goaway = true;
     this.#socketClosed = true;
@@ -877,3 +908,6 @@ function emitCloses(c: H2ServerConnection): void {
   c.emitCloses();
 }
 
+function probeEof(c: H2ServerConnection): void {
+  c.probe();
+}

@@ -3,6 +3,7 @@ import type { EventEmitter } from 'node:events';
 import type { H2ClientStream } from '../h2/conn.ts';
 import type { H2ServerStream } from '../h2/server.ts';
 import type { Identity } from '../policy/model.ts';
+import type { RequestSlots } from './slots.ts';
 import type { CallSpan } from './types.ts';
 
 /**
@@ -112,6 +113,8 @@ export class Exchange {
   /** Trailers to send downstream on `wantTrailers` (the app's, or a gRPC error status). */
   trailers: IncomingHttpHeaders | OutgoingHttpHeaders | null = null;
   timer: NodeJS.Timeout | null = null;
+  /** The app-bound call count this call holds a place in (`upstream.maxRequests`), given back by `release`. */
+  slots: RequestSlots | null = null;
 
   constructor(init: {
     h2: H2ServerStream | null;
@@ -154,6 +157,10 @@ export class Exchange {
    * closed too (else its own close handler still needs it, and lets go of it then).
    */
   release(): void {
+    if (this.slots !== null) {
+      this.slots.active--;
+      this.slots = null;
+    }
     this.rawHeaders = NO_FIELDS;
     this.fwdHeaders = {};
     this.identity = null;

@@ -11,6 +11,7 @@ import { fieldRecord, HpackError, markSensitive, sensitiveOf } from '../h2/hpack
 import { type CaSource, CANCEL, H2ClientStream, type H2Connection, type H2StreamHandler, REFUSED_STREAM } from '../h2/conn.ts';
 import { formatGrpcTimeout } from './grpc-timeout.ts';
 import { type BodySource, type Exchange, exchangeOf, tag } from './exchange.ts';
+import type { RequestSlots } from './slots.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
@@ -98,6 +99,8 @@ export interface RelayOptions {
    * destination sidecar's own, and useful to the app.)
    */
   readonly guardSidecarFields?: boolean;
+  /** Calls at the upstream at once (`upstream.maxRequests`); absent: no count, no limit. */
+  readonly slots?: RequestSlots | undefined;
 }
 
 const RESPOND_END = Object.freeze({ endStream: true });
@@ -398,6 +401,7 @@ export function createRelay(o: RelayOptions): Relay {
   const requestTimeoutMs = o.upstream.requestTimeoutMs;
   const identityPrefix = o.identityPrefix;
   const guardResponse = o.guardSidecarFields === true;
+  const slots = o.slots ?? null;
 
   function onBodyEnd(this: BodySource): void {
     unrelay(this);
@@ -712,6 +716,17 @@ export function createRelay(o: RelayOptions): Relay {
   return {
     send(ex: Exchange): void {
       if (ex.closed || ex.finished) return;
+      // A closed exchange was released already, so a place is taken only by one still open:
+      // its release comes later and gives the place back.
+      if (slots !== null) {
+        if (slots.max !== 0 && slots.active >= slots.max) {
+          slots.overflowed++;
+          responder.write(ex, 'ERR_UPSTREAM_OVERLOADED');
+          return;
+        }
+        slots.active++;
+        ex.slots = slots;
+      }
       if (!ex.grpc && requestTimeoutMs > 0 && ex.timer === null) ex.timer = setTimeout(onDeadline, requestTimeoutMs, ex);
       // The client waited for `100 Continue`; it goes out only now that the call is allowed.
       if (ex.expectContinue && !ex.bodyless) ex.res?.writeContinue();

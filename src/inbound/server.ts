@@ -10,6 +10,7 @@ import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../li
 import { isLoopbackIp } from '../lib/loopback.ts';
 import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
+import { RequestSlots } from './slots.ts';
 import { createForwarder } from './forward.ts';
 import { identityHeaderNames } from './headers.ts';
 import { ErrorResponder, HEADER_REASON } from './respond.ts';
@@ -216,6 +217,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     allowed: 0,
     denied: 0,
     upstreamErrors: 0,
+    upstreamRequests: new RequestSlots(cfg.upstream.maxRequests),
     h2Sessions: 0,
     h1Connections: 0,
   };
@@ -225,6 +227,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     identityNames: identityHeaderNames(cfg.identityHeaders.prefix),
     responder,
     counters,
+    slots: counters.upstreamRequests,
     log,
   });
   const stack = createStack({ deps, responder, forwarder, counters });

@@ -6,6 +6,7 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CompiledPolicy, Facts, Identity, Verdict } from '../policy/model.ts';
 import type { SessionStage } from '../session/stage.ts';
+import type { RequestSlots } from './slots.ts';
 
 /**
  * What the inbound stage needs from the other stages. Structural types only: the lead wires
@@ -97,6 +98,8 @@ export interface InboundCounters {
   denied: number;
   /** Allowed calls the app failed (unreachable, reset, timed out). */
   upstreamErrors: number;
+  /** Calls at the app now, the limit (`upstream.maxRequests`), and those refused at it. */
+  readonly upstreamRequests: RequestSlots;
   /** Open client HTTP/2 sessions and HTTP/1.1 connections. */
   h2Sessions: number;
   h1Connections: number;

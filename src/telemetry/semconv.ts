@@ -71,6 +71,8 @@ export const M_EXCHANGE_CACHE = 'ward.exchange.cache.lookups';
 export const M_JWKS_FETCHES = 'ward.jwks.fetches';
 export const M_POLICY_VERSION = 'ward.policy.version';
 export const M_CONTROLPLANE_CONNECTED = 'ward.controlplane.connected';
+export const M_UPSTREAM_REQUESTS = 'ward.upstream.requests';
+export const M_UPSTREAM_OVERFLOW = 'ward.upstream.overflow';
 export const M_TELEMETRY_DROPPED = 'ward.telemetry.dropped';
 export const M_TELEMETRY_EXPORTED = 'ward.telemetry.exported';
 // The process and its runtime (OpenTelemetry semantic conventions: process, V8 JS, Node.js).

@@ -60,6 +60,8 @@ export interface TelemetrySources {
   readonly policyVersion?: () => string | null;
   /** null when the sidecar has no control plane. */
   readonly controlPlaneConnected?: () => boolean | null;
+  /** Calls at the app now, and those refused at `upstream.maxRequests` (null until the listeners are up). */
+  readonly upstreamRequests?: () => { readonly active: number; readonly overflowed: number } | null;
 }
 
 export interface Telemetry {
@@ -337,6 +339,18 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     registry.observableGauge({ name: sc.M_CONTROLPLANE_CONNECTED, description: '1 while the policy stream to the control plane is open and authorized, else 0.' }, (observe) => {
       const c = connected();
       if (c !== null) observe(c ? 1 : 0);
+    });
+  }
+  if (src.upstreamRequests !== undefined) {
+    const requests = src.upstreamRequests;
+    const attrs: Attributes = { [sc.WARD_SERVICE]: service };
+    registry.observableGauge({ name: sc.M_UPSTREAM_REQUESTS, description: 'Allowed calls sent to the app and not yet over (what upstream.maxRequests limits).', unit: '{request}' }, (observe) => {
+      const r = requests();
+      if (r !== null) observe(r.active, attrs);
+    });
+    registry.observableCounter({ name: sc.M_UPSTREAM_OVERFLOW, description: 'Allowed calls refused without reaching the app because upstream.maxRequests calls were already there (ERR_UPSTREAM_OVERLOADED).', unit: '{request}' }, (observe) => {
+      const r = requests();
+      if (r !== null) observe(r.overflowed, attrs);
     });
   }
   registry.observableCounter(

@@ -353,6 +353,10 @@ telemetry: { endpoint: "${cpAddress}", queue: { delayMs: 20 }, exportTimeoutMs: 
     expect(sampleValue(fam, 'ward_policy_version', { ward_service: 'orders' })).toBe(1);
     expect(sampleValue(fam, 'ward_jwks_fetches_total', { ward_issuer: idp.issuer, ward_result: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(sampleValue(fam, 'ward_telemetry_exported_total', { ward_signal: 'logs' })).toBeGreaterThanOrEqual(3);
+    // every call so far is over (its place given back), and none met upstream.maxRequests (no limit here)
+    expect(fam.get('ward_upstream_requests')?.type).toBe('gauge');
+    expect(sampleValue(fam, 'ward_upstream_requests', { ward_service: 'orders' })).toBe(0);
+    expect(sampleValue(fam, 'ward_upstream_overflow_total', { ward_service: 'orders' })).toBe(0);
     // no subject or route ever becomes a metric label
     for (const f of fam.values()) for (const s of f.samples) expect(Object.keys(s.labels)).not.toContain('enduser_id');
   });

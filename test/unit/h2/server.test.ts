@@ -654,6 +654,24 @@ describe('early end and resets', () => {
     expect({ rstCode: h.seen[0]?.stream.rstCode, errors: h.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message) }).toEqual({ rstCode: NO_ERROR, errors: [] });
     expect(r).toBeDefined();
     expect(Buffer.concat(c.of(1).filter((f) => f.type === DATA).map((f) => f.payload)).toString()).toBe('late answer');
+    // it was also probed with PINGs (below), which it reads and need not answer
+    expect(c.frames.some((f) => f.type === PING && f.payload.toString() === 'ward-eof')).toBe(true);
+  });
+
+  it('a client that closes the whole connection while its stream waits: the stream closes (CANCEL) at once, not when it is answered', async () => {
+    // Regression: TCP shows a client that closed the connection as one that half-closed it, so the
+    // stream stayed open, and the call open at the app, until the handler answered; a silent app
+    // (a long gRPC stream) kept it for ever. The PING probe draws the client's reset, and the
+    // write after it fails.
+    const h = await serve(() => {});
+    const c = await raw(h.port);
+    c.send(headers(1, requestBlock('/never-answered'), true));
+    await until(() => h.seen.length === 1);
+    c.socket.destroy();
+    const seen = h.seen[0] as Seen;
+    await until(() => seen.closes > 0, 3000);
+    expect(seen.stream.rstCode).toBe(CANCEL);
+    expect(seen.events).toContain('close');
   });
 });
 

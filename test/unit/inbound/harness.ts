@@ -112,6 +112,7 @@ export function testConfig(over: {
   stripAuthorization?: boolean;
   requestTimeoutMs?: number;
   connectTimeoutMs?: number;
+  maxRequests?: number;
 }): Readonly<SidecarConfig> {
   const parsed = sidecarConfigSchema.parse({
     service: 'orders',
@@ -124,6 +125,7 @@ export function testConfig(over: {
       protocol: over.protocol ?? 'h2c',
       requestTimeoutMs: over.requestTimeoutMs ?? 0,
       connectTimeoutMs: over.connectTimeoutMs ?? 2000,
+      ...(over.maxRequests === undefined ? {} : { maxRequests: over.maxRequests }),
     },
     policy: { file: 'policy.yaml' },
     identityHeaders: { stripAuthorization: over.stripAuthorization ?? false },
