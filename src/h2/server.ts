@@ -95,8 +95,11 @@ const MAX_BUFFERED = 10 * 1024 * 1024;
 const RESET_MEMORY = 1024;
 /** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
 const LINGER_MS = 2000;
-/** A client that half-closed the socket with streams still open gets a PING this often (`#onSocketEnd`). */
-const PROBE_MS = 250;
+/**
+ * A client that half-closed the socket with streams still open gets a PING at once, then after
+ * these many ms, each after the last (`#onSocketEnd`): four more, 21 s in all.
+ */
+const PROBE_DELAYS_MS: readonly number[] = [250, 1000, 4000, 16_000];
 const PROBE_PING = frame(PING, 0, 0, Buffer.from('ward-eof'));
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
@@ -277,6 +280,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #resetTokens = RESET_BURST;
   #resetAt = 0;
   #probe: NodeJS.Timeout | null = null;
+  #probes = 0;
 
   constructor(socket: Duplex, o: H2ServerOptions) {
     super(socket, new HpackEncoder({ neverIndex: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'] }));
@@ -572,24 +576,27 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     // would keep working on them until it answers, which a long gRPC stream never does. Whatever
     // is written to a connection its client closed draws a reset from the client's host, and the
     // next write fails: the connection is then destroyed, and each stream still open closes and
-    // cancels its call at the app. So while streams wait, a PING goes out now and every PROBE_MS.
-    // A client that only half-closed reads them, and cannot and need not answer.
-    if (!this.#destroyed) {
-      this.write(PROBE_PING);
-      this.#probe = setInterval(probeEof, PROBE_MS, this);
-      this.#probe.unref();
-    }
+    // cancels its call at the app. So while streams wait, a PING goes out now and a few more
+    // times, further apart (PROBE_DELAYS_MS): the second write after the reset arrived fails,
+    // however long the round trip. A client that only half-closed reads them, and cannot and need
+    // not answer; any response DATA written meanwhile probes the same way.
+    if (!this.#destroyed) this.probe();
   }
 
-  /** @internal One probe of a half-closed connection (`#onSocketEnd`); stops once the connection is done. */
+  /** @internal One probe of a half-closed connection (`#onSocketEnd`); the next is scheduled until they run out or the connection is done. */
   probe(): void {
-    if (this.#destroyed) this.#stopProbe();
-    else this.write(PROBE_PING);
+    this.#probe = null;
+    if (this.#destroyed) return;
+    this.write(PROBE_PING);
+    const delay = PROBE_DELAYS_MS[this.#probes++];
+    if (delay === undefined) return;
+    this.#probe = setTimeout(probeEof, delay, this);
+    this.#probe.unref();
   }
 
   #stopProbe(): void {
     if (this.#probe !== null) {
-      clearInterval(this.#probe);
+      clearTimeout(this.#probe);
       this.#probe = null;
     }
   }

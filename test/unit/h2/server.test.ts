@@ -658,6 +658,22 @@ describe('early end and resets', () => {
     expect(c.frames.some((f) => f.type === PING && f.payload.toString() === 'ward-eof')).toBe(true);
   });
 
+  it('a client that only half-closed keeps its waiting stream open, and is probed a few times, further apart, not for ever', async () => {
+    const h = await serve(() => {});
+    const c = await raw(h.port);
+    c.send(headers(1, requestBlock('/long'), true));
+    await until(() => h.seen.length === 1);
+    c.socket.end();
+    await sleep(1600);
+    // PINGs at 0, 0.25 and 1.25 s (then 5.25 and 21.25 s): three by now, where one every 250 ms would be seven
+    expect(c.frames.filter((f) => f.type === PING && f.payload.toString() === 'ward-eof').length).toBe(3);
+    const seen = h.seen[0] as Seen;
+    expect(seen.closes).toBe(0);
+    seen.stream.end('the answer, at last');
+    const r = await c.wait((f) => f.streamId === 1 && isEnd(f), 1000);
+    expect(r).toBeDefined();
+  });
+
   it('a client that closes the whole connection while its stream waits: the stream closes (CANCEL) at once, not when it is answered', async () => {
     // Regression: TCP shows a client that closed the connection as one that half-closed it, so the
     // stream stayed open, and the call open at the app, until the handler answered; a silent app
