@@ -71,6 +71,10 @@ const destination = z
     }),
     maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the destination.' }),
     maxSockets: z.int().positive().default(64).meta({ description: 'http1: keep-alive sockets kept to the destination.' }),
+    maxRequests: z.int().nonnegative().default(0).meta({
+      description:
+        'Calls to the destination at once, at most, as `upstream.maxRequests` for the app: one more is refused at once with `ERR_UPSTREAM_OVERLOADED` (503, gRPC `UNAVAILABLE`) and never sent, so a slow destination cannot make the sidecar hold the app\'s calls without bound. 0 = no limit (the default).',
+    }),
   })
   .refine((d) => d.resource !== undefined || d.audience !== undefined, { message: 'set resource, audience or both' })
   .superRefine((d, ctx) => {

@@ -6,6 +6,7 @@ import { rereadCaFile } from '../lib/ca-file.ts';
 import type { TokenTarget } from '../exchange/token-client.ts';
 import { createRelay, type Relay, type RelayOptions, type UpstreamTls } from '../inbound/forward.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
+import { RequestSlots } from '../inbound/slots.ts';
 import type { Logger } from '../lib/log.ts';
 
 /**
@@ -101,7 +102,7 @@ export class Routes {
         target: Object.freeze({ name: d.name, resource: d.resource, audience: d.audience, scope }),
         noToken: d.noToken,
         h2,
-        relay: this.#relay({ ...d, protocol: h2 ? 'h2c' : 'http1', tls }),
+        relay: this.#relay({ ...d, protocol: h2 ? 'h2c' : 'http1', tls }, new RequestSlots(d.maxRequests)),
       });
     });
   }
@@ -117,8 +118,8 @@ export class Routes {
     return { ca, servername: t?.serverName };
   }
 
-  #relay(upstream: RelayOptions['upstream']): Relay {
-    return createRelay({ upstream, responder: this.#o.responder, counters: this.#o.counters, log: this.#o.log });
+  #relay(upstream: RelayOptions['upstream'], slots?: RequestSlots): Relay {
+    return createRelay({ upstream, responder: this.#o.responder, counters: this.#o.counters, log: this.#o.log, slots });
   }
 
   /** The declared destination named by the authority's host, if any. */

@@ -16,11 +16,13 @@ import {
   h2Request,
   ordersClient,
   rawExchange,
+  type AppEvents,
   type RecordingApp,
   startH1App,
   startH2App,
   unary,
 } from '../unit/inbound/harness.ts';
+import { waitFor } from './harness.ts';
 
 /**
  * The egress listener with real peers (HTTP/1.1 and h2c apps, the gRPC orders app, h1/h2c/grpc-js
@@ -52,7 +54,7 @@ function scriptedTokens(asked: Asked[]) {
 
 describe('outbound: the egress listener', () => {
   let h1app: RecordingApp;
-  let h2app: RecordingApp;
+  let h2app: RecordingApp & AppEvents;
   let orders: OrdersApp;
   let egress: Outbound;
   let passEgress: Outbound;
@@ -270,6 +272,30 @@ describe('outbound: the egress listener', () => {
       expect(r.headers['x-ward-reason']).toBe('ERR_UPSTREAM_UNAVAILABLE');
       expect(o.counters.upstreamErrors).toBe(1);
     } finally {
+      await o.close();
+    }
+  });
+
+  it('a destination at its maxRequests: the next call is 503 ERR_UPSTREAM_OVERLOADED, never sent; the place comes back when a call ends', async () => {
+    const o = await start({
+      destinations: [{ name: 'payments', url: `http://127.0.0.1:${h2app.port}`, protocol: 'h2c', resource: 'urn:ward:payments', maxRequests: 1 }],
+    });
+    const s = await h2Connect(o.port);
+    try {
+      const held = s.request({ ':method': 'GET', ':authority': 'payments', ':path': '/slow/egress-1', authorization: 'Bearer hank' });
+      held.on('error', () => {});
+      const heldClosed = new Promise<void>((r) => held.on('close', () => r()));
+      await waitFor(() => h2app.events.includes('slow /slow/egress-1'), 5000, 'the held call at the destination');
+      const over = await h2Request(s, { ':method': 'GET', ':authority': 'payments', ':path': '/slow/egress-2', authorization: 'Bearer hank' });
+      expect([over.headers[':status'], over.headers['x-ward-reason']]).toEqual([503, 'ERR_UPSTREAM_OVERLOADED']);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(h2app.events).not.toContain('slow /slow/egress-2');
+      held.close();
+      await heldClosed;
+      const ok = async () => (await h2Request(s, { ':method': 'GET', ':authority': 'payments', ':path': '/ok/egress-3', authorization: 'Bearer hank' })).headers[':status'];
+      await waitFor(async () => Number(await ok()) === 200, 5000, 'the place back');
+    } finally {
+      s.close();
       await o.close();
     }
   });
