@@ -717,8 +717,8 @@ export function createRelay(o: RelayOptions): Relay {
     send(ex: Exchange): void {
       if (ex.closed || ex.finished) return;
       // A closed exchange was released already, so a place is taken only by one still open:
-      // its release comes later and gives the place back.
-      if (slots !== null) {
+      // its release comes later and gives the place back (once: one place per exchange).
+      if (slots !== null && ex.slots === null) {
         if (slots.max !== 0 && slots.active >= slots.max) {
           slots.overflowed++;
           responder.write(ex, 'ERR_UPSTREAM_OVERLOADED');
