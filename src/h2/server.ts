@@ -12,7 +12,6 @@ import {
   goawayFrame,
   INTERNAL_ERROR,
   NO_ERROR,
-  PING,
   PREFACE,
   PROTOCOL_ERROR,
   REFUSED_STREAM,
@@ -96,11 +95,17 @@ const RESET_MEMORY = 1024;
 /** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
 const LINGER_MS = 2000;
 /**
- * A client that half-closed the socket with streams still open gets a PING at once, then after
+ * A client that half-closed the socket with streams still open gets a probe at once, then after
  * these many ms, each after the last (`#onSocketEnd`): four more, 21 s in all.
  */
 const PROBE_DELAYS_MS: readonly number[] = [250, 1000, 4000, 16_000];
-const PROBE_PING = frame(PING, 0, 0, Buffer.from('ward-eof'));
+/**
+ * The probe: a frame of a type reserved for experimental use (0xf0, RFC 9113 §11.2), which a
+ * peer must ignore (§4.1, §5.5). Not a PING: a client that half-closed could not send the ACK a
+ * PING requires, and its HTTP/2 library might fail the connection trying.
+ */
+export const PROBE_FRAME_TYPE = 0xf0;
+const PROBE = frame(PROBE_FRAME_TYPE, 0, 0, Buffer.from('ward-eof'));
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -576,10 +581,10 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     // would keep working on them until it answers, which a long gRPC stream never does. Whatever
     // is written to a connection its client closed draws a reset from the client's host, and the
     // next write fails: the connection is then destroyed, and each stream still open closes and
-    // cancels its call at the app. So while streams wait, a PING goes out now and a few more
-    // times, further apart (PROBE_DELAYS_MS): the second write after the reset arrived fails,
-    // however long the round trip. A client that only half-closed reads them, and cannot and need
-    // not answer; any response DATA written meanwhile probes the same way.
+    // cancels its call at the app. So while streams wait, a probe goes out now and a few more
+    // times, further apart (PROBE_DELAYS_MS): a write made once the reset has arrived fails, for
+    // any round trip under ~20 s. A client that only half-closed reads them and ignores them (an
+    // extension frame: PROBE); any response frame written meanwhile probes the same way.
     if (!this.#destroyed) this.probe();
   }
 
@@ -587,7 +592,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   probe(): void {
     this.#probe = null;
     if (this.#destroyed) return;
-    this.write(PROBE_PING);
+    this.write(PROBE);
     const delay = PROBE_DELAYS_MS[this.#probes++];
     if (delay === undefined) return;
     this.#probe = setTimeout(probeEof, delay, this);

@@ -24,7 +24,7 @@ import {
   WINDOW_UPDATE,
 } from '../../../src/h2/frames.ts';
 import { HpackDecoder } from '../../../src/h2/hpack.ts';
-import { ENHANCE_YOUR_CALM, H2ServerConnection, type H2ServerOptions, type H2ServerStream } from '../../../src/h2/server.ts';
+import { ENHANCE_YOUR_CALM, H2ServerConnection, type H2ServerOptions, PROBE_FRAME_TYPE, type H2ServerStream } from '../../../src/h2/server.ts';
 import { block, requestBlock } from '../../security/support/h2raw.ts';
 import { type Frame, RawClient } from './raw-client.ts';
 import { prng } from '../../support/prng.ts';
@@ -654,8 +654,8 @@ describe('early end and resets', () => {
     expect({ rstCode: h.seen[0]?.stream.rstCode, errors: h.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message) }).toEqual({ rstCode: NO_ERROR, errors: [] });
     expect(r).toBeDefined();
     expect(Buffer.concat(c.of(1).filter((f) => f.type === DATA).map((f) => f.payload)).toString()).toBe('late answer');
-    // it was also probed with PINGs (below), which it reads and need not answer
-    expect(c.frames.some((f) => f.type === PING && f.payload.toString() === 'ward-eof')).toBe(true);
+    // it was also probed (below) with a frame of an experimental type, which it must ignore
+    expect(c.frames.some((f) => f.type === PROBE_FRAME_TYPE && f.streamId === 0 && f.payload.toString() === 'ward-eof')).toBe(true);
   });
 
   it('a client that only half-closed keeps its waiting stream open, and is probed a few times, further apart, not for ever', async () => {
@@ -665,8 +665,8 @@ describe('early end and resets', () => {
     await until(() => h.seen.length === 1);
     c.socket.end();
     await sleep(1600);
-    // PINGs at 0, 0.25 and 1.25 s (then 5.25 and 21.25 s): three by now, where one every 250 ms would be seven
-    expect(c.frames.filter((f) => f.type === PING && f.payload.toString() === 'ward-eof').length).toBe(3);
+    // probes at 0, 0.25 and 1.25 s (then 5.25 and 21.25 s): three by now, where one every 250 ms would be seven
+    expect(c.frames.filter((f) => f.type === PROBE_FRAME_TYPE).length).toBe(3);
     const seen = h.seen[0] as Seen;
     expect(seen.closes).toBe(0);
     seen.stream.end('the answer, at last');
@@ -677,7 +677,7 @@ describe('early end and resets', () => {
   it('a client that closes the whole connection while its stream waits: the stream closes (CANCEL) at once, not when it is answered', async () => {
     // Regression: TCP shows a client that closed the connection as one that half-closed it, so the
     // stream stayed open, and the call open at the app, until the handler answered; a silent app
-    // (a long gRPC stream) kept it for ever. The PING probe draws the client's reset, and the
+    // (a long gRPC stream) kept it for ever. The probe draws the client's reset, and the
     // write after it fails.
     const h = await serve(() => {});
     const c = await raw(h.port);
