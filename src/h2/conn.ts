@@ -190,8 +190,13 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   readonly #onUnusable: ((c: H2Connection) => void) | undefined;
   readonly #onClose: ((c: H2Connection) => void) | undefined;
   readonly #streams = new Map<number, H2ClientStream>();
-  /** Streams waiting for a slot, oldest first. */
-  #queued: H2ClientStream[] = [];
+  /**
+   * Streams waiting for a slot, oldest first. A Set: a call that goes away while it waits (its
+   * caller cancelled, its deadline passed) leaves in O(1). With an array, cancelling 20 000
+   * waiting calls oldest first (the order deadlines expire in) held the event loop for 384 ms,
+   * now 45 ms (scripts/bench/micro-queue.ts).
+   */
+  #queued = new Set<H2ClientStream>();
   readonly #decoder = new HpackDecoder({ maxTableSize: 4096, maxHeaderListSize: MAX_HEADER_LIST });
   /** Scratch list for the never-indexed names of one header block. */
   readonly #sensitive: string[] = [];
@@ -271,8 +276,8 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
         break;
       }
     }
-    if (this.#active < this.#peerMaxStreams && this.#queued.length === 0) this.#open(s);
-    else this.#queued.push(s);
+    if (this.#active < this.#peerMaxStreams && this.#queued.size === 0) this.#open(s);
+    else this.#queued.add(s);
     return s;
   }
 
@@ -307,8 +312,9 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
       this.write(goawayFrame(0, NO_ERROR));
       this.#onUnusable?.(this);
     }
-    for (const s of this.#queued) this.#refuse(s);
-    this.#queued = [];
+    const queued = this.#queued;
+    this.#queued = new Set();
+    for (const s of queued) this.#refuse(s);
     this.#maybeEnd();
   }
 
@@ -397,10 +403,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     if (s.closed) return;
     if (s.id !== 0 && !this.#destroyed) this.write(u32Frame(RST_STREAM, s.id, code));
     s.rstCode ??= code;
-    if (s.id === 0) {
-      const i = this.#queued.indexOf(s);
-      if (i >= 0) this.#queued.splice(i, 1);
-    }
+    if (s.id === 0) this.#queued.delete(s);
     this.#closeStream(s, true);
   }
 
@@ -436,13 +439,15 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 
   #openQueued(): void {
-    while (this.#queued.length > 0 && this.#active < this.#peerMaxStreams && this.usable) {
-      this.#open(this.#queued.shift() as H2ClientStream);
+    for (const s of this.#queued) {
+      if (this.#active >= this.#peerMaxStreams || !this.usable) return;
+      this.#queued.delete(s);
+      this.#open(s);
     }
   }
 
   #maybeEnd(): void {
-    if (this.#goaway && !this.#destroyed && this.#streams.size === 0 && this.#queued.length === 0) {
+    if (this.#goaway && !this.#destroyed && this.#streams.size === 0 && this.#queued.size === 0) {
       this.#destroyed = true;
       // Not just end(): a peer that sent GOAWAY may keep its side open (node:http2's
       // session.goaway() does), and waiting for its FIN would hold the socket, and `onClose`,
@@ -475,7 +480,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#goAwayLocally();
     if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
     const queued = this.#queued;
-    this.#queued = [];
+    this.#queued = new Set();
     for (const s of this.#streams.values()) {
       s.error ??= err;
       this.#closeStream(s);
@@ -491,7 +496,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 
   #onSocketClose(): void {
-    if (!this.#destroyed || this.#streams.size > 0 || this.#queued.length > 0) {
+    if (!this.#destroyed || this.#streams.size > 0 || this.#queued.size > 0) {
       this.#fail(Object.assign(new Error('upstream connection closed'), { code: 'ECONNRESET' }));
     }
     this.#onClose?.(this);
@@ -551,7 +556,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#goAwayLocally();
     // §6.8: streams above the last id were not processed; they can go to another connection.
     const queued = this.#queued;
-    this.#queued = [];
+    this.#queued = new Set();
     for (const s of [...this.#streams.values()]) if (s.id > last) this.#refuse(s);
     for (const s of queued) this.#refuse(s);
     this.#maybeEnd();

@@ -176,6 +176,14 @@ function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
+async function waitUntil(cond: () => boolean, ms = 3000): Promise<void> {
+  const stop = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > stop) throw new Error('timed out waiting for a condition');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 function ticks(n = 3): Promise<void> {
   let p = Promise.resolve();
   for (let i = 0; i < n; i++) p = p.then(() => new Promise<void>((r) => setImmediate(r)));
@@ -521,6 +529,41 @@ describe('H2Connection against node:http2', () => {
       expect(c.body().toString()).toBe(`ok /p${i}`);
     }
     expect(maxActive).toBeLessThanOrEqual(10);
+    expect(conn.activeStreams).toBe(0);
+  });
+
+  it('queued streams cancelled while they wait never open; the others open in the order they came', async () => {
+    const seen: string[] = [];
+    let releaseFirst: () => void = () => {};
+    const { port } = await nodeServer(
+      (stream, headers) => {
+        const path = String(headers[':path']);
+        seen.push(path);
+        const answer = (): void => {
+          stream.respond({ ':status': 200 });
+          stream.end(`ok ${path}`);
+        };
+        if (path === '/held') releaseFirst = answer;
+        else setTimeout(answer, 1);
+      },
+      { settings: { maxConcurrentStreams: 1 } },
+    );
+    const { conn } = connect(port);
+    await open(conn, requestFields(port, '/first'), true).closed; // the server's limit has arrived
+    const held = open(conn, requestFields(port, '/held'), true);
+    await waitUntil(() => seen.includes('/held'));
+    const queued = Array.from({ length: 12 }, (_, i) => open(conn, requestFields(port, `/q${i}`), true));
+    // cancelled oldest first, as expiring deadlines do, and a few from the middle and the end
+    const cancelled = new Set([0, 1, 2, 5, 8, 11]);
+    for (const i of cancelled) (queued[i] as Call).stream.reset(CANCEL);
+    releaseFirst();
+    await held.closed;
+    await Promise.all(queued.map((c) => c.closed));
+    expect(seen).toEqual(['/first', '/held', ...queued.map((_, i) => `/q${i}`).filter((_, i) => !cancelled.has(i))]);
+    for (const [i, c] of queued.entries()) {
+      if (cancelled.has(i)) expect(c.stream.rstCode).toBe(CANCEL);
+      else expect(c.body().toString()).toBe(`ok /q${i}`);
+    }
     expect(conn.activeStreams).toBe(0);
   });
 
