@@ -439,6 +439,8 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 
   #openQueued(): void {
+    // Called at every stream's close: nothing to iterate (and no iterator made) in the usual case.
+    if (this.#queued.size === 0) return;
     for (const s of this.#queued) {
       if (this.#active >= this.#peerMaxStreams || !this.usable) return;
       this.#queued.delete(s);
