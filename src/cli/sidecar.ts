@@ -141,7 +141,8 @@ export async function startSidecar(
     ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
     ...(session === null ? {} : { session }),
   });
-  upstreamRequests = inbound.counters.upstreamRequests;
+  const slots = inbound.counters.upstreamRequests;
+  upstreamRequests = slots;
 
   // The egress listener comes up after the inbound one (outbound.md): the app's outgoing calls
   // get a token exchanged for their destination.
@@ -163,7 +164,7 @@ export async function startSidecar(
     policyError: policy.lastError(),
     controlPlaneConnected: policy.connected(),
     issuers: authenticator.status(),
-    upstream: { requests: inbound.counters.upstreamRequests.active, maxRequests: inbound.counters.upstreamRequests.max, overflowed: inbound.counters.upstreamRequests.overflowed },
+    upstream: { requests: slots.active, maxRequests: slots.max, overflowed: slots.overflowed },
     outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
     session: session === null ? null : { ...session.counters },
     draining,

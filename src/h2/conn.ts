@@ -312,9 +312,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
       this.write(goawayFrame(0, NO_ERROR));
       this.#onUnusable?.(this);
     }
-    const queued = this.#queued;
-    this.#queued = new Set();
-    for (const s of queued) this.#refuse(s);
+    for (const s of this.#takeQueued()) this.#refuse(s);
     this.#maybeEnd();
   }
 
@@ -438,6 +436,13 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#closeStream(s);
   }
 
+  /** The waiting streams, taken out at once: refusing or failing them cannot touch the set being walked. */
+  #takeQueued(): Set<H2ClientStream> {
+    const queued = this.#queued;
+    this.#queued = new Set();
+    return queued;
+  }
+
   #openQueued(): void {
     // Called at every stream's close: nothing to iterate (and no iterator made) in the usual case.
     if (this.#queued.size === 0) return;
@@ -481,8 +486,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     this.#destroyed = true;
     this.#goAwayLocally();
     if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
-    const queued = this.#queued;
-    this.#queued = new Set();
+    const queued = this.#takeQueued();
     for (const s of this.#streams.values()) {
       s.error ??= err;
       this.#closeStream(s);
@@ -557,8 +561,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     const last = buf.readUInt32BE(start) & 0x7fff_ffff;
     this.#goAwayLocally();
     // §6.8: streams above the last id were not processed; they can go to another connection.
-    const queued = this.#queued;
-    this.#queued = new Set();
+    const queued = this.#takeQueued();
     for (const s of [...this.#streams.values()]) if (s.id > last) this.#refuse(s);
     for (const s of queued) this.#refuse(s);
     this.#maybeEnd();
