@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
 const WARM = fileURLToPath(new URL('../../bin/warm-compile-cache.js', import.meta.url));
+const V8_FLAGS = new URL('../../bin/v8-flags.js', import.meta.url).href;
 const RECORD = fileURLToPath(new URL('../support/record-loads.js', import.meta.url));
 /** Node's type stripper (WebAssembly, ~20 MB of RSS), as `process.moduleLoadList` names it. */
 const STRIPPER = 'NativeModule internal/deps/amaro/dist/index';
@@ -241,6 +242,30 @@ describe('the V8 flags ward sets for itself (bin/v8-flags.js)', () => {
     // Node's own start-up, before bin/ward.js runs, may still reach Maglev for a function or two.
     expect(maglevMarks(env)).toBeLessThanOrEqual(2);
     expect(maglevMarks({ ...env, WARD_V8_FLAGS: '' })).toBeGreaterThan(20);
+  });
+
+  /**
+   * Allocation sites V8 decided to pretenure in a process that applied ward's V8 flags the way
+   * bin/ward.js does, then kept objects of one site alive across scavenges, as a call in flight
+   * keeps its objects under saturation.
+   */
+  const tenuredSites = (env: NodeJS.ProcessEnv): number => {
+    const script = [
+      `import { applyV8Flags } from ${JSON.stringify(V8_FLAGS)};`,
+      'applyV8Flags();',
+      'const inFlight = new Array(20000);',
+      'for (let i = 0; i < 300000; i++) inFlight[i % 20000] = { i, next: null };',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--max-semi-space-size=1', '--trace-pretenuring', '--trace-pretenuring-statistics', '--input-type=module', '-e', script], { env, encoding: 'utf8' });
+    return out.split('\n').filter((l) => l.includes('=> tenure')).length;
+  };
+
+  it('turns allocation-site pretenuring off: objects that outlive a scavenge are not allocated old from then on', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env['WARD_V8_FLAGS'];
+    expect(tenuredSites(env)).toBe(0);
+    // The same process with only Maglev off: V8 pretenures the site.
+    expect(tenuredSites({ ...env, WARD_V8_FLAGS: '--no-maglev' })).toBeGreaterThan(0);
   });
 
   it('refuses a WARD_V8_FLAGS item that is not spelled as a flag: status 2 and the item named', () => {
