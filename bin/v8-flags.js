@@ -11,9 +11,9 @@
 //                "Node and V8 settings").
 //   --no-allocation-site-pretenuring
 //                V8 allocates objects straight into the old generation from a site whose objects
-//                mostly outlived their first scavenge. Under load, with a 1 MB young generation
-//                and ~100 calls in flight, that is every call's: V8 then pretenured them at
-//                times, and an old object, dead or alive, keeps what it points to through every
+//                mostly outlived their first scavenge. Under load (a 1 MB young generation, 128
+//                calls in flight) a call's objects do, and V8 then pretenured them in some
+//                processes; an old object, dead or alive, keeps what it points to through every
 //                scavenge, so the call's young objects were promoted too, until the next full
 //                collection. Measured at 5a5040a, gRPC saturation: 10-11 full collections per
 //                100 000 calls without pretenuring, 10 to 30 with it, run to run; CPU per call
