@@ -60,7 +60,7 @@ const upstream = z.strictObject({
 const identityHeaders = z.strictObject({
   prefix: z.string().regex(/^[a-z][a-z0-9-]*-$/).default('x-ward-').meta({
     description:
-      'Prefix of the identity headers sent to the app (`<prefix>subject`, `<prefix>issuer`, `<prefix>claims`, `<prefix>decision-id`). Any inbound header with this prefix is stripped first.',
+      'Prefix of the identity headers sent to the app (`<prefix>subject`, `<prefix>issuer`, `<prefix>claims`, `<prefix>decision-id`). Any inbound header with this prefix is stripped first, also when spelled with `_` for `-` (`x_ward_subject`), which CGI-style apps read as the same header.',
   }),
   stripAuthorization: z.boolean().default(false).meta({ description: 'Remove `Authorization` before forwarding to the app.' }),
 });

@@ -84,6 +84,25 @@ function isListEdge(s: string, i: number, step: number): boolean {
 }
 
 /**
+ * Whether the lower-case field `name` would pass for one of the sidecar's identity headers: it
+ * starts with `prefix`, or does once `_` is read as `-`. CGI-style gateways (WSGI's `environ`,
+ * Rack's `env`, PHP's `$_SERVER`) turn both `X-Ward-Subject` and `X_Ward_Subject` into
+ * `HTTP_X_WARD_SUBJECT` (Envoy's `headers_with_underscores_action`, Puma CVE-2024-45614), and
+ * the prefix itself has no `_` (config/sidecar.ts). One compare per character of the prefix;
+ * nearly every name differs at its first.
+ */
+export function impersonatesIdentity(name: string, prefix: string): boolean {
+  const n = prefix.length;
+  if (name.length < n) return false;
+  for (let i = 0; i < n; i++) {
+    const c = name.charCodeAt(i);
+    const p = prefix.charCodeAt(i);
+    if (c !== p && (c !== 0x5f || p !== 0x2d)) return false;
+  }
+  return true;
+}
+
+/**
  * One pass over `[name, value, ...]`. `lowerNames` is false for HTTP/1.1 (names keep the
  * client's case) and true for HTTP/2 (lower-case on the wire, RFC 9113 §8.2).
  */
@@ -108,7 +127,7 @@ export function scanRequestHeaders(raw: readonly string[], lowerNames: boolean, 
     const value = raw[i + 1] as string;
     const name = lowerNames ? rawName : rawName.toLowerCase();
     if (name.charCodeAt(0) === 0x3a) continue; // pseudo-header: the forwarder sets its own
-    if (name.startsWith(prefix)) continue; // would impersonate the sidecar's identity headers
+    if (impersonatesIdentity(name, prefix)) continue; // would pass for the sidecar's identity headers
     switch (name) {
       case 'authorization':
         authorization = authorization === undefined ? value : typeof authorization === 'string' ? [authorization, value] : [...authorization, value];
@@ -199,7 +218,7 @@ export function relayableFields(headers: IncomingHttpHeaders): OutgoingHttpHeade
 export function requestTrailerFields(trailers: IncomingHttpHeaders, identityPrefix: string | undefined): OutgoingHttpHeaders {
   const out = relayableFields(trailers);
   for (const name in out) {
-    if (name === 'authorization' || name === 'proxy-authorization' || (identityPrefix !== undefined && name.startsWith(identityPrefix))) delete out[name];
+    if (name === 'authorization' || name === 'proxy-authorization' || (identityPrefix !== undefined && impersonatesIdentity(name, identityPrefix))) delete out[name];
   }
   return out;
 }

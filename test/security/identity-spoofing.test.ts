@@ -87,12 +87,24 @@ describe.each([
     expectOnlySidecarIdentity(app().seen[0]?.headers, 'alice');
   });
 
+  it('`_` for `-` (x_ward_subject: CGI-style apps read it as x-ward-subject): stripped from HTTP/1.1 and HTTP/2 callers (regression)', async () => {
+    const x = await h1raw(ward().port, 'GET /public/x HTTP/1.1\r\nHost: orders\r\nX_Ward_Subject: root\r\nX_WARD_ISSUER: https://evil.example\r\nConnection: close\r\n\r\n');
+    expect(x.replies[0]?.status).toBe(200);
+    const r = await h2Once(ward().port, { ':path': '/public/x', x_ward_subject: 'root', 'x-ward_claims': 'e30' });
+    expect(r.status).toBe(200);
+    expect(app().seen).toHaveLength(2);
+    for (const seen of app().seen) {
+      const cgi = Object.keys(seen.headers).filter((n) => n.toLowerCase().replaceAll('_', '-').startsWith('x-ward-') && n !== 'x-ward-decision-id');
+      expect(cgi).toEqual([]);
+    }
+  });
+
   it('HTTP/2 request trailers carrying x-ward-* and authorization are not relayed to the app (RFC 9110 §6.5.1)', async () => {
     await new Promise<void>((resolve, reject) => {
       const session = http2.connect(ward().url);
       session.on('error', reject);
       const s = session.request({ ':method': 'POST', ':path': '/api/trailers', ':authority': 'orders', authorization: `Bearer ${token}` }, { waitForTrailers: true });
-      s.on('wantTrailers', () => s.sendTrailers({ 'x-ward-subject': 'root', 'x-ward-issuer': 'https://evil.example', authorization: 'Bearer forged', 'x-note': 'kept' }));
+      s.on('wantTrailers', () => s.sendTrailers({ 'x-ward-subject': 'root', 'x-ward-issuer': 'https://evil.example', x_ward_claims: 'e30', authorization: 'Bearer forged', 'x-note': 'kept' }));
       s.on('response', () => {});
       s.resume();
       s.on('error', () => {});
@@ -109,6 +121,7 @@ describe.each([
     const t = seen?.trailers ?? {};
     expect(t['x-ward-subject']).toBeUndefined();
     expect(t['x-ward-issuer']).toBeUndefined();
+    expect(t['x_ward_claims']).toBeUndefined();
     expect(t['authorization']).toBeUndefined();
     if (app().protocol === 'h2c') expect(t['x-note']).toBe('kept');
   });

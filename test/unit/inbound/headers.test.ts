@@ -6,7 +6,9 @@ import {
   hasToken,
   identityHeaderNames,
   identityClaimsHeader,
+  impersonatesIdentity,
   relayableFields,
+  requestTrailerFields,
   responseHeadersForH2,
   scanRequestHeaders,
   type ScannedHeaders,
@@ -50,6 +52,19 @@ describe('scanRequestHeaders', () => {
     expect(r.host).toBe('orders:8080');
     expect(r.authorization).toBe('Bearer t');
     expect(r.acceptsTrailers).toBe(false);
+  });
+
+  it('strips identity fields spelled with `_` for `-`, which CGI-style apps read as the same field (regression)', () => {
+    const r = ok(
+      scanRequestHeaders(['X_Ward_Subject', 'root', 'x-ward_claims', 'e30', 'X_WARD_ISSUER', 'x', 'x_wardx', 'kept', 'x_other', 'kept'], false, POLICY),
+    );
+    expect(Object.keys(r.fwd).sort()).toEqual(['x_other', 'x_wardx']);
+    expect(Object.keys(requestTrailerFields({ 'x_ward_subject': 'root', 'x-ward_issuer': 'x', 'x-note': 'kept' }, 'x-ward-'))).toEqual(['x-note']);
+  });
+
+  it('impersonatesIdentity: the prefix, with `_` read as `-`, and nothing shorter or different', () => {
+    for (const n of ['x-ward-', 'x-ward-subject', 'x_ward_subject', 'x-ward_claims', 'x_ward-anything']) expect(impersonatesIdentity(n, 'x-ward-'), n).toBe(true);
+    for (const n of ['x-ward', 'x_ward', 'x-wardsubject', 'y-ward-subject', 'x-w_rd-subject', 'accept', '']) expect(impersonatesIdentity(n, 'x-ward-'), n).toBe(false);
   });
 
   it('keeps only `trailers` of TE', () => {
