@@ -229,3 +229,23 @@ export function queryHasAccessToken(query: string): boolean {
   }
   return false;
 }
+
+/**
+ * An authority a server may take from `Host` or `:authority` (RFC 9112 §3.2 "invalid field
+ * value", RFC 9113 §8.3.1): `host [":" port]` of RFC 3986 §3.2 without userinfo, the host a
+ * reg-name or IPv4 address (unreserved, sub-delims, `%HH`) or an `[IP-literal]`, the port up to
+ * five digits; not empty (an `http` URI's host is not, RFC 9110 §4.2.1). What it keeps out is
+ * whatever ends an authority: an app that rebuilds its URL as `scheme://` + Host + path (the
+ * Fetch-API adapters of several node frameworks do) would otherwise route `Host:
+ * orders/admin?` + `/public/x` to `/admin`, a path the policy never judged.
+ */
+const AUTHORITY = /^(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::[0-9]{0,5})?$/;
+/** The last authority that passed: a connection repeats its own on every request. */
+let lastAuthority: string | null = null;
+
+export function validAuthority(a: string): boolean {
+  if (a === lastAuthority) return true;
+  if (!AUTHORITY.test(a)) return false;
+  lastAuthority = a;
+  return true;
+}

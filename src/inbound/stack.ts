@@ -4,7 +4,7 @@ import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
 import { parseGrpcTimeout } from './grpc-timeout.ts';
 import { type HeaderPolicy, identityClaimsHeader, scanRequestHeaders } from './headers.ts';
-import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken } from './normalize.ts';
+import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, validAuthority } from './normalize.ts';
 import type { ErrorResponder } from './respond.ts';
 import type { SessionResume } from '../session/stage.ts';
 import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
@@ -147,6 +147,8 @@ export function createStack(o: StackOptions): Stack {
         return deny(ex, 'ERR_REQUEST_INVALID', 'gRPC needs HTTP/2');
       }
     }
+    // The authority is forwarded as the app's Host: nothing in it may move the path it routes on.
+    if (ex.authority !== undefined && !validAuthority(ex.authority)) return deny(ex, 'ERR_REQUEST_INVALID', 'Host or :authority is not host[:port]');
     if (ex.grpc) {
       if (ex.method !== 'POST') return deny(ex, 'ERR_REQUEST_INVALID', 'gRPC call is not a POST');
       if (!appSpeaksH2) return deny(ex, 'ERR_REQUEST_INVALID', 'gRPC call but the app is configured as HTTP/1.1');

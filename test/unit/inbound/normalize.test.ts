@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, removeDotSegments } from '../../../src/inbound/normalize.ts';
+import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, removeDotSegments, validAuthority } from '../../../src/inbound/normalize.ts';
 
 const DEFAULTS: PathOptions = { mergeSlashes: true, rejectEscapedSlashes: true };
 const KEEP_SLASHES: PathOptions = { mergeSlashes: false, rejectEscapedSlashes: true };
@@ -166,5 +166,21 @@ describe('queryHasAccessToken', () => {
     ['?%zz=1', false],
   ] as const)('%j → %j', (q, expected) => {
     expect(queryHasAccessToken(q)).toBe(expected);
+  });
+});
+
+describe('validAuthority (Host, :authority)', () => {
+  it('takes host[:port] with a reg-name, IPv4 or IP-literal host', () => {
+    for (const a of ['orders', 'orders:8080', 'Orders.NS.svc:1', '10.0.0.1', '[::1]', '[2001:db8::1]:443', '[v1.x:y]', 'a%2Db', "a!$&'()*+,;=b", 'host:']) {
+      expect(validAuthority(a), a).toBe(true);
+    }
+  });
+
+  it('refuses what would end an authority, userinfo, bad ports and escapes, and the empty string (regression)', () => {
+    // An empty one right after a good one: the memo of the last good authority must not start out as ''.
+    expect(validAuthority('orders')).toBe(true);
+    for (const a of ['', 'orders/x', 'orders?x', 'orders#x', 'user@orders', 'a b', 'orders:123456', 'orders:8a', '[::1', '::1', '%zz', '%2', 'ördérs', 'a\\b', 'a"b']) {
+      expect(validAuthority(a), JSON.stringify(a)).toBe(false);
+    }
   });
 });
