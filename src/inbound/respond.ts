@@ -35,6 +35,8 @@ export interface ErrorTarget {
   readonly res: ServerResponse | null;
   readonly grpc: boolean;
   readonly decisionId: string;
+  /** `HEAD` gets the status and fields without the body (RFC 9110 §9.3.2). */
+  readonly method: string;
   closed: boolean;
   finished: boolean;
   responseStarted: boolean;
@@ -142,6 +144,10 @@ export class ErrorResponder {
           t.responseStarted = true;
           if (t.grpc) {
             s.respond({ ...r.grpc, [HEADER_DECISION_ID]: t.decisionId }, END_STREAM);
+          } else if (t.method === 'HEAD') {
+            // Node drops a HEAD response's body for HTTP/1.1; ward's HTTP/2 server sends what it
+            // is given, and a DATA frame on a HEAD stream is malformed (RFC 9113 §8.1.1).
+            s.respond({ ...r.h2, [HEADER_DECISION_ID]: t.decisionId }, END_STREAM);
           } else {
             s.respond({ ...r.h2, [HEADER_DECISION_ID]: t.decisionId });
             s.end(r.body);

@@ -63,7 +63,7 @@ describe('encodeGrpcMessage', () => {
 // ---- writing to real streams
 
 function target(over: Partial<ErrorTarget>): ErrorTarget {
-  return { h2: null, res: null, grpc: false, decisionId: 'd-1', closed: false, finished: false, responseStarted: false, trailers: null, ...over };
+  return { h2: null, res: null, grpc: false, decisionId: 'd-1', method: 'POST', closed: false, finished: false, responseStarted: false, trailers: null, ...over };
 }
 
 describe('ErrorResponder.write over HTTP/2', () => {
@@ -79,7 +79,7 @@ describe('ErrorResponder.write over HTTP/2', () => {
       const headers = { ':path': fields[fields.indexOf(':path') + 1] };
       const [, code, ...flags] = (headers[':path'] ?? '').split('/');
       const grpc = flags.includes('grpc');
-      const t = target({ h2: stream, grpc });
+      const t = target({ h2: stream, grpc, method: fields[fields.indexOf(':method') + 1] ?? 'POST' });
       stream.on('error', () => {});
       stream.on('wantTrailers', () => stream.sendTrailers(t.trailers ?? {}));
       if (flags.includes('mid')) {
@@ -103,9 +103,9 @@ describe('ErrorResponder.write over HTTP/2', () => {
     await new Promise((r) => server.close(r));
   });
 
-  function call(path: string, body?: string): Promise<{ headers: http2.IncomingHttpHeaders; endOnHeaders: boolean; trailers: http2.IncomingHttpHeaders; body: string; rst: number }> {
+  function call(path: string, body?: string, method = 'POST'): Promise<{ headers: http2.IncomingHttpHeaders; endOnHeaders: boolean; trailers: http2.IncomingHttpHeaders; body: string; rst: number }> {
     return new Promise((resolve) => {
-      const s = client.request({ ':method': 'POST', ':path': path }, { endStream: body === undefined });
+      const s = client.request({ ':method': method, ':path': path }, { endStream: body === undefined });
       let headers: http2.IncomingHttpHeaders = {};
       let trailers: http2.IncomingHttpHeaders = {};
       let endOnHeaders = false;
@@ -129,6 +129,16 @@ describe('ErrorResponder.write over HTTP/2', () => {
     expect(r.headers['x-ward-reason']).toBe('ERR_TOKEN_EXPIRED');
     expect(r.headers['x-ward-decision-id']).toBe('d-1');
     expect(r.body).toBe(`${ERROR_TABLE.ERR_TOKEN_EXPIRED.message}\n`);
+  });
+
+  it('HEAD: the status and fields in one HEADERS frame with END_STREAM, no DATA (RFC 9113 §8.1.1; regression: the body went out and clients reset the stream)', async () => {
+    const r = await call('/ERR_POLICY_DENIED', undefined, 'HEAD');
+    expect(r.endOnHeaders).toBe(true);
+    expect(r.headers[':status']).toBe(403);
+    expect(r.headers['x-ward-reason']).toBe('ERR_POLICY_DENIED');
+    expect(r.headers['content-length']).toBe(String(Buffer.byteLength(`${ERROR_TABLE.ERR_POLICY_DENIED.message}\n`)));
+    expect(r.body).toBe('');
+    expect(r.rst).toBe(0);
   });
 
   it('gRPC: trailers-only (one HEADERS frame with END_STREAM), HTTP 200', async () => {
