@@ -483,3 +483,18 @@ export function fieldRecord(fields: readonly string[], from: number): Record<str
   }
   return out;
 }
+
+/** Name octets a field name may hold (RFC 9110 tchar), lower case only (RFC 9113 §8.2.1). */
+const NAME_OK = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_OK[c.charCodeAt(0)] = 1;
+
+/** Whether `name` from octet `from` on is a valid HTTP/2 field name: non-empty, lower-case tchar. */
+export function validName(name: string, from: number): boolean {
+  const n = name.length;
+  if (n === from) return false;
+  for (let i = from; i < n; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 128 || NAME_OK[c] !== 1) return false;
+  }
+  return true;
+}

@@ -25,7 +25,7 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { CONN_RECV_WINDOW, H2Endpoint } from './endpoint.ts';
-import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive } from './hpack.ts';
+import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive, validName } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 server connection (RFC 9113), for the sidecar's listeners (h2c after the
@@ -827,19 +827,6 @@ function validTrailers(fields: readonly string[]): boolean {
 
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path']);
 
-/** Name octets a field name may hold (RFC 9110 tchar), lower case only (RFC 9113 §8.2.1). */
-const NAME_OK = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_OK[c.charCodeAt(0)] = 1;
-
-function validName(name: string, from: number): boolean {
-  const n = name.length;
-  if (n === from) return false;
-  for (let i = from; i < n; i++) {
-    const c = name.charCodeAt(i);
-    if (c >= 128 || NAME_OK[c] !== 1) return false;
-  }
-  return true;
-}
 
 const BAD_VALUE_CHAR = /[\0\r\n]/;
 /** The last long value found valid: a client repeats its token on every request (see hpack.ts `sendable`). */
