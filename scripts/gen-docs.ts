@@ -306,7 +306,11 @@ A file without rules refuses every call.
   the app: the query is ignored, \`.\` and \`..\` segments are resolved and then \`//\` is merged (in
   that order, as Envoy and an app resolving the path would: \`/a//..\` is \`/a/\`), encoded
   slashes are refused. A policy path containing \`?\`, \`#\`, \`//\` or dot segments could never
-  match, so it is refused when the file is loaded.
+  match, so it is refused when the file is loaded; so is a path the sidecar would spell
+  differently (an escaped unreserved character such as \`%7E\`, whose request is matched as \`~\`;
+  lower-case hex such as \`%c3\`; \`{\`, \`[\`, \`"\` and the like, which requests carry
+  percent-encoded): the error names the spelling to write. A path with \`;\`, \`\\\`, a space or a
+  non-ASCII character is refused too: requests with one never get past the sidecar.
 
 ## Tokens and conditions
 

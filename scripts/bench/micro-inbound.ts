@@ -6,7 +6,7 @@
 import { createDecisionIds } from '../../src/inbound/decision-id.ts';
 import { parseGrpcTimeout } from '../../src/inbound/grpc-timeout.ts';
 import { addIdentityHeaders, identityClaimsHeader, identityHeaderNames, scanRequestHeaders } from '../../src/inbound/headers.ts';
-import { normalizeTarget, queryHasAccessToken } from '../../src/inbound/normalize.ts';
+import { normalizeTarget, queryHasAccessToken } from '../../src/lib/normalize.ts';
 import type { Identity } from '../../src/policy/model.ts';
 
 let sink: unknown;

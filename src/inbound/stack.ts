@@ -4,7 +4,7 @@ import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
 import { parseGrpcTimeout } from './grpc-timeout.ts';
 import { type HeaderPolicy, identityClaimsHeader, scanRequestHeaders } from './headers.ts';
-import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, validAuthority } from './normalize.ts';
+import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, validAuthority } from '../lib/normalize.ts';
 import type { ErrorResponder } from './respond.ts';
 import type { SessionResume } from '../session/stage.ts';
 import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from './types.ts';

@@ -3,7 +3,7 @@ import type { TokenOutcome } from '../exchange/broker.ts';
 import type { Exchange } from '../inbound/exchange.ts';
 import { parseGrpcTimeout } from '../inbound/grpc-timeout.ts';
 import { type HeaderPolicy, scanRequestHeaders } from '../inbound/headers.ts';
-import { grpcMethodOf } from '../inbound/normalize.ts';
+import { grpcMethodOf } from '../lib/normalize.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
 import { type Authority, type Route, type Routes, splitAuthority } from './routes.ts';
 import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './types.ts';

@@ -5,15 +5,23 @@
  * over segments (no catastrophic cases).
  */
 
+import { normalizeTarget, type PathOptions } from '../lib/normalize.ts';
+
 /** One compiled glob segment: a literal, `*` (exactly one non-empty segment) or `**` (any number). */
 export type GlobSegment = string | typeof STAR | typeof GLOBSTAR;
 export const STAR: unique symbol = Symbol('*');
 export const GLOBSTAR: unique symbol = Symbol('**');
 
+/** How a policy path is spelled out for the compare: `//` is refused on its own, `%2F` kept as written by apps that need it. */
+const POLICY_SPELLING: PathOptions = { mergeSlashes: true, rejectEscapedSlashes: false };
+
 /**
  * Why a path written in a policy could never match a normalized request path, or null when it
- * is fine. The inbound stage strips the query and removes `//` and dot segments before policy
- * sees a path, so a policy path containing them is a mistake worth refusing.
+ * is fine. The inbound stage strips the query, removes `//` and dot segments, and spells every
+ * path one way (lib/normalize.ts: `%7E` decoded to `~`, other escapes upper-cased, `{` and the
+ * like percent-encoded) before policy sees it. A policy path in any other spelling matches
+ * nothing, which for a deny rule lets through what it reads as denying: refused, with the
+ * spelling to write instead.
  */
 export function pathProblem(path: string): string | null {
   if (!path.startsWith('/')) return 'must start with "/"';
@@ -22,6 +30,9 @@ export function pathProblem(path: string): string | null {
   for (const seg of path.split('/')) {
     if (seg === '.' || seg === '..') return 'must not contain "." or ".." segments (request paths are matched after resolving them)';
   }
+  const n = normalizeTarget(path, POLICY_SPELLING);
+  if (!n.ok) return `can never match: requests with such a path are refused (${n.detail})`;
+  if (n.path !== path) return `is matched against requests as ${JSON.stringify(n.path)}: write it that way (request paths are normalized before matching)`;
   return null;
 }
 

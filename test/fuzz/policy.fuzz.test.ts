@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors/ward-error.ts';
-import { normalizeTarget } from '../../src/inbound/normalize.ts';
+import { normalizeTarget } from '../../src/lib/normalize.ts';
 import { evaluate } from '../../src/policy/evaluate.ts';
 import { parsePolicyText } from '../../src/policy/load.ts';
 import type { CompiledPolicy, Facts, Identity } from '../../src/policy/model.ts';

@@ -4,7 +4,7 @@ import { extractBearer } from '../../src/authn/extract.ts';
 import { inheritsNothing, parseStrictJson } from '../../src/authn/json.ts';
 import { isCompactJws, parseJwt } from '../../src/authn/jwt.ts';
 import { hasToken, scanRequestHeaders } from '../../src/inbound/headers.ts';
-import { grpcMethodOf, normalizeTarget, queryHasAccessToken, removeDotSegments } from '../../src/inbound/normalize.ts';
+import { grpcMethodOf, normalizeTarget, queryHasAccessToken, removeDotSegments } from '../../src/lib/normalize.ts';
 
 /**
  * Property-based fuzzing of the request-path parsers (fast-check). Each property is bounded by

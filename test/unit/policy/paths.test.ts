@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileGlob, globMatch, prefixMatch } from '../../../src/policy/paths.ts';
+import { compileGlob, globMatch, pathProblem, prefixMatch } from '../../../src/policy/paths.ts';
 
 function glob(pattern: string): (path: string) => boolean {
   const g = compileGlob(pattern);
@@ -67,10 +67,22 @@ describe('path matchers', () => {
   });
 
   it('literal segments are compared exactly (regex metacharacters are plain text)', () => {
-    const m = glob('/a.b/(x)+/[y]');
-    expect(m('/a.b/(x)+/[y]')).toBe(true);
-    expect(m('/aXb/(x)+/[y]')).toBe(false);
+    const m = glob('/a.b/(x)+/%5By%5D');
+    expect(m('/a.b/(x)+/%5By%5D')).toBe(true);
+    expect(m('/aXb/(x)+/%5By%5D')).toBe(false);
     expect(m('/a.b/xx/y')).toBe(false);
+  });
+
+  it('refuses a path spelled other than requests are normalized to, naming the spelling (regression: such a deny rule matched nothing)', () => {
+    expect(pathProblem('/docs/%7Eadmin')).toBe('is matched against requests as "/docs/~admin": write it that way (request paths are normalized before matching)');
+    expect(pathProblem('/docs/caf%c3%a9')).toContain('"/docs/caf%C3%A9"');
+    expect(pathProblem('/docs/{private}')).toContain('"/docs/%7Bprivate%7D"');
+    expect(pathProblem('/docs/a[0]')).toContain('"/docs/a%5B0%5D"');
+    expect(compileGlob('/docs/%7Eadmin/**')).toHaveProperty('error');
+    expect(pathProblem('/docs/a;b')).toMatch(/^can never match: requests with such a path are refused/);
+    expect(pathProblem('/docs/caf\u00e9')).toMatch(/^can never match/);
+    expect(pathProblem('/docs/a b')).toMatch(/^can never match/);
+    for (const ok of ['/docs/~admin', '/docs/caf%C3%A9', '/a/%2F/b', '/api/*', '/pkg.Service/Method', '/']) expect(pathProblem(ok), ok).toBeNull();
   });
 
   it('refuses partial-segment wildcards and non-normalized globs', () => {

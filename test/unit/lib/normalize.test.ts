@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, removeDotSegments, validAuthority } from '../../../src/inbound/normalize.ts';
+import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, removeDotSegments, validAuthority } from '../../../src/lib/normalize.ts';
 
 const DEFAULTS: PathOptions = { mergeSlashes: true, rejectEscapedSlashes: true };
 const KEEP_SLASHES: PathOptions = { mergeSlashes: false, rejectEscapedSlashes: true };
