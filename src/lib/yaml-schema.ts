@@ -26,7 +26,18 @@ export function parseYamlFile<S extends Schema>(text: string, file: string, sche
   } catch (err) {
     throw new ConfigError([{ file, line: 1, column: 1, path: '', message: firstLine(String((err as Error).message)) }]);
   }
-  const result = schema.safeParse(data ?? {});
+  const deep = tooDeep(data, MAX_DEPTH);
+  if (deep !== null) {
+    const pos = lineCounter.linePos(nodeOffset(doc, deep));
+    throw new ConfigError([{ file, line: pos.line, column: pos.col, path: formatPath(deep), message: `nested more than ${MAX_DEPTH} levels deep` }]);
+  }
+  let result: ReturnType<S['safeParse']>;
+  try {
+    result = schema.safeParse(data ?? {}) as ReturnType<S['safeParse']>;
+  } catch (err) {
+    // Not expected past the depth check; still a refused file, never a crash.
+    throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `could not be checked: ${firstLine(String((err as Error).message))}` }]);
+  }
   if (result.success) return result.data as output<S>;
 
   for (const issue of result.error.issues) {
@@ -46,6 +57,26 @@ export function parseYamlFile<S extends Schema>(text: string, file: string, sche
     issues.push({ file, line: pos.line, column: pos.col, path: formatPath(full), message: issue.message });
   }
   throw new ConfigError(issues);
+}
+
+/**
+ * How deep a document may nest. The schema checks (and the policy compiler after them) recurse
+ * per level, and ~700 levels of `any:` overflowed the stack: a crash on reload (found in
+ * review). No configuration ward reads needs more than a dozen.
+ */
+export const MAX_DEPTH = 64;
+
+/** The path of the first value nested deeper than `max` collections, or null. Iterative: it must not overflow itself. */
+function tooDeep(data: unknown, max: number): (string | number)[] | null {
+  const stack: { v: unknown; path: (string | number)[] }[] = [{ v: data, path: [] }];
+  while (stack.length > 0) {
+    const { v, path } = stack.pop() as { v: unknown; path: (string | number)[] };
+    if (v === null || typeof v !== 'object') continue;
+    if (path.length >= max) return path;
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, path: [...path, i] }));
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, path: [...path, k] });
+  }
+  return null;
 }
 
 function firstLine(s: string): string {

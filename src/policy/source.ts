@@ -74,12 +74,14 @@ export function createFilePolicySource(file: string, opts: FilePolicySourceOptio
     try {
       p = parsePolicyText(next, file, loadOpts);
     } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      lastError = err;
+      // Whatever went wrong, the new version is refused and the last good one stays: a throw
+      // from this timer would end the process.
+      const refused = err instanceof ConfigError ? err : new ConfigError([{ file, line: 1, column: 1, path: '', message: `could not be checked: ${(err as Error).message}` }]);
+      lastError = refused;
       log.error('policy update refused; keeping the last good version', {
         file,
         version: current.version,
-        errors: err.issues.map(formatIssue),
+        errors: refused.issues.map(formatIssue),
       });
       return;
     }

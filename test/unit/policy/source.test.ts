@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors/ward-error.ts';
 import { createLogger } from '../../../src/lib/log.ts';
+import { MAX_DEPTH } from '../../../src/lib/yaml-schema.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
 import { createFilePolicySource, type FilePolicySourceOptions, type PolicySource } from '../../../src/policy/source.ts';
 import { ordersPolicyText } from '../../fixtures/policies/fixtures.ts';
@@ -104,6 +105,22 @@ describe('createFilePolicySource', () => {
     writeFileSync(h.file, V2);
     await changed;
     expect(h.source.lastError()).toBeNull();
+  });
+
+  it('refuses a version nested too deep for the checks, with its place, and stays up (regression: ~700 levels of any: overflowed the stack in the reload timer and ended the process)', async () => {
+    const h = start(V1);
+    const good = h.source.current();
+    for (const depth of [MAX_DEPTH, 720]) {
+      let cond = '{ scopes: { allOf: [orders.write] } }';
+      for (let i = 0; i < depth; i++) cond = `{ any: [${cond}] }`;
+      const refused = h.nextLog('policy update refused; keeping the last good version');
+      writeFileSync(h.file, V1.replace('scopes: { allOf: [orders.write] }', cond.slice(2, -2)));
+      const rec = await refused;
+      // Refused with a place in the file: by the depth check, or by the YAML parser itself
+      // when its own recursion gives out first (it reports that as a parse error).
+      expect((rec['errors'] as string[])[0]).toMatch(new RegExp(`^${h.file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: (rules\\[\\d+\\]\\.when\\[0\\](\\.any\\[0\\])+: nested more than ${MAX_DEPTH} levels deep|Maximum call stack size exceeded)$`));
+      expect(h.source.current()).toBe(good);
+    }
   });
 
   it('refuses a new version for another service', async () => {
