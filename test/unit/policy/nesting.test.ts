@@ -27,7 +27,7 @@ function refusal(text: string): ConfigError {
     parsePolicyText(text, 'deep.yaml', { env: {} });
   } catch (err) {
     if (err instanceof ConfigError) return err;
-    throw new Error(`not a ConfigError: ${String(err)}`);
+    throw new Error(`not a ConfigError: ${String(err)}`, { cause: err });
   }
   throw new Error('loaded');
 }
