@@ -412,7 +412,14 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       }
       // The new cookie reaches the browser on a redirect to the very same request (307 keeps
       // the method and body); the browser repeats it with the refreshed session.
-      const target = `${call.path}${call.query}`;
+      // A path that starts `//` (kept with `paths.mergeSlashes: false`) would be another host to
+      // the browser as a relative `Location`: it goes out absolute, or not at all.
+      let target = `${call.path}${call.query}`;
+      if (call.path.startsWith('//')) {
+        const origin = originFor(call);
+        if (origin === null) return { kind: 'deny', code: 'ERR_RETURN_URL_INVALID', detail: 'a path starting "//" cannot be repeated through a relative redirect' };
+        target = `${origin}${target}`;
+      }
       redirect(call, 307, target, cookies, null);
       return ANSWERED;
     });

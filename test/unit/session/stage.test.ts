@@ -302,6 +302,23 @@ describe('session stage', () => {
     expect(next).toEqual({ kind: 'token', token: token('alice', Math.floor(w.now.t / 1000) + 300) });
   });
 
+  it('the refresh bounce for a path starting // goes out absolute, never protocol-relative (regression: open redirect with paths.mergeSlashes: false)', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.now.t += 250_000;
+    const everywhere = parsePolicyText(
+      `apiVersion: ward.dev/v1\nkind: Policy\nservice: web\nissuers: [{ issuer: ${ISSUER}, audiences: [urn:web] }]\nrules:\n  - { name: site, action: allow, signIn: browser, match: { http: [{ prefix: / }] } }\n`,
+      'p.yaml',
+    );
+    const c = call({ path: '//evil.example/', headers: { cookie, ...PAGE } });
+    w.stage.handle(c);
+    expect(await w.stage.resume(c, everywhere)).toEqual({ kind: 'answered' });
+    const location = String(c.written()?.headers['location']);
+    expect(c.written()?.status).toBe(307);
+    expect(location).toBe(`http://${String(c.authority)}//evil.example/`);
+    expect(new URL(location, 'http://elsewhere.example/').host).toBe(String(c.authority));
+  });
+
   it('does not refresh on every request when tokens live shorter than refreshBeforeSeconds', async () => {
     const w = world({ refreshBeforeSeconds: 60 }, 10);
     const cookie = await signIn(w);
