@@ -32,13 +32,19 @@ export type Headers = Record<string, string | string[] | number>;
 
 const HTML = 'text/html; charset=utf-8';
 const TEXT = 'text/plain; charset=utf-8';
-/** Pages hold no script and load nothing. (No `form-action`: the sign-out form's redirect goes on to the provider.) */
+/**
+ * Pages hold no script and load nothing. (No `form-action`: the sign-out form's redirect goes on
+ * to the provider.) `same-origin`, not `no-referrer`: under `no-referrer` a browser sends
+ * `Origin: null` with the page's own sign-out POST (Fetch, "append a request Origin header"),
+ * which the CSRF check must refuse, so the sidecar's sign-out buttons never worked (regression).
+ * Nothing leaves for another origin either way.
+ */
 const PAGE_HEADERS: Readonly<Headers> = Object.freeze({
   'content-type': HTML,
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
   'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-  'referrer-policy': 'no-referrer',
+  'referrer-policy': 'same-origin',
 });
 
 /** Writes one complete response, once; never throws (a client that left just loses it). */

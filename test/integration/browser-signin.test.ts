@@ -164,6 +164,23 @@ describe('browser sign-in at the sidecar, in Chromium', () => {
     await page.goto(`${url}/`);
     expect(page.url()).toMatch(new RegExp(`^${idp.issuer}/interaction/`));
 
+    // 8. The sidecar's own sign-out buttons work too: on its 403 page and on GET /.ward/logout
+    // (regression: its pages said Referrer-Policy: no-referrer, so the browser posted them with
+    // Origin: null, which the CSRF check refused).
+    for (const [n, where] of [[2, `${url}/admin`], [3, `${url}/.ward/logout`]] as const) {
+      await page.fill('input[name=username]', 'alice');
+      await page.fill('input[name=password]', 'alice-password');
+      await Promise.all([page.waitForURL(`${url}/`), page.click('button[type=submit]')]);
+      await page.goto(where);
+      const [resp] = await Promise.all([page.waitForResponse(`${url}/.ward/logout`), page.click('form[action="/.ward/logout"] button[type=submit]')]);
+      expect({ where, reason: resp.headers()['x-ward-reason'], status: resp.status() }).toEqual({ where, reason: undefined, status: 303 });
+      await page.waitForURL(`${url}/.ward/signed-out`);
+      expect((await context.cookies(url)).find((c) => c.name === 'ward_session')).toBeUndefined();
+      expect(status().session?.logouts).toBe(n);
+      await page.goto(`${url}/`);
+      expect(page.url()).toMatch(new RegExp(`^${idp.issuer}/interaction/`));
+    }
+
     // No access token ever reached the sidecar's log.
     for (const t of [firstToken, refreshedToken]) expect(logs.join('\n')).not.toContain(t.slice('Bearer '.length));
   });
