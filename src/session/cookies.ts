@@ -9,7 +9,7 @@ import { tokenHash } from '../lib/hash.ts';
  *   `<name>.<n-1>`; the first chunk then starts with `<n>.` (base64url has no dot, so this is
  *   unambiguous). At most MAX_CHUNKS chunks: a session larger than that is refused at sign-in.
  * - One transaction cookie per sign-in in flight, `<name>.t.<hash of state>`, path `/.ward/`
- *   (only the callback needs it), ten minutes.
+ *   (only the callback needs it), ten minutes; `__Secure-…` for a `__Host-…` name (below).
  *
  * Every cookie is HttpOnly (scripts cannot read it), SameSite=Lax (not sent on cross-site
  * subrequests or cross-site POSTs: the first half of the CSRF defence), Path=/, Secure when the
@@ -26,8 +26,17 @@ export interface CookieNames {
   readonly txnPrefix: string;
 }
 
+const HOST_PREFIX = '__Host-';
+
+/**
+ * The transaction cookies' names follow the session cookie's, except for a `__Host-` prefix:
+ * browsers keep a `__Host-` cookie only with `Path=/` (RFC 6265bis §4.1.3.2), and the
+ * transaction cookie's path is `/.ward/`, so it is `__Secure-` instead (Secure, any path) and
+ * sign-in with the recommended `__Host-ward_session` can complete (regression: it never did).
+ */
 export function cookieNames(session: string): CookieNames {
-  return Object.freeze({ session, txnPrefix: `${session}.t.` });
+  const txnBase = session.startsWith(HOST_PREFIX) ? `__Secure-${session.slice(HOST_PREFIX.length)}` : session;
+  return Object.freeze({ session, txnPrefix: `${txnBase}.t.` });
 }
 
 export function txnCookieName(names: CookieNames, state: string): string {
@@ -53,7 +62,7 @@ const NONE: TakenCookies = Object.freeze({ session: null, duplicate: false, txn:
  * name is ours is taken out, so the app never sees the session.
  */
 export function takeCookies(header: string | undefined, names: CookieNames): TakenCookies {
-  if (header === undefined || !header.includes(names.session)) return header === undefined ? NONE : { ...NONE, rest: header };
+  if (header === undefined || (!header.includes(names.session) && !header.includes(names.txnPrefix))) return header === undefined ? NONE : { ...NONE, rest: header };
   let session: Map<number, string> | null = null;
   let duplicate = false;
   const txn = new Map<string, string>();
