@@ -112,6 +112,8 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     let ended = false;
     const queued: PolicyRequestWire[] = [];
     let admitted = false;
+    /** The sidecar half-closed before it was admitted: no more requests, but the verdict still gives the status. */
+    let halfClosed = false;
 
     const release = (): boolean => {
       if (ended) return false;
@@ -130,7 +132,13 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     };
     call.on('cancelled', release);
     call.on('error', release); // grpc-js's own listener turns it into the call's status
-    call.on('end', () => finish(null)); // the sidecar half-closed: end our side too
+    call.on('end', () => {
+      // The sidecar half-closed: end our side too, once admitted. Before that, a refusal must
+      // still reach it as its status, not as an OK (regression: a caller that half-closed while
+      // its token was being checked got OK whatever the verdict).
+      if (admitted) finish(null);
+      else halfClosed = true;
+    });
     call.on('data', (req: PolicyRequestWire) => {
       if (ended) return;
       if (!admitted) {
@@ -167,7 +175,7 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
         return;
       }
       const identity = auth.identity;
-      const first = queued.shift() ?? (await nextRequest());
+      const first = queued.shift() ?? (halfClosed ? undefined : await nextRequest());
       if (ended) return;
       if (first === undefined) {
         finish({ code: grpc.status.INVALID_ARGUMENT, details: `no first request within ${FIRST_REQUEST_TIMEOUT_MS} ms` });
@@ -202,6 +210,7 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
       }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
       expiry.unref();
       for (const r of queued.splice(0)) onRequest(r);
+      if (halfClosed) finish(null);
     })();
 
     /** The first request, or undefined when the call ends or stays silent too long. */
