@@ -51,6 +51,18 @@ function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
 /** Scratch for the signing input (`header.payload`); grows to the longest token seen. */
 let signingInput = Buffer.allocUnsafeSlow(2048);
 
+/** An RSA key's modulus in octets (k of RFC 8017), read once per key. */
+const kBytes = new WeakMap<KeyObject, number>();
+
+function modulusBytes(k: KeyObject): number {
+  let n = kBytes.get(k);
+  if (n === undefined) {
+    n = Math.ceil((k.asymmetricKeyDetails?.modulusLength ?? 0) / 8);
+    kBytes.set(k, n);
+  }
+  return n;
+}
+
 /** `unsuitable` per key and algorithm, computed once (node builds `asymmetricKeyDetails` anew on every read). */
 const suitable = new WeakMap<KeyObject, Map<string, string | null>>();
 
@@ -83,6 +95,10 @@ export function verifyJwsSignature(alg: string, token: string, k: KeyObject, sig
   if (dot < 0) return 'not a compact JWS';
   const sig = signature ?? Buffer.from(token.slice(dot + 1), 'base64url');
   if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
+  // RFC 8017 §8.1.2 and §8.2.2 step 1: an RSA signature is exactly k octets. OpenSSL's PSS path
+  // reads a shorter string as the same integer, so a PS* signature that began with 0x00 verified
+  // without it too: a second spelling of one signed token (RFC 8725 §2.6; found in review).
+  if (spec.keyType === 'rsa' && sig.length !== modulusBytes(k)) return 'signature of the wrong length';
   // The signing input, written into one reused buffer: crypto.verify is synchronous, so nothing
   // else can be using it (a new token otherwise cost a string slice and a copy).
   if (signingInput.length < dot) signingInput = Buffer.allocUnsafeSlow(Math.max(dot, 2 * signingInput.length));
