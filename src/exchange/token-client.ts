@@ -1,5 +1,6 @@
 import * as oidc from 'openid-client';
 import { boundedFetch, describeError, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../authn/fetch.ts';
+import { isSendableBearer, MAX_ISSUED_TOKEN_CHARS } from '../lib/bearer.ts';
 
 /**
  * The sidecar's requests to its IdP's token endpoint, via openid-client (research §4.1):
@@ -134,6 +135,12 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
     // RFC 8693 §2.2.1: `token_type` N_A means "not an access token"; we can only send Bearer.
     if (r.token_type.toLowerCase() !== 'bearer') {
       return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `token_type ${r.token_type}`, status: 200 };
+    }
+    // The token goes out in `Authorization: Bearer`: otherwise every call with it failed at the
+    // header (blamed on the app as a malformed request) for as long as it stayed cached (found
+    // in review).
+    if (!isSendableBearer(r.access_token)) {
+      return { ok: false, kind: 'unavailable', detail: `access_token is not a bearer token (RFC 6750 b64token of at most ${MAX_ISSUED_TOKEN_CHARS} characters)` };
     }
     return { ok: true, token: r.access_token, expiresInS: r.expires_in };
   }

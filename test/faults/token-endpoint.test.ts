@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/lib/log.ts';
  * off, and nothing the IdP sends grows the sidecar's memory without bound.
  */
 
-type Mode = 'ok' | 'error500' | 'hang' | 'garbage' | 'huge' | 'endless';
+type Mode = 'ok' | 'error500' | 'hang' | 'garbage' | 'huge' | 'endless' | 'crlf' | 'space' | 'long';
 let mode: Mode = 'ok';
 let server: http.Server;
 let endpoint: string;
@@ -39,6 +39,14 @@ beforeAll(async () => {
       case 'garbage':
         res.writeHead(200, { 'content-type': 'application/json' }).end('<html>');
         return;
+      // access_token values that cannot go out as `Authorization: Bearer` (RFC 6750 b64token).
+      case 'crlf':
+      case 'space':
+      case 'long': {
+        const token = { crlf: 'abc\r\nx-injected: 1', space: 'two words', long: 'a'.repeat(20_000) }[mode];
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: 300, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token' }));
+        return;
+      }
       case 'huge': {
         const body = `{"access_token":"${'a'.repeat(4 * 1024 * 1024)}","token_type":"Bearer"}`;
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
@@ -71,7 +79,7 @@ afterAll(async () => {
 const TARGET: TokenTarget = { name: 'payments', resource: 'urn:ward:payments', audience: undefined, scope: '' };
 
 describe('token endpoint misbehaving', () => {
-  it.each(['error500', 'hang', 'garbage', 'huge', 'endless'] as const)('%s: unavailable (never refused, never a token), memory bounded', async (m) => {
+  it.each(['error500', 'hang', 'garbage', 'huge', 'endless', 'crlf', 'space', 'long'] as const)('%s: unavailable (never refused, never a token), memory bounded', async (m) => {
     mode = m;
     const client = createTokenClient({ issuer: endpoint, clientId: 'orders-sidecar', clientSecret: 's', tokenEndpoint: `${endpoint}/token`, clientAuth: 'client_secret_basic', timeoutMs: 1000 });
     const rss0 = process.memoryUsage().rss;
@@ -105,7 +113,7 @@ describe('token endpoint misbehaving', () => {
 });
 
 describe('the control-plane token source (client credentials) against the same faults', () => {
-  it.each(['error500', 'garbage', 'huge', 'endless'] as const)('%s: rejects (the watch retries with back-off), memory bounded', async (m) => {
+  it.each(['error500', 'garbage', 'huge', 'endless', 'crlf', 'space', 'long'] as const)('%s: rejects (the watch retries with back-off), memory bounded', async (m) => {
     mode = m;
     const source = createClientCredentialsTokenSource({ issuer: endpoint, clientId: 'orders-sidecar', clientSecret: 's', resource: 'urn:ward:control-plane', timeoutMs: 1000, log: silentLogger });
     const rss0 = process.memoryUsage().rss;

@@ -1,5 +1,6 @@
 import * as oidc from 'openid-client';
 import { boundedFetch, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../../authn/fetch.ts';
+import { isSendableBearer, MAX_ISSUED_TOKEN_CHARS } from '../../lib/bearer.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
 
@@ -51,6 +52,7 @@ export function createClientCredentialsTokenSource(opts: TokenSourceOptions): ()
     if (opts.scope !== undefined) params.scope = opts.scope;
     const started = clock();
     const r = await oidc.clientCredentialsGrant(await configuration(), params);
+    if (!isSendableBearer(r.access_token)) throw new Error(`access_token is not a bearer token (RFC 6750 b64token of at most ${MAX_ISSUED_TOKEN_CHARS} characters)`);
     const lifetimeMs = (r.expires_in ?? 60) * 1000;
     cached = { token: r.access_token, renewAt: started + Math.max(lifetimeMs - refreshBeforeMs, lifetimeMs / 2) };
     opts.log.debug('control-plane token obtained', { issuer: opts.issuer, clientId: opts.clientId, expiresInS: r.expires_in ?? null });
