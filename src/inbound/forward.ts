@@ -679,6 +679,25 @@ export function createRelay(o: RelayOptions): Relay {
     fail(ex, 'ERR_UPSTREAM_RESET');
   }
 
+  const connectTimeoutMs = o.upstream.connectTimeoutMs;
+
+  /**
+   * `connectTimeoutMs` for HTTP/1.1 apps and destinations, as the HTTP/2 pool has it: a new
+   * socket that has not connected (and, over TLS, finished its handshake) in time is destroyed
+   * with ETIMEDOUT, so the call fails with ERR_UPSTREAM_UNAVAILABLE instead of waiting for ever on
+   * a black-holed address or a peer that never answers the ClientHello (found in review). A
+   * kept-alive socket is already connected: nothing to arm.
+   */
+  function onH1Socket(socket: Socket): void {
+    if (!socket.connecting || connectTimeoutMs <= 0) return;
+    const ready = (socket as Socket & { encrypted?: boolean }).encrypted === true ? 'secureConnect' : 'connect';
+    const t = setTimeout(() => socket.destroy(Object.assign(new Error('upstream connect timeout'), { code: 'ETIMEDOUT' })), connectTimeoutMs);
+    t.unref();
+    const clear = (): void => clearTimeout(t);
+    socket.once(ready, clear);
+    socket.once('close', clear);
+  }
+
   function toH1(ex: Exchange, a: Agent): void {
     const h = ex.fwdHeaders;
     h.host = ex.authority ?? defaultAuthority;
@@ -709,6 +728,7 @@ export function createRelay(o: RelayOptions): Relay {
     req.on('response', onH1Response);
     req.on('error', onH1RequestError);
     req.on('upgrade', onH1Upgrade);
+    req.on('socket', onH1Socket);
     if (ex.bodyless) req.end();
     else pump(ex.body(), req, true);
   }
