@@ -394,7 +394,9 @@ export function createForwarder(o: ForwarderOptions): Forwarder {
 export function createRelay(o: RelayOptions): Relay {
   const { responder, counters, log } = o;
   const url = new URL(o.upstream.url);
-  const upstreamHost = url.hostname;
+  // `[::1]` in a URL is `::1` to connect to (and for isIP and TLS names below): with the
+  // brackets it was looked up as a name, and never found (found in review).
+  const upstreamHost = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   const upTls = o.upstream.tls;
   const upstreamPort = url.port === '' ? (upTls === undefined ? 80 : 443) : Number(url.port);
   const defaultAuthority = url.host;
