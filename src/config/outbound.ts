@@ -137,7 +137,7 @@ export const outboundConfigSchema = z
         'A call to a name not under `destinations` is refused (`ERR_DESTINATION_UNKNOWN`) unless this is true: it then goes, in cleartext, to the host and port of its `:authority`/`Host` (default port 80), with the app\'s `Authorization` removed and no token added.',
     }),
     maxPassthroughTargets: z.int().positive().default(64).meta({
-      description: 'With `passthrough`: connection pools kept for different pass-through hosts (least recently used closed first).',
+      description: 'With `passthrough`: connection pools kept for different pass-through hosts (least recently used closed first: its calls in flight finish, then its connections close).',
     }),
     exchange: exchange.prefault({}).meta({ description: 'Token exchange (RFC 8693) and client credentials at the IdP.' }),
     destinations: z.array(destination).default([]).meta({ description: 'The services the app may call through the egress listener.' }),

@@ -71,6 +71,11 @@ export interface Relay {
   cancel(ex: Exchange): void;
   close(): Promise<void>;
   destroy(): void;
+  /**
+   * Lets the calls in flight finish and closes each connection as it goes idle; nothing new
+   * should be sent. For a pool of pools that evicts this one (`close` would cut those calls).
+   */
+  retire(): void;
 }
 
 /**
@@ -769,6 +774,15 @@ export function createRelay(o: RelayOptions): Relay {
     destroy(): void {
       agent?.destroy();
       pool?.destroy();
+    },
+    retire(): void {
+      if (agent !== null) {
+        // A socket whose response ends is destroyed instead of kept (Node's agent reads
+        // `keepAlive` then); the idle ones go now.
+        (agent as Agent & { keepAlive: boolean }).keepAlive = false;
+        for (const list of Object.values(agent.freeSockets)) for (const socket of list ?? []) socket.destroy();
+      }
+      void pool?.close(); // GOAWAY: the streams open finish, then the connection ends
     },
   };
 }

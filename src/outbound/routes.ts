@@ -69,7 +69,23 @@ export function splitAuthority(a: string): Authority | undefined {
   return { host, port };
 }
 
-const LOOPBACK = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|0\.0\.0\.0|\[::\])$/;
+/**
+ * Whether the host of a parsed URL (WHATWG spelling: `127.1`, `2130706433` and `0x7f.1` are all
+ * `127.0.0.1`, IPv6 is compressed) is this machine: loopback, the unspecified address, their
+ * IPv4-mapped forms, and `localhost` names (RFC 6761 §6.3).
+ */
+function isLocalHost(host: string): boolean {
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host.startsWith('127.') ||
+    host === '0.0.0.0' ||
+    host === '[::1]' ||
+    host === '[::]' ||
+    host.startsWith('[::ffff:7f') ||
+    host === '[::ffff:0:0]'
+  );
+}
 
 export interface RoutesOptions {
   readonly config: Readonly<OutboundConfig>;
@@ -89,6 +105,8 @@ export class Routes {
   readonly #maxPassthrough: number;
   /** The egress listener's own port: pass-through to it would loop. Set once listening. */
   selfPort = -1;
+  /** Addresses that reach the egress listener besides loopback (WHATWG spelling): where it is bound, or every interface's when it is bound to all. */
+  selfHosts: ReadonlySet<string> = new Set();
 
   constructor(o: RoutesOptions) {
     this.#o = o;
@@ -133,15 +151,6 @@ export class Routes {
    */
   passthrough(a: Authority, h2: boolean): Route | null {
     const port = a.port === '' ? '80' : a.port;
-    if (Number(port) === this.selfPort && LOOPBACK.test(a.host)) return null;
-    const key = `${h2 ? 'h2c' : 'http1'} ${a.host}:${port}`;
-    const hit = this.#passthrough.get(key);
-    if (hit !== undefined) {
-      // re-insert: least recently used first in iteration order
-      this.#passthrough.delete(key);
-      this.#passthrough.set(key, hit);
-      return hit;
-    }
     let url: URL;
     try {
       url = new URL(`http://${a.host}:${port}/`);
@@ -149,11 +158,23 @@ export class Routes {
       return null;
     }
     if (url.username !== '' || url.password !== '' || url.pathname !== '/') return null;
+    // The loop is judged on the address as it will be connected to: `Host: 127.1:<egress port>`
+    // passed a check on the text and came back here until the pool was full (found in review).
+    if (Number(port) === this.selfPort && (isLocalHost(url.hostname) || this.selfHosts.has(url.hostname))) return null;
+    const key = `${h2 ? 'h2c' : 'http1'} ${url.hostname}:${port}`;
+    const hit = this.#passthrough.get(key);
+    if (hit !== undefined) {
+      // re-insert: least recently used first in iteration order
+      this.#passthrough.delete(key);
+      this.#passthrough.set(key, hit);
+      return hit;
+    }
     if (this.#passthrough.size >= this.#maxPassthrough) {
       const oldest = this.#passthrough.entries().next();
       if (oldest.done !== true) {
         this.#passthrough.delete(oldest.value[0]);
-        void oldest.value[1].relay.close();
+        // Its calls in flight finish (regression: `close` destroyed their sockets: 502).
+        oldest.value[1].relay.retire();
       }
     }
     const route: Route = {
@@ -178,4 +199,26 @@ export class Routes {
   destroy(): void {
     for (const r of this.#all()) r.relay.destroy();
   }
+}
+
+/**
+ * The addresses, spelled as a parsed URL spells them, at which a listener bound to `host` can be
+ * reached: `host` itself, or every interface's address when it is the unspecified address.
+ */
+export function boundHosts(host: string, interfaces: NodeJS.Dict<readonly { readonly address: string; readonly family: string }[]>): ReadonlySet<string> {
+  const spell = (h: string): string | null => {
+    try {
+      return new URL(`http://${h.includes(':') ? `[${h}]` : h}/`).hostname;
+    } catch {
+      return null;
+    }
+  };
+  const out = new Set<string>();
+  const all = host === '0.0.0.0' || host === '::' || host === '[::]';
+  const list = all ? Object.values(interfaces).flatMap((l) => (l ?? []).map((i) => i.address)) : [host.replace(/^\[(.*)\]$/, '$1')];
+  for (const a of list) {
+    const h = spell(a);
+    if (h !== null) out.add(h);
+  }
+  return out;
 }

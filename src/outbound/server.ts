@@ -1,6 +1,7 @@
+import { networkInterfaces } from 'node:os';
 import { createListeners } from '../inbound/server.ts';
 import { ErrorResponder } from '../inbound/respond.ts';
-import { Routes } from './routes.ts';
+import { boundHosts, Routes } from './routes.ts';
 import { createOutboundStack } from './stack.ts';
 import type { OutboundCounters, OutboundDeps } from './types.ts';
 
@@ -48,6 +49,7 @@ export async function createOutbound(deps: OutboundDeps): Promise<Outbound> {
     destroy: () => routes.destroy(),
   });
   routes.selfPort = listeners.ports.cleartext;
+  routes.selfHosts = boundHosts(cfg.listen.host, networkInterfaces());
   return {
     port: listeners.ports.cleartext,
     counters,

@@ -1,0 +1,117 @@
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { extractBearer } from '../../src/authn/extract.ts';
+import { outboundConfigSchema } from '../../src/config/outbound.ts';
+import { silentLogger } from '../../src/lib/log.ts';
+import { boundHosts } from '../../src/outbound/routes.ts';
+import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+
+/**
+ * docs/outbound.md "Pass-through": "A pass-through to the egress listener's own port on loopback
+ * is refused (it would loop)." The check read the Host's text, so `127.1`, `2130706433` and the
+ * like, which the URL parser then turned into 127.0.0.1, were sent back into the listener until
+ * its pool was full and the call hung (found in review; regression).
+ */
+
+function fetchVia(port: number, host: string, path: string): Promise<{ status: number; reason: unknown; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, headers: { host }, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: res.headers['x-ward-reason'], body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function get(port: number, host: string, timeoutMs: number): Promise<number | 'timeout'> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', () => resolve(0));
+    req.setTimeout(timeoutMs, () => {
+      req.destroy();
+      resolve('timeout');
+    });
+    req.end();
+  });
+}
+
+async function start(): Promise<Outbound> {
+    return createOutbound({
+      service: 'frontend',
+      config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, destinations: [] }),
+      identityPrefix: 'x-ward-',
+      maxTokenBytes: 8192,
+      extractBearer,
+      tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
+      log: silentLogger,
+      clock: Date.now,
+    });
+}
+
+describe('pass-through back into the egress listener', () => {
+  it.each(['127.0.0.1', '127.1', '2130706433', '0x7f.0.0.1', '0177.0.0.1', '[::ffff:127.0.0.1]', '[0:0:0:0:0:0:0:1]', '[::1]', 'localhost', 'x.localhost', '0', '0.0.0.0'])('Host %s:<egress port> is refused with 400, not looped', async (h) => {
+    const egress = await start();
+    try {
+      const status = await get(egress.port, `${h}:${egress.port}`, 1500);
+      expect({ status, loops: egress.counters.passthrough }).toEqual({ status: 400, loops: 0 });
+    } finally {
+      await Promise.race([egress.close(), new Promise((r) => setTimeout(r, 1000))]);
+    }
+  });
+});
+
+describe('pass-through pool eviction (maxPassthroughTargets: least recently used closed first)', () => {
+  it('lets a call in flight on the evicted pool finish, then closes its connection (regression: it was cut, 502)', async () => {
+    const socketOf = new Map<string, Socket>();
+    const app = http.createServer((req, res) => {
+      socketOf.set(req.url ?? '', req.socket);
+      if (req.url === '/delay') setTimeout(() => res.end('late answer'), 400);
+      else res.end('ok');
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const appPort = (app.address() as AddressInfo).port;
+    const egress = await createOutbound({
+      service: 'frontend',
+      config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, maxPassthroughTargets: 1, destinations: [] }),
+      identityPrefix: 'x-ward-',
+      maxTokenBytes: 8192,
+      extractBearer,
+      tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
+      log: silentLogger,
+      clock: Date.now,
+    });
+    try {
+      const slow = fetchVia(egress.port, `127.0.0.1:${appPort}`, '/delay');
+      await new Promise((r) => setTimeout(r, 100));
+      const other = await fetchVia(egress.port, `localhost:${appPort}`, '/other'); // a second host: the first pool is evicted
+      expect(other.status).toBe(200);
+      expect(await slow).toEqual({ status: 200, reason: undefined, body: 'late answer' });
+      // The evicted pool keeps nothing: the connection that carried the slow call ends.
+      const s = socketOf.get('/delay');
+      if (s !== undefined && !s.destroyed) await new Promise((r) => s.once('close', r));
+      expect(s?.destroyed).toBe(true);
+    } finally {
+      await egress.close();
+      app.closeAllConnections();
+      await new Promise((r) => app.close(r));
+    }
+  });
+});
+
+describe('boundHosts', () => {
+  const ifs = { lo: [{ address: '127.0.0.1', family: 'IPv4' }, { address: '::1', family: 'IPv6' }], eth0: [{ address: '10.1.2.3', family: 'IPv4' }, { address: 'fe80::1', family: 'IPv6' }] };
+  it('a listener bound to every interface is reached at each of their addresses, spelled as a parsed URL spells them', () => {
+    expect([...boundHosts('0.0.0.0', ifs)].sort()).toEqual(['10.1.2.3', '127.0.0.1', '[::1]', '[fe80::1]']);
+    expect([...boundHosts('::', ifs)].sort()).toEqual(['10.1.2.3', '127.0.0.1', '[::1]', '[fe80::1]']);
+  });
+  it('a listener bound to one address, at that one', () => {
+    expect([...boundHosts('10.1.2.3', ifs)]).toEqual(['10.1.2.3']);
+    expect([...boundHosts('::1', ifs)]).toEqual(['[::1]']);
+  });
+});
