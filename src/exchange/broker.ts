@@ -142,15 +142,25 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
   };
   let failures = 0;
   let blockedUntil = 0;
+  /**
+   * Counts the outcomes that moved the back-off (a failure counted, or a reset). A request
+   * compares it with its value when it was sent: the calls in flight together when the IdP went
+   * away are one failure, not one each (regression: six at once put the next exchange 30 s out
+   * instead of 1 s), and an answer to a request sent before the last failure says nothing new.
+   */
+  let generation = 0;
 
-  function settle(key: string, target: TokenTarget, subjectToken: string | null, started: number, r: GrantResult): TokenOutcome {
+  function settle(key: string, target: TokenTarget, subjectToken: string | null, started: number, sentAt: number, r: GrantResult): TokenOutcome {
     const now = clock();
     const via = subjectToken === null ? 'client-credentials' : 'exchange';
     const subject = subjectToken === null ? null : tokenHash(subjectToken);
     if (r.ok) {
       counters.issued++;
-      failures = 0;
-      blockedUntil = 0;
+      if (sentAt === generation && failures > 0) {
+        failures = 0;
+        blockedUntil = 0;
+        generation++;
+      }
       const outcome: TokenOutcome = Object.freeze({ ok: true, token: r.token, authorization: `Bearer ${r.token}`, via });
       if (r.expiresInS !== undefined && r.expiresInS > 0) {
         const life = r.expiresInS * 1000;
@@ -168,8 +178,11 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
     if (r.kind === 'refused') {
       counters.refused++;
       // the IdP answered: it is reachable
-      failures = 0;
-      blockedUntil = 0;
+      if (sentAt === generation && failures > 0) {
+        failures = 0;
+        blockedUntil = 0;
+        generation++;
+      }
       const outcome: TokenOutcome = Object.freeze({
         ok: false,
         code: 'ERR_EXCHANGE_REFUSED',
@@ -189,15 +202,20 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
       return outcome;
     }
     counters.unavailable++;
-    const delay = backoffDelay(failures, o.retry, random);
-    failures++;
-    blockedUntil = now + delay;
+    let delay = Math.max(0, blockedUntil - now);
+    if (sentAt === generation) {
+      delay = backoffDelay(failures, o.retry, random);
+      failures++;
+      blockedUntil = now + delay;
+      generation++;
+    }
     log.warn('token endpoint unavailable', { destination: target.name, via, issuer: client.issuer, detail: r.detail, retryInMs: delay });
     return Object.freeze({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: r.detail });
   }
 
   async function request(key: string, target: TokenTarget, subjectToken: string | null): Promise<TokenOutcome> {
     const started = clock();
+    const sentAt = generation;
     let r: GrantResult;
     if (subjectToken === null) {
       counters.clientCredentials++;
@@ -206,7 +224,7 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
       counters.exchanges++;
       r = await client.exchange(subjectToken, target);
     }
-    return settle(key, target, subjectToken, started, r);
+    return settle(key, target, subjectToken, started, sentAt, r);
   }
 
   function failSafe(err: unknown): TokenOutcome {

@@ -204,6 +204,49 @@ describe('token broker: single-flight', () => {
 });
 
 describe('token broker: failures', () => {
+  it('calls in flight together when the IdP goes away are one failure: the back-off is retryInitialMs, and doubles only for a request sent after it (regression: each doubled it)', async () => {
+    const pending: ((r: GrantResult) => void)[] = [];
+    const client: TokenEndpointClient = {
+      issuer: 'https://idp.test',
+      clientId: 'orders-sidecar',
+      exchange: () => new Promise((r) => pending.push(r)),
+      clientCredentials: () => new Promise((r) => pending.push(r)),
+    };
+    let now = 1_000_000;
+    const b = createTokenBroker({ client, cacheEntries: 100, renewBeforeMs: 30_000, refusalCacheMs: 5_000, retry: { initialMs: 1000, maxMs: 30_000 }, clock: () => now, log: silentLogger, random: () => 1 });
+    const down: GrantResult = { ok: false, kind: 'unavailable', detail: 'ECONNREFUSED' };
+    const calls = ['a', 'b', 'c', 'd', 'e', 'f'].map((s) => b.token(PAYMENTS, `subject-${s}`));
+    expect(pending).toHaveLength(6);
+    for (const resolve of pending.splice(0)) resolve(down);
+    await Promise.all(calls);
+    expect(b.stats().backoffMs).toBe(1000);
+    // The next request, sent once the back-off is over, fails too: a further failure, 2 s.
+    now += 1001;
+    const next = b.token(PAYMENTS, 'subject-g');
+    pending.splice(0)[0]?.(down);
+    await next;
+    expect(b.stats().backoffMs).toBe(2000);
+  });
+
+  it('an answer to a request sent before the last failure does not end the back-off', async () => {
+    const pending: ((r: GrantResult) => void)[] = [];
+    const client: TokenEndpointClient = {
+      issuer: 'https://idp.test',
+      clientId: 'orders-sidecar',
+      exchange: () => new Promise((r) => pending.push(r)),
+      clientCredentials: () => new Promise((r) => pending.push(r)),
+    };
+    const b = createTokenBroker({ client, cacheEntries: 100, renewBeforeMs: 0, refusalCacheMs: 0, retry: { initialMs: 1000, maxMs: 30_000 }, clock: () => 5_000_000, log: silentLogger, random: () => 1 });
+    const early = b.token(PAYMENTS, 'subject-a');
+    const failing = b.token(PAYMENTS, 'subject-b');
+    const [resolveEarly, resolveFailing] = pending.splice(0);
+    resolveFailing?.({ ok: false, kind: 'unavailable', detail: 'ECONNREFUSED' });
+    await failing;
+    resolveEarly?.({ ok: true, token: 't', expiresInS: 60 });
+    expect(await early).toMatchObject({ ok: true });
+    expect(b.stats().backoffMs).toBe(1000);
+  });
+
   it('remembers a refusal for refusalCacheMs, for that subject and destination only', async () => {
     const clock = { now: 0 };
     const idp = scriptedClient();
