@@ -152,7 +152,7 @@ export const sidecarConfigSchema = z
       .strictObject({
       listen: listen.meta({ description: 'Cleartext listener: HTTP/1.1 and HTTP/2 prior knowledge (h2c) on one port.' }),
       tls: tls.optional().meta({ description: 'Optional TLS listener with ALPN (h2, http/1.1).' }),
-      maxHeaderListBytes: z.int().min(4096).default(65536).meta({ description: 'Largest accepted request header list (octets, as RFC 9113 counts them). A larger one is answered 431 (HTTP/2 and HTTP/1.1) and never reaches the app.' }),
+      maxHeaderListBytes: z.int().min(4096).default(65536).meta({ description: 'Largest accepted request header list (octets, as RFC 9113 counts them). A larger one is answered 431 (HTTP/2 and HTTP/1.1; a gRPC call gets `grpc-status` 8) and never reaches the app.' }),
       maxConcurrentStreams: z.int().positive().default(1000).meta({ description: 'HTTP/2 streams per connection.' }),
       })
       .meta({ description: 'Listeners for calls to the app.' }),

@@ -63,6 +63,12 @@ export interface H2ServerOptions {
    * sent with END_STREAM and no body. Default: `431` and `content-length: 0`.
    */
   readonly tooLargeFields?: readonly string[];
+  /**
+   * The same answer for a gRPC request (a `content-type` of `application/grpc…` among the fields
+   * kept): gRPC clients read a bare 431 as UNKNOWN, so it is a trailers-only response with its
+   * `grpc-status`. Default: `tooLargeFields`.
+   */
+  readonly tooLargeGrpcFields?: readonly string[];
   /** Fields per request header list (node:http2's maxHeaderListPairs). */
   readonly maxHeaderPairs: number;
   readonly encrypted: boolean;
@@ -439,8 +445,10 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
    * way to stop a body after a complete response (§8.1). Either way the id is remembered as
    * reset: what the client sends on it before it learns is ignored.
    */
-  #headerListTooLarge(id: number, endStream: boolean): void {
-    this.writeHeaders(id, this.encode(this.#o.tooLargeFields ?? TOO_LARGE_FIELDS), true);
+  #headerListTooLarge(id: number, endStream: boolean, fields: readonly string[]): void {
+    const grpc = this.#o.tooLargeGrpcFields;
+    const answer = grpc !== undefined && isGrpcRequest(fields) ? grpc : (this.#o.tooLargeFields ?? TOO_LARGE_FIELDS);
+    this.writeHeaders(id, this.encode(answer), true);
     if (!endStream) this.#sendReset(id, NO_ERROR);
     else {
       const ids = this.#resetIds;
@@ -783,7 +791,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       return;
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {
-      this.#headerListTooLarge(id, endStream);
+      this.#headerListTooLarge(id, endStream, fields);
       if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
@@ -811,6 +819,14 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.#streams.set(id, s);
     this.#o.onStream(s, fields, endStream);
   }
+}
+
+/** Whether the fields kept of a refused request say gRPC (its `content-type`). */
+function isGrpcRequest(fields: readonly string[]): boolean {
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] === 'content-type') return (fields[i + 1] as string).startsWith('application/grpc');
+  }
+  return false;
 }
 
 /** The answer to a request whose header list is over the limits (see `#headerListTooLarge`). */

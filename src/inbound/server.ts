@@ -286,6 +286,8 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     maxHeaderPairs: 128,
     // A 431 the sidecar writes itself, so it carries its reason like every other (no body).
     tooLargeFields: [':status', '431', 'content-length', '0', HEADER_REASON, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
+    // gRPC callers get what every other refusal gives them: trailers-only, `grpc-status` 8.
+    tooLargeGrpcFields: Object.entries(responder.response('ERR_REQUEST_HEADERS_TOO_LARGE').grpc).flatMap(([k, v]) => [k, String(v)]),
     onStream,
     onClose: (c: H2ServerConnection) => {
       if (!sessions.delete(c)) return;

@@ -160,6 +160,29 @@ describe('oversized header lists — CVE-2019-9516 (0-length headers leak), RFC 
     await survives();
   });
 
+  it('a gRPC call gets the same refusal as gRPC: trailers-only, HTTP 200, grpc-status 8 (regression: a bare 431, which gRPC clients read as UNKNOWN)', async () => {
+    for (const extra of [
+      Array.from({ length: 100 }, (_, i) => [`x-big-${i}`, 'v'.repeat(1000)] as [string, string]), // past maxHeaderListBytes
+      Array.from({ length: 400 }, (_, i) => [`x-${i}`, ''] as [string, string]), // past maxHeaderPairs
+    ]) {
+      const c = await rawH2(ward.port);
+      const blk = requestBlock('/ward.demo.v1.Orders/GetOrder', [['content-type', 'application/grpc'], ['te', 'trailers'], authz(), ...extra], 'POST');
+      const parts = [headersFrame(1, blk.subarray(0, 16_384), { endStream: false, endHeaders: blk.length <= 16_384 })];
+      for (let at = 16_384; at < blk.length; at += 16_384) parts.push(continuation(1, blk.subarray(at, at + 16_384), at + 16_384 >= blk.length));
+      c.write(Buffer.concat(parts));
+      const f = await c.waitFrame((x) => x.type === FrameType.RST_STREAM || x.type === FrameType.GOAWAY || x.type === FrameType.HEADERS);
+      expect(f?.type).toBe(FrameType.HEADERS);
+      expect((f?.flags ?? 0) & 0x1).toBe(0x1); // END_STREAM: trailers-only
+      const fields: string[] = [];
+      new HpackDecoder().decode(f?.payload ?? Buffer.alloc(0), 0, f?.payload.length ?? 0, fields);
+      const h = Object.fromEntries(fields.reduce<[string, string][]>((acc, v, i, all) => (i % 2 === 0 ? [...acc, [v, all[i + 1] as string]] : acc), []));
+      expect(h).toMatchObject({ ':status': '200', 'content-type': 'application/grpc', 'grpc-status': '8', 'x-ward-reason': 'ERR_REQUEST_HEADERS_TOO_LARGE' });
+      c.close();
+    }
+    expect(app.seen).toEqual([]);
+    await survives();
+  });
+
   it('more fields than maxHeaderListPairs (128), each tiny: refused', async () => {
     const c = await rawH2(ward.port);
     const many = Array.from({ length: 400 }, (_, i) => [`x-${i}`, ''] as [string, string]);

@@ -187,8 +187,10 @@ export function rawH2(port: number, initialSettings: readonly (readonly [number,
         const payload = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
         const code = type === FrameType.RST_STREAM ? payload.readUInt32BE(0) : type === FrameType.GOAWAY ? payload.readUInt32BE(4) : undefined;
-        // Frames are recorded without their payload beyond 64 bytes: a flood test may see many.
-        frames.push({ type, flags, streamId, payload: Buffer.from(payload.subarray(0, 64)), code });
+        // Frames are recorded without their payload beyond 64 bytes (a flood test may see many),
+        // except header blocks, which a test decodes whole.
+        const keep = type === FrameType.HEADERS || type === FrameType.CONTINUATION ? payload.length : 64;
+        frames.push({ type, flags, streamId, payload: Buffer.from(payload.subarray(0, keep)), code });
         if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0 && !socket.destroyed) socket.write(settingsAck());
       }
       for (const w of waiters) w();
