@@ -231,10 +231,17 @@ function authnNotes(policy: CompiledPolicy, id: Identity | null, info: TokenInfo
   }
   const aud = id.claims['aud'];
   const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
-  if (aud !== undefined && !trust.audiences.some((a) => auds.includes(a))) {
+  // A JWT must name its audience and expiry (authn refuses one without); `--claims` stands for an
+  // introspection answer too, which may omit them.
+  const jwt = info.source === 'token';
+  if (aud === undefined && jwt) {
+    notes.push('the token has no aud: the sidecar would refuse it (ERR_TOKEN_AUDIENCE)');
+  } else if (aud !== undefined && !trust.audiences.some((a) => auds.includes(a))) {
     notes.push(`audience is not one of [${trust.audiences.join(', ')}]: the sidecar would refuse the token (ERR_TOKEN_AUDIENCE)`);
   }
-  if (typeof id.claims['exp'] === 'number' && id.claims['exp'] * 1000 <= now) notes.push('token is expired: the sidecar would refuse it (ERR_TOKEN_EXPIRED)');
+  const exp = id.claims['exp'];
+  if (jwt && typeof exp !== 'number') notes.push('the token has no numeric exp: the sidecar would refuse it (ERR_TOKEN_CLAIMS)');
+  if (typeof exp === 'number' && exp * 1000 <= now) notes.push('token is expired: the sidecar would refuse it (ERR_TOKEN_EXPIRED)');
   const alg = info.header?.['alg'];
   if (typeof alg === 'string' && !trust.algorithms.includes(alg)) notes.push(`algorithm ${alg} is not allowed for this issuer (ERR_TOKEN_ALG_NOT_ALLOWED)`);
   if (info.header !== undefined && trust.requireAtJwtType) {

@@ -117,6 +117,20 @@ describe('ward policy explain', () => {
     expect(s.stdout).toContain('(ERR_TOKEN_EXPIRED)');
   });
 
+  it('a --token without aud or exp is pointed out as refused, as authentication refuses it (regression: explain said allow); --claims may omit them', async () => {
+    const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const token = (claims: Record<string, unknown>): string => `${b64({ alg: 'RS256', typ: 'at+jwt' })}.${b64(claims)}.${Buffer.from('sig').toString('base64url')}`;
+    const noAud = await ward('explain', '--policy', policyFile, '--token', token({ iss: ISSUER, sub: 'alice', scope: 'orders.read', exp: NOW / 1000 + 300 }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(noAud.stdout).toContain('the token has no aud: the sidecar would refuse it (ERR_TOKEN_AUDIENCE)');
+    expect(noAud.stdout).not.toContain('ERR_TOKEN_CLAIMS');
+    const noExp = await ward('explain', '--policy', policyFile, '--token', token({ iss: ISSUER, sub: 'alice', aud: 'urn:ward:orders', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(noExp.stdout).toContain('the token has no numeric exp: the sidecar would refuse it (ERR_TOKEN_CLAIMS)');
+    expect(noExp.stdout).not.toContain('ERR_TOKEN_AUDIENCE');
+    const claims = await ward('explain', '--policy', policyFile, '--claims', JSON.stringify({ iss: ISSUER, sub: 'alice', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(claims.stdout).not.toContain('ERR_TOKEN_AUDIENCE');
+    expect(claims.stdout).not.toContain('ERR_TOKEN_CLAIMS');
+  });
+
   it('--json gives a machine-readable result; --claims @file reads a file', async () => {
     const claimsFile = join(dir, 'claims.json');
     writeFileSync(claimsFile, reader);
