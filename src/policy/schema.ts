@@ -73,7 +73,7 @@ const issuer = z
       examples: [true],
     }),
     requiredClaims: z.array(nonEmpty).default([]).meta({
-      description: 'Claims that must be present in every token of this issuer, in addition to `iss`, `exp` and `aud` (always checked).',
+      description: 'Claims that must be present in every token of this issuer, in addition to `iss`, `exp` and `aud`, which a JWT must always carry (an introspection answer is held to them when it has them: RFC 7662 makes them optional; list them here to require them).',
       examples: [['sub', 'client_id']],
     }),
   })

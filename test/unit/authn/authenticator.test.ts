@@ -756,6 +756,16 @@ describe('opaque tokens: RFC 7662 introspection', () => {
     }
   });
 
+  it('requiredClaims can demand aud and iss of an introspection answer (as documented: RFC 7662 makes them optional)', async () => {
+    const a = await ready(introspecting({ requiredClaims: ['aud', 'iss'] }), { clockSkewSeconds: 0 });
+    idp.introspection.set('no-aud', JSON.parse(JSON.stringify(active({ aud: undefined }))) as Record<string, unknown>);
+    idp.introspection.set('no-iss', JSON.parse(JSON.stringify(active({ iss: undefined }))) as Record<string, unknown>);
+    idp.introspection.set('both', active());
+    expect(await code(a, 'no-aud')).toBe('ERR_TOKEN_CLAIMS');
+    expect(await code(a, 'no-iss')).toBe('ERR_TOKEN_CLAIMS');
+    expect(await code(a, 'both')).toBe('OK');
+  });
+
   it('a policy reload during an introspection call is applied to its answer', async () => {
     idp.introspection.set('inflight', active());
     const a = await ready(introspecting());
