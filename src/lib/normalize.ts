@@ -206,14 +206,14 @@ export function grpcMethodOf(path: string): string | undefined {
 /**
  * True when the query carries an `access_token` parameter (RFC 6750 §2.3). Tokens in URLs end
  * up in access logs and Referer headers, so such a call is refused whatever else it holds.
- * The parameter name is compared after form-decoding (`access%5Ftoken`, `+` as space).
+ * The parameter name is compared after form-decoding (`access%5Ftoken`, `+` as space), and `;`
+ * separates parameters as `&` does, as some app frameworks read it (found in review).
  */
 export function queryHasAccessToken(query: string): boolean {
   if (query.indexOf('access') === -1 && query.indexOf('%') === -1) return false;
   let start = query.charCodeAt(0) === 0x3f ? 1 : 0;
   while (start <= query.length) {
-    let end = query.indexOf('&', start);
-    if (end === -1) end = query.length;
+    let end = nextSeparator(query, start);
     const eq = query.indexOf('=', start);
     const nameEnd = eq !== -1 && eq < end ? eq : end;
     let name = query.slice(start, nameEnd);
@@ -228,6 +228,15 @@ export function queryHasAccessToken(query: string): boolean {
     start = end + 1;
   }
   return false;
+}
+
+/** The next `&` or `;` at or after `from`, else the length. */
+function nextSeparator(query: string, from: number): number {
+  for (let i = from; i < query.length; i++) {
+    const c = query.charCodeAt(i);
+    if (c === 0x26 || c === 0x3b) return i;
+  }
+  return query.length;
 }
 
 /**

@@ -164,6 +164,10 @@ describe('queryHasAccessToken', () => {
     ['?x=access_token', false],
     ['?x=1', false],
     ['?%zz=1', false],
+    // `;` separates parameters for some frameworks (regression: only `&` was read)
+    ['?a=1;access_token=abc', true],
+    ['?a=1&b=2;access_token', true],
+    ['?x=a;b', false],
   ] as const)('%j → %j', (q, expected) => {
     expect(queryHasAccessToken(q)).toBe(expected);
   });
