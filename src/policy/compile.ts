@@ -75,8 +75,11 @@ export interface CompileOptions {
   readonly locator?: YamlLocator;
 }
 
-/** Shortest HMAC key we accept: RFC 7518 §3.2 asks for a key at least as long as the hash (HS256). */
-const MIN_HMAC_BYTES = 32;
+/**
+ * Shortest HMAC key per algorithm: RFC 7518 §3.2 asks for a key at least as long as the hash
+ * output. One secret serves every HS algorithm an issuer allows, so the longest hash decides.
+ */
+const MIN_HMAC_BYTES: Readonly<Record<string, number>> = { HS256: 32, HS384: 48, HS512: 64 };
 
 export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileOptions = {}): CompiledPolicy {
   const version = policyVersion(parsed);
@@ -165,9 +168,15 @@ function compileIssuer(
     if (value === undefined || value === '') issueAt(['issuers', i, 'hmacSecretEnv'], `environment variable ${iss.hmacSecretEnv} is not set`);
     else hmacSecret = Buffer.from(value, 'utf8');
   }
-  if (hmacSecret !== undefined && hmacSecret.length < MIN_HMAC_BYTES) {
+  let need = MIN_HMAC_BYTES['HS256'] as number;
+  let needFor = 'HS256';
+  for (const a of iss.algorithms) {
+    const n = MIN_HMAC_BYTES[a];
+    if (n !== undefined && n > need) [need, needFor] = [n, a];
+  }
+  if (hmacSecret !== undefined && hmacSecret.length < need) {
     const field = iss.hmacSecretFile !== undefined ? 'hmacSecretFile' : 'hmacSecretEnv';
-    issueAt(['issuers', i, field], `HMAC secret is ${hmacSecret.length} bytes; at least ${MIN_HMAC_BYTES} are required`);
+    issueAt(['issuers', i, field], `HMAC secret is ${hmacSecret.length} bytes; ${needFor} needs at least ${need} (RFC 7518 §3.2: as long as the hash)`);
     hmacSecret = undefined;
   }
   return {

@@ -131,8 +131,15 @@ issuers:
     };
     expect(errs(hmac('hmacSecretEnv: WARD_TEST_HMAC'))).toEqual(['/nonexistent/p.yaml:8:20: issuers[0].hmacSecretEnv: environment variable WARD_TEST_HMAC is not set']);
     expect(errs(hmac('hmacSecretEnv: WARD_TEST_HMAC'), { WARD_TEST_HMAC: 'short' })).toEqual([
-      '/nonexistent/p.yaml:8:20: issuers[0].hmacSecretEnv: HMAC secret is 5 bytes; at least 32 are required',
+      '/nonexistent/p.yaml:8:20: issuers[0].hmacSecretEnv: HMAC secret is 5 bytes; HS256 needs at least 32 (RFC 7518 §3.2: as long as the hash)',
     ]);
+    // The longest hash among the issuer's HS algorithms decides (regression: 32 bytes passed for HS512).
+    const hs512 = hmac('hmacSecretEnv: WARD_TEST_HMAC').replace('algorithms: [HS256]', 'algorithms: [HS256, HS512]');
+    expect(errs(hs512, { WARD_TEST_HMAC: 'k'.repeat(32) })).toEqual([
+      '/nonexistent/p.yaml:8:20: issuers[0].hmacSecretEnv: HMAC secret is 32 bytes; HS512 needs at least 64 (RFC 7518 §3.2: as long as the hash)',
+    ]);
+    expect(errs(hs512, { WARD_TEST_HMAC: 'k'.repeat(64) })).toEqual([]);
+    expect(errs(hmac('hmacSecretEnv: WARD_TEST_HMAC').replace('algorithms: [HS256]', 'algorithms: [HS384]'), { WARD_TEST_HMAC: 'k'.repeat(47) })[0]).toContain('HS384 needs at least 48');
     expect(errs(hmac('hmacSecretFile: nope.key'))).toEqual(['/nonexistent/p.yaml:8:21: issuers[0].hmacSecretFile: cannot read /nonexistent/nope.key: ENOENT']);
   });
 });
