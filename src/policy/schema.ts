@@ -57,11 +57,11 @@ const issuer = z
         examples: [['ES256'], ['HS256']],
       }),
     hmacSecretFile: nonEmpty.optional().meta({
-      description: 'File holding the shared HMAC secret (for `HS*` algorithms), relative to the policy file. Trailing newlines are removed. At least as long as the longest hash among the issuer's HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
+      description: 'File holding the shared HMAC secret (for `HS*` algorithms), relative to the policy file. Trailing newlines are removed. At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
       examples: ['secrets/orders-hmac.key'],
     }),
     hmacSecretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional().meta({
-      description: 'Environment variable holding the shared HMAC secret (for `HS*` algorithms). At least as long as the longest hash among the issuer's HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
+      description: 'Environment variable holding the shared HMAC secret (for `HS*` algorithms). At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
       examples: ['ORDERS_HMAC_SECRET'],
     }),
     requireAtJwtType: z.boolean().default(true).meta({
