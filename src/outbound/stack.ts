@@ -3,7 +3,7 @@ import type { TokenOutcome } from '../exchange/broker.ts';
 import type { Exchange } from '../inbound/exchange.ts';
 import { parseGrpcTimeout } from '../inbound/grpc-timeout.ts';
 import { type HeaderPolicy, scanRequestHeaders } from '../inbound/headers.ts';
-import { grpcMethodOf } from '../lib/normalize.ts';
+import { grpcMethodOf, queryHasAccessToken } from '../lib/normalize.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
 import { type Authority, type Route, type Routes, splitAuthority } from './routes.ts';
 import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './types.ts';
@@ -149,6 +149,10 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     }
     if (!originFormOk(path)) return refuse(c, 'ERR_PATH_INVALID', 'request target not forwardable');
     ex.path = path;
+    // The app's token never leaves the pod, in the URL either (RFC 6750 §2.3; found in review:
+    // `?access_token=` went on to the destination, pass-through included).
+    const q = path.indexOf('?');
+    if (q !== -1 && queryHasAccessToken(path.slice(q))) return refuse(c, 'ERR_TOKEN_IN_QUERY', 'access_token in query');
 
     // (2) Headers: the same hygiene as inbound. The app's Authorization is read here and
     // replaced in (6); hop-by-hop fields and the identity prefix never leave the pod.

@@ -207,6 +207,12 @@ describe('outbound: the egress listener', () => {
     expect(noHost).toMatch(/^HTTP\/1\.1 400/);
     const grpcToH1 = await h2({ ':method': 'POST', ':authority': 'legacy.internal', ':path': '/a.B/C', 'content-type': 'application/grpc', authorization: 'Bearer x' });
     expect(grpcToH1.headers['grpc-status']).toBe('13');
+    // The app's own token never leaves the pod, in the URL either (regression: the query went on as sent)
+    const inQuery = await h2({ ':authority': 'payments', ':path': '/x?a=1&access_token=alice', authorization: 'Bearer alice' });
+    expect(inQuery.headers['x-ward-reason']).toBe('ERR_TOKEN_IN_QUERY');
+    const inQueryH1 = await h1Request(passEgress.port, { path: '/x?access%5Ftoken=alice', headers: { host: `127.0.0.1:${h1app.port}` } });
+    expect(inQueryH1.status).toBe(400);
+    expect(h1app.requests).toHaveLength(0);
     expect(asked).toEqual([]);
   });
 
