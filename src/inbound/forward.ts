@@ -123,8 +123,8 @@ function errCode(err: unknown): string | undefined {
  * The app-bound request as HTTP/2 raw fields `[name, value, ...]`, pseudo-headers first, as the
  * HPACK encoder takes them. `ex.fwdHeaders` is left as the stages built it.
  */
-function h2RequestFields(ex: Exchange, authority: string): string[] {
-  const out = [':method', ex.method, ':scheme', 'http', ':authority', authority, ':path', ex.query === '' ? ex.path : ex.path + ex.query];
+function h2RequestFields(ex: Exchange, authority: string, scheme: string): string[] {
+  const out = [':method', ex.method, ':scheme', scheme, ':authority', authority, ':path', ex.query === '' ? ex.path : ex.path + ex.query];
   const h = ex.fwdHeaders;
   for (const name in h) {
     const v = h[name];
@@ -405,6 +405,8 @@ export function createRelay(o: RelayOptions): Relay {
   const upTls = o.upstream.tls;
   const upstreamPort = url.port === '' ? (upTls === undefined ? 80 : 443) : Number(url.port);
   const defaultAuthority = url.host;
+  /** `:scheme` says how this hop is carried (RFC 9113 §8.3.1): https over TLS (found in review: always http). */
+  const scheme = upTls === undefined ? 'http' : 'https';
   const requestTimeoutMs = o.upstream.requestTimeoutMs;
   const identityPrefix = o.identityPrefix;
   const guardResponse = o.guardSidecarFields === true;
@@ -602,7 +604,7 @@ export function createRelay(o: RelayOptions): Relay {
     let up: H2ClientStream;
     try {
       const conn = refusedBy === undefined ? p.connection() : p.replacing(refusedBy);
-      up = conn.request(h2RequestFields(ex, ex.authority ?? defaultAuthority), ex.bodyless, ex);
+      up = conn.request(h2RequestFields(ex, ex.authority ?? defaultAuthority, scheme), ex.bodyless, ex);
     } catch (err) {
       ex.upstreamError = err as Error;
       if (err instanceof HpackError) responder.write(ex, 'ERR_REQUEST_INVALID'); // a field HTTP/2 cannot carry

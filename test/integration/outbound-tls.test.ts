@@ -1,5 +1,5 @@
-import { copyFileSync } from 'node:fs';
-import type http2 from 'node:http2';
+import { copyFileSync, readFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -198,5 +198,35 @@ describe('https:// destination settings', () => {
     const start = egressFor([{ ...base, url: 'https://payments:15443', tls: { caFile: 'missing-ca.pem' } }], '/nonexistent-dir');
     await expect(start).rejects.toBeInstanceOf(ConfigError);
     await expect(start).rejects.toThrow(/sidecar\.yaml.*outbound\.destinations\.0\.tls\.caFile.*cannot read \/nonexistent-dir\/missing-ca\.pem: ENOENT/);
+  });
+});
+
+describe(':scheme towards an https:// destination', () => {
+  it('is https over TLS and http in cleartext (RFC 9113 §8.3.1; regression: always http)', async () => {
+    const seen: string[] = [];
+    const answer = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void => {
+      seen.push(String(req.headers[':scheme']));
+      res.end('ok');
+    };
+    const secure = http2.createSecureServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, answer);
+    const plain = http2.createServer(answer);
+    await Promise.all([secure, plain].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+    const port = (s: http2.Http2Server | http2.Http2SecureServer): number => (s.address() as { port: number }).port;
+    const out = await egressFor([
+      { name: 'tls', url: `https://127.0.0.1:${port(secure)}`, resource: 'urn:ward:tls', tls: { caFile: certs.certFile } },
+      { name: 'clear', url: `http://127.0.0.1:${port(plain)}`, resource: 'urn:ward:clear' },
+    ]);
+    const s = await h2Connect(out.port);
+    try {
+      for (const authority of ['tls', 'clear']) {
+        const r = await h2Request(s, { ':method': 'GET', ':path': '/x', ':authority': authority, ...appToken });
+        expect(r.headers[':status']).toBe(200);
+      }
+      expect(seen).toEqual(['https', 'http']);
+    } finally {
+      s.close();
+      await out.close();
+      await Promise.all([secure, plain].map((x) => new Promise((r) => x.close(r))));
+    }
   });
 });
