@@ -199,12 +199,22 @@ export function createStack(o: StackOptions): Stack {
             log.error('session resume rejected', { decisionId: ex.decisionId, err });
             if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'session resume rejected');
           },
-        );
+        ).catch((err: unknown) => lateFailure(ex, err));
         return;
       }
       return afterSession(ex, s);
     }
     authenticate(ex, e.token);
+  }
+
+  /**
+   * A throw in a stage that ran after a wait: nothing up the stack catches it there (the
+   * listener's own guard only covers what runs inside its call), and an unhandled rejection
+   * would end the process with every call in it. The call fails closed on its own.
+   */
+  function lateFailure(ex: Exchange, err: unknown): void {
+    log.error('request stage threw after a wait', { decisionId: ex.decisionId, err });
+    if (!ex.closed && !ex.finished) responder.write(ex, 'ERR_INTERNAL');
   }
 
   function afterSession(ex: Exchange, s: SessionResume): void {
@@ -238,7 +248,7 @@ export function createStack(o: StackOptions): Stack {
           log.error('authenticate rejected', { decisionId: ex.decisionId, err });
           if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'authenticate rejected');
         },
-      );
+      ).catch((err: unknown) => lateFailure(ex, err));
       return;
     }
     afterAuthentication(ex, r);

@@ -231,13 +231,19 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     }
     if (isPromise(t)) {
       c.tokenStart = deps.clock();
-      void t.then(
-        (r) => afterToken(c, r),
-        (err: unknown) => {
-          log.error('token source rejected', { decisionId: ex.decisionId, err });
-          if (!ex.closed && !ex.finished) refuse(c, 'ERR_INTERNAL', 'token source rejected');
-        },
-      );
+      void t
+        .then(
+          (r) => afterToken(c, r),
+          (err: unknown) => {
+            log.error('token source rejected', { decisionId: ex.decisionId, err });
+            if (!ex.closed && !ex.finished) refuse(c, 'ERR_INTERNAL', 'token source rejected');
+          },
+        )
+        .catch((err: unknown) => {
+          // A throw after the wait has nothing above it to catch it: the call fails, the process stays.
+          log.error('egress stage threw after a wait', { decisionId: ex.decisionId, err });
+          if (!ex.closed && !ex.finished) refuse(c, 'ERR_INTERNAL', 'stage threw');
+        });
       return;
     }
     c.cached = true;

@@ -15,6 +15,7 @@ import {
   startH2App,
   startProxy,
   testConfig,
+  TEST_POLICY,
   type TestProxy,
 } from '../unit/inbound/harness.ts';
 
@@ -276,6 +277,26 @@ describe('configuration variants', () => {
       expect(r.status).toBe(200);
       expect(app.requests[0]?.headers.authorization).toBeUndefined();
       expect(app.requests[0]?.headers['x-ward-subject']).toBe('alice');
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a stage that throws after an asynchronous authentication fails its call with 500 ERR_INTERNAL; the sidecar stays up (regression: an unhandled rejection would end it)', async () => {
+    let reads = 0;
+    // Read once in the shape stage, once in the decision: the second read throws.
+    const policy = (): typeof TEST_POLICY => {
+      if (reads++ % 2 === 1) throw new Error('policy snapshot broke');
+      return TEST_POLICY;
+    };
+    const proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'http1' }), { policy });
+    try {
+      const r = await h1Request(proxy.port, { path: '/orders/1', headers: { authorization: 'Bearer async-alice' } });
+      expect(r.status).toBe(500);
+      expect(r.headers['x-ward-reason']).toBe('ERR_INTERNAL');
+      expect(app.requests).toHaveLength(0);
+      const again = await h1Request(proxy.port, { path: '/orders/1', headers: { authorization: 'Bearer async-alice' } });
+      expect(again.status).toBe(500);
     } finally {
       await proxy.close();
     }
