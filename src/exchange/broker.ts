@@ -123,6 +123,9 @@ function targetKey(t: TokenTarget): string {
   return `${t.name}\n${t.scope}`;
 }
 
+/** The longest an issued token is cached, whatever its `expires_in`. */
+export const MAX_CACHE_S = 86_400;
+
 export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
   const { client, clock, log } = o;
   const random = o.random ?? Math.random;
@@ -163,7 +166,8 @@ export function createTokenBroker(o: TokenBrokerOptions): TokenBroker {
       }
       const outcome: TokenOutcome = Object.freeze({ ok: true, token: r.token, authorization: `Bearer ${r.token}`, via });
       if (r.expiresInS !== undefined && r.expiresInS > 0) {
-        const life = r.expiresInS * 1000;
+        // At most a day: an `expires_in` of 1e306 is Infinity in ms, kept for ever (found in review).
+        const life = Math.min(r.expiresInS, MAX_CACHE_S) * 1000;
         // from when we asked, not when the answer came: the IdP started the clock before we got it
         let until = started + life - Math.min(o.renewBeforeMs, life / 2);
         if (subjectToken !== null) {

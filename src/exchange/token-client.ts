@@ -21,6 +21,8 @@ import { isSendableBearer, MAX_ISSUED_TOKEN_CHARS } from '../lib/bearer.ts';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+/** RFC 8693 §3: a JWT, which an access token may be. */
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 
 /** What to ask the IdP for: one destination's audience/resource and scopes. */
 export interface TokenTarget {
@@ -152,7 +154,14 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
       try {
         const c = await configuration();
         const params = targetParams(target, { subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE });
-        return result(await oidc.genericGrantRequest(c, TOKEN_EXCHANGE_GRANT, params));
+        const r = await oidc.genericGrantRequest(c, TOKEN_EXCHANGE_GRANT, params);
+        // RFC 8693 §2.2.1: what was issued. Only an access token (or a JWT one) may go out as one:
+        // a refresh or ID token sent as Bearer would be a token for something else.
+        const issued = r['issued_token_type'];
+        if (issued !== undefined && issued !== ACCESS_TOKEN_TYPE && issued !== JWT_TOKEN_TYPE) {
+          return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${String(issued)}`, status: 200 };
+        }
+        return result(r);
       } catch (err) {
         return classifyGrantError(err);
       }

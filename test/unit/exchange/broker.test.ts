@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createTokenBroker, subjectExpiryMs, type TokenBroker, type TokenOutcome } from '../../../src/exchange/broker.ts';
+import { createTokenBroker, MAX_CACHE_S, subjectExpiryMs, type TokenBroker, type TokenOutcome } from '../../../src/exchange/broker.ts';
 import { backoffDelay } from '../../../src/lib/backoff.ts';
 import type { GrantResult, TokenEndpointClient, TokenTarget } from '../../../src/exchange/token-client.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
@@ -173,6 +173,25 @@ describe('token broker: cache', () => {
     await b.token(PAYMENTS, 's');
     await b.token(PAYMENTS, 's');
     expect(idp.count).toBe(2);
+  });
+});
+
+describe('token broker: cache lifetime cap', () => {
+  it('caches a token at most MAX_CACHE_S, whatever its expires_in (regression: 1e306 s was Infinity ms, kept for ever)', async () => {
+    let now = 0;
+    let asked = 0;
+    const client: TokenEndpointClient = {
+      issuer: 'https://idp.test',
+      clientId: 'orders-sidecar',
+      exchange: async () => ({ ok: true, token: `t${++asked}`, expiresInS: 1e306 }),
+      clientCredentials: async () => ({ ok: true, token: `t${++asked}`, expiresInS: 1e306 }),
+    };
+    const b = createTokenBroker({ client, cacheEntries: 10, renewBeforeMs: 0, refusalCacheMs: 0, retry: { initialMs: 1000, maxMs: 1000 }, clock: () => now, log: silentLogger, random: () => 1 });
+    expect(await b.token(PAYMENTS, null)).toMatchObject({ ok: true, token: 't1' });
+    now = MAX_CACHE_S * 1000 - 1;
+    expect(await b.token(PAYMENTS, null)).toMatchObject({ ok: true, token: 't1' });
+    now = MAX_CACHE_S * 1000;
+    expect(await b.token(PAYMENTS, null)).toMatchObject({ ok: true, token: 't2' });
   });
 });
 

@@ -155,4 +155,17 @@ describe('token client against a failing IdP', () => {
     const garbage = await serve((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"nope":true}'));
     expect(await against(garbage).exchange('t', PAYMENTS)).toMatchObject({ ok: false, kind: 'unavailable' });
   });
+
+  it('an exchange that issued something other than an access token is refused (RFC 8693 §2.2.1 issued_token_type; regression: a refresh token went out as Bearer)', async () => {
+    const issuing = (type: string | undefined) =>
+      serve((_req, res) =>
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: 'x', token_type: 'Bearer', expires_in: 60, ...(type === undefined ? {} : { issued_token_type: type }) })),
+      );
+    for (const t of ['urn:ietf:params:oauth:token-type:refresh_token', 'urn:ietf:params:oauth:token-type:id_token', 'urn:ietf:params:oauth:token-type:saml2']) {
+      expect(await against(await issuing(t)).exchange('t', PAYMENTS), t).toMatchObject({ ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${t}` });
+    }
+    for (const t of ['urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:jwt', undefined]) {
+      expect(await against(await issuing(t)).exchange('t', PAYMENTS), String(t)).toMatchObject({ ok: true, token: 'x' });
+    }
+  });
 });
