@@ -101,6 +101,15 @@ export const MAX_NACK_MESSAGE = 1024;
 /** Longest accepted instance_id. */
 export const MAX_INSTANCE_ID = 128;
 
+/** The largest policy file a control plane may serve (`watch.maxFileBytes` is at most this). */
+export const MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024;
+/**
+ * The largest policy response a sidecar takes: the largest file plus room for the rest of the
+ * message. Below it, a valid policy the control plane serves never reached a sidecar: it ended
+ * every stream with RESOURCE_EXHAUSTED and reconnected for ever (found in review).
+ */
+export const MAX_POLICY_RESPONSE_BYTES = MAX_POLICY_FILE_BYTES + 64 * 1024;
+
 /** The policy stream's method (`PolicyDiscovery.StreamPolicy`), as an HTTP/2 `:path`. */
 export const POLICY_STREAM_PATH = '/ward.v1.PolicyDiscovery/StreamPolicy';
 

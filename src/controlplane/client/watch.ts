@@ -9,6 +9,7 @@ import {
   decodePolicyResponse,
   encodePolicyRequest,
   MAX_NACK_MESSAGE,
+  MAX_POLICY_RESPONSE_BYTES,
   POLICY_STREAM_PATH,
   type PolicyRequestWire,
   type PolicyResponseWire,
@@ -187,6 +188,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
           headers: ['authorization', `Bearer ${token}`],
           connectTimeoutMs: CONNECT_TIMEOUT_MS,
           keepalive: KEEPALIVE,
+          maxMessageBytes: MAX_POLICY_RESPONSE_BYTES,
         },
         events,
       );

@@ -6,6 +6,7 @@ import { ConfigError } from '../../errors/ward-error.ts';
 import { parseYamlFile } from '../../lib/yaml-schema.ts';
 import type { IssuerTrust } from '../../policy/model.ts';
 import { telemetryReceiverSchema } from './otlp/config.ts';
+import { MAX_POLICY_FILE_BYTES } from '../wire.ts';
 
 /**
  * The control plane's config file (`ward control-plane --config FILE`). Each option carries its
@@ -42,7 +43,7 @@ const watch = z.strictObject({
   pollIntervalMs: z.int().min(100).max(600_000).default(1000).meta({
     description: 'Re-read the directory this often even without events: the fallback for file systems where change events are lost (network mounts, some container runtimes).',
   }),
-  maxFileBytes: z.int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024).meta({
+  maxFileBytes: z.int().min(1024).max(MAX_POLICY_FILE_BYTES).default(1024 * 1024).meta({
     description: 'Larger policy files are refused (recorded as an error of that file).',
   }),
 });

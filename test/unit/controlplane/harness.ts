@@ -77,11 +77,12 @@ export async function startHarness(
     log?: Logger;
     port?: number;
     dir?: string;
+    maxFileBytes?: number;
   } = {},
 ): Promise<Harness> {
   const t = opts.dir === undefined ? tempDir() : { dir: opts.dir, cleanup: () => {} };
   for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(t.dir, name), text);
-  const store = await createPolicyStore({ dir: t.dir, parse: validatePolicyForControlPlane, log: silentLogger, watch: false });
+  const store = await createPolicyStore({ dir: t.dir, parse: validatePolicyForControlPlane, log: silentLogger, watch: false, ...(opts.maxFileBytes === undefined ? {} : { maxFileBytes: opts.maxFileBytes }) });
   const server = await startControlPlaneServer({
     id: 'cp-test',
     host: '127.0.0.1',

@@ -9,6 +9,7 @@ import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/lib/backoff.ts';
 import { statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
+import { MAX_POLICY_FILE_BYTES } from '../../../src/controlplane/wire.ts';
 import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
@@ -129,6 +130,16 @@ describe('createPolicyWatch', () => {
     await eventually(() => applied.length === 2, 10_000, 'the second policy');
     expect(w.current()?.version).toBe(v2);
     await expect.poll(() => JSON.parse(readFileSync(statePath(dir, 'orders'), 'utf8')).versionInfo).toBe(v2);
+  });
+
+  it('takes a policy as large as the control plane may serve (regression: over 4 MiB it ended every stream with RESOURCE_EXHAUSTED and reconnected for ever)', async () => {
+    // 5 MiB of comment lines after a valid policy: a file the control plane serves with watch.maxFileBytes at its maximum.
+    const big = `${policy('orders')}${'# padding to make the file large\n'.repeat(Math.ceil((5 * 1024 * 1024) / 33))}`;
+    const h = await harness({ files: { 'orders.yaml': big }, maxFileBytes: MAX_POLICY_FILE_BYTES });
+    const { watch: w, applied } = watch(h.address, stateDir());
+    await eventually(() => applied.length === 1, 20_000, 'the large policy');
+    expect(w.current()?.version).toBe(v1);
+    await expect.poll(async () => (await h.status()).sidecars[0]?.ackedVersion).toBe(v1);
   });
 
   it('NACKs a version it cannot compile, keeps the last good one, and the control plane shows why', async () => {
