@@ -4,7 +4,7 @@ import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
 import { parseGrpcTimeout } from './grpc-timeout.ts';
 import { type HeaderPolicy, identityClaimsHeader, scanRequestHeaders } from './headers.ts';
-import { grpcMethodOf, normalizeTarget, type PathOptions, queryHasAccessToken, validAuthority } from '../lib/normalize.ts';
+import { grpcMethodOf, HTTP_METHODS, normalizeTarget, type PathOptions, queryHasAccessToken, validAuthority } from '../lib/normalize.ts';
 import type { ErrorResponder } from './respond.ts';
 import type { SessionResume } from '../session/stage.ts';
 import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
@@ -28,7 +28,7 @@ import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from '.
  */
 
 /** Methods ward forwards. Case-sensitive (RFC 9110 §9.1): `get` is not GET, and is refused. */
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
 const GRPC_PREFIX = 'application/grpc';
 const GRPC_WEB_PREFIX = 'application/grpc-web';

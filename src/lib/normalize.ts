@@ -28,6 +28,13 @@
  * - with `paths.mergeSlashes` (default) runs of `/` collapse to one (`//admin` -> `/admin`).
  */
 
+/**
+ * The methods a sidecar takes, inbound and on the egress path; any other is refused
+ * (ERR_REQUEST_INVALID: no CONNECT tunnels, no TRACE). A policy names only these: a rule for
+ * another could never match (a misspelt `DELTE` in a deny rule would deny nothing).
+ */
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+
 export interface PathOptions {
   readonly mergeSlashes: boolean;
   readonly rejectEscapedSlashes: boolean;

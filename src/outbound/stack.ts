@@ -3,7 +3,7 @@ import type { TokenOutcome } from '../exchange/broker.ts';
 import type { Exchange } from '../inbound/exchange.ts';
 import { parseGrpcTimeout } from '../inbound/grpc-timeout.ts';
 import { type HeaderPolicy, scanRequestHeaders } from '../inbound/headers.ts';
-import { grpcMethodOf, queryHasAccessToken } from '../lib/normalize.ts';
+import { grpcMethodOf, HTTP_METHODS, queryHasAccessToken } from '../lib/normalize.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
 import { type Authority, type Route, type Routes, splitAuthority } from './routes.ts';
 import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './types.ts';
@@ -27,7 +27,7 @@ import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './t
  */
 
 /** Methods forwarded. CONNECT is not: the app calls `http://<destination>/...`, the sidecar does TLS-free hops. */
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 const GRPC_PREFIX = 'application/grpc';
 const GRPC_WEB_PREFIX = 'application/grpc-web';
 

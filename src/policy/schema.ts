@@ -1,4 +1,5 @@
 import * as z from '../lib/schema.ts';
+import { HTTP_METHODS } from '../lib/normalize.ts';
 
 /**
  * The policy file format (`apiVersion: ward.dev/v1`, `kind: Policy`). Every field carries its
@@ -82,11 +83,11 @@ const issuer = z
 const httpMatch = z
   .strictObject({
     methods: z
-      .array(z.string().regex(/^[A-Z]+$/, 'must be an upper-case HTTP method'))
+      .array(z.enum(HTTP_METHODS))
       .min(1, 'needs at least one method; omit the field to match every method')
       .optional()
       .meta({
-        description: 'HTTP methods (upper case). Omitted: every method. `HEAD` is not implied by `GET`. gRPC calls are `POST`.',
+        description: 'HTTP methods (upper case), of those the sidecar accepts: a request with any other is refused before policy, so a rule naming one could never match. Omitted: every method. `HEAD` is not implied by `GET`. gRPC calls are `POST`.',
         examples: [['GET', 'HEAD']],
       }),
     exact: nonEmpty.optional().meta({

@@ -34,6 +34,14 @@ describe('policy file: schema and semantic errors carry file:line:column and the
     ]);
   });
 
+  it('refuses a method the sidecar never takes, a misspelt one included (regression: a deny rule for DELTE loaded and denied nothing)', () => {
+    const text = ordersPolicyText().replace('action: deny', 'action: deny').replace(/rules:\n/, 'rules:\n  - name: no-deletes\n    action: deny\n    match:\n      http: [{ methods: [GET, DELTE, TRACE], prefix: /api }]\n');
+    const errs = errorsOf(() => parsePolicyText(text, 'p.yaml'));
+    expect(errs).toHaveLength(2);
+    expect(errs[0]).toMatch(/^p\.yaml:\d+:\d+: rules\[0\]\.match\.http\[0\]\.methods\[1\]: Invalid option: expected one of "GET"\|"HEAD"\|"POST"\|"PUT"\|"DELETE"\|"PATCH"\|"OPTIONS"$/);
+    expect(errs[1]).toMatch(/methods\[2\]: Invalid option/);
+  });
+
   it('reports semantic errors after the schema, with the same positions', () => {
     const file = f('invalid-semantic.yaml');
     expect(errorsOf(() => loadPolicyFile(file))).toEqual([
