@@ -73,8 +73,20 @@ function cell(i: number, v: string): string {
   return i < WIDTHS.length ? v.padEnd(WIDTHS[i] ?? 0) : v;
 }
 
+/**
+ * Control characters (C0, DEL, C1) as `\xNN`: a record's fields come from whoever exported it
+ * and from callers' tokens (`enduser.id` is a `sub`), and an escape sequence printed raw would
+ * rewrite or hide the operator's lines (found in review). `--json` escapes them already.
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+export function printable(s: string): string {
+  return s.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 function row(cells: readonly string[]): string {
-  return cells.map((c, i) => cell(i, c)).join(' ').trimEnd();
+  return cells.map((c, i) => cell(i, printable(c))).join(' ').trimEnd();
 }
 
 export function formatHeader(): string {
@@ -117,6 +129,7 @@ export function formatSummary(s: DecisionSummaryWire): string {
     x.lastUnixMs > 0 ? new Date(x.lastUnixMs).toISOString() : '-',
     x.reasons.length === 0 ? '-' : x.reasons.slice(0, 3).map((r) => `${r.reason}=${r.count}`).join(' '),
   ]);
+  for (const r of rows) for (let i = 0; i < r.length; i++) r[i] = printable(r[i] as string);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   out.push(line(header), ...rows.map(line));

@@ -175,7 +175,8 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     }
     if (ex.grpc) {
       if (ex.method !== 'POST') return refuse(c, 'ERR_REQUEST_INVALID', 'gRPC call is not a POST');
-      ex.grpcMethod = grpcMethodOf(path);
+      // The method from the path without its query, which telemetry must not carry (found in review).
+      ex.grpcMethod = grpcMethodOf(q === -1 ? path : path.slice(0, q));
     }
 
     // (3) Destination: named by the authority, port ignored. Nothing is sent anywhere the

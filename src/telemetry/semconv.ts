@@ -17,6 +17,7 @@ export const RPC_SERVICE = 'rpc.service';
 export const RPC_METHOD = 'rpc.method';
 export const RPC_GRPC_STATUS_CODE = 'rpc.grpc.status_code';
 export const HTTP_REQUEST_METHOD = 'http.request.method';
+export const HTTP_REQUEST_METHOD_ORIGINAL = 'http.request.method_original';
 export const HTTP_RESPONSE_STATUS_CODE = 'http.response.status_code';
 export const ERROR_TYPE = 'error.type';
 export const ENDUSER_ID = 'enduser.id';

@@ -219,7 +219,9 @@ function writeCallAttributes(
       kv.rpcMethod.write(w, field, full.slice(slash + 1));
     }
   } else {
-    kv.httpMethod.write(w, field, r.method);
+    const m = knownMethod(r.method);
+    kv.httpMethod.write(w, field, m);
+    if (m !== r.method) attrString(w, field, sc.HTTP_REQUEST_METHOD_ORIGINAL, cut(r.method));
   }
   if (out !== null) {
     kv.destination.write(w, field, out.destination);
@@ -230,10 +232,23 @@ function writeCallAttributes(
   else if (decision === 'deny' && reason !== null) kv.errorType.write(w, field, reason);
 }
 
-/** The span name: `pkg.Service/Method` for gRPC; for HTTP the method alone (no route template is known, and the raw path stays off the span). */
+/** OTel HTTP semconv: the methods it knows; any other is reported as `_OTHER`. */
+const KNOWN_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+
+/**
+ * `http.request.method` as the semantic conventions want it: a known method, else `_OTHER` (the
+ * original in `http.request.method_original`, cut). The caller chooses the method: unmapped, a
+ * refused request with a 6 000-character one named its span that (found in review).
+ */
+function knownMethod(m: string): string {
+  return KNOWN_METHODS.has(m) ? m : '_OTHER';
+}
+
+/** The span name: `pkg.Service/Method` for gRPC; for HTTP the method alone (no route template is known, and the raw path stays off the span); `HTTP` for one not known. */
 function spanName(r: DecisionRecord): string {
   if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) return cut(r.route.slice(1));
-  return r.method === '' ? 'HTTP' : r.method;
+  const m = knownMethod(r.method);
+  return m === '_OTHER' ? 'HTTP' : m;
 }
 
 export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): Telemetry {
@@ -448,7 +463,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
           now(),
           decision === 'allow' ? SEVERITY_INFO : SEVERITY_WARN,
           decision === 'allow' ? 'INFO' : 'WARN',
-          `${decision} ${route ?? r.method}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}`,
+          `${decision} ${route ?? knownMethod(r.method)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}`,
           sc.DECISION_EVENT,
           traceId,
           spanId,

@@ -132,6 +132,13 @@ describe('outbound: the egress listener', () => {
     expect(decisions.at(-1)).toMatchObject({ direction: 'outbound', destination: 'payments', decision: 'allow', code: null, token: 'exchange', cached: false });
   });
 
+  it('a gRPC call\'s decision names its method without the query, which telemetry must not carry (regression: /pkg.S/M?api_key=… was the route)', async () => {
+    const r = await h2({ ':method': 'POST', ':authority': 'payments', ':path': '/ward.demo.v1.Payments/Charge?api_key=SECRET123', 'content-type': 'application/grpc', te: 'trailers', authorization: 'Bearer alice-token' }, '');
+    expect(r.headers[':status']).toBe(200);
+    expect(decisions.at(-1)).toMatchObject({ direction: 'outbound', protocol: 'grpc', route: '/ward.demo.v1.Payments/Charge' });
+    expect(JSON.stringify(decisions.at(-1))).not.toContain('SECRET123');
+  });
+
   it('a synchronous (cached) token goes out without waiting and is recorded as cached', async () => {
     const r = await h2({ ':authority': 'payments', ':path': '/x', authorization: 'Bearer sync-bob' });
     expect(r.headers[':status']).toBe(200);

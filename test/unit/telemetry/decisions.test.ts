@@ -78,6 +78,20 @@ describe('ward decisions output', () => {
     expect(formatDecision({ ...toWire(d()), missed: 7 })).toContain('7 decision(s) not shown');
   });
 
+  it('control characters from a record are printed escaped, never raw (regression: an ESC sequence in a caller\'s sub could rewrite the operator\'s screen)', () => {
+    const evil = 'mallory\u001b[2K\r\u001b[1A\u009b forged';
+    const line = formatDecision(toWire(d({ subject: evil, route: '/x\u0007', service: 'orders\u007f' })));
+    // eslint-disable-next-line no-control-regex
+    expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+    expect(line).toContain('mallory\\x1b[2K\\x0d\\x1b[1A\\x9b forged');
+    const s = createDecisionStore({ capacity: 10 });
+    s.add(d({ service: 'ord\u001bers', reason: 'ERR_POLICY_DENIED' }));
+    const out = formatSummary({ ...s.summary(), services: s.summary().services.map((x) => ({ ...x, reasons: Object.entries(x.reasons).map(([reason, count]) => ({ reason, count })), lastUnixMs: x.lastMs })) });
+    // eslint-disable-next-line no-control-regex
+    expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(out).toContain('ord\\x1bers');
+  });
+
   it('summary table', () => {
     const s = createDecisionStore({ capacity: 10 });
     s.add(d());

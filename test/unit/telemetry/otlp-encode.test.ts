@@ -211,6 +211,21 @@ describe('OTLP spans and decision log records written by ward', () => {
     expect(attrs(l.attributes)['ward.route']).toBe('/api/orders/7');
   });
 
+  it('a method the conventions do not know (the caller chooses it): http.request.method _OTHER, the span named HTTP, the original cut (regression: a 6 000-character method named the span)', async () => {
+    const { t, col } = await setup(0);
+    const method = `X${'Y'.repeat(6000)}`;
+    const span = t.inbound.begin(record({ protocol: 'http', method, route: null, decision: 'deny', code: 'ERR_REQUEST_INVALID', rule: null }), 1_700_000_000_000, [], null);
+    span?.end(400, -1, false);
+    await t.flush(2000);
+    const s = col.spans[0]?.items[0] as SpanWire;
+    expect(s.name).toBe('HTTP');
+    const a = attrs(s.attributes);
+    expect(a['http.request.method']).toBe('_OTHER');
+    expect(a['http.request.method_original']?.length).toBeLessThanOrEqual(1024);
+    const l = col.logs[0]?.items[0] as LogWire;
+    expect(l.body.stringValue).toBe('deny _OTHER ERR_REQUEST_INVALID');
+  });
+
   it('repeated values (encoded once, then copied) and values that do not repeat both come out right', async () => {
     const { t, col } = await setup();
     const rules = ['readers', 'writers', 'r'.repeat(200), 'readers'];
