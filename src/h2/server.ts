@@ -64,7 +64,7 @@ export interface H2ServerOptions {
    */
   readonly tooLargeFields?: readonly string[];
   /**
-   * The same answer for a gRPC request (a `content-type` of `application/grpc…` among the fields
+   * The same answer for a gRPC request (a `content-type` of `application/grpc...` among the fields
    * kept): gRPC clients read a bare 431 as UNKNOWN, so it is a trailers-only response with its
    * `grpc-status`. Default: `tooLargeFields`.
    */
