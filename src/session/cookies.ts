@@ -9,7 +9,7 @@ import { tokenHash } from '../lib/hash.ts';
  *   `<name>.<n-1>`; the first chunk then starts with `<n>.` (base64url has no dot, so this is
  *   unambiguous). At most MAX_CHUNKS chunks: a session larger than that is refused at sign-in.
  * - One transaction cookie per sign-in in flight, `<name>.t.<hash of state>`, path `/.ward/`
- *   (only the callback needs it), ten minutes; `__Secure-...` for a `__Host-…` name (below).
+ *   (only the callback needs it), ten minutes; `__Secure-...` for a `__Host-...` name (below).
  *
  * Every cookie is HttpOnly (scripts cannot read it), SameSite=Lax (not sent on cross-site
  * subrequests or cross-site POSTs: the first half of the CSRF defence), Path=/, Secure when the
