@@ -306,12 +306,47 @@ export function isInjected(t: PodTemplate): boolean {
   return [...(t.spec.initContainers ?? []), ...(t.spec.containers ?? [])].some((c) => c.name === SIDECAR_NAME || c.name === INIT_NAME);
 }
 
+/** The owner reference marked `controller: true`, if well-formed. */
+function controllerOf(meta: PodMeta): { readonly kind: string; readonly name: string } | undefined {
+  const refs = meta['ownerReferences'];
+  if (!Array.isArray(refs)) return undefined;
+  for (const r of refs as unknown[]) {
+    if (r === null || typeof r !== 'object') continue;
+    const { kind, name, controller } = r as Record<string, unknown>;
+    if (controller === true && typeof kind === 'string' && typeof name === 'string' && name !== '') return { kind, name };
+  }
+  return undefined;
+}
+
+/**
+ * The CronJob of a Job it created: the CronJob controller names each run `<cronjob>-<scheduled
+ * time in minutes since the epoch>`, eight digits from 1970's 25 000 000th minute (2017) on. A
+ * Job named so by hand would be taken for a CronJob's run; a date (`report-20261127`, below that
+ * range) is not.
+ */
+function cronJobOf(job: string): string | undefined {
+  const m = /^(.+)-(\d{8})$/.exec(job);
+  if (m === null || Number(m[2]) < 25_000_000) return undefined;
+  return m[1];
+}
+
 function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | undefined): string | null {
   if (annotated !== undefined && annotated !== '') return annotated;
   const labels = meta.labels ?? {};
   const fromLabel = labels['app.kubernetes.io/name'] ?? labels['app'];
   if (fromLabel !== undefined && fromLabel !== '') return fromLabel;
   if (ctx.workloadName !== undefined) return ctx.workloadName;
+  // A pod a controller created is named after it per replica or per run (`web-0`, `reindex-2-`,
+  // `nightly-28473920-`): the service is the workload's, as `ward inject` names it from the
+  // manifest (found in review: the webhook used the pod's own name).
+  const owner = controllerOf(meta);
+  if (owner !== undefined && (owner.kind === 'StatefulSet' || owner.kind === 'DaemonSet')) return owner.name;
+  if (owner !== undefined && owner.kind === 'ReplicaSet') {
+    const hash = labels['pod-template-hash'];
+    return hash !== undefined && owner.name.endsWith(`-${hash}`) ? owner.name.slice(0, -hash.length - 1) : owner.name;
+  }
+  const job = labels['batch.kubernetes.io/job-name'] ?? labels['job-name'];
+  if (job !== undefined && job !== '') return cronJobOf(job) ?? job;
   if (meta.name !== undefined && meta.name !== '') return meta.name;
   // A pod created by a ReplicaSet: generateName is `<deployment>-<pod-template-hash>-`.
   const gen = meta.generateName;
