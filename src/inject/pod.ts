@@ -68,6 +68,8 @@ const SECRET_FILE_MODE = 0o444;
 
 /** A ConfigMap or Secret name (a DNS subdomain, RFC 1123). */
 const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+/** A ConfigMap key (Kubernetes: `[-._a-zA-Z0-9]+`, at most 253 characters). */
+const CONFIG_KEY = /^[-._a-zA-Z0-9]{1,253}$/;
 
 const VOLUMES = {
   run: 'ward-run',
@@ -88,6 +90,15 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   if (spec === undefined || spec === null || !Array.isArray(spec.containers) || spec.containers.length === 0) {
     return { kind: 'refused', problems: ['the pod spec has no containers'] };
   }
+
+  // 0. Kubernetes keeps label and annotation values as strings; a manifest written by hand may
+  // not (an unquoted `true` or `8080` in YAML). Ours are refused by name rather than misread
+  // (found in review: `ward inject` stopped on a TypeError).
+  const notStrings = [
+    ...Object.entries(annotations).filter(([k, v]) => isWardAnnotation(k) && typeof v !== 'string').map(([k]) => `annotation ${k}`),
+    ...Object.entries(labels).filter(([k, v]) => isWardAnnotation(k) && typeof v !== 'string').map(([k]) => `label ${k}`),
+  ];
+  if (notStrings.length > 0) return { kind: 'refused', problems: notStrings.map((n) => `${n}: the value must be a string (quote it in YAML)`) };
 
   // 1. Should this pod be touched at all? Anything doubtful leaves it alone.
   const fromAnnotation = parseSwitch(annotations[A.inject]);
@@ -210,6 +221,15 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
   if (inboundTlsSecret !== undefined && !K8S_NAME.test(inboundTlsSecret)) problems.push(`${A.inboundTlsSecret}: '${inboundTlsSecret}' is not a Secret name`);
   const outboundCa = get(A.outboundCa);
   if (outboundCa !== undefined && !K8S_NAME.test(outboundCa)) problems.push(`${A.outboundCa}: '${outboundCa}' is not a ConfigMap name`);
+  // The API server does not check the names a volume refers to: a bad one would be admitted and
+  // hang in ContainerCreating (found in review), so they are checked here like the others.
+  if (credentials !== null && !K8S_NAME.test(clientSecret)) problems.push(`${A.clientSecret}: '${clientSecret}' is not a Secret name`);
+  const policyConfigMap = get(A.policyConfigMap) ?? `ward-policy-${svc}`;
+  const policyKey = get(A.policyKey) ?? 'policy.yaml';
+  if (policy.kind === 'file') {
+    if (!K8S_NAME.test(policyConfigMap)) problems.push(`${A.policyConfigMap}: '${policyConfigMap}' is not a ConfigMap name`);
+    if (!CONFIG_KEY.test(policyKey)) problems.push(`${A.policyKey}: '${policyKey}' is not a ConfigMap key`);
+  }
 
   let configYaml = '';
   if (problems.length === 0) {
@@ -265,8 +285,7 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     { name: VOLUMES.initRun, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
   ];
   if (policy.kind === 'file') {
-    const key = get(A.policyKey) ?? 'policy.yaml';
-    volumes.push({ name: VOLUMES.policy, configMap: { name: get(A.policyConfigMap) ?? `ward-policy-${svc}`, items: [{ key, path: 'policy.yaml' }] } });
+    volumes.push({ name: VOLUMES.policy, configMap: { name: policyConfigMap, items: [{ key: policyKey, path: 'policy.yaml' }] } });
   } else {
     volumes.push({ name: VOLUMES.state, emptyDir: {} });
   }

@@ -11,6 +11,17 @@ const opts = { all: false, defaultNamespace: 'default' };
 const charts = readFileSync(CHARTS, 'utf8');
 
 describe('injectManifests (ward inject)', () => {
+  it('a ward.dev/* label or annotation that is not a string (unquoted YAML) is refused by name, never a TypeError (regression)', () => {
+    const settings = defaultSettings();
+    const pod = (meta: string): string => `apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n${meta}\nspec:\n  containers: [{ name: app, image: x }]\n`;
+    const label = injectManifests(pod('  labels: { ward.dev/inject: true }'), 'in.yaml', settings, { all: false, defaultNamespace: 'default' });
+    expect(label.reports).toEqual([expect.objectContaining({ outcome: 'refused', detail: expect.stringContaining('label ward.dev/inject: the value must be a string (quote it in YAML)') })]);
+    const annotation = injectManifests(pod('  annotations: { ward.dev/inject: enabled, ward.dev/app-port: 8080 }'), 'in.yaml', settings, { all: false, defaultNamespace: 'default' });
+    expect(annotation.reports).toEqual([expect.objectContaining({ outcome: 'refused', detail: expect.stringContaining('annotation ward.dev/app-port: the value must be a string') })]);
+    const quoted = injectManifests(pod('  annotations: { ward.dev/inject: "true", ward.dev/app-port: "8080" }'), 'in.yaml', settings, { all: false, defaultNamespace: 'default' });
+    expect(quoted.reports[0]?.outcome).toBe('injected');
+  });
+
   it('injects opted-in workloads of every kind, reports the rest, keeps other documents', () => {
     const { output, reports } = injectManifests(charts, 'charts.yaml', settings, opts);
     expect(reports.map((r) => `${r.ref} ${r.outcome}`)).toEqual([

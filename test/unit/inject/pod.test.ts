@@ -329,8 +329,16 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     [{ 'ward.dev/inject': 'yes' }, "'yes'"],
     [{ 'ward.dev/sidecar-config': 'upstream: { protocol: smtp }' }, 'upstream.protocol'],
     [{ 'ward.dev/sidecar-config': '[1, 2]' }, 'must be a YAML mapping'],
+    // names the API server takes without checking, then cannot mount (regression: admitted, then stuck in ContainerCreating)
+    [{ 'ward.dev/policy-configmap': 'Orders_Policy' }, "ward.dev/policy-configmap: 'Orders_Policy' is not a ConfigMap name"],
+    [{ 'ward.dev/policy-key': 'a/b c' }, "ward.dev/policy-key: 'a/b c' is not a ConfigMap key"],
   ])('%j', (annotations, message) => {
     expect(refused(injectPod(pod({ annotations }), enrolled, settings))).toContain(message);
+  });
+
+  it('refuses a client Secret name that is not one (regression)', () => {
+    const withClient = defaultSettings({ image: 'registry.example/ward:0.1.0', clientIssuer: 'https://idp.example.com' });
+    expect(refused(injectPod(pod({ annotations: { 'ward.dev/client-secret': 'Orders Secret' } }), enrolled, withClient))).toContain("ward.dev/client-secret: 'Orders Secret' is not a Secret name");
   });
 
   it('refuses an app running as the sidecar\'s uid (its traffic would bypass capture)', () => {
