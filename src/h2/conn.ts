@@ -26,7 +26,7 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { CONN_RECV_WINDOW, H2Endpoint } from './endpoint.ts';
-import { HpackDecoder, HpackEncoder, HpackError, markSensitive, validName } from './hpack.ts';
+import { HpackDecoder, HpackEncoder, HpackError, markSensitive, validName, valueChecker } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 client connection (h2c, prior knowledge: RFC 9113 §3.3; or TLS with ALPN
@@ -648,7 +648,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
       for (let i = 0; i < fields.length; i += 2) {
         const name = fields[i] as string;
         if (name.charCodeAt(0) === 0x3a) return this.#streamError(s, PROTOCOL_ERROR, 'pseudo-header in trailers');
-        if (!validName(name, 0)) return this.#streamError(s, PROTOCOL_ERROR, 'invalid field name in trailers');
+        if (!validName(name, 0) || !validValue(fields[i + 1] as string)) return this.#streamError(s, PROTOCOL_ERROR, 'invalid field in trailers');
       }
       if (s.contentLength >= 0 && s.received !== s.contentLength) return this.#streamError(s, PROTOCOL_ERROR, 'response DATA does not match its content-length');
       s.remoteEnded = true;
@@ -661,9 +661,13 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
 /**
  * A response header list must start with one valid `:status` and carry no other pseudo-header
  * (RFC 9113 §8.3.2), its names lower-case tokens (§8.2.1: an upper-case `X-Ward-Reason` would
- * pass every lower-case compare downstream), and any content-length must be one number. Returns
+ * pass every lower-case compare downstream) and its values free of NUL, CR, LF and edge
+ * whitespace, and any content-length must be one number. Returns
  * the content-length declared (-1 for none), or why the list is malformed.
  */
+/** §8.2.1 on response values: a CR or LF in a trailer value reached node:http's `addTrailers` and threw out of the socket's data handler (found in review). */
+const validValue = valueChecker();
+
 function checkResponseFields(fields: readonly string[]): number | string {
   if (fields[0] !== ':status') return 'response without :status first';
   const status = fields[1] as string;
@@ -673,6 +677,7 @@ function checkResponseFields(fields: readonly string[]): number | string {
     const name = fields[i] as string;
     if (name.length === 0 || name.charCodeAt(0) === 0x3a) return 'pseudo-header after :status';
     if (!validName(name, 0)) return 'invalid field name';
+    if (!validValue(fields[i + 1] as string)) return 'invalid field value';
     if (name.length !== 14 || name !== 'content-length') continue;
     const value = fields[i + 1] as string;
     if (!/^\d{1,15}$/.test(value)) return 'invalid content-length';

@@ -498,3 +498,33 @@ export function validName(name: string, from: number): boolean {
   }
   return true;
 }
+
+const BAD_VALUE_CHAR = /[\0\r\n]/;
+
+/**
+ * A check of field values per RFC 9113 §8.2.1: no NUL, CR or LF; no leading or trailing
+ * whitespace. Each checker remembers the last long value it passed: a peer repeats its long
+ * values (a client its token) on every message, and each direction keeps its own.
+ */
+export function valueChecker(): (v: string) => boolean {
+  let lastValidLong = '';
+  return (v: string): boolean => {
+    const n = v.length;
+    if (n === 0) return true;
+    const first = v.charCodeAt(0);
+    const last = v.charCodeAt(n - 1);
+    if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
+    // Long values (a token) are scanned by the regexp engine: several times faster than a loop.
+    if (n > 32) {
+      if (v === lastValidLong) return true;
+      if (BAD_VALUE_CHAR.test(v)) return false;
+      lastValidLong = v;
+      return true;
+    }
+    for (let i = 0; i < n; i++) {
+      const c = v.charCodeAt(i);
+      if (c === 0 || c === 0x0a || c === 0x0d) return false;
+    }
+    return true;
+  };
+}

@@ -25,7 +25,7 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { CONN_RECV_WINDOW, H2Endpoint } from './endpoint.ts';
-import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive, validName } from './hpack.ts';
+import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive, validName, valueChecker } from './hpack.ts';
 
 /**
  * ward's own HTTP/2 server connection (RFC 9113), for the sidecar's listeners (h2c after the
@@ -844,30 +844,8 @@ function validTrailers(fields: readonly string[]): boolean {
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path']);
 
 
-const BAD_VALUE_CHAR = /[\0\r\n]/;
-/** The last long value found valid: a client repeats its token on every request (see hpack.ts `sendable`). */
-let lastValidLong = '';
-
-/** §8.2.1: no NUL, CR or LF; no leading or trailing whitespace. */
-function validValue(v: string): boolean {
-  const n = v.length;
-  if (n === 0) return true;
-  const first = v.charCodeAt(0);
-  const last = v.charCodeAt(n - 1);
-  if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
-  // Long values (a token) are scanned by the regexp engine: several times faster than a loop.
-  if (n > 32) {
-    if (v === lastValidLong) return true;
-    if (BAD_VALUE_CHAR.test(v)) return false;
-    lastValidLong = v;
-    return true;
-  }
-  for (let i = 0; i < n; i++) {
-    const c = v.charCodeAt(i);
-    if (c === 0 || c === 0x0a || c === 0x0d) return false;
-  }
-  return true;
-}
+/** §8.2.1 on request values (its own memo: a client repeats its token on every request). */
+const validValue = valueChecker();
 
 /**
  * A request header list per RFC 9113 §8.3.1 / §8.2: the content-length it declares (-1 none),

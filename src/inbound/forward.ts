@@ -430,7 +430,16 @@ export function createRelay(o: RelayOptions): Relay {
       const fields = relayableFields(t as IncomingHttpHeaders);
       if (guardResponse) dropSidecarResponseFields(fields);
       for (const _ in fields) {
-        res.addTrailers(fields);
+        try {
+          res.addTrailers(fields);
+        } catch (err) {
+          // A field Node will not write (the h2 client refuses such values; this is the guard
+          // behind it): the body is complete, its trailers cannot be, so the caller must not
+          // take it for a whole response.
+          ex.upstreamError ??= err as Error;
+          res.destroy();
+          return;
+        }
         break;
       }
     }
