@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import {
+  ENHANCE_YOUR_CALM,
   CONTINUATION,
   DATA,
   DEFAULT_MAX_FRAME,
@@ -31,6 +32,9 @@ import {
   writeFrameHeader,
 } from './frames.ts';
 import type { HpackEncoder } from './hpack.ts';
+
+/** Acknowledgements a peer may have us queue while it does not read (see `ack`). */
+const MAX_QUEUED_ACKS = 1000;
 
 const SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0, null);
 
@@ -67,6 +71,8 @@ export abstract class H2Endpoint<S extends SendStream> {
   protected peerMaxFrame = DEFAULT_MAX_FRAME;
   protected connSendWindow = DEFAULT_WINDOW;
   #corked = false;
+  /** Acknowledgements written since the socket last had room. */
+  #queuedAcks = 0;
   /** Whether a header block went out yet: the first one starts with a table size update (writeHeaders). */
   #sentHeaderBlock = false;
   // A header block in progress (HEADERS without END_HEADERS, then CONTINUATION).
@@ -154,8 +160,19 @@ export abstract class H2Endpoint<S extends SendStream> {
   /** The peer acknowledged one of our PINGs (`payload`: its 8 bytes, a view of the read buffer). */
   protected onPingAck(_payload: Buffer): void {}
 
-  /** Sends a PING or SETTINGS acknowledgement (a side may bound how many pile up). */
+  /**
+   * Sends a PING or SETTINGS acknowledgement. Written while the socket is backed up, they are
+   * counted: a peer that makes us answer but does not read loses its connection (nghttp2's
+   * outbound-ACK limit, CVE-2019-9512/9515). On both legs: the client side talks to apps,
+   * destinations, the collector and the control plane, and a PING flood from one of them grew
+   * ward's socket buffer without bound (found in review).
+   */
   protected ack(buf: Buffer): void {
+    if (!this.socket.writableNeedDrain) this.#queuedAcks = 0;
+    else if (++this.#queuedAcks > MAX_QUEUED_ACKS) {
+      this.connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
+      return;
+    }
     this.write(buf);
   }
 

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
+  ENHANCE_YOUR_CALM,
   COMPRESSION_ERROR,
   DATA,
   DEFAULT_WINDOW,
@@ -53,7 +54,7 @@ import { fieldRecord, HpackDecoder, HpackEncoder, HpackError, markSensitive, val
  * - connection-level protocol errors -> GOAWAY with the code §5.4.1 names.
  */
 
-export const ENHANCE_YOUR_CALM = 0xb;
+export { ENHANCE_YOUR_CALM } from './frames.ts';
 
 export interface H2ServerOptions {
   readonly maxConcurrentStreams: number;
@@ -82,7 +83,6 @@ export interface H2ServerOptions {
 /** Request body window per stream: acknowledged as the consumer takes the data. */
 const STREAM_WINDOW = DEFAULT_WINDOW;
 /** Acknowledgements we let pile up behind a socket the peer does not read (nghttp2 allows 1000). */
-const MAX_QUEUED_ACKS = 1000;
 /** Guards, per connection (node:http2's defaults where it has one). */
 const MAX_INVALID = 100;
 const MAX_REFUSED = 100;
@@ -283,7 +283,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #invalid = 0;
   /** Bytes in the streams' inboxes (MAX_BUFFERED). */
   #buffered = 0;
-  #queuedAcks = 0;
   #socketClosed = false;
   #closeReported = false;
   #refused = 0;
@@ -310,10 +309,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     // socket ends once those streams are done), which needs the write side kept open.
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => {
-      this.#queuedAcks = 0;
-      this.notifyDrain(this.#streams.values());
-    });
+    socket.on('drain', () => this.notifyDrain(this.#streams.values()));
     socket.on('error', (err) => {
       this.#o.onError?.(err);
       this.destroy();
@@ -486,6 +482,11 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     s.emit('data', chunk);
     // The client may send as much again as the consumer took.
     s.recvUnacked += chunk.length;
+    this.#creditStream(s);
+  }
+
+  /** Gives the client back the stream window it used, in steps of half the window. */
+  #creditStream(s: H2ServerStream): void {
     if (s.recvUnacked >= STREAM_WINDOW / 2 && !s.remoteEnded && !s.destroyed) {
       s.recvWindow += s.recvUnacked;
       this.write(u32Frame(WINDOW_UPDATE, s.id, s.recvUnacked));
@@ -568,8 +569,26 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     socket.once('close', () => clearTimeout(t));
   }
 
+  /**
+   * A stream the client made malformed (a window past 2^31-1, DATA past the window or its
+   * content-length): reset, and charged to the same bucket as the client's own resets. Otherwise
+   * a client could have ward reset each stream for it right after opening it, which starts the
+   * stages every time and never meets the stream limit ("MadeYouReset", CVE-2025-8671; found in
+   * review).
+   */
   #streamError(s: H2ServerStream, code: number): void {
     this.resetStream(s, code);
+    this.#spendResetToken();
+  }
+
+  /** Rapid reset (CVE-2023-44487): a token bucket of resets, as node's streamResetBurst/Rate. */
+  #spendResetToken(): boolean {
+    const now = Date.now();
+    this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + ((now - this.#resetAt) * RESET_RATE) / 1000);
+    this.#resetAt = now;
+    if (--this.#resetTokens >= 0) return false;
+    this.connectionError(ENHANCE_YOUR_CALM, 'too many stream resets');
+    return true;
   }
 
   /** An invalid frame or request: the connection is cut after too many (node's maxSessionInvalidFrames). */
@@ -644,18 +663,6 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     this.readFrames(data);
   }
 
-  /**
-   * An acknowledgement (PING, SETTINGS) written while the socket is backed up: a peer that makes
-   * us answer but does not read loses its connection (nghttp2's outbound-ACK limit, CVE-2019-9512/9515).
-   */
-  protected override ack(buf: Buffer): void {
-    if (this.socket.writableNeedDrain && ++this.#queuedAcks > MAX_QUEUED_ACKS) {
-      this.connectionError(ENHANCE_YOUR_CALM, 'control frames flood');
-      return;
-    }
-    this.write(buf);
-  }
-
   protected onGoaway(): void {
     // The client opens no more streams; what is open finishes.
     this.#goaway = true;
@@ -680,8 +687,9 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     return this.#streams.get(id);
   }
 
+  /** §5.1 idle: not opened yet, or an even id, which only a server would open and ward never does. */
   protected isIdle(id: number): boolean {
-    return id > this.#lastStreamId;
+    return id > this.#lastStreamId || (id & 1) === 0;
   }
 
   protected windowUpdateError(s: H2ServerStream, code: number): void {
@@ -692,12 +700,8 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   protected onReset(id: number, buf: Buffer, start: number, end: number): void {
     if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
     if (end - start !== 4) return this.connectionError(FRAME_SIZE_ERROR, 'RST_STREAM length');
-    if (id > this.#lastStreamId) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
-    // Rapid reset (CVE-2023-44487): a token bucket of resets, as node's streamResetBurst/Rate.
-    const now = Date.now();
-    this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + ((now - this.#resetAt) * RESET_RATE) / 1000);
-    this.#resetAt = now;
-    if (--this.#resetTokens < 0) return this.connectionError(ENHANCE_YOUR_CALM, 'too many stream resets');
+    if (this.isIdle(id)) return this.connectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+    if (this.#spendResetToken()) return;
     const s = this.#streams.get(id);
     if (s === undefined) return;
     s.rstCode = buf.readUInt32BE(start);
@@ -714,7 +718,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (s === undefined) {
       // §5.1: DATA on an idle stream, or on one the client already ended, is a connection
       // error; on one we reset it may still be in flight and is dropped.
-      if (id > this.#lastStreamId) return this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+      if (this.isIdle(id)) return this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
       return;
     }
     if (s.remoteEnded) return this.connectionError(STREAM_CLOSED, 'DATA after END_STREAM');
@@ -729,7 +733,12 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     }
     // Padding is flow-controlled too, and nobody consumes it.
     const padding = len - (stop - p);
-    if (padding > 0) s.recvUnacked += padding;
+    if (padding > 0) {
+      s.recvUnacked += padding;
+      // Credited at once, as nothing will consume it: a stream whose window went on padding-only
+      // frames was never given more (found in review).
+      if (stop === p) this.#creditStream(s);
+    }
     if (endStream) s.remoteEnded = true;
     if (stop > p) {
       const chunk = buf.subarray(p, stop);

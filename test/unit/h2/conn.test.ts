@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import http2 from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type H2ClientStream, H2Connection, H2ProtocolError, type H2StreamHandler } from '../../../src/h2/conn.ts';
 import {
@@ -1288,3 +1290,37 @@ describe('H2Connection against a scripted peer', () => {
   });
 });
 
+describe('H2Connection against a peer that floods PINGs and does not read', () => {
+  it('the acknowledgements queued stay bounded: the connection ends instead (CVE-2019-9512; regression: the client leg queued them without bound)', async () => {
+    let peer: net.Socket | undefined;
+    const server = net.createServer((sock) => {
+      peer = sock;
+      sock.on('error', () => {});
+      sock.pause(); // never reads what ward writes
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const handler: H2StreamHandler = { response() {}, data() {}, trailers() {}, drain() {}, close() {} };
+    const conn = new H2Connection({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, handler });
+    try {
+      while (peer === undefined) await sleep(5);
+      const p = peer;
+      p.write(settingsFrame([]));
+      const batch = Buffer.concat(Array.from({ length: 2000 }, () => frame(PING, 0, 0, Buffer.alloc(8))));
+      let maxQueued = 0;
+      const stop = Date.now() + 4000;
+      while (Date.now() < stop && !conn.socket.destroyed && p.writable && maxQueued < 40 * 1024 * 1024) {
+        if (!p.write(batch)) await Promise.race([once(p, 'drain'), sleep(50)]);
+        else await sleep(0);
+        maxQueued = Math.max(maxQueued, conn.socket.writableLength);
+      }
+      // 1000 acknowledgements (17 octets each) behind whatever the socket buffers, then GOAWAY.
+      expect(maxQueued).toBeLessThan(4 * 1024 * 1024);
+      expect(conn.socket.destroyed || !conn.usable).toBe(true);
+    } finally {
+      conn.destroy();
+      peer?.destroy();
+      server.close();
+    }
+  });
+});

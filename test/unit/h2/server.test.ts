@@ -10,6 +10,7 @@ import {
   DATA,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
+  FLAG_PADDED,
   frame,
   GOAWAY,
   HEADERS,
@@ -368,6 +369,19 @@ describe('unary calls', () => {
 
 describe('flow control', () => {
   const MiB = 1024 * 1024;
+
+  it('padding-only DATA frames: their window is given back, so the stream does not stall (regression)', async () => {
+    const h = await serve((s) => s.resume());
+    const c = await raw(h.port);
+    c.socket.write(headers(1, requestBlock('/', [], 'POST'), false));
+    await until(() => h.seen.length === 1);
+    // 255 frames of 256 octets, each all padding (pad length 255): 65 280 flow-controlled octets.
+    const pad = Buffer.alloc(256);
+    pad[0] = 255;
+    c.socket.write(Buffer.concat(Array.from({ length: 255 }, () => frame(DATA, FLAG_PADDED, 1, pad))));
+    const wu = await c.wait((f) => f.type === WINDOW_UPDATE && f.streamId === 1, 1000);
+    expect(wu).toBeDefined();
+  });
 
   it('echoes an 8 MiB upload while the handler pauses 50 ms every MiB; never more than one stream window buffered', async () => {
     let maxInbox = 0;
@@ -943,6 +957,13 @@ describe('connection errors: GOAWAY with the §5.4.1 code', () => {
     expect(await goawayFor(data(7, 'x'))).toBe(PROTOCOL_ERROR);
   });
 
+  it('WINDOW_UPDATE, DATA or RST_STREAM on an even stream below the last one opened: idle, as ward never opens one (§5.1; regression: ignored)', async () => {
+    const open = headers(3, requestBlock('/', [], 'POST'), false);
+    expect(await goawayFor(u32Frame(WINDOW_UPDATE, 2, 100), { open })).toBe(PROTOCOL_ERROR);
+    expect(await goawayFor(data(2, 'x'), { open })).toBe(PROTOCOL_ERROR);
+    expect(await goawayFor(u32Frame(RST_STREAM, 2, 0), { open })).toBe(PROTOCOL_ERROR);
+  });
+
   it('PUSH_PROMISE from the client', async () => {
     expect(await goawayFor(frame(PUSH_PROMISE, FLAG_END_HEADERS, 1, Buffer.from([0, 0, 0, 2])))).toBe(PROTOCOL_ERROR);
   });
@@ -974,6 +995,23 @@ describe('connection errors: GOAWAY with the §5.4.1 code', () => {
   it('1001 empty DATA frames: ENHANCE_YOUR_CALM', async () => {
     const empties = Buffer.concat(Array.from({ length: 1001 }, () => data(1, Buffer.alloc(0))));
     expect(await goawayFor(empties, { open: headers(1, requestBlock('/', [], 'POST'), false) })).toBe(ENHANCE_YOUR_CALM);
+  });
+
+  it('streams the client makes the server reset count as resets ("MadeYouReset", CVE-2025-8671): ENHANCE_YOUR_CALM before 5000 (regression)', async () => {
+    const h = await serve(() => {}, { maxConcurrentStreams: 100 });
+    const c = await raw(h.port);
+    const blk = requestBlock('/', [], 'GET');
+    let id = 1;
+    // Each stream opened, then pushed past a 2^31-1 send window: a stream error the server sends (§6.9.1).
+    for (let batch = 0; batch < 25 && !c.isClosed; batch++) {
+      const bufs: Buffer[] = [];
+      for (let i = 0; i < 200; i++, id += 2) bufs.push(headers(id, blk, true), u32Frame(WINDOW_UPDATE, id, 0x7fff_ffff));
+      c.socket.write(Buffer.concat(bufs));
+      await tick();
+    }
+    const g = await c.goaway(3000);
+    expect(g?.code).toBe(ENHANCE_YOUR_CALM);
+    expect(h.seen.length).toBeLessThan(5000);
   });
 
   it('a PING flood from a client that does not read: the connection ends, the queued answers stay bounded', async () => {
