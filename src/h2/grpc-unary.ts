@@ -82,7 +82,8 @@ export class GrpcUnaryClient {
     close: (s) => {
       const c = s.owner as Call;
       // Refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last stream id: RFC 9113 §8.7),
-      // as a collector rotating its connections does: safe to send once more, on a new connection.
+      // as a collector rotating its connections does: safe to send once more, on a new connection
+      // after a GOAWAY, on the same one (still usable) after a REFUSED_STREAM.
       if (s.refused && s.error === undefined && !c.retried && !c.finished && !this.#closed) {
         c.retried = true;
         this.#start(c);
