@@ -15,4 +15,8 @@ try {
 enableCompileCache();
 const { main } = await import('../src/cli/main.ts');
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
+// A command that failed has nothing left to do: whatever it could not close (a half-started
+// listener, a timer) must not keep the process, and its ports, alive.
+if (code !== 0) setTimeout(() => process.exit(code), 2000).unref();

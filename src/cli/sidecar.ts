@@ -52,16 +52,36 @@ export interface RunningSidecar {
   stop(): Promise<void>;
 }
 
-export async function startSidecar(
-  cfg: Readonly<SidecarConfig>,
-  opts: {
-    log: Logger;
-    configFile?: string;
-    fetch?: typeof fetch;
-    /** A cluster worker: the policy comes from the primary, which also holds the admin port. */
-    worker?: { policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyProvider };
-  },
-): Promise<RunningSidecar> {
+export interface SidecarOptions {
+  log: Logger;
+  configFile?: string;
+  fetch?: typeof fetch;
+  /** A cluster worker: the policy comes from the primary, which also holds the admin port. */
+  worker?: { policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyProvider };
+}
+
+/**
+ * Starts a sidecar; a start-up that fails part-way closes what it had started (listeners,
+ * timers, the policy watch) before the error goes on, so the process can end (found in review:
+ * a failed admin listen left the rest running, and the process never exited).
+ */
+export async function startSidecar(cfg: Readonly<SidecarConfig>, opts: SidecarOptions): Promise<RunningSidecar> {
+  const undo: (() => unknown)[] = [];
+  try {
+    return await startSidecarSteps(cfg, opts, undo);
+  } catch (err) {
+    for (const u of undo.reverse()) {
+      try {
+        await u();
+      } catch {
+        // closing what half-started: the start-up error is the one to report
+      }
+    }
+    throw err;
+  }
+}
+
+async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOptions, undo: (() => unknown)[]): Promise<RunningSidecar> {
   const log = opts.log;
   const configFile = opts.configFile ?? `${cfg.baseDir}/(config)`;
   const credentials = resolveCredentials(cfg, configFile);
@@ -77,6 +97,7 @@ export async function startSidecar(
     clock: systemClock,
     ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
   });
+  undo.push(() => authenticator.close());
 
   // The egress credential is a configuration matter: checked before anything listens.
   const exchangeCredential =
@@ -101,6 +122,7 @@ export async function startSidecar(
     opts.worker === undefined
       ? startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), await loadControlPlaneClient(cfg), onPolicy)
       : opts.worker.policy(onPolicy);
+  undo.push(() => policy.close());
 
   // Telemetry: decisions, spans and metrics; by default exported to the control plane, with the
   // sidecar's own control-plane token (the OTLP receiver authenticates callers off loopback).
@@ -127,6 +149,7 @@ export async function startSidecar(
         },
         ...(tcfg.endpointSource === 'control-plane' && policy.token !== undefined ? { token: policy.token } : {}),
       });
+  if (telemetry !== null) undo.push(() => telemetry.shutdown(0));
 
   let draining = false;
   const inbound = await createInbound({
@@ -141,6 +164,7 @@ export async function startSidecar(
     ...(telemetry === null ? {} : { tracer: telemetry.inbound }),
     ...(session === null ? {} : { session }),
   });
+  undo.push(() => inbound.close());
   const slots = inbound.counters.upstreamRequests;
   upstreamRequests = slots;
 
@@ -148,12 +172,9 @@ export async function startSidecar(
   // get a token exchanged for their destination.
   let egress: { outbound: Outbound; broker: TokenBroker | null } | null = null;
   if (cfg.outbound !== undefined) {
-    try {
-      egress = await startOutbound(cfg, configFile, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : { now: () => telemetry.outbound.now(), decision: (r, s, raw, fwd) => telemetry.outbound.call(r, s, raw, fwd) });
-    } catch (err) {
-      await inbound.close();
-      throw err;
-    }
+    egress = await startOutbound(cfg, configFile, exchangeCredential, log.child({ stage: 'outbound' }), opts.fetch, telemetry === null ? undefined : { now: () => telemetry.outbound.now(), decision: (r, s, raw, fwd) => telemetry.outbound.call(r, s, raw, fwd) });
+    const started = egress;
+    undo.push(() => started.outbound.close());
   }
 
   const ready = (): boolean => !draining && policy.current() !== null && authenticator.ready();

@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { memoryReport } from '../admin/memory.ts';
 import { startAdminServer } from '../admin/server.ts';
 import type { SidecarConfig } from '../config/sidecar.ts';
+import { telemetryEnabled } from '../config/telemetry.ts';
 import type { Logger } from '../lib/log.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { isToPrimary, isToWorker, type ToPrimary, type ToWorker, type WorkerState } from './ipc.ts';
@@ -162,7 +163,14 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
     clearTimeout(timer);
   };
 
-  // Start every worker; start-up succeeds once each has its listeners up.
+  // Start every worker; start-up succeeds once each has its listeners up. A signal during
+  // start-up ends it the same way as a failure, then the primary exits 0 (found in review: it
+  // waited for a start-up that might never come).
+  let signalled = false;
+  void shutdown.then(() => {
+    signalled = true;
+    startupFailure?.(new Error('stopped during start-up'));
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       startupFailure = reject;
@@ -182,6 +190,10 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
     draining = true;
     await stopWorkers(EXIT_GRACE_MS);
     await policy.close();
+    if (signalled) {
+      log.info('stopped during start-up');
+      return 0;
+    }
     throw err;
   }
   startupFailure = null;
@@ -237,17 +249,22 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
       // The primary's own; each worker's memory is in /metrics (`process_memory_usage{worker=...}`).
       '/memory': memoryReport,
     },
-    texts: {
-      '/metrics': {
-        contentType: 'text/plain; version=0.0.4; charset=utf-8',
-        render: async () => {
-          const parts = await Promise.all(
-            slots.map(async (s) => ({ worker: String(s.slot), text: s.worker === null ? null : await metricsOf(s.worker) })),
-          );
-          return mergeExpositions(parts.filter((p): p is { worker: string; text: string } => p.text !== null));
-        },
-      },
-    },
+    // As at concurrency 1, `/metrics` is there only with telemetry on (404 otherwise).
+    ...(telemetryEnabled(cfg.telemetry)
+      ? {
+          texts: {
+            '/metrics': {
+              contentType: 'text/plain; version=0.0.4; charset=utf-8',
+              render: async () => {
+                const parts = await Promise.all(
+                  slots.map(async (s) => ({ worker: String(s.slot), text: s.worker === null ? null : await metricsOf(s.worker) })),
+                );
+                return mergeExpositions(parts.filter((p): p is { worker: string; text: string } => p.text !== null));
+              },
+            },
+          },
+        }
+      : {}),
   });
 
   const ports = slots[0]?.state?.ports;
@@ -376,11 +393,22 @@ async function runWorker(d: ClusterDeps): Promise<number> {
   const timer = setInterval(() => push(), STATE_PERIOD_MS);
   timer.unref();
 
-  sidecar = await d.startSidecar((onPolicy) => {
-    subscriber = onPolicy;
-    if (current !== null) onPolicy(current);
-    return handle;
-  }, log);
+  try {
+    sidecar = await d.startSidecar((onPolicy) => {
+      subscriber = onPolicy;
+      if (current !== null) onPolicy(current);
+      return handle;
+    }, log);
+  } catch (err) {
+    // The primary learns of it from this worker's exit (a start-up failure, docs/performance.md),
+    // which the IPC channel would otherwise hold off for ever (found in review).
+    log.error('worker start-up failed', { err });
+    clearInterval(timer);
+    process.off('message', onMessage);
+    process.removeAllListeners('disconnect');
+    if (process.connected) process.disconnect();
+    return 1;
+  }
   push(true);
   await finished;
   return 0;

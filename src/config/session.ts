@@ -130,7 +130,11 @@ export function resolveSessionSecrets(
   } else if (s.clientSecretEnv !== undefined) {
     clientSecret = env[s.clientSecretEnv];
   }
-  if (clientSecret === undefined || clientSecret === '') fail('clientSecretFile', `client secret for ${s.clientId} is empty or unset`);
+  if (clientSecret === undefined || clientSecret === '') {
+    // Named by the field that is set (found in review: an unset variable was blamed on the file).
+    if (s.clientSecretFile === undefined && s.clientSecretEnv !== undefined) fail('clientSecretEnv', `environment variable ${s.clientSecretEnv} (the client secret for ${s.clientId}) is empty or unset`);
+    fail('clientSecretFile', `client secret for ${s.clientId} is empty or unset`);
+  }
   const sealing = s.secretFiles.map((f, i) => {
     const p = resolve(baseDir, f);
     let bytes: Buffer | undefined;

@@ -132,8 +132,7 @@ export function resolveTelemetry(
     issues.push({ path, message });
   };
 
-  const disabledByEnv = bool(env, 'OTEL_SDK_DISABLED', fail);
-  const enabled = cfg.enabled ?? disabledByEnv !== true;
+  const enabled = telemetryEnabled(cfg, env, fail);
 
   const serviceName = cfg.serviceName ?? nonEmpty(env['OTEL_SERVICE_NAME']) ?? ctx.service;
   const resourceAttributes = { ...keyValues(env, 'OTEL_RESOURCE_ATTRIBUTES', fail), ...cfg.resourceAttributes };
@@ -275,6 +274,11 @@ function resolveQueue(cfg: TelemetryConfig, env: Env, prefix: 'BSP' | 'BLRP', fa
 function nonEmpty(v: string | undefined): string | undefined {
   const t = v?.trim();
   return t === undefined || t === '' ? undefined : t;
+}
+
+/** Whether telemetry is on: `enabled`, else unless `OTEL_SDK_DISABLED=true`. (A cluster's primary asks too: it serves `/metrics` only then.) */
+export function telemetryEnabled(cfg: Readonly<TelemetryConfig>, env: Env = process.env, fail: (p: string, m: string) => void = () => {}): boolean {
+  return cfg.enabled ?? bool(env, 'OTEL_SDK_DISABLED', fail) !== true;
 }
 
 function bool(env: Env, name: string, fail: (p: string, m: string) => void): boolean | undefined {

@@ -169,4 +169,38 @@ drainTimeoutMs: 5000
     expect(stderr).toContain('"msg":"signal received"');
     expect(stderr).toContain('"msg":"stopped"');
   });
+
+  // Regression: a start-up that failed part-way left what it had started running (the listeners,
+  // the policy watch, JWKS refresh), so the process never exited and a SIGTERM was swallowed;
+  // with workers, one that failed to start kept its IPC channel, and the primary waited for ever.
+  it.each([
+    ['concurrency 1, the admin port taken', '', true],
+    ['two workers, a session secret missing (seen only by the workers)', 'concurrency: 2\nsession: { issuer: "http://127.0.0.1:9", clientId: web, clientSecretEnv: WARD_TEST_UNSET_SECRET_X, secretFiles: [nope.key] }\n', false],
+  ] as const)('a start-up that fails part-way exits 1 at once, saying why (%s)', async (_name, extra, takeAdmin) => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const busy = (blocker.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), 'ward-startfail-'));
+    writeFileSync(join(dir, 'policy.yaml'), ordersPolicyText('http://127.0.0.1:9'));
+    writeFileSync(join(dir, 'secret'), 'not-a-real-secret');
+    writeFileSync(
+      join(dir, 'sidecar.yaml'),
+      `service: orders\ninbound: { listen: { host: 127.0.0.1, port: 0 } }\nupstream: { url: "http://127.0.0.1:9" }\nadmin: { host: 127.0.0.1, port: ${takeAdmin ? busy : 0} }\npolicy: { file: policy.yaml }\nauthn: { credentials: [{ issuer: "http://127.0.0.1:9", clientId: orders-sidecar, clientSecretFile: secret }] }\ntelemetry: { enabled: false }\n${extra}`,
+    );
+    const child = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t0 = Date.now();
+    const code = await Promise.race([
+      new Promise<number | null>((r) => child.on('exit', (c) => r(c))),
+      new Promise<'still running'>((r) => setTimeout(() => r('still running'), 15_000)),
+    ]);
+    blocker.close();
+    expect(code).toBe(1);
+    expect(stderr).toMatch(takeAdmin ? /EADDRINUSE/ : /session\.clientSecretEnv: environment variable WARD_TEST_UNSET_SECRET_X/);
+    // Closed, not cut by bin/ward.js's 2 s backstop (concurrency 1; workers take their own start-up time).
+    if (takeAdmin) expect(Date.now() - t0).toBeLessThan(5000);
+  });
 });

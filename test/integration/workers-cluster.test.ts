@@ -163,6 +163,8 @@ drainTimeoutMs: 5000
     const mem = (await (await fetch(`http://127.0.0.1:${admin}/memory`)).json()) as { rssBytes: number; peakRssBytes: number };
     expect(mem.rssBytes).toBeGreaterThan(0);
     expect(mem.peakRssBytes).toBeGreaterThanOrEqual(mem.rssBytes);
+    // Telemetry is off here: no /metrics, as at concurrency 1 (regression: 200 with an empty body).
+    expect((await fetch(`http://127.0.0.1:${admin}/metrics`)).status).toBe(404);
     const st = await status();
     expect(st.workers.map((w) => w.policyVersion)).toEqual([st.policyVersion, st.policyVersion]);
 
