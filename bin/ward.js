@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `ward` command. Node 24 runs the TypeScript sources directly (type stripping),
 // so there is no build step between `npm ci` and `npx ward`.
+import { setTimeout } from 'node:timers';
 import { enableCompileCache } from './compile-cache.js';
 import { applyV8Flags } from './v8-flags.js';
 
