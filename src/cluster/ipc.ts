@@ -55,10 +55,23 @@ export function isToPrimary(m: unknown): m is ToPrimary {
     case 'hello':
       return true;
     case 'state':
-      return isObject(m['state']);
+      return isWorkerState(m['state']);
     case 'metrics':
-      return typeof m['id'] === 'number';
+      return typeof m['id'] === 'number' && (m['text'] === null || typeof m['text'] === 'string');
     default:
       return false;
   }
+}
+
+/** The fields of a state the primary reads (a malformed one threw in its message handler). */
+function isWorkerState(v: unknown): v is WorkerState {
+  if (!isObject(v)) return false;
+  const ports = v['ports'];
+  return (
+    typeof v['ready'] === 'boolean' &&
+    typeof v['draining'] === 'boolean' &&
+    (v['policyVersion'] === null || typeof v['policyVersion'] === 'string') &&
+    isObject(ports) &&
+    typeof ports['inbound'] === 'number'
+  );
 }

@@ -1,4 +1,5 @@
 import * as z from '../lib/schema.ts';
+import { ms } from './units.ts';
 
 /**
  * The `outbound` section of the sidecar config: the egress listener the app sends its calls to
@@ -65,8 +66,8 @@ const destination = z
         'When the app\'s call carries no bearer token to exchange: `refuse` it (`ERR_TOKEN_MISSING`), or send a client-credentials token of the workload\'s own identity for the destination.',
       examples: ['client-credentials'],
     }),
-    connectTimeoutMs: z.int().positive().default(2000).meta({ description: 'Connect timeout to the destination.' }),
-    requestTimeoutMs: z.int().nonnegative().default(0).meta({
+    connectTimeoutMs: ms().positive().default(2000).meta({ description: 'Connect timeout to the destination.' }),
+    requestTimeoutMs: ms().nonnegative().default(0).meta({
       description: 'Overall timeout for non-gRPC calls (0 = none). gRPC calls use their `grpc-timeout`.',
     }),
     maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the destination.' }),
@@ -111,11 +112,11 @@ const exchange = z.strictObject({
   refusalCacheSeconds: z.int().nonnegative().default(5).meta({
     description: 'An IdP refusal (e.g. `invalid_target`) is remembered this long for the same subject token and destination, so a retrying app does not hammer the IdP.',
   }),
-  retryInitialMs: z.int().positive().default(1000).meta({
+  retryInitialMs: ms().positive().default(1000).meta({
     description:
       'After the IdP could not be reached, calls needing a new token fail at once (`ERR_EXCHANGE_UNAVAILABLE`) for this long; the wait doubles on each further failure (with jitter) up to `retryMaxMs`. Cached tokens keep being used.',
   }),
-  retryMaxMs: z.int().positive().default(30_000).meta({ description: 'Longest wait between token requests while the IdP is unreachable.' }),
+  retryMaxMs: ms().positive().default(30_000).meta({ description: 'Longest wait between token requests while the IdP is unreachable.' }),
 });
 
 export const outboundConfigSchema = z

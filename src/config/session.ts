@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as z from '../lib/schema.ts';
+import { ms } from './units.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 
 /**
@@ -88,7 +89,7 @@ export const sessionConfigSchema = z
       description: 'Also send the session\'s access token to the app, as `Authorization: Bearer \u2026`, on session-authenticated calls.',
       examples: [true],
     }),
-    timeoutMs: z.int().positive().default(5000).meta({ description: 'Timeout of one call to the provider (discovery, token, revocation).' }),
+    timeoutMs: ms().positive().default(5000).meta({ description: 'Timeout of one call to the provider (discovery, token, revocation).' }),
   })
   .refine((c) => (c.clientSecretFile === undefined) !== (c.clientSecretEnv === undefined), {
     message: 'set exactly one of clientSecretFile or clientSecretEnv',

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import * as z from '../lib/schema.ts';
+import { MAX_TIMER_MS, ms } from './units.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 import { outboundConfigSchema } from './outbound.ts';
@@ -38,15 +39,21 @@ const tls = z.strictObject({
 });
 
 const upstream = z.strictObject({
-  url: z.url({ protocol: /^http$/ }).meta({
-    description: 'The local app, as `http://host:port`. Cleartext only: the app sits on the same pod.',
-    examples: ['http://127.0.0.1:8080'],
-  }),
+  url: z
+    .url({ protocol: /^http$/ })
+    .refine((s) => {
+      const u = new URL(s);
+      return u.username === '' && u.password === '' && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '';
+    }, { message: 'must be http://host:port only (no credentials, path, query or fragment: none would be used)' })
+    .meta({
+      description: 'The local app, as `http://host:port`. Cleartext only: the app sits on the same pod.',
+      examples: ['http://127.0.0.1:8080'],
+    }),
   protocol: z.enum(['h2c', 'http1']).default('h2c').meta({
     description: 'How the app is reached: HTTP/2 prior knowledge (`h2c`, required for gRPC apps) or HTTP/1.1.',
   }),
-  connectTimeoutMs: z.int().positive().default(2000).meta({ description: 'Connect timeout to the app.' }),
-  requestTimeoutMs: z.int().nonnegative().default(0).meta({
+  connectTimeoutMs: ms().positive().default(2000).meta({ description: 'Connect timeout to the app.' }),
+  requestTimeoutMs: ms().nonnegative().default(0).meta({
     description: 'Overall timeout for non-gRPC requests (0 = none). gRPC calls use their `grpc-timeout`.',
   }),
   maxSessions: z.int().positive().default(4).meta({ description: 'h2c: HTTP/2 connections kept to the app.' }),
@@ -73,12 +80,12 @@ const paths = z.strictObject({
 });
 
 const jwks = z.strictObject({
-  timeoutMs: z.int().positive().default(5000).meta({ description: 'Timeout of one discovery/JWKS fetch.' }),
-  refreshIntervalMs: z.int().positive().default(300_000).meta({ description: 'Background JWKS refresh period.' }),
-  cooldownMs: z.int().nonnegative().default(30_000).meta({
+  timeoutMs: ms().positive().default(5000).meta({ description: 'Timeout of one discovery/JWKS fetch.' }),
+  refreshIntervalMs: ms().positive().default(300_000).meta({ description: 'Background JWKS refresh period.' }),
+  cooldownMs: ms().nonnegative().default(30_000).meta({
     description: 'Minimum time between refetches triggered by an unknown `kid`.',
   }),
-  graceMs: z.int().nonnegative().default(3_600_000).meta({
+  graceMs: ms().nonnegative().default(3_600_000).meta({
     description:
       'How long cached keys keep being used after the last successful fetch while the IdP is unreachable. After that, tokens of that issuer fail closed (503).',
   }),
@@ -99,7 +106,7 @@ const authn = z.strictObject({
   cacheEntries: z.int().nonnegative().default(10_000).meta({
     description: 'Verified-token cache size (0 disables it). Entries never outlive the token\'s `exp`.',
   }),
-  introspectionCacheMaxSeconds: z.int().nonnegative().default(60).meta({
+  introspectionCacheMaxSeconds: z.int().nonnegative().max(Math.floor(MAX_TIMER_MS / 1000)).default(60).meta({
     description: 'Upper bound on caching an introspection result (never beyond the token\'s `exp`).',
   }),
   jwks: jwks.prefault({}).meta({ description: 'Discovery and JWKS fetching, refresh and outage grace.' }),
@@ -109,10 +116,17 @@ const authn = z.strictObject({
 });
 
 const controlPlane = z.strictObject({
-  address: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { error: 'must be host:port' }).meta({
-    description: 'gRPC address of the control plane (`ward control-plane`).',
-    examples: ['ward-control-plane.ward-system.svc:15010'],
-  }),
+  address: z
+    .string()
+    .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { error: 'must be host:port' })
+    .refine((a) => {
+      const port = Number(a.slice(a.lastIndexOf(':') + 1));
+      return port >= 1 && port <= 65535;
+    }, { message: 'the port must be 1-65535' })
+    .meta({
+      description: 'gRPC address of the control plane (`ward control-plane`).',
+      examples: ['ward-control-plane.ward-system.svc:15010'],
+    }),
   stateDir: z.string().min(1).meta({
     description:
       'Directory where the last accepted policy version is persisted (relative to the config file), so a restart while the control plane is down still enforces it.',
@@ -188,7 +202,7 @@ export const sidecarConfigSchema = z
       description:
         'Browser sign-in at the sidecar (OIDC authorization code flow with PKCE, sealed cookie sessions, refresh, logout) for the routes whose policy rule says `signIn: browser`; see docs/browser-sign-in.md. Absent: no cookie is ever looked at, and those routes behave like any other.',
     }),
-    drainTimeoutMs: z.int().nonnegative().default(10_000).meta({
+    drainTimeoutMs: z.int().nonnegative().max(86_400_000, 'at most 86400000 (a day)').default(10_000).meta({
       description: 'On SIGTERM: how long in-flight calls may finish after listeners close.',
     }),
     concurrency: z.int().min(1).max(64).default(1).meta({

@@ -68,7 +68,8 @@ export function nodeOffset(doc: Document, path: FieldPath): number {
 export function keyOffset(parent: unknown, key: string): number | undefined {
   if (!isMap(parent)) return undefined;
   for (const item of parent.items) {
-    if (isPair(item) && isScalar(item.key) && item.key.value === key && item.key.range) return item.key.range[0];
+    // A key YAML reads as a number or boolean (`8080:`) is reported by its text.
+    if (isPair(item) && isScalar(item.key) && String(item.key.value) === key && item.key.range) return item.key.range[0];
   }
   return undefined;
 }

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { isToPrimary } from '../../../src/cluster/ipc.ts';
+import { resolveSessionSecrets, sessionConfigSchema } from '../../../src/config/session.ts';
+import { parseSidecarConfig } from '../../../src/config/sidecar.ts';
+import { ConfigError } from '../../../src/errors/ward-error.ts';
+
+/**
+ * Values the config schema took but the sidecar could not use as written, found in review
+ * (regressions): each is now refused at load, at its field.
+ */
+
+const BASE = `service: orders
+inbound:
+  listen: { port: 15006 }
+upstream:
+  url: http://127.0.0.1:8080
+policy:
+  file: policy.yaml
+`;
+
+function errorText(text: string): string {
+  try {
+    parseSidecarConfig(text, '/cfg/sidecar.yaml');
+  } catch (e) {
+    if (e instanceof ConfigError) return e.message;
+    throw e;
+  }
+  return '(accepted)';
+}
+
+describe('sidecar config: values that could not be used are refused', () => {
+  it('policy.controlPlane.address with a port of 0 or above 65535 (the sidecar would never connect)', () => {
+    for (const address of ['ward-cp.ward-system.svc:99999', 'ward-cp:0', '[::1]:70000']) {
+      const text = BASE.replace('file: policy.yaml', `controlPlane: { address: "${address}", stateDir: state, issuer: "https://idp" }`);
+      expect(errorText(text), address).toContain('policy.controlPlane.address: the port must be 1-65535');
+    }
+    expect(errorText(BASE.replace('file: policy.yaml', 'controlPlane: { address: "ward-cp:65535", stateDir: state, issuer: "https://idp" }'))).toBe('(accepted)');
+  });
+
+  it('upstream.url with credentials, a path, a query or a fragment (none was used, and the password was logged)', () => {
+    for (const url of ['http://admin:s3cret@127.0.0.1:8080', 'http://127.0.0.1:8080/api/v1', 'http://127.0.0.1:8080?x=1', 'http://127.0.0.1:8080#f']) {
+      expect(errorText(BASE.replace('http://127.0.0.1:8080', url)), url).toContain('upstream.url: must be http://host:port only');
+    }
+    expect(errorText(BASE.replace('http://127.0.0.1:8080', 'http://127.0.0.1:8080/'))).toBe('(accepted)');
+  });
+
+  it('a duration a Node timer cannot hold (above 2^31-1 ms) instead of a 1 ms timer', () => {
+    expect(errorText(BASE + 'drainTimeoutMs: 2147483648\n')).toContain('drainTimeoutMs: at most 86400000');
+    expect(errorText(BASE.replace('url: http://127.0.0.1:8080', 'url: http://127.0.0.1:8080\n  requestTimeoutMs: 2147483648'))).toContain('upstream.requestTimeoutMs: at most 2147483647');
+    expect(errorText(BASE.replace('url: http://127.0.0.1:8080', 'url: http://127.0.0.1:8080\n  requestTimeoutMs: 2147483647'))).toBe('(accepted)');
+  });
+});
+
+describe('error positions and fields', () => {
+  it('an unknown key that YAML reads as a number is reported at its own line, not 1:1', () => {
+    expect(errorText(`${BASE}8080: oops\n`)).toContain('/cfg/sidecar.yaml:8:1: 8080: Unrecognized key');
+  });
+
+  it('an unset session.clientSecretEnv is reported as that field, naming the variable', () => {
+    const s = sessionConfigSchema.parse({ issuer: 'https://idp.example.com', clientId: 'web', clientSecretEnv: 'WEB_SECRET', secretFiles: ['k'] });
+    expect(() => resolveSessionSecrets(s, '/nonexistent', '/cfg/sidecar.yaml', {})).toThrow(/session\.clientSecretEnv: environment variable WEB_SECRET/);
+  });
+});
+
+describe('worker IPC', () => {
+  it('the primary refuses a state or metrics message it could not read (it threw in its handler)', () => {
+    expect(isToPrimary({ t: 'state', state: {} })).toBe(false);
+    expect(isToPrimary({ t: 'state', state: { ready: true, draining: false, policyVersion: null, ports: {} } })).toBe(false);
+    expect(isToPrimary({ t: 'metrics', id: 1, text: 42 })).toBe(false);
+    expect(isToPrimary({ t: 'state', state: { ready: true, draining: false, policyVersion: 'v1', ports: { inbound: 15006 }, status: {} } })).toBe(true);
+    expect(isToPrimary({ t: 'metrics', id: 1, text: null })).toBe(true);
+  });
+});
