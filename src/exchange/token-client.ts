@@ -159,7 +159,7 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
         // a refresh or ID token sent as Bearer would be a token for something else.
         const issued = r['issued_token_type'];
         if (issued !== undefined && issued !== ACCESS_TOKEN_TYPE && issued !== JWT_TOKEN_TYPE) {
-          return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${String(issued)}`, status: 200 };
+          return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${typeof issued === 'string' ? issued : JSON.stringify(issued)}`, status: 200 };
         }
         return result(r);
       } catch (err) {

@@ -220,7 +220,7 @@ export function queryHasAccessToken(query: string): boolean {
   if (query.indexOf('access') === -1 && query.indexOf('%') === -1) return false;
   let start = query.charCodeAt(0) === 0x3f ? 1 : 0;
   while (start <= query.length) {
-    let end = nextSeparator(query, start);
+    const end = nextSeparator(query, start);
     const eq = query.indexOf('=', start);
     const nameEnd = eq !== -1 && eq < end ? eq : end;
     let name = query.slice(start, nameEnd);
