@@ -237,7 +237,7 @@ describe('token broker: failures', () => {
     const calls = ['a', 'b', 'c', 'd', 'e', 'f'].map((s) => b.token(PAYMENTS, `subject-${s}`));
     expect(pending).toHaveLength(6);
     for (const resolve of pending.splice(0)) resolve(down);
-    await Promise.all(calls);
+    await Promise.all(calls.map(async (c) => c));
     expect(b.stats().backoffMs).toBe(1000);
     // The next request, sent once the back-off is over, fails too: a further failure, 2 s.
     now += 1001;
