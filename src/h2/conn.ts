@@ -658,16 +658,16 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   }
 }
 
+/** §8.2.1 on response values: a CR or LF in a trailer value reached node:http's `addTrailers` and threw out of the socket's data handler (found in review). */
+const validValue = valueChecker();
+
 /**
  * A response header list must start with one valid `:status` and carry no other pseudo-header
  * (RFC 9113 §8.3.2), its names lower-case tokens (§8.2.1: an upper-case `X-Ward-Reason` would
  * pass every lower-case compare downstream) and its values free of NUL, CR, LF and edge
- * whitespace, and any content-length must be one number. Returns
- * the content-length declared (-1 for none), or why the list is malformed.
+ * whitespace, and any content-length must be one number. Returns the content-length declared
+ * (-1 for none), or why the list is malformed.
  */
-/** §8.2.1 on response values: a CR or LF in a trailer value reached node:http's `addTrailers` and threw out of the socket's data handler (found in review). */
-const validValue = valueChecker();
-
 function checkResponseFields(fields: readonly string[]): number | string {
   if (fields[0] !== ':status') return 'response without :status first';
   const status = fields[1] as string;

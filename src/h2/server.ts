@@ -82,7 +82,6 @@ export interface H2ServerOptions {
 
 /** Request body window per stream: acknowledged as the consumer takes the data. */
 const STREAM_WINDOW = DEFAULT_WINDOW;
-/** Acknowledgements we let pile up behind a socket the peer does not read (nghttp2 allows 1000). */
 /** Guards, per connection (node:http2's defaults where it has one). */
 const MAX_INVALID = 100;
 const MAX_REFUSED = 100;
