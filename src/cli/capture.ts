@@ -30,7 +30,7 @@ Options:
       --exclude-inbound-ports LIST  inbound ports never captured (e.g. the admin port 15000)
       --exclude-outbound-ports LIST outbound ports never captured
       --exclude-outbound-cidrs LIST outbound IPv4/IPv6 CIDRs never captured
-      --ipv6 auto|on|off            also capture IPv6 with ip6tables (default auto: when usable)
+      --ipv6 auto|on|off            also capture IPv6 with ip6tables (default auto: when usable, else a failure if the pod has a global IPv6 address)
       --dry-run                     print the rules (iptables-restore input) and change nothing
       --cleanup                     remove ward's rules and chains
   -h, --help                        show this help

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 
 /**
@@ -153,9 +154,25 @@ const BINARIES: Record<Family, { iptables: string; restore: string }> = {
  * Installs the rules: removes ward's chains and jumps from an earlier run (an init container
  * can run again in the same network namespace), then `iptables-restore --noflush`, which
  * leaves every other rule of the pod alone. IPv6: 'auto' applies the rules when ip6tables'
- * nat table is usable and reports a skip otherwise; 'on' makes that a failure.
+ * nat table is usable and reports a skip otherwise, unless the pod has a global IPv6 address
+ * (then it fails); 'on' makes any skip a failure.
  */
-export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 'auto' | 'on' | 'off'): Promise<ApplyResult[]> {
+/**
+ * Whether the namespace has an IPv6 address of global scope, from `/proc/net/if_inet6` (one
+ * address per line: hex address, interface index, prefix length, scope, flags, name; scope 00 is
+ * global). Unreadable (no IPv6 in the kernel): false.
+ */
+export function hasGlobalIpv6(read: () => string = () => readFileSync('/proc/net/if_inet6', 'utf8')): boolean {
+  let text: string;
+  try {
+    text = read();
+  } catch {
+    return false;
+  }
+  return text.split('\n').some((line) => line.trim().split(/\s+/)[3] === '00');
+}
+
+export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 'auto' | 'on' | 'off', globalIpv6: () => boolean = hasGlobalIpv6): Promise<ApplyResult[]> {
   const problems = validateCaptureOptions(o);
   if (problems.length > 0) throw new Error(problems.join('; '));
   const results: ApplyResult[] = [];
@@ -166,6 +183,9 @@ export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 
       const probe = await run(bin.iptables, ['-t', 'nat', '-S']).catch((err: unknown) => ({ code: -1, stdout: '', stderr: String(err) }));
       if (probe.code !== 0) {
         if (ipv6 === 'on') throw new Error(`ip6tables nat table unusable: ${probe.stderr.trim()}`);
+        // The pod has an IPv6 address, so IPv6 would reach the app around the sidecar: fail
+        // closed rather than skip (found in review). `--ipv6 off` says the skip is meant.
+        if (globalIpv6()) throw new Error(`the pod has a global IPv6 address but the ip6tables nat table is unusable, so IPv6 cannot be captured (${probe.stderr.trim()}); --ipv6 off to capture IPv4 only`);
         results.push({ family, applied: false, note: `ip6tables nat table unusable, IPv6 not captured: ${probe.stderr.trim()}` });
         continue;
       }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   applyCapture,
+  hasGlobalIpv6,
   type CaptureOptions,
   captureRules,
   cidrFamily,
@@ -138,12 +139,27 @@ describe('applyCapture', () => {
 
   it('skips IPv6 in auto mode when ip6tables has no nat table, fails in on mode', async () => {
     const noV6 = (cmd: string, args: readonly string[]): boolean => cmd === 'ip6tables' && args.join(' ') === '-t nat -S';
-    const auto = await applyCapture(base, fakeRunner(noV6).run, 'auto');
+    const auto = await applyCapture(base, fakeRunner(noV6).run, 'auto', () => false);
     expect(auto[1]).toMatchObject({ family: 'ipv6', applied: false });
+    // ...but not when the pod has a global IPv6 address: IPv6 would reach the app uncaptured (regression)
+    await expect(applyCapture(base, fakeRunner(noV6).run, 'auto', () => true)).rejects.toThrow('the pod has a global IPv6 address but the ip6tables nat table is unusable');
     await expect(applyCapture(base, fakeRunner(noV6).run, 'on')).rejects.toThrow('ip6tables nat table unusable');
     const off = fakeRunner();
     expect(await applyCapture(base, off.run, 'off')).toEqual([{ family: 'ipv4', applied: true }]);
     expect(off.calls.some((c) => c.cmd.startsWith('ip6tables'))).toBe(false);
+  });
+
+  it('hasGlobalIpv6 reads /proc/net/if_inet6: scope 00 is global; loopback and link-local are not', () => {
+    const lo = '00000000000000000000000000000001 01 80 10 80       lo\n';
+    const linkLocal = 'fe80000000000000ac1f6bfffe2c1a2b 02 40 20 80     eth0\n';
+    const global = '20010db8000000000000000000000042 02 40 00 00     eth0\n';
+    expect(hasGlobalIpv6(() => lo + linkLocal)).toBe(false);
+    expect(hasGlobalIpv6(() => lo + linkLocal + global)).toBe(true);
+    expect(
+      hasGlobalIpv6(() => {
+        throw new Error('ENOENT');
+      }),
+    ).toBe(false);
   });
 
   it('fails (so the pod does not start uncaptured) when iptables-restore fails', async () => {
