@@ -462,7 +462,9 @@ function sidecarContainer(
     // in-memory emptyDir first. `exec` keeps node as the process that receives SIGTERM.
     command: ['/bin/sh', '-c', `printf '%s\\n' "$WARD_SIDECAR_CONFIG" > ${CONFIG_PATH} && exec node ${WARD_BIN} sidecar --config ${CONFIG_PATH}`],
     env: [
-      { name: 'WARD_SIDECAR_CONFIG', value: o.configYaml },
+      // The kubelet expands `$(VAR)` in env values and turns `$$` into `$`: every `$` doubled, the
+      // sidecar gets the config as written (found in review: `$(HOME)` in a value was replaced).
+      { name: 'WARD_SIDECAR_CONFIG', value: o.configYaml.replaceAll('$', '$$$$') },
       ...(s.nodeOptions === '' ? [] : [{ name: 'NODE_OPTIONS', value: s.nodeOptions }]),
     ],
     ports: [{ name: 'ward-admin', containerPort: s.adminPort, protocol: 'TCP' }],

@@ -19,9 +19,15 @@ function sidecarOf(t: PodTemplate) {
   return c;
 }
 
+/** An env value as the kubelet hands it over: `$$` is `$`, `$(NAME)` of a defined variable is its value (none is defined here). */
+function kubeletExpand(v: string): string {
+  return v.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m) => (m === '$$' ? '$' : m));
+}
+
 function configOf(t: PodTemplate): Record<string, unknown> {
-  const yaml = sidecarOf(t).env?.find((e) => e.name === 'WARD_SIDECAR_CONFIG')?.value;
-  if (yaml === undefined) throw new Error('no config');
+  const raw = sidecarOf(t).env?.find((e) => e.name === 'WARD_SIDECAR_CONFIG')?.value;
+  if (raw === undefined) throw new Error('no config');
+  const yaml = kubeletExpand(raw);
   parseSidecarConfig(yaml, 'injected'); // what the sidecar itself would do at start-up
   return parse(yaml) as Record<string, unknown>;
 }
@@ -166,6 +172,13 @@ describe('injectPod: the injected pod', () => {
     expect(initArgs(t)).toEqual(expect.arrayContaining(['--inbound-ports', '8080,9090', '--exclude-inbound-ports', '9464,15000', '--exclude-outbound-ports', '53,5432', '--exclude-outbound-cidrs', '10.96.0.0/12,fd00::/8']));
     expect(sidecarOf(t).resources).toEqual({ requests: { cpu: '200m', memory: '128Mi' }, limits: { cpu: '1', memory: '1Gi' } });
     expect(t.spec.volumes).toContainEqual({ name: 'ward-policy', configMap: { name: 'billing-policies', items: [{ key: 'billing.yaml', path: 'policy.yaml' }] } });
+  });
+
+  it('a `$` in ward.dev/sidecar-config reaches the sidecar as written, past the kubelet\'s $(VAR) expansion (regression)', () => {
+    const t = injected(injectPod(pod({ annotations: { 'ward.dev/sidecar-config': 'telemetry: { headers: { x-api-key: "a$(HOME)$$b" } }' } }), enrolled, settings));
+    const raw = sidecarOf(t).env?.find((e) => e.name === 'WARD_SIDECAR_CONFIG')?.value ?? '';
+    expect(raw).toContain('a$$(HOME)$$$$b');
+    expect(configOf(t)).toMatchObject({ telemetry: { headers: { 'x-api-key': 'a$(HOME)$$b' } } });
   });
 
   it('infers h2c for gRPC ports and the service from labels or ReplicaSet names', () => {
