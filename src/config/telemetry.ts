@@ -1,3 +1,4 @@
+import { accessSync, constants } from 'node:fs';
 import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 
@@ -181,6 +182,18 @@ export function resolveTelemetry(
     } else continue;
     const headers = { ...keyValues(env, 'OTEL_EXPORTER_OTLP_HEADERS', fail), ...keyValues(env, `OTEL_EXPORTER_OTLP_${upper}_HEADERS`, fail), ...cfg.headers };
     targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs });
+  }
+
+  // A CA file that cannot be read is a configuration error here, at its field, not an ENOENT
+  // out of the exporter at start-up (found in review).
+  const usedCa = Object.values(targets).find((t) => t?.caFile !== undefined)?.caFile;
+  if (enabled && usedCa !== undefined) {
+    try {
+      accessSync(usedCa, constants.R_OK);
+    } catch (err) {
+      const field = usedCa === caFile ? (cfg.caFile !== undefined ? 'telemetry.caFile' : 'OTEL_EXPORTER_OTLP_CERTIFICATE') : 'policy.controlPlane.tls.caFile';
+      fail(field, `cannot read ${usedCa}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
   }
 
   const spanQueue = resolveQueue(cfg, env, 'BSP', fail);

@@ -99,6 +99,14 @@ describe('telemetry config and OTEL_* environment', () => {
     ]);
   });
 
+  it('a CA file it cannot read is refused at its field, not an ENOENT at export (regression)', () => {
+    expect(issuesOf(() => resolve({ endpoint: 'https://collector:4317', caFile: 'nope/ca.pem' }))).toEqual([{ path: 'telemetry.caFile', file: '/etc/ward/sidecar.yaml' }]);
+    expect(issuesOf(() => resolve({ endpoint: 'https://collector:4317' }, { OTEL_EXPORTER_OTLP_CERTIFICATE: '/nonexistent/ca.pem' }))).toEqual([{ path: 'OTEL_EXPORTER_OTLP_CERTIFICATE', file: '(environment)' }]);
+    // Not used (cleartext endpoint, or telemetry off): not read.
+    expect(resolve({ endpoint: 'collector:4317', caFile: 'nope/ca.pem' }).traces?.caFile).toBeUndefined();
+    expect(resolve({ enabled: false, endpoint: 'https://collector:4317', caFile: 'nope/ca.pem' }).enabled).toBe(false);
+  });
+
   it('parses endpoints', () => {
     expect(parseEndpoint('127.0.0.1:15010')).toEqual({ address: '127.0.0.1:15010', tls: false });
     expect(parseEndpoint('http://collector:4317/')).toEqual({ address: 'collector:4317', tls: false });
