@@ -19,5 +19,15 @@ const { main } = await import('../src/cli/main.ts');
 const code = await main(process.argv.slice(2));
 process.exitCode = code;
 // A command that failed has nothing left to do: whatever it could not close (a half-started
-// listener, a timer) must not keep the process, and its ports, alive.
-if (code !== 0) setTimeout(() => process.exit(code), 2000).unref();
+// listener, a timer) must not keep the process, and its ports, alive. Its output goes first: a
+// pipe to a slow reader (a pager) may still hold some of it (found in review).
+if (code !== 0) {
+  setTimeout(() => {
+    let pending = 2;
+    const flushed = () => {
+      if (--pending === 0) process.exit(code);
+    };
+    process.stdout.write('', flushed);
+    process.stderr.write('', flushed);
+  }, 2000).unref();
+}

@@ -76,13 +76,20 @@ function cell(i: number, v: string): string {
 /**
  * Control characters (C0, DEL, C1) as `\xNN`: a record's fields come from whoever exported it
  * and from callers' tokens (`enduser.id` is a `sub`), and an escape sequence printed raw would
- * rewrite or hide the operator's lines (found in review). `--json` escapes them already.
+ * rewrite or hide the operator's lines (found in review). `--json` escapes them too (`jsonLine`).
  */
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
 
 export function printable(s: string): string {
   return s.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+const NOT_ESCAPED_BY_JSON = /[\u007f-\u009f]/g;
+
+/** JSON for the terminal: JSON.stringify escapes C0 only, so DEL and C1 (U+009B is a CSI) as `\uNNNN` too. */
+export function jsonLine(v: unknown, indent?: number): string {
+  return JSON.stringify(v, null, indent).replace(NOT_ESCAPED_BY_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function row(cells: readonly string[]): string {
@@ -235,7 +242,7 @@ export const command: Command = {
     try {
       if (values.summary === true) {
         const s = await fetchDecisionSummary({ ...conn, service: values.service ?? '' });
-        process.stdout.write(values.json === true ? `${JSON.stringify(s, null, 2)}\n` : formatSummary(s));
+        process.stdout.write(values.json === true ? `${jsonLine(s, 2)}\n` : formatSummary(s));
         return 0;
       }
       const query: DecisionQueryWire = {
@@ -255,7 +262,7 @@ export const command: Command = {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        await streamDecisions({ ...conn, query }, (e) => process.stdout.write(json ? `${JSON.stringify(e)}\n` : `${formatDecision(e)}\n`), abort.signal);
+        await streamDecisions({ ...conn, query }, (e) => process.stdout.write(json ? `${jsonLine(e)}\n` : `${formatDecision(e)}\n`), abort.signal);
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

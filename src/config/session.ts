@@ -48,7 +48,7 @@ export const sessionConfigSchema = z
       .default('ward_session')
       .meta({
         description:
-          'Name of the session cookie (longer sessions add `<name>.1`\u2026`<name>.4`; sign-ins in flight use `<name>.t.<id>`, or `__Secure-<rest>.t.<id>` for a `__Host-` name, since their path is `/.ward/`). With TLS prefer `__Host-ward_session`: browsers then refuse the cookie from any other host, which stops cookie tossing from sibling subdomains.',
+          'Name of the session cookie (longer sessions add `<name>.1`\u2026`<name>.4`; sign-ins in flight use `<name>.t.<id>`, with path `/.ward/`, or `/` for a `__Host-` name, which requires it). With TLS prefer `__Host-ward_session`: browsers then refuse the cookie from any other host, which stops cookie tossing from sibling subdomains.',
         examples: ['__Host-ward_session'],
       }),
     maxAgeSeconds: z.int().min(60).max(30 * 86_400).default(8 * 3600).meta({

@@ -82,10 +82,10 @@ const paths = z.strictObject({
 const jwks = z.strictObject({
   timeoutMs: ms().positive().default(5000).meta({ description: 'Timeout of one discovery/JWKS fetch.' }),
   refreshIntervalMs: ms().positive().default(300_000).meta({ description: 'Background JWKS refresh period.' }),
-  cooldownMs: ms().nonnegative().default(30_000).meta({
+  cooldownMs: z.int().nonnegative().default(30_000).meta({
     description: 'Minimum time between refetches triggered by an unknown `kid`.',
   }),
-  graceMs: ms().nonnegative().default(3_600_000).meta({
+  graceMs: z.int().nonnegative().default(3_600_000).meta({
     description:
       'How long cached keys keep being used after the last successful fetch while the IdP is unreachable. After that, tokens of that issuer fail closed (503).',
   }),

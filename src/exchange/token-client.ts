@@ -141,8 +141,10 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
     // The token goes out in `Authorization: Bearer`: otherwise every call with it failed at the
     // header (blamed on the app as a malformed request) for as long as it stayed cached (found
     // in review).
+    // A refusal, not an outage: the IdP answered, for this destination, and the back-off (which
+    // holds every destination) must not start for one audience's bad token.
     if (!isSendableBearer(r.access_token)) {
-      return { ok: false, kind: 'unavailable', detail: `access_token is not a bearer token (RFC 6750 b64token of at most ${MAX_ISSUED_TOKEN_CHARS} characters)` };
+      return { ok: false, kind: 'refused', oauthError: 'invalid_token', description: `access_token is not a bearer token (RFC 6750 b64token of at most ${MAX_ISSUED_TOKEN_CHARS} characters)`, status: 200 };
     }
     return { ok: true, token: r.access_token, expiresInS: r.expires_in };
   }

@@ -71,7 +71,7 @@ export abstract class H2Endpoint<S extends SendStream> {
   protected peerMaxFrame = DEFAULT_MAX_FRAME;
   protected connSendWindow = DEFAULT_WINDOW;
   #corked = false;
-  /** Acknowledgements written since the socket last had room. */
+  /** Acknowledgements written since the socket last had room or drained. */
   #queuedAcks = 0;
   /** Whether a header block went out yet: the first one starts with a table size update (writeHeaders). */
   #sentHeaderBlock = false;
@@ -421,6 +421,10 @@ export abstract class H2Endpoint<S extends SendStream> {
 
   /** The socket drained: streams that were told to wait and hold nothing more can write again. */
   protected notifyDrain(streams: Iterable<S>): void {
+    // What was queued went out: the count of acknowledgements behind a full socket starts over
+    // (a busy transfer keeps the socket backed up between drains, and a peer's periodic PINGs
+    // must not add up across them).
+    this.#queuedAcks = 0;
     for (const s of streams) {
       if (s.wantDrain && s.pending === null && !this.isClosed(s)) {
         s.wantDrain = false;

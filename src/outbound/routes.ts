@@ -151,6 +151,16 @@ export class Routes {
    */
   passthrough(a: Authority, h2: boolean): Route | null {
     const port = a.port === '' ? '80' : a.port;
+    // Keyed by the authority as written: only one that passed the checks below is ever stored,
+    // so a hit needs no URL parse.
+    const key = `${h2 ? 'h2c' : 'http1'} ${a.host}:${port}`;
+    const hit = this.#passthrough.get(key);
+    if (hit !== undefined) {
+      // re-insert: least recently used first in iteration order
+      this.#passthrough.delete(key);
+      this.#passthrough.set(key, hit);
+      return hit;
+    }
     let url: URL;
     try {
       url = new URL(`http://${a.host}:${port}/`);
@@ -161,14 +171,6 @@ export class Routes {
     // The loop is judged on the address as it will be connected to: `Host: 127.1:<egress port>`
     // passed a check on the text and came back here until the pool was full (found in review).
     if (Number(port) === this.selfPort && (isLocalHost(url.hostname) || this.selfHosts.has(url.hostname))) return null;
-    const key = `${h2 ? 'h2c' : 'http1'} ${url.hostname}:${port}`;
-    const hit = this.#passthrough.get(key);
-    if (hit !== undefined) {
-      // re-insert: least recently used first in iteration order
-      this.#passthrough.delete(key);
-      this.#passthrough.set(key, hit);
-      return hit;
-    }
     if (this.#passthrough.size >= this.#maxPassthrough) {
       const oldest = this.#passthrough.entries().next();
       if (oldest.done !== true) {

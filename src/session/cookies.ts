@@ -9,7 +9,7 @@ import { tokenHash } from '../lib/hash.ts';
  *   `<name>.<n-1>`; the first chunk then starts with `<n>.` (base64url has no dot, so this is
  *   unambiguous). At most MAX_CHUNKS chunks: a session larger than that is refused at sign-in.
  * - One transaction cookie per sign-in in flight, `<name>.t.<hash of state>`, path `/.ward/`
- *   (only the callback needs it), ten minutes; `__Secure-...` for a `__Host-...` name (below).
+ *   (only the callback needs it; `/` for a `__Host-` name, below), ten minutes.
  *
  * Every cookie is HttpOnly (scripts cannot read it), SameSite=Lax (not sent on cross-site
  * subrequests or cross-site POSTs: the first half of the CSRF defence), Path=/, Secure when the
@@ -24,19 +24,22 @@ export interface CookieNames {
   readonly session: string;
   /** `<session>.t.` */
   readonly txnPrefix: string;
+  /** The transaction cookies' path: TXN_PATH, or `/` for a `__Host-` name (below). */
+  readonly txnPath: string;
 }
 
 const HOST_PREFIX = '__Host-';
 
 /**
- * The transaction cookies' names follow the session cookie's, except for a `__Host-` prefix:
- * browsers keep a `__Host-` cookie only with `Path=/` (RFC 6265bis §4.1.3.2), and the
- * transaction cookie's path is `/.ward/`, so it is `__Secure-` instead (Secure, any path) and
- * sign-in with the recommended `__Host-ward_session` can complete (regression: it never did).
+ * The transaction cookies are named after the session cookie. A `__Host-` cookie is kept by a
+ * browser only with `Path=/` (RFC 6265bis §4.1.3.2), so with a `__Host-` name they take `Path=/`
+ * instead of TXN_PATH (regression: sign-in with the recommended `__Host-ward_session` never
+ * completed) and keep the prefix: a sibling subdomain must not be able to plant its own
+ * transaction cookie either (sign-in CSRF by cookie tossing). They are sent with the app's
+ * requests for the ten minutes a sign-in lasts, and taken out before the app sees them.
  */
 export function cookieNames(session: string): CookieNames {
-  const txnBase = session.startsWith(HOST_PREFIX) ? `__Secure-${session.slice(HOST_PREFIX.length)}` : session;
-  return Object.freeze({ session, txnPrefix: `${txnBase}.t.` });
+  return Object.freeze({ session, txnPrefix: `${session}.t.`, txnPath: session.startsWith(HOST_PREFIX) ? '/' : TXN_PATH });
 }
 
 export function txnCookieName(names: CookieNames, state: string): string {
@@ -62,7 +65,7 @@ const NONE: TakenCookies = Object.freeze({ session: null, duplicate: false, txn:
  * name is ours is taken out, so the app never sees the session.
  */
 export function takeCookies(header: string | undefined, names: CookieNames): TakenCookies {
-  if (header === undefined || (!header.includes(names.session) && !header.includes(names.txnPrefix))) return header === undefined ? NONE : { ...NONE, rest: header };
+  if (header === undefined || !header.includes(names.session)) return header === undefined ? NONE : { ...NONE, rest: header };
   let session: Map<number, string> | null = null;
   let duplicate = false;
   const txn = new Map<string, string>();

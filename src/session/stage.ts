@@ -21,7 +21,6 @@ import {
   splitChunks,
   type TakenCookies,
   takeCookies,
-  TXN_PATH,
   txnCookieName,
 } from './cookies.ts';
 import { fromSameOrigin, isUnsafeMethod, originOf } from './csrf.ts';
@@ -517,7 +516,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const txn: Txn = { s: state, n: nonce, v: codeVerifier, r: returnPath, u: redirectUri };
     const name = txnCookieName(names, state);
     const sealed = txns.seal(txn, clock() + TXN_TTL_MS, name);
-    const cookie = setCookie(name, sealed, { secure: secureFor(call), path: TXN_PATH, maxAge: TXN_TTL_MS / 1000 });
+    const cookie = setCookie(name, sealed, { secure: secureFor(call), path: names.txnPath, maxAge: TXN_TTL_MS / 1000 });
     redirect(call, 302, url.value.href, [...extraCookies, cookie], reason);
   }
 
@@ -598,7 +597,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const st = stateOf(call);
     if (state === null || state === '' || state.length > 512) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'callback without state', []);
     const name = txnCookieName(names, state);
-    const clearTxn = [clearCookie(name, secureFor(call), TXN_PATH)];
+    const clearTxn = [clearCookie(name, secureFor(call), names.txnPath)];
     const sealed = st.cookies.txn.get(name);
     // RFC 6749 §10.12: the state must be the one this browser's sign-in was started with
     if (sealed === undefined) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'no sign-in in progress for this state', []);

@@ -73,3 +73,22 @@ describe('ward sidecar start-up checks', () => {
     expect(r.stderr).toContain(`${join(dir, 'policy.yaml')}:7:`);
   });
 });
+
+describe('a failed command keeps its output', () => {
+  // Regression: bin/ward.js ends a failed command's process after 2 s (whatever it could not
+  // close must not keep it alive), and at first did so with output still queued for a pipe whose
+  // reader had not caught up, a pager for one: it was lost.
+  it('ward policy check piped to a reader that starts after 3 s gets every line, and the exit status 1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ward-exit-'));
+    writeFileSync(join(dir, 'good.yaml'), 'apiVersion: ward.dev/v1\nkind: Policy\nservice: orders\nissuers:\n  - issuer: https://idp.example\n    audiences: [orders]\nrules: []\n');
+    writeFileSync(join(dir, 'bad.yaml'), 'apiVersion: ward.dev/v1\nkind: Policy\n');
+    // ~2000 lines of ~70 bytes: well past a pipe's 64 KiB.
+    const script = `"${process.execPath}" "${WARD}" policy check --skip-secrets $(for i in $(seq 2000); do echo good.yaml; done) bad.yaml 2>/dev/null | (sleep 3; wc -l); echo "rc=\${PIPESTATUS[0]}"`;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile('bash', ['-c', script], { cwd: dir, timeout: 20_000 }, (err, stdout) => (err === null ? resolve(stdout) : reject(new Error(err.message))));
+    });
+    const [lines, rc] = out.trim().split('\n');
+    expect(rc).toBe('rc=1');
+    expect(Number(lines)).toBe(2000);
+  }, 25_000);
+});

@@ -48,6 +48,8 @@ describe('sidecar config: values that could not be used are refused', () => {
     expect(errorText(BASE + 'drainTimeoutMs: 2147483648\n')).toContain('drainTimeoutMs: at most 86400000');
     expect(errorText(BASE.replace('url: http://127.0.0.1:8080', 'url: http://127.0.0.1:8080\n  requestTimeoutMs: 2147483648'))).toContain('upstream.requestTimeoutMs: at most 2147483647');
     expect(errorText(BASE.replace('url: http://127.0.0.1:8080', 'url: http://127.0.0.1:8080\n  requestTimeoutMs: 2147483647'))).toBe('(accepted)');
+    // Durations that are only compared, never a timer, stay unbounded: a 30-day JWKS grace works.
+    expect(errorText(`${BASE}authn: { jwks: { graceMs: 2592000000, cooldownMs: 2592000000 } }\n`)).toBe('(accepted)');
   });
 });
 

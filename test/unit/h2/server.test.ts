@@ -1014,6 +1014,41 @@ describe('connection errors: GOAWAY with the §5.4.1 code', () => {
     expect(h.seen.length).toBeLessThan(5000);
   });
 
+  it('the bound on queued acknowledgements starts over when the socket drains: periodic PINGs during a long transfer do not add up (regression)', async () => {
+    const { Duplex } = await import('node:stream');
+    const written: Buffer[] = [];
+    let needDrain = false;
+    const sock = new Duplex({
+      write(chunk: Buffer, _enc, cb) {
+        written.push(chunk);
+        cb();
+      },
+      read() {},
+    });
+    Object.defineProperty(sock, 'writableNeedDrain', { get: () => needDrain });
+    new H2ServerConnection(sock, { maxConcurrentStreams: 100, maxHeaderListSize: 16_384, maxHeaderPairs: 128, encrypted: false, onStream() {} });
+    sock.push(Buffer.concat([PREFACE, settingsFrame([])]));
+    await tick();
+    const pings = (n: number): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => pingFrame(i)));
+    const goaway = (): boolean => {
+      const all = Buffer.concat(written);
+      for (let p = 0; p + 9 <= all.length; p += 9 + all.readUIntBE(p, 3)) if (all[p + 3] === GOAWAY) return true;
+      return false;
+    };
+    // Backed up while 600 PINGs are answered; it drains, fills again at once, 600 more.
+    needDrain = true;
+    sock.push(pings(600));
+    await tick();
+    sock.emit('drain');
+    sock.push(pings(600));
+    await tick();
+    expect(goaway()).toBe(false);
+    // 1001 within one backed-up spell still end it.
+    sock.push(pings(1001));
+    await tick();
+    expect(goaway()).toBe(true);
+  });
+
   it('a PING flood from a client that does not read: the connection ends, the queued answers stay bounded', async () => {
     const h = await serve(() => {});
     const c = await RawClient.connect(h.port, { paused: true });

@@ -302,12 +302,15 @@ describe('session stage', () => {
     expect(next).toEqual({ kind: 'token', token: token('alice', Math.floor(w.now.t / 1000) + 300) });
   });
 
-  it('with cookieName __Host-ward_session a sign-in completes: its transaction cookie is __Secure- (a __Host- cookie needs Path=/; regression: browsers dropped it)', async () => {
+  it('with cookieName __Host-ward_session a sign-in completes: its transaction cookie keeps the prefix with Path=/, as a __Host- cookie must have (regression: Path=/.ward/, which browsers dropped)', async () => {
     const w = world({ cookieName: '__Host-ward_session', baseUrl: 'https://app.example.com' });
     const { redirect, cb } = await startAndCallback(w, '/app/x', 'c1', PAGE);
     const txn = (redirect?.headers['set-cookie'] as string[])[0] ?? '';
-    expect(txn).toMatch(/^__Secure-ward_session\.t\.[^=]+=[^;]+; Path=\/\.ward\/; /);
+    // What RFC 6265bis §4.1.3.2 asks of a __Host- cookie: Secure, Path=/, no Domain. The prefix
+    // also keeps a sibling subdomain from planting one (sign-in CSRF by cookie tossing).
+    expect(txn).toMatch(/^__Host-ward_session\.t\.[^=]+=[^;]+; Path=\/; /);
     expect(txn).toMatch(/; Secure(;|$)/);
+    expect(txn).not.toMatch(/; Domain=/i);
     const done = cb.written();
     expect(done?.status).toBe(302);
     const set = (done?.headers['set-cookie'] as string[]) ?? [];
@@ -316,8 +319,8 @@ describe('session stage', () => {
     expect(session).toMatch(/; Path=\/(;|$)/);
     expect(session).toMatch(/; Secure(;|$)/);
     expect(session).not.toMatch(/; Domain=/i);
-    // The transaction cookie is cleared under its own name.
-    expect(set.some((c) => c.startsWith('__Secure-ward_session.t.') && /Max-Age=0/.test(c))).toBe(true);
+    // The transaction cookie is cleared under its own name and path.
+    expect(set.some((c) => c.startsWith('__Host-ward_session.t.') && /Path=\/;/.test(c) && /Max-Age=0/.test(c))).toBe(true);
   });
 
   it('the refresh bounce for a path starting // goes out absolute, never protocol-relative (regression: open redirect with paths.mergeSlashes: false)', async () => {

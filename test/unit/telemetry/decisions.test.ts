@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDecision, formatHeader, formatSummary, parseTime } from '../../../src/cli/decisions.ts';
+import { formatDecision, formatHeader, formatSummary, jsonLine, parseTime } from '../../../src/cli/decisions.ts';
 import { UsageError } from '../../../src/cli/command.ts';
 import { toWire } from '../../../src/controlplane/server/decisions/service.ts';
 import { createDecisionStore, OTHER_SERVICES, type StoredDecision } from '../../../src/controlplane/server/decisions/store.ts';
@@ -90,6 +90,14 @@ describe('ward decisions output', () => {
     // eslint-disable-next-line no-control-regex
     expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
     expect(out).toContain('ord\\x1bers');
+  });
+
+  it('--json escapes DEL and C1 too (JSON.stringify leaves them raw, and U+009B is a CSI)', () => {
+    const line = jsonLine(toWire(d({ subject: 'a\u009b2J\u007fb\u001b' })));
+    // eslint-disable-next-line no-control-regex
+    expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+    expect(line).toContain('a\\u009b2J\\u007fb\\u001b');
+    expect((JSON.parse(line) as { subject: string }).subject).toBe('a\u009b2J\u007fb\u001b');
   });
 
   it('summary table', () => {
