@@ -185,7 +185,7 @@ export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 
         if (ipv6 === 'on') throw new Error(`ip6tables nat table unusable: ${probe.stderr.trim()}`);
         // The pod has an IPv6 address, so IPv6 would reach the app around the sidecar: fail
         // closed rather than skip (found in review). `--ipv6 off` says the skip is meant.
-        if (globalIpv6()) throw new Error(`the pod has a global IPv6 address but the ip6tables nat table is unusable, so IPv6 cannot be captured (${probe.stderr.trim()}); --ipv6 off to capture IPv4 only`);
+        if (globalIpv6()) throw new Error(`the pod has a global IPv6 address (unique-local counts: neither loopback nor link-local) but the ip6tables nat table is unusable, so IPv6 cannot be captured (${probe.stderr.trim()}); --ipv6 off to capture IPv4 only`);
         results.push({ family, applied: false, note: `ip6tables nat table unusable, IPv6 not captured: ${probe.stderr.trim()}` });
         continue;
       }

@@ -364,8 +364,12 @@ function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | unde
     const hash = labels['pod-template-hash'];
     return hash !== undefined && owner.name.endsWith(`-${hash}`) ? owner.name.slice(0, -hash.length - 1) : owner.name;
   }
-  const job = labels['batch.kubernetes.io/job-name'] ?? labels['job-name'];
-  if (job !== undefined && job !== '') return cronJobOf(job) ?? job;
+  // A Job's pods: the controller sets the owner and the job-name labels (a pod of its own may
+  // carry a `job-name` label for other reasons, and is not a Job's).
+  if (owner !== undefined && owner.kind === 'Job') {
+    const job = labels['batch.kubernetes.io/job-name'] ?? labels['job-name'] ?? owner.name;
+    return cronJobOf(job) ?? job;
+  }
   if (meta.name !== undefined && meta.name !== '') return meta.name;
   // A pod created by a ReplicaSet: generateName is `<deployment>-<pod-template-hash>-`.
   const gen = meta.generateName;

@@ -142,7 +142,7 @@ describe('applyCapture', () => {
     const auto = await applyCapture(base, fakeRunner(noV6).run, 'auto', () => false);
     expect(auto[1]).toMatchObject({ family: 'ipv6', applied: false });
     // ...but not when the pod has a global IPv6 address: IPv6 would reach the app uncaptured (regression)
-    await expect(applyCapture(base, fakeRunner(noV6).run, 'auto', () => true)).rejects.toThrow('the pod has a global IPv6 address but the ip6tables nat table is unusable');
+    await expect(applyCapture(base, fakeRunner(noV6).run, 'auto', () => true)).rejects.toThrow('but the ip6tables nat table is unusable, so IPv6 cannot be captured');
     await expect(applyCapture(base, fakeRunner(noV6).run, 'on')).rejects.toThrow('ip6tables nat table unusable');
     const off = fakeRunner();
     expect(await applyCapture(base, off.run, 'off')).toEqual([{ family: 'ipv4', applied: true }]);

@@ -67,6 +67,7 @@ spec:
       metadata: {
         generateName: 'reindex-2-',
         labels: { 'batch.kubernetes.io/job-name': 'reindex', 'job-name': 'reindex', 'batch.kubernetes.io/job-completion-index': '2' },
+        ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name: 'reindex', uid: 'j', controller: true }],
       },
       spec,
     };
@@ -85,7 +86,14 @@ spec:
         spec: { restartPolicy: Never, containers: [{ name: app, image: example/web:1 }] }
 `;
     expect(wardInjectService(cj)).toBe('nightly');
-    const t: PodTemplate = { metadata: { generateName: 'nightly-28473920-', labels: { 'job-name': 'nightly-28473920', 'batch.kubernetes.io/job-name': 'nightly-28473920' } }, spec };
+    const t: PodTemplate = {
+      metadata: {
+        generateName: 'nightly-28473920-',
+        labels: { 'job-name': 'nightly-28473920', 'batch.kubernetes.io/job-name': 'nightly-28473920' },
+        ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name: 'nightly-28473920', uid: 'j', controller: true }],
+      },
+      spec,
+    };
     expect(injectPod(t, { namespaceEnabled: true }, settings)).toMatchObject({ kind: 'injected', service: 'nightly' });
   });
 
@@ -96,7 +104,10 @@ spec:
     });
     expect(injectPod(owned('DaemonSet', 'agent'), { namespaceEnabled: true }, settings)).toMatchObject({ service: 'agent' });
     expect(injectPod(owned('ReplicaSet', 'api-5d8f7c9b4', { 'pod-template-hash': '5d8f7c9b4' }), { namespaceEnabled: true }, settings)).toMatchObject({ service: 'api' });
-    const dated: PodTemplate = { metadata: { generateName: 'report-20261127-', labels: { 'batch.kubernetes.io/job-name': 'report-20261127' } }, spec };
+    const dated: PodTemplate = { metadata: { generateName: 'report-20261127-', labels: { 'batch.kubernetes.io/job-name': 'report-20261127' }, ownerReferences: [{ kind: 'Job', name: 'report-20261127', controller: true }] }, spec };
     expect(injectPod(dated, { namespaceEnabled: true }, settings)).toMatchObject({ service: 'report-20261127' });
+    // A pod of its own with a job-name label is not a Job's: its own name.
+    const bare: PodTemplate = { metadata: { name: 'tool', labels: { 'job-name': 'x' } }, spec };
+    expect(injectPod(bare, { namespaceEnabled: true }, settings)).toMatchObject({ service: 'tool' });
   });
 });
