@@ -41,17 +41,18 @@ function get(port: number, host: string, timeoutMs: number): Promise<number | 't
   });
 }
 
-async function start(): Promise<Outbound> {
-    return createOutbound({
-      service: 'frontend',
-      config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, destinations: [] }),
-      identityPrefix: 'x-ward-',
-      maxTokenBytes: 8192,
-      extractBearer,
-      tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
-      log: silentLogger,
-      clock: Date.now,
-    });
+/** An egress listener with pass-through and no destination (no token is ever asked for). */
+function start(maxPassthroughTargets?: number): Promise<Outbound> {
+  return createOutbound({
+    service: 'frontend',
+    config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, destinations: [], ...(maxPassthroughTargets === undefined ? {} : { maxPassthroughTargets }) }),
+    identityPrefix: 'x-ward-',
+    maxTokenBytes: 8192,
+    extractBearer,
+    tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
+    log: silentLogger,
+    clock: Date.now,
+  });
 }
 
 describe('pass-through back into the egress listener', () => {
@@ -76,16 +77,7 @@ describe('pass-through pool eviction (maxPassthroughTargets: least recently used
     });
     await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
     const appPort = (app.address() as AddressInfo).port;
-    const egress = await createOutbound({
-      service: 'frontend',
-      config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, maxPassthroughTargets: 1, destinations: [] }),
-      identityPrefix: 'x-ward-',
-      maxTokenBytes: 8192,
-      extractBearer,
-      tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
-      log: silentLogger,
-      clock: Date.now,
-    });
+    const egress = await start(1);
     try {
       const slow = fetchVia(egress.port, `127.0.0.1:${appPort}`, '/delay');
       await new Promise((r) => setTimeout(r, 100));

@@ -1,9 +1,7 @@
 import http from 'node:http';
-import { once } from 'node:events';
-import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { H2Connection, type H2ClientStream, type H2StreamHandler } from '../../src/h2/conn.ts';
-import { block, data, headersFrame, literal, settings } from './support/h2raw.ts';
+import { block, data, headersFrame, literal, startRawH2App } from './support/h2raw.ts';
 import { startTestIssuer, type TestIssuer } from './support/issuer.ts';
 import { startWard, type Ward } from './support/ward.ts';
 
@@ -14,42 +12,11 @@ import { startWard, type Ward } from './support/ward.ts';
  * an uncaught exception, the end of the sidecar (found in review; regression).
  */
 
-/** A raw h2c "app": answers every request stream with 200, a body, and trailers carrying `value`. */
-async function rawApp(value: Buffer): Promise<{ port: number; close(): void }> {
-  const server = net.createServer((sock) => {
-    sock.on('error', () => {});
-    sock.write(settings());
-    let buf = Buffer.alloc(0);
-    let preface = false;
-    sock.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (!preface) {
-        if (buf.length < 24) return;
-        buf = buf.subarray(24);
-        preface = true;
-      }
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3] as number;
-        const flags = buf[4] as number;
-        const id = buf.readUInt32BE(5) & 0x7fffffff;
-        buf = buf.subarray(9 + len);
-        if (type === 1 && (flags & 0x4) !== 0) {
-          sock.write(
-            Buffer.concat([
-              headersFrame(id, block([[':status', '200']])),
-              data(id, Buffer.from('ok')),
-              headersFrame(id, literal('x-checksum', value), { endStream: true }),
-            ]),
-          );
-        }
-      }
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+/** A raw h2c app: answers every request with 200, a body, and a trailer `x-checksum` carrying `value`. */
+function rawApp(value: Buffer): Promise<{ port: number; close(): void }> {
+  return startRawH2App((id) =>
+    Buffer.concat([headersFrame(id, block([[':status', '200']])), data(id, Buffer.from('ok')), headersFrame(id, literal('x-checksum', value), { endStream: true })]),
+  );
 }
 
 const recorded: { value: string | undefined } = { value: undefined };

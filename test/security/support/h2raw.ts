@@ -246,3 +246,48 @@ export function rawH2(port: number, initialSettings: readonly (readonly [number,
 export function requestBlock(path: string, extra: readonly (readonly [string, string])[] = [], method = 'GET'): Buffer {
   return block([[':method', method], [':scheme', 'http'], [':authority', 'orders'], [':path', path], ...extra]);
 }
+
+/**
+ * A raw h2c "app" that answers each request (a HEADERS frame that ends its block) with the bytes
+ * `answer(streamId)` gives: frames a real HTTP/2 server would refuse to send, for tests of what
+ * ward does with a malformed response. It acknowledges SETTINGS and reads nothing else.
+ */
+export function startRawH2App(answer: (streamId: number) => Buffer): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => {});
+    sock.write(settings());
+    let buf = Buffer.alloc(0);
+    let preface = false;
+    sock.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!preface) {
+        if (buf.length < PREFACE.length) return;
+        buf = buf.subarray(PREFACE.length);
+        preface = true;
+      }
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) break;
+        const type = buf[3] as number;
+        const flags = buf[4] as number;
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0) sock.write(settingsAck());
+        if (type === FrameType.HEADERS && (flags & Flag.END_HEADERS) !== 0) sock.write(answer(id));
+      }
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        close: () => {
+          for (const s of sockets) s.destroy();
+          server.close();
+        },
+      }),
+    ),
+  );
+}

@@ -222,15 +222,21 @@ describe('token broker: single-flight', () => {
   });
 });
 
+/** A token endpoint whose answers the test gives, one per request, in `pending`. */
+function heldClient(): { pending: ((r: GrantResult) => void)[]; client: TokenEndpointClient } {
+  const pending: ((r: GrantResult) => void)[] = [];
+  const client: TokenEndpointClient = {
+    issuer: 'https://idp.test',
+    clientId: 'orders-sidecar',
+    exchange: () => new Promise((r) => pending.push(r)),
+    clientCredentials: () => new Promise((r) => pending.push(r)),
+  };
+  return { pending, client };
+}
+
 describe('token broker: failures', () => {
   it('calls in flight together when the IdP goes away are one failure: the back-off is retryInitialMs, and doubles only for a request sent after it (regression: each doubled it)', async () => {
-    const pending: ((r: GrantResult) => void)[] = [];
-    const client: TokenEndpointClient = {
-      issuer: 'https://idp.test',
-      clientId: 'orders-sidecar',
-      exchange: () => new Promise((r) => pending.push(r)),
-      clientCredentials: () => new Promise((r) => pending.push(r)),
-    };
+    const { pending, client } = heldClient();
     let now = 1_000_000;
     const b = createTokenBroker({ client, cacheEntries: 100, renewBeforeMs: 30_000, refusalCacheMs: 5_000, retry: { initialMs: 1000, maxMs: 30_000 }, clock: () => now, log: silentLogger, random: () => 1 });
     const down: GrantResult = { ok: false, kind: 'unavailable', detail: 'ECONNREFUSED' };
@@ -248,13 +254,7 @@ describe('token broker: failures', () => {
   });
 
   it('an answer to a request sent before the last failure does not end the back-off', async () => {
-    const pending: ((r: GrantResult) => void)[] = [];
-    const client: TokenEndpointClient = {
-      issuer: 'https://idp.test',
-      clientId: 'orders-sidecar',
-      exchange: () => new Promise((r) => pending.push(r)),
-      clientCredentials: () => new Promise((r) => pending.push(r)),
-    };
+    const { pending, client } = heldClient();
     const b = createTokenBroker({ client, cacheEntries: 100, renewBeforeMs: 0, refusalCacheMs: 0, retry: { initialMs: 1000, maxMs: 30_000 }, clock: () => 5_000_000, log: silentLogger, random: () => 1 });
     const early = b.token(PAYMENTS, 'subject-a');
     const failing = b.token(PAYMENTS, 'subject-b');
