@@ -450,8 +450,13 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       traceId = tid;
       spanId = sid;
       flags = sampled ? 1 : 0;
-      // The next hop continues our span; `tracestate` is forwarded as received.
-      if (fwd !== null) fwd['traceparent'] = formatTraceparent(tid, sid, sampled);
+      // The next hop continues our span; `tracestate` is forwarded as received, unless the
+      // caller's `traceparent` was unusable: the state belongs to a trace this one does not
+      // continue (W3C Trace Context §3.3: not parsed without a valid `traceparent`).
+      if (fwd !== null) {
+        fwd['traceparent'] = formatTraceparent(tid, sid, sampled);
+        if (parent === null && fwd['tracestate'] !== undefined) delete fwd['tracestate'];
+      }
     }
     if (logQueue !== null) {
       const w = logQueue.open();

@@ -226,6 +226,18 @@ describe('OTLP spans and decision log records written by ward', () => {
     expect(l.body.stringValue).toBe('deny _OTHER ERR_REQUEST_INVALID');
   });
 
+  it('tracestate goes on with a usable traceparent and is dropped with an unusable one (a new trace; regression: passed on)', async () => {
+    const { t } = await setup();
+    const kept: Record<string, string> = { tracestate: 'congo=t61rcWkgMzE' };
+    t.inbound.begin(record(), 1_700_000_000_000, ['traceparent', TP, 'tracestate', 'congo=t61rcWkgMzE'], kept)?.end(200, 0, false);
+    expect(kept['tracestate']).toBe('congo=t61rcWkgMzE');
+    expect(kept['traceparent']?.slice(3, 35)).toBe('0af7651916cd43dd8448eb211c80319c');
+    const dropped: Record<string, string> = { tracestate: 'congo=t61rcWkgMzE' };
+    t.inbound.begin(record(), 1_700_000_000_000, ['traceparent', '00-zzzz-bad-01', 'tracestate', 'congo=t61rcWkgMzE'], dropped)?.end(200, 0, false);
+    expect(dropped['tracestate']).toBeUndefined();
+    expect(dropped['traceparent']).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+  });
+
   it('repeated values (encoded once, then copied) and values that do not repeat both come out right', async () => {
     const { t, col } = await setup();
     const rules = ['readers', 'writers', 'r'.repeat(200), 'readers'];
