@@ -115,10 +115,10 @@ export const POLICY_STREAM_PATH = '/ward.v1.PolicyDiscovery/StreamPolicy';
 
 // ---- the policy stream's codec (proto3 binary; field numbers from control_plane.proto)
 
-const WIRE_VARINT = 0;
-const WIRE_I64 = 1;
-const WIRE_LEN = 2;
-const WIRE_I32 = 5;
+export const WIRE_VARINT = 0;
+export const WIRE_I64 = 1;
+export const WIRE_LEN = 2;
+export const WIRE_I32 = 5;
 
 /** `PolicyRequest`, as a proto3 encoder writes it: fields at their defaults are left out. */
 export function encodePolicyRequest(req: PolicyRequestWire): Buffer {
@@ -198,7 +198,17 @@ function decodePolicySource(buf: Buffer, start: number, end: number): { fileName
   return src;
 }
 
-class Reader {
+/** `buf[start, end)` as a string; a WireError when it is not UTF-8. */
+export function utf8At(buf: Buffer, start: number, end: number): string {
+  try {
+    return utf8.decode(buf.subarray(start, end));
+  } catch {
+    throw new WireError('string field is not UTF-8');
+  }
+}
+
+/** A protobuf reader over `buf[start, end)`: every read is bounds-checked, nothing is copied. */
+export class Reader {
   readonly #buf: Buffer;
   #pos: number;
   readonly #end: number;
@@ -234,6 +244,19 @@ class Reader {
     return [field, t % 8];
   }
 
+  /** Where the next read starts. */
+  get pos(): number {
+    return this.#pos;
+  }
+
+  /** A fixed64 field's 8 bytes start at `pos`: skipped here, read by the caller. */
+  fixed64(): number {
+    const at = this.#pos;
+    if (8 > this.#end - at) throw new WireError('truncated field');
+    this.#pos = at + 8;
+    return at;
+  }
+
   /** A length-delimited field's bounds. */
   span(): [number, number] {
     const len = this.varint();
@@ -245,11 +268,7 @@ class Reader {
 
   string(): string {
     const [start, end] = this.span();
-    try {
-      return utf8.decode(this.#buf.subarray(start, end));
-    } catch {
-      throw new WireError('string field is not UTF-8');
-    }
+    return utf8At(this.#buf, start, end);
   }
 
   skip(wire: number): void {

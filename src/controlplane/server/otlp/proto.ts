@@ -5,7 +5,7 @@ import * as protoLoader from '@grpc/proto-loader';
 /**
  * The OTLP collector services (proto/opentelemetry, vendored) as grpc-js service definitions
  * whose request deserializer keeps the raw bytes: the receiver forwards exactly what it received,
- * and decodes only log requests (for decision records), with the real decoder, on demand.
+ * and reads only the decision records out of log requests (scan.ts), in place.
  */
 
 const PROTO_ROOT = fileURLToPath(new URL('../../../../proto/', import.meta.url));
@@ -26,7 +26,6 @@ const FILES = [
 
 interface Loaded {
   readonly raw: Record<OtlpSignal, grpc.ServiceDefinition>;
-  readonly decodeLogs: (b: Buffer) => ExportLogsRequestWire;
 }
 
 let loaded: Loaded | undefined;
@@ -42,14 +41,12 @@ function load(): Loaded {
       includeDirs: [PROTO_ROOT],
     });
     const raw = {} as Record<OtlpSignal, grpc.ServiceDefinition>;
-    let decodeLogs: ((b: Buffer) => ExportLogsRequestWire) | undefined;
     for (const signal of Object.keys(OTLP_SERVICES) as OtlpSignal[]) {
       const svc = def[OTLP_SERVICES[signal]] as unknown as grpc.ServiceDefinition;
       const exp = svc['Export'] as grpc.MethodDefinition<unknown, unknown>;
-      if (signal === 'logs') decodeLogs = exp.requestDeserialize as (b: Buffer) => ExportLogsRequestWire;
       raw[signal] = { Export: { ...exp, requestDeserialize: (b: Buffer) => b } };
     }
-    loaded = { raw, decodeLogs: decodeLogs as (b: Buffer) => ExportLogsRequestWire };
+    loaded = { raw };
   }
   return loaded;
 }
@@ -59,11 +56,7 @@ export function rawOtlpService(signal: OtlpSignal): grpc.ServiceDefinition {
   return load().raw[signal];
 }
 
-export function decodeLogsRequest(b: Buffer): ExportLogsRequestWire {
-  return load().decodeLogs(b);
-}
-
-// ---- wire shapes (proto-loader, options above)
+// ---- wire shapes (what scan.ts reads of a log record; the names are the OTLP fields, camel-cased)
 
 export interface AnyValueWire {
   value?: 'stringValue' | 'boolValue' | 'intValue' | 'doubleValue' | 'arrayValue' | 'kvlistValue' | 'bytesValue';
@@ -87,11 +80,4 @@ export interface LogRecordWire {
   attributes: KeyValueWire[];
   traceId: Buffer;
   spanId: Buffer;
-}
-
-export interface ExportLogsRequestWire {
-  resourceLogs: {
-    resource: { attributes: KeyValueWire[] } | null;
-    scopeLogs: { logRecords: LogRecordWire[] }[];
-  }[];
 }

@@ -7,7 +7,8 @@ import { type Authenticate, type BindingCheck, bearerFromMetadata, isLoopbackPee
 import type { DecisionStore, StoredDecision } from '../decisions/store.ts';
 import type { TelemetryReceiverConfig } from './config.ts';
 import type { Forwarder } from './forward.ts';
-import { type AnyValueWire, decodeLogsRequest, type KeyValueWire, type LogRecordWire, OTLP_SERVICES, type OtlpSignal, rawOtlpService } from './proto.ts';
+import { type AnyValueWire, type LogRecordWire, OTLP_SERVICES, type OtlpSignal, rawOtlpService } from './proto.ts';
+import { scanLogsRequest } from './scan.ts';
 
 /**
  * The control plane as an OTLP/gRPC receiver: `opentelemetry.proto.collector.{trace,logs,metrics}.v1`
@@ -84,28 +85,23 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
     counters.requests[signal]++;
     let rejected = 0;
     if (signal === 'logs') {
-      let req;
+      // Decided first, stored after: a malformed request stores nothing.
+      const found: StoredDecision[] = [];
       try {
-        req = decodeLogsRequest(body);
+        scanLogsRequest(body, (lr, instanceId) => {
+          const d = decisionOf(lr, instanceId);
+          if (d === null) return;
+          if (identity !== null && !opts.bindings(identity, d.service)) rejected++;
+          else found.push(d);
+        });
       } catch (err) {
         counters.refused++;
         cb({ code: grpc.status.INVALID_ARGUMENT, details: `malformed ExportLogsServiceRequest: ${(err as Error).message}` });
         return;
       }
-      for (const rl of req.resourceLogs) {
-        const instanceId = attr(rl.resource?.attributes ?? [], 'service.instance.id');
-        for (const sl of rl.scopeLogs) {
-          for (const lr of sl.logRecords) {
-            const d = decisionOf(lr, instanceId);
-            if (d === null) continue;
-            if (identity !== null && !opts.bindings(identity, d.service)) {
-              rejected++;
-              continue;
-            }
-            store.add(d);
-            counters.decisions++;
-          }
-        }
+      for (const d of found) {
+        store.add(d);
+        counters.decisions++;
       }
       if (rejected > 0) {
         counters.rejected += rejected;
@@ -158,11 +154,6 @@ function value(v: AnyValueWire | null | undefined): string {
     default:
       return '';
   }
-}
-
-function attr(list: readonly KeyValueWire[], key: string): string {
-  for (const kv of list) if (kv.key === key) return value(kv.value);
-  return '';
 }
 
 const MAX_FIELD = 512;
