@@ -160,6 +160,9 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
         call.emit('error', refused);
         return;
       }
+      // Gone while its token was checked: its 'cancelled' has fired already, so a subscription
+      // made now would never be closed (found in review).
+      if (call.cancelled) return;
       const q = call.request;
       const f = filterOf(q);
       const limit = q.limit > 0 ? q.limit : 100;
@@ -170,14 +173,34 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
       let sub: { close(): void } | null = null;
       if (q.follow) {
         const { untilMs: _until, ...followFilter } = f;
+        // A follower that does not read is not written to: what it misses is counted and told
+        // once it drains. grpc-js would otherwise buffer every record for it, without bound
+        // (found in review: the store's own per-subscriber bound never filled).
+        let blocked = false;
+        let missed = 0;
+        const send = (e: DecisionEntryWire): void => {
+          if (!call.write(e)) blocked = true;
+        };
+        call.on('drain', () => {
+          blocked = false;
+          if (missed > 0 && !call.cancelled) {
+            const n = missed;
+            missed = 0;
+            send({ ...EMPTY_ENTRY, missed: n });
+          }
+        });
         sub = store.subscribe(
           followFilter,
           (d) => {
             if (!live) pending.push(d);
-            else if (!call.cancelled) call.write(toWire(d));
+            else if (call.cancelled) return;
+            else if (blocked) missed++;
+            else send(toWire(d));
           },
-          (missed) => {
-            if (!call.cancelled) call.write({ ...EMPTY_ENTRY, missed });
+          (n) => {
+            if (call.cancelled) return;
+            if (blocked) missed += n;
+            else send({ ...EMPTY_ENTRY, missed: n });
           },
         );
       }
