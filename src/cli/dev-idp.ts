@@ -15,8 +15,9 @@ carries an 'act' claim), and key rotation. It listens on loopback only.
 Options:
   -c, --config FILE       clients and resource servers (YAML); default: the embedded demo config
   -p, --port N            port (default 4400; 0 picks a free one). Overrides the config file
-      --issuer-host HOST  host of the issuer URL and address bound: 127.0.0.1 (default), ::1 or
-                          localhost. Any other address is refused
+      --issuer-host HOST  host of the issuer URL and address bound: a loopback address
+                          (127.0.0.1, the default, or any of 127.0.0.0/8), ::1 or localhost.
+                          Any other address is refused
       --print-config      print the embedded default config and exit
   -h, --help              show this help
 
