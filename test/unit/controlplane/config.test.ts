@@ -57,6 +57,13 @@ describe('control-plane config', () => {
     expect(issuesOf(`${MINIMAL}telemetry:\n  forwrd: {}\n`)).toEqual([{ line: 10, path: 'telemetry.forwrd', message: expect.stringContaining('Unrecognized') as string }]);
   });
 
+  it('refuses forward headers grpc-js cannot send, at their field (regression: a bare grpc-js error at start-up)', () => {
+    const bin = issuesOf(`${MINIMAL}telemetry:\n  forward: { endpoint: "collector:4317", headers: { x-key-bin: abc } }\n`);
+    expect(bin.map((i) => i.path)).toEqual(['telemetry.forward.headers.x-key-bin']);
+    const newline = issuesOf(`${MINIMAL}telemetry:\n  forward: { endpoint: "collector:4317", headers: { x-key: "a\\nb" } }\n`);
+    expect(newline).toEqual([expect.objectContaining({ path: 'telemetry.forward.headers.x-key', message: 'gRPC metadata values are printable ASCII' })]);
+  });
+
   it('reports bad bindings with line and field path', () => {
     const text = `${MINIMAL}  - subject: payments-sidecar
   - claim: ward_services

@@ -27,12 +27,17 @@ describe('OTLP receiver and the sidecar exporter', () => {
     for (const c of cleanup.splice(0).reverse()) await c();
   });
 
-  async function receiver(allowLoopbackWithoutToken = true): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver }> {
+  async function receiver(allowLoopbackWithoutToken = true, forwarded: string[] = []): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver }> {
     const store = createDecisionStore({ capacity: 100 });
     const otlp = createOtlpReceiver({
       config: telemetryReceiverSchema.parse({ allowLoopbackWithoutToken }),
       store,
-      forwarder: null,
+      forwarder: {
+        target: 'recorded',
+        forward: (path) => forwarded.push(path),
+        counters: { forwarded: 0, failed: 0, dropped: 0 },
+        close: async () => {},
+      },
       authenticator: tableAuthenticator({ 'orders-token': identity('orders-sidecar') }),
       bindings: compileBindings([{ subject: 'orders-sidecar', services: ['orders'] }]),
       log: silentLogger,
@@ -104,8 +109,9 @@ describe('OTLP receiver and the sidecar exporter', () => {
     expect(t.counters().traces.exported).toBe(1);
   });
 
-  it('keeps only decisions of services bound to an authenticated exporter', async () => {
-    const { port, store, otlp } = await receiver();
+  it('keeps only decisions of services bound to an authenticated exporter, and forwards no export that carried others (regression: forwarded byte for byte)', async () => {
+    const forwarded: string[] = [];
+    const { port, store, otlp } = await receiver(true, forwarded);
     const own = sidecar(port, 'orders', 'orders-token');
     own.inbound.begin(record(), own.inbound.now(), [], null);
     const other = sidecar(port, 'payments', 'orders-token');
@@ -113,6 +119,8 @@ describe('OTLP receiver and the sidecar exporter', () => {
     await Promise.all([own.flush(2000), other.flush(2000)]);
     expect(store.query({}, 10).map((d) => d.service)).toEqual(['orders']);
     expect(otlp.counters.rejected).toBe(1);
+    // orders' own exports went on (logs and spans); payments' log export, refused, did not.
+    expect(forwarded.filter((p) => p.includes('LogsService'))).toHaveLength(1);
   });
 
   it('refuses an exporter without a token when loopback is not trusted: dropped and counted, never thrown', async () => {

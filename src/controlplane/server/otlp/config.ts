@@ -20,10 +20,19 @@ export const telemetryReceiverSchema = z.strictObject({
   forward: z
     .strictObject({
       endpoint: z.string().min(1).meta({
-        description: 'Another OTLP/gRPC receiver (a collector, Jaeger, Tempo\u2026): `host:port`, `http://host:port` or `https://host:port`. Every accepted Export is sent on as received.',
+        description: 'Another OTLP/gRPC receiver (a collector, Jaeger, Tempo\u2026): `host:port`, `http://host:port` or `https://host:port`. Every accepted Export is sent on as received (none that carried a decision record the control plane refused).',
         examples: ['otel-collector.observability:4317'],
       }),
-      headers: z.record(z.string().regex(/^[a-z0-9][a-z0-9._-]*$/), z.string()).default({}).meta({ description: 'gRPC metadata sent with every forwarded Export.' }),
+      headers: z
+        .record(
+          z
+            .string()
+            .regex(/^[a-z0-9][a-z0-9._-]*$/)
+            .refine((k) => !k.endsWith('-bin'), { message: 'a `-bin` key holds binary metadata, which a config cannot give' }),
+          z.string().regex(/^[\x20-\x7e]*$/, 'gRPC metadata values are printable ASCII'),
+        )
+        .default({})
+        .meta({ description: 'gRPC metadata sent with every forwarded Export (ASCII keys not ending in `-bin`, printable ASCII values).' }),
       caFile: z.string().min(1).optional().meta({ description: 'PEM CA bundle for an `https://` endpoint (absolute, or relative to the config file).' }),
       timeoutMs: z.int().min(1).max(600_000).default(10_000).meta({ description: 'Deadline of one forwarded Export.' }),
       maxQueueBytes: z.int().min(1024).max(1024 * 1024 * 1024).default(32 * 1024 * 1024).meta({

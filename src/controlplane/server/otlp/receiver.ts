@@ -108,9 +108,11 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
         log.warn('decision records refused: service not bound to the exporter', { subject: identity?.subject, rejected });
       }
     }
-    opts.forwarder?.forward(PATHS[signal], body);
+    // An Export with records the control plane refused is not sent on either: byte for byte it
+    // would carry them to the collector behind it (found in review).
+    if (rejected === 0) opts.forwarder?.forward(PATHS[signal], body);
     if (rejected > 0) {
-      cb(null, { partialSuccess: { rejectedLogRecords: rejected, errorMessage: 'decision records for services not bound to the caller were refused' } });
+      cb(null, { partialSuccess: { rejectedLogRecords: rejected, errorMessage: 'decision records for services not bound to the caller were refused; the export was not forwarded' } });
     } else cb(null, EMPTY);
   }
 
