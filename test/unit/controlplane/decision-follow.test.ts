@@ -5,6 +5,7 @@ import { createDecisionStore, type DecisionStore, type StoredDecision } from '..
 import type { Authenticate } from '../../../src/controlplane/server/access.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { identity } from './harness.ts';
+import { storedDecision } from '../telemetry/records.ts';
 
 /**
  * `ward.v1.DecisionLog/StreamDecisions` in follow mode (`ward decisions -f`): "followers that
@@ -14,25 +15,7 @@ import { identity } from './harness.ts';
  * good (found in review; regressions).
  */
 
-const d = (i: number): StoredDecision => ({
-  timeMs: 1000 + i,
-  service: 'orders',
-  direction: 'inbound',
-  decision: 'deny',
-  reason: 'ERR_POLICY_DENIED',
-  rule: 'no-deletes',
-  policyVersion: '0123456789abcdef',
-  issuer: 'http://idp',
-  subject: 'reporting',
-  method: 'POST',
-  route: '/ward.demo.v1.Orders/DeleteOrder'.padEnd(200, 'x'),
-  decisionId: `id-${i}`,
-  traceId: '0af7651916cd43dd8448eb211c80319c',
-  spanId: 'b7ad6b7169203331',
-  instanceId: 'pod',
-  destination: '',
-  exchangeOutcome: '',
-});
+const d = (i: number): StoredDecision => storedDecision({ timeMs: 1000 + i, route: '/ward.demo.v1.Orders/DeleteOrder'.padEnd(200, 'x'), decisionId: `id-${i}` });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -2,29 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { formatDecision, formatHeader, formatSummary, jsonLine, parseTime } from '../../../src/cli/decisions.ts';
 import { UsageError } from '../../../src/cli/command.ts';
 import { toWire } from '../../../src/controlplane/server/decisions/service.ts';
-import { createDecisionStore, OTHER_SERVICES, type StoredDecision } from '../../../src/controlplane/server/decisions/store.ts';
+import { createDecisionStore, OTHER_SERVICES } from '../../../src/controlplane/server/decisions/store.ts';
 import { parsePrometheusText, sampleValue } from './prometheus-parser.ts';
+import { storedDecision } from './records.ts';
 
-const d = (over: Partial<StoredDecision> = {}): StoredDecision => ({
-  timeMs: 1000,
-  service: 'orders',
-  direction: 'inbound',
-  decision: 'deny',
-  reason: 'ERR_POLICY_DENIED',
-  rule: 'no-deletes',
-  policyVersion: '0123456789abcdef',
-  issuer: 'http://idp',
-  subject: 'reporting',
-  method: 'POST',
-  route: '/ward.demo.v1.Orders/DeleteOrder',
-  decisionId: 'id',
-  traceId: '0af7651916cd43dd8448eb211c80319c',
-  spanId: 'b7ad6b7169203331',
-  instanceId: 'pod',
-  destination: '',
-  exchangeOutcome: '',
-  ...over,
-});
+const d = storedDecision;
 
 describe('decision store', () => {
   it('keeps the most recent records up to its capacity, counts evictions, and aggregates per service', () => {
