@@ -19,6 +19,28 @@ const d = (i: number): StoredDecision => storedDecision({ timeMs: 1000 + i, rout
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A decision store that counts the subscriptions open on it. */
+function countingStore(): { store: DecisionStore; open: () => number } {
+  const inner = createDecisionStore({ capacity: 100 });
+  let open = 0;
+  const store: DecisionStore = {
+    ...inner,
+    subscribe(f, onRecord, onGap) {
+      open++;
+      const sub = inner.subscribe(f, onRecord, onGap);
+      let closed = false;
+      return {
+        close() {
+          if (!closed) open--;
+          closed = true;
+          sub.close();
+        },
+      };
+    },
+  };
+  return { store, open: () => open };
+}
+
 describe('StreamDecisions follow', () => {
   const cleanup: (() => Promise<void> | void)[] = [];
   afterEach(async () => {
@@ -87,23 +109,7 @@ describe('StreamDecisions follow', () => {
   }, 20_000);
 
   it('a follow call cancelled while its token is being checked does not leave a subscription behind', async () => {
-    const inner = createDecisionStore({ capacity: 100 });
-    let open = 0;
-    const store: DecisionStore = {
-      ...inner,
-      subscribe(f, onRecord, onGap) {
-        open++;
-        const s = inner.subscribe(f, onRecord, onGap);
-        let closed = false;
-        return {
-          close() {
-            if (!closed) open--;
-            closed = true;
-            s.close();
-          },
-        };
-      },
-    };
+    const { store, open } = countingStore();
     let release: () => void = () => {};
     const gate = new Promise<void>((r) => (release = r));
     const authenticator: Authenticate = {
@@ -126,6 +132,24 @@ describe('StreamDecisions follow', () => {
     await sleep(300);
     // Observed: 20 subscriptions stay in the store forever (each fed every new record, each with a
     // backlog of up to 1000 records), and 20 calls stay in the service's follower set.
-    expect(open).toBe(0);
+    expect(open()).toBe(0);
   }, 20_000);
+
+  it('a follow stream ends when its token expires, UNAUTHENTICATED, and its subscription with it (as a policy stream; regression: it went on)', async () => {
+    const { store, open } = countingStore();
+    const expiresAt = Math.floor(Date.now() / 1000) + 1;
+    const authenticator: Authenticate = { authenticate: () => ({ ok: true, identity: identity('operator', { expiresAt }) }) };
+    const { client } = await start(store, authenticator, ['operator']);
+    const md = new grpc.Metadata();
+    md.set('authorization', 'Bearer operator-token');
+    const s = client.StreamDecisions({ follow: true }, md);
+    s.on('data', () => {});
+    s.on('error', () => {});
+    const status = await new Promise<grpc.StatusObject>((resolve) => s.on('status', resolve));
+    expect(status.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(status.details).toBe('token expired');
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAt * 1000 - 50);
+    await sleep(50);
+    expect(open()).toBe(0);
+  }, 10_000);
 });

@@ -123,6 +123,8 @@ export interface DecisionService {
   close(): void;
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function refusal(code: ErrorCode): grpc.StatusObject {
   return { code: ERROR_TABLE[code].grpc, details: ERROR_TABLE[code].message, metadata: new grpc.Metadata() };
 }
@@ -131,7 +133,8 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
   const { store, log } = opts;
   const followers = new Set<grpc.ServerWritableStream<DecisionQueryWire, DecisionEntryWire>>();
 
-  async function authorize(md: grpc.Metadata, peer: string): Promise<grpc.StatusObject | null> {
+  /** null when allowed; `expiresAt` (seconds) of the caller's token is in `granted`, none for loopback without one. */
+  async function authorize(md: grpc.Metadata, peer: string, granted?: { expiresAt: number | null }): Promise<grpc.StatusObject | null> {
     const hasToken = md.get('authorization').length > 0;
     if (!hasToken && opts.access.allowLoopbackWithoutToken && isLoopbackPeer(peer)) return null;
     const bearer = bearerFromMetadata(md);
@@ -146,6 +149,7 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
         log.warn('decision query refused: subject not allowed', { peer, subject: r.identity.subject });
         return { code: grpc.status.PERMISSION_DENIED, details: 'identity may not read decisions', metadata: new grpc.Metadata() };
       }
+      if (granted !== undefined) granted.expiresAt = r.identity.expiresAt;
       return null;
     } catch (err) {
       log.error('authenticator failed', { peer, err, token: tokenHash(bearer.token) });
@@ -155,7 +159,8 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
 
   function streamDecisions(call: grpc.ServerWritableStream<DecisionQueryWire, DecisionEntryWire>): void {
     void (async () => {
-      const refused = await authorize(call.metadata, call.getPeer());
+      const granted: { expiresAt: number | null } = { expiresAt: null };
+      const refused = await authorize(call.metadata, call.getPeer(), granted);
       if (refused !== null) {
         call.emit('error', refused);
         return;
@@ -215,7 +220,17 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
       pending.length = 0;
       live = true;
       followers.add(call);
+      // Zero trust does not end at connect: a follow stream ends when its token does, as a
+      // policy stream does (found in review: it went on for as long as the caller liked).
+      let expiry: NodeJS.Timeout | null = null;
+      if (granted.expiresAt !== null) {
+        expiry = setTimeout(() => {
+          if (!call.cancelled) call.emit('error', refusal('ERR_TOKEN_EXPIRED'));
+        }, Math.min(Math.max(granted.expiresAt * 1000 - Date.now(), 0), MAX_TIMER_MS));
+        expiry.unref();
+      }
       const stop = (): void => {
+        if (expiry !== null) clearTimeout(expiry);
         sub?.close();
         followers.delete(call);
       };
