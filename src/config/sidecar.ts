@@ -214,7 +214,7 @@ export const sidecarConfigSchema = z
       description:
         'OpenTelemetry: a span, a decision log record and metrics for every call, exported over OTLP/gRPC (by default to the control plane) and served as Prometheus text on the admin `/metrics`. The standard `OTEL_*` variables apply; see docs/telemetry.md.',
     }),
-    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level.' }),
+    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').meta({ description: 'Log level. At `info` each refused call is logged with its decision id and reason code, 10 lines a second at most (`notLogged` counts the lines left out); `debug` logs every refusal with its detail.' }),
   })
   .meta({ title: 'ward sidecar config' });
 

@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors/codes.ts';
+import { perSecond } from '../lib/log.ts';
 import type { DenyDecision, Facts, Identity } from '../policy/model.ts';
 import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
@@ -52,6 +53,8 @@ export function createStack(o: StackOptions): Stack {
   const { deps, responder, forwarder, counters } = o;
   const cfg = deps.config;
   const log = deps.log;
+  /** Denials logged at info, 10 a second at most (see `deny`). */
+  const denialLines = perSecond(10);
   const service = cfg.service;
   const pathOptions: PathOptions = Object.freeze({ mergeSlashes: cfg.paths.mergeSlashes, rejectEscapedSlashes: cfg.paths.rejectEscapedSlashes });
   const headerPolicy: HeaderPolicy = Object.freeze({ prefix: cfg.identityHeaders.prefix, stripAuthorization: cfg.identityHeaders.stripAuthorization });
@@ -100,6 +103,12 @@ export function createStack(o: StackOptions): Stack {
   function deny(ex: Exchange, code: ErrorCode, detail: string, d: DenyDecision | null = null): void {
     counters.denied++;
     if (log.enabled('debug')) log.debug('denied', { decisionId: ex.decisionId, code, detail, rule: d?.rule ?? null });
+    else if (log.enabled('info')) {
+      // Every refusal's decision id can be found in the log (README), at most 10 lines a second:
+      // a flood of bad calls must not become a flood of log lines.
+      const skipped = denialLines.take();
+      if (skipped >= 0) log.info('denied', { decisionId: ex.decisionId, code, rule: d?.rule ?? null, ...(skipped > 0 ? { notLogged: skipped } : {}) });
+    }
     record(ex, code, d, null);
     // A browser on a sign-in route: a redirect to sign in instead of a 401, an HTML page instead
     // of a text 403; and a refused session cookie is cleared. Everyone else: the table's response.

@@ -49,3 +49,31 @@ function errorReplacer(_key: string, value: unknown): unknown {
 
 /** A logger that drops everything (tests, benchmarks). */
 export const silentLogger: Logger = createLogger({ level: 'error', sink: { write: () => {} } });
+
+/**
+ * A budget of log lines per second, for lines an attacker can cause (one per refused call):
+ * `take()` is the number of lines left out since the last one it allowed (0 for none), or -1
+ * when this one is left out too.
+ */
+export function perSecond(max: number, now: () => number = Date.now): { take(): number } {
+  let windowStart = -Infinity;
+  let used = 0;
+  let skipped = 0;
+  return {
+    take(): number {
+      const t = now();
+      if (t - windowStart >= 1000) {
+        windowStart = t;
+        used = 0;
+      }
+      if (used >= max) {
+        skipped++;
+        return -1;
+      }
+      used++;
+      const n = skipped;
+      skipped = 0;
+      return n;
+    },
+  };
+}

@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors/codes.ts';
+import { perSecond } from '../lib/log.ts';
 import type { TokenOutcome } from '../exchange/broker.ts';
 import type { Exchange } from '../inbound/exchange.ts';
 import { parseGrpcTimeout } from '../inbound/grpc-timeout.ts';
@@ -86,6 +87,7 @@ function splitAbsoluteForm(target: string): { authority: string; path: string } 
 export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   const { deps, responder, routes, counters } = o;
   const log = deps.log;
+  const refusalLines = perSecond(10);
   const service = deps.service;
   const headerPolicy: HeaderPolicy = Object.freeze({ prefix: deps.identityPrefix, stripAuthorization: false });
   const maxTokenBytes = deps.maxTokenBytes;
@@ -125,6 +127,10 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   function refuse(c: Call, code: ErrorCode, detail: string, oauthError: string | null = null): void {
     counters.refused++;
     if (log.enabled('debug')) log.debug('outbound call refused', { decisionId: c.ex.decisionId, destination: c.route?.name ?? null, code, detail, oauthError });
+    else if (log.enabled('info')) {
+      const skipped = refusalLines.take(); // as inbound denials: 10 lines a second at most
+      if (skipped >= 0) log.info('outbound call refused', { decisionId: c.ex.decisionId, destination: c.route?.name ?? null, code, ...(skipped > 0 ? { notLogged: skipped } : {}) });
+    }
     record(c, code, oauthError, null);
     responder.write(c.ex, code);
   }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createLogger } from '../../src/lib/log.ts';
 import {
   type AppEvents,
   defaultRule,
@@ -297,6 +298,25 @@ describe('configuration variants', () => {
       expect(app.requests).toHaveLength(0);
       const again = await h1Request(proxy.port, { path: '/orders/1', headers: { authorization: 'Bearer async-alice' } });
       expect(again.status).toBe(500);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a refused call\'s decision id is in the log at info, a flood of them at most 10 lines a second (regression: only at debug)', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'info', sink: { write: (l) => lines.push(l) } });
+    const proxy = await startProxy(testConfig({ upstreamPort: app.port, protocol: 'http1' }), { log });
+    try {
+      const r = await h1Request(proxy.port, { path: '/orders/1' });
+      expect(r.status).toBe(401);
+      const id = r.headers['x-ward-decision-id'];
+      const denied = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'denied');
+      expect(denied).toEqual([expect.objectContaining({ level: 'info', decisionId: id, code: 'ERR_TOKEN_MISSING' })]);
+      for (let i = 0; i < 30; i++) await h1Request(proxy.port, { path: '/orders/1' });
+      const after = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'denied');
+      expect(after.length).toBeLessThan(31);
+      expect(after.length).toBeGreaterThanOrEqual(10);
     } finally {
       await proxy.close();
     }
