@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -110,6 +111,44 @@ describe('control plane: sidecar authentication with dev-IdP tokens', () => {
     const token = await idp.craft({ sub: 'orders-sidecar', client_id: 'orders-sidecar', aud: CP_AUDIENCE, scope: undefined, iat: past - 300, exp: past });
     expect((await subscribe(token, 'orders')).status?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(lastRefusal()).toBe('ERR_TOKEN_EXPIRED');
+  });
+
+  it('refuses a bad token before reading the message: a unary call whose message never completes still gets its status', async () => {
+    // grpc-js reads a unary request whole before the handler runs; the handler authenticated only
+    // then, so anyone could make the control plane buffer up to the message limit per call (found
+    // in review). The call below announces a 60 000-byte message and sends 100 bytes of it.
+    const token = await idp.token('frontend', 'urn:ward:orders', 'orders.read'); // another audience
+    const session = http2.connect(`http://${address}`);
+    session.on('error', () => {});
+    try {
+      const status = await new Promise<string | undefined>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no status: the message was awaited before the token was checked')), 5000);
+        const req = session.request({
+          ':method': 'POST',
+          ':path': '/ward.v1.PolicyDiscovery/GetStatus',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          authorization: `Bearer ${token}`,
+        });
+        req.on('error', () => {});
+        const settle = (h: http2.IncomingHttpHeaders): void => {
+          const s = h['grpc-status'];
+          if (s !== undefined) {
+            clearTimeout(timer);
+            resolve(String(s));
+          }
+        };
+        req.on('response', settle);
+        req.on('trailers', settle);
+        const prefix = Buffer.alloc(5);
+        prefix.writeUInt32BE(60_000, 1);
+        req.write(Buffer.concat([prefix, Buffer.alloc(100)]));
+      });
+      expect(status).toBe(String(grpc.status.UNAUTHENTICATED));
+      expect(lastRefusal()).toBe('ERR_TOKEN_AUDIENCE');
+    } finally {
+      session.destroy();
+    }
   });
 
   it('refuses a valid token subscribing to a service it is not bound to with PERMISSION_DENIED', async () => {

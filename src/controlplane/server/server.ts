@@ -21,6 +21,7 @@ import { type Authenticate, type BindingCheck, bearerFromMetadata, isLoopbackPee
 import type { DecisionService } from './decisions/service.ts';
 import type { OtlpReceiver } from './otlp/receiver.ts';
 import type { PolicyStore } from './store.ts';
+import { preAuthInterceptor } from './pre-auth.ts';
 import { createStreamRegistry, type StreamHandle } from './streams.ts';
 
 /**
@@ -292,6 +293,8 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
     'grpc.keepalive_timeout_ms': 10_000,
     // Policy-stream requests are small; OTLP batches need more (the OTLP default is 4 MiB).
     'grpc.max_receive_message_length': opts.telemetry?.maxMessageBytes ?? 64 * 1024,
+    // The bearer token is checked before a message is read (pre-auth.ts).
+    interceptors: [preAuthInterceptor(opts.authenticator, log)],
   });
   server.addService(policyDiscoveryClient().service, { StreamPolicy: streamPolicy, GetStatus: getStatus });
   const healthService = {
