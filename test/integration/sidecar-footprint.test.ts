@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawnSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -277,5 +277,31 @@ describe('the V8 flags ward sets for itself (bin/v8-flags.js)', () => {
     }
     expect(err?.status).toBe(2);
     expect(err?.stderr).toContain("ward: WARD_V8_FLAGS: 'oops' is not a V8 flag (spelled --name or --name=value)");
+  });
+
+  /** Status and stderr of `ward policy check --help` with `flags` as WARD_V8_FLAGS. */
+  const withFlags = (flags: string): { status: number; stderr: string } => {
+    const r = spawnSync(process.execPath, [WARD, 'policy', 'check', '--help'], { env: { ...process.env, WARD_V8_FLAGS: flags }, encoding: 'utf8' });
+    return { status: r.status ?? -1, stderr: r.stderr };
+  };
+
+  it('refuses a flag this V8 does not know, or a value not of its type: V8 alone would warn and run without it (found in review)', () => {
+    const misspelt = withFlags('--no-maglve');
+    expect(misspelt.status).toBe(2);
+    expect(misspelt.stderr).toContain("ward: WARD_V8_FLAGS: '--no-maglve': this V8 has no flag --no-maglve");
+    const badValue = withFlags('--no-maglev --max-semi-space-size=1mb');
+    expect(badValue.status).toBe(2);
+    expect(badValue.stderr).toContain("'--max-semi-space-size=1mb': --max-semi-space-size takes a value of type size_t");
+    // --no- only for a boolean; a boolean takes no value
+    expect(withFlags('--no-heap-growing-percent').status).toBe(2);
+    expect(withFlags('--maglev=true').stderr).toContain('--maglev takes no value');
+  });
+
+  it('takes what V8 takes: --noname, underscores, numbers of the flag type', () => {
+    for (const flags of ['--nomaglev', '--no_maglev --heap_growing_percent=60', '--no-maglev --stack-size=900']) {
+      const r = withFlags(flags);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }
   });
 });
