@@ -11,6 +11,7 @@ import { systemClock } from '../lib/clock.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
 import type { CaSource } from '../h2/conn.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { issueAt, type YamlLocator } from '../lib/yaml-locate.ts';
 import { evaluate, isSignInRoute } from '../policy/evaluate.ts';
 import { resolveSessionSecrets } from '../config/session.ts';
 import type { SessionStage } from '../session/stage.ts';
@@ -101,7 +102,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
 
   // The egress credential is a configuration matter: checked before anything listens.
   const exchangeCredential =
-    cfg.outbound === undefined ? null : (await import('../exchange/setup.ts')).selectExchangeCredential(cfg.outbound, credentials, configFile);
+    cfg.outbound === undefined ? null : (await import('../exchange/setup.ts')).selectExchangeCredential(cfg.outbound, credentials, configFile, cfg.locator);
   // Browser sign-in (session/): its secrets are read now, so a missing one stops start-up; the
   // provider is discovered lazily, so the sidecar starts (and serves bearer calls) without it.
   const session: SessionStage | null =
@@ -110,7 +111,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
       : (await import('../session/stage.ts')).createSessionStage({
           service: cfg.service,
           config: cfg.session,
-          secrets: resolveSessionSecrets(cfg.session, cfg.baseDir, configFile),
+          secrets: resolveSessionSecrets(cfg.session, cfg.baseDir, configFile, process.env, cfg.locator),
           authenticate: (token) => authenticator.authenticate(token),
           signInRoute: isSignInRoute,
           log: log.child({ stage: 'session' }),
@@ -130,6 +131,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
     service: cfg.service,
     file: configFile,
     baseDir: cfg.baseDir,
+    locator: cfg.locator,
     ...(cfg.policy.controlPlane === undefined ? {} : { controlPlane: controlPlaneTarget(cfg, cfg.policy.controlPlane) }),
   });
   const instanceId = cfg.policy.controlPlane?.instanceId ?? `${hostname()}:${process.pid}`;
@@ -267,6 +269,7 @@ async function startOutbound(
     config: out,
     baseDir: cfg.baseDir,
     configFile,
+    locator: cfg.locator,
     identityPrefix: cfg.identityHeaders.prefix,
     maxTokenBytes: cfg.authn.maxTokenBytes,
     extractBearer,
@@ -342,7 +345,7 @@ function startPolicyProvider(
     });
     const initial = source.current();
     if (initial !== null) {
-      requireIntrospectionCredentials(initial, credentials, configFile);
+      requireIntrospectionCredentials(initial, credentials, configFile, cfg.locator);
       onPolicy(initial);
       textOf(initial);
     }
@@ -373,7 +376,7 @@ function startPolicyProvider(
     // it cannot enforce (e.g. introspection without credentials) is NACKed, the last good stays.
     compile: (text, file) => {
       const p = parsePolicyText(text, resolveFrom(cfg, file), { service: cfg.service });
-      requireIntrospectionCredentials(p, credentials, configFile);
+      requireIntrospectionCredentials(p, credentials, configFile, cfg.locator);
       if (withText !== undefined) texts.set(p, { text, file: resolveFrom(cfg, file) });
       return p;
     },
@@ -410,7 +413,7 @@ function controlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined
 }
 
 function readControlPlaneCa(cfg: Readonly<SidecarConfig>, caFile: string | undefined, configFile: string): Buffer | null {
-  return caFile === undefined ? null : readReferencedFile(resolveFrom(cfg, caFile), configFile, 'policy.controlPlane.tls.caFile');
+  return caFile === undefined ? null : readReferencedFile(resolveFrom(cfg, caFile), configFile, ['policy', 'controlPlane', 'tls', 'caFile'], cfg.locator);
 }
 
 /** The sidecar's own access token for the control plane (undefined without a control plane). */
@@ -425,9 +428,7 @@ function controlPlaneToken(
   if (cp === undefined || client === null) return undefined;
   const cred = credentials.find((c) => c.issuer === cp.issuer);
   if (cred === undefined) {
-    throw new ConfigError([
-      { file: configFile, line: 1, column: 1, path: 'policy.controlPlane.issuer', message: `no authn.credentials entry for issuer ${cp.issuer}` },
-    ]);
+    throw new ConfigError([issueAt(cfg.locator, configFile, ['policy', 'controlPlane', 'issuer'], `no authn.credentials entry for issuer ${cp.issuer}`)]);
   }
   return client.createClientCredentialsTokenSource({
     issuer: cred.issuer,
@@ -473,17 +474,13 @@ function requireIntrospectionCredentials(
   policy: CompiledPolicy,
   credentials: readonly ResolvedCredential[],
   configFile: string,
+  locator: YamlLocator | undefined,
 ): void {
   for (const iss of policy.issuers) {
     if (iss.introspection && !credentials.some((c) => c.issuer === iss.issuer)) {
+      // At `authn.credentials`, or where it belongs (`authn`, else the top) when the file has none.
       throw new ConfigError([
-        {
-          file: configFile,
-          line: 1,
-          column: 1,
-          path: 'authn.credentials',
-          message: `policy ${policy.source} introspects opaque tokens of ${iss.issuer}, but no credentials for that issuer are configured`,
-        },
+        issueAt(locator, configFile, ['authn', 'credentials'], `policy ${policy.source} introspects opaque tokens of ${iss.issuer}, but no credentials for that issuer are configured`),
       ]);
     }
   }

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import * as z from '../lib/schema.ts';
 import { ms } from './units.ts';
 import { ConfigError } from '../errors/ward-error.ts';
+import { issueAt, type FieldPath, type YamlLocator } from '../lib/yaml-locate.ts';
 
 /**
  * The `session` section of the sidecar config: browser sign-in at the sidecar (OIDC
@@ -109,16 +110,18 @@ const MIN_SEALING_BYTES = 32;
 
 /**
  * Reads the session's secrets once at start-up. A missing or short secret is a start-up error
- * naming the config file and the field, never the secret.
+ * naming the config file and the field (at its line:column with the config's `locator`), never
+ * the secret.
  */
 export function resolveSessionSecrets(
   s: SessionConfig,
   baseDir: string,
   file: string,
   env: NodeJS.ProcessEnv = process.env,
+  locator?: YamlLocator,
 ): ResolvedSessionSecrets {
-  const fail = (path: string, message: string): never => {
-    throw new ConfigError([{ file, line: 1, column: 1, path: `session.${path}`, message }]);
+  const fail = (path: FieldPath, message: string): never => {
+    throw new ConfigError([issueAt(locator, file, ['session', ...path], message)]);
   };
   let clientSecret: string | undefined;
   if (s.clientSecretFile !== undefined) {
@@ -126,15 +129,15 @@ export function resolveSessionSecrets(
     try {
       clientSecret = readFileSync(p, 'utf8').trim();
     } catch (err) {
-      fail('clientSecretFile', `cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      fail(['clientSecretFile'], `cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   } else if (s.clientSecretEnv !== undefined) {
     clientSecret = env[s.clientSecretEnv];
   }
   if (clientSecret === undefined || clientSecret === '') {
     // Named by the field that is set (found in review: an unset variable was blamed on the file).
-    if (s.clientSecretFile === undefined && s.clientSecretEnv !== undefined) fail('clientSecretEnv', `environment variable ${s.clientSecretEnv} (the client secret for ${s.clientId}) is empty or unset`);
-    fail('clientSecretFile', `client secret for ${s.clientId} is empty or unset`);
+    if (s.clientSecretFile === undefined && s.clientSecretEnv !== undefined) fail(['clientSecretEnv'], `environment variable ${s.clientSecretEnv} (the client secret for ${s.clientId}) is empty or unset`);
+    fail(['clientSecretFile'], `client secret for ${s.clientId} is empty or unset`);
   }
   const sealing = s.secretFiles.map((f, i) => {
     const p = resolve(baseDir, f);
@@ -143,10 +146,10 @@ export function resolveSessionSecrets(
       // trailing newlines come from how secret files are written, not from the secret
       bytes = Buffer.from(readFileSync(p, 'latin1').replace(/[\r\n]+$/, ''), 'latin1');
     } catch (err) {
-      fail(`secretFiles[${i}]`, `cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      fail(['secretFiles', i], `cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }
     if (bytes === undefined || bytes.length < MIN_SEALING_BYTES) {
-      fail(`secretFiles[${i}]`, `${p} holds ${bytes?.length ?? 0} bytes; at least ${MIN_SEALING_BYTES} are required`);
+      fail(['secretFiles', i], `${p} holds ${bytes?.length ?? 0} bytes; at least ${MIN_SEALING_BYTES} are required`);
     }
     return new Uint8Array(bytes as Buffer);
   });

@@ -4,6 +4,7 @@ import * as z from '../lib/schema.ts';
 import { MAX_TIMER_MS, ms } from './units.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
+import { createYamlLocator, issueAt, type FieldPath, type YamlLocator } from '../lib/yaml-locate.ts';
 import { outboundConfigSchema } from './outbound.ts';
 import { sessionConfigSchema } from './session.ts';
 import { telemetryConfigSchema } from './telemetry.ts';
@@ -218,7 +219,15 @@ export const sidecarConfigSchema = z
   })
   .meta({ title: 'ward sidecar config' });
 
-export type SidecarConfig = z.output<typeof sidecarConfigSchema> & { readonly baseDir: string };
+export type SidecarConfig = z.output<typeof sidecarConfigSchema> & {
+  readonly baseDir: string;
+  /**
+   * Where each field sits in the file it was parsed from, so that errors found after parsing (an
+   * unset secret, a file it names that cannot be read) point at their field's line:column as
+   * schema errors do. Absent for a config built in code: such errors are then at 1:1.
+   */
+  readonly locator?: YamlLocator;
+};
 
 /** Reads and validates a sidecar config file; relative paths resolve against its directory. */
 export function loadSidecarConfig(file: string): Readonly<SidecarConfig> {
@@ -233,7 +242,7 @@ export function loadSidecarConfig(file: string): Readonly<SidecarConfig> {
 
 export function parseSidecarConfig(text: string, file: string): Readonly<SidecarConfig> {
   const parsed = parseYamlFile(text, file, sidecarConfigSchema);
-  const cfg: SidecarConfig = { ...parsed, baseDir: dirname(resolve(file)) };
+  const cfg: SidecarConfig = { ...parsed, baseDir: dirname(resolve(file)), locator: createYamlLocator(text, file) };
   return deepFreeze(cfg);
 }
 
@@ -251,12 +260,14 @@ export function resolveCredentials(cfg: SidecarConfig, file: string, env: NodeJS
   return cfg.authn.credentials.map((c, i) => {
     let secret: string | undefined;
     if (c.clientSecretFile !== undefined) {
-      secret = readReferencedFile(resolveFrom(cfg, c.clientSecretFile), file, `authn.credentials[${i}].clientSecretFile`).toString('utf8').trim();
+      secret = readReferencedFile(resolveFrom(cfg, c.clientSecretFile), file, ['authn', 'credentials', i, 'clientSecretFile'], cfg.locator).toString('utf8').trim();
     } else if (c.clientSecretEnv !== undefined) {
       secret = env[c.clientSecretEnv];
     }
     if (secret === undefined || secret === '') {
-      throw new ConfigError([{ file, line: 1, column: 1, path: `authn.credentials[${i}]`, message: `client secret for ${c.clientId} is empty or unset` }]);
+      // At the field that is set (the schema lets exactly one be).
+      const field = c.clientSecretFile === undefined ? 'clientSecretEnv' : 'clientSecretFile';
+      throw new ConfigError([issueAt(cfg.locator, file, ['authn', 'credentials', i, field], `client secret for ${c.clientId} is empty or unset`)]);
     }
     return Object.freeze({ issuer: c.issuer, clientId: c.clientId, clientSecret: secret });
   });
@@ -266,12 +277,15 @@ export function resolveFrom(cfg: { readonly baseDir: string }, path: string): st
   return resolve(cfg.baseDir, path);
 }
 
-/** A file the config names (a secret, a CA), read at start: one that cannot be read is a ConfigError naming the config file and the field. */
-export function readReferencedFile(path: string, configFile: string, field: string): Buffer {
+/**
+ * A file the config names (a secret, a CA), read at start: one that cannot be read is a
+ * ConfigError at the field that names it (`locator`: the config's, for its line:column).
+ */
+export function readReferencedFile(path: string, configFile: string, field: FieldPath, locator?: YamlLocator): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new ConfigError([{ file: configFile, line: 1, column: 1, path: field, message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }]);
+    throw new ConfigError([issueAt(locator, configFile, field, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)]);
   }
 }
 

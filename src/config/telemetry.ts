@@ -1,6 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import * as z from '../lib/schema.ts';
 import { ConfigError } from '../errors/ward-error.ts';
+import { issueAt, type FieldPath, type YamlLocator } from '../lib/yaml-locate.ts';
 
 /**
  * The sidecar's `telemetry:` block and the standard `OTEL_*` environment variables, resolved
@@ -115,7 +116,8 @@ type Signal = (typeof SIGNALS)[number];
 /**
  * Resolves the `telemetry:` block against the environment. `controlPlane` is the control plane's
  * `host:port` when the sidecar has one: the default destination. `file` and `baseDir` name the
- * config file for errors and relative paths.
+ * config file for errors and relative paths; `locator` (the config's) puts an error about a field
+ * at its line:column. An error about an `OTEL_*` variable is reported as `(environment)`.
  */
 export function resolveTelemetry(
   cfg: TelemetryConfig,
@@ -123,13 +125,15 @@ export function resolveTelemetry(
     readonly service: string;
     readonly file: string;
     readonly baseDir: string;
+    readonly locator?: YamlLocator | undefined;
     /** The sidecar's control plane; `caFile` absolute, for its TLS. */
     readonly controlPlane?: { readonly address: string; readonly tls: boolean; readonly caFile?: string };
   },
   env: Env = process.env,
 ): ResolvedTelemetry {
-  const issues: { path: string; message: string }[] = [];
-  const fail = (path: string, message: string): void => {
+  // A string path is an environment variable; an array, a field of the config file.
+  const issues: { path: string | FieldPath; message: string }[] = [];
+  const fail = (path: string | FieldPath, message: string): void => {
     issues.push({ path, message });
   };
 
@@ -156,8 +160,8 @@ export function resolveTelemetry(
     }
     const p = nonEmpty(env[`OTEL_EXPORTER_OTLP_${upper}_PROTOCOL`]) ?? protocol;
     if (p !== undefined && p !== 'grpc') fail(`OTEL_EXPORTER_OTLP_${upper}_PROTOCOL`, `only grpc is supported, got '${p}'`);
-    let where: { text: string; path: string; source: ResolvedTelemetry['endpointSource'] } | undefined;
-    if (cfg.endpoint !== undefined) where = { text: cfg.endpoint, path: 'telemetry.endpoint', source: 'config' };
+    let where: { text: string; path: string | FieldPath; source: ResolvedTelemetry['endpointSource'] } | undefined;
+    if (cfg.endpoint !== undefined) where = { text: cfg.endpoint, path: ['telemetry', 'endpoint'], source: 'config' };
     else {
       const specific = nonEmpty(env[`OTEL_EXPORTER_OTLP_${upper}_ENDPOINT`]);
       const general = nonEmpty(env['OTEL_EXPORTER_OTLP_ENDPOINT']);
@@ -191,7 +195,7 @@ export function resolveTelemetry(
     try {
       accessSync(usedCa, constants.R_OK);
     } catch (err) {
-      const field = usedCa === caFile ? (cfg.caFile !== undefined ? 'telemetry.caFile' : 'OTEL_EXPORTER_OTLP_CERTIFICATE') : 'policy.controlPlane.tls.caFile';
+      const field = usedCa === caFile ? (cfg.caFile !== undefined ? ['telemetry', 'caFile'] : 'OTEL_EXPORTER_OTLP_CERTIFICATE') : ['policy', 'controlPlane', 'tls', 'caFile'];
       fail(field, `cannot read ${usedCa}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   }
@@ -203,9 +207,9 @@ export function resolveTelemetry(
   if (issues.length > 0) {
     throw new ConfigError(
       issues.map((i) =>
-        i.path.startsWith('OTEL_')
+        typeof i.path === 'string'
           ? { file: '(environment)', line: 1, column: 1, path: i.path, message: i.message }
-          : { file: ctx.file, line: 1, column: 1, path: i.path, message: i.message },
+          : issueAt(ctx.locator, ctx.file, i.path, i.message),
       ),
     );
   }

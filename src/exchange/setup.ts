@@ -2,6 +2,7 @@ import type { OutboundConfig } from '../config/outbound.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
+import { issueAt, type YamlLocator } from '../lib/yaml-locate.ts';
 import { createTokenBroker, type TokenBroker } from './broker.ts';
 import { createTokenClient } from './token-client.ts';
 
@@ -19,29 +20,30 @@ export interface WorkloadCredential {
 
 /**
  * The credential the exchange authenticates with: the one for `exchange.issuer`, or the only
- * one. Null when no destination needs a token. A mismatch is a start-up error.
+ * one. Null when no destination needs a token. A mismatch is a start-up error at
+ * `outbound.exchange.issuer` (`locator`, the config's: at its line:column, or where it belongs).
  */
 export function selectExchangeCredential(
   outbound: Readonly<OutboundConfig>,
   credentials: readonly WorkloadCredential[],
   configFile: string,
+  locator?: YamlLocator,
 ): WorkloadCredential | null {
   if (outbound.destinations.length === 0) return null;
-  const fail = (path: string, message: string): never => {
-    throw new ConfigError([{ file: configFile, line: 1, column: 1, path, message }]);
+  const fail = (message: string): never => {
+    throw new ConfigError([issueAt(locator, configFile, ['outbound', 'exchange', 'issuer'], message)]);
   };
   const issuer = outbound.exchange.issuer;
   if (issuer === undefined) {
     if (credentials.length === 1) return credentials[0] as WorkloadCredential;
     return fail(
-      'outbound.exchange.issuer',
       credentials.length === 0
         ? 'outbound destinations need the workload\'s client credentials: add them under authn.credentials'
         : 'several authn.credentials: name the one to exchange tokens with in outbound.exchange.issuer',
     );
   }
   const found = credentials.find((c) => c.issuer === issuer);
-  return found ?? fail('outbound.exchange.issuer', `no authn.credentials entry for issuer ${issuer}`);
+  return found ?? fail(`no authn.credentials entry for issuer ${issuer}`);
 }
 
 export function createBrokerFromConfig(

@@ -7,6 +7,7 @@ import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../lib/cert-pair.ts';
+import { issueAt } from '../lib/yaml-locate.ts';
 import { isLoopbackIp } from '../lib/loopback.ts';
 import { createDecisionIds } from './decision-id.ts';
 import { Exchange, exchangeOf, tag } from './exchange.ts';
@@ -186,7 +187,9 @@ function tlsListener(
     pair = loadCertPair(certFile, keyFile);
   } catch (err) {
     if (!(err instanceof CertPairError)) throw err;
-    throw new ConfigError([{ file: configFile ?? err.file, line: 1, column: 1, path: err.part === 'pair' ? 'inbound.tls' : `inbound.tls.${err.part}`, message: err.message }]);
+    // A file: at the field naming it; a pair that does not load: at `tls:` itself.
+    const path = err.part === 'pair' ? ['inbound', 'tls'] : ['inbound', 'tls', err.part];
+    throw new ConfigError([issueAt(cfg.locator, configFile ?? err.file, path, err.message, err.part === 'pair' ? 'key' : 'value')]);
   }
   return { host: t.host, port: t.port, ...pair, reload: { certFile, keyFile, pollMs }, strict: t.mode === 'strict' };
 }

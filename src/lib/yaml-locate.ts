@@ -25,6 +25,15 @@ export function formatPath(path: readonly (string | number)[]): string {
   return out;
 }
 
+/**
+ * A FileIssue at `path` of `file`: where the file spells it when its locator is at hand (a config
+ * parsed from text), else at 1:1 (a config built in code has no positions). Checks that run after
+ * parsing (a secret that is unset, a referenced file that cannot be read) report through this.
+ */
+export function issueAt(locator: YamlLocator | undefined, file: string, path: FieldPath, message: string, at?: 'value' | 'key'): FileIssue {
+  return locator?.issue(path, message, at) ?? { file, line: 1, column: 1, path: formatPath(path), message };
+}
+
 export function createYamlLocator(text: string, file: string): YamlLocator {
   const lineCounter = new LineCounter();
   // The text already parsed cleanly once (parseYamlFile); parse errors cannot happen here, and if

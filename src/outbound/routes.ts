@@ -8,6 +8,7 @@ import { createRelay, type Relay, type RelayOptions, type UpstreamTls } from '..
 import type { ErrorResponder } from '../inbound/respond.ts';
 import { RequestSlots } from '../inbound/slots.ts';
 import type { Logger } from '../lib/log.ts';
+import type { YamlLocator } from '../lib/yaml-locate.ts';
 
 /**
  * Where an outgoing call goes. Declared destinations are compiled once into a `Map` by name,
@@ -91,8 +92,9 @@ export interface RoutesOptions {
   readonly config: Readonly<OutboundConfig>;
   /** Relative paths in the config (a destination's `tls.caFile`) resolve against it. */
   readonly baseDir: string;
-  /** The config file, named in the error about an unreadable `tls.caFile`. */
+  /** The config file, named in the error about an unreadable `tls.caFile`; `locator` puts it at that field's line:column. */
   readonly configFile?: string | undefined;
+  readonly locator?: YamlLocator | undefined;
   readonly responder: ErrorResponder;
   readonly counters: { upstreamErrors: number };
   readonly log: Logger;
@@ -131,7 +133,7 @@ export class Routes {
     if (t?.caFile !== undefined) {
       const path = resolve(this.#o.baseDir, t.caFile);
       // read again at each new connection: a CA bundle updated in place needs no restart
-      ca = rereadCaFile(path, readReferencedFile(path, this.#o.configFile ?? path, `outbound.destinations.${i}.tls.caFile`), this.#o.log);
+      ca = rereadCaFile(path, readReferencedFile(path, this.#o.configFile ?? path, ['outbound', 'destinations', i, 'tls', 'caFile'], this.#o.locator), this.#o.log);
     }
     return { ca, servername: t?.serverName };
   }

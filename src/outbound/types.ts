@@ -7,6 +7,7 @@ import type { TokenTarget } from '../exchange/token-client.ts';
 import type { BearerExtraction } from '../inbound/types.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
+import type { YamlLocator } from '../lib/yaml-locate.ts';
 
 /**
  * What the outbound (egress) stage needs from the others. Structural types: `cli/sidecar.ts`
@@ -27,6 +28,8 @@ export interface OutboundDeps {
   readonly baseDir?: string;
   /** The sidecar config file, for errors about it. */
   readonly configFile?: string;
+  /** Where the config file spells each field: such an error is at its line:column. */
+  readonly locator?: YamlLocator | undefined;
   /** `identityHeaders.prefix`: fields with it are dropped from the app's outgoing calls too. */
   readonly identityPrefix: string;
   readonly maxTokenBytes: number;
