@@ -715,9 +715,24 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     const s = this.#streams.get(id);
     if (s === undefined) {
-      // §5.1: DATA on an idle stream, or on one the client already ended, is a connection
-      // error; on one we reset it may still be in flight and is dropped.
+      // The connection window was charged and credited above whatever follows (§6.9; §5.1:
+      // DATA on a closed stream still counts toward it), so nothing here can leak it.
       if (this.isIdle(id)) return this.connectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+      // We reset it: the client may have sent this before it saw our RST_STREAM, and it MUST be
+      // ignored (§5.1 "closed").
+      if (this.#resetIds.has(id)) return;
+      // Closed by the client's own END_STREAM or RST_STREAM (or reset by us longer ago than
+      // RESET_MEMORY remembers): §6.1 requires a stream error STREAM_CLOSED; §5.1 lets it be a
+      // connection error instead. A stream error, because it is right in every one of those
+      // cases and ward cannot tell them apart once the stream record is gone (keeping why each
+      // stream closed would cost every request), while a connection error would end the
+      // client's other streams for a reset of ours it could not yet have seen. nghttp2 (Node,
+      // and Envoy's codec) likewise errs only on streams it still holds (half-closed (remote),
+      // below, is a connection error here too) and ignores the rest. The id then counts as
+      // reset, so a stream draws one RST_STREAM (§5.4.2), and each is an invalid frame: a
+      // client cannot make ward answer without bound (reset flood, CVE-2019-9514).
+      if (this.#invalidFrame()) return;
+      this.#sendReset(id, STREAM_CLOSED);
       return;
     }
     if (s.remoteEnded) return this.connectionError(STREAM_CLOSED, 'DATA after END_STREAM');
