@@ -182,7 +182,7 @@ describe('control plane over TLS, with a renewed certificate and a cleartext hea
       });
     const missing = start(`{ certFile: nowhere.crt, keyFile: ${first.key} }`);
     await expect(missing).rejects.toBeInstanceOf(ConfigError);
-    await expect(missing).rejects.toThrow(/nowhere\.crt:1:1.*tls\.certFile.*cannot read: ENOENT/);
+    await expect(missing).rejects.toThrow(/bad\.yaml:\d+:18: tls\.certFile: cannot read .*nowhere\.crt: ENOENT/);
     const mismatched = start(`{ certFile: ${first.cert}, keyFile: ${second.key} }`);
     await expect(mismatched).rejects.toThrow(/certificate and key do not load/);
   });

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import * as z from '../../lib/schema.ts';
 import { ConfigError } from '../../errors/ward-error.ts';
 import { parseYamlFile } from '../../lib/yaml-schema.ts';
+import { createYamlLocator, type YamlLocator } from '../../lib/yaml-locate.ts';
 import type { IssuerTrust } from '../../policy/model.ts';
 import { telemetryReceiverSchema } from './otlp/config.ts';
 import { MAX_POLICY_FILE_BYTES } from '../wire.ts';
@@ -135,6 +136,11 @@ export type ControlPlaneConfig = Omit<z.output<typeof controlPlaneConfigSchema>,
   readonly id: string;
   /** Directory of the config file; relative paths resolve against it. */
   readonly baseDir: string;
+  /**
+   * Where each field sits in the file, so that errors found at start (a certificate that cannot
+   * be read) point at their field's line:column. Absent for a config built in code.
+   */
+  readonly locator?: YamlLocator;
 };
 
 export function loadControlPlaneConfig(file: string): Readonly<ControlPlaneConfig> {
@@ -155,6 +161,7 @@ export function parseControlPlaneConfig(text: string, file: string): Readonly<Co
     id: parsed.id ?? hostname(),
     policyDir: resolve(baseDir, parsed.policyDir),
     baseDir,
+    locator: createYamlLocator(text, file),
   });
 }
 

@@ -46,7 +46,7 @@ export async function startControlPlane(
   },
 ): Promise<RunningControlPlane> {
   const clock = deps.clock ?? systemClock;
-  const serving = cfg.tls === undefined ? null : servingCertificate({ baseDir: cfg.baseDir, ...cfg.tls, log: deps.log, pollMs: deps.certPollMs ?? CERT_POLL_MS });
+  const serving = cfg.tls === undefined ? null : servingCertificate({ baseDir: cfg.baseDir, ...cfg.tls, locator: cfg.locator, log: deps.log, pollMs: deps.certPollMs ?? CERT_POLL_MS });
   const credentials = serving?.credentials;
   let store: PolicyStore;
   try {
@@ -70,7 +70,9 @@ export async function startControlPlane(
   if (tcfg.enabled) {
     const tlog = deps.log.child({ component: 'telemetry' });
     const decisionStore = createDecisionStore({ capacity: tcfg.maxDecisions });
-    const forwarder = tcfg.forward === undefined ? null : createForwarder(tcfg.forward, { baseDir: cfg.baseDir, log: tlog });
+    // The file's positions only for the file's own telemetry section.
+    const locator = tcfg === cfg.telemetry ? cfg.locator : undefined;
+    const forwarder = tcfg.forward === undefined ? null : createForwarder(tcfg.forward, { baseDir: cfg.baseDir, locator, log: tlog });
     telemetry = {
       store: decisionStore,
       forwarder,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ConfigError, type FileIssue, formatIssue } from '../../errors/ward-error.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
+import { createYamlLocator } from '../../lib/yaml-locate.ts';
 
 /**
  * The control plane's view of the policy directory: per service, the latest valid version.
@@ -115,6 +116,17 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
   let problemList: readonly FileProblem[] = [];
   const listeners = new Set<(changed: readonly string[]) => void>();
   let closed = false;
+  // Where a file's `service:` is, for the conflict reported there: found once per content (a
+  // parsed policy is new for each new text), not at every poll while the conflict lasts.
+  const servicePositions = new WeakMap<ValidatedPolicy, { line: number; column: number }>();
+  const serviceIssue = (c: { file: string; policy: ValidatedPolicy; text: string }, message: string): FileIssue => {
+    let pos = servicePositions.get(c.policy);
+    if (pos === undefined) {
+      pos = createYamlLocator(c.text, c.file).position(['service']);
+      servicePositions.set(c.policy, pos);
+    }
+    return { file: c.file, ...pos, path: 'service', message };
+  };
 
   async function readPolicyFile(name: string): Promise<{ kind: 'text'; text: string } | { kind: 'gone' } | { kind: 'error'; issue: FileIssue }> {
     const path = join(dir, name);
@@ -206,7 +218,7 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
       winners.set(service, winner);
       for (const loser of list) {
         if (loser === winner) continue;
-        conflicts.set(loser.file, { file: loser.file, line: 1, column: 1, path: 'service', message: `service '${service}' is already served from ${winner.file}` });
+        conflicts.set(loser.file, serviceIssue(loser, `service '${service}' is already served from ${winner.file}`));
         // A loser whose new content conflicts keeps serving what it served before, if that
         // was another service nobody else claims (one level only: no cascades).
         const lg = files.get(loser.file)?.lastGood;

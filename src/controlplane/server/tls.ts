@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../errors/ward-error.ts';
 import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../../lib/cert-pair.ts';
 import type { Logger } from '../../lib/log.ts';
+import type { YamlLocator } from '../../lib/yaml-locate.ts';
 
 /**
  * The control plane's serving certificate, re-read when its files change: cert-manager (or
@@ -28,6 +29,8 @@ export interface ServingCertificateOptions {
   readonly baseDir: string;
   readonly certFile: string;
   readonly keyFile: string;
+  /** The config file's: an error is then at the field's line:column in it. */
+  readonly locator?: YamlLocator | undefined;
   readonly log: Logger;
   /** How often the files are polled for a change (`fs.watchFile`). */
   readonly pollMs: number;
@@ -43,7 +46,11 @@ export function servingCertificate(o: ServingCertificateOptions): ServingCertifi
     current = identity(loadCertPair(certPath, keyPath));
   } catch (err) {
     if (!(err instanceof CertPairError)) throw err;
-    // A file: named as the file, and the field; the pair itself: the certificate and `tls`.
+    // With the config file's positions: at the field that names the file (the pair itself: at
+    // `tls:`), the file named in the message. Without them: named as the file, and the field.
+    if (o.locator !== undefined) {
+      throw new ConfigError([o.locator.issue(err.part === 'pair' ? ['tls'] : ['tls', err.part], err.message, err.part === 'pair' ? 'key' : 'value')]);
+    }
     const message = err.part === 'pair' ? err.message : `cannot read: ${err.detail}`;
     throw new ConfigError([{ file: err.file, line: 1, column: 1, path: err.part === 'pair' ? 'tls' : `tls.${err.part}`, message }]);
   }

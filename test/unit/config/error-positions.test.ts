@@ -1,9 +1,12 @@
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSidecar } from '../../../src/cli/sidecar.ts';
 import { loadSidecarConfig } from '../../../src/config/sidecar.ts';
+import { loadControlPlaneConfig } from '../../../src/controlplane/server/config.ts';
+import { startControlPlane } from '../../../src/controlplane/server/control-plane.ts';
+import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
 import { ConfigError, type FileIssue } from '../../../src/errors/ward-error.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { makeSelfSignedCert, type TlsFiles } from '../inbound/harness.ts';
@@ -12,7 +15,7 @@ import { makeSelfSignedCert, type TlsFiles } from '../inbound/harness.ts';
  * Errors found after a config file is parsed (a secret that is unset, a file it names that cannot
  * be read, a credential that does not match) are about one field of that file: they carry that
  * field's line:column, as schema errors do, not 1:1. Each case loads a real file and starts the
- * sidecar the way `ward` does, so the locator is passed all the way.
+ * sidecar (or the control plane) the way `ward` does, so the locator is passed all the way.
  */
 
 let dir: string;
@@ -25,6 +28,7 @@ beforeAll(() => {
   writeFileSync(join(dir, 'web.secret'), 'web-s3cret\n');
   writeFileSync(join(dir, 'session.key'), 'k'.repeat(32));
   writeFileSync(join(dir, 'short.key'), 'kkkkk');
+  mkdirSync(join(dir, 'policies'));
   const policy = (introspection: boolean): string => `apiVersion: ward.dev/v1
 kind: Policy
 service: orders
@@ -238,5 +242,67 @@ outbound:
     expect(r.issues).toEqual([
       { file: r.file, line: 17, column: 22, path: 'outbound.destinations[0].tls.caFile', message: `cannot read ${join(dir, 'missing-ca.pem')}: ENOENT` },
     ]);
+  });
+});
+
+// Lines 1-9 of every control-plane config below.
+const CP_HEAD = `policyDir: policies
+authn:
+  issuers:
+    - issuer: https://idp.example.com
+      audiences: [urn:ward:control-plane]
+bindings:
+  - subject: orders-sidecar
+    services: [orders]
+listen: { host: 127.0.0.1, port: 0 }
+`;
+
+/** Writes `text` as the control plane's config and starts it as `ward control-plane --config` does. */
+async function controlPlaneIssues(text: string): Promise<{ file: string; issues: readonly FileIssue[] }> {
+  const file = join(dir, 'control-plane.yaml');
+  writeFileSync(file, text);
+  const cfg = loadControlPlaneConfig(file);
+  const err = await refusal(async () => {
+    const cp = await startControlPlane(cfg, {
+      log: silentLogger,
+      parse: validatePolicyForControlPlane,
+      authenticator: { authenticate: () => Promise.reject(new Error('no callers in this test')) },
+      telemetry: cfg.telemetry,
+      watch: false,
+    });
+    await cp.close();
+  });
+  return { file, issues: err.issues };
+}
+
+describe('control-plane config: errors found at start carry their field\'s line:column', () => {
+  it('tls.certFile that cannot be read (in the config file, naming the certificate); a pair that does not load, at `tls:`', async () => {
+    const missing = await controlPlaneIssues(`${CP_HEAD}tls:
+  certFile: nowhere.crt
+  keyFile: b.key
+`);
+    expect(missing.issues).toEqual([{ file: missing.file, line: 11, column: 13, path: 'tls.certFile', message: `cannot read ${join(dir, 'nowhere.crt')}: ENOENT` }]);
+    const mismatched = await controlPlaneIssues(`${CP_HEAD}tls:
+  certFile: a.crt
+  keyFile: b.key
+`);
+    expect(mismatched.issues).toMatchObject([{ file: mismatched.file, line: 10, column: 1, path: 'tls' }]);
+    expect(mismatched.issues[0]?.message).toMatch(/^certificate and key do not load/);
+  });
+
+  it('telemetry.forward.endpoint that is not an OTLP/gRPC endpoint, and telemetry.forward.caFile that cannot be read', async () => {
+    const bad = await controlPlaneIssues(`${CP_HEAD}telemetry:
+  forward:
+    endpoint: ftp://collector:4317
+`);
+    expect(bad.issues).toEqual([
+      { file: bad.file, line: 12, column: 15, path: 'telemetry.forward.endpoint', message: "expected host:port, http://host:port or https://host:port, got 'ftp://collector:4317'" },
+    ]);
+    const ca = await controlPlaneIssues(`${CP_HEAD}telemetry:
+  forward:
+    endpoint: https://collector:4317
+    caFile: missing-ca.pem
+`);
+    expect(ca.issues).toEqual([{ file: ca.file, line: 13, column: 13, path: 'telemetry.forward.caFile', message: `cannot read ${join(dir, 'missing-ca.pem')}: ENOENT` }]);
   });
 });

@@ -124,7 +124,8 @@ issuers:
     writeFileSync(join(d, 'a-orders.yaml'), policy('orders', ['ListOrders'])); // sorts first, arrives later
     await s.rescan();
     expect(s.get('orders')?.file).toBe('b-orders.yaml');
-    expect(s.problems()).toMatchObject([{ file: 'a-orders.yaml', issues: [{ path: 'service', message: "service 'orders' is already served from b-orders.yaml" }] }]);
+    // at the file's `service:` value (line 3 of policy()), not 1:1
+    expect(s.problems()).toMatchObject([{ file: 'a-orders.yaml', issues: [{ line: 3, column: 10, path: 'service', message: "service 'orders' is already served from b-orders.yaml" }] }]);
 
     rmSync(join(d, 'b-orders.yaml'));
     await s.rescan();

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { parseEndpoint } from '../../../config/telemetry.ts';
 import { ConfigError } from '../../../errors/ward-error.ts';
 import type { Logger } from '../../../lib/log.ts';
+import { issueAt, type YamlLocator } from '../../../lib/yaml-locate.ts';
 import type { TelemetryReceiverConfig } from './config.ts';
 
 /**
@@ -30,14 +31,31 @@ export interface Forwarder {
 
 const identity = (b: Buffer): Buffer => b;
 
-export function createForwarder(cfg: NonNullable<TelemetryReceiverConfig['forward']>, opts: { readonly baseDir: string; readonly log: Logger }): Forwarder {
+/**
+ * `locator`: the control-plane config file's, when `cfg` is its `telemetry.forward`; a bad setting
+ * is then reported at its line:column.
+ */
+export function createForwarder(
+  cfg: NonNullable<TelemetryReceiverConfig['forward']>,
+  opts: { readonly baseDir: string; readonly locator?: YamlLocator | undefined; readonly log: Logger },
+): Forwarder {
+  const fail = (field: 'endpoint' | 'caFile', message: string): never => {
+    throw new ConfigError([issueAt(opts.locator, '(control-plane config)', ['telemetry', 'forward', field], message)]);
+  };
   const ep = parseEndpoint(cfg.endpoint);
-  if (ep === null) {
-    throw new ConfigError([{ file: '(control-plane config)', line: 1, column: 1, path: 'telemetry.forward.endpoint', message: `expected host:port, http://host:port or https://host:port, got '${cfg.endpoint}'` }]);
-  }
+  if (ep === null) return fail('endpoint', `expected host:port, http://host:port or https://host:port, got '${cfg.endpoint}'`);
   let creds: grpc.ChannelCredentials;
   if (ep.tls) {
-    const ca = cfg.caFile === undefined ? null : readFileSync(isAbsolute(cfg.caFile) ? cfg.caFile : resolve(opts.baseDir, cfg.caFile));
+    let ca: Buffer | null = null;
+    if (cfg.caFile !== undefined) {
+      const path = isAbsolute(cfg.caFile) ? cfg.caFile : resolve(opts.baseDir, cfg.caFile);
+      try {
+        ca = readFileSync(path);
+      } catch (err) {
+        // A configuration error at its field, not an ENOENT out of start-up.
+        fail('caFile', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      }
+    }
     creds = grpc.credentials.createSsl(ca);
   } else creds = grpc.credentials.createInsecure();
   const client = new grpc.Client(ep.address, creds, { 'grpc.enable_retries': 0, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
