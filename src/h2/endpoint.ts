@@ -157,6 +157,19 @@ export abstract class H2Endpoint<S extends SendStream> {
     return -1;
   }
 
+  /**
+   * A priority signal (PRIORITY frame, or HEADERS with the PRIORITY flag) that makes a stream
+   * depend on itself. RFC 7540 §5.3.1 made this a stream error PROTOCOL_ERROR; RFC 9113 dropped
+   * the rule along with the priority scheme (§5.3.2 keeps only the frame layouts), so nothing
+   * requires a check now. ward keeps one, the same for both carriers, as nghttp2 (Node's and
+   * Envoy's HTTP/2) does: a connection error PROTOCOL_ERROR, which §5.4.1 allows for any stream
+   * error. Not a stream error: a PRIORITY frame may name an idle stream, on which a RST_STREAM
+   * must not be sent (§6.4), and the peer is broken or probing either way.
+   */
+  #selfDependent(): void {
+    this.connectionError(PROTOCOL_ERROR, 'stream depends on itself');
+  }
+
   /** The peer acknowledged one of our PINGs (`payload`: its 8 bytes, a view of the read buffer). */
   protected onPingAck(_payload: Buffer): void {}
 
@@ -268,8 +281,10 @@ export abstract class H2Endpoint<S extends SendStream> {
         // Push is off in ward's SETTINGS, and a client never pushes.
         return this.connectionError(PROTOCOL_ERROR, 'PUSH_PROMISE');
       case PRIORITY:
+        // Deprecated (RFC 9113 §5.3.2, §6.3): checked, never acted on.
         if (id === 0) return this.connectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
         if (end - start !== 5) this.onBadPriority(id);
+        else if ((buf.readUInt32BE(start) & 0x7fff_ffff) === id) this.#selfDependent();
         return;
       default:
         return; // unknown frame types are ignored (§4.1)
@@ -469,7 +484,7 @@ export abstract class H2Endpoint<S extends SendStream> {
       stop -= buf[p++] as number;
     }
     if ((flags & FLAG_PRIORITY) !== 0) {
-      if (stop - p >= 4 && (buf.readUInt32BE(p) & 0x7fff_ffff) === id) return this.connectionError(PROTOCOL_ERROR, 'stream depends on itself');
+      if (stop - p >= 4 && (buf.readUInt32BE(p) & 0x7fff_ffff) === id) return this.#selfDependent();
       p += 5;
     }
     if (p > stop) return this.connectionError(PROTOCOL_ERROR, 'HEADERS padding longer than the frame');

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CONTINUATION,
@@ -267,6 +268,47 @@ describe('DATA on a closed stream (RFC 9113 §6.1, §5.1)', () => {
     await completeRequest(c, 5);
   });
 
+});
+
+// ---- 2. priority (RFC 9113 §5.3.2, §6.3; RFC 7540 §5.3.1)
+
+describe('a stream that depends on itself (RFC 7540 §5.3.1; gone from RFC 9113)', () => {
+  it('PRIORITY on an idle stream, depending on itself: connection error PROTOCOL_ERROR (regression: ignored)', async () => {
+    const c = await connect();
+    c.send(priority(1, 1));
+    await expectConnectionError(c, [PROTOCOL_ERROR]);
+  });
+
+  it('PRIORITY on an open stream, depending on itself: connection error PROTOCOL_ERROR (regression: ignored)', async () => {
+    const c = await connect();
+    c.send(headers(1, HOLD));
+    await sleep(10);
+    c.send(priority(1, 1, 16));
+    await expectConnectionError(c, [PROTOCOL_ERROR]);
+  });
+
+  it('PRIORITY on a closed stream, depending on itself (exclusive bit set): connection error PROTOCOL_ERROR', async () => {
+    const c = await connect();
+    await completeRequest(c, 1);
+    c.send(priority(1, 0x8000_0001));
+    await expectConnectionError(c, [PROTOCOL_ERROR]);
+  });
+
+  it('HEADERS with a priority block depending on itself: connection error PROTOCOL_ERROR', async () => {
+    const c = await connect();
+    c.send(headers(1, GET, { end: true, priority: [1, 255] }));
+    await expectConnectionError(c, [PROTOCOL_ERROR]);
+  });
+
+  it('valid priority signals are accepted and ignored: PRIORITY on idle, open, closed streams; HEADERS with priority and padding', async () => {
+    const c = await connect();
+    c.send(priority(9, 0), priority(11, 9, 0), headers(1, HOLD), priority(1, 0x8000_0003, 7));
+    await completeRequest(c, 3);
+    c.send(priority(3, 1));
+    c.send(headers(5, GET, { end: true, priority: [3, 10], padded: 8 }));
+    expect(await c.wait((f) => f.streamId === 5 && isEnd(f))).toBeDefined();
+    await expectFine(c);
+  });
 });
 
 // ---- 3. the rest of h2spec, server side
