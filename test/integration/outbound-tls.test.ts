@@ -197,7 +197,7 @@ describe('https:// destination settings', () => {
   it('refuses to start with a CA file it cannot read, naming the setting', async () => {
     const start = egressFor([{ ...base, url: 'https://payments:15443', tls: { caFile: 'missing-ca.pem' } }], '/nonexistent-dir');
     await expect(start).rejects.toBeInstanceOf(ConfigError);
-    await expect(start).rejects.toThrow(/sidecar\.yaml.*outbound\.destinations\.0\.tls\.caFile.*cannot read \/nonexistent-dir\/missing-ca\.pem: ENOENT/);
+    await expect(start).rejects.toThrow(/sidecar\.yaml.*outbound\.destinations\[0\]\.tls\.caFile.*cannot read \/nonexistent-dir\/missing-ca\.pem: ENOENT/);
   });
 });
 
