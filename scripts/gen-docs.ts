@@ -363,6 +363,21 @@ rename-replace and Kubernetes ConfigMap updates, plus a periodic stat poll), and
 its \`file:line:column\` errors and refused; the last good version stays in force. A policy naming
 another \`service\` than the sidecar's is refused.
 
+Files the policy names (\`hmacSecretFile\`) are watched the same way, in their own directories
+(a Kubernetes Secret volume's \`..data\` swap included). When one changes, the policy is compiled
+again and swapped in although its text is the same: a rotated secret is in force within the poll
+period (2 s; usually at once) and the old one is refused from then on, tokens verified with it
+before included. The version stays the same, because it names the policy text (what the control
+plane distributes and \`ward status\` shows), never a secret: a version derived from a secret of
+low entropy would let anyone who sees it guess the secret offline. Such a swap is logged as
+\`policy updated\` with \`reason: referenced file changed\` and the file's path (never its content).
+A new secret that is unreadable, empty or too short is refused like an invalid text: logged with
+\`issuers[i].hmacSecretFile\`, reported as the last error, the previous secret stays in force until
+the file is good again.
+Not yet with \`concurrency\` above 1: the worker processes compile the text the primary hands
+them and skip a version they already hold, so they keep the old secret until the policy text
+changes or the sidecar restarts.
+
 ## Checking and explaining
 
 \`\`\`

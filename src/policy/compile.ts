@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
@@ -57,13 +57,74 @@ export interface PolicyProgram {
 export const DRY_RUN_RULE = '(dry-run)';
 
 export const PROGRAM: unique symbol = Symbol('ward.policy.program');
+const REFERENCES: unique symbol = Symbol('ward.policy.references');
 export interface CompiledPolicyInternal extends CompiledPolicy {
   readonly rules: readonly CompiledRule[];
   readonly [PROGRAM]: PolicyProgram;
+  readonly [REFERENCES]: readonly ReadReference[];
 }
 
 export function programOf(p: CompiledPolicy): PolicyProgram | undefined {
   return (p as Partial<CompiledPolicyInternal>)[PROGRAM];
+}
+
+/**
+ * A file a policy names and whose content goes into the compiled policy (today only
+ * `hmacSecretFile`). The policy watches (policy/source.ts, controlplane/client/watch.ts) watch
+ * these too and compile again when one changes: a rotated secret takes effect without a change of
+ * the policy text. Another kind of referenced file is one more `kind` here and in `referencedFiles`.
+ */
+export interface ReferencedFile {
+  readonly kind: 'hmacSecretFile';
+  /** Absolute path. */
+  readonly file: string;
+  /** The field that names it, for errors. */
+  readonly at: FieldPath;
+}
+
+/** A referenced file as a compiled policy read it: `digest` tells two reads apart, nothing more. */
+interface ReadReference extends ReferencedFile {
+  readonly digest: string;
+}
+
+/**
+ * Key of the digests of referenced files, new in every process. A plain hash of a secret of low
+ * entropy could be brute-forced offline by whoever sees it; keyed with a value that never leaves
+ * the process, a digest only says "same bytes or not", and only within this process (which is
+ * all it is for: comparing two compilations). Digests are never logged nor sent anyway.
+ */
+const DIGEST_KEY = randomBytes(32);
+
+export function referenceDigest(bytes: Uint8Array): string {
+  return createHmac('sha256', DIGEST_KEY).update(bytes).digest('base64url');
+}
+
+/** The files `parsed` references, resolved as `compilePolicy` resolves them. */
+export function referencedFiles(parsed: PolicyFile, source: string, baseDir?: string): ReferencedFile[] {
+  const base = baseDir ?? dirname(resolve(source));
+  const out: ReferencedFile[] = [];
+  parsed.issuers.forEach((iss, i) => {
+    if (iss.hmacSecretFile !== undefined) out.push({ kind: 'hmacSecretFile', file: resolve(base, iss.hmacSecretFile), at: ['issuers', i, 'hmacSecretFile'] });
+  });
+  return out;
+}
+
+/** The referenced files a compiled policy was built from (none for a policy not built here). */
+export function referencesOf(p: CompiledPolicy): readonly ReferencedFile[] {
+  return (p as Partial<CompiledPolicyInternal>)[REFERENCES] ?? [];
+}
+
+/**
+ * The referenced files whose content differs between two compilations of the same process
+ * (files `next` references that `prev` did not count as changed). Absolute paths, each once.
+ */
+export function changedReferences(prev: CompiledPolicy, next: CompiledPolicy): string[] {
+  const before = new Map((prev as Partial<CompiledPolicyInternal>)[REFERENCES]?.map((r) => [`${r.kind}\u0000${r.file}`, r.digest]));
+  const out = new Set<string>();
+  for (const r of (next as Partial<CompiledPolicyInternal>)[REFERENCES] ?? []) {
+    if (before.get(`${r.kind}\u0000${r.file}`) !== r.digest) out.add(r.file);
+  }
+  return [...out];
 }
 
 export interface CompileOptions {
@@ -73,6 +134,11 @@ export interface CompileOptions {
   readonly baseDir?: string;
   /** Positions for errors found while compiling (unreadable secret files). */
   readonly locator?: YamlLocator;
+  /**
+   * Reads a referenced file (default `readFileSync`); throws as it does. The file policy source
+   * passes the bytes it has just read, so that what it compared is what gets compiled.
+   */
+  readonly readFile?: (file: string) => Uint8Array;
 }
 
 /**
@@ -87,7 +153,8 @@ export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileO
   const issueAt = (path: FieldPath, message: string): void => {
     issues.push(opts.locator?.issue(path, message) ?? { file: source, line: 1, column: 1, path: formatPath(path), message });
   };
-  const issuers = parsed.issuers.map((iss, i) => compileIssuer(iss, i, source, opts, issueAt));
+  const refs: ReadReference[] = [];
+  const issuers = parsed.issuers.map((iss, i) => compileIssuer(iss, i, source, opts, issueAt, refs));
   if (issues.length > 0) throw new ConfigError(issues);
 
   const rules: CompiledRule[] = [];
@@ -140,6 +207,7 @@ export function compilePolicy(parsed: PolicyFile, source: string, opts: CompileO
     dryRun: parsed.mode === 'dry-run',
     rules: Object.freeze(rules),
     [PROGRAM]: program,
+    [REFERENCES]: deepFreeze(refs),
   };
   return Object.freeze(policy);
 }
@@ -150,13 +218,16 @@ function compileIssuer(
   source: string,
   opts: CompileOptions,
   issueAt: (path: FieldPath, message: string) => void,
+  refs: ReadReference[],
 ): IssuerTrust {
   let hmacSecret: Uint8Array | undefined;
   if (iss.hmacSecretFile !== undefined) {
     const file = resolve(opts.baseDir ?? dirname(resolve(source)), iss.hmacSecretFile);
     try {
+      const bytes = (opts.readFile ?? readFileSync)(file);
+      refs.push({ kind: 'hmacSecretFile', file, at: ['issuers', i, 'hmacSecretFile'], digest: referenceDigest(bytes) });
       // Trailing newlines are an artefact of how secret files are written, not part of the key.
-      const text = readFileSync(file).toString('latin1').replace(/[\r\n]+$/, '');
+      const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1').replace(/[\r\n]+$/, '');
       hmacSecret = Buffer.from(text, 'latin1');
     } catch (err) {
       issueAt(['issuers', i, 'hmacSecretFile'], `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);

@@ -19,6 +19,8 @@ export interface LoadOptions {
   readonly service?: string;
   /** Where `hmacSecretEnv` is read (default: the process environment). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Reads the files the policy references (compile.ts `CompileOptions.readFile`). */
+  readonly readFile?: (file: string) => Uint8Array;
 }
 
 export function loadPolicyFile(file: string, opts: LoadOptions = {}): CompiledPolicy {
@@ -46,6 +48,14 @@ export function validatePolicyText(text: string, file: string, opts: Pick<LoadOp
 }
 
 export function parsePolicyText(text: string, file: string, opts: LoadOptions = {}): CompiledPolicy {
-  const parsed = validatePolicyText(text, file, opts);
-  return compilePolicy(parsed, file, { locator: createYamlLocator(text, file), ...(opts.env === undefined ? {} : { env: opts.env }) });
+  return compileValidated(validatePolicyText(text, file, opts), text, file, opts);
+}
+
+/** The last pass alone, for a caller that validated `text` already (policy/source.ts). */
+export function compileValidated(parsed: PolicyFile, text: string, file: string, opts: LoadOptions = {}): CompiledPolicy {
+  return compilePolicy(parsed, file, {
+    locator: createYamlLocator(text, file),
+    ...(opts.env === undefined ? {} : { env: opts.env }),
+    ...(opts.readFile === undefined ? {} : { readFile: opts.readFile }),
+  });
 }

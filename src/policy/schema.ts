@@ -58,7 +58,7 @@ const issuer = z
         examples: [['ES256'], ['HS256']],
       }),
     hmacSecretFile: nonEmpty.optional().meta({
-      description: 'File holding the shared HMAC secret (for `HS*` algorithms), relative to the policy file. Trailing newlines are removed. At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
+      description: 'File holding the shared HMAC secret (for `HS*` algorithms), relative to the policy file. Trailing newlines are removed. At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512. Re-read when it changes, as the policy file is (its directory watched, the file polled every 2 s; a Kubernetes Secret update is seen): the new secret is in force within that time and the old one is no longer accepted, with the same policy version (logged as `policy updated`, reason `referenced file changed`). A new secret that cannot be read or is too short is refused and the previous one stays in force.',
       examples: ['secrets/orders-hmac.key'],
     }),
     hmacSecretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional().meta({

@@ -2,7 +2,9 @@ import { ConfigError, formatIssue } from '../../errors/ward-error.ts';
 import { GrpcStatus } from '../../errors/table.ts';
 import type { CaSource } from '../../h2/conn.ts';
 import { GrpcStream } from '../../h2/grpc-stream.ts';
+import { watchFileSet } from '../../lib/file-watch.ts';
 import type { Logger } from '../../lib/log.ts';
+import { changedReferences, referencesOf } from '../../policy/compile.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
 import { SERVICE_NAME } from '../../policy/schema.ts';
 import {
@@ -30,6 +32,14 @@ import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersist
  * - Push: compile -> swap -> `onPolicy` -> persist -> ACK; or NACK with the errors, keeping the old one.
  * - Stream ends for any reason: reconnect with jittered exponential backoff (a fresh token each
  *   time). The policy in force never changes because of a disconnect.
+ * - Files the policy references (`hmacSecretFile`) are read here, on the sidecar, when it
+ *   compiles a version: the control plane sends only the text and never holds the secrets
+ *   (controlplane/server/validate.ts). So the sidecar also watches the referenced files of the
+ *   version in force (lib/file-watch.ts) and, when one changes (a rotated secret), compiles the
+ *   same text again and swaps it in: same version, nothing to ACK or persist, logged as
+ *   `policy updated` with `reason: referenced file changed`. A new secret that does not compile
+ *   (unreadable, too short) is refused: the policy with the previous secret stays and
+ *   `lastError()` says why until the file is good again, as policy/source.ts does for a file.
  */
 
 export interface PolicyWatchOptions {
@@ -54,6 +64,12 @@ export interface PolicyWatchOptions {
   /** Injected for tests. */
   readonly timers?: { setTimeout(fn: () => void, ms: number): unknown; clearTimeout(handle: unknown): void };
   readonly random?: () => number;
+  /** Stat-poll period of the files the policy in force references (default 2000 ms). */
+  readonly pollMs?: number;
+  /** Quiet time before a changed referenced file is read (default 100 ms). */
+  readonly debounceMs?: number;
+  /** Use fs.watch on the referenced files' directories (default true); false leaves the stat poll. */
+  readonly watch?: boolean;
 }
 
 export interface PolicyWatch {
@@ -63,7 +79,11 @@ export interface PolicyWatch {
   versionInfo(): string;
   /** Whether the stream is open and authorized right now. */
   connected(): boolean;
-  /** The last refused version's reason or the last connection failure, null when none since the last success. */
+  /**
+   * A referenced file of the policy in force that cannot be used (it stays in force with the file's
+   * previous content), else the last refused version's reason or the last connection failure;
+   * null when none since the last success.
+   */
   lastError(): string | null;
   close(): Promise<void>;
 }
@@ -96,10 +116,19 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   let retryTimer: unknown = null;
   let healthyTimer: unknown = null;
   let persisting: Promise<void> = Promise.resolve();
+  /** Why the latest change of a referenced file was refused; null when it was not. */
+  let referenceError: string | null = null;
 
   // The service names a file in stateDir: only well-formed names (as the policy schema allows).
   if (!SERVICE_NAME.test(service)) throw new Error(`invalid service name '${service}'`);
   ensureStateDir(opts.stateDir);
+  const referenced = watchFileSet([], {
+    log,
+    onChange: () => referencedFileChanged(),
+    pollMs: opts.pollMs ?? 2000,
+    debounceMs: opts.debounceMs ?? 100,
+    watch: opts.watch !== false,
+  });
   restore();
 
   function restore(): void {
@@ -116,12 +145,37 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       if (p.service !== service || saved.service !== service) throw new Error(`the saved policy is for service '${p.service}'`);
       current = p;
       accepted = saved;
+      referenced.set(referencesOf(p).map((r) => r.file));
       log.info('policy restored from state directory', { version: saved.versionInfo, file: saved.fileName });
       deliver(p);
     } catch (err) {
       // A saved version this build cannot compile (e.g. after a downgrade) is not enforced.
       log.warn('ignoring saved policy that does not compile', { version: saved.versionInfo, reason: describe(err) });
     }
+  }
+
+  /** A file the policy in force references may have changed: compile the same text again. */
+  function referencedFileChanged(): void {
+    const held = current;
+    const saved = accepted;
+    if (closed || held === null || saved === null) return;
+    let p: CompiledPolicy;
+    try {
+      p = opts.compile(saved.text, saved.fileName);
+    } catch (err) {
+      const reason = `version ${saved.versionInfo}, a referenced file changed: ${describe(err)}`;
+      // Refused like a bad version (the one in force stays); logged once per distinct reason.
+      if (reason !== referenceError) log.error('policy update refused; keeping the last good version', { version: saved.versionInfo, reason: describe(err) });
+      referenceError = reason;
+      return;
+    }
+    referenceError = null;
+    const changed = changedReferences(held, p);
+    if (changed.length === 0) return;
+    current = p;
+    // The version is the control plane's name of the text, which did not change.
+    log.info('policy updated', { version: saved.versionInfo, reason: 'referenced file changed', referencedFiles: changed, file: saved.fileName });
+    deliver(p);
   }
 
   function deliver(p: CompiledPolicy): void {
@@ -273,6 +327,8 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     current = p;
     accepted = { service, versionInfo: resp.versionInfo, fileName: resp.policy.fileName, text: resp.policy.text, acceptedAt: Date.now() };
     lastError = null;
+    referenceError = null;
+    referenced.set(referencesOf(p).map((r) => r.file));
     log.info('policy version applied', { version: resp.versionInfo, previous, file: resp.policy.fileName, controlPlane: resp.controlPlaneId });
     deliver(p);
     const toSave = accepted;
@@ -288,10 +344,11 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     current: () => current,
     versionInfo: () => accepted?.versionInfo ?? '',
     connected: () => isConnected,
-    lastError: () => lastError,
+    lastError: () => referenceError ?? lastError,
     async close() {
       if (closed) return;
       closed = true;
+      referenced.close();
       if (retryTimer !== null) timers.clearTimeout(retryTimer);
       if (healthyTimer !== null) timers.clearTimeout(healthyTimer);
       isConnected = false;
