@@ -52,6 +52,7 @@ export async function startControlPlane(
   try {
     store = await createPolicyStore({
       dir: cfg.policyDir,
+      locator: cfg.locator,
       parse: deps.parse,
       log: deps.log.child({ component: 'store' }),
       clock,

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ConfigError, type FileIssue, formatIssue } from '../../errors/ward-error.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
-import { createYamlLocator } from '../../lib/yaml-locate.ts';
+import { createYamlLocator, type YamlLocator } from '../../lib/yaml-locate.ts';
 
 /**
  * The control plane's view of the policy directory: per service, the latest valid version.
@@ -80,6 +80,8 @@ export interface PolicyStoreOptions {
   readonly maxFileBytes?: number;
   /** false: no fs.watch and no poll, only explicit rescan() (tests). */
   readonly watch?: boolean;
+  /** The control-plane config file's: a directory that cannot be read is then reported at its `policyDir`. */
+  readonly locator?: YamlLocator | undefined;
 }
 
 const POLICY_FILE = /\.ya?ml$/;
@@ -107,7 +109,10 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
   try {
     if (!(await stat(dir)).isDirectory()) throw new Error('not a directory');
   } catch (err) {
-    throw new ConfigError([{ file: dir, line: 1, column: 1, path: 'policyDir', message: `cannot read policy directory: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]);
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    // In the config file at `policyDir` (naming the directory) when its positions are at hand.
+    if (opts.locator !== undefined) throw new ConfigError([opts.locator.issue(['policyDir'], `cannot read policy directory ${dir}: ${why}`)]);
+    throw new ConfigError([{ file: dir, line: 1, column: 1, path: 'policyDir', message: `cannot read policy directory: ${why}` }]);
   }
 
   const files = new Map<string, FileState>();

@@ -290,6 +290,12 @@ describe('control-plane config: errors found at start carry their field\'s line:
     expect(mismatched.issues[0]?.message).toMatch(/^certificate and key do not load/);
   });
 
+  it('policyDir that cannot be read (in the config file, naming the directory)', async () => {
+    // moved from line 1 to line 9
+    const r = await controlPlaneIssues(`${CP_HEAD.replace('policyDir: policies\n', '')}policyDir: no-such-policies\n`);
+    expect(r.issues).toEqual([{ file: r.file, line: 9, column: 12, path: 'policyDir', message: `cannot read policy directory ${join(dir, 'no-such-policies')}: ENOENT` }]);
+  });
+
   it('telemetry.forward.endpoint that is not an OTLP/gRPC endpoint, and telemetry.forward.caFile that cannot be read', async () => {
     const bad = await controlPlaneIssues(`${CP_HEAD}telemetry:
   forward:
