@@ -374,9 +374,8 @@ low entropy would let anyone who sees it guess the secret offline. Such a swap i
 A new secret that is unreadable, empty or too short is refused like an invalid text: logged with
 \`issuers[i].hmacSecretFile\`, reported as the last error, the previous secret stays in force until
 the file is good again.
-Not yet with \`concurrency\` above 1: the worker processes compile the text the primary hands
-them and skip a version they already hold, so they keep the old secret until the policy text
-changes or the sidecar restarts.
+With \`concurrency\` above 1, the primary hands the swap to every worker, and each compiles the
+text again and reads the file itself.
 
 ## Checking and explaining
 

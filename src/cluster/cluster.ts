@@ -317,7 +317,10 @@ async function runWorker(d: ClusterDeps): Promise<number> {
 
   const apply = (m: Extract<ToWorker, { t: 'policy' }>): void => {
     connected = m.connected;
-    if (current?.version === m.version) return;
+    // Compiled again even when the version is the one in force: a rotated hmacSecretFile swaps
+    // the policy with its text, and so its version, unchanged; the file is read here, as the
+    // primary just did (found in review: workers kept the old secret). The primary sends only on
+    // a swap and to a worker that starts.
     let p: CompiledPolicy;
     try {
       p = d.compile(m.text, m.file);

@@ -9,6 +9,7 @@ import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
 import { waitFor } from './harness.ts';
+import { hmacPolicy, hs256, kubeletSecretDir, SECRET_A, SECRET_B, type SecretDir } from '../unit/policy/secret-files.ts';
 
 /**
  * `concurrency: 2` for real: `ward sidecar` as a process (a primary and two node:cluster workers)
@@ -221,5 +222,81 @@ drainTimeoutMs: 5000
     expect(lines.filter((l) => l.includes('"msg":"draining"')).length).toBeGreaterThanOrEqual(3); // primary + 2 workers
     // Tokens never reach the logs.
     expect(lines.some((l) => l.includes(token))).toBe(false);
+  }, 60_000);
+});
+
+describe('concurrency: 2 and a rotated hmacSecretFile', () => {
+  let app: OrdersApp;
+  let secret: SecretDir;
+  let dir: string;
+  let proc: ChildProcess;
+  const lines: string[] = [];
+  const sessions: ClientHttp2Session[] = [];
+
+  beforeAll(async () => {
+    app = await startOrdersApp();
+    secret = kubeletSecretDir(SECRET_A);
+    dir = mkdtempSync(join(tmpdir(), 'ward-workers-secret-'));
+    writeFileSync(join(dir, 'policy.yaml'), hmacPolicy(secret.file));
+    writeFileSync(
+      join(dir, 'sidecar.yaml'),
+      `service: orders
+inbound:
+  listen: { host: 127.0.0.1, port: 0 }
+upstream:
+  url: http://127.0.0.1:${app.port}
+admin: { host: 127.0.0.1, port: 0 }
+policy:
+  file: policy.yaml
+telemetry: { enabled: false }
+concurrency: 2
+`,
+    );
+    proc = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        lines.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    await waitFor(() => lines.some((l) => l.includes('"role":"primary"') && l.includes('sidecar started')), 30_000, 'the primary to start');
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const s of sessions) s.destroy();
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    await app.close();
+    secret.cleanup();
+  });
+
+  it('every worker verifies with the new secret and refuses the old one (regression: workers kept the old secret)', async () => {
+    const started = JSON.parse(lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started')) as string) as { inbound: number; admin: number };
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${started.admin}/readyz`)).status === 200, 15_000, 'readiness');
+    const oldToken = await hs256(SECRET_A);
+    // One connection on each worker, told apart by the decision id's prefix.
+    const byWorker = new Map<string, ClientHttp2Session>();
+    for (let i = 0; i < 6 && byWorker.size < 2; i++) {
+      const s = http2.connect(`http://127.0.0.1:${started.inbound}`);
+      s.on('error', () => {});
+      sessions.push(s);
+      const r = await call(s, 'GetOrder', GET, oldToken);
+      expect(r.grpcStatus).toBe('0');
+      byWorker.set(r.worker, s);
+    }
+    expect(byWorker.size).toBe(2);
+
+    secret.replace(SECRET_B);
+    const newToken = await hs256(SECRET_B);
+    for (const [worker, s] of byWorker) {
+      await waitFor(async () => (await call(s, 'GetOrder', GET, newToken)).grpcStatus === '0', 10_000, `worker ${worker} to take the new secret`);
+      // The old secret is refused from then on, on this worker too (its token was cached as verified).
+      expect(await call(s, 'GetOrder', GET, oldToken)).toMatchObject({ grpcStatus: '16', reason: 'ERR_TOKEN_SIGNATURE', worker });
+    }
+    expect(lines.some((l) => l.includes(SECRET_A) || l.includes(SECRET_B))).toBe(false);
   }, 60_000);
 });
