@@ -204,6 +204,11 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
   #active = 0;
   #peerMaxStreams = INITIAL_MAX_STREAMS;
   #goaway = false;
+  /**
+   * `close()` was called: no new streams, but those already queued still go out as slots free,
+   * and the GOAWAY only when none waits any more (the app must not see a stream of ours after it).
+   */
+  #closing = false;
   #destroyed = false;
   #connected = false;
   #connectTimer: NodeJS.Timeout | null = null;
@@ -255,7 +260,7 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
 
   /** Takes new streams: connected or connecting, no GOAWAY, no error. */
   get usable(): boolean {
-    return !this.#goaway && !this.#destroyed;
+    return !this.#goaway && !this.#closing && !this.#destroyed;
   }
 
   get activeStreams(): number {
@@ -304,15 +309,25 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
     ack();
   }
 
-  /** Graceful: no new streams; the socket closes once the open ones are over. */
+  /**
+   * Graceful: no new streams; the socket closes once the ones taken are over, those still waiting
+   * for a slot (over the app's MAX_CONCURRENT_STREAMS) included. They were refused here, and a
+   * refused call goes to the pool's next connection, which a closing pool no longer has: a pass-
+   * through pool retired from the LRU, or a drain, failed them with 503 (found in review).
+   */
   close(): void {
-    if (this.#destroyed) return;
-    if (!this.#goaway) {
+    if (this.#destroyed || this.#closing) return;
+    this.#closing = true;
+    if (!this.#goaway) this.#onUnusable?.(this);
+    this.#goawayWhenIdle();
+  }
+
+  /** After `close()`: the GOAWAY once no stream waits for a slot, then the end once none is open. */
+  #goawayWhenIdle(): void {
+    if (!this.#goaway && this.#queued.size === 0) {
       this.#goaway = true;
       this.write(goawayFrame(0, NO_ERROR));
-      this.#onUnusable?.(this);
     }
-    for (const s of this.#takeQueued()) this.#refuse(s);
     this.#maybeEnd();
   }
 
@@ -445,12 +460,16 @@ export class H2Connection extends H2Endpoint<H2ClientStream> {
 
   #openQueued(): void {
     // Called at every stream's close: nothing to iterate (and no iterator made) in the usual case.
-    if (this.#queued.size === 0) return;
-    for (const s of this.#queued) {
-      if (this.#active >= this.#peerMaxStreams || !this.usable) return;
-      this.#queued.delete(s);
-      this.#open(s);
+    if (this.#queued.size !== 0) {
+      for (const s of this.#queued) {
+        // Not `usable`: a connection that is closing still sends what it queued before.
+        if (this.#active >= this.#peerMaxStreams || this.#goaway || this.#destroyed) return;
+        this.#queued.delete(s);
+        this.#open(s);
+      }
     }
+    // The last waiting stream opened or went away (cancelled): the GOAWAY close() held back.
+    if (this.#closing && !this.#goaway && this.#queued.size === 0) this.#goawayWhenIdle();
   }
 
   #maybeEnd(): void {

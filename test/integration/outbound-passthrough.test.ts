@@ -1,4 +1,5 @@
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { extractBearer } from '../../src/authn/extract.ts';
@@ -91,6 +92,54 @@ describe('pass-through pool eviction (maxPassthroughTargets: least recently used
     } finally {
       await egress.close();
       app.closeAllConnections();
+      await new Promise((r) => app.close(r));
+    }
+  });
+});
+
+describe('h2c pass-through pool eviction with calls waiting for a stream slot', () => {
+  it('the waiting calls still go out on the evicted pool and finish (regression: they were refused and failed with 503)', async () => {
+    const app = http2.createServer({ settings: { maxConcurrentStreams: 1 } }, (req, res) => {
+      setTimeout(() => res.end(`answer ${req.url}`), req.url === '/first' ? 300 : 5);
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const appPort = (app.address() as AddressInfo).port;
+    const egress = await start(1);
+    const client = http2.connect(`http://127.0.0.1:${egress.port}`);
+    client.on('error', () => {});
+    const h2get = (authority: string, path: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = client.request({ ':method': 'GET', ':path': path, ':authority': authority });
+        let status = 0;
+        let body = '';
+        req.setEncoding('utf8');
+        req.on('response', (h) => {
+          status = Number(h[':status']);
+        });
+        req.on('data', (c: string) => {
+          body += c;
+        });
+        req.on('end', () => resolve({ status, body }));
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      const warm = await h2get(`127.0.0.1:${appPort}`, '/warm'); // the app's one-stream limit has reached the pool
+      expect(warm).toEqual({ status: 200, body: 'answer /warm' });
+      const first = h2get(`127.0.0.1:${appPort}`, '/first');
+      await new Promise((r) => setTimeout(r, 50));
+      const waiting = [h2get(`127.0.0.1:${appPort}`, '/w1'), h2get(`127.0.0.1:${appPort}`, '/w2')];
+      await new Promise((r) => setTimeout(r, 50));
+      // A second destination evicts the first pool while /w1 and /w2 wait for its one stream.
+      expect(await h2get(`localhost:${appPort}`, '/other')).toEqual({ status: 200, body: 'answer /other' });
+      expect(await first).toEqual({ status: 200, body: 'answer /first' });
+      expect(await Promise.all(waiting)).toEqual([
+        { status: 200, body: 'answer /w1' },
+        { status: 200, body: 'answer /w2' },
+      ]);
+    } finally {
+      client.destroy();
+      await egress.close();
       await new Promise((r) => app.close(r));
     }
   });

@@ -785,6 +785,75 @@ describe('H2Connection against node:http2', () => {
     expect(goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
   });
 
+  it('close() with streams waiting for a slot: they still go out and finish, the GOAWAY after the last (regression: they were refused, and a closing pool failed them)', async () => {
+    const seen: string[] = [];
+    let releaseHeld: () => void = () => {};
+    const { port } = await nodeServer(
+      (stream, headers) => {
+        const path = String(headers[':path']);
+        seen.push(path);
+        if (path === '/first') stream.session?.once('goaway', () => seen.push('goaway'));
+        const answer = (): void => {
+          stream.respond({ ':status': 200 });
+          stream.end(`ok ${path}`);
+        };
+        if (path === '/held') releaseHeld = answer;
+        else setTimeout(answer, 1);
+      },
+      { settings: { maxConcurrentStreams: 1 } },
+    );
+    const client = connect(port);
+    await open(client.conn, requestFields(port, '/first'), true).closed; // the server's limit has arrived
+    const held = open(client.conn, requestFields(port, '/held'), true);
+    await waitUntil(() => seen.includes('/held'));
+    const queued = Array.from({ length: 3 }, (_, i) => open(client.conn, requestFields(port, `/q${i}`), true));
+    client.conn.close();
+    expect(client.conn.usable).toBe(false);
+    expect(client.unusable).toBe(1);
+    expect(() => open(client.conn, requestFields(port, '/late'), true)).toThrow(H2ProtocolError);
+    releaseHeld();
+    await held.closed;
+    await Promise.all(queued.map((c) => c.closed));
+    for (const [i, c] of queued.entries()) {
+      expect(c.stream.refused).toBe(false);
+      expect(c.body().toString()).toBe(`ok /q${i}`);
+    }
+    await client.closed;
+    expect(seen).toEqual(['/first', '/held', '/q0', '/q1', '/q2', 'goaway']);
+  });
+
+  it('close() whose last waiting stream is cancelled still sends its GOAWAY and ends', async () => {
+    let goaway = -1;
+    let releaseHeld: () => void = () => {};
+    let arrived = false;
+    const { port } = await nodeServer(
+      (stream) => {
+        stream.session?.once('goaway', (code: number) => {
+          goaway = code;
+        });
+        arrived = true;
+        releaseHeld = () => {
+          stream.respond({ ':status': 200 });
+          stream.end('ok');
+        };
+      },
+      { settings: { maxConcurrentStreams: 1 } },
+    );
+    const client = connect(port);
+    await sleep(20); // the server's SETTINGS (one stream at a time) has arrived
+    const held = open(client.conn, requestFields(port, '/held'), true);
+    await waitUntil(() => arrived);
+    const waiting = open(client.conn, requestFields(port, '/waiting'), true);
+    client.conn.close();
+    waiting.stream.reset(CANCEL);
+    await waiting.closed;
+    releaseHeld();
+    await held.closed;
+    expect(held.body().toString()).toBe('ok');
+    await client.closed;
+    expect(goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+  });
+
   it('reset(CANCEL) from the client: the server sees CANCEL and aborted; close fires once, on a later tick', async () => {
     let arrived: () => void = () => {};
     const seen = new Promise<void>((r) => {
