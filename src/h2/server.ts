@@ -805,7 +805,9 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     if (id <= this.#lastStreamId) {
       // Trailers for a stream we reset, sent before the client saw the RST: ignored (§5.1).
       if (this.#resetIds.has(id)) return;
-      return this.connectionError(PROTOCOL_ERROR, 'HEADERS on a closed stream');
+      // §5.1 "closed": a frame after END_STREAM is a connection error STREAM_CLOSED (as nghttp2
+      // answers; PROTOCOL_ERROR before, which h2spec 5.1/9 and 5.1/12 flag).
+      return this.connectionError(STREAM_CLOSED, 'HEADERS on a closed stream');
     }
     this.#lastStreamId = id;
     if (this.#goaway) {

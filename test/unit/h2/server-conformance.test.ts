@@ -272,6 +272,23 @@ describe('DATA on a closed stream (RFC 9113 §6.1, §5.1)', () => {
 
 // ---- 2. priority (RFC 9113 §5.3.2, §6.3; RFC 7540 §5.3.1)
 
+describe('HEADERS on a closed stream (RFC 9113 §5.1)', () => {
+  it('after both sides ended it: connection error STREAM_CLOSED (regression: PROTOCOL_ERROR)', async () => {
+    const c = await connect();
+    await completeRequest(c, 1);
+    c.send(headers(1, GET, { end: true }));
+    await expectConnectionError(c, [STREAM_CLOSED]);
+  });
+
+  it('after the client reset it: connection error STREAM_CLOSED', async () => {
+    const c = await connect();
+    c.send(headers(1, HOLD), u32Frame(RST_STREAM, 1, 0x8));
+    await new Promise((r) => setTimeout(r, 20));
+    c.send(headers(1, GET, { end: true }));
+    await expectConnectionError(c, [STREAM_CLOSED]);
+  });
+});
+
 describe('a stream that depends on itself (RFC 7540 §5.3.1; gone from RFC 9113)', () => {
   it('PRIORITY on an idle stream, depending on itself: connection error PROTOCOL_ERROR (regression: ignored)', async () => {
     const c = await connect();
