@@ -7,7 +7,7 @@ import { tokenHash } from '../lib/hash.ts';
 import type { Logger } from '../lib/log.ts';
 import { Lru } from '../lib/lru.ts';
 import type { Identity, IssuerTrust } from '../policy/model.ts';
-import { checkAudience, checkRequired, checkTime, identityParts, isFailure } from './claims.ts';
+import { checkAudience, checkIntrospectedType, checkNotSenderConstrained, checkRequired, checkTime, identityParts, isFailure } from './claims.ts';
 import type { Failure, IdentityParts } from './claims.ts';
 import { describeError } from './fetch.ts';
 import { deepFreeze, isJsonObject, toStrictJson } from './json.ts';
@@ -230,7 +230,8 @@ class TokenAuthenticator implements Authenticator {
     const f =
       checkTime(payload, now, this.#opts.clockSkewSeconds, true) ??
       checkAudience(payload['aud'], state.trust.audiences) ??
-      checkRequired(payload, state.trust.requiredClaims);
+      checkRequired(payload, state.trust.requiredClaims) ??
+      checkNotSenderConstrained(payload);
     if (f !== undefined) return this.#reject(token, f.code, f.detail, iss, kid);
     const parts = identityParts(payload);
     if (isFailure(parts)) return this.#reject(token, parts.code, parts.detail, iss, kid);
@@ -382,8 +383,12 @@ class TokenAuthenticator implements Authenticator {
     const respIss = resp['iss'];
     if (respIss !== undefined && respIss !== iss) return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'introspection iss differs', iss);
     const f: Failure | undefined =
+      checkIntrospectedType(resp) ??
+      checkNotSenderConstrained(resp) ??
       checkTime(resp, now, this.#opts.clockSkewSeconds, false) ??
-      (resp['aud'] === undefined ? undefined : checkAudience(resp['aud'], trust.audiences)) ??
+      // RFC 7662 makes `aud` optional; without it nothing says the token is for this service (a
+      // refresh token introspects as active too), so it is required unless the policy says not.
+      (resp['aud'] === undefined && trust.requireIntrospectedAudience === false ? undefined : checkAudience(resp['aud'], trust.audiences)) ??
       checkRequired(resp, trust.requiredClaims);
     if (f !== undefined) return this.#reject(token, f.code, f.detail, iss);
     const parts = identityParts(resp);
@@ -552,6 +557,7 @@ function sameTrust(a: IssuerTrust, b: IssuerTrust): boolean {
     a.discovery === b.discovery &&
     a.requireAtJwtType === b.requireAtJwtType &&
     a.introspection === b.introspection &&
+    (a.requireIntrospectedAudience !== false) === (b.requireIntrospectedAudience !== false) &&
     sameList(a.audiences, b.audiences) &&
     sameList(a.algorithms, b.algorithms) &&
     sameList(a.requiredClaims, b.requiredClaims) &&

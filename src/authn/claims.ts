@@ -18,6 +18,32 @@ function failure(code: ErrorCode, detail: string): Failure {
 export const MAX_ACTOR_DEPTH = 8;
 
 /**
+ * A token bound to a key its presenter must prove it holds (`cnf`: RFC 7800; DPoP RFC 9449 §6,
+ * mutual-TLS RFC 8705 §3). ward takes bearer tokens only and checks no proof of possession, so
+ * accepting one would turn it back into a bearer token: whoever stole it could use it. Refused,
+ * in JWTs and in introspection answers alike.
+ */
+export function checkNotSenderConstrained(claims: JsonObject): Failure | undefined {
+  return claims['cnf'] === undefined ? undefined : failure('ERR_TOKEN_TYPE', 'sender-constrained token (cnf): no proof of possession is checked here');
+}
+
+/**
+ * What an RFC 7662 answer says the token is, where it says it: `token_type` (§2.2: RFC 6749
+ * §7.1's type; a bearer token is `Bearer`, any other type needs a proof ward does not check) and
+ * `token_use` (ORY Hydra: `access_token`, `refresh_token`). An introspection endpoint also
+ * answers for refresh tokens, which are credentials for the token endpoint alone (RFC 6749 §1.5).
+ */
+export function checkIntrospectedType(resp: JsonObject): Failure | undefined {
+  const type = resp['token_type'];
+  if (type !== undefined && (typeof type !== 'string' || type.toLowerCase() !== 'bearer')) {
+    return failure('ERR_TOKEN_TYPE', `introspection token_type ${JSON.stringify(type).slice(0, 40)}`);
+  }
+  const use = resp['token_use'];
+  if (use !== undefined && use !== 'access_token') return failure('ERR_TOKEN_TYPE', `introspection token_use ${JSON.stringify(use).slice(0, 40)}`);
+  return undefined;
+}
+
+/**
  * `exp`/`nbf`/`iat` (RFC 7519 §4.1.4-6) against `nowMs` with `skewSeconds` of tolerance either
  * way. `exp` is required for JWTs (RFC 9068 §2.2) but optional in introspection responses
  * (RFC 7662 §2.2), where the IdP's `active: true` is itself the statement of validity.

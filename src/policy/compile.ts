@@ -259,6 +259,7 @@ function compileIssuer(
     requireAtJwtType: iss.requireAtJwtType,
     hmacSecret: hmacSecret === undefined ? undefined : new Uint8Array(hmacSecret),
     introspection: iss.introspection,
+    requireIntrospectedAudience: iss.requireIntrospectedAudience,
     requiredClaims: [...iss.requiredClaims],
   };
 }

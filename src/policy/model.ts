@@ -59,6 +59,8 @@ export interface IssuerTrust {
   readonly hmacSecret: Uint8Array | undefined;
   /** Opaque tokens (not JWTs) are checked through RFC 7662 introspection at this issuer. */
   readonly introspection: boolean;
+  /** An introspection answer must carry `aud` (default, and when absent: true; fail closed). */
+  readonly requireIntrospectedAudience?: boolean;
   /** Claims that must be present in addition to iss/exp/aud. */
   readonly requiredClaims: readonly string[];
 }

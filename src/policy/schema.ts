@@ -73,8 +73,12 @@ const issuer = z
       description: 'Accept opaque (non-JWT) tokens from this issuer, checked through RFC 7662 introspection with the sidecar\'s client credentials for the issuer (`authn.credentials` in the sidecar config).',
       examples: [true],
     }),
+    requireIntrospectedAudience: z.boolean().default(true).meta({
+      description: 'An introspection answer (RFC 7662) must carry `aud` naming one of `audiences`, as a JWT must. RFC 7662 makes `aud` optional, and an answer without it does not say which service the token is for: an IdP answers `active: true` for its refresh tokens and for access tokens minted for other services too (oidc-provider answers a refresh token with `sub`, `client_id`, `scope` and no `aud`). `false` only for an IdP that leaves `aud` out of its access tokens\' answers: `aud` is then checked when present. Answers that say they are for another kind of token (`token_type` other than `Bearer`, `token_use` other than `access_token`) or for a sender-constrained one (`cnf`) are refused either way.',
+      examples: [false],
+    }),
     requiredClaims: z.array(nonEmpty).default([]).meta({
-      description: 'Claims that must be present in every token of this issuer, in addition to `iss`, `exp` and `aud`, which a JWT must always carry (an introspection answer is held to them when it has them: RFC 7662 makes them optional; list them here to require them).',
+      description: 'Claims that must be present in every token of this issuer, in addition to `iss`, `exp` and `aud`, which a JWT must always carry (an introspection answer is held to `iss` and `exp` when it has them, RFC 7662 making them optional, and to `aud` as `requireIntrospectedAudience` says; list them here to require them).',
       examples: [['sub', 'client_id']],
     }),
   })

@@ -75,6 +75,16 @@ describe('what an introspection answer must say to be believed — RFC 7662 §2.
     ['active, not yet valid', 'ERR_TOKEN_NOT_YET_VALID', () => (active({ nbf: Math.floor(Date.now() / 1000) + 3600 }))],
     ['active, sub with CR LF', 'ERR_TOKEN_CLAIMS', () => (active({ sub: 'alice\r\nx-ward-subject: root' }))],
     ['active, no subject', 'ERR_TOKEN_CLAIMS', () => (active({ sub: undefined }))],
+    // What oidc-provider answers for one of its refresh tokens (measured): no aud, no token_type.
+    // Regression: aud was checked only when present, so a refresh token passed as an access token.
+    ['active, no aud: a refresh token as oidc-provider answers it', 'ERR_TOKEN_AUDIENCE', () => {
+      const now = Math.floor(Date.now() / 1000);
+      return { active: true, sub: 'alice', client_id: 'webapp', exp: now + 86_400, iat: now, iss: iss.issuer, scope: 'openid' };
+    }],
+    ['active, token_type refresh_token', 'ERR_TOKEN_TYPE', () => (active({ token_type: 'refresh_token' }))],
+    ['active, token_use refresh_token (ORY Hydra)', 'ERR_TOKEN_TYPE', () => (active({ token_use: 'refresh_token' }))],
+    ['active, DPoP-bound (token_type DPoP, cnf.jkt)', 'ERR_TOKEN_TYPE', () => (active({ token_type: 'DPoP', cnf: { jkt: 'ZjU2ZGU3' } }))],
+    ['active, bound to a client certificate (cnf x5t#S256)', 'ERR_TOKEN_TYPE', () => (active({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } }))],
   ] as const)('%s → 401 %s', async (_name, reason, answer) => {
     iss.introspectionAnswer = JSON.parse(JSON.stringify(answer())) as Record<string, unknown>;
     expect(await call(opaque())).toEqual({ status: 401, reason });

@@ -176,6 +176,12 @@ describe('JWT verification: success', () => {
     expect(await code(a, await mint(k1, claims({ nbf: nowSec() + 29, iat: nowSec() + 29 })))).toBe('OK');
   });
 
+  it('refuses a sender-constrained JWT (cnf: DPoP or mutual-TLS bound), which it cannot hold to its proof of possession', async () => {
+    const a = await ready();
+    expect(await code(a, await mint(k1, claims({ cnf: { jkt: 'ZjU2ZGU3' } })))).toBe('ERR_TOKEN_TYPE');
+    expect(await code(a, await mint(k1, claims({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } })))).toBe('ERR_TOKEN_TYPE');
+  });
+
   it('HS256 verifies with the configured secret only', async () => {
     const secret = new TextEncoder().encode('a-32-byte-long-shared-secret!!!!');
     const a = await ready([trust({ algorithms: ['HS256'], hmacSecret: secret })]);
@@ -748,7 +754,10 @@ describe('opaque tokens: RFC 7662 introspection', () => {
       [active({ aud: ['billing'] }), 'ERR_TOKEN_AUDIENCE'],
       [active({ client_id: undefined }), 'ERR_TOKEN_CLAIMS'],
       [active({ nbf: nowSec() + 60 }), 'ERR_TOKEN_NOT_YET_VALID'],
-      [active({ aud: undefined, iss: undefined }), 'OK'], // both optional in RFC 7662
+      [active({ iss: undefined }), 'OK'], // optional in RFC 7662
+      // optional in RFC 7662 too, but without it nothing says the token is for this service
+      // (regression: a refresh token, which oidc-provider answers without aud, passed)
+      [active({ aud: undefined }), 'ERR_TOKEN_AUDIENCE'],
     ];
     for (const [i, [resp, want]] of cases.entries()) {
       idp.introspection.set(`case-${i}`, JSON.parse(JSON.stringify(resp)) as Record<string, unknown>);
@@ -756,8 +765,39 @@ describe('opaque tokens: RFC 7662 introspection', () => {
     }
   });
 
+  it('requireIntrospectedAudience: false takes an answer without aud, and still checks one that has it', async () => {
+    const a = await ready(introspecting({ requireIntrospectedAudience: false }), { clockSkewSeconds: 0 });
+    idp.introspection.set('no-aud', JSON.parse(JSON.stringify(active({ aud: undefined, iss: undefined }))) as Record<string, unknown>);
+    idp.introspection.set('other-aud', active({ aud: ['billing'] }));
+    expect(await code(a, 'no-aud')).toBe('OK');
+    expect(await code(a, 'other-aud')).toBe('ERR_TOKEN_AUDIENCE');
+    // a policy that changes only this setting takes effect (the issuer's trust is replaced)
+    a.setIssuers(introspecting());
+    idp.introspection.set('no-aud-2', JSON.parse(JSON.stringify(active({ aud: undefined }))) as Record<string, unknown>);
+    expect(await code(a, 'no-aud-2')).toBe('ERR_TOKEN_AUDIENCE');
+  });
+
+  it('an answer for another kind of token is refused: a refresh token, a sender-constrained token (regression: active was enough)', async () => {
+    const a = await ready(introspecting(), { clockSkewSeconds: 0 });
+    const cases: [Record<string, unknown>, string][] = [
+      [active({ token_type: 'refresh_token' }), 'ERR_TOKEN_TYPE'],
+      [active({ token_type: 'DPoP' }), 'ERR_TOKEN_TYPE'], // RFC 9449: needs a proof ward does not check
+      [active({ token_type: 'N_A' }), 'ERR_TOKEN_TYPE'],
+      [active({ token_type: 7 }), 'ERR_TOKEN_TYPE'],
+      [active({ token_use: 'refresh_token' }), 'ERR_TOKEN_TYPE'], // ORY Hydra
+      [active({ cnf: { jkt: 'ZjU2ZGU3' } }), 'ERR_TOKEN_TYPE'], // bound to a key (RFC 7800, RFC 9449 §6)
+      [active({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } }), 'ERR_TOKEN_TYPE'], // RFC 8705 §3
+      [active({ token_type: 'Bearer' }), 'OK'],
+      [active({ token_type: 'bearer', token_use: 'access_token' }), 'OK'],
+    ];
+    for (const [i, [resp, want]] of cases.entries()) {
+      idp.introspection.set(`kind-${i}`, JSON.parse(JSON.stringify(resp)) as Record<string, unknown>);
+      expect(await code(a, `kind-${i}`), `${JSON.stringify(resp)}`).toBe(want);
+    }
+  });
+
   it('requiredClaims can demand aud and iss of an introspection answer (as documented: RFC 7662 makes them optional)', async () => {
-    const a = await ready(introspecting({ requiredClaims: ['aud', 'iss'] }), { clockSkewSeconds: 0 });
+    const a = await ready(introspecting({ requiredClaims: ['aud', 'iss'], requireIntrospectedAudience: false }), { clockSkewSeconds: 0 });
     idp.introspection.set('no-aud', JSON.parse(JSON.stringify(active({ aud: undefined }))) as Record<string, unknown>);
     idp.introspection.set('no-iss', JSON.parse(JSON.stringify(active({ iss: undefined }))) as Record<string, unknown>);
     idp.introspection.set('both', active());

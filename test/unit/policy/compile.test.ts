@@ -89,6 +89,7 @@ describe('compilePolicy: result', () => {
         requireAtJwtType: true,
         hmacSecret: undefined,
         introspection: false,
+        requireIntrospectedAudience: true,
         requiredClaims: [],
       },
     ]);
