@@ -232,9 +232,9 @@ function authnNotes(policy: CompiledPolicy, id: Identity | null, info: TokenInfo
   const aud = id.claims['aud'];
   const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
   // A JWT must name its audience and expiry (authn refuses one without); `--claims` stands for an
-  // introspection answer too, which may omit them.
+  // introspection answer too, which may omit `exp`, and `aud` where the issuer allows it.
   const jwt = info.source === 'token';
-  if (aud === undefined && jwt) {
+  if (aud === undefined && (jwt || trust.requireIntrospectedAudience !== false)) {
     notes.push('the token has no aud: the sidecar would refuse it (ERR_TOKEN_AUDIENCE)');
   } else if (aud !== undefined && !trust.audiences.some((a) => auds.includes(a))) {
     notes.push(`audience is not one of [${trust.audiences.join(', ')}]: the sidecar would refuse the token (ERR_TOKEN_AUDIENCE)`);
@@ -249,6 +249,7 @@ function authnNotes(policy: CompiledPolicy, id: Identity | null, info: TokenInfo
     const typ = typeof rawTyp === 'string' ? rawTyp.toLowerCase() : '';
     if (typ !== 'at+jwt' && typ !== 'application/at+jwt') notes.push('header typ is not at+jwt (RFC 9068): the sidecar would refuse it (ERR_TOKEN_TYPE)');
   }
+  if (id.claims['cnf'] !== undefined) notes.push('the token is sender-constrained (cnf): the sidecar checks no proof of possession and would refuse it (ERR_TOKEN_TYPE)');
   for (const c of trust.requiredClaims) if (!(c in id.claims)) notes.push(`required claim ${c} is missing (ERR_TOKEN_CLAIMS)`);
   return notes;
 }

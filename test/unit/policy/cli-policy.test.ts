@@ -126,9 +126,15 @@ describe('ward policy explain', () => {
     const noExp = await ward('explain', '--policy', policyFile, '--token', token({ iss: ISSUER, sub: 'alice', aud: 'urn:ward:orders', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
     expect(noExp.stdout).toContain('the token has no numeric exp: the sidecar would refuse it (ERR_TOKEN_CLAIMS)');
     expect(noExp.stdout).not.toContain('ERR_TOKEN_AUDIENCE');
-    const claims = await ward('explain', '--policy', policyFile, '--claims', JSON.stringify({ iss: ISSUER, sub: 'alice', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    // --claims may stand for an introspection answer: no exp is fine, no aud only where the
+    // issuer sets requireIntrospectedAudience: false (it is required by default)
+    const claims = await ward('explain', '--policy', policyFile, '--claims', JSON.stringify({ iss: ISSUER, sub: 'alice', aud: 'urn:ward:orders', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
     expect(claims.stdout).not.toContain('ERR_TOKEN_AUDIENCE');
     expect(claims.stdout).not.toContain('ERR_TOKEN_CLAIMS');
+    const claimsNoAud = await ward('explain', '--policy', policyFile, '--claims', JSON.stringify({ iss: ISSUER, sub: 'alice', scope: 'orders.read' }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(claimsNoAud.stdout).toContain('the token has no aud: the sidecar would refuse it (ERR_TOKEN_AUDIENCE)');
+    const bound = await ward('explain', '--policy', policyFile, '--token', token({ iss: ISSUER, sub: 'alice', aud: 'urn:ward:orders', scope: 'orders.read', exp: NOW / 1000 + 300, cnf: { jkt: 'ZjU2ZGU3' } }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(bound.stdout).toContain('sender-constrained (cnf)');
   });
 
   it('--json gives a machine-readable result; --claims @file reads a file', async () => {
