@@ -36,7 +36,7 @@ export const sessionConfigSchema = z
       description: 'File holding the client secret, relative to the config file. Exactly one of `clientSecretFile` or `clientSecretEnv`.',
       examples: ['secrets/orders-web.secret'],
     }),
-    clientSecretEnv: envName.optional().meta({ description: 'Environment variable holding the client secret.', examples: ['ORDERS_WEB_SECRET'] }),
+    clientSecretEnv: envName.optional().meta({ description: 'Environment variable holding the client secret (leading and trailing whitespace removed, as from a file).', examples: ['ORDERS_WEB_SECRET'] }),
     secretFiles: z.array(z.string().min(1)).min(1, 'needs at least one file').meta({
       description:
         'Files holding the secrets the session cookie is sealed with (AES-256-GCM with keys derived by HKDF; at least 32 bytes each, e.g. `openssl rand -base64 48`). The first seals new cookies; the others are still accepted (rotation: put the new secret first, drop the old one after `maxAgeSeconds`). Relative to the config file.',
@@ -132,7 +132,7 @@ export function resolveSessionSecrets(
       fail(['clientSecretFile'], `cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   } else if (s.clientSecretEnv !== undefined) {
-    clientSecret = env[s.clientSecretEnv];
+    clientSecret = env[s.clientSecretEnv]?.trim(); // as the file's (a Secret's newline)
   }
   if (clientSecret === undefined || clientSecret === '') {
     // Named by the field that is set (found in review: an unset variable was blamed on the file).

@@ -96,7 +96,7 @@ const credential = z.strictObject({
   issuer: z.string().min(1).meta({ description: 'Issuer these credentials are for (exact match).' }),
   clientId: z.string().min(1).meta({ description: 'The workload\'s OAuth client id at that issuer.' }),
   clientSecretFile: z.string().min(1).optional().meta({ description: 'File holding the client secret.' }),
-  clientSecretEnv: z.string().min(1).optional().meta({ description: 'Environment variable holding the client secret.' }),
+  clientSecretEnv: z.string().min(1).optional().meta({ description: 'Environment variable holding the client secret (leading and trailing whitespace removed, as from a file).' }),
 }).refine((c) => (c.clientSecretFile === undefined) !== (c.clientSecretEnv === undefined), {
   message: 'set exactly one of clientSecretFile or clientSecretEnv',
 });
@@ -262,7 +262,9 @@ export function resolveCredentials(cfg: SidecarConfig, file: string, env: NodeJS
     if (c.clientSecretFile !== undefined) {
       secret = readReferencedFile(resolveFrom(cfg, c.clientSecretFile), file, ['authn', 'credentials', i, 'clientSecretFile'], cfg.locator).toString('utf8').trim();
     } else if (c.clientSecretEnv !== undefined) {
-      secret = env[c.clientSecretEnv];
+      // Trimmed as the file's is: a Secret made with `--from-file` carries the file's newline
+      // into the variable too (found in review: the IdP then refused the client).
+      secret = env[c.clientSecretEnv]?.trim();
     }
     if (secret === undefined || secret === '') {
       // At the field that is set (the schema lets exactly one be).

@@ -236,8 +236,11 @@ function compileIssuer(
     // The one environment read of the policy stage: a secret named by the policy file. Callers
     // (config/, tests) may pass `env` explicitly.
     const value = (opts.env ?? process.env)[iss.hmacSecretEnv];
-    if (value === undefined || value === '') issueAt(['issuers', i, 'hmacSecretEnv'], `environment variable ${iss.hmacSecretEnv} is not set`);
-    else hmacSecret = Buffer.from(value, 'utf8');
+    // Trailing newlines dropped, as from the file: a Secret made with `--from-file` carries the
+    // file's into the variable, and the key would differ from the IdP's by it (found in review).
+    const key = value?.replace(/[\r\n]+$/, '');
+    if (key === undefined || key === '') issueAt(['issuers', i, 'hmacSecretEnv'], `environment variable ${iss.hmacSecretEnv} is not set`);
+    else hmacSecret = Buffer.from(key, 'utf8');
   }
   let need = MIN_HMAC_BYTES['HS256'] as number;
   let needFor = 'HS256';

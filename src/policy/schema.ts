@@ -62,7 +62,7 @@ const issuer = z
       examples: ['secrets/orders-hmac.key'],
     }),
     hmacSecretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional().meta({
-      description: 'Environment variable holding the shared HMAC secret (for `HS*` algorithms). At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
+      description: 'Environment variable holding the shared HMAC secret (for `HS*` algorithms). Trailing newlines are removed, as from a file. At least as long as the longest hash among the issuer\'s HS algorithms (RFC 7518 §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.',
       examples: ['ORDERS_HMAC_SECRET'],
     }),
     requireAtJwtType: z.boolean().default(true).meta({

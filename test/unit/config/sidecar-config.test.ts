@@ -1,7 +1,10 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isToPrimary } from '../../../src/cluster/ipc.ts';
 import { resolveSessionSecrets, sessionConfigSchema } from '../../../src/config/session.ts';
-import { parseSidecarConfig } from '../../../src/config/sidecar.ts';
+import { parseSidecarConfig, resolveCredentials } from '../../../src/config/sidecar.ts';
 import { ConfigError } from '../../../src/errors/ward-error.ts';
 
 /**
@@ -56,6 +59,17 @@ describe('sidecar config: values that could not be used are refused', () => {
 describe('error positions and fields', () => {
   it('an unknown key that YAML reads as a number is reported at its own line, not 1:1', () => {
     expect(errorText(`${BASE}8080: oops\n`)).toContain('/cfg/sidecar.yaml:8:1: 8080: Unrecognized key');
+  });
+
+  it('client secrets from the environment are trimmed as those from files are (regression: a Secret made --from-file kept its newline)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ward-env-secret-'));
+    writeFileSync(join(dir, 'seal.key'), 'k'.repeat(64));
+    const s = sessionConfigSchema.parse({ issuer: 'https://idp.example.com', clientId: 'web', clientSecretEnv: 'WEB_SECRET', secretFiles: ['seal.key'] });
+    expect(resolveSessionSecrets(s, dir, '/cfg/sidecar.yaml', { WEB_SECRET: 'web-secret\n' }).clientSecret).toBe('web-secret');
+    rmSync(dir, { recursive: true, force: true });
+    const cfg = parseSidecarConfig(`${BASE}authn:\n  credentials:\n    - { issuer: "https://idp.example.com", clientId: orders, clientSecretEnv: ORDERS_SECRET }\n`, '/cfg/sidecar.yaml');
+    expect(resolveCredentials(cfg, '/cfg/sidecar.yaml', { ORDERS_SECRET: 'orders-secret\r\n' })[0]?.clientSecret).toBe('orders-secret');
+    expect(() => resolveCredentials(cfg, '/cfg/sidecar.yaml', { ORDERS_SECRET: ' \n' })).toThrow(/client secret for orders is empty or unset/);
   });
 
   it('an unset session.clientSecretEnv is reported as that field, naming the variable', () => {

@@ -120,6 +120,12 @@ issuers:
     expect(p.issuers[0]?.hmacSecret).toEqual(new Uint8Array(Buffer.from('s'.repeat(32))));
   });
 
+  it('drops trailing newlines of an HMAC secret from the environment, as from a file (regression: a Secret made --from-file keyed HS256 with its newline)', () => {
+    const p = parsePolicyText(hmac('hmacSecretEnv: WARD_TEST_HMAC'), 'p.yaml', { env: { WARD_TEST_HMAC: `${'s'.repeat(32)}\r\n` } });
+    expect(p.issuers[0]?.hmacSecret).toEqual(new Uint8Array(Buffer.from('s'.repeat(32))));
+    expect(() => parsePolicyText(hmac('hmacSecretEnv: WARD_TEST_HMAC'), 'p.yaml', { env: { WARD_TEST_HMAC: '\n' } })).toThrow(/environment variable WARD_TEST_HMAC is not set/);
+  });
+
   it('refuses a missing or short secret at the field that names it', () => {
     const errs = (text: string, env: Record<string, string> = {}): string[] => {
       try {
