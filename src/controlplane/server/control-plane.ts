@@ -73,7 +73,16 @@ export async function startControlPlane(
     const decisionStore = createDecisionStore({ capacity: tcfg.maxDecisions });
     // The file's positions only for the file's own telemetry section.
     const locator = tcfg === cfg.telemetry ? cfg.locator : undefined;
-    const forwarder = tcfg.forward === undefined ? null : createForwarder(tcfg.forward, { baseDir: cfg.baseDir, locator, log: tlog });
+    let forwarder: Forwarder | null;
+    try {
+      forwarder = tcfg.forward === undefined ? null : createForwarder(tcfg.forward, { baseDir: cfg.baseDir, locator, log: tlog });
+    } catch (err) {
+      // A bad forward endpoint or CA file: what was started so far stops with it (the store's
+      // watch and poll kept the process alive; found in review).
+      store.close();
+      serving?.close();
+      throw err;
+    }
     telemetry = {
       store: decisionStore,
       forwarder,

@@ -10,6 +10,7 @@ import { validatePolicyForControlPlane } from '../../../src/controlplane/server/
 import { ConfigError, type FileIssue } from '../../../src/errors/ward-error.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { makeSelfSignedCert, type TlsFiles } from '../inbound/harness.ts';
+import { memoryLogger } from '../controlplane/fixtures.ts';
 
 /**
  * Errors found after a config file is parsed (a secret that is unset, a file it names that cannot
@@ -310,5 +311,25 @@ describe('control-plane config: errors found at start carry their field\'s line:
     caFile: missing-ca.pem
 `);
     expect(ca.issues).toEqual([{ file: ca.file, line: 13, column: 13, path: 'telemetry.forward.caFile', message: `cannot read ${join(dir, 'missing-ca.pem')}: ENOENT` }]);
+  });
+
+  it('a start refused for its forward endpoint leaves nothing running (regression: the policy store kept its watch and poll)', async () => {
+    const file = join(dir, 'control-plane.yaml');
+    writeFileSync(file, `${CP_HEAD}watch: { pollIntervalMs: 100, debounceMs: 0 }\ntelemetry:\n  forward:\n    endpoint: ftp://collector:4317\n`);
+    const cfg = loadControlPlaneConfig(file);
+    const { log, records } = memoryLogger();
+    await expect(
+      startControlPlane(cfg, {
+        log,
+        parse: validatePolicyForControlPlane,
+        authenticator: { authenticate: () => Promise.reject(new Error('no callers in this test')) },
+        telemetry: cfg.telemetry,
+      }),
+    ).rejects.toThrow(/telemetry\.forward\.endpoint/);
+    // A policy written afterwards is seen by nobody: no store is left watching the directory.
+    writeFileSync(join(dir, 'policies', 'late.yaml'), 'apiVersion: ward.dev/v1\nkind: Policy\nservice: late\nissuers: []\nrules: []\n');
+    await new Promise((r) => setTimeout(r, 400));
+    rmSync(join(dir, 'policies', 'late.yaml'));
+    expect(records.filter((r) => r['msg'] === 'policy version served' || r['msg'] === 'policy file refused; the previous valid version stays in force')).toEqual([]);
   });
 });
