@@ -40,6 +40,12 @@ import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersist
  *   `policy updated` with `reason: referenced file changed`. A new secret that does not compile
  *   (unreadable, too short) is refused: the policy with the previous secret stays and
  *   `lastError()` says why until the file is good again, as policy/source.ts does for a file.
+ * - A pushed version that does not compile here is NACKed, and the control plane does not offer
+ *   it again on that stream. What failed may be on the sidecar's side (a secret file not mounted
+ *   yet, or not readable): while such a version is the one refused, the watch compiles its text
+ *   again every `pollMs`, and once it compiles, opens a new stream, on which the control plane
+ *   pushes it again (found in review: the sidecar kept its old version until the next version
+ *   or a reconnect, which a healthy stream never makes).
  */
 
 export interface PolicyWatchOptions {
@@ -118,6 +124,9 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   let persisting: Promise<void> = Promise.resolve();
   /** Why the latest change of a referenced file was refused; null when it was not. */
   let referenceError: string | null = null;
+  /** The text of the last version refused because it did not compile here, and its retry timer. */
+  let refused: { readonly text: string; readonly fileName: string; readonly versionInfo: string } | null = null;
+  let refusedTimer: unknown = null;
 
   // The service names a file in stateDir: only well-formed names (as the policy schema allows).
   if (!SERVICE_NAME.test(service)) throw new Error(`invalid service name '${service}'`);
@@ -288,6 +297,37 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     retryTimer = timers.setTimeout(connect, delay);
   }
 
+  /** Compiles the refused version's text again every `pollMs` (none: stop); once it compiles, asks for it on a new stream. */
+  function retryRefused(r: typeof refused): void {
+    refused = r;
+    if (refusedTimer !== null) timers.clearTimeout(refusedTimer);
+    refusedTimer = null;
+    if (r === null || closed) return;
+    const again = (): void => {
+      refusedTimer = null;
+      if (closed || refused !== r) return;
+      try {
+        opts.compile(r.text, r.fileName);
+      } catch {
+        refusedTimer = timers.setTimeout(again, opts.pollMs ?? 2000);
+        return;
+      }
+      refused = null;
+      log.info('a refused policy version compiles now; asking the control plane for it again', { version: r.versionInfo });
+      const c = call;
+      if (c === null) return; // not connected: the next stream asks for it anyway
+      call = null;
+      isConnected = false;
+      if (healthyTimer !== null) {
+        timers.clearTimeout(healthyTimer);
+        healthyTimer = null;
+      }
+      c.cancel();
+      connect();
+    };
+    refusedTimer = timers.setTimeout(again, opts.pollMs ?? 2000);
+  }
+
   function send(c: Call, req: PolicyRequestWire): void {
     c.write(encodePolicyRequest(req));
   }
@@ -315,8 +355,10 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     try {
       p = opts.compile(resp.policy.text, resp.policy.fileName);
     } catch (err) {
+      retryRefused({ text: resp.policy.text, fileName: resp.policy.fileName, versionInfo: resp.versionInfo });
       return nack(c, resp, RpcCode.INVALID_ARGUMENT, describe(err));
     }
+    retryRefused(null);
     if (p.service !== service) return nack(c, resp, RpcCode.FAILED_PRECONDITION, `${resp.policy.fileName}: policy is for service '${p.service}', this sidecar serves '${service}'`);
     if (p.version !== resp.versionInfo) {
       // Same file, different version: the control plane runs another ward build whose canonical
@@ -350,6 +392,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       closed = true;
       referenced.close();
       if (retryTimer !== null) timers.clearTimeout(retryTimer);
+      if (refusedTimer !== null) timers.clearTimeout(refusedTimer);
       if (healthyTimer !== null) timers.clearTimeout(healthyTimer);
       isConnected = false;
       const c = call;

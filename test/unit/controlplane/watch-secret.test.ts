@@ -91,4 +91,48 @@ describe('createPolicyWatch: files the policy in force references', () => {
     expect(secretOf(r.w.current())).toBe(SECRET_C);
     expect(r.w.lastError()).toBeNull();
   });
+
+  it('a version refused for a secret not there yet is asked for again once it is (regression: kept refused until the next version or reconnect)', async () => {
+    const secret = plainSecretDir(SECRET_A);
+    cleanups.push(() => secret.cleanup());
+    secret.remove();
+    const text = hmacPolicy(secret.file);
+    const h = await startHarness({ files: { 'orders.yaml': text } });
+    cleanups.push(() => h.close());
+    const state = tempDir('ward-state-');
+    cleanups.push(state.cleanup);
+    const { log, records } = memoryLogger();
+    const applied: CompiledPolicy[] = [];
+    const w = createPolicyWatch({
+      address: h.address,
+      service: 'orders',
+      instanceId: 'pod-1',
+      token: async () => TOKENS.orders,
+      stateDir: state.dir,
+      compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env: {} }),
+      onPolicy: (p) => applied.push(p),
+      log,
+      backoff: { initialMs: 20, maxMs: 200 },
+      pollMs: 50,
+      debounceMs: 10,
+    });
+    cleanups.push(() => w.close());
+    const version = validatePolicyForControlPlane(text, 'orders.yaml').version;
+    await eventually(() => w.lastError() !== null, 10_000, 'the NACK');
+    expect(w.lastError()).toMatch(/hmacSecretFile: cannot read/);
+    expect(w.current()).toBeNull(); // fail closed meanwhile
+    expect((await h.status()).sidecars[0]?.nackCount).toBe(1);
+
+    secret.replace(SECRET_A); // the Secret is mounted
+    await eventually(() => applied.length === 1, 10_000, 'the version, asked for again');
+    expect(secretOf(w.current())).toBe(SECRET_A);
+    expect(w.versionInfo()).toBe(version);
+    let acked = '';
+    for (let i = 0; i < 100 && acked !== version; i++) {
+      acked = (await h.status()).sidecars.find((x) => x.ackedVersion === version)?.ackedVersion ?? '';
+      if (acked !== version) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(acked).toBe(version);
+    expect(records).toContainEqual(expect.objectContaining({ msg: 'a refused policy version compiles now; asking the control plane for it again', version }));
+  });
 });
