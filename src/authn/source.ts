@@ -406,7 +406,11 @@ class VerifyKey {
   readonly alg: string | undefined;
   readonly keyOps: readonly string[] | undefined;
   readonly jwk: Readonly<Record<string, string>>;
-  /** kid and public members: equal for the same key in two fetches of the key set. */
+  /**
+   * kid, what it may be used for, and public members: equal for the same key in two fetches of
+   * the key set. `key_ops` is part of it: a key republished without `verify` no longer vouches
+   * for the tokens verified with it before (found in review: they were served from the cache).
+   */
   readonly id: string;
   /** The imported key, or why the import failed; once per key (the algorithm is checked per call, verify.ts). */
   #imported: KeyObject | Error | undefined;
@@ -419,7 +423,7 @@ class VerifyKey {
     this.alg = alg;
     this.keyOps = keyOps;
     this.jwk = Object.freeze(jwk);
-    this.id = JSON.stringify([kid ?? null, kty, alg ?? null, jwk]);
+    this.id = JSON.stringify([kid ?? null, kty, alg ?? null, keyOps ?? null, jwk]);
   }
 
   fits(alg: string): boolean {
