@@ -106,8 +106,12 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
     };
     options[oidc.customFetch] = bounded;
     const c = await oidc.discovery(issuerUrl, o.clientId, undefined, auth, options);
-    const te = c.serverMetadata().token_endpoint;
-    return prepare(c, new URL(te ?? issuerUrl));
+    const te = new URL(c.serverMetadata().token_endpoint ?? issuerUrl);
+    // The client secret and the app's token go there. A loopback http: issuer's discovery left
+    // plain http: allowed on the configuration, for whatever token endpoint it names (found in
+    // review: one off loopback got both in clear); only https:, or http: on loopback, is used.
+    if (te.protocol !== 'https:' && !isLoopbackHttp(te)) throw new Error(`the discovered token_endpoint ${te.origin} is not https: (plain http: only on loopback)`);
+    return prepare(c, te);
   }
 
   function configuration(): Promise<oidc.Configuration> {
@@ -159,9 +163,11 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
         const r = await oidc.genericGrantRequest(c, TOKEN_EXCHANGE_GRANT, params);
         // RFC 8693 §2.2.1: what was issued. Only an access token (or a JWT one) may go out as one:
         // a refresh or ID token sent as Bearer would be a token for something else.
+        // REQUIRED (found in review: an answer without it was sent as an access token), and ward
+        // asks for no type, so it is the only statement of what came back.
         const issued = r['issued_token_type'];
-        if (issued !== undefined && issued !== ACCESS_TOKEN_TYPE && issued !== JWT_TOKEN_TYPE) {
-          return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${typeof issued === 'string' ? issued : JSON.stringify(issued)}`, status: 200 };
+        if (issued !== ACCESS_TOKEN_TYPE && issued !== JWT_TOKEN_TYPE) {
+          return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: issued === undefined ? 'issued_token_type missing (RFC 8693 §2.2.1)' : `issued_token_type ${typeof issued === 'string' ? issued : JSON.stringify(issued)}`, status: 200 };
         }
         return result(r);
       } catch (err) {

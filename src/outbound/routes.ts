@@ -98,6 +98,8 @@ export interface RoutesOptions {
   readonly responder: ErrorResponder;
   readonly counters: { upstreamErrors: number };
   readonly log: Logger;
+  /** Fields under it are the sidecars' (identity headers): removed from request trailers too, as the header scan removes them from headers. */
+  readonly identityPrefix: string;
 }
 
 export class Routes {
@@ -139,7 +141,9 @@ export class Routes {
   }
 
   #relay(upstream: RelayOptions['upstream'], slots?: RequestSlots): Relay {
-    return createRelay({ upstream, responder: this.#o.responder, counters: this.#o.counters, log: this.#o.log, slots });
+    // identityPrefix: request trailers lose the identity fields too (found in review: only the
+    // inbound relay passed it, so an app's `x-ward-subject` trailer left the pod).
+    return createRelay({ upstream, responder: this.#o.responder, counters: this.#o.counters, log: this.#o.log, slots, identityPrefix: this.#o.identityPrefix });
   }
 
   /** The declared destination named by the authority's host, if any. */

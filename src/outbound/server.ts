@@ -34,7 +34,7 @@ export async function createOutbound(deps: OutboundDeps): Promise<Outbound> {
     upstreamErrors: 0,
   };
   const responder = new ErrorResponder(deps.service);
-  const routes = new Routes({ config: cfg, baseDir: deps.baseDir ?? process.cwd(), configFile: deps.configFile, locator: deps.locator, responder, counters, log: deps.log });
+  const routes = new Routes({ config: cfg, baseDir: deps.baseDir ?? process.cwd(), configFile: deps.configFile, locator: deps.locator, responder, counters, log: deps.log, identityPrefix: deps.identityPrefix });
   const stack = createOutboundStack({ deps, responder, routes, counters });
   const listeners = await createListeners({
     listen: cfg.listen,

@@ -164,8 +164,10 @@ describe('token client against a failing IdP', () => {
     for (const t of ['urn:ietf:params:oauth:token-type:refresh_token', 'urn:ietf:params:oauth:token-type:id_token', 'urn:ietf:params:oauth:token-type:saml2']) {
       expect(await against(await issuing(t)).exchange('t', PAYMENTS), t).toMatchObject({ ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `issued_token_type ${t}` });
     }
-    for (const t of ['urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:jwt', undefined]) {
+    for (const t of ['urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:jwt']) {
       expect(await against(await issuing(t)).exchange('t', PAYMENTS), String(t)).toMatchObject({ ok: true, token: 'x' });
     }
+    // REQUIRED by §2.2.1: an answer without it does not say an access token came back
+    expect(await against(await issuing(undefined)).exchange('t', PAYMENTS)).toMatchObject({ ok: false, kind: 'refused', description: 'issued_token_type missing (RFC 8693 §2.2.1)' });
   });
 });

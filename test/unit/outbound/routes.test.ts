@@ -30,7 +30,7 @@ describe('Routes', () => {
       { name: 'legacy', url: 'http://127.0.0.1:9', protocol: 'http1', audience: 'legacy-api', noToken: 'client-credentials' },
     ],
   });
-  const routes = () => new Routes({ config, baseDir: process.cwd(), responder: new ErrorResponder('frontend'), counters: { upstreamErrors: 0 }, log: silentLogger });
+  const routes = () => new Routes({ config, baseDir: process.cwd(), responder: new ErrorResponder('frontend'), counters: { upstreamErrors: 0 }, log: silentLogger, identityPrefix: 'x-ward-' });
 
   it('finds declared destinations by host, whatever the port, with their token target', () => {
     const r = routes();
