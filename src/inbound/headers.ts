@@ -85,11 +85,12 @@ function isListEdge(s: string, i: number, step: number): boolean {
 
 /**
  * Whether the lower-case field `name` would pass for one of the sidecar's identity headers: it
- * starts with `prefix`, or does once `_` is read as `-`. CGI-style gateways (WSGI's `environ`,
- * Rack's `env`, PHP's `$_SERVER`) turn both `X-Ward-Subject` and `X_Ward_Subject` into
- * `HTTP_X_WARD_SUBJECT` (Envoy's `headers_with_underscores_action`, Puma CVE-2024-45614), and
- * the prefix itself has no `_` (config/sidecar.ts). One compare per character of the prefix;
- * nearly every name differs at its first.
+ * starts with `prefix`, or does once `_` or `.` is read as `-`. CGI-style gateways (WSGI's
+ * `environ`, Rack's `env`, PHP's `$_SERVER`) turn both `X-Ward-Subject` and `X_Ward_Subject`
+ * into `HTTP_X_WARD_SUBJECT` (Envoy's `headers_with_underscores_action`, Puma CVE-2024-45614),
+ * and PHP turns `.` into `_` as well (`X.Ward.Subject`; found in review); the prefix itself has
+ * no `_` (config/sidecar.ts). One compare per character of the prefix; nearly every name differs
+ * at its first.
  */
 export function impersonatesIdentity(name: string, prefix: string): boolean {
   const n = prefix.length;
@@ -97,7 +98,7 @@ export function impersonatesIdentity(name: string, prefix: string): boolean {
   for (let i = 0; i < n; i++) {
     const c = name.charCodeAt(i);
     const p = prefix.charCodeAt(i);
-    if (c !== p && (c !== 0x5f || p !== 0x2d)) return false;
+    if (c !== p && ((c !== 0x5f && c !== 0x2e) || p !== 0x2d)) return false;
   }
   return true;
 }
