@@ -597,18 +597,22 @@ export function createRelay(o: RelayOptions): Relay {
     if (!ex.bodyless) unrelay(body);
     ex.upstream = null;
     ex.upstreamError = undefined;
-    toH2(ex, pool as H2ConnectionPool, old.conn);
+    // The body is not relayed again until what was kept has gone out: resuming ward's HTTP/2
+    // server stream delivers what it held at once, and its end too, so the app got the rest
+    // before the replay, twice, or a complete request with the replay dropped (found in review).
+    toH2(ex, pool as H2ConnectionPool, old.conn, false);
     const up = ex.upstream as H2ClientStream | null;
     if (up === null || ex.bodyless) return;
     for (const chunk of ex.replay ?? []) up.write(chunk);
-    if (body.readableEnded) {
-      unrelay(body);
-      endUpstreamBody(ex, identityPrefix);
-    } else if (body.isPaused()) body.resume();
+    if (body.readableEnded) endUpstreamBody(ex, identityPrefix);
+    else relayBody(ex, body, onBodyEnd);
   }
 
-  /** `refusedBy`: the connection that refused this call unprocessed (a retry goes to its replacement). */
-  function toH2(ex: Exchange, p: H2ConnectionPool, refusedBy?: H2Connection): void {
+  /**
+   * `refusedBy`: the connection that refused this call unprocessed (a retry goes to its
+   * replacement). `relay` false: the caller relays the body itself (a retry, after its replay).
+   */
+  function toH2(ex: Exchange, p: H2ConnectionPool, refusedBy?: H2Connection, relay = true): void {
     ex.attempts++;
     let up: H2ClientStream;
     try {
@@ -621,7 +625,7 @@ export function createRelay(o: RelayOptions): Relay {
       return;
     }
     ex.upstream = up;
-    if (!ex.bodyless) relayBody(ex, ex.body(), onBodyEnd);
+    if (relay && !ex.bodyless) relayBody(ex, ex.body(), onBodyEnd);
   }
 
   // ---- HTTP/1.1 app
