@@ -440,6 +440,14 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(r.failure), ended: true };
     }
     const checked = await authenticateTokens(r.value);
+    // The new token could not be checked now (keys or introspection unavailable: a 503 code).
+    // Not a refusal: the session goes on with the token it has while that one is valid, as when
+    // the provider itself is down (found in review: an IdP key rotation ended every session
+    // refreshing through it).
+    if (!checked.ok && ERROR_TABLE[checked.error.code].http === 503) {
+      log.warn('session refresh: the new access token cannot be checked now', { session: tokenHash(s.i), code: checked.error.code });
+      return { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: `refreshed access token not checked: ${checked.error.code}`, ended: false };
+    }
     if (!checked.ok || checked.identity.subject !== s.s) {
       counters.refreshesRefused++;
       loggedOut.set(s.i, s.e * 1000);
@@ -622,7 +630,11 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const tokens = r.value;
     // The access token must pass the same checks as any bearer token of this service.
     const checked = await authenticateTokens(tokens);
-    if (!checked.ok) return signInFailed(call, 'ERR_SIGNIN_FAILED', `access token refused: ${checked.error.code} ${checked.error.detail ?? ''}`, clearTxn);
+    if (!checked.ok) {
+      // Keys or introspection unavailable (a 503 code): the sign-in may be tried again, not refused.
+      const code: ErrorCode = ERROR_TABLE[checked.error.code].http === 503 ? 'ERR_SIGNIN_UNAVAILABLE' : 'ERR_SIGNIN_FAILED';
+      return signInFailed(call, code, `access token ${code === 'ERR_SIGNIN_FAILED' ? 'refused' : 'not checked'}: ${checked.error.code} ${checked.error.detail ?? ''}`, clearTxn);
+    }
     const sub = tokens.idClaims?.['sub'];
     if (typeof sub !== 'string' || sub !== checked.identity.subject) {
       return signInFailed(call, 'ERR_SIGNIN_FAILED', 'ID token and access token name different subjects', clearTxn);

@@ -94,6 +94,8 @@ interface World {
   stage: SessionStage;
   now: { t: number };
   client: FakeClient;
+  /** Replaces the authenticator's answer while set. */
+  auth: { override: ((t: string) => SessionAuthResult) | null };
 }
 
 interface FakeClient extends SignInClient {
@@ -105,6 +107,7 @@ interface FakeClient extends SignInClient {
 
 function world(over: Partial<SessionConfig> = {}, ttl = 300): World {
   const now = { t: T0 };
+  const auth: World['auth'] = { override: null };
   const s = () => Math.floor(now.t / 1000);
   const client: FakeClient = {
     counters: { discoveryOk: 0, discoveryFailed: 0, codeExchanges: 0, codeExchangeFailures: 0, refreshes: 0, refreshFailures: 0 },
@@ -138,13 +141,13 @@ function world(over: Partial<SessionConfig> = {}, ttl = 300): World {
     service: 'web',
     config,
     secrets: { clientSecret: 's', sealing: [randomBytes(32)] },
-    authenticate,
+    authenticate: (t) => (auth.override === null ? authenticate(t) : auth.override(t)),
     signInRoute: isSignInRoute,
     log: silentLogger,
     clock: () => now.t,
     client,
   });
-  return { stage, now, client };
+  return { stage, now, client, auth };
 }
 
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
@@ -419,5 +422,39 @@ describe('session stage', () => {
     const put = call({ method: 'PUT', path: '/.ward/callback' });
     w.stage.handle(put);
     expect(put.written()?.status).toBe(405);
+  });
+});
+
+/**
+ * docs/browser-sign-in.md "Refresh": the IdP unreachable, the still-valid token keeps being used;
+ * only a refusal ends a session. Checking the refreshed (or first) access token can fail for a
+ * transient reason too: keys or introspection unavailable (503 codes).
+ */
+describe('the authenticator unavailable while a token of the session is checked (regression: the session was ended for good)', () => {
+  for (const code of ['ERR_KEYS_UNAVAILABLE', 'ERR_INTROSPECTION_UNAVAILABLE'] as const) {
+    it(`a transient ${code} while checking the refreshed token does not end the session`, async () => {
+      const w = world({ refreshBeforeSeconds: 60 });
+      const cookie = await signIn(w);
+      const first = token('alice', Math.floor(T0 / 1000) + 300); // verified before: cached in the real authenticator
+      w.now.t += 250_000; // 50 s left of 300: due, still valid
+      w.auth.override = (t) => (t === first ? authenticate(t) : { ok: false, error: { code, detail: 'connect ECONNREFUSED' } });
+      const during = await resume(w, call({ path: '/app/x', headers: { cookie } }));
+      expect(during).toMatchObject({ kind: 'token' }); // carries on with the still-valid token
+      w.auth.override = null;
+      // the outage over: the same session refreshes (the browser is sent to repeat the call with
+      // the new cookie), where it had been ended
+      const c = call({ path: '/app/x', headers: { cookie } });
+      expect(await resume(w, c)).toEqual({ kind: 'answered' });
+      expect(c.written()?.status).toBe(307);
+      expect(cookiesOf(c.written()).get('ward_session')).toBeTruthy();
+    });
+  }
+
+  it('a sign-in whose access token cannot be checked (keys unavailable) is 503 ERR_SIGNIN_UNAVAILABLE, not 400 ERR_SIGNIN_FAILED', async () => {
+    const w = world();
+    w.auth.override = () => ({ ok: false, error: { code: 'ERR_KEYS_UNAVAILABLE', detail: 'jwks timeout' } });
+    const { cb } = await startAndCallback(w, '/app/x', 'c1');
+    expect(cb.written()?.status).toBe(503);
+    expect(cb.written()?.headers['x-ward-reason']).toBe('ERR_SIGNIN_UNAVAILABLE');
   });
 });
