@@ -24,8 +24,8 @@ Options:
       --inbound-port N              sidecar inbound listener (default 15006)
       --outbound-port N             sidecar egress listener (default 15001)
       --no-outbound                 leave outbound traffic alone
-      --proxy-uid N                 the sidecar's uid: its traffic is never redirected (default 1337)
-      --proxy-gid N                 the sidecar's gid, likewise (default 1337)
+      --proxy-uid N                 the sidecar's uid: its traffic is never redirected (default 1337; not 0)
+      --proxy-gid N                 the sidecar's gid, likewise (default 1337; not 0)
       --inbound-ports LIST|*        inbound ports to capture (default *: every port)
       --exclude-inbound-ports LIST  inbound ports never captured (e.g. the admin port 15000)
       --exclude-outbound-ports LIST outbound ports never captured

@@ -36,7 +36,7 @@ export interface CaptureOptions {
 
 export const CHAINS = { inbound: 'WARD_INBOUND', inRedirect: 'WARD_IN_REDIRECT', output: 'WARD_OUTPUT', redirect: 'WARD_REDIRECT' } as const;
 
-/** Problems with the options (empty when valid). Ports 1..65535, uids >= 0, CIDRs well-formed. */
+/** Problems with the options (empty when valid). Ports 1..65535, uid and gid >= 1, CIDRs well-formed. */
 export function validateCaptureOptions(o: CaptureOptions): string[] {
   const problems: string[] = [];
   const port = (p: number, what: string): void => {
@@ -47,6 +47,9 @@ export function validateCaptureOptions(o: CaptureOptions): string[] {
   if (!Number.isInteger(o.proxyUid) || o.proxyUid < 0) problems.push(`proxy uid: ${o.proxyUid} is not a uid`);
   if (!Number.isInteger(o.proxyGid) || o.proxyGid < 0) problems.push(`proxy gid: ${o.proxyGid} is not a gid`);
   if (o.proxyUid === 0) problems.push('proxy uid: 0 would exempt every root process from capture');
+  // `--gid-owner 0 -j RETURN` exempts every process whose (fs)gid is 0: root, and every container
+  // that sets runAsUser without runAsGroup (the runtime's default group is 0). Found in review.
+  if (o.proxyGid === 0) problems.push('proxy gid: 0 would exempt every process of group 0 (root, and any container without runAsGroup) from capture');
   if (o.inboundPorts !== '*') for (const p of o.inboundPorts) port(p, 'inbound ports');
   for (const p of o.excludeInboundPorts) port(p, 'excluded inbound ports');
   for (const p of o.excludeOutboundPorts) port(p, 'excluded outbound ports');

@@ -70,6 +70,8 @@ describe('ward inject', () => {
   it('refuses bad settings and bad YAML', async () => {
     expect((await ward(['inject', '--inbound-port', '15000'], POD)).code).toBe(2);
     expect((await ward(['inject', '--native-sidecar', 'yes'], POD)).code).toBe(2);
+    expect((await ward(['inject', '--proxy-uid', '0'], POD)).code).toBe(2);
+    expect((await ward(['inject', '--proxy-gid', '0'], POD)).code).toBe(2);
     expect((await ward(['inject', '--proxy-node-options=--max-old-space-size=512 $(id)'], POD)).code).toBe(2);
     const broken = await ward(['inject', '-f', '-'], 'kind: Pod\nspec: [\n');
     expect(broken.code).toBe(1);
@@ -91,6 +93,8 @@ describe('ward capture', () => {
 
   it.each([
     [['--proxy-uid', '0']],
+    // regression: --proxy-gid 0 was accepted, and exempted every gid-0 process from capture
+    [['--proxy-gid', '0']],
     [['--inbound-port', 'x']],
     [['--exclude-outbound-cidrs', 'nope']],
     [['--no-outbound', '--outbound-port', '15001']],

@@ -89,10 +89,12 @@ describe('captureRules', () => {
 });
 
 describe('capture option checks', () => {
-  it('accepts the defaults and refuses bad ports, uid 0 and bad CIDRs', () => {
+  it('accepts the defaults and refuses bad ports, uid 0, gid 0 and bad CIDRs', () => {
     expect(validateCaptureOptions(base)).toEqual([]);
     expect(validateCaptureOptions({ ...base, inboundPort: 0 }).join()).toContain('inbound port');
     expect(validateCaptureOptions({ ...base, proxyUid: 0 }).join()).toContain('every root process');
+    // regression: `--gid-owner 0 -j RETURN` exempted root and every container without runAsGroup
+    expect(validateCaptureOptions({ ...base, proxyGid: 0 }).join()).toContain('proxy gid: 0 would exempt every process of group 0');
     expect(validateCaptureOptions({ ...base, outboundPort: 15006 }).join()).toContain('must differ');
     expect(validateCaptureOptions({ ...base, excludeOutboundCidrs: ['10.0.0.0/33'] }).join()).toContain('10.0.0.0/33');
   });
@@ -170,6 +172,7 @@ describe('applyCapture', () => {
   it('refuses invalid options before running anything', async () => {
     const { run, calls } = fakeRunner();
     await expect(applyCapture({ ...base, proxyUid: 0 }, run, 'auto')).rejects.toThrow('uid');
+    await expect(applyCapture({ ...base, proxyGid: 0 }, run, 'auto')).rejects.toThrow('gid');
     expect(calls).toEqual([]);
   });
 });

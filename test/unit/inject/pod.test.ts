@@ -361,6 +361,11 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     expect(refused(injectPod(c, enrolled, settings))).toContain('gid 1337');
   });
 
+  it('refuses an injector whose proxy gid is 0 (regression: every gid-0 app process escaped capture)', () => {
+    const o = injectPod(pod({ spec: { securityContext: { runAsUser: 1000 } } }), enrolled, defaultSettings({ proxyGid: 0 }));
+    expect(refused(o)).toContain('proxy gid: 0');
+  });
+
   it('refuses port and volume clashes with the sidecar', () => {
     const p = pod();
     p.spec.containers[0]!.ports = [{ containerPort: 15000 }];
