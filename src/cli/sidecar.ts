@@ -149,7 +149,8 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
           controlPlaneConnected: () => policy.connected(),
           upstreamRequests: () => upstreamRequests,
         },
-        ...(tcfg.endpointSource === 'control-plane' && policy.token !== undefined ? { token: policy.token } : {}),
+        // attached only to the signals exported to the control plane (telemetry.ts `channelFor`)
+        ...(policy.token !== undefined ? { token: policy.token } : {}),
       });
   if (telemetry !== null) undo.push(() => telemetry.shutdown(0));
 

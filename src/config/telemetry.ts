@@ -77,6 +77,12 @@ export interface OtlpTarget {
   readonly caFile: string | undefined;
   readonly headers: Readonly<Record<string, string>>;
   readonly timeoutMs: number;
+  /**
+   * Where this signal's endpoint came from. Per signal, because the standard variables are: with
+   * only `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, traces go to that collector and logs and metrics
+   * to the control plane. Only a `control-plane` target is sent the sidecar's control-plane token.
+   */
+  readonly source: 'config' | 'env' | 'control-plane';
 }
 
 export interface QueueLimits {
@@ -104,8 +110,6 @@ export interface ResolvedTelemetry {
   readonly spanQueue: QueueLimits;
   readonly logQueue: QueueLimits;
   readonly metricsIntervalMs: number;
-  /** Where the endpoint came from, for the start-up log. */
-  readonly endpointSource: 'config' | 'env' | 'control-plane' | 'none';
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -147,7 +151,6 @@ export function resolveTelemetry(
   const caFile = cfg.caFile !== undefined ? absolute(ctx.baseDir, cfg.caFile) : caEnv;
 
   const protocol = nonEmpty(env['OTEL_EXPORTER_OTLP_PROTOCOL']);
-  let endpointSource: ResolvedTelemetry['endpointSource'] = 'none';
   const targets: Record<Signal, OtlpTarget | null> = { traces: null, logs: null, metrics: null };
   for (const s of SIGNALS) {
     const upper = s.toUpperCase();
@@ -160,7 +163,7 @@ export function resolveTelemetry(
     }
     const p = nonEmpty(env[`OTEL_EXPORTER_OTLP_${upper}_PROTOCOL`]) ?? protocol;
     if (p !== undefined && p !== 'grpc') fail(`OTEL_EXPORTER_OTLP_${upper}_PROTOCOL`, `only grpc is supported, got '${p}'`);
-    let where: { text: string; path: string | FieldPath; source: ResolvedTelemetry['endpointSource'] } | undefined;
+    let where: { text: string; path: string | FieldPath; source: OtlpTarget['source'] } | undefined;
     if (cfg.endpoint !== undefined) where = { text: cfg.endpoint, path: ['telemetry', 'endpoint'], source: 'config' };
     else {
       const specific = nonEmpty(env[`OTEL_EXPORTER_OTLP_${upper}_ENDPOINT`]);
@@ -171,6 +174,7 @@ export function resolveTelemetry(
     let address: string;
     let tls: boolean;
     let ca = caFile;
+    let source: OtlpTarget['source'];
     if (where !== undefined) {
       const parsed = parseEndpoint(where.text);
       if (parsed === null) {
@@ -178,14 +182,14 @@ export function resolveTelemetry(
         continue;
       }
       ({ address, tls } = parsed);
-      endpointSource = where.source;
+      source = where.source;
     } else if (ctx.controlPlane !== undefined) {
       ({ address, tls } = ctx.controlPlane);
       ca = caFile ?? ctx.controlPlane.caFile;
-      endpointSource = 'control-plane';
+      source = 'control-plane';
     } else continue;
     const headers = { ...keyValues(env, 'OTEL_EXPORTER_OTLP_HEADERS', fail), ...keyValues(env, `OTEL_EXPORTER_OTLP_${upper}_HEADERS`, fail), ...cfg.headers };
-    targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs });
+    targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs, source });
   }
 
   // A CA file that cannot be read is a configuration error here, at its field, not an ENOENT
@@ -224,7 +228,6 @@ export function resolveTelemetry(
     spanQueue,
     logQueue,
     metricsIntervalMs,
-    endpointSource,
   });
 }
 

@@ -191,6 +191,15 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     if (sc?.runAsUser === settings.proxyUid) problems.push(`${who} runs as uid ${settings.proxyUid}, the sidecar's: its traffic would bypass capture`);
     if (sc?.runAsGroup === settings.proxyGid) problems.push(`${who} runs as gid ${settings.proxyGid}, the sidecar's: its traffic would bypass capture`);
   }
+  // ...and so would a process of the app that gets the sidecar's gid as a supplementary group:
+  // xt_owner matches the fsgid only, but a member of the group may `chmod g+s` a file of that
+  // group (an fsGroup volume is group-writable) and run it with egid 1337 (found in review).
+  // Only the pod's securityContext has these fields; fsGroup also applies to every container.
+  const podSc = spec.securityContext;
+  if (podSc?.fsGroup === settings.proxyGid) problems.push(`the pod's fsGroup is ${settings.proxyGid}, the sidecar's gid: every container gets it, and a setgid file of that group would bypass capture`);
+  if (Array.isArray(podSc?.supplementalGroups) && podSc.supplementalGroups.includes(settings.proxyGid)) {
+    problems.push(`the pod's supplementalGroups include ${settings.proxyGid}, the sidecar's gid: a setgid file of that group would bypass capture`);
+  }
   const taken = new Set(Object.values(VOLUMES) as string[]);
   for (const v of spec.volumes ?? []) if (taken.has(v.name)) problems.push(`volume name ${v.name} is reserved for the sidecar`);
 

@@ -85,7 +85,10 @@ export interface TelemetryOptions {
   readonly instanceId: string;
   readonly log: Logger;
   readonly sources?: TelemetrySources;
-  /** Bearer token for exports to the control plane; called per export (it caches). */
+  /**
+   * The sidecar's control-plane bearer token; called per export (it caches). Sent only on the
+   * signals whose target is the control plane (`OtlpTarget.source`), never to another collector.
+   */
   readonly token?: () => Promise<string>;
   /** Time base of spans (ms since the epoch, fractional). Default: performance clock. */
   readonly now?: () => number;
@@ -272,15 +275,19 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   const resource = { attributes: Object.freeze(resourceAttributes) };
 
 
-  // One channel per distinct destination (usually one: the control plane).
+  // One channel per distinct destination (usually one: the control plane). The control-plane
+  // token goes only to a signal whose target is the control plane by default: a collector named
+  // in the config or an `OTEL_*` variable is someone else, and must never see it (found in review:
+  // with only the traces endpoint set, it did).
   const channels = new Map<string, OtlpChannel>();
   const channelFor = (s: Signal): OtlpChannel | null => {
     const t = cfg[s];
     if (t === null) return null;
-    const key = `${t.address}|${t.tls}|${t.caFile ?? ''}|${JSON.stringify(t.headers)}`;
+    const token = t.source === 'control-plane' ? opts.token : undefined;
+    const key = `${t.address}|${t.tls}|${t.caFile ?? ''}|${JSON.stringify(t.headers)}|${token !== undefined}`;
     let ch = channels.get(key);
     if (ch === undefined) {
-      ch = createOtlpChannel(t, { log, ...(opts.token === undefined ? {} : { token: opts.token }) });
+      ch = createOtlpChannel(t, { log, ...(token === undefined ? {} : { token }) });
       channels.set(key, ch);
     }
     return ch;
@@ -492,11 +499,9 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   let shut: Promise<void> | undefined;
 
   log.info('telemetry started', {
-    endpoint: cfg.traces?.address ?? cfg.logs?.address ?? cfg.metrics?.address ?? null,
-    endpointSource: cfg.endpointSource,
-    traces: cfg.traces !== null,
-    logs: cfg.logs !== null,
-    metrics: cfg.metrics !== null,
+    traces: cfg.traces === null ? null : `${cfg.traces.address} (${cfg.traces.source})`,
+    logs: cfg.logs === null ? null : `${cfg.logs.address} (${cfg.logs.source})`,
+    metrics: cfg.metrics === null ? null : `${cfg.metrics.address} (${cfg.metrics.source})`,
     sampleRatio: cfg.sampler.ratio,
   });
 

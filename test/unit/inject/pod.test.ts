@@ -361,6 +361,15 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     expect(refused(injectPod(c, enrolled, settings))).toContain('gid 1337');
   });
 
+  it.each([
+    ['fsGroup', { fsGroup: 1337 }, "the pod's fsGroup is 1337"],
+    ['supplementalGroups', { supplementalGroups: [4000, 1337] }, "the pod's supplementalGroups include 1337"],
+  ])('refuses the sidecar\'s gid as the app\'s %s (regression: a setgid-1337 file of the app bypassed capture)', (_name, sc, message) => {
+    expect(refused(injectPod(pod({ spec: { securityContext: { runAsUser: 1000, runAsGroup: 1000, ...sc } } }), enrolled, settings))).toContain(message);
+    // other groups are fine
+    expect(injectPod(pod({ spec: { securityContext: { runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000] } } }), enrolled, settings).kind).toBe('injected');
+  });
+
   it('refuses an injector whose proxy gid is 0 (regression: every gid-0 app process escaped capture)', () => {
     const o = injectPod(pod({ spec: { securityContext: { runAsUser: 1000 } } }), enrolled, defaultSettings({ proxyGid: 0 }));
     expect(refused(o)).toContain('proxy gid: 0');

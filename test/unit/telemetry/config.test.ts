@@ -24,8 +24,7 @@ describe('telemetry config and OTEL_* environment', () => {
     const r = resolve({}, {}, cp);
     expect(r.enabled).toBe(true);
     expect(r.serviceName).toBe('orders');
-    expect(r.endpointSource).toBe('control-plane');
-    expect(r.traces).toMatchObject({ address: 'cp.ward-system:15010', tls: false, timeoutMs: 10_000 });
+    expect(r.traces).toMatchObject({ address: 'cp.ward-system:15010', tls: false, timeoutMs: 10_000, source: 'control-plane' });
     expect(r.logs?.address).toBe('cp.ward-system:15010');
     expect(r.metrics?.address).toBe('cp.ward-system:15010');
     expect(r.sampler).toEqual({ ratio: 1, parentBased: true });
@@ -35,7 +34,7 @@ describe('telemetry config and OTEL_* environment', () => {
 
   it('exports nowhere without an endpoint or a control plane', () => {
     const r = resolve({});
-    expect([r.traces, r.logs, r.metrics, r.endpointSource]).toEqual([null, null, null, 'none']);
+    expect([r.traces, r.logs, r.metrics]).toEqual([null, null, null]);
   });
 
   it('honours the standard variables', () => {
@@ -57,9 +56,8 @@ describe('telemetry config and OTEL_* environment', () => {
       },
       cp,
     );
-    expect(r.endpointSource).toBe('env');
-    expect(r.traces).toMatchObject({ address: 'collector.obs:4317', tls: true, timeoutMs: 3000, headers: { 'x-api-key': 's ecret', 'x-tenant': 'acme' } });
-    expect(r.logs).toMatchObject({ address: 'logs.obs:4317', tls: false });
+    expect(r.traces).toMatchObject({ address: 'collector.obs:4317', tls: true, timeoutMs: 3000, headers: { 'x-api-key': 's ecret', 'x-tenant': 'acme' }, source: 'env' });
+    expect(r.logs).toMatchObject({ address: 'logs.obs:4317', tls: false, source: 'env' });
     expect(r.metrics).toBeNull();
     expect(r.serviceName).toBe('orders-sidecar');
     expect(r.resourceAttributes).toEqual({ 'deployment.environment.name': 'prod', 'k8s.pod.name': 'orders-1' });
@@ -73,10 +71,19 @@ describe('telemetry config and OTEL_* environment', () => {
       { endpoint: '10.0.0.5:4317', sampleRatio: 0, serviceName: 'from-file', headers: { 'x-api-key': 'file' } },
       { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://collector.obs:4317', OTEL_TRACES_SAMPLER: 'always_on', OTEL_SERVICE_NAME: 'env', OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=env' },
     );
-    expect(r.traces).toMatchObject({ address: '10.0.0.5:4317', tls: false, headers: { 'x-api-key': 'file' } });
-    expect(r.endpointSource).toBe('config');
+    expect(r.traces).toMatchObject({ address: '10.0.0.5:4317', tls: false, headers: { 'x-api-key': 'file' }, source: 'config' });
     expect(r.sampler).toEqual({ ratio: 0, parentBased: true });
     expect(r.serviceName).toBe('from-file');
+  });
+
+  it('the endpoint source is per signal: one signal set elsewhere leaves the others on the control plane (regression)', () => {
+    // Was one value for the three signals (the last resolved), which chose where the
+    // control-plane token went (export-token.test.ts).
+    const r = resolve({}, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector.obs:4317' }, cp);
+    expect([r.traces?.source, r.logs?.source, r.metrics?.source]).toEqual(['env', 'control-plane', 'control-plane']);
+    expect(r.traces?.address).toBe('collector.obs:4317');
+    const m = resolve({}, { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://collector.obs:4317' }, cp);
+    expect([m.traces?.source, m.logs?.source, m.metrics?.source]).toEqual(['control-plane', 'control-plane', 'env']);
   });
 
   it('OTEL_SDK_DISABLED turns telemetry off; samplers map to ratios', () => {

@@ -50,7 +50,8 @@ describe('OTLP receiver and the sidecar exporter', () => {
   }
 
   function sidecar(port: number, service: string, token?: string): Telemetry {
-    const cfg = resolveTelemetry({ endpoint: `127.0.0.1:${port}`, queue: { delayMs: 5 } }, { service, file: 'x', baseDir: '/' }, {});
+    // the receiver as the sidecar's control plane: the only target its token is sent to
+    const cfg = resolveTelemetry({ queue: { delayMs: 5 } }, { service, file: 'x', baseDir: '/', controlPlane: { address: `127.0.0.1:${port}`, tls: false } }, {});
     const t = startTelemetry(cfg, { service, instanceId: 'pod-1', log: silentLogger, ...(token === undefined ? {} : { token: async () => token }) });
     cleanup.push(() => t.shutdown(1000));
     return t;
