@@ -65,11 +65,15 @@ export interface AnyValueWire {
   intValue?: string;
   doubleValue?: number;
   bytesValue?: Buffer;
+  /** Set by the scan: more than one field of the oneof, or one of the wrong wire type (scan.ts `anyValue`). */
+  ambiguous?: true;
 }
 
 export interface KeyValueWire {
   key: string;
   value: AnyValueWire | null;
+  /** Set by the scan: `value` sent in more than one part, or itself ambiguous (scan.ts `keyValue`). */
+  ambiguous?: true;
 }
 
 export interface LogRecordWire {

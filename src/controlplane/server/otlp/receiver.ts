@@ -19,15 +19,16 @@ import { scanLogsRequest } from './scan.ts';
  * Who may export: loopback callers without a token (configurable), anyone else with a valid
  * bearer token (ward's authenticator, as for the policy stream). A decision record from an
  * authenticated caller is kept only if its `ward.service` is bound to the caller's identity, so a
- * sidecar cannot write another service's decisions; refused records are reported in the OTLP
- * `partial_success`.
+ * sidecar cannot write another service's decisions; a record whose decision attributes repeat
+ * or are not one plain value is refused too, from any caller (`decisionOf`). Refused records are
+ * reported in the OTLP `partial_success`, and their Export is not forwarded.
  */
 
 export interface ReceiverCounters {
   readonly requests: Record<OtlpSignal, number>;
   /** Decision records stored. */
   decisions: number;
-  /** Decision records refused (service not bound to the caller). */
+  /** Decision records refused (service not bound to the caller, or attributes read two ways: `decisionOf`). */
   rejected: number;
   /** Export calls refused (authentication, malformed). */
   refused: number;
@@ -84,6 +85,7 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
   function accept(signal: OtlpSignal, body: Buffer, identity: Identity | null, cb: Callback): void {
     counters.requests[signal]++;
     let rejected = 0;
+    let ambiguous = 0;
     if (signal === 'logs') {
       // Decided first, stored after: a malformed request stores nothing.
       const found: StoredDecision[] = [];
@@ -91,7 +93,10 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
         scanLogsRequest(body, (lr, instanceId) => {
           const d = decisionOf(lr, instanceId);
           if (d === null) return;
-          if (identity !== null && !opts.bindings(identity, d.service)) rejected++;
+          if (d === 'ambiguous') {
+            rejected++;
+            ambiguous++;
+          } else if (identity !== null && !opts.bindings(identity, d.service)) rejected++;
           else found.push(d);
         });
       } catch (err) {
@@ -105,14 +110,15 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
       }
       if (rejected > 0) {
         counters.rejected += rejected;
-        log.warn('decision records refused: service not bound to the exporter', { subject: identity?.subject, rejected });
+        if (rejected > ambiguous) log.warn('decision records refused: service not bound to the exporter', { subject: identity?.subject, rejected: rejected - ambiguous });
+        if (ambiguous > 0) log.warn('decision records refused: repeated or ambiguous decision attributes', { subject: identity?.subject, rejected: ambiguous });
       }
     }
     // An Export with records the control plane refused is not sent on either: byte for byte it
     // would carry them to the collector behind it (found in review).
     if (rejected === 0) opts.forwarder?.forward(PATHS[signal], body);
     if (rejected > 0) {
-      cb(null, { partialSuccess: { rejectedLogRecords: rejected, errorMessage: 'decision records for services not bound to the caller were refused; the export was not forwarded' } });
+      cb(null, { partialSuccess: { rejectedLogRecords: rejected, errorMessage: 'decision records for services not bound to the caller, or with repeated or ambiguous ward attributes, were refused; the export was not forwarded' } });
     } else cb(null, EMPTY);
   }
 
@@ -175,13 +181,51 @@ function hexId(b: Buffer | undefined, len: number): string {
   return /^0+$/.test(h) ? '' : h;
 }
 
-/** A `ward.decision` log record as a stored decision; null for any other record. */
-export function decisionOf(lr: LogRecordWire, instanceId: string): StoredDecision | null {
+/** The attributes a decision is read from. */
+const DECISION_ATTRIBUTES = new Set([
+  'ward.service',
+  'ward.decision',
+  'ward.direction',
+  'ward.reason',
+  'ward.rule',
+  'ward.policy.version',
+  'ward.issuer',
+  'ward.route',
+  'ward.decision_id',
+  'ward.destination',
+  'ward.exchange.outcome',
+  'enduser.id',
+  'http.request.method',
+]);
+const SCALAR = new Set<AnyValueWire['value']>(['stringValue', 'intValue', 'boolValue', 'doubleValue']);
+
+/**
+ * A `ward.decision` log record as a stored decision; null for any other record; `ambiguous` for
+ * one that a collector may read otherwise than this function does, which the receiver refuses
+ * (the Export is not forwarded, as for an unbound service).
+ *
+ * The Export goes on byte for byte, so the binding check holds only if the control plane and the
+ * collector read the same service. A collector looks an attribute up by its first occurrence
+ * (pdata `Map.Get`), merges a value sent in parts, and renders an array or map as text; this reads
+ * one plain value per key. Reading as a collector would (first key wins, protobuf merging) would
+ * still be one reader among several (others take the last key), so a record that can be read
+ * two ways is refused instead: fail closed. A sidecar's exporter sends each attribute once, as
+ * one string, so none of its records is refused for this.
+ */
+export function decisionOf(lr: LogRecordWire, instanceId: string): StoredDecision | 'ambiguous' | null {
+  if (lr.eventName !== '' && lr.eventName !== 'ward.decision') return null;
   const a = new Map<string, string>();
-  for (const kv of lr.attributes) if (kv.key.startsWith('ward.') || kv.key === 'enduser.id' || kv.key === 'http.request.method') a.set(kv.key, value(kv.value).slice(0, MAX_FIELD));
+  for (const kv of lr.attributes) {
+    if (!DECISION_ATTRIBUTES.has(kv.key)) continue;
+    if (a.has(kv.key) || kv.ambiguous === true) return 'ambiguous';
+    const kind = kv.value?.value;
+    // Absent or empty reads as "" everywhere; an array, map or bytes does not.
+    if (kind !== undefined && !SCALAR.has(kind)) return 'ambiguous';
+    if (kv.key === 'ward.service' && kind !== undefined && kind !== 'stringValue') return 'ambiguous';
+    a.set(kv.key, value(kv.value).slice(0, MAX_FIELD));
+  }
   const decision = a.get('ward.decision');
   const service = a.get('ward.service');
-  if (lr.eventName !== '' && lr.eventName !== 'ward.decision') return null;
   if (decision === undefined || service === undefined || service === '') return null;
   return {
     timeMs: nanosToMs(lr.timeUnixNano) || nanosToMs(lr.observedTimeUnixNano),

@@ -141,21 +141,32 @@ function logRecord(buf: Buffer, start: number, end: number): LogRecordWire | nul
 /**
  * A KeyValue whose key is one of `keys` (or, with `ward`, starts with `ward.`), decoded; null
  * for any other, whose key is compared in place and never made a string.
+ *
+ * `value` is an embedded message: sent in several parts, a protobuf decoder merges them (a
+ * collector reads `{string_value: payments}` + `{}` as "payments"), where this scan would keep
+ * only the last part. Rather than reimplement merging, such a value is marked `ambiguous` and the
+ * receiver refuses the record (receiver.ts `decisionOf`): a sidecar's exporter never sends one.
  */
 function keyValue(buf: Buffer, start: number, end: number, keys: readonly string[], ward: boolean): KeyValueWire | null {
   let key: [number, number] | null = null;
   let value: [number, number] | null = null;
+  let valueParts = 0;
   const r = new Reader(buf, start, end);
   while (!r.done()) {
     const [field, wire] = r.tag();
     if (field === 1 || field === 2) {
       expectLen(`KeyValue field ${field}`, wire);
       if (field === 1) key = r.span();
-      else value = r.span();
+      else {
+        value = r.span();
+        valueParts++;
+      }
     } else r.skip(wire);
   }
   if (key === null || !wanted(buf, key[0], key[1], keys, ward)) return null;
-  return { key: utf8At(buf, key[0], key[1]), value: value === null ? null : anyValue(buf, value[0], value[1]) };
+  const kv: KeyValueWire = { key: utf8At(buf, key[0], key[1]), value: value === null ? null : anyValue(buf, value[0], value[1]) };
+  if (valueParts > 1 || kv.value?.ambiguous === true) kv.ambiguous = true;
+  return kv;
 }
 
 function wanted(buf: Buffer, start: number, end: number, keys: readonly string[], ward: boolean): boolean {
@@ -165,26 +176,39 @@ function wanted(buf: Buffer, start: number, end: number, keys: readonly string[]
   return false;
 }
 
-/** AnyValue: the scalar kinds a decision record uses; arrays, maps and bytes as an empty value. */
+/** The wire type of each AnyValue field (`value` oneof, fields 1-7). */
+const ANY_VALUE_WIRE = [-1, WIRE_LEN, WIRE_VARINT, WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_LEN, WIRE_LEN];
+const ANY_VALUE_KIND = [undefined, 'stringValue', 'boolValue', 'intValue', 'doubleValue', 'arrayValue', 'kvlistValue', 'bytesValue'] as const;
+
+/**
+ * AnyValue: the scalar kinds a decision record uses, decoded; arrays, maps and bytes only named
+ * (`value`), their content skipped. More than one field of the oneof, or one of the wrong wire
+ * type, is `ambiguous`: decoders differ on it (last one wins, or the wrong type kept as an
+ * unknown field), and a decision must read the same here as at the collector it is forwarded to.
+ */
 function anyValue(buf: Buffer, start: number, end: number): AnyValueWire {
   const out: AnyValueWire = {};
+  let fields = 0;
   const r = new Reader(buf, start, end);
   while (!r.done()) {
     const [field, wire] = r.tag();
-    if (field === 1) {
-      expectLen('AnyValue.string_value', wire);
-      out.value = 'stringValue';
-      out.stringValue = r.string();
-    } else if (field === 2 && wire === WIRE_VARINT) {
-      out.value = 'boolValue';
-      out.boolValue = r.varint() !== 0;
-    } else if (field === 3 && wire === WIRE_VARINT) {
-      out.value = 'intValue';
-      out.intValue = String(r.varint());
-    } else if (field === 4 && wire === WIRE_I64) {
-      out.value = 'doubleValue';
-      out.doubleValue = buf.readDoubleLE(r.fixed64());
-    } else r.skip(wire);
+    if (field === 1) expectLen('AnyValue.string_value', wire);
+    const kind = ANY_VALUE_KIND[field];
+    if (kind === undefined) {
+      r.skip(wire);
+      continue;
+    }
+    if (++fields > 1 || wire !== ANY_VALUE_WIRE[field]) out.ambiguous = true;
+    if (wire !== ANY_VALUE_WIRE[field]) {
+      r.skip(wire);
+      continue;
+    }
+    out.value = kind;
+    if (field === 1) out.stringValue = r.string();
+    else if (field === 2) out.boolValue = r.varint() !== 0;
+    else if (field === 3) out.intValue = String(r.varint());
+    else if (field === 4) out.doubleValue = buf.readDoubleLE(r.fixed64());
+    else r.skip(wire);
   }
   return out;
 }

@@ -1,0 +1,137 @@
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { compileBindings } from '../../../src/controlplane/server/access.ts';
+import { createDecisionStore, type DecisionStore } from '../../../src/controlplane/server/decisions/store.ts';
+import { telemetryReceiverSchema } from '../../../src/controlplane/server/otlp/config.ts';
+import { createOtlpReceiver, type OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
+import { PbWriter } from '../../../src/lib/protobuf.ts';
+import { silentLogger } from '../../../src/lib/log.ts';
+import { identity, tableAuthenticator } from '../controlplane/harness.ts';
+
+/**
+ * The receiver's binding check ("a sidecar cannot write another service's decisions ... an Export
+ * that carried any is not forwarded") against records a collector reads otherwise than the control
+ * plane would: the Export goes on byte for byte, and a collector looks attributes up by their
+ * first occurrence (pdata `Map.Get`) and merges an embedded message sent in parts (protobuf
+ * encoding rules). Found in review: the last `ward.service`, or the last part of its value, decided.
+ * Such records are refused, whoever sent them.
+ */
+
+/** One part of a KeyValue: its key, then each of `values` as an AnyValue (written by `value`). */
+type Part = [key: string, ...values: ((w: PbWriter) => void)[]];
+const str = (s: string) => (w: PbWriter) => w.string(1, s);
+const empty = () => () => {};
+
+function kv(w: PbWriter, field: number, [key, ...values]: Part): void {
+  const m = w.begin(field);
+  w.string(1, key);
+  for (const value of values) {
+    const v = w.begin(2);
+    value(w);
+    w.end(v);
+  }
+  w.end(m);
+}
+
+/** ExportLogsServiceRequest with one decision record whose attributes are `attributes` (in order). */
+function logsRequest(attributes: Part[]): Buffer {
+  const w = new PbWriter(1024);
+  const rl = w.begin(1);
+  const res = w.begin(1);
+  kv(w, 1, ['service.instance.id', str('pod-x')]);
+  w.end(res);
+  const sl = w.begin(2);
+  const lr = w.begin(2);
+  w.timeNanos(1, 1_700_000_000_000);
+  w.uint(2, 9);
+  for (const a of attributes) kv(w, 6, a);
+  w.string(12, 'ward.decision');
+  w.end(lr);
+  w.end(sl);
+  w.end(rl);
+  return w.bytes();
+}
+
+describe('OTLP receiver: decision records read two ways are refused', () => {
+  const cleanup: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+
+  async function receiver(allowLoopbackWithoutToken = false): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver; forwarded: Buffer[] }> {
+    const forwarded: Buffer[] = [];
+    const store = createDecisionStore({ capacity: 100 });
+    const otlp = createOtlpReceiver({
+      config: telemetryReceiverSchema.parse({ allowLoopbackWithoutToken }),
+      store,
+      forwarder: { target: 'recorded', forward: (_p, body) => forwarded.push(body), counters: { forwarded: 0, failed: 0, dropped: 0 }, close: async () => {} },
+      authenticator: tableAuthenticator({ 'orders-token': identity('orders-sidecar') }),
+      bindings: compileBindings([{ subject: 'orders-sidecar', services: ['orders'] }]),
+      log: silentLogger,
+    });
+    const server = new grpc.Server();
+    otlp.register(server);
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => new Promise((res) => server.tryShutdown(() => res())));
+    return { port, store, otlp, forwarded };
+  }
+
+  function exportLogs(port: number, body: Buffer, token?: string): Promise<{ partialSuccess?: unknown }> {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+    return new Promise((res, rej) => {
+      client.makeUnaryRequest('/opentelemetry.proto.collector.logs.v1.LogsService/Export', (b: Buffer) => b, (b: Buffer) => ({ partialSuccess: b.length > 0 ? b : undefined }), body, md, (err, v) => {
+        client.close();
+        if (err) rej(err);
+        else res(v as { partialSuccess?: unknown });
+      });
+    });
+  }
+
+  const ok: Part[] = [['ward.service', str('orders')], ['ward.decision', str('allow')], ['ward.decision_id', str('d-1')]];
+
+  it('a well-formed record of a bound service is stored and its Export forwarded; an unbound one is refused and not forwarded', async () => {
+    const { port, store, otlp, forwarded } = await receiver();
+    await exportLogs(port, logsRequest(ok), 'orders-token');
+    expect(store.query({}, 10).map((d) => [d.service, d.decisionId])).toEqual([['orders', 'd-1']]);
+    expect(forwarded).toHaveLength(1);
+    await exportLogs(port, logsRequest([['ward.service', str('payments')], ['ward.decision', str('allow')]]), 'orders-token');
+    expect({ stored: store.size(), rejected: otlp.counters.rejected, forwarded: forwarded.length }).toEqual({ stored: 1, rejected: 1, forwarded: 1 });
+  });
+
+  it('two ward.service keys, an unbound one first and a bound one last: refused, not stored, not forwarded (regression: stored as orders, forwarded as payments)', async () => {
+    const { port, store, otlp, forwarded } = await receiver();
+    const r = await exportLogs(port, logsRequest([['ward.service', str('payments')], ['ward.decision', str('allow')], ['ward.decision_id', str('forged')], ['ward.service', str('orders')]]), 'orders-token');
+    expect(r.partialSuccess).toBeDefined();
+    expect({ stored: store.size(), rejected: otlp.counters.rejected, forwarded: forwarded.length }).toEqual({ stored: 0, rejected: 1, forwarded: 0 });
+  });
+
+  it('ward.service\'s AnyValue in two parts ({string_value: payments} then {}; protobuf merges them to "payments"): refused (regression: read as no service, forwarded)', async () => {
+    const { port, store, otlp, forwarded } = await receiver();
+    await exportLogs(port, logsRequest([['ward.service', str('payments'), empty()], ['ward.decision', str('allow')]]), 'orders-token');
+    expect({ stored: store.size(), rejected: otlp.counters.rejected, forwarded: forwarded.length }).toEqual({ stored: 0, rejected: 1, forwarded: 0 });
+  });
+
+  it.each<[string, Part[]]>([
+    ['ward.service split, bound part last', [['ward.service', str('payments'), str('orders')], ['ward.decision', str('allow')]]],
+    ['two string_value fields in one AnyValue', [['ward.service', (w) => (w.string(1, 'payments'), w.string(1, 'orders'))], ['ward.decision', str('allow')]]],
+    ['ward.service as an array', [['ward.service', (w) => { const a = w.begin(5); const v = w.begin(1); w.string(1, 'payments'); w.end(v); w.end(a); }], ['ward.decision', str('allow')]]],
+    ['ward.service as an int', [['ward.service', (w) => w.uint(3, 7)], ['ward.decision', str('allow')]]],
+    ['bool_value with the wrong wire type', [['ward.service', str('orders')], ['ward.decision', (w) => w.string(2, 'allow')]]],
+    ['ward.decision repeated', [['ward.service', str('orders')], ['ward.decision', str('allow')], ['ward.decision', str('deny')]]],
+    ['enduser.id repeated', [...ok, ['enduser.id', str('alice')], ['enduser.id', str('root')]]],
+  ])('%s: refused from a bound exporter, and from a trusted loopback one too', async (_name, attributes) => {
+    const { port, store, otlp, forwarded } = await receiver(true);
+    await exportLogs(port, logsRequest(attributes), 'orders-token');
+    await exportLogs(port, logsRequest(attributes));
+    expect({ stored: store.size(), rejected: otlp.counters.rejected, forwarded: forwarded.length }).toEqual({ stored: 0, rejected: 2, forwarded: 0 });
+  });
+
+  it('ward.* keys the receiver does not read may repeat, and other attributes may take any shape', async () => {
+    const { port, store, forwarded } = await receiver();
+    await exportLogs(port, logsRequest([...ok, ['ward.cached', str('a')], ['ward.cached', str('b')], ['app.list', (w) => { const a = w.begin(5); w.end(a); }], ['ward.reason', empty()]]), 'orders-token');
+    expect(store.query({}, 10).map((d) => [d.service, d.reason])).toEqual([['orders', '']]);
+    expect(forwarded).toHaveLength(1);
+  });
+});
