@@ -190,8 +190,11 @@ const kv = {
 
 /**
  * The attributes a call's span and decision log record share: ward's decision fields, the RPC or
- * HTTP method, the outbound destination and exchange. `error.type` is the failure when the call
- * failed, else a denial's reason code.
+ * HTTP method, the outbound destination and exchange. `error.type` is a denial's reason code,
+ * else the failure of an allowed call (a status code or `reset`). A denial answered with a 5xx or a
+ * server-error gRPC status (`ERR_POLICY_UNAVAILABLE`, `ERR_KEYS_UNAVAILABLE`, every outbound
+ * refusal) is still named by its reason: the status says less, and the docs promise the reason
+ * (found in review: it held the status).
  */
 function writeCallAttributes(
   w: PbWriter,
@@ -231,8 +234,8 @@ function writeCallAttributes(
     kv.exchangeOutcome.write(w, field, out.exchange);
     if (out.exchangeError !== null) attrString(w, field, sc.WARD_EXCHANGE_ERROR, out.exchangeError);
   }
-  if (error !== null) kv.errorType.write(w, field, error);
-  else if (decision === 'deny' && reason !== null) kv.errorType.write(w, field, reason);
+  if (decision === 'deny' && reason !== null) kv.errorType.write(w, field, reason);
+  else if (error !== null) kv.errorType.write(w, field, error);
 }
 
 /** OTel HTTP semconv: the methods it knows; any other is reported as `_OTHER`. */

@@ -3,6 +3,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveTelemetry } from '../../../src/config/telemetry.ts';
+import { ERROR_TABLE } from '../../../src/errors/table.ts';
 import type { DecisionRecord } from '../../../src/inbound/types.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
@@ -264,6 +265,34 @@ describe('OTLP spans and decision log records written by ward', () => {
     const l = col.logs[0]?.items[0] as LogWire;
     expect(`00-${hex(l.traceId)}-${hex(l.spanId)}-00`).toBe(fwd['traceparent']);
     expect(l.flags ?? 0).toBe(0);
+  });
+
+  // Regression (found in review): a denial answered with a 5xx or a server-error gRPC status
+  // had that status as its `error.type`; docs/telemetry.md promises the reason code.
+  it.each([
+    ['HTTP', 'ERR_POLICY_UNAVAILABLE', 'http'],
+    ['gRPC', 'ERR_KEYS_UNAVAILABLE', 'grpc'],
+    ['gRPC', 'ERR_REQUEST_INVALID', 'grpc'],
+    ['HTTP', 'ERR_POLICY_DENIED', 'http'],
+  ] as const)('%s denial %s: error.type is the reason code, whatever status answered it', async (_p, code, protocol) => {
+    const { t, col } = await setup();
+    const rec = protocol === 'http' ? record({ protocol: 'http', method: 'GET', route: '/api/x', decision: 'deny', code, rule: null }) : record({ decision: 'deny', code, rule: null });
+    const span = t.inbound.begin(rec, 1_700_000_000_000, [], null);
+    if (protocol === 'http') span?.end(ERROR_TABLE[code].http, -1, false);
+    else span?.end(200, ERROR_TABLE[code].grpc, false);
+    await t.flush(2000);
+    const a = attrs((col.spans[0]?.items[0] as SpanWire).attributes);
+    expect([a['ward.reason'], a['error.type']]).toEqual([code, code]);
+  });
+
+  it('an outbound refusal (ERR_DESTINATION_UNKNOWN): the CLIENT span\'s error.type is the reason code, not the status ward answered the app with (regression)', async () => {
+    const { t, col } = await setup();
+    const refused = { decisionId: 'o-1', time: 1_700_000_000_500, service: 'orders', direction: 'outbound' as const, destination: null, protocol: 'http' as const, method: 'GET', route: '/x', decision: 'deny' as const, code: 'ERR_DESTINATION_UNKNOWN' as const, oauthError: null, token: null, cached: false, tokenMs: null };
+    t.outbound.call(refused, 1_700_000_000_499, [], null)?.end(ERROR_TABLE.ERR_DESTINATION_UNKNOWN.http, -1, false);
+    await t.flush(2000);
+    const s = col.spans[0]?.items[0] as SpanWire;
+    expect(s.status?.code).toBe('STATUS_CODE_ERROR');
+    expect(attrs(s.attributes)['error.type']).toBe('ERR_DESTINATION_UNKNOWN');
   });
 
   it('an outbound call whose destination failed: a CLIENT span with error status and the exchange outcome', async () => {
