@@ -272,8 +272,19 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     excludeOutboundCidrs,
   };
   problems.push(...validateCaptureOptions(capture));
+  // The app port is the one port the sidecar guards: left out of capture (excluded, or not in a
+  // list that probably has a typo), callers reach the app on it directly, with no token, in a pod
+  // marked injected (found in review). Its own port is refused above.
+  if (!sidecarPorts.has(app.port)) {
+    if (excludeInbound.includes(app.port)) {
+      problems.push(`${A.excludeInboundPorts}: ${app.port} is the app port (${A.appPort}); excluded from capture, callers would reach the app on it without the sidecar`);
+    }
+    if (inboundPorts !== '*' && inboundPorts.length > 0 && !inboundPorts.includes(app.port)) {
+      problems.push(`${A.inboundPorts}: '${inboundRaw}' does not list the app port ${app.port} (${A.appPort}); callers would reach the app on it without the sidecar`);
+    }
+  }
   if (problems.length > 0) return { kind: 'refused', problems };
-  warnings.push(...probeWarnings(spec.containers, capture, requiresTls(configYaml)));
+  warnings.push(...probeWarnings(spec.containers, capture, app.port, requiresTls(configYaml)));
 
   // 3. Build the new pod.
   const withCa = policy.kind === 'controlPlane' && policy.caFile !== undefined;
@@ -396,7 +407,7 @@ function serviceName(meta: PodMeta, ctx: InjectContext, annotated: string | unde
  * an HTTP probe needs a policy rule that lets it through (`token: optional`), a TCP probe only
  * checks that the sidecar accepts connections.
  */
-function probeWarnings(containers: readonly IContainer[], capture: CaptureOptions, strictTls: boolean): string[] {
+function probeWarnings(containers: readonly IContainer[], capture: CaptureOptions, appPort: number, strictTls: boolean): string[] {
   const out: string[] = [];
   for (const c of containers) {
     for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
@@ -413,7 +424,13 @@ function probeWarnings(containers: readonly IContainer[], capture: CaptureOption
       } else if (probe.tcpSocket !== undefined) out.push(`container ${c.name}: the ${kind} (TCP on port ${port}) reaches the sidecar, not the app`);
       else {
         out.push(`container ${c.name}: the ${kind} (gRPC on port ${port}) goes through the sidecar: the policy must allow grpc.health.v1.Health/Check without a token`);
-        if (strictTls) out.push(`container ${c.name}: the ${kind} speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; exclude port ${port} from capture (ward.dev/exclude-inbound-ports)`);
+        // The app port cannot be excluded (that would open the app to anyone): the check needs a
+        // port of its own, or to run inside the container.
+        const fix =
+          port === appPort
+            ? `port ${port} is the app port, which cannot be excluded from capture: serve the health service on a port of its own and exclude that one (${A.excludeInboundPorts}), or use an exec probe`
+            : `exclude port ${port} from capture (${A.excludeInboundPorts}) if it serves nothing else`;
+        if (strictTls) out.push(`container ${c.name}: the ${kind} speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; ${fix}`);
       }
     }
   }

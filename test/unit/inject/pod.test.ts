@@ -302,7 +302,16 @@ describe('injectPod: the injected pod', () => {
     if (out.kind !== 'injected') throw new Error(JSON.stringify(out));
     expect(out.warnings.filter((w) => w.includes('strict'))).toEqual([
       'container app: the readinessProbe is cleartext and inbound.tls.mode is strict: the sidecar will refuse it; set scheme: HTTPS',
-      'container app: the livenessProbe speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; exclude port 8080 from capture (ward.dev/exclude-inbound-ports)',
+      // 8080 is the app port: excluding it would take the app out of the sidecar's path (regression: the advice said so)
+      'container app: the livenessProbe speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; port 8080 is the app port, which cannot be excluded from capture: serve the health service on a port of its own and exclude that one (ward.dev/exclude-inbound-ports), or use an exec probe',
+    ]);
+    // a gRPC probe on a port of its own may be excluded
+    const own = pod({ annotations: { 'ward.dev/inbound-tls-secret': 'orders-tls', 'ward.dev/sidecar-config': 'inbound: { tls: { mode: strict } }' } });
+    own.spec.containers[0]!.ports!.push({ name: 'health', containerPort: 8086 });
+    own.spec.containers[0]!.livenessProbe = { grpc: { port: 8086 } };
+    const ownOut = injectPod(own, enrolled, settings);
+    expect(ownOut.kind === 'injected' && ownOut.warnings.filter((w) => w.includes('strict'))).toEqual([
+      'container app: the livenessProbe speaks no TLS and inbound.tls.mode is strict: the sidecar will refuse it; exclude port 8086 from capture (ward.dev/exclude-inbound-ports) if it serves nothing else',
     ]);
     // permissive (the default): no such warning
     const q = pod({ annotations: { 'ward.dev/inbound-tls-secret': 'orders-tls' } });
@@ -317,7 +326,12 @@ describe('injectPod: the injected pod', () => {
     p.spec.containers[0]!.livenessProbe = { tcpSocket: { port: 8080 } };
     const o = injectPod(p, enrolled, settings);
     expect(o.kind === 'injected' && o.warnings).toEqual([expect.stringContaining('HTTP GET /ready on port 8080'), expect.stringContaining('TCP on port 8080')]);
-    const excluded = injectPod({ ...p, metadata: { ...p.metadata, annotations: { 'ward.dev/exclude-inbound-ports': '8080' } } }, enrolled, settings);
+    // a probe on a port excluded from capture reaches the app: no warning (not the app port: that is refused below)
+    const q = pod();
+    q.spec.containers[0]!.ports!.push({ name: 'health', containerPort: 8086 });
+    q.spec.containers[0]!.readinessProbe = { httpGet: { path: '/ready', port: 'health' } };
+    q.spec.containers[0]!.livenessProbe = { tcpSocket: { port: 8086 } };
+    const excluded = injectPod({ ...q, metadata: { ...q.metadata, annotations: { 'ward.dev/exclude-inbound-ports': '8086' } } }, enrolled, settings);
     expect(excluded.kind === 'injected' && excluded.warnings).toEqual([]);
   });
 });
@@ -368,6 +382,20 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     expect(refused(injectPod(pod({ spec: { securityContext: { runAsUser: 1000, runAsGroup: 1000, ...sc } } }), enrolled, settings))).toContain(message);
     // other groups are fine
     expect(injectPod(pod({ spec: { securityContext: { runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000] } } }), enrolled, settings).kind).toBe('injected');
+  });
+
+  it('refuses leaving the app port out of capture (regression: the app was reachable on it without a token)', () => {
+    expect(refused(injectPod(pod({ annotations: { 'ward.dev/exclude-inbound-ports': '9464,8080' } }), enrolled, settings))).toBe(
+      'ward.dev/exclude-inbound-ports: 8080 is the app port (ward.dev/app-port); excluded from capture, callers would reach the app on it without the sidecar',
+    );
+    // a typo in the list of captured ports
+    expect(refused(injectPod(pod({ annotations: { 'ward.dev/inbound-ports': '8008' } }), enrolled, settings))).toBe(
+      "ward.dev/inbound-ports: '8008' does not list the app port 8080 (ward.dev/app-port); callers would reach the app on it without the sidecar",
+    );
+    expect(refused(injectPod(pod({ annotations: { 'ward.dev/app-port': '9090', 'ward.dev/inbound-ports': '8080' } }), enrolled, settings))).toContain('does not list the app port 9090');
+    // listed, or every port: injected
+    expect(injectPod(pod({ annotations: { 'ward.dev/inbound-ports': '8080' } }), enrolled, settings).kind).toBe('injected');
+    expect(injectPod(pod({ annotations: { 'ward.dev/exclude-inbound-ports': '9464' } }), enrolled, settings).kind).toBe('injected');
   });
 
   it('refuses an injector whose proxy gid is 0 (regression: every gid-0 app process escaped capture)', () => {
