@@ -209,6 +209,8 @@ export function createDecisionService(opts: DecisionServiceOptions): DecisionSer
           },
         );
       }
+      // The snapshot is in decision-time order; what arrives after it is written as it arrives
+      // (store.ts `subscribe`), so a sidecar's late batch may follow newer records already shown.
       const snapshot = store.query(f, limit);
       const seen = new Set(snapshot);
       for (const d of snapshot) call.write(toWire(d));

@@ -1,7 +1,8 @@
 /**
  * The control plane's memory of recent decisions: a ring buffer of the last `capacity` decision
- * records received over OTLP (oldest evicted first), per-service counters since start, and live
- * subscribers for `ward decisions --follow`. Bounded everywhere: the ring, the per-service map
+ * records received over OTLP (the earliest received evicted first), per-service counters since
+ * start, and live subscribers for `ward decisions --follow`. Queries answer in decision time
+ * (`timeMs`) order; followers get records in arrival order (see `subscribe`). Bounded everywhere: the ring, the per-service map
  * (services beyond `maxServices` are counted under `(other)`), and each subscriber's backlog (a
  * subscriber that cannot keep up is told how many it missed, then continues).
  */
@@ -60,9 +61,17 @@ export interface Subscription {
 
 export interface DecisionStore {
   add(d: StoredDecision): void;
-  /** Matching records, oldest first; at most `limit`, the most recent ones. */
+  /**
+   * Matching records, oldest first by decision time (`timeMs`; same millisecond: by arrival); at
+   * most `limit`, the most recent ones among the records held.
+   */
   query(f: DecisionFilter, limit: number): StoredDecision[];
-  /** New matching records as they arrive. `onGap(n)`: n records were not delivered (slow reader). */
+  /**
+   * New matching records as they arrive, in arrival order: a sidecar's late batch may be older
+   * than records already delivered. Followers are not held back to reorder (that would delay
+   * every record by the longest export delay); each record carries its time. `onGap(n)`: n
+   * records were not delivered (slow reader).
+   */
   subscribe(f: DecisionFilter, onRecord: (d: StoredDecision) => void, onGap?: (missed: number) => void): Subscription;
   summary(service?: string): { services: ServiceSummary[]; received: number; evicted: number; capacity: number };
   size(): number;
@@ -161,13 +170,30 @@ export function createDecisionStore(opts: { readonly capacity: number; readonly 
       }
     },
     query(f, limit) {
-      const out: StoredDecision[] = [];
-      // Newest first while collecting, so `limit` keeps the most recent; reversed at the end.
-      for (let i = 0; i < count && out.length < limit; i++) {
-        const d = ring[(head - 1 - i + capacity) % capacity] as StoredDecision;
-        if (matches(d, f)) out.push(d);
+      // Records arrive in export batches (each sidecar's `queue.delayMs`, 1 s by default), so
+      // arrival order across sidecars is not decision order, and the newest arrivals are not
+      // the most recent decisions (found in review). The `limit` latest by (timeMs, arrival) are
+      // kept in a min-heap of arrival positions while scanning: O(n log limit) at worst, and
+      // about n comparisons when arrival is nearly in time order (each older record is refused
+      // at the heap's root); `add` stays O(1).
+      const k = Math.min(limit, count);
+      if (k <= 0) return [];
+      const start = (head - count + capacity) % capacity;
+      const at = (pos: number): StoredDecision => ring[(start + pos) % capacity] as StoredDecision;
+      /** Earlier in the output: decided earlier, or at the same millisecond and arrived earlier. */
+      const before = (a: number, b: number): boolean => {
+        const ta = at(a).timeMs;
+        const tb = at(b).timeMs;
+        return ta < tb || (ta === tb && a < b);
+      };
+      const heap: number[] = [];
+      for (let pos = count - 1; pos >= 0; pos--) {
+        if (!matches(at(pos), f)) continue;
+        if (heap.length < k) heapPush(heap, pos, before);
+        else if (before(heap[0] as number, pos)) heapReplaceTop(heap, pos, before);
       }
-      return out.reverse();
+      heap.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+      return heap.map(at);
     },
     subscribe(f, onRecord, onGap) {
       const sub: Subscriber = { filter: f, onRecord, onGap, backlog: [], missed: 0, scheduled: false };
@@ -185,4 +211,31 @@ export function createDecisionStore(opts: { readonly capacity: number; readonly 
     },
     size: () => count,
   };
+}
+
+/** Binary min-heap helpers over `before` (query's ordering). */
+function heapPush(h: number[], v: number, before: (a: number, b: number) => boolean): void {
+  let i = h.push(v) - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (!before(v, h[p] as number)) break;
+    h[i] = h[p] as number;
+    i = p;
+  }
+  h[i] = v;
+}
+
+function heapReplaceTop(h: number[], v: number, before: (a: number, b: number) => boolean): void {
+  const n = h.length;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && before(h[r] as number, h[l] as number) ? r : l;
+    if (!before(h[c] as number, v)) break;
+    h[i] = h[c] as number;
+    i = c;
+  }
+  h[i] = v;
 }
