@@ -6,6 +6,7 @@ import { memoryReport } from '../admin/memory.ts';
 import { loadSidecarConfig, readReferencedFile, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { createInbound } from '../inbound/server.ts';
+import type { SessionSync } from '../cluster/cluster.ts';
 import type { InboundCounters } from '../inbound/types.ts';
 import { systemClock } from '../lib/clock.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
@@ -57,8 +58,11 @@ export interface SidecarOptions {
   log: Logger;
   configFile?: string;
   fetch?: typeof fetch;
-  /** A cluster worker: the policy comes from the primary, which also holds the admin port. */
-  worker?: { policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyProvider };
+  /**
+   * A cluster worker: the policy comes from the primary, which also holds the admin port; the
+   * browser sessions one worker ends are ended in all (`sessions`).
+   */
+  worker?: { policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyProvider; sessions?: SessionSync };
 }
 
 /**
@@ -117,7 +121,9 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
           log: log.child({ stage: 'session' }),
           clock: systemClock,
           ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
+          onEnded: opts.worker?.sessions === undefined ? undefined : (id: string, until: number) => opts.worker?.sessions?.publish(id, until),
         });
+  if (session !== null) opts.worker?.sessions?.subscribe((id, until) => session.endedElsewhere(id, until));
   const onPolicy = (p: CompiledPolicy): void => authenticator.setIssuers(p.issuers);
   const policy =
     opts.worker === undefined
@@ -453,13 +459,13 @@ async function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, conf
     log,
     startPolicy: (withText) =>
       startPolicyProvider(cfg, credentials, configFile, log.child({ stage: 'policy' }), client, () => {}, withText),
-    startSidecar: (policy, workerLog) => {
+    startSidecar: (policy, workerLog, sessions) => {
       // Telemetry exported to the control plane needs the sidecar's token in every worker.
       const token = controlPlaneToken(cfg, credentials, configFile, workerLog.child({ stage: 'policy' }), client);
       return startSidecar(cfg, {
         log: workerLog,
         configFile,
-        worker: { policy: (onPolicy) => ({ ...policy(onPolicy), ...(token === undefined ? {} : { token }) }) },
+        worker: { policy: (onPolicy) => ({ ...policy(onPolicy), ...(token === undefined ? {} : { token }) }), sessions },
       });
     },
     compile: (text, file) => parsePolicyText(text, file, { service: cfg.service }),

@@ -53,12 +53,23 @@ export interface ClusterDeps {
   readonly log: Logger;
   /** Primary: the policy watch; `onPolicy` gets every version in force with its source text. */
   startPolicy(onPolicy: (p: CompiledPolicy, text: string, file: string) => void): PolicyHandle;
-  /** Worker: a whole sidecar, without admin listener, its policy from `policy`, logging to `log`. */
-  startSidecar(policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyHandle, log: Logger): Promise<SidecarHandle>;
+  /**
+   * Worker: a whole sidecar, without admin listener, its policy from `policy`, logging to `log`;
+   * the browser sessions it ends and those the other workers end go through `sessions`.
+   */
+  startSidecar(policy: (onPolicy: (p: CompiledPolicy) => void) => PolicyHandle, log: Logger, sessions: SessionSync): Promise<SidecarHandle>;
   /** Worker: the validator and compiler the primary used. */
   compile(text: string, file: string): CompiledPolicy;
   /** Primary: resolves on SIGTERM/SIGINT. */
   untilShutdownSignal(): Promise<void>;
+}
+
+/** A worker's browser sessions (session/stage.ts): one ended (logout) is refused by every worker. */
+export interface SessionSync {
+  /** This worker ended a session: the others are told. */
+  publish(id: string, untilMs: number): void;
+  /** `onEnded` gets every session the other workers end (and those ended before it subscribed). */
+  subscribe(onEnded: (id: string, untilMs: number) => void): void;
 }
 
 /** How often a worker checks whether its state changed (readiness is at most this stale). */
@@ -70,6 +81,8 @@ const RESPAWN_DELAY_MS = 1000;
 /** Extra time workers get after drainTimeoutMs to flush telemetry and exit. */
 const EXIT_GRACE_MS = 5000;
 const METRICS_TIMEOUT_MS = 2000;
+/** Ended browser sessions the primary remembers for workers that start later (as session/stage.ts tracks). */
+const MAX_ENDED_SESSIONS = 100_000;
 
 export function runCluster(d: ClusterDeps): Promise<number> {
   return cluster.isPrimary ? runPrimary(d) : runWorker(d);
@@ -97,6 +110,8 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
   let nextMetricsId = 0;
   let startupFailure: ((err: Error) => void) | null = null;
   let policy: PolicyHandle | null = null;
+  /** Browser sessions a worker ended -> until when they are refused (ms). */
+  const ended = new Map<string, number>();
 
   const send = (w: Worker, m: ToWorker): void => {
     if (w.isConnected()) w.send(m);
@@ -137,7 +152,19 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
     switch (m.t) {
       case 'hello':
         if (latest !== null) send(w, latest);
+        if (ended.size > 0) send(w, { t: 'sessions-ended', ended: [...ended] }); // a replacement worker too
         break;
+      case 'session-ended': {
+        // A logout is the sidecar's, not one worker's (found in review: the cookie still worked on
+        // every other connection). Kept for workers that start later, bounded, oldest out first.
+        const now = Date.now();
+        for (const [id, until] of ended) if (until <= now) ended.delete(id);
+        if (m.untilMs <= now) break;
+        ended.set(m.id, m.untilMs);
+        if (ended.size > MAX_ENDED_SESSIONS) ended.delete(ended.keys().next().value as string);
+        for (const o of slots) if (o.worker !== null && o.worker !== w) send(o.worker, { t: 'sessions-ended', ended: [[m.id, m.untilMs]] });
+        break;
+      }
       case 'state':
         if (s.worker === w) s.state = m.state;
         if (m.state.ports.inbound > 0) s.started = true;
@@ -307,6 +334,18 @@ async function runWorker(d: ClusterDeps): Promise<number> {
     if (process.connected) process.send?.(m);
   };
 
+  /** Sessions other workers ended, held until the session stage subscribes. */
+  let endedBefore: (readonly [string, number])[] | null = [];
+  let onEndedElsewhere: ((id: string, untilMs: number) => void) | null = null;
+  const sessions: SessionSync = {
+    publish: (id, untilMs) => send({ t: 'session-ended', id, untilMs }),
+    subscribe: (cb) => {
+      onEndedElsewhere = cb;
+      for (const [id, until] of endedBefore ?? []) cb(id, until);
+      endedBefore = null;
+    },
+  };
+
   const handle: PolicyHandle = {
     describe: 'the primary process',
     current: () => current,
@@ -363,6 +402,12 @@ async function runWorker(d: ClusterDeps): Promise<number> {
       case 'drain':
         void stop('primary');
         break;
+      case 'sessions-ended':
+        for (const [id, until] of m.ended) {
+          if (onEndedElsewhere !== null) onEndedElsewhere(id, until);
+          else endedBefore?.push([id, until]);
+        }
+        break;
       case 'metrics': {
         const text = sidecar?.metricsText() ?? null;
         if (text === null) send({ t: 'metrics', id: m.id, text: null });
@@ -401,7 +446,7 @@ async function runWorker(d: ClusterDeps): Promise<number> {
       subscriber = onPolicy;
       if (current !== null) onPolicy(current);
       return handle;
-    }, log);
+    }, log, sessions);
   } catch (err) {
     // The primary learns of it from this worker's exit (a start-up failure, docs/performance.md),
     // which the IPC channel would otherwise hold off for ever (found in review).

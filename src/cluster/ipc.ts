@@ -22,13 +22,17 @@ export type ToWorker =
   /** Graceful shutdown: stop accepting, finish in-flight calls, exit. */
   | { readonly t: 'drain' }
   /** Prometheus text of the worker's metrics, answered with the same id. */
-  | { readonly t: 'metrics'; readonly id: number };
+  | { readonly t: 'metrics'; readonly id: number }
+  /** Browser sessions another worker ended (logout): session id and the end of its refusal (ms). */
+  | { readonly t: 'sessions-ended'; readonly ended: readonly (readonly [string, number])[] };
 
 export type ToPrimary =
   /** A new worker asks for the current policy. */
   | { readonly t: 'hello' }
   | { readonly t: 'state'; readonly state: WorkerState }
-  | { readonly t: 'metrics'; readonly id: number; readonly text: string | null };
+  | { readonly t: 'metrics'; readonly id: number; readonly text: string | null }
+  /** A browser session this worker ended: every other worker refuses it too. */
+  | { readonly t: 'session-ended'; readonly id: string; readonly untilMs: number };
 
 function isObject(m: unknown): m is Record<string, unknown> {
   return typeof m === 'object' && m !== null;
@@ -44,6 +48,8 @@ export function isToWorker(m: unknown): m is ToWorker {
       return true;
     case 'metrics':
       return typeof m['id'] === 'number';
+    case 'sessions-ended':
+      return Array.isArray(m['ended']) && (m['ended'] as unknown[]).every((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number');
     default:
       return false;
   }
@@ -58,6 +64,8 @@ export function isToPrimary(m: unknown): m is ToPrimary {
       return isWorkerState(m['state']);
     case 'metrics':
       return typeof m['id'] === 'number' && (m['text'] === null || typeof m['text'] === 'string');
+    case 'session-ended':
+      return typeof m['id'] === 'string' && typeof m['untilMs'] === 'number';
     default:
       return false;
   }

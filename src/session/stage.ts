@@ -87,6 +87,11 @@ export interface SessionStageOptions {
   readonly fetch?: typeof fetch | undefined;
   /** Tests: a provider client of their own. */
   readonly client?: SignInClient;
+  /**
+   * A session this stage ended (logout, a refresh the provider refused): with `concurrency`
+   * above 1, told to the other workers (cluster/), whose `endedElsewhere` refuses it too.
+   */
+  readonly onEnded?: ((id: string, untilMs: number) => void) | undefined;
 }
 
 export interface SessionCounters {
@@ -108,6 +113,8 @@ export interface SessionStage {
   resume(call: SessionCall, policy: CompiledPolicy): SessionResume | Promise<SessionResume>;
   /** True when it wrote the response for this denial; false: the caller writes it. */
   writeDenial(call: SessionCall, code: ErrorCode): boolean;
+  /** A session another worker of this sidecar ended: refused here too until `untilMs`. */
+  endedElsewhere(id: string, untilMs: number): void;
 }
 
 /** The sealed session (short keys: it travels in every request's Cookie field). */
@@ -255,6 +262,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
   const usedStates = new Lru<string, number>(MAX_TRACKED);
   /** Refreshes in flight or just done, by session id and access token, shared by concurrent calls. */
   const refreshing = new Lru<string, { readonly until: number; readonly result: Promise<RefreshOutcome> }>(10_000);
+
+  /** A session ended here: refused from now on, by every worker (`onEnded`). */
+  function ended(id: string, untilMs: number): void {
+    loggedOut.set(id, untilMs);
+    o.onEnded?.(id, untilMs);
+  }
 
   type RefreshOutcome = { readonly ok: true; readonly session: SessionData } | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
 
@@ -435,7 +448,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       }
       // the provider refused (invalid_grant: revoked, expired, logged out): the session ends
       counters.refreshesRefused++;
-      loggedOut.set(s.i, s.e * 1000);
+      ended(s.i, s.e * 1000);
       log.info('session refresh refused; session ended', { session: tokenHash(s.i), detail: failureDetail(r.failure) });
       return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(r.failure), ended: true };
     }
@@ -450,7 +463,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     }
     if (!checked.ok || checked.identity.subject !== s.s) {
       counters.refreshesRefused++;
-      loggedOut.set(s.i, s.e * 1000);
+      ended(s.i, s.e * 1000);
       const detail = checked.ok ? 'refreshed token is for another subject' : `refreshed access token refused: ${checked.error.code}`;
       log.warn('session refresh: new access token refused; session ended', { session: tokenHash(s.i), detail });
       return { ok: false, code: 'ERR_SESSION_INVALID', detail, ended: true };
@@ -673,7 +686,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     counters.logouts++;
     const r = readSession(st);
     if (r.ok) {
-      loggedOut.set(r.session.i, r.session.e * 1000);
+      ended(r.session.i, r.session.e * 1000);
       log.info('logged out', { decisionId: call.decisionId, subject: r.session.s, session: tokenHash(r.session.i) });
       if (r.session.r !== undefined) void client.revoke(r.session.r);
     }
@@ -682,5 +695,9 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     redirect(call, 303, end?.href ?? SIGNED_OUT, cookies, null);
   }
 
-  return { counters, handle, resume, writeDenial };
+  function endedElsewhere(id: string, untilMs: number): void {
+    if (untilMs > clock()) loggedOut.set(id, untilMs);
+  }
+
+  return { counters, handle, resume, writeDenial, endedElsewhere };
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isToPrimary } from '../../../src/cluster/ipc.ts';
+import { isToPrimary, isToWorker } from '../../../src/cluster/ipc.ts';
 import { resolveSessionSecrets, sessionConfigSchema } from '../../../src/config/session.ts';
 import { parseSidecarConfig, resolveCredentials } from '../../../src/config/sidecar.ts';
 import { ConfigError } from '../../../src/errors/ward-error.ts';
@@ -79,6 +79,14 @@ describe('error positions and fields', () => {
 });
 
 describe('worker IPC', () => {
+  it('takes an ended browser session (one worker to the primary, the primary to the others) only well formed', () => {
+    expect(isToPrimary({ t: 'session-ended', id: 'abc', untilMs: 1 })).toBe(true);
+    expect(isToPrimary({ t: 'session-ended', id: 7, untilMs: 1 })).toBe(false);
+    expect(isToWorker({ t: 'sessions-ended', ended: [['abc', 1]] })).toBe(true);
+    expect(isToWorker({ t: 'sessions-ended', ended: [['abc', '1']] })).toBe(false);
+    expect(isToWorker({ t: 'sessions-ended', ended: 'abc' })).toBe(false);
+  });
+
   it('the primary refuses a state or metrics message it could not read (it threw in its handler)', () => {
     expect(isToPrimary({ t: 'state', state: {} })).toBe(false);
     expect(isToPrimary({ t: 'state', state: { ready: true, draining: false, policyVersion: null, ports: {} } })).toBe(false);

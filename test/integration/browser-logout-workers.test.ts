@@ -1,0 +1,137 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CookieJar, startWebApp, type WebApp, webappFiles, WEBAPP_CLIENT } from '../../src/demo/webapp.ts';
+import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
+import { waitFor } from './harness.ts';
+
+/**
+ * docs/browser-sign-in.md: logout "ends the session on this replica"; a session replayed after
+ * logout is refused (ERR_SESSION_INVALID). With `concurrency: 2` one sidecar is a primary and two
+ * node:cluster workers, connections handed round-robin, and each worker has its own logged-out
+ * list (session/stage.ts `loggedOut`): a cookie signed out through one worker was still accepted
+ * by the other worker of the very same sidecar, on every other new connection (found in review;
+ * now the primary tells every worker, cluster/cluster.ts `session-ended`).
+ */
+
+const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+const PAGE = { accept: 'text/html,application/xhtml+xml' };
+
+/** One request on its own TCP connection (so the cluster hands it to the next worker). */
+function once(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; worker: string; setCookie: string[] }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { ...headers, connection: 'close' }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          reason: res.headers['x-ward-reason'] as string | undefined,
+          worker: String(res.headers['x-ward-decision-id'] ?? '').split('.')[0] ?? '',
+          setCookie: (res.headers['set-cookie']) ?? [],
+        }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function toCallback(jar: CookieJar, sidecar: string): Promise<URL> {
+  let res = await jar.fetch(new URL('/', sidecar), { headers: PAGE });
+  expect(res.status).toBe(302);
+  let url = new URL(res.headers.get('location') ?? '');
+  for (let hops = 0; hops < 12; hops++) {
+    res = await jar.fetch(url, { headers: PAGE });
+    if (res.status === 200 && url.pathname.startsWith('/interaction/')) {
+      await res.text();
+      res = await jar.fetch(url, {
+        method: 'POST',
+        headers: { ...PAGE, 'content-type': 'application/x-www-form-urlencoded', origin: url.origin },
+        body: new URLSearchParams({ username: 'alice', password: 'alice-password' }).toString(),
+      });
+    }
+    await res.body?.cancel();
+    const next = new URL(res.headers.get('location') ?? '', url);
+    if (next.href.startsWith(`${sidecar}/.ward/callback`)) return next;
+    url = next;
+  }
+  throw new Error('never reached the callback');
+}
+
+describe('logout with concurrency: 2', () => {
+  let idp: TestIdp;
+  let app: WebApp;
+  let dir: string;
+  let proc: ChildProcess;
+  const lines: string[] = [];
+  let inbound = 0;
+
+  beforeAll(async () => {
+    idp = await startWebTestIdp();
+    app = await startWebApp();
+    dir = mkdtempSync(join(tmpdir(), 'ward-logout-workers-'));
+    const files = webappFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0 });
+    writeFileSync(join(dir, 'webapp.policy.yaml'), files['webapp.policy.yaml']);
+    writeFileSync(join(dir, 'webapp-sidecar.yaml'), `${files['webapp-sidecar.yaml']}concurrency: 2\ntelemetry: { enabled: false }\n`);
+    writeFileSync(join(dir, 'webapp.secret'), `${idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? ''}\n`);
+    writeFileSync(join(dir, 'session.key'), `${randomBytes(48).toString('base64')}\n`);
+    proc = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'webapp-sidecar.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        lines.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    await waitFor(() => lines.some((l) => l.includes('"role":"primary"') && l.includes('sidecar started')), 30_000, 'the primary to start');
+    inbound = (JSON.parse(lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started')) as string) as { inbound: number }).inbound;
+    await waitFor(async () => (await once(inbound, 'GET', '/healthz', {})).status === 200, 15_000, 'ready');
+  }, 60_000);
+
+  afterAll(async () => {
+    if (proc !== undefined && proc.exitCode === null) proc.kill('SIGKILL');
+    await app?.close();
+    await idp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a session cookie replayed after logout on every connection of the sidecar, whichever worker takes it', async () => {
+    const origin = `http://127.0.0.1:${inbound}`;
+    const jar = new CookieJar();
+    const cb = await toCallback(jar, origin);
+    const done = await jar.fetch(cb, { headers: PAGE });
+    await done.body?.cancel();
+    expect(done.status).toBe(302);
+    const cookie = `ward_session=${jar.cookies.get('ward_session') ?? ''}`;
+
+    // both workers serve the session before logout
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const r = await once(inbound, 'GET', '/', { cookie });
+      expect(r.status).toBe(200);
+      seen.add(r.worker);
+    }
+    expect(seen.size).toBe(2);
+
+    const out = await once(inbound, 'POST', '/.ward/logout', { ...PAGE, cookie, origin });
+    expect(out.status).toBe(303);
+    expect(out.setCookie.some((c) => /^ward_session=; .*Max-Age=0/.test(c))).toBe(true);
+
+    // the copied cookie, replayed: refused on every new connection (the other worker hears of
+    // the logout through the primary, within milliseconds)
+    await new Promise((r) => setTimeout(r, 200));
+    const replays = [];
+    for (let i = 0; i < 6; i++) replays.push(await once(inbound, 'GET', '/', { cookie }));
+    expect(new Set(replays.map((r) => r.worker)).size).toBe(2);
+    expect(replays.map((r) => `${r.worker}:${r.status}`)).toEqual(replays.map((r) => `${r.worker}:401`));
+  });
+});
