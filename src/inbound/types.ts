@@ -29,7 +29,11 @@ export interface DecisionRecord {
   readonly protocol: 'grpc' | 'http';
   /** HTTP method as received (upper-case when valid). */
   readonly method: string;
-  /** The gRPC method or the normalized path; null when the path was refused before normalizing. */
+  /**
+   * The gRPC method or the normalized path; null when the path was refused before normalizing. A
+   * call with a gRPC content-type whose path names no method (`grpcMethodOf`) has its path here:
+   * telemetry names spans only from a method in form, and keeps any path to the log record.
+   */
   readonly route: string | null;
   readonly decision: 'allow' | 'deny';
   /** Reason code of a denial (any stage); null on allow. */

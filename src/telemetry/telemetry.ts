@@ -133,14 +133,16 @@ class SpanHandle implements CallSpan {
   readonly #egress: OutboundDecisionRecord | null;
   readonly #decision: Decision;
   readonly #reason: string | null;
+  readonly #rpc: string | null;
 
-  constructor(out: SpanOut, head: SpanHead, r: DecisionRecord, egress: OutboundDecisionRecord | null, decision: Decision, reason: string | null) {
+  constructor(out: SpanOut, head: SpanHead, r: DecisionRecord, egress: OutboundDecisionRecord | null, decision: Decision, reason: string | null, rpc: string | null) {
     this.#head = head;
     this.#out = out;
     this.#record = r;
     this.#egress = egress;
     this.#decision = decision;
     this.#reason = reason;
+    this.#rpc = rpc;
   }
 
   end(status: number, grpcStatus: number, failed: boolean): void {
@@ -156,7 +158,7 @@ class SpanHandle implements CallSpan {
       if (error === null && (status >= 500 || (!server && status >= 400))) error = String(status);
     }
     const m = beginSpan(w, head, out.now());
-    writeCallAttributes(w, 9, out.service, server ? 'inbound' : 'outbound', this.#record, this.#egress, this.#decision, this.#reason, error);
+    writeCallAttributes(w, 9, out.service, server ? 'inbound' : 'outbound', this.#record, this.#rpc, this.#egress, this.#decision, this.#reason, error);
     if (grpcStatus >= 0) attrInt(w, 9, sc.RPC_GRPC_STATUS_CODE, grpcStatus);
     else if (status > 0) attrInt(w, 9, sc.HTTP_RESPONSE_STATUS_CODE, status);
     endSpan(w, m, error !== null, head.parentSpanId !== null);
@@ -202,6 +204,7 @@ function writeCallAttributes(
   service: string,
   direction: 'inbound' | 'outbound',
   r: DecisionRecord,
+  rpc: string | null,
   out: OutboundDecisionRecord | null,
   decision: Decision,
   reason: string | null,
@@ -215,14 +218,13 @@ function writeCallAttributes(
   if (r.rule !== null) kv.rule.write(w, field, r.rule);
   if (r.policyVersion !== null) kv.policyVersion.write(w, field, r.policyVersion);
   if (r.issuer !== null) kv.issuer.write(w, field, r.issuer);
-  if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) {
-    // rpc.service / rpc.method from `/pkg.Service/Method` (OTel RPC semconv)
-    const full = cut(r.route.slice(1));
-    const slash = full.indexOf('/');
+  if (rpc !== null) {
+    // rpc.service / rpc.method from `pkg.Service/Method` (OTel RPC semconv)
+    const slash = rpc.indexOf('/');
     kv.rpcSystem.write(w, field, 'grpc');
     if (slash > 0) {
-      kv.rpcService.write(w, field, full.slice(0, slash));
-      kv.rpcMethod.write(w, field, full.slice(slash + 1));
+      kv.rpcService.write(w, field, rpc.slice(0, slash));
+      kv.rpcMethod.write(w, field, rpc.slice(slash + 1));
     }
   } else {
     const m = knownMethod(r.method);
@@ -250,9 +252,23 @@ function knownMethod(m: string): string {
   return KNOWN_METHODS.has(m) ? m : '_OTHER';
 }
 
-/** The span name: `pkg.Service/Method` for gRPC; for HTTP the method alone (no route template is known, and the raw path stays off the span); `HTTP` for one not known. */
-function spanName(r: DecisionRecord): string {
-  if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) return cut(r.route.slice(1));
+/**
+ * A gRPC method name in form: `/` service (`pkg.Service`) `/` method, protobuf identifiers only.
+ * Only such a route names a span or fills `rpc.*`: a call with a gRPC content-type may carry any
+ * path (`/api/users/alice@example.com/reset`), and paths never appear on spans (found in review:
+ * one named its span).
+ */
+const GRPC_METHOD = /^\/[A-Za-z_][A-Za-z0-9_.]*\/[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `pkg.Service/Method` of a gRPC call that named a method in form (cut), else null. */
+function rpcNameOf(r: DecisionRecord): string | null {
+  if (r.protocol !== 'grpc' || r.route === null || !GRPC_METHOD.test(r.route)) return null;
+  return cut(r.route.slice(1));
+}
+
+/** The span name: `pkg.Service/Method` for gRPC; else the HTTP method alone (no route template is known, and the raw path stays off the span); `HTTP` for one not known. */
+function spanName(r: DecisionRecord, rpc: string | null): string {
+  if (rpc !== null) return rpc;
   const m = knownMethod(r.method);
   return m === '_OTHER' ? 'HTTP' : m;
 }
@@ -426,6 +442,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     }
     if (startedAt > 0) authzDuration.record(Math.max(0, now() - startedAt) / 1000, count.latencyAttrs);
     if (spanOut === null && logQueue === null) return null;
+    const rpc = rpcNameOf(r);
 
     const parent = remoteContext(raw);
     let traceId: string | null = parent === null ? null : parent.traceId;
@@ -447,7 +464,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
             spanId: sid,
             parentSpanId: parent === null ? null : parent.spanId,
             traceState: parent === null ? null : parent.traceState,
-            name: spanName(r),
+            name: spanName(r, rpc),
             kind: direction === 'inbound' ? KIND_SERVER : KIND_CLIENT,
             startMs: startedAt > 0 ? startedAt : r.time,
           },
@@ -455,6 +472,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
           out,
           decision,
           reason,
+          rpc,
         );
       }
       traceId = tid;
@@ -484,10 +502,10 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
           spanId,
           flags,
         );
-        writeCallAttributes(w, 6, service, direction, r, out, decision, reason, null);
+        writeCallAttributes(w, 6, service, direction, r, rpc, out, decision, reason, null);
         if (r.subject !== null) attrString(w, 6, sc.ENDUSER_ID, r.subject);
         if (route !== null) attrString(w, 6, sc.WARD_ROUTE, route);
-        if (r.protocol === 'grpc' && r.route !== null && r.route.startsWith('/')) kv.httpMethod.write(w, 6, r.method);
+        if (rpc !== null) kv.httpMethod.write(w, 6, r.method);
         endLog(w, m);
         logQueue.commit();
       }

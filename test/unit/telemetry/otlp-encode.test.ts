@@ -295,6 +295,21 @@ describe('OTLP spans and decision log records written by ward', () => {
     expect(attrs(s.attributes)['error.type']).toBe('ERR_DESTINATION_UNKNOWN');
   });
 
+  it('a gRPC call whose route is not a method name in form (a path): the span is named by the HTTP method, no rpc.* (regression: named by the path)', async () => {
+    const { t, col } = await setup();
+    t.inbound.begin(record({ route: '/users/alice.smith@example.com', decision: 'deny', code: 'ERR_POLICY_DENIED', rule: null }), 1_700_000_000_000, [], null)?.end(200, 7, false);
+    const egress = { decisionId: 'o-1', time: 1_700_000_000_500, service: 'orders', direction: 'outbound' as const, destination: 'payments', protocol: 'grpc' as const, method: 'POST', route: '/api/users/alice.smith@example.com/reset', decision: 'allow' as const, code: null, oauthError: null, token: 'exchange' as const, cached: true, tokenMs: null };
+    t.outbound.call(egress, 1_700_000_000_499, [], {})?.end(200, 0, false);
+    await t.flush(2000);
+    const spans = col.spans.flatMap((b) => b.items);
+    expect(spans.map((s) => s.name)).toEqual(['POST', 'POST']);
+    for (const s of spans) {
+      const a = attrs(s.attributes);
+      expect(Object.values(a).join(' ')).not.toContain('alice');
+      expect([a['rpc.system'], a['rpc.service'], a['http.request.method']]).toEqual([undefined, undefined, 'POST']);
+    }
+  });
+
   it('an outbound call whose destination failed: a CLIENT span with error status and the exchange outcome', async () => {
     const { t, col } = await setup();
     const fwd: Record<string, string> = {};
