@@ -13,7 +13,7 @@ export const telemetryReceiverSchema = z.strictObject({
     description:
       'Accept OTLP exports from loopback addresses without a token. Other callers need a valid token; their decision records count only for services their identity is bound to (`bindings`).',
   }),
-  maxDecisions: z.int().min(1).max(10_000_000).default(10_000).meta({ description: 'Recent decisions kept in memory for `ward decisions` (oldest evicted first).' }),
+  maxDecisions: z.int().min(1).max(10_000_000).default(10_000).meta({ description: 'Recent decisions kept in memory for `ward decisions` (the earliest received evicted first).' }),
   maxMessageBytes: z.int().min(65_536).max(64 * 1024 * 1024).default(4 * 1024 * 1024).meta({
     description: 'Largest accepted gRPC message on the control plane\'s port (OTLP batches; the OTLP default is 4 MiB).',
   }),
