@@ -41,6 +41,7 @@ function rec(decision: 'allow' | 'deny'): DecisionRecord {
     issuer: 'https://idp.example.com',
     subject: 'reporting',
     dryRunCode: null,
+    dryRunRule: null,
   };
 }
 

@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../errors/codes.ts';
 import { perSecond } from '../lib/log.ts';
-import type { DenyDecision, Facts, Identity } from '../policy/model.ts';
+import type { DenyDecision, DryRunDenial, Facts, Identity } from '../policy/model.ts';
 import type { Exchange } from './exchange.ts';
 import type { Forwarder } from './forward.ts';
 import { parseGrpcTimeout } from './grpc-timeout.ts';
@@ -64,7 +64,7 @@ export function createStack(o: StackOptions): Stack {
   const tracer = deps.tracer;
   const session = deps.session;
 
-  function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRunCode: ErrorCode | null): void {
+  function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRun: DryRunDenial | null): void {
     if (onDecision === undefined && tracer === undefined) return;
     const id = ex.identity;
     const r: DecisionRecord = {
@@ -80,7 +80,9 @@ export function createStack(o: StackOptions): Stack {
       policyVersion: d?.policyVersion ?? null,
       issuer: id?.issuer ?? null,
       subject: id?.subject ?? null,
-      dryRunCode,
+      // The whole dry-run denial is for the record (docs/policy.md): its code and its rule.
+      dryRunCode: dryRun === null ? null : dryRun.code,
+      dryRunRule: dryRun === null ? null : dryRun.rule,
     };
     if (onDecision !== undefined) {
       try {
@@ -300,7 +302,7 @@ export function createStack(o: StackOptions): Stack {
 
     // (7) Only a Permit opens the way to the app.
     counters.allowed++;
-    record(ex, null, v.decision, v.decision.dryRunDenial?.code ?? null);
+    record(ex, null, v.decision, v.decision.dryRunDenial ?? null);
     forwarder.forward(ex, v.permit);
   }
 

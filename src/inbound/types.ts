@@ -44,6 +44,11 @@ export interface DecisionRecord {
   readonly subject: string | null;
   /** On allow: the code a dry-run rule or policy would have denied with. */
   readonly dryRunCode: ErrorCode | null;
+  /**
+   * On allow: the rule that would have denied it (a matched `dryRun: true` deny rule, or the rule of
+   * a dry-run policy's denial); null when none is named. `rule` stays the rule that let it through.
+   */
+  readonly dryRunRule: string | null;
 }
 
 export interface InboundDeps {

@@ -39,6 +39,8 @@ export const WARD_DECISION = 'ward.decision';
 export const WARD_REASON = 'ward.reason';
 /** The rule that decided (absent when none applied). */
 export const WARD_RULE = 'ward.rule';
+/** On a `dry-run-deny`: the rule that would have denied (`ward.rule` is the one that allowed). Spans and logs only. */
+export const WARD_DRY_RUN_RULE = 'ward.dry_run.rule';
 export const WARD_POLICY_VERSION = 'ward.policy.version';
 /** The verified token's issuer. */
 export const WARD_ISSUER = 'ward.issuer';

@@ -179,6 +179,7 @@ const kv = {
   decision: new KeyValueCache(sc.WARD_DECISION),
   reason: new KeyValueCache(sc.WARD_REASON),
   rule: new KeyValueCache(sc.WARD_RULE),
+  dryRunRule: new KeyValueCache(sc.WARD_DRY_RUN_RULE),
   policyVersion: new KeyValueCache(sc.WARD_POLICY_VERSION),
   issuer: new KeyValueCache(sc.WARD_ISSUER),
   rpcSystem: new KeyValueCache(sc.RPC_SYSTEM),
@@ -216,6 +217,7 @@ function writeCallAttributes(
   attrString(w, field, sc.WARD_DECISION_ID, r.decisionId);
   if (reason !== null) kv.reason.write(w, field, reason);
   if (r.rule !== null) kv.rule.write(w, field, r.rule);
+  if (r.dryRunRule !== null) kv.dryRunRule.write(w, field, r.dryRunRule);
   if (r.policyVersion !== null) kv.policyVersion.write(w, field, r.policyVersion);
   if (r.issuer !== null) kv.issuer.write(w, field, r.issuer);
   if (rpc !== null) {
@@ -496,7 +498,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
           now(),
           decision === 'allow' ? SEVERITY_INFO : SEVERITY_WARN,
           decision === 'allow' ? 'INFO' : 'WARN',
-          `${decision} ${route ?? knownMethod(r.method)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}`,
+          `${decision} ${route ?? knownMethod(r.method)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}${r.dryRunRule === null ? '' : ` dry-run-rule=${r.dryRunRule}`}`,
           sc.DECISION_EVENT,
           traceId,
           spanId,
@@ -545,6 +547,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       issuer: null,
       subject: null,
       dryRunCode: null,
+      dryRunRule: null,
       destination: e.destination ?? '',
       exchange: outcome,
       exchangeError: e.oauthError,

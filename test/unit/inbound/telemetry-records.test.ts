@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { h2Connect, h2Request, startH2App } from './harness.ts';
+import { h1Request, h2Connect, h2Request, startH1App, startH2App } from './harness.ts';
 import { attrs, collector, policyText, tracedProxy, until } from './traced.ts';
 
 /** What the inbound stack hands telemetry, read back off the wire: spans and decision log records. */
@@ -40,5 +40,63 @@ describe('inbound decision records and spans', () => {
     expect(a['rpc.service']).toBeUndefined();
     expect(a['http.request.method']).toBe('POST');
     expect(attrs(col.logs[0]!.attributes)['ward.route']).toBe(path);
+  });
+
+  // Regression (found in review): of a matched dry-run deny only the code reached the record;
+  // docs/policy.md promises its rule too. An SRE rolling `no-deletes` out in dry-run looks for it.
+  it.each([
+    ['a matched dryRun: true deny rule', '', `  - name: no-deletes
+    action: deny
+    dryRun: true
+    match:
+      http: [{ methods: [DELETE], prefix: /api }]
+  - name: readers
+    action: allow
+    match:
+      http: [{ prefix: /api }]
+`, 'readers'],
+    ['a dry-run policy', 'mode: dry-run\n', `  - name: no-deletes
+    action: deny
+    match:
+      http: [{ methods: [DELETE], prefix: /api }]
+  - name: readers
+    action: allow
+    match:
+      http: [{ prefix: /api }]
+`, '(dry-run)'],
+  ] as const)('%s: the rule that would have denied is on the record, span and log (ward.dry_run.rule); ward.rule is unchanged', async (_what, extra, rules, allowedBy) => {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(rules, extra), collectorPort: col.port });
+    cleanup.push(() => proxy.close());
+    const r = await h1Request(proxy.port, { method: 'DELETE', path: '/api/orders/1', headers: { authorization: 'Bearer good-alice', host: 'orders' } });
+    expect(r.status).toBe(200); // dry-run: let through
+    expect(proxy.decisions.map((d) => [d.decision, d.rule, d.dryRunCode, d.dryRunRule])).toEqual([['allow', allowedBy, 'ERR_POLICY_DENIED', 'no-deletes']]);
+    await proxy.telemetry.flush(2000);
+    await until(() => col.logs.length > 0 && col.spans.length > 0);
+    const log = col.logs[0]!;
+    expect(attrs(log.attributes)).toMatchObject({ 'ward.decision': 'dry-run-deny', 'ward.reason': 'ERR_POLICY_DENIED', 'ward.rule': allowedBy, 'ward.dry_run.rule': 'no-deletes' });
+    expect(log.body.stringValue).toBe(`dry-run-deny /api/orders/1 ERR_POLICY_DENIED rule=${allowedBy} dry-run-rule=no-deletes`);
+    expect(attrs(col.spans[0]!.attributes)).toMatchObject({ 'ward.rule': allowedBy, 'ward.dry_run.rule': 'no-deletes' });
+  });
+
+  it('a plain allow has no ward.dry_run.rule', async () => {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(`  - name: readers
+    action: allow
+    match:
+      http: [{ prefix: /api }]
+`), collectorPort: col.port });
+    cleanup.push(() => proxy.close());
+    expect((await h1Request(proxy.port, { path: '/api/orders/1', headers: { authorization: 'Bearer good-alice', host: 'orders' } })).status).toBe(200);
+    expect(proxy.decisions[0]?.dryRunRule).toBeNull();
+    await proxy.telemetry.flush(2000);
+    await until(() => col.logs.length > 0);
+    expect(Object.keys(attrs(col.logs[0]!.attributes))).not.toContain('ward.dry_run.rule');
   });
 });

@@ -16,6 +16,7 @@ export const decisionRecord = (over: Partial<DecisionRecord> = {}): DecisionReco
   issuer: 'http://idp',
   subject: 'reporting',
   dryRunCode: null,
+  dryRunRule: null,
   ...over,
 });
 
