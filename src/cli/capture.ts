@@ -4,6 +4,7 @@ import {
   type CaptureOptions,
   captureRules,
   type CommandRunner,
+  ipv6FilterRules,
   parseCidrList,
   parsePortList,
   removeCapture,
@@ -30,7 +31,10 @@ Options:
       --exclude-inbound-ports LIST  inbound ports never captured (e.g. the admin port 15000)
       --exclude-outbound-ports LIST outbound ports never captured
       --exclude-outbound-cidrs LIST outbound IPv4/IPv6 CIDRs never captured
-      --ipv6 auto|on|off            also capture IPv6 with ip6tables (default auto: when usable, else a failure if the pod has a global IPv6 address)
+      --ipv6 auto|on|off            also capture IPv6 with ip6tables (default auto: without a nat table,
+                                    refuse in the filter table what would be captured, else fail if the
+                                    pod has an IPv6 address, link-local included; on: the nat table or
+                                    fail; off: leave IPv6 alone)
       --dry-run                     print the rules (iptables-restore input) and change nothing
       --cleanup                     remove ward's rules and chains
   -h, --help                        show this help
@@ -90,6 +94,7 @@ export const command: Command = {
     if (values['dry-run'] === true) {
       process.stdout.write(`# ward capture: iptables-restore --noflush input (IPv4)\n${captureRules(opts, 'ipv4')}`);
       if (ipv6 !== 'off') process.stdout.write(`# ward capture: ip6tables-restore --noflush input (IPv6)\n${captureRules(opts, 'ipv6')}`);
+      if (ipv6 === 'auto') process.stdout.write(`# ward capture: ip6tables-restore --noflush input (IPv6, when the nat table is unusable)\n${ipv6FilterRules(opts)}`);
       return 0;
     }
     if (values.cleanup === true) {

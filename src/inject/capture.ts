@@ -3,7 +3,8 @@ import { isIPv4, isIPv6 } from 'node:net';
 
 /**
  * Traffic capture: the iptables (nat table) rules the init container installs in the pod's
- * network namespace, as `iptables-restore` input. Generating them is pure; applying them is
+ * network namespace, as `iptables-restore` input (for IPv6 without a nat table, filter-table
+ * rules that refuse instead: `ipv6FilterRules`). Generating them is pure; applying them is
  * `applyCapture` with an injected command runner.
  *
  *   PREROUTING -tcp-> WARD_INBOUND - excluded port? RETURN - captured port -> WARD_IN_REDIRECT (REDIRECT -> inbound listener)
@@ -35,6 +36,9 @@ export interface CaptureOptions {
 }
 
 export const CHAINS = { inbound: 'WARD_INBOUND', inRedirect: 'WARD_IN_REDIRECT', output: 'WARD_OUTPUT', redirect: 'WARD_REDIRECT' } as const;
+
+/** The IPv6 filter-table chains installed when ip6tables' nat table is unusable (`ipv6FilterRules`). */
+export const FILTER_CHAINS = { inbound: 'WARD_IN_FILTER', output: 'WARD_OUT_FILTER' } as const;
 
 /** Problems with the options (empty when valid). Ports 1..65535, uid and gid >= 1, CIDRs well-formed. */
 export function validateCaptureOptions(o: CaptureOptions): string[] {
@@ -134,6 +138,49 @@ export function captureRules(o: CaptureOptions, family: Family): string {
   return lines.join('\n');
 }
 
+/**
+ * IPv6 without a nat table (a node without `ip6table_nat`): what `captureRules` would redirect is
+ * refused instead, in the filter table, as `ip6tables-restore --noflush` input. Every pod with
+ * IPv6 on has a link-local address its L2 neighbours (the node, pods on a bridge CNI) can reach,
+ * so leaving IPv6 alone would let them reach an app listening on `::` with no token (found in
+ * review). Istio's istio-iptables does the same when it does not capture IPv6.
+ *
+ *   INPUT  -tcp-> WARD_IN_FILTER  - loopback, established? RETURN - excluded port? RETURN - captured port -> REJECT
+ *   OUTPUT -tcp-> WARD_OUT_FILTER - loopback, sidecar uid/gid, established? RETURN - excluded port/CIDR? RETURN -> REJECT
+ *
+ * Only new connections are refused: replies to the sidecar's own connections, and to those made
+ * to an excluded port (the admin port, for kubelet probes), are established. The jumps are
+ * inserted first in INPUT and OUTPUT, so an ACCEPT of the pod's own cannot come before them.
+ * TCP only, like the nat rules: ICMPv6 (neighbour discovery) keeps working.
+ */
+export function ipv6FilterRules(o: CaptureOptions): string {
+  const reject = '-p tcp -j REJECT --reject-with tcp-reset';
+  const established = '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN';
+  const lines: string[] = ['*filter'];
+  for (const c of [FILTER_CHAINS.inbound, ...(o.outboundPort === null ? [] : [FILTER_CHAINS.output])]) lines.push(`:${c} - [0:0]`);
+
+  lines.push(`-I INPUT -p tcp -j ${FILTER_CHAINS.inbound}`);
+  lines.push(`-A ${FILTER_CHAINS.inbound} -i lo -j RETURN`);
+  lines.push(`-A ${FILTER_CHAINS.inbound} ${established}`);
+  for (const p of uniqueSorted(o.excludeInboundPorts)) lines.push(`-A ${FILTER_CHAINS.inbound} -p tcp --dport ${p} -j RETURN`);
+  if (o.inboundPorts === '*') lines.push(`-A ${FILTER_CHAINS.inbound} ${reject}`);
+  else for (const p of uniqueSorted(o.inboundPorts)) lines.push(`-A ${FILTER_CHAINS.inbound} -p tcp --dport ${p} -j REJECT --reject-with tcp-reset`);
+
+  if (o.outboundPort !== null) {
+    lines.push(`-I OUTPUT -p tcp -j ${FILTER_CHAINS.output}`);
+    lines.push(`-A ${FILTER_CHAINS.output} -o lo -j RETURN`);
+    // The sidecar's own calls (IdP, control plane, exchanged-token calls) may use IPv6.
+    lines.push(`-A ${FILTER_CHAINS.output} -m owner --uid-owner ${o.proxyUid} -j RETURN`);
+    lines.push(`-A ${FILTER_CHAINS.output} -m owner --gid-owner ${o.proxyGid} -j RETURN`);
+    lines.push(`-A ${FILTER_CHAINS.output} ${established}`);
+    for (const p of uniqueSorted(o.excludeOutboundPorts)) lines.push(`-A ${FILTER_CHAINS.output} -p tcp --dport ${p} -j RETURN`);
+    for (const c of o.excludeOutboundCidrs) if (cidrFamily(c) === 'ipv6') lines.push(`-A ${FILTER_CHAINS.output} -d ${c} -j RETURN`);
+    lines.push(`-A ${FILTER_CHAINS.output} ${reject}`);
+  }
+  lines.push('COMMIT', '');
+  return lines.join('\n');
+}
+
 function uniqueSorted(ports: readonly number[]): number[] {
   return [...new Set(ports)].sort((a, b) => a - b);
 }
@@ -154,28 +201,33 @@ const BINARIES: Record<Family, { iptables: string; restore: string }> = {
 };
 
 /**
- * Installs the rules: removes ward's chains and jumps from an earlier run (an init container
- * can run again in the same network namespace), then `iptables-restore --noflush`, which
- * leaves every other rule of the pod alone. IPv6: 'auto' applies the rules when ip6tables'
- * nat table is usable and reports a skip otherwise, unless the pod has a global IPv6 address
- * (then it fails); 'on' makes any skip a failure.
+ * Whether the namespace has an IPv6 address other than loopback, from `/proc/net/if_inet6` (one
+ * address per line: hex address, interface index, prefix length, scope, flags, name; scope 10 is
+ * host, that is ::1). Link-local (scope 20) counts: the pod's L2 neighbours reach it. Unreadable
+ * (no IPv6 in the kernel): false.
  */
-/**
- * Whether the namespace has an IPv6 address of global scope, from `/proc/net/if_inet6` (one
- * address per line: hex address, interface index, prefix length, scope, flags, name; scope 00 is
- * global). Unreadable (no IPv6 in the kernel): false.
- */
-export function hasGlobalIpv6(read: () => string = () => readFileSync('/proc/net/if_inet6', 'utf8')): boolean {
+export function hasIpv6Address(read: () => string = () => readFileSync('/proc/net/if_inet6', 'utf8')): boolean {
   let text: string;
   try {
     text = read();
   } catch {
     return false;
   }
-  return text.split('\n').some((line) => line.trim().split(/\s+/)[3] === '00');
+  return text.split('\n').some((line) => {
+    const scope = line.trim().split(/\s+/)[3];
+    return scope !== undefined && scope !== '10';
+  });
 }
 
-export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 'auto' | 'on' | 'off', globalIpv6: () => boolean = hasGlobalIpv6): Promise<ApplyResult[]> {
+/**
+ * Installs the rules: removes ward's chains and jumps from an earlier run (an init container
+ * can run again in the same network namespace), then `iptables-restore --noflush`, which
+ * leaves every other rule of the pod alone. IPv6: 'auto' applies the nat rules when ip6tables'
+ * nat table is usable; otherwise it refuses in the filter table what they would have redirected
+ * (`ipv6FilterRules`), and fails if even that cannot be installed while the pod has an IPv6
+ * address other than loopback. 'on' makes an unusable nat table a failure; 'off' leaves IPv6 alone.
+ */
+export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 'auto' | 'on' | 'off', ipv6Address: () => boolean = hasIpv6Address): Promise<ApplyResult[]> {
   const problems = validateCaptureOptions(o);
   if (problems.length > 0) throw new Error(problems.join('; '));
   const results: ApplyResult[] = [];
@@ -185,11 +237,21 @@ export async function applyCapture(o: CaptureOptions, run: CommandRunner, ipv6: 
     if (family === 'ipv6') {
       const probe = await run(bin.iptables, ['-t', 'nat', '-S']).catch((err: unknown) => ({ code: -1, stdout: '', stderr: String(err) }));
       if (probe.code !== 0) {
-        if (ipv6 === 'on') throw new Error(`ip6tables nat table unusable: ${probe.stderr.trim()}`);
-        // The pod has an IPv6 address, so IPv6 would reach the app around the sidecar: fail
-        // closed rather than skip (found in review). `--ipv6 off` says the skip is meant.
-        if (globalIpv6()) throw new Error(`the pod has a global IPv6 address (unique-local counts: neither loopback nor link-local) but the ip6tables nat table is unusable, so IPv6 cannot be captured (${probe.stderr.trim()}); --ipv6 off to capture IPv4 only`);
-        results.push({ family, applied: false, note: `ip6tables nat table unusable, IPv6 not captured: ${probe.stderr.trim()}` });
+        const why = probe.stderr.trim();
+        if (ipv6 === 'on') throw new Error(`ip6tables nat table unusable: ${why}`);
+        await removeCapture(run, family);
+        const r = await run(bin.restore, ['--noflush'], ipv6FilterRules(o));
+        if (r.code === 0) {
+          results.push({ family, applied: false, note: `ip6tables nat table unusable (${why}): IPv6 not captured; what it would redirect is refused instead (filter table)` });
+          continue;
+        }
+        // Every pod with IPv6 on has at least a link-local address, which its L2 neighbours
+        // reach: fail closed rather than leave the app open on it (found in review). `--ipv6 off`
+        // says the skip is meant.
+        if (ipv6Address()) {
+          throw new Error(`the pod has an IPv6 address (link-local counts) but neither the ip6tables nat table (${why}) nor its filter table (${r.stderr.trim()}) is usable, so IPv6 would reach the app around the sidecar; --ipv6 off to capture IPv4 only`);
+        }
+        results.push({ family, applied: false, note: `ip6tables unusable and no IPv6 address but loopback, IPv6 not captured: ${why}` });
         continue;
       }
     }
@@ -215,5 +277,18 @@ export async function removeCapture(run: CommandRunner, family: Family): Promise
   for (const c of [CHAINS.inbound, CHAINS.inRedirect, CHAINS.output, CHAINS.redirect]) {
     await run(ipt, ['-t', 'nat', '-F', c]);
     await run(ipt, ['-t', 'nat', '-X', c]);
+  }
+  if (family !== 'ipv6') return;
+  // The filter-table fallback (`ipv6FilterRules`), from a run on a node without ip6table_nat.
+  const filterJumps: [string, string][] = [['INPUT', FILTER_CHAINS.inbound], ['OUTPUT', FILTER_CHAINS.output]];
+  for (const [from, to] of filterJumps) {
+    for (let i = 0; i < 16; i++) {
+      const r = await run(ipt, ['-t', 'filter', '-D', from, '-p', 'tcp', '-j', to]);
+      if (r.code !== 0) break;
+    }
+  }
+  for (const c of [FILTER_CHAINS.inbound, FILTER_CHAINS.output]) {
+    await run(ipt, ['-t', 'filter', '-F', c]);
+    await run(ipt, ['-t', 'filter', '-X', c]);
   }
 }

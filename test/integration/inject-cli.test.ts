@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureRules } from '../../src/inject/capture.ts';
+import { captureRules, ipv6FilterRules } from '../../src/inject/capture.ts';
 
 /** `ward inject` and `ward capture` as a user runs them: stdin/stdout, files, exit codes. */
 
@@ -84,7 +84,10 @@ describe('ward capture', () => {
     const r = await ward(['capture', '--dry-run', '--exclude-inbound-ports', '15000', '--exclude-outbound-ports', '53,5432', '--exclude-outbound-cidrs', '10.96.0.0/12,fd00::/8']);
     expect(r.code).toBe(0);
     const o = { inboundPort: 15006, outboundPort: 15001, proxyUid: 1337, proxyGid: 1337, inboundPorts: '*' as const, excludeInboundPorts: [15000], excludeOutboundPorts: [53, 5432], excludeOutboundCidrs: ['10.96.0.0/12', 'fd00::/8'] };
-    expect(r.stdout).toBe(`# ward capture: iptables-restore --noflush input (IPv4)\n${captureRules(o, 'ipv4')}# ward capture: ip6tables-restore --noflush input (IPv6)\n${captureRules(o, 'ipv6')}`);
+    expect(r.stdout).toBe(
+      `# ward capture: iptables-restore --noflush input (IPv4)\n${captureRules(o, 'ipv4')}# ward capture: ip6tables-restore --noflush input (IPv6)\n${captureRules(o, 'ipv6')}` +
+        `# ward capture: ip6tables-restore --noflush input (IPv6, when the nat table is unusable)\n${ipv6FilterRules(o)}`,
+    );
     const noOut = await ward(['capture', '--dry-run', '--no-outbound', '--ipv6', 'off', '--inbound-ports', '8080']);
     expect(noOut.stdout).toContain('-A WARD_INBOUND -p tcp --dport 8080 -j WARD_IN_REDIRECT');
     expect(noOut.stdout).not.toContain('WARD_OUTPUT');

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
   applyCapture,
-  hasGlobalIpv6,
   type CaptureOptions,
   captureRules,
   cidrFamily,
   type CommandRunner,
+  hasIpv6Address,
+  ipv6FilterRules,
   parseCidrList,
   parsePortList,
   validateCaptureOptions,
@@ -80,6 +81,36 @@ describe('captureRules', () => {
     expect(v6).not.toContain('10.96.0.0/12');
   });
 
+  it('refuses in the IPv6 filter table exactly what the nat rules would redirect (no ip6table_nat)', () => {
+    const o = { ...base, excludeOutboundCidrs: ['10.96.0.0/12', 'fd00::/8'] };
+    expect(ipv6FilterRules(o)).toBe(
+      [
+        '*filter',
+        ':WARD_IN_FILTER - [0:0]',
+        ':WARD_OUT_FILTER - [0:0]',
+        '-I INPUT -p tcp -j WARD_IN_FILTER',
+        '-A WARD_IN_FILTER -i lo -j RETURN',
+        '-A WARD_IN_FILTER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
+        '-A WARD_IN_FILTER -p tcp --dport 15000 -j RETURN',
+        '-A WARD_IN_FILTER -p tcp -j REJECT --reject-with tcp-reset',
+        '-I OUTPUT -p tcp -j WARD_OUT_FILTER',
+        '-A WARD_OUT_FILTER -o lo -j RETURN',
+        '-A WARD_OUT_FILTER -m owner --uid-owner 1337 -j RETURN',
+        '-A WARD_OUT_FILTER -m owner --gid-owner 1337 -j RETURN',
+        '-A WARD_OUT_FILTER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
+        '-A WARD_OUT_FILTER -p tcp --dport 53 -j RETURN',
+        '-A WARD_OUT_FILTER -d fd00::/8 -j RETURN',
+        '-A WARD_OUT_FILTER -p tcp -j REJECT --reject-with tcp-reset',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+    // a list of inbound ports: only those are refused; no egress port: outbound left alone
+    const listed = ipv6FilterRules({ ...base, outboundPort: null, inboundPorts: [8080] });
+    expect(ruleLines(listed).at(-1)).toBe('-A WARD_IN_FILTER -p tcp --dport 8080 -j REJECT --reject-with tcp-reset');
+    expect(listed).not.toContain('OUTPUT');
+  });
+
   it('leaves outbound traffic alone without an egress port', () => {
     const text = captureRules({ ...base, outboundPort: null }, 'ipv4');
     expect(text).not.toContain('OUTPUT');
@@ -139,26 +170,45 @@ describe('applyCapture', () => {
     expect(calls.slice(0, firstRestore).some((c) => c.args.join(' ') === '-t nat -X WARD_OUTPUT')).toBe(true);
   });
 
-  it('skips IPv6 in auto mode when ip6tables has no nat table, fails in on mode', async () => {
-    const noV6 = (cmd: string, args: readonly string[]): boolean => cmd === 'ip6tables' && args.join(' ') === '-t nat -S';
-    const auto = await applyCapture(base, fakeRunner(noV6).run, 'auto', () => false);
-    expect(auto[1]).toMatchObject({ family: 'ipv6', applied: false });
-    // ...but not when the pod has a global IPv6 address: IPv6 would reach the app uncaptured (regression)
-    await expect(applyCapture(base, fakeRunner(noV6).run, 'auto', () => true)).rejects.toThrow('but the ip6tables nat table is unusable, so IPv6 cannot be captured');
-    await expect(applyCapture(base, fakeRunner(noV6).run, 'on')).rejects.toThrow('ip6tables nat table unusable');
+  it('without an ip6tables nat table, auto refuses in the filter table what it would redirect; on fails', async () => {
+    const noNat = (cmd: string, args: readonly string[]): boolean => cmd === 'ip6tables' && args.join(' ') === '-t nat -S';
+    const auto = fakeRunner(noNat);
+    const results = await applyCapture(base, auto.run, 'auto', () => true);
+    expect(results[1]).toMatchObject({ family: 'ipv6', applied: false, note: expect.stringContaining('refused instead (filter table)') });
+    const restores = auto.calls.filter((c) => c.cmd === 'ip6tables-restore');
+    expect(restores).toEqual([{ cmd: 'ip6tables-restore', args: ['--noflush'], stdin: ipv6FilterRules(base) }]);
+    // an earlier run's filter jumps and chains are removed first
+    const before = auto.calls.slice(0, auto.calls.indexOf(restores[0]!)).map((c) => `${c.cmd} ${c.args.join(' ')}`);
+    expect(before).toEqual(expect.arrayContaining(['ip6tables -t filter -D INPUT -p tcp -j WARD_IN_FILTER', 'ip6tables -t filter -X WARD_OUT_FILTER']));
+    await expect(applyCapture(base, fakeRunner(noNat).run, 'on')).rejects.toThrow('ip6tables nat table unusable');
     const off = fakeRunner();
     expect(await applyCapture(base, off.run, 'off')).toEqual([{ family: 'ipv4', applied: true }]);
     expect(off.calls.some((c) => c.cmd.startsWith('ip6tables'))).toBe(false);
   });
 
-  it('hasGlobalIpv6 reads /proc/net/if_inet6: scope 00 is global; loopback and link-local are not', () => {
+  it('fails when neither ip6tables table is usable and the pod has an IPv6 address, link-local included (regression)', async () => {
+    const noV6 = (cmd: string, args: readonly string[]): boolean => (cmd === 'ip6tables' && args.join(' ') === '-t nat -S') || cmd === 'ip6tables-restore';
+    await expect(applyCapture(base, fakeRunner(noV6).run, 'auto', () => true)).rejects.toThrow('the pod has an IPv6 address (link-local counts) but neither the ip6tables nat table');
+    // no IPv6 address but loopback (or no IPv6 at all): nothing to reach the app on
+    expect((await applyCapture(base, fakeRunner(noV6).run, 'auto', () => false))[1]).toMatchObject({ family: 'ipv6', applied: false });
+  });
+
+  it('a usable nat table also removes an earlier run\'s filter-table fallback', async () => {
+    const { run, calls } = fakeRunner();
+    await applyCapture(base, run, 'auto');
+    const restore = calls.findIndex((c) => c.cmd === 'ip6tables-restore');
+    expect(calls.slice(0, restore).some((c) => c.cmd === 'ip6tables' && c.args.join(' ') === '-t filter -X WARD_IN_FILTER')).toBe(true);
+  });
+
+  it('hasIpv6Address reads /proc/net/if_inet6: any scope but host (::1) counts, link-local included', () => {
     const lo = '00000000000000000000000000000001 01 80 10 80       lo\n';
     const linkLocal = 'fe80000000000000ac1f6bfffe2c1a2b 02 40 20 80     eth0\n';
     const global = '20010db8000000000000000000000042 02 40 00 00     eth0\n';
-    expect(hasGlobalIpv6(() => lo + linkLocal)).toBe(false);
-    expect(hasGlobalIpv6(() => lo + linkLocal + global)).toBe(true);
+    expect(hasIpv6Address(() => lo)).toBe(false);
+    expect(hasIpv6Address(() => lo + linkLocal)).toBe(true);
+    expect(hasIpv6Address(() => lo + linkLocal + global)).toBe(true);
     expect(
-      hasGlobalIpv6(() => {
+      hasIpv6Address(() => {
         throw new Error('ENOENT');
       }),
     ).toBe(false);
