@@ -266,7 +266,11 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   let draining = false;
   let onIdle: (() => void) | null = null;
 
-  /** The request boundary: whatever a stage throws becomes a 500 for this call, never a crash. */
+  /**
+   * The last resort of the request boundary: the stack refuses a call whose stage threw through
+   * its own deny path, with a decision record (stack.ts `handle`); what still escapes (that path
+   * itself threw) becomes a 500 for this call, never a crash. The responder writes once at most.
+   */
   function dispatch(ex: Exchange): void {
     try {
       o.handle(ex);

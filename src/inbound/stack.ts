@@ -118,8 +118,31 @@ export function createStack(o: StackOptions): Stack {
     responder.write(ex, code);
   }
 
-  /** Stages 1-4 and the start of 5: everything that needs no I/O. */
+  /**
+   * The request boundary of the synchronous stages: a throw fails the call closed through `deny`,
+   * so it is answered 500 `ERR_INTERNAL` with a decision record like every other refusal (found
+   * in review: it was answered by the listener, with an id no record, span or metric carried).
+   * A try/catch costs nothing on the path that does not throw.
+   */
   function handle(ex: Exchange): void {
+    try {
+      run(ex);
+    } catch (err) {
+      fail(ex, err, 'request stage threw');
+    }
+  }
+
+  /**
+   * A stage threw. Unless the call was answered already (a denial is recorded before it is
+   * written, so `finished` also means recorded), it is refused with `ERR_INTERNAL` and recorded.
+   */
+  function fail(ex: Exchange, err: unknown, what: string): void {
+    log.error(what, { decisionId: ex.decisionId, err });
+    if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', what);
+  }
+
+  /** Stages 1-4 and the start of 5: everything that needs no I/O. */
+  function run(ex: Exchange): void {
     counters.requests++;
     if (tracer !== undefined) ex.traceStart = tracer.now();
 
@@ -221,11 +244,10 @@ export function createStack(o: StackOptions): Stack {
   /**
    * A throw in a stage that ran after a wait: nothing up the stack catches it there (the
    * listener's own guard only covers what runs inside its call), and an unhandled rejection
-   * would end the process with every call in it. The call fails closed on its own.
+   * would end the process with every call in it. The call fails closed on its own, recorded.
    */
   function lateFailure(ex: Exchange, err: unknown): void {
-    log.error('request stage threw after a wait', { decisionId: ex.decisionId, err });
-    if (!ex.closed && !ex.finished) responder.write(ex, 'ERR_INTERNAL');
+    fail(ex, err, 'request stage threw after a wait');
   }
 
   function afterSession(ex: Exchange, s: SessionResume): void {
@@ -303,7 +325,14 @@ export function createStack(o: StackOptions): Stack {
     // (7) Only a Permit opens the way to the app.
     counters.allowed++;
     record(ex, null, v.decision, v.decision.dryRunDenial ?? null);
-    forwarder.forward(ex, v.permit);
+    try {
+      forwarder.forward(ex, v.permit);
+    } catch (err) {
+      // Allowed and recorded already: a second (deny) record for the same id would contradict
+      // it. The forwarder failed; the caller gets a 500, the span its end when the call closes.
+      log.error('forward threw', { decisionId: ex.decisionId, err });
+      responder.write(ex, 'ERR_INTERNAL');
+    }
   }
 
   return { handle };

@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { h1Request, h2Connect, h2Request, startH1App, startH2App } from './harness.ts';
+import type { InboundDeps } from '../../../src/inbound/types.ts';
+import type { CompiledPolicy } from '../../../src/policy/model.ts';
 import { attrs, collector, policyText, tracedProxy, until } from './traced.ts';
 
 /** What the inbound stack hands telemetry, read back off the wire: spans and decision log records. */
@@ -98,5 +100,58 @@ describe('inbound decision records and spans', () => {
     await proxy.telemetry.flush(2000);
     await until(() => col.logs.length > 0);
     expect(Object.keys(attrs(col.logs[0]!.attributes))).not.toContain('ward.dry_run.rule');
+  });
+
+  // Regression (found in review): a stage that threw was answered 500 ERR_INTERNAL with an
+  // x-ward-decision-id, but no decision record, span, log record or metric carried that id.
+  const readers = `  - name: readers
+    action: allow
+    match:
+      http: [{ prefix: /orders }]
+`;
+
+  async function internalError(o: { policy: () => CompiledPolicy; extractBearer?: InboundDeps['extractBearer']; token: string }): Promise<void> {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: o.policy, collectorPort: col.port, ...(o.extractBearer === undefined ? {} : { extractBearer: o.extractBearer }) });
+    cleanup.push(() => proxy.close());
+    const r = await h1Request(proxy.port, { path: '/orders/1', headers: { authorization: `Bearer ${o.token}`, host: 'orders' } });
+    expect(r.status).toBe(500);
+    expect(r.headers['x-ward-reason']).toBe('ERR_INTERNAL');
+    const id = r.headers['x-ward-decision-id'];
+    expect(typeof id).toBe('string');
+    expect(app.requests).toHaveLength(0);
+    expect(proxy.decisions.map((d) => [d.decisionId, d.decision, d.code])).toEqual([[id, 'deny', 'ERR_INTERNAL']]);
+    await proxy.telemetry.flush(2000);
+    await until(() => col.logs.length > 0 && col.spans.length > 0);
+    expect(attrs(col.logs[0]!.attributes)).toMatchObject({ 'ward.decision_id': id, 'ward.decision': 'deny', 'ward.reason': 'ERR_INTERNAL' });
+    expect(attrs(col.spans[0]!.attributes)).toMatchObject({ 'ward.decision_id': id, 'error.type': 'ERR_INTERNAL', 'http.response.status_code': 'int:500' });
+    expect(await proxy.telemetry.metricsText()).toMatch(/ward_decisions_total\{[^}]*ward_reason="ERR_INTERNAL"[^}]*\} 1/);
+  }
+
+  it('a stage that throws after an asynchronous authentication (500 ERR_INTERNAL): a decision record, span, log record and metric with the id the caller got', async () => {
+    const policy = policyText(readers);
+    let reads = 0;
+    await internalError({
+      token: 'async-alice',
+      // the first read (before authentication) works, the one after it throws
+      policy: () => {
+        if (reads++ % 2 === 1) throw new Error('policy snapshot broke');
+        return policy;
+      },
+    });
+  });
+
+  it('a stage that throws synchronously (500 ERR_INTERNAL): a decision record, span, log record and metric too', async () => {
+    const policy = policyText(readers);
+    await internalError({
+      token: 'good-alice',
+      policy: () => policy,
+      extractBearer: () => {
+        throw new Error('bug');
+      },
+    });
   });
 });

@@ -3,7 +3,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
 import { resolveTelemetry } from '../../../src/config/telemetry.ts';
 import { createInbound, type Inbound } from '../../../src/inbound/server.ts';
-import type { DecisionRecord } from '../../../src/inbound/types.ts';
+import type { DecisionRecord, InboundDeps } from '../../../src/inbound/types.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { evaluate } from '../../../src/policy/evaluate.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
@@ -98,15 +98,21 @@ export interface TracedProxy {
   close(): Promise<void>;
 }
 
-/** A real inbound stack (real `evaluate` on `policy`) with ward's telemetry as its tracer. */
-export async function tracedProxy(o: { upstreamPort: number; protocol: 'h2c' | 'http1'; policy: CompiledPolicy; collectorPort: number }): Promise<TracedProxy> {
+/** A real inbound stack (real `evaluate` on `policy`) with ward's telemetry as its tracer; `policy` may be a snapshot reader, `extractBearer` a fake. */
+export async function tracedProxy(o: {
+  upstreamPort: number;
+  protocol: 'h2c' | 'http1';
+  policy: CompiledPolicy | (() => CompiledPolicy | null);
+  collectorPort: number;
+  extractBearer?: InboundDeps['extractBearer'];
+}): Promise<TracedProxy> {
   const decisions: DecisionRecord[] = [];
   const telemetry = telemetryTo(o.collectorPort);
   const inbound = await createInbound({
     config: testConfig({ upstreamPort: o.upstreamPort, protocol: o.protocol }),
     authenticate: testAuthenticate(),
-    extractBearer: testExtract,
-    policy: () => o.policy,
+    extractBearer: o.extractBearer ?? testExtract,
+    policy: typeof o.policy === 'function' ? o.policy : () => o.policy as CompiledPolicy,
     evaluate,
     log: silentLogger,
     clock: () => Date.now(),
