@@ -113,7 +113,8 @@ export function formatDecision(e: DecisionEntryWire): string {
     dash(e.direction === 'outbound' && e.destination !== '' ? `\u2192${e.destination} ${route}` : route),
     dash(e.decision),
     dash(e.reason),
-    dash(e.rule),
+    // A dry-run denial names the rule that would have denied (`rule>dry-run-rule`).
+    dash(e.dryRunRule === '' ? e.rule : `${e.rule === '' ? '-' : e.rule}>${e.dryRunRule}`),
     e.policyVersion === '' ? '-' : e.policyVersion.slice(0, 12),
     dash(e.traceId),
   ]);

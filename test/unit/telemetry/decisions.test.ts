@@ -57,6 +57,8 @@ describe('ward decisions output', () => {
     const http = formatDecision(toWire(d({ method: 'GET', route: '/api/orders', subject: '', reason: 'ERR_TOKEN_MISSING', rule: '', traceId: '' })));
     expect(http).toContain('GET /api/orders');
     expect(http.split(/\s+/).filter((c) => c === '-')).toHaveLength(3); // caller, rule, trace
+    // a dry-run denial shows the rule that allowed and the dry-run rule that would have denied
+    expect(formatDecision(toWire(d({ decision: 'dry-run-deny', rule: 'readers', dryRunRule: 'no-deletes' })))).toContain(' readers>no-deletes ');
     expect(formatDecision({ ...toWire(d()), missed: 7 })).toContain('7 decision(s) not shown');
   });
 

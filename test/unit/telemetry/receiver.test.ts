@@ -61,7 +61,7 @@ describe('OTLP receiver and the sidecar exporter', () => {
     const { port, store } = await receiver();
     const t = sidecar(port, 'orders');
     const fwd: Record<string, string> = {};
-    const span = t.inbound.begin(record({ decision: 'allow', code: null, rule: 'readers', route: '/ward.demo.v1.Orders/GetOrder', dryRunCode: 'ERR_SCOPE_INSUFFICIENT' }), t.inbound.now(), ['traceparent', TP], fwd);
+    const span = t.inbound.begin(record({ decision: 'allow', code: null, rule: 'readers', route: '/ward.demo.v1.Orders/GetOrder', dryRunCode: 'ERR_SCOPE_INSUFFICIENT', dryRunRule: 'scoped-reads' }), t.inbound.now(), ['traceparent', TP], fwd);
     span?.end(200, 0, false);
     t.inbound.begin(record({ decisionId: 'd-2', protocol: 'http', method: 'GET', route: '/api/orders/7', subject: null, issuer: null }), t.inbound.now(), [], null)?.end(403, -1, false);
     await t.flush(2000);
@@ -85,6 +85,8 @@ describe('OTLP receiver and the sidecar exporter', () => {
       instanceId: 'pod-1',
       destination: '',
       exchangeOutcome: '',
+      // the dry-run rule that would have denied reaches the decision log (regression: it was dropped)
+      dryRunRule: 'scoped-reads',
     });
     // the next hop continues our span, in the caller's trace
     expect(fwd['traceparent']).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);

@@ -39,5 +39,6 @@ export const storedDecision = (over: Partial<StoredDecision> = {}): StoredDecisi
   instanceId: 'pod',
   destination: '',
   exchangeOutcome: '',
+  dryRunRule: '',
   ...over,
 });

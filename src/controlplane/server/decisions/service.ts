@@ -60,6 +60,7 @@ export interface DecisionEntryWire {
   destination: string;
   exchangeOutcome: string;
   missed: number;
+  dryRunRule: string;
 }
 
 export interface DecisionSummaryWire {
@@ -96,6 +97,7 @@ export function toWire(d: StoredDecision): DecisionEntryWire {
     destination: d.destination,
     exchangeOutcome: d.exchangeOutcome,
     missed: 0,
+    dryRunRule: d.dryRunRule,
   };
 }
 
@@ -295,4 +297,5 @@ const EMPTY_ENTRY: DecisionEntryWire = Object.freeze({
   destination: '',
   exchangeOutcome: '',
   missed: 0,
+  dryRunRule: '',
 });

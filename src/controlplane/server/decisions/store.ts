@@ -34,6 +34,8 @@ export interface StoredDecision {
   readonly instanceId: string;
   readonly destination: string;
   readonly exchangeOutcome: string;
+  /** `dry-run-deny`: the dry-run rule that would have denied; "" otherwise. */
+  readonly dryRunRule: string;
 }
 
 export interface DecisionFilter {

@@ -194,6 +194,7 @@ const DECISION_ATTRIBUTES = new Set([
   'ward.decision_id',
   'ward.destination',
   'ward.exchange.outcome',
+  'ward.dry_run.rule',
   'enduser.id',
   'http.request.method',
 ]);
@@ -245,5 +246,6 @@ export function decisionOf(lr: LogRecordWire, instanceId: string): StoredDecisio
     instanceId: instanceId.slice(0, MAX_FIELD),
     destination: a.get('ward.destination') ?? '',
     exchangeOutcome: a.get('ward.exchange.outcome') ?? '',
+    dryRunRule: a.get('ward.dry_run.rule') ?? '',
   };
 }
