@@ -11,6 +11,7 @@ import { createLogger } from '../../src/lib/log.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
 import { startMesh, waitFor } from './harness.ts';
+import { PAGE, toCallback } from './browser-flow.ts';
 
 /**
  * Browser sign-in at the sidecar, driven over plain HTTP (node fetch, a cookie jar, no
@@ -23,7 +24,6 @@ import { startMesh, waitFor } from './harness.ts';
  */
 
 const ACCESS_TTL = 3;
-const PAGE = { accept: 'text/html,application/xhtml+xml' };
 
 interface Reply {
   readonly status: number;
@@ -37,31 +37,6 @@ async function reply(res: Response): Promise<Reply> {
   return { status: res.status, reason: res.headers.get('x-ward-reason'), location: res.headers.get('location'), setCookie: res.headers.getSetCookie() };
 }
 
-/**
- * Starts a sign-in at `sidecar` for `path` and walks the IdP (login form as `user`, then the
- * implied consent) up to the sidecar's callback, which it does not request: returns its URL.
- */
-async function toCallback(jar: CookieJar, sidecar: string, path = '/', user = 'alice'): Promise<URL> {
-  let res = await jar.fetch(new URL(path, sidecar), { headers: PAGE });
-  expect(res.status).toBe(302);
-  let url = new URL(res.headers.get('location') ?? '');
-  for (let hops = 0; hops < 12; hops++) {
-    res = await jar.fetch(url, { headers: PAGE });
-    if (res.status === 200 && url.pathname.startsWith('/interaction/')) {
-      await res.text();
-      res = await jar.fetch(url, {
-        method: 'POST',
-        headers: { ...PAGE, 'content-type': 'application/x-www-form-urlencoded', origin: url.origin },
-        body: new URLSearchParams({ username: user, password: `${user}-password` }).toString(),
-      });
-    }
-    await res.body?.cancel();
-    const next = new URL(res.headers.get('location') ?? '', url);
-    if (next.href.startsWith(`${sidecar}/.ward/callback`)) return next;
-    url = next;
-  }
-  throw new Error('never reached the callback');
-}
 
 async function signIn(sidecar: string, path = '/', user = 'alice'): Promise<CookieJar> {
   const jar = new CookieJar();

@@ -1,14 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CookieJar, startWebApp, type WebApp, webappFiles, WEBAPP_CLIENT } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
-import { waitFor } from './harness.ts';
+import { spawnClusteredWard, waitFor } from './harness.ts';
+import { PAGE, toCallback } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md: logout "ends the session on this replica"; a session replayed after
@@ -19,8 +19,6 @@ import { waitFor } from './harness.ts';
  * now the primary tells every worker, cluster/cluster.ts `session-ended`).
  */
 
-const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
-const PAGE = { accept: 'text/html,application/xhtml+xml' };
 
 /** One request on its own TCP connection (so the cluster hands it to the next worker). */
 function once(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; worker: string; setCookie: string[] }> {
@@ -41,34 +39,11 @@ function once(port: number, method: string, path: string, headers: Record<string
   });
 }
 
-async function toCallback(jar: CookieJar, sidecar: string): Promise<URL> {
-  let res = await jar.fetch(new URL('/', sidecar), { headers: PAGE });
-  expect(res.status).toBe(302);
-  let url = new URL(res.headers.get('location') ?? '');
-  for (let hops = 0; hops < 12; hops++) {
-    res = await jar.fetch(url, { headers: PAGE });
-    if (res.status === 200 && url.pathname.startsWith('/interaction/')) {
-      await res.text();
-      res = await jar.fetch(url, {
-        method: 'POST',
-        headers: { ...PAGE, 'content-type': 'application/x-www-form-urlencoded', origin: url.origin },
-        body: new URLSearchParams({ username: 'alice', password: 'alice-password' }).toString(),
-      });
-    }
-    await res.body?.cancel();
-    const next = new URL(res.headers.get('location') ?? '', url);
-    if (next.href.startsWith(`${sidecar}/.ward/callback`)) return next;
-    url = next;
-  }
-  throw new Error('never reached the callback');
-}
-
 describe('logout with concurrency: 2', () => {
   let idp: TestIdp;
   let app: WebApp;
   let dir: string;
   let proc: ChildProcess;
-  const lines: string[] = [];
   let inbound = 0;
 
   beforeAll(async () => {
@@ -80,20 +55,9 @@ describe('logout with concurrency: 2', () => {
     writeFileSync(join(dir, 'webapp-sidecar.yaml'), `${files['webapp-sidecar.yaml']}concurrency: 2\ntelemetry: { enabled: false }\n`);
     writeFileSync(join(dir, 'webapp.secret'), `${idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? ''}\n`);
     writeFileSync(join(dir, 'session.key'), `${randomBytes(48).toString('base64')}\n`);
-    proc = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'webapp-sidecar.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        lines.push(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    };
-    proc.stdout?.on('data', onData);
-    proc.stderr?.on('data', onData);
-    await waitFor(() => lines.some((l) => l.includes('"role":"primary"') && l.includes('sidecar started')), 30_000, 'the primary to start');
-    inbound = (JSON.parse(lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started')) as string) as { inbound: number }).inbound;
+    const ward = await spawnClusteredWard(join(dir, 'webapp-sidecar.yaml'));
+    proc = ward.proc;
+    inbound = ward.inbound;
     await waitFor(async () => (await once(inbound, 'GET', '/healthz', {})).status === 200, 15_000, 'ready');
   }, 60_000);
 

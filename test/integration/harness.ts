@@ -1,6 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { startSidecar, type RunningSidecar } from '../../src/cli/sidecar.ts';
 import { parseSidecarConfig } from '../../src/config/sidecar.ts';
@@ -176,4 +178,37 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+const WARD_BIN = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+
+/** A `ward sidecar --config <file>` process with `concurrency` above 1, its output kept line by line. */
+export interface ClusteredWard {
+  readonly proc: ChildProcess;
+  /** stdout and stderr, one JSON log line per entry, as they came. */
+  readonly lines: string[];
+  /** The primary's listening ports, from its `sidecar started` line. */
+  readonly inbound: number;
+  readonly admin: number;
+}
+
+/** Starts the sidecar of `configFile` as a process (bin/ward.js) and waits for its primary to listen. */
+export async function spawnClusteredWard(configFile: string): Promise<ClusteredWard> {
+  const proc = spawn(process.execPath, [WARD_BIN, 'sidecar', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let buf = '';
+  const onData = (d: Buffer): void => {
+    buf += d.toString();
+    let nl;
+    while ((nl = buf.indexOf('\n')) !== -1) {
+      lines.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  };
+  proc.stdout?.on('data', onData);
+  proc.stderr?.on('data', onData);
+  const startedLine = (): string | undefined => lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started'));
+  await waitFor(() => startedLine() !== undefined, 30_000, 'the primary to start');
+  const { inbound, admin } = JSON.parse(startedLine() as string) as { inbound: number; admin: number };
+  return { proc, lines, inbound, admin };
 }

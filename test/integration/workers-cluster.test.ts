@@ -1,14 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
-import { waitFor } from './harness.ts';
+import { type ClusteredWard, spawnClusteredWard, waitFor } from './harness.ts';
 import { hmacPolicy, hs256, kubeletSecretDir, SECRET_A, SECRET_B, type SecretDir } from '../unit/policy/secret-files.ts';
 
 /**
@@ -18,7 +17,6 @@ import { hmacPolicy, hs256, kubeletSecretDir, SECRET_A, SECRET_B, type SecretDir
  * starts with a per-worker random prefix.
  */
 
-const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
 
 /** A gRPC frame holding a message with one field 1: a string (GetOrder) or a varint (Sleep). */
 function frame(field: { string: string } | { varint: number }): Buffer {
@@ -80,7 +78,7 @@ describe('concurrency: 2 (node:cluster workers)', () => {
   let dir: string;
   let policyFile: string;
   let proc: ChildProcess;
-  const lines: string[] = [];
+  let lines: string[] = [];
   let inbound = 0;
   let admin = 0;
   const sessions: ClientHttp2Session[] = [];
@@ -121,22 +119,11 @@ concurrency: 2
 drainTimeoutMs: 5000
 `,
     );
-    proc = spawn(process.execPath, [WARD, 'sidecar', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        lines.push(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    };
-    proc.stdout?.on('data', onData);
-    proc.stderr?.on('data', onData);
-    await waitFor(() => lines.some((l) => l.includes('"role":"primary"') && l.includes('sidecar started')), 30_000, 'the primary to start');
-    const started = JSON.parse(lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started')) as string) as { inbound: number; admin: number };
-    inbound = started.inbound;
-    admin = started.admin;
+    const ward = await spawnClusteredWard(config);
+    proc = ward.proc;
+    lines = ward.lines;
+    inbound = ward.inbound;
+    admin = ward.admin;
     await waitFor(async () => (await readyz()) === 200, 15_000, 'readiness');
   }, 60_000);
 
@@ -229,8 +216,7 @@ describe('concurrency: 2 and a rotated hmacSecretFile', () => {
   let app: OrdersApp;
   let secret: SecretDir;
   let dir: string;
-  let proc: ChildProcess;
-  const lines: string[] = [];
+  let ward: ClusteredWard;
   const sessions: ClientHttp2Session[] = [];
 
   beforeAll(async () => {
@@ -252,30 +238,18 @@ telemetry: { enabled: false }
 concurrency: 2
 `,
     );
-    proc = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        lines.push(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    };
-    proc.stdout?.on('data', onData);
-    proc.stderr?.on('data', onData);
-    await waitFor(() => lines.some((l) => l.includes('"role":"primary"') && l.includes('sidecar started')), 30_000, 'the primary to start');
+    ward = await spawnClusteredWard(join(dir, 'sidecar.yaml'));
   }, 60_000);
 
   afterAll(async () => {
     for (const s of sessions) s.destroy();
-    if (proc.exitCode === null) proc.kill('SIGKILL');
+    if (ward.proc.exitCode === null) ward.proc.kill('SIGKILL');
     await app.close();
     secret.cleanup();
   });
 
   it('every worker verifies with the new secret and refuses the old one (regression: workers kept the old secret)', async () => {
-    const started = JSON.parse(lines.find((l) => l.includes('"role":"primary"') && l.includes('sidecar started')) as string) as { inbound: number; admin: number };
+    const started = ward;
     await waitFor(async () => (await fetch(`http://127.0.0.1:${started.admin}/readyz`)).status === 200, 15_000, 'readiness');
     const oldToken = await hs256(SECRET_A);
     // One connection on each worker, told apart by the decision id's prefix.
@@ -297,6 +271,6 @@ concurrency: 2
       // The old secret is refused from then on, on this worker too (its token was cached as verified).
       expect(await call(s, 'GetOrder', GET, oldToken)).toMatchObject({ grpcStatus: '16', reason: 'ERR_TOKEN_SIGNATURE', worker });
     }
-    expect(lines.some((l) => l.includes(SECRET_A) || l.includes(SECRET_B))).toBe(false);
+    expect(ward.lines.some((l) => l.includes(SECRET_A) || l.includes(SECRET_B))).toBe(false);
   }, 60_000);
 });

@@ -28,7 +28,8 @@ interface Rig {
   readonly version: string;
 }
 
-async function rig(secret: SecretDir): Promise<Rig> {
+/** `firstPolicy` false: the first pushed version is not waited for (it may be refused). */
+async function rig(secret: SecretDir, o: { firstPolicy?: boolean; pollMs?: number } = {}): Promise<Rig> {
   cleanups.push(() => secret.cleanup());
   // An absolute path: what the sidecar resolves a relative one against is its own business (cli/sidecar.ts).
   const text = hmacPolicy(secret.file);
@@ -48,11 +49,11 @@ async function rig(secret: SecretDir): Promise<Rig> {
     onPolicy: (p) => applied.push(p),
     log,
     backoff: { initialMs: 20, maxMs: 200 },
-    pollMs: 20,
+    pollMs: o.pollMs ?? 20,
     debounceMs: 10,
   });
   cleanups.push(() => w.close());
-  await eventually(() => applied.length === 1, 10_000, 'the first policy');
+  if (o.firstPolicy !== false) await eventually(() => applied.length === 1, 10_000, 'the first policy');
   return { secret, h, w, applied, records, version: validatePolicyForControlPlane(text, 'orders.yaml').version };
 }
 
@@ -94,30 +95,8 @@ describe('createPolicyWatch: files the policy in force references', () => {
 
   it('a version refused for a secret not there yet is asked for again once it is (regression: kept refused until the next version or reconnect)', async () => {
     const secret = plainSecretDir(SECRET_A);
-    cleanups.push(() => secret.cleanup());
     secret.remove();
-    const text = hmacPolicy(secret.file);
-    const h = await startHarness({ files: { 'orders.yaml': text } });
-    cleanups.push(() => h.close());
-    const state = tempDir('ward-state-');
-    cleanups.push(state.cleanup);
-    const { log, records } = memoryLogger();
-    const applied: CompiledPolicy[] = [];
-    const w = createPolicyWatch({
-      address: h.address,
-      service: 'orders',
-      instanceId: 'pod-1',
-      token: async () => TOKENS.orders,
-      stateDir: state.dir,
-      compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env: {} }),
-      onPolicy: (p) => applied.push(p),
-      log,
-      backoff: { initialMs: 20, maxMs: 200 },
-      pollMs: 50,
-      debounceMs: 10,
-    });
-    cleanups.push(() => w.close());
-    const version = validatePolicyForControlPlane(text, 'orders.yaml').version;
+    const { h, w, applied, records, version } = await rig(secret, { firstPolicy: false, pollMs: 50 });
     await eventually(() => w.lastError() !== null, 10_000, 'the NACK');
     expect(w.lastError()).toMatch(/hmacSecretFile: cannot read/);
     expect(w.current()).toBeNull(); // fail closed meanwhile

@@ -1,0 +1,31 @@
+import { expect } from 'vitest';
+import type { CookieJar } from '../../src/demo/webapp.ts';
+
+/** What a browser asks for when it loads a page. */
+export const PAGE = { accept: 'text/html,application/xhtml+xml' } as const;
+
+/**
+ * Starts a sign-in at `sidecar` for `path` and walks the IdP (login form as `user`, then the
+ * implied consent) up to the sidecar's callback, which it does not request: returns its URL.
+ */
+export async function toCallback(jar: CookieJar, sidecar: string, path = '/', user = 'alice'): Promise<URL> {
+  let res = await jar.fetch(new URL(path, sidecar), { headers: PAGE });
+  expect(res.status).toBe(302);
+  let url = new URL(res.headers.get('location') ?? '');
+  for (let hops = 0; hops < 12; hops++) {
+    res = await jar.fetch(url, { headers: PAGE });
+    if (res.status === 200 && url.pathname.startsWith('/interaction/')) {
+      await res.text();
+      res = await jar.fetch(url, {
+        method: 'POST',
+        headers: { ...PAGE, 'content-type': 'application/x-www-form-urlencoded', origin: url.origin },
+        body: new URLSearchParams({ username: user, password: `${user}-password` }).toString(),
+      });
+    }
+    await res.body?.cancel();
+    const next = new URL(res.headers.get('location') ?? '', url);
+    if (next.href.startsWith(`${sidecar}/.ward/callback`)) return next;
+    url = next;
+  }
+  throw new Error('never reached the callback');
+}
