@@ -109,6 +109,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
     cfg.outbound === undefined ? null : (await import('../exchange/setup.ts')).selectExchangeCredential(cfg.outbound, credentials, configFile, cfg.locator);
   // Browser sign-in (session/): its secrets are read now, so a missing one stops start-up; the
   // provider is discovered lazily, so the sidecar starts (and serves bearer calls) without it.
+  const sessions = opts.worker?.sessions;
   const session: SessionStage | null =
     cfg.session === undefined
       ? null
@@ -121,9 +122,10 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
           log: log.child({ stage: 'session' }),
           clock: systemClock,
           ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
-          onEnded: opts.worker?.sessions === undefined ? undefined : (id: string, until: number) => opts.worker?.sessions?.publish(id, until),
+          onEnded: sessions === undefined ? undefined : (id: string, until: number) => sessions.publish(id, until),
+          shareRefresh: sessions === undefined ? undefined : (key, run) => sessions.once(key, run),
         });
-  if (session !== null) opts.worker?.sessions?.subscribe((id, until) => session.endedElsewhere(id, until));
+  if (session !== null) sessions?.subscribe((id, until) => session.endedElsewhere(id, until));
   const onPolicy = (p: CompiledPolicy): void => authenticator.setIssuers(p.issuers);
   const policy =
     opts.worker === undefined

@@ -7,6 +7,7 @@ import type { Logger } from '../lib/log.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { isToPrimary, isToWorker, type ToPrimary, type ToWorker, type WorkerState } from './ipc.ts';
 import { mergeExpositions } from './metrics.ts';
+import { OnceBroker, OnceClient, type OnceResult } from './once.ts';
 
 /**
  * `concurrency: N` (N > 1): one sidecar as N worker processes sharing its listeners, like
@@ -70,6 +71,11 @@ export interface SessionSync {
   publish(id: string, untilMs: number): void;
   /** `onEnded` gets every session the other workers end (and those ended before it subscribed). */
   subscribe(onEnded: (id: string, untilMs: number) => void): void;
+  /**
+   * The value of `task` for `key`, run by one worker of the sidecar at a time, the others waiting
+   * for its result (a session's refresh: cluster/once.ts). Rejects when no result came in time.
+   */
+  once(key: string, task: () => Promise<OnceResult>): Promise<unknown>;
 }
 
 /** How often a worker checks whether its state changed (readiness is at most this stale). */
@@ -112,6 +118,11 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
   let policy: PolicyHandle | null = null;
   /** Browser sessions a worker ended -> until when they are refused (ms). */
   const ended = new Map<string, number>();
+  /** Tasks one worker runs for all (session refreshes). */
+  const shared = new OnceBroker<Worker>(
+    (w, key) => send(w, { t: 'once-run', key }),
+    (w, key, value) => send(w, { t: 'once-value', key, value }),
+  );
 
   const send = (w: Worker, m: ToWorker): void => {
     if (w.isConnected()) w.send(m);
@@ -132,6 +143,7 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
       onMessage(s, w, m);
     });
     w.on('exit', (code, signal) => {
+      shared.gone(w);
       if (s.worker === w) {
         s.worker = null;
         s.state = null;
@@ -165,6 +177,12 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         for (const o of slots) if (o.worker !== null && o.worker !== w) send(o.worker, { t: 'sessions-ended', ended: [[m.id, m.untilMs]] });
         break;
       }
+      case 'once-claim':
+        shared.claim(w, m.key);
+        break;
+      case 'once-done':
+        shared.done(w, m.key, { value: m.value, keepMs: m.keepMs });
+        break;
       case 'state':
         if (s.worker === w) s.state = m.state;
         if (m.state.ports.inbound > 0) s.started = true;
@@ -337,7 +355,13 @@ async function runWorker(d: ClusterDeps): Promise<number> {
   /** Sessions other workers ended, held until the session stage subscribes. */
   let endedBefore: (readonly [string, number])[] | null = [];
   let onEndedElsewhere: ((id: string, untilMs: number) => void) | null = null;
+  const onceClient = new OnceClient(
+    (key) => send({ t: 'once-claim', key }),
+    (key, r) => send({ t: 'once-done', key, value: r.value, keepMs: r.keepMs }),
+    () => process.connected,
+  );
   const sessions: SessionSync = {
+    once: (key, task) => onceClient.once(key, task),
     publish: (id, untilMs) => send({ t: 'session-ended', id, untilMs }),
     subscribe: (cb) => {
       onEndedElsewhere = cb;
@@ -401,6 +425,12 @@ async function runWorker(d: ClusterDeps): Promise<number> {
         break;
       case 'drain':
         void stop('primary');
+        break;
+      case 'once-run':
+        onceClient.onRun(m.key);
+        break;
+      case 'once-value':
+        onceClient.onValue(m.key, m.value);
         break;
       case 'sessions-ended':
         for (const [id, until] of m.ended) {

@@ -24,7 +24,11 @@ export type ToWorker =
   /** Prometheus text of the worker's metrics, answered with the same id. */
   | { readonly t: 'metrics'; readonly id: number }
   /** Browser sessions another worker ended (logout): session id and the end of its refusal (ms). */
-  | { readonly t: 'sessions-ended'; readonly ended: readonly (readonly [string, number])[] };
+  | { readonly t: 'sessions-ended'; readonly ended: readonly (readonly [string, number])[] }
+  /** cluster/once.ts: run the task of `key` here (this worker claimed it first). */
+  | { readonly t: 'once-run'; readonly key: string }
+  /** cluster/once.ts: the result of `key`, run by another worker or kept. */
+  | { readonly t: 'once-value'; readonly key: string; readonly value: unknown };
 
 export type ToPrimary =
   /** A new worker asks for the current policy. */
@@ -32,7 +36,11 @@ export type ToPrimary =
   | { readonly t: 'state'; readonly state: WorkerState }
   | { readonly t: 'metrics'; readonly id: number; readonly text: string | null }
   /** A browser session this worker ended: every other worker refuses it too. */
-  | { readonly t: 'session-ended'; readonly id: string; readonly untilMs: number };
+  | { readonly t: 'session-ended'; readonly id: string; readonly untilMs: number }
+  /** cluster/once.ts: this worker wants the result of `key` (a browser-session refresh). */
+  | { readonly t: 'once-claim'; readonly key: string }
+  /** cluster/once.ts: the result of the task this worker ran. */
+  | { readonly t: 'once-done'; readonly key: string; readonly value: unknown; readonly keepMs: number };
 
 function isObject(m: unknown): m is Record<string, unknown> {
   return typeof m === 'object' && m !== null;
@@ -50,6 +58,10 @@ export function isToWorker(m: unknown): m is ToWorker {
       return typeof m['id'] === 'number';
     case 'sessions-ended':
       return Array.isArray(m['ended']) && (m['ended'] as unknown[]).every((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number');
+    case 'once-run':
+      return typeof m['key'] === 'string';
+    case 'once-value':
+      return typeof m['key'] === 'string' && 'value' in m;
     default:
       return false;
   }
@@ -66,6 +78,10 @@ export function isToPrimary(m: unknown): m is ToPrimary {
       return typeof m['id'] === 'number' && (m['text'] === null || typeof m['text'] === 'string');
     case 'session-ended':
       return typeof m['id'] === 'string' && typeof m['untilMs'] === 'number';
+    case 'once-claim':
+      return typeof m['key'] === 'string';
+    case 'once-done':
+      return typeof m['key'] === 'string' && 'value' in m && typeof m['keepMs'] === 'number' && Number.isFinite(m['keepMs']);
     default:
       return false;
   }

@@ -59,6 +59,10 @@ const client = z.strictObject({
     description: 'Resources this client may get tokens for, each with the scopes it may receive. Any other resource gets `invalid_target`.',
     examples: [{ 'urn:ward:orders': ['orders.read'] }],
   }),
+  rotateRefreshTokens: z.boolean().default(false).meta({
+    description:
+      'Issue a new refresh token on every refresh and retire the one used (rotation, as Keycloak\'s "Revoke Refresh Token" or Auth0\'s rotation). A retired refresh token presented again is reuse: the IdP revokes the whole grant. Off: a refresh token is replaced only in the last 30% of its life (oidc-provider\'s default for confidential clients).',
+  }),
   serves: z.array(absoluteUri).default([]).meta({
     description:
       'Resources this client is (the sidecar of): it may introspect tokens issued for them, and exchange tokens addressed to them (RFC 8693 `subject_token`).',

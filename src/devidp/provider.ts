@@ -147,6 +147,14 @@ export async function startDevIdp(cfg: DevIdpConfig, opts: { log?: Logger } = {}
         return ctx.oidc.provider.Grant.find(grantId);
       },
       issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+      // oidc-provider's own rule for confidential clients (rotate in the last 30% of a token's
+      // life) unless the client asks for rotation on every refresh; reuse of a rotated token
+      // revokes the grant either way.
+      rotateRefreshToken: (ctx) => {
+        const client = ctx.oidc.client;
+        if (client !== undefined && clients.get(client.clientId)?.rotateRefreshTokens === true) return true;
+        return (ctx.oidc.entities.RefreshToken?.ttlPercentagePassed() ?? 0) >= 70;
+      },
       features: {
         devInteractions: { enabled: false },
         rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },

@@ -92,6 +92,30 @@ export interface SessionStageOptions {
    * above 1, told to the other workers (cluster/), whose `endedElsewhere` refuses it too.
    */
   readonly onEnded?: ((id: string, untilMs: number) => void) | undefined;
+  /**
+   * With `concurrency` above 1: runs a session's refresh in one worker for all (cluster/once.ts),
+   * the value kept `keepMs` for the others. Its value is checked here (`asRefreshOutcome`).
+   */
+  readonly shareRefresh?: ((key: string, run: () => Promise<{ readonly value: RefreshOutcome; readonly keepMs: number }>) => Promise<unknown>) | undefined;
+}
+
+/** The end of a session refresh: a new session, or why there is none (`ended`: the provider refused). */
+export type RefreshOutcome =
+  | { readonly ok: true; readonly session: SessionData }
+  | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
+
+/** A refresh whose outcome another worker was to share but did not: as if the provider were down. */
+const SHARED_REFRESH_LOST: RefreshOutcome = { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: 'the refresh run by another worker gave no outcome', ended: false };
+
+/** A refresh outcome another worker sent (structured clone): checked before it is used. */
+export function asRefreshOutcome(v: unknown): RefreshOutcome | null {
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (o['ok'] === true) return isSessionData(o['session']) ? { ok: true, session: o['session'] } : null;
+  if (o['ok'] !== false) return null;
+  const code = o['code'];
+  if (typeof code !== 'string' || !Object.hasOwn(ERROR_TABLE, code) || typeof o['detail'] !== 'string' || typeof o['ended'] !== 'boolean') return null;
+  return { ok: false, code: code as ErrorCode, detail: o['detail'], ended: o['ended'] };
 }
 
 export interface SessionCounters {
@@ -269,8 +293,6 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     o.onEnded?.(id, untilMs);
   }
 
-  type RefreshOutcome = { readonly ok: true; readonly session: SessionData } | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
-
   /**
    * When a token valid until `exp` is refreshed: `refreshBeforeSeconds` ahead of its expiry, but
    * never before half its lifetime, so a provider whose tokens live shorter than that margin
@@ -399,7 +421,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const now = clock();
     let entry = refreshing.peek(key);
     if (entry === undefined || now >= entry.until) {
-      const result = refresh(s).then((out) => {
+      const result = sharedRefresh(key, s).then((out) => {
         // a provider that was down is asked again by the next request, not after the reuse window
         if (!out.ok && !out.ended) refreshing.delete(key);
         return out;
@@ -435,6 +457,27 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       redirect(call, 307, target, cookies, null);
       return ANSWERED;
     });
+  }
+
+  /**
+   * One refresh per session and access token for the whole sidecar: a provider that rotates
+   * refresh tokens takes each once, and revokes the grant when one comes back (found in review:
+   * with two workers the second refreshed with the retired token, and the user was signed out).
+   */
+  function sharedRefresh(key: string, s: SessionData): Promise<RefreshOutcome> {
+    const share = o.shareRefresh;
+    if (share === undefined) return refresh(s);
+    return share(key, async () => {
+      const out = await refresh(s);
+      // a provider that was down is asked again by the next request, as in one worker
+      return { value: out, keepMs: out.ok || out.ended ? REFRESH_REUSE_MS : 0 };
+    }).then(
+      (v) => asRefreshOutcome(v) ?? SHARED_REFRESH_LOST,
+      (err: unknown) => {
+        log.warn('session refresh: no outcome from the worker running it', { session: tokenHash(s.i), err });
+        return SHARED_REFRESH_LOST;
+      },
+    );
   }
 
   async function refresh(s: SessionData): Promise<RefreshOutcome> {

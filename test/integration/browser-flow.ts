@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { expect } from 'vitest';
 import type { CookieJar } from '../../src/demo/webapp.ts';
 
@@ -28,4 +29,23 @@ export async function toCallback(jar: CookieJar, sidecar: string, path = '/', us
     url = next;
   }
   throw new Error('never reached the callback');
+}
+
+/** One request on its own TCP connection (so the cluster hands it to the next worker). */
+export function once(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; worker: string; setCookie: string[] }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { ...headers, connection: 'close' }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          reason: res.headers['x-ward-reason'] as string | undefined,
+          worker: String(res.headers['x-ward-decision-id'] ?? '').split('.')[0] ?? '',
+          setCookie: (res.headers['set-cookie']) ?? [],
+        }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

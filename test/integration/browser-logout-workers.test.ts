@@ -1,6 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CookieJar, startWebApp, type WebApp, webappFiles, WEBAPP_CLIENT } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 import { spawnClusteredWard, waitFor } from './harness.ts';
-import { PAGE, toCallback } from './browser-flow.ts';
+import { once, PAGE, toCallback } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md: logout "ends the session on this replica"; a session replayed after
@@ -19,25 +18,6 @@ import { PAGE, toCallback } from './browser-flow.ts';
  * now the primary tells every worker, cluster/cluster.ts `session-ended`).
  */
 
-
-/** One request on its own TCP connection (so the cluster hands it to the next worker). */
-function once(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; worker: string; setCookie: string[] }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { ...headers, connection: 'close' }, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          reason: res.headers['x-ward-reason'] as string | undefined,
-          worker: String(res.headers['x-ward-decision-id'] ?? '').split('.')[0] ?? '',
-          setCookie: (res.headers['set-cookie']) ?? [],
-        }),
-      );
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('logout with concurrency: 2', () => {
   let idp: TestIdp;

@@ -91,14 +91,15 @@ export async function startTestIdp(
 
 /**
  * The dev IdP for browser tests: the embedded config including its users and web clients, the
- * web app's access tokens living `accessTtlSeconds` when given.
+ * web app's access tokens living `accessTtlSeconds` when given, every client's refresh tokens
+ * rotated on each use with `rotateRefreshTokens`.
  */
-export function startWebTestIdp(accessTtlSeconds?: number): Promise<TestIdp> {
+export function startWebTestIdp(accessTtlSeconds?: number, opts: { readonly rotateRefreshTokens?: boolean } = {}): Promise<TestIdp> {
   const web = defaultDevIdpConfig();
   return startTestIdp({
     resourceServers:
       accessTtlSeconds === undefined ? web.resourceServers : web.resourceServers.map((rs) => (rs.resource === WEBAPP_AUDIENCE ? { ...rs, accessTokenTtlSeconds: accessTtlSeconds } : rs)),
-    clients: web.clients,
+    clients: opts.rotateRefreshTokens === true ? web.clients.map((c) => ({ ...c, rotateRefreshTokens: true })) : web.clients,
     users: web.users,
   });
 }

@@ -87,6 +87,18 @@ describe('worker IPC', () => {
     expect(isToWorker({ t: 'sessions-ended', ended: 'abc' })).toBe(false);
   });
 
+  it('takes the messages of a shared refresh (cluster/once.ts) only well formed', () => {
+    expect(isToPrimary({ t: 'once-claim', key: 'sid:hash' })).toBe(true);
+    expect(isToPrimary({ t: 'once-claim' })).toBe(false);
+    expect(isToPrimary({ t: 'once-done', key: 'k', value: null, keepMs: 30_000 })).toBe(true);
+    expect(isToPrimary({ t: 'once-done', key: 'k', keepMs: 30_000 })).toBe(false);
+    expect(isToPrimary({ t: 'once-done', key: 'k', value: 1, keepMs: Number.NaN })).toBe(false);
+    expect(isToWorker({ t: 'once-run', key: 'k' })).toBe(true);
+    expect(isToWorker({ t: 'once-run', key: 1 })).toBe(false);
+    expect(isToWorker({ t: 'once-value', key: 'k', value: { ok: true } })).toBe(true);
+    expect(isToWorker({ t: 'once-value', key: 'k' })).toBe(false);
+  });
+
   it('the primary refuses a state or metrics message it could not read (it threw in its handler)', () => {
     expect(isToPrimary({ t: 'state', state: {} })).toBe(false);
     expect(isToPrimary({ t: 'state', state: { ready: true, draining: false, policyVersion: null, ports: {} } })).toBe(false);

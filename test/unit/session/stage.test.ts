@@ -8,7 +8,7 @@ import { identityFromClaims } from '../../../src/policy/identity.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { ProviderResult, SignInClient, TokenSet } from '../../../src/session/oidc.ts';
 import type { SessionCall } from '../../../src/session/respond.ts';
-import { acceptsHtml, createSessionStage, type SessionAuthResult, type SessionResume, type SessionStage } from '../../../src/session/stage.ts';
+import { acceptsHtml, asRefreshOutcome, createSessionStage, type SessionAuthResult, type SessionResume, type SessionStage, type SessionStageOptions } from '../../../src/session/stage.ts';
 
 /**
  * The session stage with a fake provider client and a fake clock: what it answers, when it
@@ -105,7 +105,7 @@ interface FakeClient extends SignInClient {
   codes: string[];
 }
 
-function world(over: Partial<SessionConfig> = {}, ttl = 300): World {
+function world(over: Partial<SessionConfig> = {}, ttl = 300, shareRefresh?: SessionStageOptions['shareRefresh']): World {
   const now = { t: T0 };
   const auth: World['auth'] = { override: null };
   const s = () => Math.floor(now.t / 1000);
@@ -146,6 +146,7 @@ function world(over: Partial<SessionConfig> = {}, ttl = 300): World {
     log: silentLogger,
     clock: () => now.t,
     client,
+    shareRefresh,
   });
   return { stage, now, client, auth };
 }
@@ -287,6 +288,63 @@ describe('session stage', () => {
     const out = c.written();
     expect(new URL(String(out?.headers['location'])).searchParams.get('redirect_uri')).toBe('https://app.example.com/.ward/callback');
     expect((out?.headers['set-cookie'] as string[])[0]).toMatch(/; Secure$/);
+  });
+
+  it('with shareRefresh (concurrency above 1) a refresh runs through it: kept 30 s when it gave a session, not kept when the provider was down', async () => {
+    const kept: number[] = [];
+    const share: SessionStageOptions['shareRefresh'] = async (_key, run) => {
+      const r = await run();
+      kept.push(r.keepMs);
+      return r.value;
+    };
+    const w = world({ refreshBeforeSeconds: 60 }, 300, share);
+    const cookie = await signIn(w);
+    w.now.t += 250_000;
+    const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, c)).toEqual({ kind: 'answered' });
+    expect(c.written()?.status).toBe(307);
+    w.client.refreshWith = async () => ({ ok: false, failure: { kind: 'unavailable', detail: 'down' } });
+    w.now.t += 31_000; // past the reuse window, still due, still valid: carries on with its token
+    expect((await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).kind).toBe('token');
+    expect(kept).toEqual([30_000, 0]);
+    expect(w.client.refreshCalls).toBe(2);
+  });
+
+  it('with shareRefresh, the session another worker refreshed is used as is (no refresh here); a malformed or missing outcome counts as the provider down', async () => {
+    // what another worker's refresh gave: a session for the same subject with a new token
+    let given: unknown = null;
+    const w = world({ refreshBeforeSeconds: 60 }, 300, async () => given);
+    const cookie = await signIn(w);
+    w.now.t += 250_000;
+    const s = Math.floor(w.now.t / 1000);
+    given = { ok: true, session: { i: 'sid', s: 'alice', a: token('alice', s + 300), x: s + 300, f: s + 240, e: s + 3600 } };
+    const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, c)).toEqual({ kind: 'answered' });
+    expect(c.written()).toMatchObject({ status: 307, headers: { location: '/app/x' } });
+    const fresh = `ward_session=${cookiesOf(c.written()).get('ward_session') ?? ''}`;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie: fresh } }))).toEqual({ kind: 'token', token: token('alice', s + 300) });
+    expect(w.client.refreshCalls).toBe(0);
+
+    // malformed outcomes: the token still valid, the call goes on with it; expired, refused (503)
+    w.now.t += 31_000; // past the reuse window of the outcome above
+    for (const bad of [null, { ok: true, session: { i: 'sid' } }, { ok: false, code: 'ERR_NOPE', detail: 'x', ended: true }, { ok: 'yes' }]) {
+      given = bad;
+      w.now.t += 1_000;
+      expect((await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).kind).toBe('token');
+    }
+    w.now.t += 20_000; // expired now
+    const late = await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }));
+    expect(late).toMatchObject({ kind: 'deny', code: 'ERR_SIGNIN_UNAVAILABLE' });
+    expect(w.client.refreshCalls).toBe(0);
+  });
+
+  it('asRefreshOutcome takes only the two shapes a refresh ends in', () => {
+    const session = { i: 'i', s: 's', a: 'a', x: 1, f: 1, e: 2 };
+    expect(asRefreshOutcome({ ok: true, session })).toEqual({ ok: true, session });
+    expect(asRefreshOutcome({ ok: false, code: 'ERR_SESSION_INVALID', detail: 'd', ended: true })).toEqual({ ok: false, code: 'ERR_SESSION_INVALID', detail: 'd', ended: true });
+    for (const bad of [undefined, 'x', { ok: true }, { ok: true, session: { ...session, x: '1' } }, { ok: false, code: 'toString', detail: 'd', ended: true }, { ok: false, code: 'ERR_SESSION_INVALID', detail: 'd' }]) {
+      expect(asRefreshOutcome(bad)).toBeNull();
+    }
   });
 
   it('refreshes a token due for it once for concurrent requests, with a 307 to the same URL', async () => {
