@@ -60,6 +60,7 @@ const DUP_TYPE = bad('more than one Content-Type field');
 const LENGTH_AND_CHUNKED = bad('both Content-Length and Transfer-Encoding');
 const BAD_CODING = bad('Transfer-Encoding other than chunked');
 const DUP_CODING = bad('more than one Transfer-Encoding field');
+const DUP_TIMEOUT = bad('more than one grpc-timeout field');
 
 /** Case-insensitive search for `token` in a comma-separated list (RFC 9110 §5.6.1). */
 export function hasToken(list: string, token: string): boolean {
@@ -121,6 +122,7 @@ export function scanRequestHeaders(raw: readonly string[], lowerNames: boolean, 
   let lengths = 0;
   let types = 0;
   let codings = 0;
+  let timeouts = 0;
   let contentLength: string | undefined;
   const prefix = p.prefix;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -143,6 +145,7 @@ export function scanRequestHeaders(raw: readonly string[], lowerNames: boolean, 
         contentType = value;
         break;
       case 'grpc-timeout':
+        timeouts++;
         grpcTimeout = value;
         break;
       case 'cookie': {
@@ -177,6 +180,9 @@ export function scanRequestHeaders(raw: readonly string[], lowerNames: boolean, 
   if (lengths > 1) return DUP_LENGTH;
   if (types > 1) return DUP_TYPE;
   if (codings > 1) return DUP_CODING;
+  // The sidecar would time the call by one and the app by another (found in review: both went
+  // through as received, neither rewritten to the time left).
+  if (timeouts > 1) return DUP_TIMEOUT;
   if (transferEncoding !== undefined) {
     if (lengths > 0) return LENGTH_AND_CHUNKED;
     // We re-frame the body; a coding other than chunked would reach the app undeclared.

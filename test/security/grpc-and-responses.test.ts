@@ -125,6 +125,12 @@ describe('gRPC request shape — PROTOCOL-HTTP2.md (POST, HTTP/2, grpc-timeout g
     },
   );
 
+  it('two grpc-timeout fields → INTERNAL with ERR_REQUEST_INVALID, nothing forwarded (regression: the sidecar timed the call by the last, and both reached the app as sent)', async () => {
+    const r = await grpcRaw('/ward.demo.v1.Orders/GetOrder', frameOf(Buffer.from([0x0a, 0x01, 0x31])), { 'grpc-timeout': ['1S', '99999999H'] });
+    expect(r).toMatchObject({ status: 200, grpcStatus: '13', reason: 'ERR_REQUEST_INVALID' });
+    expect(orders.calls).toEqual([]);
+  });
+
   it('a huge but well-formed grpc-timeout (99999999H) is clamped, not overflowed into an instant timeout', async () => {
     const r = await grpcRaw('/ward.demo.v1.Orders/GetOrder', frameOf(Buffer.from([0x0a, 0x01, 0x31])), { 'grpc-timeout': '99999999H' });
     expect(r.grpcStatus).toBe('0');

@@ -109,6 +109,7 @@ describe('scanRequestHeaders', () => {
     [['Content-Length', '3', 'Transfer-Encoding', 'chunked'], 'CL and TE'],
     [['Transfer-Encoding', 'gzip, chunked'], 'coding other than chunked'],
     [['Transfer-Encoding', 'chunked', 'Transfer-Encoding', 'chunked'], 'two TE'],
+    [['grpc-timeout', '1S', 'grpc-timeout', '100S'], 'two grpc-timeout (regression: forwarded as received)'],
   ] as const)('refuses %j (%s) with ERR_REQUEST_INVALID', (raw, _why) => {
     const r = scanRequestHeaders(raw, false, POLICY);
     expect('error' in r && r.error).toBe('ERR_REQUEST_INVALID');
