@@ -28,7 +28,13 @@ export const SERVICE_NAME = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 export const GRPC_METHOD = /^\/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\/([A-Za-z_][A-Za-z0-9_]*|\*)$/;
 
 const nonEmpty = z.string().min(1, 'must not be empty');
-const scalar = z.union([z.string(), z.number(), z.boolean()], { error: 'expected a string, number or boolean' });
+/**
+ * A number a claim is compared with: one that JSON and YAML carry exactly. Past 2^53 - 1 both
+ * round (9007199254740993 is read as ...992), so `equals` would match a token carrying another
+ * value than the one written (found in review); such an id is compared as a string.
+ */
+const exactNumber = z.number().refine((n) => !Number.isFinite(n) || Math.abs(n) <= Number.MAX_SAFE_INTEGER, 'must be between -(2^53 - 1) and 2^53 - 1: larger numbers are rounded when read (from the policy and from tokens alike), so they cannot be compared exactly; compare such a claim as a string');
+const scalar = z.union([z.string(), exactNumber, z.boolean()], { error: 'expected a string, number or boolean' });
 const stringList = z.array(nonEmpty).min(1, 'needs at least one value');
 
 const issuer = z
@@ -171,7 +177,7 @@ export const CONDITION_SUBJECTS = ['claim', 'scopes', 'issuer', 'subject', 'acto
 /** Operators that go with `claim`. */
 export const CLAIM_OPERATORS = ['equals', 'in', 'anyOf', 'allOf', 'exists', 'gt', 'gte', 'lt', 'lte'] as const;
 
-const number = z.number().refine(Number.isFinite, 'must be a finite number');
+const number = exactNumber.refine(Number.isFinite, 'must be a finite number');
 
 export const conditionSchema: z.Schema<PolicyConditionInput> = z
   .strictObject({
@@ -183,7 +189,7 @@ export const conditionSchema: z.Schema<PolicyConditionInput> = z
         examples: ['tenant.id', ['https://example.com/claims', 'roles']],
       }),
     equals: scalar.optional().meta({
-      description: 'With `claim`: the claim equals this string, number or boolean (same type; `"1"` is not `1`).',
+      description: 'With `claim`: the claim equals this string, number or boolean (same type; `"1"` is not `1`). Numbers here and in `in`, `gt`, `gte`, `lt`, `lte` must lie within \u00b1(2^53 - 1), where JSON and YAML numbers are exact; compare larger ids as strings.',
       examples: ['acme', 42, true],
     }),
     in: z.array(scalar).min(1, 'needs at least one value').optional().meta({

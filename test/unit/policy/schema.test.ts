@@ -34,6 +34,19 @@ describe('policy file: schema and semantic errors carry file:line:column and the
     ]);
   });
 
+  it('refuses a claim compared with a number past 2^53 - 1, at its line (regression: 9007199254740993 was read as ...992 from the policy and the token alike, and equals matched another id)', () => {
+    const text = ordersPolicyText().replace(/rules:\n/, 'rules:\n  - name: one-account\n    action: allow\n    match:\n      http: [{ prefix: /acct }]\n    when:\n      - claim: account_id\n        equals: 9007199254740993\n      - claim: n\n        in: [1, -9007199254740992]\n      - claim: n\n        lt: 1e300\n');
+    const errs = errorsOf(() => parsePolicyText(text, 'p.yaml'));
+    expect(errs).toHaveLength(3);
+    expect(errs[0]).toMatch(/^p\.yaml:\d+:\d+: rules\[0\]\.when\[0\]\.equals: must be between -\(2\^53 - 1\) and 2\^53 - 1: .*compare such a claim as a string$/);
+    expect(errs[1]).toMatch(/^p\.yaml:\d+:\d+: rules\[0\]\.when\[1\]\.in\[1\]: must be between/);
+    expect(errs[2]).toMatch(/^p\.yaml:\d+:\d+: rules\[0\]\.when\[2\]\.lt: must be between/);
+    const line = text.split('\n').findIndex((l) => l.includes('9007199254740993')) + 1;
+    expect(errs[0]?.startsWith(`p.yaml:${line}:`)).toBe(true);
+    // the largest exact values load
+    expect(() => parsePolicyText(text.replace('9007199254740993', '9007199254740991').replace('-9007199254740992', '-9007199254740991').replace('1e300', '0.5'), 'p.yaml')).not.toThrow();
+  });
+
   it('refuses a method the sidecar never takes, a misspelt one included (regression: a deny rule for DELTE loaded and denied nothing)', () => {
     const text = ordersPolicyText().replace('action: deny', 'action: deny').replace(/rules:\n/, 'rules:\n  - name: no-deletes\n    action: deny\n    match:\n      http: [{ methods: [GET, DELTE, TRACE], prefix: /api }]\n');
     const errs = errorsOf(() => parsePolicyText(text, 'p.yaml'));
