@@ -45,7 +45,7 @@ export const A = {
 } as const;
 
 export const ANNOTATIONS: readonly AnnotationSpec[] = [
-  { name: A.inject, default: '\u2014', description: '`enabled`/`true` opts the pod in (also as a pod label, which the webhook\'s selector sees), `disabled`/`false` opts it out even in an enrolled namespace.' },
+  { name: A.inject, default: '\u2014', description: '`enabled`/`true` opts the pod in (also as a pod label, which the webhook\'s selector sees; as a label the value is matched exactly, lower case), `disabled`/`false` opts it out even in an enrolled namespace.' },
   { name: A.service, default: 'label `app.kubernetes.io/name`, then `app`, then the workload name', description: 'Service name of the sidecar; must equal the `service:` of its policy.' },
   { name: A.appPort, default: 'first TCP `containerPort` of the first container, else 8080', description: 'Port the app listens on (on loopback or all addresses); the sidecar forwards allowed calls to `127.0.0.1:<port>`.' },
   { name: A.appProtocol, default: '`h2c` if that port\'s name starts with `grpc`, `h2c` or `http2`, else `http1`', description: 'How the sidecar talks to the app: `h2c` (HTTP/2 cleartext, gRPC) or `http1`.' },
@@ -82,6 +82,20 @@ export function isKnownAnnotation(name: string): boolean {
 
 export function isWardAnnotation(name: string): boolean {
   return name.startsWith(P);
+}
+
+/**
+ * A label's switch, read as the API server's label selectors read it (the webhook's
+ * `namespaceSelector`/`objectSelector`): exactly `true`/`enabled` -> true, `false`/`disabled` ->
+ * false, absent -> undefined; anything else -> null (invalid). `Enabled` is not `enabled` there,
+ * so it is not here either (found in review: `ward inject` injected a pod whose namespace was
+ * labelled `Enabled`, which the webhook never sees).
+ */
+export function parseLabelSwitch(value: string | undefined): boolean | undefined | null {
+  if (value === undefined) return undefined;
+  if (value === 'true' || value === 'enabled') return true;
+  if (value === 'false' || value === 'disabled') return false;
+  return null;
 }
 
 /** `true`/`enabled` -> true, `false`/`disabled` -> false, absent -> undefined; anything else -> null (invalid). */

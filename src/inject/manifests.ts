@@ -1,7 +1,7 @@
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
 import { diffPod } from './admission.ts';
-import { A, parseSwitch } from './annotations.ts';
+import { A, parseLabelSwitch } from './annotations.ts';
 import { injectPod, type PodTemplate } from './pod.ts';
 import type { InjectorSettings } from './settings.ts';
 
@@ -71,14 +71,23 @@ export function injectManifests(
   }
 
   const enabledNamespaces = new Set<string>();
+  /** Opted out: the webhook is never sent their pods, a pod's own opt-in included. */
+  const disabledNamespaces = new Set<string>();
+  const reports: ManifestReport[] = [];
   for (const { obj } of objects) {
     const meta = obj['metadata'];
     if (obj['kind'] === 'Namespace' && isObject(meta) && typeof meta['name'] === 'string' && isObject(meta['labels'])) {
-      if (parseSwitch(asString(meta['labels'][A.inject])) === true) enabledNamespaces.add(meta['name']);
+      const value = meta['labels'][A.inject];
+      const on = parseLabelSwitch(asString(value));
+      if (on === true) enabledNamespaces.add(meta['name']);
+      else if (on === false) disabledNamespaces.add(meta['name']);
+      // Not enrolled, as the webhook's namespaceSelector would not enrol it: said, not guessed.
+      else if (on === null || (value !== undefined && typeof value !== 'string')) {
+        reports.push({ ref: `Namespace/${meta['name']}`, outcome: 'refused', detail: `label ${A.inject}: '${String(value)}' is not one of enabled, disabled, true, false (label values are matched exactly, as the webhook's selectors match them); its pods are not enrolled` });
+      }
     }
   }
 
-  const reports: ManifestReport[] = [];
   const changed = new Set<Document>();
   for (const { doc, path, obj } of objects) {
     const kind = asString(obj['kind']);
@@ -91,6 +100,11 @@ export function injectManifests(
     const template = getPath(obj, templatePath);
     if (!isObject(template) || !isObject(template['spec'])) {
       reports.push({ ref, outcome: 'refused', detail: `no pod template at ${templatePath.join('.') || '(root)'}` });
+      continue;
+    }
+    if (disabledNamespaces.has(namespace)) {
+      // as deploy/base/webhook.yaml: neither webhook's namespaceSelector takes such a namespace
+      reports.push({ ref, outcome: 'skipped', detail: `namespace opted out (label ${A.inject} on Namespace/${namespace})` });
       continue;
     }
     const before: PodTemplate = { metadata: isObject(template['metadata']) ? template['metadata'] : {}, spec: template['spec'] as unknown as PodTemplate['spec'] };

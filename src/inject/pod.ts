@@ -1,5 +1,5 @@
 import type { IContainer, IPodSpec, IVolume } from 'kubernetes-models/v1';
-import { A, isKnownAnnotation, isWardAnnotation, parseSwitch } from './annotations.ts';
+import { A, isKnownAnnotation, isWardAnnotation, parseLabelSwitch, parseSwitch } from './annotations.ts';
 import { type CaptureOptions, parseCidrList, parsePortList, validateCaptureOptions } from './capture.ts';
 import { INIT_NAME, type InjectorSettings, SIDECAR_NAME, WARD_BIN } from './settings.ts';
 import {
@@ -102,9 +102,9 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
 
   // 1. Should this pod be touched at all? Anything doubtful leaves it alone.
   const fromAnnotation = parseSwitch(annotations[A.inject]);
-  const fromLabel = parseSwitch(labels[A.inject]);
+  const fromLabel = parseLabelSwitch(labels[A.inject]);
   if (fromAnnotation === null) return { kind: 'refused', problems: [`${A.inject}: '${annotations[A.inject]}' is not one of enabled, disabled, true, false`] };
-  if (fromLabel === null) return { kind: 'refused', problems: [`label ${A.inject}: '${labels[A.inject]}' is not one of enabled, disabled, true, false`] };
+  if (fromLabel === null) return { kind: 'refused', problems: [`label ${A.inject}: '${labels[A.inject]}' is not one of enabled, disabled, true, false (label values are matched exactly, as the webhook's selectors match them)`] };
   if (fromAnnotation === false || fromLabel === false) return { kind: 'skipped', reason: 'opted out' };
   if (isInjected(input)) return { kind: 'skipped', reason: 'already injected' };
   if (fromAnnotation !== true && fromLabel !== true && !ctx.namespaceEnabled) return { kind: 'skipped', reason: 'not opted in' };
