@@ -34,11 +34,12 @@ function kv(w: PbWriter, field: number, [key, ...values]: Part): void {
 }
 
 /** ExportLogsServiceRequest with one decision record whose attributes are `attributes` (in order). */
-function logsRequest(attributes: Part[]): Buffer {
+function logsRequest(attributes: Part[], resource: Part[] = [['service.name', str('orders')], ['ward.service', str('orders')]]): Buffer {
   const w = new PbWriter(1024);
   const rl = w.begin(1);
   const res = w.begin(1);
   kv(w, 1, ['service.instance.id', str('pod-x')]);
+  for (const a of resource) kv(w, 1, a);
   w.end(res);
   const sl = w.begin(2);
   const lr = w.begin(2);
@@ -76,12 +77,12 @@ describe('OTLP receiver: decision records read two ways are refused', () => {
     return { port, store, otlp, forwarded };
   }
 
-  function exportLogs(port: number, body: Buffer, token?: string): Promise<{ partialSuccess?: unknown }> {
+  function exportLogs(port: number, body: Buffer, token?: string, path = '/opentelemetry.proto.collector.logs.v1.LogsService/Export'): Promise<{ partialSuccess?: unknown }> {
     const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     const md = new grpc.Metadata();
     if (token !== undefined) md.set('authorization', `Bearer ${token}`);
     return new Promise((res, rej) => {
-      client.makeUnaryRequest('/opentelemetry.proto.collector.logs.v1.LogsService/Export', (b: Buffer) => b, (b: Buffer) => ({ partialSuccess: b.length > 0 ? b : undefined }), body, md, (err, v) => {
+      client.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => ({ partialSuccess: b.length > 0 ? b : undefined }), body, md, (err, v) => {
         client.close();
         if (err) rej(err);
         else res(v as { partialSuccess?: unknown });
@@ -133,5 +134,52 @@ describe('OTLP receiver: decision records read two ways are refused', () => {
     await exportLogs(port, logsRequest([...ok, ['ward.cached', str('a')], ['ward.cached', str('b')], ['app.list', (w) => { const a = w.begin(5); w.end(a); }], ['ward.reason', empty()]]), 'orders-token');
     expect(store.query({}, 10).map((d) => [d.service, d.reason])).toEqual([['orders', '']]);
     expect(forwarded).toHaveLength(1);
+  });
+
+  /** An Export of `signal` with one resource per entry of `resources` (its attributes) and one empty span, metric or log record each. */
+  function resourcesRequest(resources: Part[][]): Buffer {
+    const w = new PbWriter(1024);
+    for (const attrs of resources) {
+      const rx = w.begin(1);
+      const res = w.begin(1);
+      for (const a of attrs) kv(w, 1, a);
+      w.end(res);
+      const scope = w.begin(2);
+      const item = w.begin(2);
+      w.string(5, 'GET'); // Span.name / Metric.description / LogRecord.severity_text: what is in it does not matter here
+      w.end(item);
+      w.end(scope);
+      w.end(rx);
+    }
+    return w.bytes();
+  }
+
+  const TRACES = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
+  const METRICS = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export';
+  const LOGS = '/opentelemetry.proto.collector.logs.v1.LogsService/Export';
+
+  it.each([TRACES, METRICS, LOGS])('%s from an authenticated exporter: every resource must name a service bound to it, or nothing is forwarded (regression: spans and metrics of any service went on to the collector)', async (path) => {
+    const { port, otlp, forwarded } = await receiver(true);
+    await exportLogs(port, resourcesRequest([[['service.name', str('orders')], ['ward.service', str('orders')], ['host.name', str('n1')]]]), 'orders-token', path);
+    expect(forwarded).toHaveLength(1);
+    const orders: Part[] = [['service.name', str('orders')], ['ward.service', str('orders')]];
+    const refusals: [string, Part[][]][] = [
+      ['another service', [[['service.name', str('payments')], ['ward.service', str('payments')]]]],
+      ['a bound resource, then another service', [orders, [['service.name', str('payments')], ['ward.service', str('payments')]]]],
+      ['ward.service bound, service.name another', [[['service.name', str('payments')], ['ward.service', str('orders')]]]],
+      ['service.name bound, ward.service another', [[['service.name', str('orders')], ['ward.service', str('payments')]]]],
+      ['no service.name', [[['service.instance.id', str('pod-x')], ['ward.service', str('orders')]]]],
+      ['no ward.service', [[['service.name', str('orders')]]]],
+      ['service.name twice, bound last', [[['service.name', str('payments')], ['service.name', str('orders')], ['ward.service', str('orders')]]]],
+      ['service.name split in two parts', [[['service.name', str('payments'), str('orders')], ['ward.service', str('orders')]]]],
+      ['ward.service as an int', [[['service.name', str('orders')], ['ward.service', (w) => w.uint(3, 7)]]]],
+    ];
+    for (const [why, resources] of refusals) {
+      await expect(exportLogs(port, resourcesRequest(resources), 'orders-token', path), why).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    }
+    expect({ forwarded: forwarded.length, refused: otlp.counters.refused }).toEqual({ forwarded: 1, refused: refusals.length });
+    // a trusted loopback exporter without a token is not bound to any service: forwarded as before
+    await exportLogs(port, resourcesRequest([[['service.name', str('payments')], ['ward.service', str('payments')]]]), undefined, path);
+    expect(forwarded).toHaveLength(2);
   });
 });

@@ -116,14 +116,18 @@ describe('OTLP receiver and the sidecar exporter', () => {
     const forwarded: string[] = [];
     const { port, store, otlp } = await receiver(true, forwarded);
     const own = sidecar(port, 'orders', 'orders-token');
-    own.inbound.begin(record(), own.inbound.now(), [], null);
+    own.inbound.begin(record(), own.inbound.now(), [], null)?.end(200, 0, false);
     const other = sidecar(port, 'payments', 'orders-token');
-    other.inbound.begin(record({ service: 'payments' }), other.inbound.now(), [], null);
+    other.inbound.begin(record({ service: 'payments' }), other.inbound.now(), [], null)?.end(200, 0, false);
     await Promise.all([own.flush(2000), other.flush(2000)]);
     expect(store.query({}, 10).map((d) => d.service)).toEqual(['orders']);
-    expect(otlp.counters.rejected).toBe(1);
-    // orders' own exports went on (logs and spans); payments' log export, refused, did not.
+    // payments' exports (a resource named payments) are refused whole: its decision records
+    // never reach the record-level check, and its spans are not forwarded either
+    expect(otlp.counters.refused).toBe(2);
+    expect(other.counters().logs.droppedExportFailed).toBe(1);
+    // orders' own exports went on (logs and spans); payments' did not.
     expect(forwarded.filter((p) => p.includes('LogsService'))).toHaveLength(1);
+    expect(forwarded.filter((p) => p.includes('TraceService'))).toHaveLength(1);
   });
 
   it('refuses an exporter without a token when loopback is not trusted: dropped and counted, never thrown', async () => {

@@ -11,7 +11,7 @@ export const telemetryReceiverSchema = z.strictObject({
   }),
   allowLoopbackWithoutToken: z.boolean().default(true).meta({
     description:
-      'Accept OTLP exports from loopback addresses without a token. Other callers need a valid token; their decision records count only for services their identity is bound to (`bindings`).',
+      'Accept OTLP exports from loopback addresses without a token. Other callers need a valid token; every resource they export must name services bound to their identity (`ward.service` and `service.name`, `bindings`), and their decision records count only for those services.',
   }),
   maxDecisions: z.int().min(1).max(10_000_000).default(10_000).meta({ description: 'Recent decisions kept in memory for `ward decisions` (the earliest received evicted first).' }),
   maxMessageBytes: z.int().min(65_536).max(64 * 1024 * 1024).default(4 * 1024 * 1024).meta({

@@ -8,7 +8,7 @@ import type { DecisionStore, StoredDecision } from '../decisions/store.ts';
 import type { TelemetryReceiverConfig } from './config.ts';
 import type { Forwarder } from './forward.ts';
 import { type AnyValueWire, type LogRecordWire, OTLP_SERVICES, type OtlpSignal, rawOtlpService } from './proto.ts';
-import { scanLogsRequest } from './scan.ts';
+import { type ResourceValue, scanLogsRequest, scanResourceServices } from './scan.ts';
 
 /**
  * The control plane as an OTLP/gRPC receiver: `opentelemetry.proto.collector.{trace,logs,metrics}.v1`
@@ -82,8 +82,45 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
     }
   }
 
+  /**
+   * An authenticated exporter sends telemetry of its own services only: every resource carries a
+   * `ward.service` and a `service.name` bound to it, or nothing of the Export is stored or
+   * forwarded (found in review: an exporter bound to one service passed spans and metrics named
+   * after any other to the collector, where traces are read to learn why a call was allowed).
+   * Both, because a collector shows `service.name` and ward's records name `ward.service`; a
+   * sidecar whose `telemetry.serviceName` differs from its service needs that name bound too.
+   */
+  function unboundResources(body: Buffer, identity: Identity): string[] {
+    const unbound: string[] = [];
+    const check = (key: string, v: ResourceValue): void => {
+      if (v !== null && v !== 'ambiguous' && opts.bindings(identity, v)) return;
+      if (unbound.length < 5) unbound.push(v === null ? `no ${key}` : v === 'ambiguous' ? `${key} ambiguous` : `${key} ${v.slice(0, 128)}`);
+    };
+    scanResourceServices(body, (r) => {
+      check('ward.service', r.wardService);
+      check('service.name', r.serviceName);
+    });
+    return unbound;
+  }
+
   function accept(signal: OtlpSignal, body: Buffer, identity: Identity | null, cb: Callback): void {
     counters.requests[signal]++;
+    if (identity !== null) {
+      let unbound: string[];
+      try {
+        unbound = unboundResources(body, identity);
+      } catch (err) {
+        counters.refused++;
+        cb({ code: grpc.status.INVALID_ARGUMENT, details: `malformed OTLP ${signal} export: ${(err as Error).message}` });
+        return;
+      }
+      if (unbound.length > 0) {
+        counters.refused++;
+        log.warn('OTLP export refused: resources of services not bound to the exporter', { signal, subject: identity.subject, services: unbound });
+        cb({ code: grpc.status.PERMISSION_DENIED, details: 'telemetry for services not bound to the caller (a resource whose ward.service or service.name is missing, ambiguous or not bound): nothing stored or forwarded' });
+        return;
+      }
+    }
     let rejected = 0;
     let ambiguous = 0;
     if (signal === 'logs') {

@@ -25,6 +25,63 @@ export function scanLogsRequest(buf: Buffer, visit: (lr: LogRecordWire, instance
   }
 }
 
+/** A resource attribute read for the binding check: null when absent, `ambiguous` when a collector could read it otherwise. */
+export type ResourceValue = string | null | 'ambiguous';
+
+/** The two resource attributes that name a resource's service: `service.name` and ward's own `ward.service`. */
+export interface ResourceServices {
+  readonly serviceName: ResourceValue;
+  readonly wardService: ResourceValue;
+}
+
+/**
+ * The service attributes of every resource of an OTLP Export, traces, metrics or logs alike:
+ * each is `repeated Resource{Spans,Metrics,Logs} = 1` holding `Resource resource = 1`. A key
+ * given twice (in one resource or across its parts), or a value that is not one plain string, is
+ * `ambiguous`, as for decision attributes (receiver.ts `decisionOf`). Throws a WireError on a
+ * malformed message, as `scanLogsRequest`.
+ */
+export function scanResourceServices(buf: Buffer, visit: (r: ResourceServices) => void): void {
+  const r = new Reader(buf, 0, buf.length);
+  while (!r.done()) {
+    const [field, wire] = r.tag();
+    if (field !== 1) {
+      r.skip(wire);
+      continue;
+    }
+    expectLen('Export request: resource entry', wire);
+    const [start, end] = r.span();
+    const found: [ResourceValue, ResourceValue] = [null, null];
+    const res = new Reader(buf, start, end);
+    while (!res.done()) {
+      const [f, w] = res.tag();
+      if (f !== 1) {
+        res.skip(w);
+        continue;
+      }
+      expectLen('resource entry: resource', w);
+      const [s, e] = res.span();
+      const attrs = new Reader(buf, s, e);
+      while (!attrs.done()) {
+        const [af, aw] = attrs.tag();
+        if (af !== 1) {
+          attrs.skip(aw);
+          continue;
+        }
+        expectLen('Resource.attributes', aw);
+        const [ks, ke] = attrs.span();
+        const kv = keyValue(buf, ks, ke, SERVICE_KEYS, false);
+        if (kv === null) continue;
+        const i = kv.key === SERVICE_KEYS[0] ? 0 : 1;
+        found[i] = found[i] !== null || kv.ambiguous === true || kv.value?.value !== 'stringValue' ? 'ambiguous' : (kv.value.stringValue ?? '');
+      }
+    }
+    visit({ serviceName: found[0], wardService: found[1] });
+  }
+}
+
+const SERVICE_KEYS = ['service.name', 'ward.service'];
+
 function expectLen(what: string, wire: number): void {
   if (wire !== WIRE_LEN) throw new WireError(`${what}: wire type ${wire}`);
 }
