@@ -8,7 +8,7 @@ import type { DecisionStore, StoredDecision } from '../decisions/store.ts';
 import type { TelemetryReceiverConfig } from './config.ts';
 import type { Forwarder } from './forward.ts';
 import { type AnyValueWire, type LogRecordWire, OTLP_SERVICES, type OtlpSignal, rawOtlpService } from './proto.ts';
-import { type ResourceValue, scanLogsRequest, scanResourceServices } from './scan.ts';
+import { AMBIGUOUS, type ResourceValue, scanLogsRequest, scanResourceServices } from './scan.ts';
 
 /**
  * The control plane as an OTLP/gRPC receiver: `opentelemetry.proto.collector.{trace,logs,metrics}.v1`
@@ -93,8 +93,8 @@ export function createOtlpReceiver(opts: OtlpReceiverOptions): OtlpReceiver {
   function unboundResources(body: Buffer, identity: Identity): string[] {
     const unbound: string[] = [];
     const check = (key: string, v: ResourceValue): void => {
-      if (v !== null && v !== 'ambiguous' && opts.bindings(identity, v)) return;
-      if (unbound.length < 5) unbound.push(v === null ? `no ${key}` : v === 'ambiguous' ? `${key} ambiguous` : `${key} ${v.slice(0, 128)}`);
+      if (typeof v === 'string' && opts.bindings(identity, v)) return;
+      if (unbound.length < 5) unbound.push(v === null ? `no ${key}` : v === AMBIGUOUS ? `${key} ambiguous` : `${key} ${v.slice(0, 128)}`);
     };
     scanResourceServices(body, (r) => {
       check('ward.service', r.wardService);

@@ -25,8 +25,10 @@ export function scanLogsRequest(buf: Buffer, visit: (lr: LogRecordWire, instance
   }
 }
 
-/** A resource attribute read for the binding check: null when absent, `ambiguous` when a collector could read it otherwise. */
-export type ResourceValue = string | null | 'ambiguous';
+/** A resource attribute a collector could read otherwise than the scan (repeated, in parts, not a string). */
+export const AMBIGUOUS: unique symbol = Symbol('ambiguous');
+/** A resource attribute read for the binding check: null when absent, AMBIGUOUS when a collector could read it otherwise. */
+export type ResourceValue = string | null | typeof AMBIGUOUS;
 
 /** The two resource attributes that name a resource's service: `service.name` and ward's own `ward.service`. */
 export interface ResourceServices {
@@ -38,7 +40,7 @@ export interface ResourceServices {
  * The service attributes of every resource of an OTLP Export, traces, metrics or logs alike:
  * each is `repeated Resource{Spans,Metrics,Logs} = 1` holding `Resource resource = 1`. A key
  * given twice (in one resource or across its parts), or a value that is not one plain string, is
- * `ambiguous`, as for decision attributes (receiver.ts `decisionOf`). Throws a WireError on a
+ * AMBIGUOUS, as for decision attributes (receiver.ts `decisionOf`). Throws a WireError on a
  * malformed message, as `scanLogsRequest`.
  */
 export function scanResourceServices(buf: Buffer, visit: (r: ResourceServices) => void): void {
@@ -73,7 +75,7 @@ export function scanResourceServices(buf: Buffer, visit: (r: ResourceServices) =
         const kv = keyValue(buf, ks, ke, SERVICE_KEYS, false);
         if (kv === null) continue;
         const i = kv.key === SERVICE_KEYS[0] ? 0 : 1;
-        found[i] = found[i] !== null || kv.ambiguous === true || kv.value?.value !== 'stringValue' ? 'ambiguous' : (kv.value.stringValue ?? '');
+        found[i] = found[i] !== null || kv.ambiguous === true || kv.value?.value !== 'stringValue' ? AMBIGUOUS : (kv.value.stringValue ?? '');
       }
     }
     visit({ serviceName: found[0], wardService: found[1] });
