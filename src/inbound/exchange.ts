@@ -1,5 +1,6 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import type { H2ClientStream } from '../h2/conn.ts';
 import type { H2ServerStream } from '../h2/server.ts';
 import type { Identity } from '../policy/model.ts';
@@ -37,6 +38,12 @@ export interface BodySource extends EventEmitter {
   readonly destroyed: boolean;
 }
 
+/** See `Exchange.upgrade`. */
+export interface WebSocketUpgrade {
+  readonly socket: Duplex;
+  readonly head: Buffer;
+}
+
 export class Exchange {
   readonly h2: H2ServerStream | null;
   readonly req: IncomingMessage | null;
@@ -57,6 +64,11 @@ export class Exchange {
   bodyless: boolean;
   /** HTTP/1.1 `Expect: 100-continue`: the 100 goes out only once the call is allowed. */
   readonly expectContinue: boolean;
+  /**
+   * A WebSocket handshake (HTTP/1.1 `Upgrade: websocket`): the caller's socket, detached from the
+   * HTTP parser, and the bytes that came after the request's head. Null for every other call.
+   */
+  upgrade: WebSocketUpgrade | null = null;
 
   // --- learned by the stages
   path = '';

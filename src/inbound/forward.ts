@@ -15,6 +15,7 @@ import type { RequestSlots } from './slots.ts';
 import {
   addIdentityHeaders,
   dropSidecarResponseFields,
+  hasToken,
   identityClaimsHeader,
   type IdentityHeaderNames,
   isSidecarResponseField,
@@ -686,19 +687,79 @@ export function createRelay(o: RelayOptions): Relay {
   }
 
   /**
-   * The app answered 101 Switching Protocols. The sidecar never asks for an upgrade (it strips
+   * The app answered 101 Switching Protocols. To an allowed WebSocket handshake that is the
+   * tunnel (`tunnel`). To any other call the sidecar never asked for an upgrade (it strips
    * `Upgrade`), and a tunnel would carry bytes no policy judged; without this listener Node drops
    * the socket and the call hangs with neither a response nor an error.
    */
-  function onH1Upgrade(this: ClientRequest, res: IncomingMessage, socket: Socket): void {
+  function onH1Upgrade(this: ClientRequest, res: IncomingMessage, socket: Socket, head: Buffer): void {
+    const ex = exchangeOf(this);
+    if (ex.upgrade !== null && !ex.upstreamDone) {
+      tunnel(ex, res, socket, head);
+      return;
+    }
     socket.destroy();
     res.destroy();
-    const ex = exchangeOf(this);
     if (ex.upstreamDone) return;
     ex.upstreamDone = true;
     releaseBody(ex);
     if (ex.closed || ex.finished) return;
     fail(ex, 'ERR_UPSTREAM_RESET');
+  }
+
+  /**
+   * An allowed WebSocket handshake the app accepted: the app's 101 goes to the caller (its
+   * fields relayed as for any response, the sidecar's own dropped, the decision id added), then
+   * bytes flow both ways untouched until either side closes, which closes the other. The call was
+   * judged once, on its handshake, as Envoy and Istio judge an upgrade: messages are not (the
+   * tunnel outlives the token that opened it; docs/websockets.md).
+   */
+  function tunnel(ex: Exchange, res: IncomingMessage, up: Socket, upHead: Buffer): void {
+    ex.upstreamDone = true;
+    ex.upstreamRes = res;
+    releaseBody(ex);
+    const down = (ex.upgrade as NonNullable<Exchange['upgrade']>).socket;
+    if (ex.closed || ex.finished || down.destroyed) {
+      up.destroy();
+      return;
+    }
+    // RFC 6455 §4.1: the app must switch to websocket, and to nothing else.
+    if (!hasToken(String(res.headers.upgrade ?? ''), 'websocket')) {
+      up.destroy();
+      ex.upstreamError ??= new Error('app switched to another protocol than websocket');
+      fail(ex, 'ERR_UPSTREAM_RESET');
+      return;
+    }
+    if (ex.timer !== null) {
+      clearTimeout(ex.timer); // `requestTimeoutMs` bounds a response, not a tunnel's life
+      ex.timer = null;
+    }
+    const fields = relayableFields(res.headers);
+    if (guardResponse) dropSidecarResponseFields(fields);
+    fields[HEADER_DECISION_ID] = ex.decisionId;
+    let head = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n';
+    for (const name in fields) {
+      const v = fields[name];
+      if (Array.isArray(v)) for (const x of v) head += `${name}: ${x}\r\n`;
+      else if (v !== undefined) head += `${name}: ${String(v)}\r\n`;
+    }
+    ex.responseStarted = true;
+    if (ex.res !== null) ex.res.statusCode = 101; // for the span and the decision's status
+    const close = (): void => {
+      up.destroy();
+      down.destroy();
+    };
+    up.on('error', close);
+    up.on('close', close);
+    down.on('error', close);
+    down.on('close', close);
+    up.setNoDelay(true);
+    down.write(`${head}\r\n`, 'latin1');
+    if (upHead.length > 0) down.write(upHead);
+    const downHead = (ex.upgrade as NonNullable<Exchange['upgrade']>).head;
+    if (downHead.length > 0) up.write(downHead);
+    up.pipe(down);
+    down.pipe(up);
   }
 
   const connectTimeoutMs = o.upstream.connectTimeoutMs;
@@ -723,6 +784,12 @@ export function createRelay(o: RelayOptions): Relay {
   function toH1(ex: Exchange, a: Agent): void {
     const h = ex.fwdHeaders;
     h.host = ex.authority ?? defaultAuthority;
+    if (ex.upgrade !== null) {
+      // The handshake, asked of the app as the caller asked it (its Sec-WebSocket-* fields went
+      // through); on a connection of its own, which the tunnel then keeps.
+      h.connection = 'Upgrade';
+      h.upgrade = 'websocket';
+    }
     // Every body goes out framed. Without Content-Length (an HTTP/2 caller's, or a chunked one),
     // node's http.request chunks only POST, PUT, PATCH and the like: a GET, HEAD, DELETE or
     // OPTIONS body would follow the headers raw, and the app would parse it as the next request
@@ -731,7 +798,7 @@ export function createRelay(o: RelayOptions): Relay {
     let req: ClientRequest;
     try {
       req = request({
-        agent: a,
+        agent: ex.upgrade === null ? a : false,
         host: upstreamHost,
         port: upstreamPort,
         method: ex.method,

@@ -2,6 +2,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import { http } from '../lib/node-http.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
@@ -10,10 +11,10 @@ import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../li
 import { issueAt } from '../lib/yaml-locate.ts';
 import { isLoopbackIp } from '../lib/loopback.ts';
 import { createDecisionIds } from './decision-id.ts';
-import { Exchange, exchangeOf, tag } from './exchange.ts';
+import { Exchange, exchangeOf, tag, type WebSocketUpgrade } from './exchange.ts';
 import { RequestSlots } from './slots.ts';
 import { createForwarder } from './forward.ts';
-import { identityHeaderNames } from './headers.ts';
+import { hasToken, identityHeaderNames } from './headers.ts';
 import { ErrorResponder, HEADER_REASON } from './respond.ts';
 import { createStack } from './stack.ts';
 import type { InboundCounters, InboundDeps } from './types.ts';
@@ -58,6 +59,12 @@ export interface ListenerOptions {
     | undefined;
   readonly maxHeaderListBytes: number;
   readonly maxConcurrentStreams: number;
+  /**
+   * HTTP/1.1 WebSocket handshakes (`Upgrade: websocket`) become calls with `Exchange.upgrade`
+   * (judged like any call, then tunnelled by the forwarder). Off: the upgrade is ignored, the
+   * request goes on as a plain GET without `Upgrade`.
+   */
+  readonly webSockets?: boolean;
   readonly counters: ListenerCounters;
   readonly responder: ErrorResponder;
   readonly log: Logger;
@@ -127,6 +134,17 @@ const EMPTY_TRAILERS = Object.freeze({});
 const kActive: unique symbol = Symbol('ward.h1.active');
 type H1Socket = Socket & { [kActive]?: number };
 
+/**
+ * RFC 6455 §4.1: a GET whose `Upgrade` names `websocket` and whose `Connection` names `upgrade`
+ * (both token lists, case-insensitive). Anything else that asks for an upgrade is a plain request.
+ */
+function isWebSocketHandshake(req: IncomingMessage): boolean {
+  if (req.method !== 'GET') return false;
+  const upgrade = req.headers.upgrade;
+  const connection = req.headers.connection;
+  return typeof upgrade === 'string' && typeof connection === 'string' && hasToken(upgrade, 'websocket') && hasToken(connection, 'upgrade');
+}
+
 /** Ends the call's span with what the caller was sent (tracing only). */
 function endSpan(ex: Exchange): void {
   const span = ex.span;
@@ -149,8 +167,12 @@ function endSpan(ex: Exchange): void {
     if (gs !== undefined) grpcStatus = Number(gs);
     if (ex.h2.rstCode !== undefined && ex.h2.rstCode !== 0) failed = true;
   } else if (ex.res !== null) {
-    status = ex.res.headersSent ? ex.res.statusCode : 0;
-    if (!ex.res.writableFinished) failed = true;
+    // A WebSocket tunnel's 101 went out raw (forward.ts `tunnel`), and its response never ends.
+    if (ex.upgrade !== null && ex.res.statusCode === 101) status = 101;
+    else {
+      status = ex.res.headersSent ? ex.res.statusCode : 0;
+      if (!ex.res.writableFinished) failed = true;
+    }
   }
   try {
     span.end(status, grpcStatus, failed);
@@ -243,6 +265,8 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
         : tlsListener(cfg, deps.configFile, tlsCfg, deps.certPollMs ?? CERT_POLL_MS),
     maxHeaderListBytes: cfg.inbound.maxHeaderListBytes,
     maxConcurrentStreams: cfg.inbound.maxConcurrentStreams,
+    // tunnelled to an HTTP/1.1 app only: an h2c one would need RFC 8441 extended CONNECT
+    webSockets: cfg.upstream.protocol === 'http1',
     counters,
     responder,
     log,
@@ -376,6 +400,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     keepAliveTimeout: H1_KEEP_ALIVE_TIMEOUT_MS,
     // Streaming uploads may legitimately take long; the app's own limits apply.
     requestTimeout: 0,
+    // Only a WebSocket handshake is taken as an upgrade ('upgrade' below); any other `Upgrade`
+    // (h2c, TLS/1.0) stays a plain request, its `Upgrade` dropped as connection-specific.
+    shouldUpgradeCallback: o.webSockets === true ? isWebSocketHandshake : () => false,
   });
   // Node arms `headersTimeout` (slowloris) only for servers that emitted 'listening'; this one
   // receives its sockets from the sniffer and never listens itself.
@@ -403,7 +430,22 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     ex.release();
   }
 
-  function onH1Request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+  /**
+   * A WebSocket handshake: Node hands over the socket, detached from its parser, with no response
+   * object. One is made on the socket, so the stack refuses a handshake like any call (and the
+   * connection closes after that answer); the forwarder tunnels an allowed one (forward.ts).
+   */
+  function onH1Upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    // Nothing else reads this socket now: a response written here (a refusal, or the app's
+    // answer other than 101) is the last thing on it.
+    res.once('finish', () => socket.end());
+    onH1Request(req, res, false, { socket, head });
+  }
+
+  function onH1Request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, upgrade: WebSocketUpgrade | null = null): void {
     counters.activeStreams++;
     const socket = req.socket as H1Socket;
     socket[kActive] = (socket[kActive] ?? 0) + 1;
@@ -422,12 +464,14 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
       bodyless: false,
       expectContinue,
     });
+    ex.upgrade = upgrade;
     tag(res, ex);
     res.on('close', onH1ResponseClose);
     dispatch(ex);
   }
 
   h1Server.on('request', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, false));
+  h1Server.on('upgrade', onH1Upgrade);
   // `Expect: 100-continue`: the 100 is sent by the forwarder once the call is allowed, so a
   // denied client never uploads its body.
   h1Server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, true));

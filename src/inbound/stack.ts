@@ -176,6 +176,9 @@ export function createStack(o: StackOptions): Stack {
       }
       ex.authority = s.host;
       ex.bodyless = !s.framedBody;
+      // The parser stops at a handshake's head: a body would be read by nobody but the tunnel,
+      // where the app would take it for WebSocket frames (RFC 6455 §4.1: a GET without one).
+      if (ex.upgrade !== null && s.framedBody) return deny(ex, 'ERR_REQUEST_INVALID', 'WebSocket handshake with a body');
       const ct = s.contentType;
       if (ct !== undefined && ct.startsWith(GRPC_PREFIX) && !ct.startsWith(GRPC_WEB_PREFIX)) {
         return deny(ex, 'ERR_REQUEST_INVALID', 'gRPC needs HTTP/2');

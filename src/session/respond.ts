@@ -22,6 +22,8 @@ export interface SessionCall {
   readonly path: string;
   readonly query: string;
   readonly authority: string | undefined;
+  /** Non-null for a WebSocket handshake (inbound/exchange.ts `upgrade`). */
+  readonly upgrade?: object | null;
   fwdHeaders: OutgoingHttpHeaders;
   closed: boolean;
   finished: boolean;

@@ -382,8 +382,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: r.detail };
     }
     const s = r.session;
-    // CSRF before the session is used for anything that changes state (csrf.ts)
-    if (isUnsafeMethod(call.method)) {
+    // CSRF before the session is used for anything that changes state (csrf.ts); a WebSocket
+    // handshake is a GET, but the socket it opens takes messages that may: a browser sends its
+    // Origin with it, and one from another origin (a sibling subdomain is same-site, so the
+    // cookie comes along) would drive the user's session (cross-site WebSocket hijacking).
+    const upgrade = call.upgrade !== undefined && call.upgrade !== null;
+    if (upgrade || isUnsafeMethod(call.method)) {
       const expected = originFor(call);
       const evidence = {
         origin: headerValue(call.fwdHeaders['origin']),
@@ -392,17 +396,21 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       };
       if (expected === null || !fromSameOrigin(evidence, expected)) {
         counters.csrfRefused++;
-        return { kind: 'deny', code: 'ERR_SESSION_CSRF', detail: `${call.method} without a same-origin Origin/Referer` };
+        return { kind: 'deny', code: 'ERR_SESSION_CSRF', detail: `${upgrade ? 'WebSocket handshake' : call.method} without a same-origin Origin/Referer` };
       }
     }
     const nowS = Math.floor(clock() / 1000);
     const expired = nowS >= s.x;
     const due = nowS >= s.f;
     // Refresh only where the browser can be sent back to the same request: a navigation-safe
-    // method, or one whose token is already expired (a 307 repeats it with its body).
-    if (due && s.r !== undefined && (expired || !isUnsafeMethod(call.method))) return refreshAndBounce(call, st, s, expired);
+    // method, or one whose token is already expired (a 307 repeats it with its body). Never a
+    // WebSocket handshake: a browser does not follow its redirects; it goes on with the token
+    // while valid, and the page's next navigation refreshes.
+    if (due && s.r !== undefined && !upgrade && (expired || !isUnsafeMethod(call.method))) return refreshAndBounce(call, st, s, expired);
     if (expired) {
       counters.sessionsRefused++;
+      // the session itself is still good: the page's next navigation refreshes it
+      if (upgrade && s.r !== undefined) return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'access token expired (a WebSocket handshake is not refreshed)' };
       st.clear = true;
       return { kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'access token expired and no refresh token' };
     }

@@ -45,7 +45,7 @@ interface Written {
 
 type FakeCall = SessionCall & { written: () => Written | null };
 
-function call(p: { method?: string; path: string; query?: string; headers?: Record<string, string>; grpc?: boolean }): FakeCall {
+function call(p: { method?: string; path: string; query?: string; headers?: Record<string, string>; grpc?: boolean; upgrade?: boolean }): FakeCall {
   let out: Written | null = null;
   const res = {
     headersSent: false,
@@ -69,6 +69,7 @@ function call(p: { method?: string; path: string; query?: string; headers?: Reco
     path: p.path,
     query: p.query ?? '',
     authority: 'app.test:8080',
+    upgrade: p.upgrade === true ? {} : null,
     fwdHeaders: { ...p.headers },
     closed: false,
     finished: false,
@@ -345,6 +346,31 @@ describe('session stage', () => {
     for (const bad of [undefined, 'x', { ok: true }, { ok: true, session: { ...session, x: '1' } }, { ok: false, code: 'toString', detail: 'd', ended: true }, { ok: false, code: 'ERR_SESSION_INVALID', detail: 'd' }]) {
       expect(asRefreshOutcome(bad)).toBeNull();
     }
+  });
+
+  it('a WebSocket handshake with the session cookie: refused from another origin (cross-site WebSocket hijacking), never bounced for a refresh, refused once expired without ending the session', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    const ws = (origin?: string): FakeCall => call({ path: '/app/socket', upgrade: true, headers: { cookie, ...(origin === undefined ? {} : { origin }) } });
+    // a sibling subdomain is same-site (SameSite=Lax sends the cookie), not same-origin
+    for (const origin of ['http://evil.app.test:8080', 'null', undefined]) {
+      expect(await resume(w, ws(origin)), String(origin)).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_CSRF' });
+    }
+    const good = 'http://app.test:8080';
+    expect(await resume(w, ws(good))).toEqual({ kind: 'token', token: token('alice', Math.floor(w.now.t / 1000) + 300) });
+    w.now.t += 250_000; // due: a page view would be bounced (307); a handshake goes on with its token
+    const due = ws(good);
+    expect((await resume(w, due)).kind).toBe('token');
+    expect(due.written()).toBeNull();
+    expect(w.client.refreshCalls).toBe(0);
+    w.now.t += 60_000; // expired: refused, the cookie kept (the next page view refreshes it)
+    const late = ws(good);
+    expect(await resume(w, late)).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID' });
+    expect(w.stage.writeDenial(late, 'ERR_SESSION_INVALID')).toBe(false);
+    const page = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, page)).toEqual({ kind: 'answered' });
+    expect(page.written()?.status).toBe(307);
+    expect(w.client.refreshCalls).toBe(1);
   });
 
   it('refreshes a token due for it once for concurrent requests, with a 307 to the same URL', async () => {

@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto';
+import http, { type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/**
+ * An HTTP/1.1 app with a WebSocket endpoint (RFC 6455), for the sidecar's tunnel tests: the
+ * handshake answered by hand (`Sec-WebSocket-Accept`), text and binary messages echoed back with
+ * `echo:` in front (unfragmented, payloads under 64 KiB), a close answered with a close. Every
+ * handshake it accepted is recorded with its header fields. a handshake for a path ending `/refuse` gets a
+ * 403 instead, one ending `/other` a 101 to h2c; any other request a 200.
+ */
+export interface WsApp {
+  readonly port: number;
+  /** Handshakes that reached the app (accepted or not), with their fields. */
+  readonly handshakes: { readonly path: string; readonly headers: IncomingHttpHeaders }[];
+  /** Plain requests that reached the app. */
+  readonly requests: { readonly path: string; readonly headers: IncomingHttpHeaders }[];
+  /** Tunnels open on the app's side. */
+  open(): number;
+  close(): Promise<void>;
+}
+
+const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+export function acceptKey(key: string): string {
+  return createHash('sha1').update(key + GUID).digest('base64');
+}
+
+/** One server frame (FIN set, unmasked). */
+export function frame(opcode: number, payload: Buffer): Buffer {
+  const len = payload.length;
+  const head = len < 126 ? Buffer.from([0x80 | opcode, len]) : Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff]);
+  return Buffer.concat([head, payload]);
+}
+
+/** Reads complete client frames (masked) off `buf`; returns them and the bytes left over. */
+export function readFrames(buf: Buffer): { frames: { opcode: number; payload: Buffer }[]; rest: Buffer } {
+  const frames: { opcode: number; payload: Buffer }[] = [];
+  let at = 0;
+  for (;;) {
+    if (buf.length - at < 2) break;
+    const b1 = buf[at + 1] as number;
+    let len = b1 & 0x7f;
+    let off = at + 2;
+    if (len === 126) {
+      if (buf.length - at < 4) break;
+      len = buf.readUInt16BE(at + 2);
+      off = at + 4;
+    } else if (len === 127) throw new Error('ws-app: frames of 64 KiB and more are not supported');
+    const masked = (b1 & 0x80) !== 0;
+    const mask = masked ? buf.subarray(off, off + 4) : null;
+    if (masked) off += 4;
+    if (buf.length < off + len) break;
+    const payload = Buffer.from(buf.subarray(off, off + len));
+    if (mask !== null) for (let i = 0; i < payload.length; i++) payload[i] = (payload[i] as number) ^ (mask[i & 3] as number);
+    frames.push({ opcode: (buf[at] as number) & 0x0f, payload });
+    at = off + len;
+  }
+  return { frames, rest: buf.subarray(at) };
+}
+
+export async function startWsApp(): Promise<WsApp> {
+  const handshakes: WsApp['handshakes'][number][] = [];
+  const requests: WsApp['requests'][number][] = [];
+  const sockets = new Set<Duplex>();
+  const server = http.createServer((req, res) => {
+    requests.push({ path: req.url ?? '', headers: req.headers });
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('plain');
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    handshakes.push({ path: req.url ?? '', headers: req.headers });
+    if (req.url?.endsWith('/refuse') === true) {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nrefused');
+      return;
+    }
+    if (req.url?.endsWith('/other') === true) {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\nnot-websocket');
+      socket.on('error', () => socket.destroy());
+      socket.on('end', () => socket.end());
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      return;
+    }
+    const key = String(req.headers['sec-websocket-key'] ?? '');
+    const protocol = req.headers['sec-websocket-protocol'];
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\n` +
+        `${protocol === undefined ? '' : `Sec-WebSocket-Protocol: ${String(protocol).split(',')[0]?.trim() ?? ''}\r\n`}x-app: ws-app\r\nx-ward-reason: forged-by-app\r\nx-ward-decision-id: forged-by-app\r\n\r\n`,
+    );
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.on('end', () => socket.end()); // the server's sockets are half-open: close when the sidecar does
+    let pending = head;
+    const onData = (d: Buffer): void => {
+      const { frames, rest } = readFrames(Buffer.concat([pending, d]));
+      pending = rest;
+      for (const f of frames) {
+        if (f.opcode === 0x8) {
+          socket.end(frame(0x8, f.payload.subarray(0, 2)));
+          return;
+        }
+        if (f.opcode === 0x9) socket.write(frame(0xa, f.payload));
+        else if (f.opcode === 0x1 || f.opcode === 0x2) socket.write(frame(f.opcode, Buffer.concat([Buffer.from('echo:'), f.payload])));
+      }
+    };
+    socket.on('data', onData);
+    if (head.length > 0) onData(Buffer.alloc(0));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    handshakes,
+    requests,
+    open: () => sockets.size,
+    close: () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
