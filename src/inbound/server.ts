@@ -436,6 +436,14 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
    * connection closes after that answer); the forwarder tunnels an allowed one (forward.ts).
    */
   function onH1Upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Pipelined behind a request still being answered on this connection: Node hands the
+    // handshake over at once, and the socket is that response's (assigning it again throws,
+    // found in review). No browser pipelines; the connection closes.
+    if (((socket as H1Socket)[kActive] ?? 0) > 0) {
+      log.debug('WebSocket handshake pipelined behind an open request; connection closed');
+      socket.destroy();
+      return;
+    }
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);

@@ -177,6 +177,25 @@ describe('WebSocket handshakes are judged like any call', () => {
     await eventually(() => app.open() === 0, 3000, 'the app side closed');
   });
 
+  it('a handshake pipelined behind a request still being answered closes the connection, the sidecar unharmed (regression: assigning the busy socket threw)', async () => {
+    const s = net.connect(ward.port, '127.0.0.1');
+    const data: Buffer[] = [];
+    s.on('data', (d: Buffer) => data.push(d));
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    s.on('error', () => {});
+    const t = `Bearer ${iss.token()}`;
+    s.write(`GET /api/plain HTTP/1.1\r\nHost: orders\r\nAuthorization: ${t}\r\n\r\nGET /api/ws HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: ${t}\r\n\r\n`);
+    await closed;
+    expect(app.handshakes).toEqual([]);
+    // the sidecar still serves
+    const ws = new WebSocket(`ws://127.0.0.1:${ward.port}/api/ws`, { headers: { authorization: t } });
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(new Error('handshake failed'));
+    });
+    ws.close();
+  });
+
   it('another Upgrade (h2c) is not a tunnel: the app gets a plain GET without Upgrade, as before', async () => {
     const res = await fetch(`http://127.0.0.1:${ward.port}/api/plain`, { headers: { authorization: `Bearer ${iss.token()}` } });
     expect(res.status).toBe(200);
