@@ -1,6 +1,12 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'vitest';
-import type { CookieJar } from '../../src/demo/webapp.ts';
+import { type CookieJar, WEBAPP_CLIENT, webappFiles, type WebSessionOptions } from '../../src/demo/webapp.ts';
+import type { DevIdp } from '../../src/devidp/provider.ts';
+import { type ClusteredWard, spawnClusteredWard, waitFor } from './harness.ts';
 
 /** What a browser asks for when it loads a page. */
 export const PAGE = { accept: 'text/html,application/xhtml+xml' } as const;
@@ -48,4 +54,33 @@ export function once(port: number, method: string, path: string, headers: Record
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * The demo web app's sidecar for `appPort` with `concurrency: 2` (a primary and two workers, as a
+ * process) and telemetry off, its files in a directory of its own; resolves once it serves.
+ * `close` kills it and removes the directory.
+ */
+export async function spawnWebSidecarWorkers(idp: DevIdp, appPort: number, session?: WebSessionOptions): Promise<ClusteredWard & { close(): void }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ward-web-workers-'));
+  const files = webappFiles({ issuer: idp.issuer, appPort, inboundPort: 0, adminPort: 0, ...(session === undefined ? {} : { session }) });
+  writeFileSync(join(dir, 'webapp.policy.yaml'), files['webapp.policy.yaml']);
+  writeFileSync(join(dir, 'webapp-sidecar.yaml'), `${files['webapp-sidecar.yaml']}concurrency: 2\ntelemetry: { enabled: false }\n`);
+  writeFileSync(join(dir, 'webapp.secret'), `${idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? ''}\n`);
+  writeFileSync(join(dir, 'session.key'), `${randomBytes(48).toString('base64')}\n`);
+  const close = (w?: ClusteredWard): void => {
+    if (w !== undefined && w.proc.exitCode === null) w.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  let ward: ClusteredWard | undefined;
+  try {
+    ward = await spawnClusteredWard(join(dir, 'webapp-sidecar.yaml'));
+    const port = ward.inbound;
+    await waitFor(async () => (await once(port, 'GET', '/healthz', {})).status === 200, 15_000, 'ready');
+  } catch (err) {
+    close(ward);
+    throw err;
+  }
+  const w = ward;
+  return { ...w, close: () => close(w) };
 }

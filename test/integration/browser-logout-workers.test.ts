@@ -1,13 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CookieJar, startWebApp, type WebApp, webappFiles, WEBAPP_CLIENT } from '../../src/demo/webapp.ts';
+import { CookieJar, startWebApp, type WebApp } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
-import { spawnClusteredWard, waitFor } from './harness.ts';
-import { once, PAGE, toCallback } from './browser-flow.ts';
+import { once, PAGE, spawnWebSidecarWorkers, toCallback } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md: logout "ends the session on this replica"; a session replayed after
@@ -22,30 +16,20 @@ import { once, PAGE, toCallback } from './browser-flow.ts';
 describe('logout with concurrency: 2', () => {
   let idp: TestIdp;
   let app: WebApp;
-  let dir: string;
-  let proc: ChildProcess;
+  let ward: Awaited<ReturnType<typeof spawnWebSidecarWorkers>>;
   let inbound = 0;
 
   beforeAll(async () => {
     idp = await startWebTestIdp();
     app = await startWebApp();
-    dir = mkdtempSync(join(tmpdir(), 'ward-logout-workers-'));
-    const files = webappFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0 });
-    writeFileSync(join(dir, 'webapp.policy.yaml'), files['webapp.policy.yaml']);
-    writeFileSync(join(dir, 'webapp-sidecar.yaml'), `${files['webapp-sidecar.yaml']}concurrency: 2\ntelemetry: { enabled: false }\n`);
-    writeFileSync(join(dir, 'webapp.secret'), `${idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? ''}\n`);
-    writeFileSync(join(dir, 'session.key'), `${randomBytes(48).toString('base64')}\n`);
-    const ward = await spawnClusteredWard(join(dir, 'webapp-sidecar.yaml'));
-    proc = ward.proc;
+    ward = await spawnWebSidecarWorkers(idp, app.port);
     inbound = ward.inbound;
-    await waitFor(async () => (await once(inbound, 'GET', '/healthz', {})).status === 200, 15_000, 'ready');
   }, 60_000);
 
   afterAll(async () => {
-    if (proc !== undefined && proc.exitCode === null) proc.kill('SIGKILL');
+    ward?.close();
     await app?.close();
     await idp?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses a session cookie replayed after logout on every connection of the sidecar, whichever worker takes it', async () => {

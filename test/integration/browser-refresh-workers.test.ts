@@ -1,13 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CookieJar, startWebApp, type WebApp, webappFiles, WEBAPP_CLIENT } from '../../src/demo/webapp.ts';
+import { CookieJar, startWebApp, type WebApp } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
-import { spawnClusteredWard, waitFor } from './harness.ts';
-import { once, PAGE, toCallback } from './browser-flow.ts';
+import { waitFor } from './harness.ts';
+import { once, PAGE, spawnWebSidecarWorkers, toCallback } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md "Refresh": requests that carry the same session while its token is due
@@ -27,8 +22,7 @@ const ACCESS_TTL = 8;
 describe('session refresh with concurrency: 2 and an IdP that rotates refresh tokens', () => {
   let idp: TestIdp;
   let app: WebApp;
-  let dir: string;
-  let proc: ChildProcess;
+  let ward: Awaited<ReturnType<typeof spawnWebSidecarWorkers>>;
   let inbound = 0;
   let admin = 0;
   let lines: string[] = [];
@@ -36,25 +30,16 @@ describe('session refresh with concurrency: 2 and an IdP that rotates refresh to
   beforeAll(async () => {
     idp = await startWebTestIdp(ACCESS_TTL, { rotateRefreshTokens: true });
     app = await startWebApp();
-    dir = mkdtempSync(join(tmpdir(), 'ward-refresh-workers-'));
-    const files = webappFiles({ issuer: idp.issuer, appPort: app.port, inboundPort: 0, adminPort: 0, session: { refreshBeforeSeconds: 4 } });
-    writeFileSync(join(dir, 'webapp.policy.yaml'), files['webapp.policy.yaml']);
-    writeFileSync(join(dir, 'webapp-sidecar.yaml'), `${files['webapp-sidecar.yaml']}concurrency: 2\ntelemetry: { enabled: false }\n`);
-    writeFileSync(join(dir, 'webapp.secret'), `${idp.config.clients.find((c) => c.clientId === WEBAPP_CLIENT)?.clientSecret ?? ''}\n`);
-    writeFileSync(join(dir, 'session.key'), `${randomBytes(48).toString('base64')}\n`);
-    const ward = await spawnClusteredWard(join(dir, 'webapp-sidecar.yaml'));
-    proc = ward.proc;
+    ward = await spawnWebSidecarWorkers(idp, app.port, { refreshBeforeSeconds: 4 });
     lines = ward.lines;
     inbound = ward.inbound;
     admin = ward.admin;
-    await waitFor(async () => (await once(inbound, 'GET', '/healthz', {})).status === 200, 15_000, 'ready');
   }, 60_000);
 
   afterAll(async () => {
-    if (proc !== undefined && proc.exitCode === null) proc.kill('SIGKILL');
+    ward?.close();
     await app?.close();
     await idp?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refreshes once for both workers: every request with the old cookie is sent back with the new session, which both workers then serve', async () => {

@@ -12,16 +12,21 @@ import type { AnyValueWire, KeyValueWire, LogRecordWire } from './proto.ts';
  * a WireError (the request is refused as malformed); unknown fields are skipped (proto3).
  */
 export function scanLogsRequest(buf: Buffer, visit: (lr: LogRecordWire, instanceId: string) => void): void {
-  const r = new Reader(buf, 0, buf.length);
+  eachLen(buf, 0, buf.length, 1, 'ExportLogsServiceRequest.resource_logs', (start, end) => resourceLogs(buf, start, end, visit));
+}
+
+/** Calls `visit` with the bytes of each occurrence of the length-delimited field `field` of the message at [start, end); other fields are skipped. */
+function eachLen(buf: Buffer, start: number, end: number, field: number, what: string, visit: (start: number, end: number) => void): void {
+  const r = new Reader(buf, start, end);
   while (!r.done()) {
-    const [field, wire] = r.tag();
-    if (field !== 1) {
+    const [f, wire] = r.tag();
+    if (f !== field) {
       r.skip(wire);
       continue;
     }
-    expectLen('ExportLogsServiceRequest.resource_logs', wire);
-    const [start, end] = r.span();
-    resourceLogs(buf, start, end, visit);
+    expectLen(what, wire);
+    const [s, e] = r.span();
+    visit(s, e);
   }
 }
 
@@ -44,42 +49,18 @@ export interface ResourceServices {
  * malformed message, as `scanLogsRequest`.
  */
 export function scanResourceServices(buf: Buffer, visit: (r: ResourceServices) => void): void {
-  const r = new Reader(buf, 0, buf.length);
-  while (!r.done()) {
-    const [field, wire] = r.tag();
-    if (field !== 1) {
-      r.skip(wire);
-      continue;
-    }
-    expectLen('Export request: resource entry', wire);
-    const [start, end] = r.span();
+  eachLen(buf, 0, buf.length, 1, 'Export request: resource entry', (start, end) => {
     const found: [ResourceValue, ResourceValue] = [null, null];
-    const res = new Reader(buf, start, end);
-    while (!res.done()) {
-      const [f, w] = res.tag();
-      if (f !== 1) {
-        res.skip(w);
-        continue;
-      }
-      expectLen('resource entry: resource', w);
-      const [s, e] = res.span();
-      const attrs = new Reader(buf, s, e);
-      while (!attrs.done()) {
-        const [af, aw] = attrs.tag();
-        if (af !== 1) {
-          attrs.skip(aw);
-          continue;
-        }
-        expectLen('Resource.attributes', aw);
-        const [ks, ke] = attrs.span();
+    eachLen(buf, start, end, 1, 'resource entry: resource', (rs, re) =>
+      eachLen(buf, rs, re, 1, 'Resource.attributes', (ks, ke) => {
         const kv = keyValue(buf, ks, ke, SERVICE_KEYS, false);
-        if (kv === null) continue;
+        if (kv === null) return;
         const i = kv.key === SERVICE_KEYS[0] ? 0 : 1;
         found[i] = found[i] !== null || kv.ambiguous === true || kv.value?.value !== 'stringValue' ? AMBIGUOUS : (kv.value.stringValue ?? '');
-      }
-    }
+      }),
+    );
     visit({ serviceName: found[0], wardService: found[1] });
-  }
+  });
 }
 
 const SERVICE_KEYS = ['service.name', 'ward.service'];
@@ -111,34 +92,18 @@ function resourceLogs(buf: Buffer, start: number, end: number, visit: (lr: LogRe
 
 function resourceInstanceId(buf: Buffer, start: number, end: number): string | null {
   let found: string | null = null;
-  const r = new Reader(buf, start, end);
-  while (!r.done()) {
-    const [field, wire] = r.tag();
-    if (field !== 1) {
-      r.skip(wire);
-      continue;
-    }
-    expectLen('Resource.attributes', wire);
-    const [s, e] = r.span();
+  eachLen(buf, start, end, 1, 'Resource.attributes', (s, e) => {
     const kv = keyValue(buf, s, e, INSTANCE_ID, false);
     if (kv !== null) found = stringOf(kv.value);
-  }
+  });
   return found;
 }
 
 function scopeLogs(buf: Buffer, start: number, end: number, instanceId: string, visit: (lr: LogRecordWire, instanceId: string) => void): void {
-  const r = new Reader(buf, start, end);
-  while (!r.done()) {
-    const [field, wire] = r.tag();
-    if (field !== 2) {
-      r.skip(wire);
-      continue;
-    }
-    expectLen('ScopeLogs.log_records', wire);
-    const [s, e] = r.span();
+  eachLen(buf, start, end, 2, 'ScopeLogs.log_records', (s, e) => {
     const lr = logRecord(buf, s, e);
     if (lr !== null) visit(lr, instanceId);
-  }
+  });
 }
 
 const INSTANCE_ID = ['service.instance.id'];
