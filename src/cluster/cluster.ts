@@ -7,7 +7,7 @@ import type { Logger } from '../lib/log.ts';
 import type { CompiledPolicy } from '../policy/model.ts';
 import { isToPrimary, isToWorker, type ToPrimary, type ToWorker, type WorkerState } from './ipc.ts';
 import { mergeExpositions } from './metrics.ts';
-import { OnceBroker, OnceClient, type OnceResult } from './once.ts';
+import { OnceBroker, OnceClient, type OnceResult, SWEEP_MS } from './once.ts';
 
 /**
  * `concurrency: N` (N > 1): one sidecar as N worker processes sharing its listeners, like
@@ -123,6 +123,7 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
     (w, key) => send(w, { t: 'once-run', key }),
     (w, key, value) => send(w, { t: 'once-value', key, value }),
   );
+  setInterval(() => shared.sweep(), SWEEP_MS).unref();
 
   const send = (w: Worker, m: ToWorker): void => {
     if (w.isConnected()) w.send(m);
@@ -182,6 +183,9 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         break;
       case 'once-done':
         shared.done(w, m.key, { value: m.value, keepMs: m.keepMs });
+        break;
+      case 'once-decline':
+        shared.decline(w, m.key);
         break;
       case 'state':
         if (s.worker === w) s.state = m.state;
@@ -356,8 +360,11 @@ async function runWorker(d: ClusterDeps): Promise<number> {
   let endedBefore: (readonly [string, number])[] | null = [];
   let onEndedElsewhere: ((id: string, untilMs: number) => void) | null = null;
   const onceClient = new OnceClient(
-    (key) => send({ t: 'once-claim', key }),
-    (key, r) => send({ t: 'once-done', key, value: r.value, keepMs: r.keepMs }),
+    {
+      claim: (key) => send({ t: 'once-claim', key }),
+      done: (key, r) => send({ t: 'once-done', key, value: r.value, keepMs: r.keepMs }),
+      decline: (key) => send({ t: 'once-decline', key }),
+    },
     () => process.connected,
   );
   const sessions: SessionSync = {

@@ -40,7 +40,9 @@ export type ToPrimary =
   /** cluster/once.ts: this worker wants the result of `key` (a browser-session refresh). */
   | { readonly t: 'once-claim'; readonly key: string }
   /** cluster/once.ts: the result of the task this worker ran. */
-  | { readonly t: 'once-done'; readonly key: string; readonly value: unknown; readonly keepMs: number };
+  | { readonly t: 'once-done'; readonly key: string; readonly value: unknown; readonly keepMs: number }
+  /** cluster/once.ts: this worker no longer waits for `key` (nor runs it: the next waiter does). */
+  | { readonly t: 'once-decline'; readonly key: string };
 
 function isObject(m: unknown): m is Record<string, unknown> {
   return typeof m === 'object' && m !== null;
@@ -79,6 +81,7 @@ export function isToPrimary(m: unknown): m is ToPrimary {
     case 'session-ended':
       return typeof m['id'] === 'string' && typeof m['untilMs'] === 'number';
     case 'once-claim':
+    case 'once-decline':
       return typeof m['key'] === 'string';
     case 'once-done':
       return typeof m['key'] === 'string' && 'value' in m && typeof m['keepMs'] === 'number' && Number.isFinite(m['keepMs']);

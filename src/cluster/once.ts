@@ -5,9 +5,10 @@
  *
  * The primary holds a broker: the first worker to claim a key runs the task, the workers that
  * claim it meanwhile wait for its result, and a result the runner asks to keep answers later
- * claims for `keepMs`. A runner that dies hands the task to one of its waiters. Results are
- * structured-clone values; the worker that uses one checks it (IPC carries only what ward sends,
- * but a value is not trusted for its type).
+ * claims for `keepMs`. A runner that dies, or declines (it gave up waiting before its turn
+ * came), hands the task to one of its waiters. Results travel as JSON (node:cluster's IPC), so a
+ * value is JSON data, `undefined` sent as null; the worker that uses one checks it (IPC carries
+ * only what ward sends, but a value is not trusted for its type).
  */
 
 /** What a runner reports: the value, and how long later claims get it instead of running again. */
@@ -21,8 +22,13 @@ export interface OnceResult {
 export const MAX_ONCE_KEYS = 10_000;
 /** Longest a result is kept, whatever the runner asks. */
 export const MAX_KEEP_MS = 60_000;
-/** Longest a worker waits for a result another worker is computing, before giving up. */
+/**
+ * Longest a worker waits for a result another worker is computing, before giving up; and
+ * longest a runner holds the others waiting (its task goes on; they are told there is none).
+ */
 export const ONCE_WAIT_MS = 30_000;
+/** How often the primary drops kept results past their window (they hold session tokens). */
+export const SWEEP_MS = 5_000;
 
 interface Entry<W> {
   /** The worker running the task; null once a kept result is in. */
@@ -81,15 +87,33 @@ export class OnceBroker<W> {
 
   /** A worker died: its tasks go to one of their waiters (which runs it), its waits are dropped. */
   gone(w: W): void {
-    for (const [key, e] of this.#entries) {
-      e.waiters = e.waiters.filter((x) => x !== w);
-      if (e.owner !== w) continue;
-      const next = e.waiters.shift();
-      if (next === undefined) this.#entries.delete(key);
-      else {
-        e.owner = next;
-        this.#run(next, key);
-      }
+    for (const [key, e] of this.#entries) this.#leave(key, e, w);
+  }
+
+  /**
+   * A worker no longer wants `key`: it gave up waiting, or was asked to run a task it no longer
+   * has. Its wait is dropped; a task it was to run goes to the next waiter (found in review: it
+   * answered "no result", and the workers still waiting got none though nobody had run it).
+   */
+  decline(w: W, key: string): void {
+    const e = this.#entries.get(key);
+    if (e !== undefined) this.#leave(key, e, w);
+  }
+
+  /** Kept results past their window out (found in review: they stayed until their key came back). */
+  sweep(): void {
+    const now = this.#now();
+    for (const [key, e] of this.#entries) if (e.owner === null && e.until <= now) this.#entries.delete(key);
+  }
+
+  #leave(key: string, e: Entry<W>, w: W): void {
+    e.waiters = e.waiters.filter((x) => x !== w);
+    if (e.owner !== w) return;
+    const next = e.waiters.shift();
+    if (next === undefined) this.#entries.delete(key);
+    else {
+      e.owner = next;
+      this.#run(next, key);
     }
   }
 
@@ -111,20 +135,29 @@ interface Waiting {
   readonly resolve: (v: unknown) => void;
   readonly reject: (err: Error) => void;
   readonly task: () => Promise<OnceResult>;
-  readonly timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout;
 }
 
-/** A worker's side: `claim` and `done` send to the primary; `connected` is false once it is gone. */
+/**
+ * A worker's side: `claim`, `done` and `decline` send to the primary; `connected` is false once it
+ * is gone.
+ */
 export class OnceClient {
   readonly #waiting = new Map<string, Waiting>();
   readonly #claim: (key: string) => void;
   readonly #done: (key: string, r: OnceResult) => void;
+  readonly #decline: (key: string) => void;
   readonly #connected: () => boolean;
   readonly #waitMs: number;
 
-  constructor(claim: (key: string) => void, done: (key: string, r: OnceResult) => void, connected: () => boolean, waitMs: number = ONCE_WAIT_MS) {
-    this.#claim = claim;
-    this.#done = done;
+  constructor(
+    send: { readonly claim: (key: string) => void; readonly done: (key: string, r: OnceResult) => void; readonly decline: (key: string) => void },
+    connected: () => boolean,
+    waitMs: number = ONCE_WAIT_MS,
+  ) {
+    this.#claim = send.claim;
+    this.#done = send.done;
+    this.#decline = send.decline;
     this.#connected = connected;
     this.#waitMs = waitMs;
   }
@@ -143,6 +176,7 @@ export class OnceClient {
     });
     const timer = setTimeout(() => {
       this.#waiting.delete(key);
+      this.#decline(key); // its turn, should it come, goes to a worker still waiting
       reject(new Error(`no result for a shared task within ${this.#waitMs} ms`));
     }, this.#waitMs);
     timer.unref();
@@ -151,22 +185,48 @@ export class OnceClient {
     return promise;
   }
 
-  /** The primary: run the task of `key` here. */
+  /**
+   * The primary: run the task of `key` here. This worker waits for its own task however long it
+   * takes (found in review: it timed out on its own refresh, then waited again for a result only
+   * waiters were sent); the others are released after `waitMs` with no result.
+   */
   onRun(key: string): void {
     const w = this.#waiting.get(key);
     if (w === undefined) {
-      this.#done(key, { value: null, keepMs: 0 }); // given up on meanwhile: free the waiters
+      this.#decline(key); // given up on meanwhile: the next waiter runs it
       return;
     }
+    clearTimeout(w.timer);
+    let released = false;
+    // After `waitMs` the others are told there is no result; after four times that (a task that
+    // never settles: each provider call has its own timeout) this worker gives up too.
+    let turns = 0;
+    const tick = (): void => {
+      turns++;
+      if (!released) {
+        released = true;
+        this.#done(key, { value: null, keepMs: 0 });
+      }
+      if (turns < 4) {
+        w.timer = setTimeout(tick, this.#waitMs);
+        w.timer.unref();
+      } else if (this.#waiting.get(key) === w) {
+        this.#waiting.delete(key);
+        w.reject(new Error(`a shared task ran for over ${4 * this.#waitMs} ms`));
+      }
+    };
+    w.timer = setTimeout(tick, this.#waitMs);
+    w.timer.unref();
     w.task().then(
       (r) => {
-        this.#done(key, r);
+        clearTimeout(w.timer);
+        if (!released) this.#done(key, { value: r.value ?? null, keepMs: r.keepMs });
         this.#settle(key, w, r.value);
       },
       (err: unknown) => {
-        this.#done(key, { value: null, keepMs: 0 });
-        this.#waiting.delete(key);
         clearTimeout(w.timer);
+        if (!released) this.#done(key, { value: null, keepMs: 0 });
+        if (this.#waiting.get(key) === w) this.#waiting.delete(key);
         w.reject(err instanceof Error ? err : new Error(String(err)));
       },
     );

@@ -480,7 +480,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       // a provider that was down is asked again by the next request, as in one worker
       return { value: out, keepMs: out.ok || out.ended ? REFRESH_REUSE_MS : 0 };
     }).then(
-      (v) => asRefreshOutcome(v) ?? SHARED_REFRESH_LOST,
+      (v) => {
+        const out = asRefreshOutcome(v);
+        // The key names this session and token; its outcome must be for this session, too.
+        if (out === null || (out.ok && (out.session.i !== s.i || out.session.s !== s.s))) return SHARED_REFRESH_LOST;
+        return out;
+      },
       (err: unknown) => {
         log.warn('session refresh: no outcome from the worker running it', { session: tokenHash(s.i), err });
         return SHARED_REFRESH_LOST;

@@ -104,26 +104,57 @@ describe('OnceBroker (the primary)', () => {
 });
 
 /** A worker's client wired to a broker in the same process (the IPC left out). */
-function mesh(waitMs = 1000): { clients: Map<string, OnceClient>; b: OnceBroker<string>; connected: { v: boolean } } {
+function mesh(waitMs: number | Record<string, number> = 1000): { clients: Map<string, OnceClient>; b: OnceBroker<string>; connected: { v: boolean } } {
   const clients = new Map<string, OnceClient>();
   const connected = { v: true };
   const b: OnceBroker<string> = new OnceBroker<string>(
     (w, key) => queueMicrotask(() => clients.get(w)?.onRun(key)),
     (w, key, value) => queueMicrotask(() => clients.get(w)?.onValue(key, value)),
   );
-  for (const w of ['w1', 'w2']) {
+  const waits = typeof waitMs === 'number' ? { w1: waitMs, w2: waitMs } : waitMs;
+  for (const [w, wait] of Object.entries(waits)) {
     clients.set(
       w,
       new OnceClient(
-        (key) => queueMicrotask(() => b.claim(w, key)),
-        (key, r) => queueMicrotask(() => b.done(w, key, r)),
+        {
+          claim: (key) => queueMicrotask(() => b.claim(w, key)),
+          done: (key, r) => queueMicrotask(() => b.done(w, key, r)),
+          decline: (key) => queueMicrotask(() => b.decline(w, key)),
+        },
         () => connected.v,
-        waitMs,
+        wait,
       ),
     );
   }
   return { clients, b, connected };
 }
+
+describe('OnceBroker sweep', () => {
+  it('drops kept results past their window, which hold session tokens (regression: they stayed until their key came back)', () => {
+    const { b, t } = broker();
+    b.claim('w1', 'sid:tok');
+    b.done('w1', 'sid:tok', { value: { ok: true, session: { r: 'refresh-token' } }, keepMs: 30_000 });
+    b.claim('w1', 'running');
+    t.now += 29_999;
+    b.sweep();
+    expect(b.size).toBe(2);
+    t.now += 1;
+    b.sweep();
+    expect(b.size).toBe(1); // the running task stays
+  });
+
+  it('a waiter that declines leaves the line; a runner that declines hands the task to the next waiter', () => {
+    const { b, sent } = broker();
+    b.claim('w1', 'k');
+    b.claim('w2', 'k');
+    b.claim('w3', 'k');
+    b.decline('w2', 'k');
+    b.decline('w1', 'k');
+    expect(sent).toEqual(['run:w1:k', 'run:w3:k']);
+    b.done('w3', 'k', { value: 1, keepMs: 0 });
+    expect(sent.filter((m) => m.startsWith('give:'))).toEqual([]);
+  });
+});
 
 describe('OnceClient (a worker)', () => {
   it('two workers asking for the same key get the value of one run', async () => {
@@ -160,13 +191,44 @@ describe('OnceClient (a worker)', () => {
     expect(await second).toBeNull();
   });
 
-  it('gives up after waitMs when no result comes (a runner that hangs), with an error', async () => {
-    const { clients } = mesh(50);
+  it('a runner that hangs: the others get no result after waitMs (null), the runner gives up after four times that, and the key is free again', async () => {
+    const { clients, b } = mesh(50);
     const hang = (): Promise<OnceResult> => new Promise(() => {});
-    const first = expect(clients.get('w1')?.once('k', hang)).rejects.toThrow('within 50 ms');
+    const first = expect(clients.get('w1')?.once('k', hang)).rejects.toThrow('ran for over 200 ms');
     await new Promise((r) => setTimeout(r, 5));
-    await expect(clients.get('w2')?.once('k', hang)).rejects.toThrow('no result for a shared task within 50 ms');
+    expect(await clients.get('w2')?.once('k', hang)).toBeNull();
     await first;
+    expect(b.size).toBe(0);
+    expect(await clients.get('w2')?.once('k', async () => ({ value: 'ran again', keepMs: 0 }))).toBe('ran again');
+  });
+
+  it('the runner waits for its own task past waitMs, and a second ask meanwhile gets the same run (regression: it timed out on its own refresh, then waited for a result sent only to waiters)', async () => {
+    const { clients } = mesh({ w1: 50 });
+    let runs = 0;
+    const slow = async (): Promise<OnceResult> => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 100));
+      return { value: `run ${runs}`, keepMs: 1000 };
+    };
+    const first = clients.get('w1')?.once('k', slow);
+    await new Promise((r) => setTimeout(r, 60)); // past w1's waitMs, its task still running
+    const second = clients.get('w1')?.once('k', slow);
+    expect(await first).toBe('run 1');
+    expect(await second).toBe('run 1');
+    expect(runs).toBe(1);
+  });
+
+  it('a runner that died is replaced by a waiter still waiting, not by one that gave up (regression: that one answered no result, and the rest got null)', async () => {
+    const { clients, b } = mesh({ w1: 10_000, w2: 30, w3: 10_000 });
+    const hang = (): Promise<OnceResult> => new Promise(() => {});
+    void clients.get('w1')?.once('k', hang).catch(() => {});
+    await new Promise((r) => setTimeout(r, 5));
+    const w2 = clients.get('w2')?.once('k', hang).catch((e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 5));
+    const w3 = clients.get('w3')?.once('k', async () => ({ value: 'w3 ran it', keepMs: 1000 }));
+    expect(await w2).toMatch(/within 30 ms/);
+    b.gone('w1');
+    expect(await w3).toBe('w3 ran it');
   });
 
   it('runs the task alone when the primary is gone', async () => {

@@ -90,6 +90,8 @@ describe('worker IPC', () => {
   it('takes the messages of a shared refresh (cluster/once.ts) only well formed', () => {
     expect(isToPrimary({ t: 'once-claim', key: 'sid:hash' })).toBe(true);
     expect(isToPrimary({ t: 'once-claim' })).toBe(false);
+    expect(isToPrimary({ t: 'once-decline', key: 'k' })).toBe(true);
+    expect(isToPrimary({ t: 'once-decline', key: null })).toBe(false);
     expect(isToPrimary({ t: 'once-done', key: 'k', value: null, keepMs: 30_000 })).toBe(true);
     expect(isToPrimary({ t: 'once-done', key: 'k', keepMs: 30_000 })).toBe(false);
     expect(isToPrimary({ t: 'once-done', key: 'k', value: 1, keepMs: Number.NaN })).toBe(false);

@@ -314,11 +314,14 @@ describe('session stage', () => {
   it('with shareRefresh, the session another worker refreshed is used as is (no refresh here); a malformed or missing outcome counts as the provider down', async () => {
     // what another worker's refresh gave: a session for the same subject with a new token
     let given: unknown = null;
-    const w = world({ refreshBeforeSeconds: 60 }, 300, async () => given);
+    const w = world({ refreshBeforeSeconds: 60 }, 300, async (key) => {
+      const sid = key.slice(0, key.indexOf(':')); // the key is the session id and a hash of its token
+      return typeof given === 'function' ? (given as (id: string) => unknown)(sid) : given;
+    });
     const cookie = await signIn(w);
     w.now.t += 250_000;
     const s = Math.floor(w.now.t / 1000);
-    given = { ok: true, session: { i: 'sid', s: 'alice', a: token('alice', s + 300), x: s + 300, f: s + 240, e: s + 3600 } };
+    given = (id: string) => ({ ok: true, session: { i: id, s: 'alice', a: token('alice', s + 300), x: s + 300, f: s + 240, e: s + 3600 } });
     const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
     expect(await resume(w, c)).toEqual({ kind: 'answered' });
     expect(c.written()).toMatchObject({ status: 307, headers: { location: '/app/x' } });
@@ -328,7 +331,9 @@ describe('session stage', () => {
 
     // malformed outcomes: the token still valid, the call goes on with it; expired, refused (503)
     w.now.t += 31_000; // past the reuse window of the outcome above
-    for (const bad of [null, { ok: true, session: { i: 'sid' } }, { ok: false, code: 'ERR_NOPE', detail: 'x', ended: true }, { ok: 'yes' }]) {
+    const otherSession = (id: string): unknown => ({ ok: true, session: { i: `${id}x`, s: 'alice', a: token('alice', s + 300), x: s + 300, f: s + 240, e: s + 3600 } });
+    const otherSubject = (id: string): unknown => ({ ok: true, session: { i: id, s: 'mallory', a: token('mallory', s + 300), x: s + 300, f: s + 240, e: s + 3600 } });
+    for (const bad of [null, { ok: true, session: { i: 'sid' } }, { ok: false, code: 'ERR_NOPE', detail: 'x', ended: true }, { ok: 'yes' }, otherSession, otherSubject]) {
       given = bad;
       w.now.t += 1_000;
       expect((await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).kind).toBe('token');
