@@ -241,6 +241,10 @@ export class Reader {
     const t = this.varint();
     const field = Math.floor(t / 8);
     if (field === 0) throw new WireError('field number 0');
+    // Protobuf field numbers end at 2^29 - 1. A decoder that keeps 32 bits of a larger tag reads
+    // another field (2^32 + 1 as 1): what this reader skipped, a collector would read (found in
+    // review: an unbound service's resource forwarded under such a tag).
+    if (field > 536_870_911) throw new WireError(`field number ${field} above 2^29 - 1`);
     return [field, t % 8];
   }
 

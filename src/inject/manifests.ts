@@ -24,6 +24,9 @@ const TEMPLATE_PATH: Readonly<Record<string, readonly string[]>> = {
   CronJob: ['spec', 'jobTemplate', 'spec', 'template'],
 };
 
+/** The namespaces deploy/base/webhook.yaml never sends to the injector (a test keeps the two equal). */
+export const NEVER_SENT: ReadonlySet<string> = new Set(['ward-system', 'kube-system', 'kube-public', 'kube-node-lease']);
+
 export interface ManifestReport {
   /** `Kind/namespace/name`. */
   readonly ref: string;
@@ -100,6 +103,12 @@ export function injectManifests(
     const template = getPath(obj, templatePath);
     if (!isObject(template) || !isObject(template['spec'])) {
       reports.push({ ref, outcome: 'refused', detail: `no pod template at ${templatePath.join('.') || '(root)'}` });
+      continue;
+    }
+    if (NEVER_SENT.has(namespace)) {
+      // as deploy/base/webhook.yaml: neither webhook's namespaceSelector takes these (found in
+      // review: `ward inject` injected kube-system's pods, which the cluster never would)
+      reports.push({ ref, outcome: 'skipped', detail: `namespace ${namespace} is never injected (the webhook's namespaceSelector excludes it)` });
       continue;
     }
     if (disabledNamespaces.has(namespace)) {

@@ -17,6 +17,8 @@ export interface YamlLocator {
   has(path: FieldPath): boolean;
   /** A FileIssue at `path`; `at: 'key'` points at the last segment's key instead of its value. */
   issue(path: FieldPath, message: string, at?: 'value' | 'key'): FileIssue;
+  /** The text the file spells the scalar at `path` with (undefined for anything else). */
+  source(path: FieldPath): string | undefined;
 }
 
 export function formatPath(path: readonly (string | number)[]): string {
@@ -58,6 +60,10 @@ export function createYamlLocator(text: string, file: string): YamlLocator {
     position: (path) => position(path),
     has: (path) => doc.hasIn(path),
     issue: (path, message, at = 'value') => ({ file, ...position(path, at), path: formatPath(path), message }),
+    source: (path) => {
+      const node: unknown = doc.getIn(path, true);
+      return isScalar(node) ? node.source : undefined;
+    },
   };
 }
 

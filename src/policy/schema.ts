@@ -189,7 +189,7 @@ export const conditionSchema: z.Schema<PolicyConditionInput> = z
         examples: ['tenant.id', ['https://example.com/claims', 'roles']],
       }),
     equals: scalar.optional().meta({
-      description: 'With `claim`: the claim equals this string, number or boolean (same type; `"1"` is not `1`). Numbers here and in `in`, `gt`, `gte`, `lt`, `lte` must lie within \u00b1(2^53 - 1), where JSON and YAML numbers are exact; compare larger ids as strings.',
+      description: 'With `claim`: the claim equals this string, number or boolean (same type; `"1"` is not `1`). Numbers here and in `in`, `gt`, `gte`, `lt`, `lte` must lie within \u00b1(2^53 - 1), where JSON and YAML numbers are exact, and from 2^52 on be whole numbers in decimal digits; compare larger ids as strings.',
       examples: ['acme', 42, true],
     }),
     in: z.array(scalar).min(1, 'needs at least one value').optional().meta({

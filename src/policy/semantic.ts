@@ -50,7 +50,7 @@ export function checkPolicy(policy: PolicyFile, loc: YamlLocator): FileIssue[] {
     const first = ruleNames.get(rule.name);
     if (first !== undefined) report([...at, 'name'], `duplicate rule name "${rule.name}" (first used by rules[${first}])`);
     else ruleNames.set(rule.name, r);
-    checkRule(rule, at, policy, issuerNames, report, (p) => loc.has(p));
+    checkRule(rule, at, policy, issuerNames, report, (p) => loc.has(p), (p) => loc.source(p));
   });
   return issues;
 }
@@ -64,6 +64,7 @@ function checkRule(
   issuers: ReadonlySet<string>,
   report: Report,
   has: (path: FieldPath) => boolean,
+  sourceOf: (path: FieldPath) => string | undefined,
 ): void {
   const { match } = rule;
   if (match.grpc === undefined && match.http === undefined) report([...at, 'match'], 'needs at least one of grpc, http');
@@ -113,10 +114,29 @@ function checkRule(
   if (rule.signIn !== undefined && match.http === undefined) {
     report([...at, 'signIn'], 'signIn: browser needs an http route (browsers do not make gRPC calls)', 'key');
   }
-  rule.when.forEach((c, i) => checkCondition(c, [...at, 'when', i], issuers, report));
+  rule.when.forEach((c, i) => checkCondition(c, [...at, 'when', i], issuers, report, sourceOf));
 }
 
-function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<string>, report: Report): void {
+/** 2^52: past it a double holds no fraction, so `4503599627370496.5` is read as `4503599627370496`. */
+const NO_FRACTIONS = 2 ** 52;
+
+/**
+ * A number compared with a claim must be the one the file spells (found in review): past 2^52 a
+ * literal with a fraction part, or in another base or notation, is rounded to an integer a token
+ * could carry. (Past 2^53 - 1 the schema refuses every number.)
+ */
+function checkExactNumbers(c: PolicyCondition, at: FieldPath, report: Report, sourceOf: (path: FieldPath) => string | undefined): void {
+  const check = (v: unknown, path: FieldPath): void => {
+    if (typeof v !== 'number' || Math.abs(v) < NO_FRACTIONS) return;
+    const text = sourceOf(path);
+    if (text !== undefined && !/^[-+]?[0-9]+$/.test(text)) report(path, `${text} is not exactly a number a token can carry (from 2^52 on, write whole numbers in decimal digits only)`);
+  };
+  for (const op of ['equals', 'gt', 'gte', 'lt', 'lte'] as const) check(c[op], [...at, op]);
+  c.in?.forEach((v, i) => check(v, [...at, 'in', i]));
+}
+
+function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<string>, report: Report, sourceOf: (path: FieldPath) => string | undefined): void {
+  checkExactNumbers(c, at, report, sourceOf);
   const subjects = CONDITION_SUBJECTS.filter((k) => c[k] !== undefined);
   const ops = CLAIM_OPERATORS.filter((k) => c[k] !== undefined);
   if (subjects.length !== 1) {
@@ -143,5 +163,5 @@ function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<
       if (!issuers.has(iss)) report([...at, 'issuer', 'in', i], `unknown issuer "${iss}": not declared under issuers`);
     });
   }
-  c.any?.forEach((sub, i) => checkCondition(sub, [...at, 'any', i], issuers, report));
+  c.any?.forEach((sub, i) => checkCondition(sub, [...at, 'any', i], issuers, report, sourceOf));
 }

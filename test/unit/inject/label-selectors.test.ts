@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { injectManifests } from '../../../src/inject/manifests.ts';
+import { injectManifests, NEVER_SENT } from '../../../src/inject/manifests.ts';
 import { injectPod } from '../../../src/inject/pod.ts';
 import { defaultSettings } from '../../../src/inject/settings.ts';
 
@@ -77,6 +77,18 @@ describe('ward inject enrols what the webhook would (deploy/base/webhook.yaml se
       }
     });
   }
+
+  it('the namespaces neither webhook is sent are never injected by ward inject either, whatever their labels (regression: kube-system pods were)', () => {
+    const excluded = WEBHOOKS.map((w) => new Set(w.namespaceSelector?.matchExpressions?.find((r) => r.key === 'kubernetes.io/metadata.name' && r.operator === 'NotIn')?.values ?? []));
+    for (const set of excluded) expect([...set].sort()).toEqual([...NEVER_SENT].sort());
+    for (const ns of NEVER_SENT) {
+      const input = `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${ns}\n  labels: { ward.dev/inject: enabled }\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: ${ns}\n  labels: { ward.dev/inject: enabled }\nspec:\n  containers: [{ name: app, image: x }]\n`;
+      for (const all of [false, true]) {
+        const report = injectManifests(input, 'in.yaml', settings, { all, defaultNamespace: 'default' }).reports.find((r) => r.ref === `Pod/${ns}/p`);
+        expect(report?.outcome, `${ns} all=${all}`).toBe('skipped');
+      }
+    }
+  });
 
   it('a namespace label that is not exactly one of the four values is reported (ward inject exits 1), not read as enrolled', () => {
     const r = injectManifests('apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: { ward.dev/inject: Enabled }\n', 'in.yaml', settings, { all: false, defaultNamespace: 'default' });

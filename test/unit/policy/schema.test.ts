@@ -47,6 +47,19 @@ describe('policy file: schema and semantic errors carry file:line:column and the
     expect(() => parsePolicyText(text.replace('9007199254740993', '9007199254740991').replace('-9007199254740992', '-9007199254740991').replace('1e300', '0.5'), 'p.yaml')).not.toThrow();
   });
 
+  it('refuses, at its line, a number past 2^52 not written as whole decimal digits (regression: 4503599627370496.5 loaded as ...496, another id)', () => {
+    const rule = (cond: string): string => ordersPolicyText().replace(/rules:\n/, `rules:\n  - name: one-account\n    action: allow\n    match:\n      http: [{ prefix: /acct }]\n    when:\n${cond.startsWith('any') ? `      - ${cond}` : `      - claim: account_id\n${cond}`}`);
+    for (const cond of ['        equals: 4503599627370496.5\n', '        in: [1, 9007199254740990.5]\n', '        gte: 4.5035996273704965e15\n', 'any:\n          - { claim: n, lt: 0x10000000000001 }\n']) {
+      const errs = errorsOf(() => parsePolicyText(rule(cond), 'p.yaml'));
+      expect(errs, cond).toHaveLength(1);
+      expect(errs[0]).toMatch(/^p\.yaml:\d+:\d+: rules\[0\]\.when\[0\]\.(equals|in\[1\]|gte|any\[0\]\.lt): .* is not exactly a number a token can carry/);
+    }
+    // whole numbers in decimal digits load, and fractions below 2^52
+    for (const cond of ['        equals: 4503599627370497\n', '        in: [-9007199254740991]\n', '        gte: 4503599627370495.5\n']) {
+      expect(() => parsePolicyText(rule(cond), 'p.yaml'), cond).not.toThrow();
+    }
+  });
+
   it('refuses a method the sidecar never takes, a misspelt one included (regression: a deny rule for DELTE loaded and denied nothing)', () => {
     const text = ordersPolicyText().replace('action: deny', 'action: deny').replace(/rules:\n/, 'rules:\n  - name: no-deletes\n    action: deny\n    match:\n      http: [{ methods: [GET, DELTE, TRACE], prefix: /api }]\n');
     const errs = errorsOf(() => parsePolicyText(text, 'p.yaml'));

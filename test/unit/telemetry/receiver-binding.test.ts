@@ -182,4 +182,15 @@ describe('OTLP receiver: decision records read two ways are refused', () => {
     await exportLogs(port, resourcesRequest([[['service.name', str('payments')], ['ward.service', str('payments')]]]), undefined, path);
     expect(forwarded).toHaveLength(2);
   });
+
+  it.each([TRACES, METRICS, LOGS])('%s with a field number past 2^29 - 1 (2^32 + 1: field 1 to a decoder that keeps 32 bits of a tag) is refused as malformed, nothing forwarded (regression: skipped here, read as a resource of an unbound service there)', async (path) => {
+    const { port, forwarded } = await receiver(true);
+    const payments = resourcesRequest([[['service.name', str('payments')], ['ward.service', str('payments')]]]);
+    // payments' ResourceX entry re-tagged: field 2^32 + 1, wire type 2, as a 10-byte varint
+    const aliased = Buffer.concat([Buffer.from([0x8a, 0x80, 0x80, 0x80, 0x80, 0x81, 0x80, 0x80, 0x80, 0x00]), payments.subarray(1)]);
+    const orders = resourcesRequest([[['service.name', str('orders')], ['ward.service', str('orders')]]]);
+    await expect(exportLogs(port, Buffer.concat([orders, aliased]), 'orders-token', path)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(exportLogs(port, aliased, 'orders-token', path)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    expect(forwarded).toHaveLength(0);
+  });
 });
