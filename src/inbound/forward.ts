@@ -641,8 +641,17 @@ export function createRelay(o: RelayOptions): Relay {
       upRes.resume();
       return;
     }
-    ex.responseStarted = true;
     const status = upRes.statusCode ?? 502;
+    if (status < 200) {
+      // A 1xx as the final answer: Node reports a 101 without `Connection: Upgrade` this way.
+      // Relayed, it would switch the caller's protocol to nothing judged (found in review).
+      upRes.resume();
+      ex.upstreamError ??= new Error(`app answered ${status} as its response`);
+      cancelUpstream(ex);
+      fail(ex, 'ERR_UPSTREAM_RESET');
+      return;
+    }
+    ex.responseStarted = true;
     try {
       if (ex.h2 !== null) {
         const fields = responseHeadersForH2(status, upRes.headers);

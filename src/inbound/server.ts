@@ -134,6 +134,9 @@ const EMPTY_TRAILERS = Object.freeze({});
 const kActive: unique symbol = Symbol('ward.h1.active');
 type H1Socket = Socket & { [kActive]?: number };
 
+/** How long a refused WebSocket handshake's answer may take to reach a caller that does not read it. */
+const UPGRADE_CLOSE_MS = 2000;
+
 /**
  * RFC 6455 §4.1: a GET whose `Upgrade` names `websocket` and whose `Connection` names `upgrade`
  * (both token lists, case-insensitive). Anything else that asks for an upgrade is a plain request.
@@ -436,6 +439,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
    * connection closes after that answer); the forwarder tunnels an allowed one (forward.ts).
    */
   function onH1Upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node took its own error listener off the socket it hands over: a reset before the tunnel
+    // is up would be an uncaught error, the end of the process (found in review).
+    socket.on('error', onUpgradedSocketError);
     // Pipelined behind a request still being answered on this connection: Node hands the
     // handshake over at once, and the socket is that response's (assigning it again throws,
     // found in review). No browser pipelines; the connection closes.
@@ -447,10 +453,33 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);
-    // Nothing else reads this socket now: a response written here (a refusal, or the app's
-    // answer other than 101) is the last thing on it.
-    res.once('finish', () => socket.end());
+    res.once('finish', onUpgradeAnswered);
     onH1Request(req, res, false, { socket, head });
+  }
+
+  function onUpgradedSocketError(this: Duplex): void {
+    this.destroy();
+  }
+
+  /**
+   * A handshake answered with a response (a refusal, or the app's answer other than 101): the last
+   * thing on its connection. Its place among the app's calls is given back now, what the caller
+   * still sends is discarded, and a caller that keeps its side open is cut off (found in review:
+   * it held the connection, the place and the drain for ever).
+   */
+  function onUpgradeAnswered(this: ServerResponse): void {
+    const ex = exchangeOf(this);
+    if (ex.slots !== null) {
+      ex.slots.active--;
+      ex.slots = null;
+    }
+    const socket = this.socket ?? (ex.upgrade?.socket as Socket | undefined);
+    if (socket === undefined || socket === null) return;
+    // As Node closes a `Connection: close` response's socket: once the answer is flushed; a
+    // caller that does not take it in time is cut off.
+    socket.resume();
+    (socket as Socket).destroySoon();
+    socket.setTimeout(UPGRADE_CLOSE_MS, () => socket.destroy());
   }
 
   function onH1Request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, upgrade: WebSocketUpgrade | null = null): void {

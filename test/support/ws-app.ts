@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import http, { type IncomingHttpHeaders } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /**
@@ -122,3 +122,75 @@ export async function startWsApp(): Promise<WsApp> {
       }),
   };
 }
+
+/** A raw TCP "app": each connection is handed to `onConn` with the bytes of its request head. */
+export interface RawApp {
+  readonly port: number;
+  readonly conns: net.Socket[];
+  readonly received: Buffer[];
+  open(): number;
+  close(): Promise<void>;
+}
+
+export async function startRawApp(onHead: (socket: net.Socket, head: string, rest: Buffer) => void): Promise<RawApp> {
+  const conns: net.Socket[] = [];
+  const received: Buffer[] = [];
+  const live = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    conns.push(s);
+    live.add(s);
+    s.on('close', () => live.delete(s));
+    s.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    let done = false;
+    s.on('data', (d: Buffer) => {
+      received.push(d);
+      if (done) return;
+      buf = Buffer.concat([buf, d]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      done = true;
+      onHead(s, buf.subarray(0, end).toString('latin1'), buf.subarray(end + 4));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    conns,
+    received,
+    open: () => live.size,
+    close: () =>
+      new Promise((r) => {
+        for (const s of live) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+export function handshakeText(path: string, headers: Record<string, string>, version = '1.1'): string {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return `GET ${path} HTTP/${version}\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${lines}\r\n`;
+}
+
+export interface Conn {
+  readonly socket: net.Socket;
+  data(): Buffer;
+  readonly closed: Promise<void>;
+}
+
+export function connect(port: number, first?: string | Buffer): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('error', () => {});
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.once('connect', () => {
+      if (first !== undefined) socket.write(first);
+      resolve({ socket, data: () => Buffer.concat(chunks), closed });
+    });
+    socket.once('error', reject);
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -29,7 +29,7 @@ export interface WardOptions {
   /** Extra top-level YAML appended to the config (`inbound:` is fixed). */
   readonly extraYaml?: string;
   readonly inbound?: { readonly maxHeaderListBytes?: number; readonly maxConcurrentStreams?: number };
-  readonly upstream?: { readonly requestTimeoutMs?: number; readonly connectTimeoutMs?: number };
+  readonly upstream?: { readonly requestTimeoutMs?: number; readonly connectTimeoutMs?: number; readonly maxRequests?: number };
   /** Wait until the issuer's keys are loaded (default true). */
   readonly waitReady?: boolean;
   readonly cacheEntries?: number;
@@ -113,6 +113,7 @@ upstream:
   protocol: ${o.app.protocol}
   requestTimeoutMs: ${o.upstream?.requestTimeoutMs ?? 0}
   connectTimeoutMs: ${o.upstream?.connectTimeoutMs ?? 2000}
+  maxRequests: ${o.upstream?.maxRequests ?? 0}
 policy: { file: policy.yaml }
 authn:
   cacheEntries: ${o.cacheEntries ?? 1000}
