@@ -831,6 +831,7 @@ async function allocation(n: number): Promise<void> {
   const ids = [...new Set(rows.map((r) => r.scenario))];
   const summary = Object.fromEntries(ids.map((id) => [id, median(rows.filter((r) => r.scenario === id).map((r) => r.bytesPerCall))]));
   console.log(JSON.stringify(summary, null, 2));
+  mkdirSync(dirname(opt.out), { recursive: true });
   writeFileSync(opt.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), calls: n, rows, medianBytesPerCall: summary }, null, 2)}\n`);
   console.log(`bench: wrote ${opt.out}`);
 }
