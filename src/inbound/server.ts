@@ -478,7 +478,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     // As Node closes a `Connection: close` response's socket: once the answer is flushed; a
     // caller that does not take it in time is cut off.
     socket.resume();
-    (socket as Socket).destroySoon();
+    socket.destroySoon();
     socket.setTimeout(UPGRADE_CLOSE_MS, () => socket.destroy());
   }
 
