@@ -807,7 +807,9 @@ export function createRelay(o: RelayOptions): Relay {
     let req: ClientRequest;
     try {
       req = request({
-        agent: ex.upgrade === null ? a : false,
+        // a handshake gets a connection of its own, which its tunnel keeps (over TLS, with the
+        // destination's TLS settings)
+        agent: ex.upgrade === null ? a : upTls === undefined ? false : httpsAgent(upTls, 1, upstreamHost),
         host: upstreamHost,
         port: upstreamPort,
         method: ex.method,

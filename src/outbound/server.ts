@@ -40,6 +40,8 @@ export async function createOutbound(deps: OutboundDeps): Promise<Outbound> {
     listen: cfg.listen,
     maxHeaderListBytes: cfg.maxHeaderListBytes,
     maxConcurrentStreams: cfg.maxConcurrentStreams,
+    // an app's WebSocket handshake is judged per destination (stack.ts): HTTP/1.1 ones only
+    webSockets: true,
     counters,
     responder,
     log: deps.log,

@@ -176,6 +176,8 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     } else {
       ex.authority = absoluteAuthority ?? s.host;
       ex.bodyless = !s.framedBody;
+      // as inbound (stack.ts): the parser stopped at the handshake's head
+      if (ex.upgrade !== null && s.framedBody) return refuse(c, 'ERR_REQUEST_INVALID', 'WebSocket handshake with a body');
       const ct = s.contentType;
       if (ct !== undefined && ct.startsWith(GRPC_PREFIX) && !ct.startsWith(GRPC_WEB_PREFIX)) return refuse(c, 'ERR_REQUEST_INVALID', 'gRPC needs HTTP/2');
     }
@@ -200,6 +202,8 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     c.route = route;
     (ex as Routed)[kRoute] = route;
     if (ex.grpc && !route.h2) return refuse(c, 'ERR_REQUEST_INVALID', 'gRPC call but the destination is configured as HTTP/1.1');
+    // A WebSocket is tunnelled over HTTP/1.1 only (RFC 8441 extended CONNECT is not implemented).
+    if (ex.upgrade !== null && route.h2) return refuse(c, 'ERR_REQUEST_INVALID', 'WebSocket handshake but the destination is configured as HTTP/2');
     if (s.grpcTimeout !== undefined && ex.grpc) {
       const ms = parseGrpcTimeout(s.grpcTimeout);
       if (ms < 0) return refuse(c, 'ERR_REQUEST_INVALID', 'malformed grpc-timeout');

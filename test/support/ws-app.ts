@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import http, { type IncomingHttpHeaders } from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 
@@ -60,14 +61,16 @@ export function readFrames(buf: Buffer): { frames: { opcode: number; payload: Bu
   return { frames, rest: buf.subarray(at) };
 }
 
-export async function startWsApp(): Promise<WsApp> {
+/** `tls`: served over TLS (https) with this certificate and key, as a destination reached with `https://`. */
+export async function startWsApp(opts: { readonly tls?: { readonly cert: Buffer; readonly key: Buffer } } = {}): Promise<WsApp> {
   const handshakes: WsApp['handshakes'][number][] = [];
   const requests: WsApp['requests'][number][] = [];
   const sockets = new Set<Duplex>();
-  const server = http.createServer((req, res) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     requests.push({ path: req.url ?? '', headers: req.headers });
     res.writeHead(200, { 'content-type': 'text/plain' }).end('plain');
-  });
+  };
+  const server = opts.tls === undefined ? http.createServer(onRequest) : https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest);
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     handshakes.push({ path: req.url ?? '', headers: req.headers });
     if (req.url?.endsWith('/refuse') === true) {
@@ -167,9 +170,9 @@ export async function startRawApp(onHead: (socket: net.Socket, head: string, res
   };
 }
 
-export function handshakeText(path: string, headers: Record<string, string>, version = '1.1'): string {
+export function handshakeText(path: string, headers: Record<string, string>, version = '1.1', host = 'orders'): string {
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  return `GET ${path} HTTP/${version}\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${lines}\r\n`;
+  return `GET ${path} HTTP/${version}\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${lines}\r\n`;
 }
 
 export interface Conn {
