@@ -107,7 +107,7 @@ export type RefreshOutcome =
 /** A refresh whose outcome another worker was to share but did not: as if the provider were down. */
 const SHARED_REFRESH_LOST: RefreshOutcome = { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: 'the refresh run by another worker gave no outcome', ended: false };
 
-/** A refresh outcome another worker sent (structured clone): checked before it is used. */
+/** A refresh outcome another worker sent (JSON over node:cluster IPC): checked before it is used. */
 export function asRefreshOutcome(v: unknown): RefreshOutcome | null {
   if (typeof v !== 'object' || v === null) return null;
   const o = v as Record<string, unknown>;
