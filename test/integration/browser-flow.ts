@@ -4,7 +4,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { type CookieJar, WEBAPP_CLIENT, webappFiles, type WebSessionOptions } from '../../src/demo/webapp.ts';
+import { CookieJar, WEBAPP_CLIENT, webappFiles, type WebSessionOptions } from '../../src/demo/webapp.ts';
 import type { DevIdp } from '../../src/devidp/provider.ts';
 import { type ClusteredWard, spawnClusteredWard, waitFor } from './harness.ts';
 
@@ -35,6 +35,16 @@ export async function toCallback(jar: CookieJar, sidecar: string, path = '/', us
     url = next;
   }
   throw new Error('never reached the callback');
+}
+
+/** Signs in as alice at `sidecar` (the whole walk, callback included): the session cookie, as a `Cookie` field. */
+export async function signedInCookie(sidecar: string): Promise<string> {
+  const jar = new CookieJar();
+  const cb = await toCallback(jar, sidecar);
+  const done = await jar.fetch(cb, { headers: PAGE });
+  await done.body?.cancel();
+  expect(done.status).toBe(302);
+  return `ward_session=${jar.cookies.get('ward_session') ?? ''}`;
 }
 
 /** One request on its own TCP connection (so the cluster hands it to the next worker). */

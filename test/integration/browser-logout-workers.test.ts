@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CookieJar, startWebApp, type WebApp } from '../../src/demo/webapp.ts';
+import { startWebApp, type WebApp } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
-import { once, PAGE, spawnWebSidecarWorkers, toCallback } from './browser-flow.ts';
+import { once, PAGE, signedInCookie, spawnWebSidecarWorkers } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md: logout "ends the session on this replica"; a session replayed after
@@ -34,12 +34,7 @@ describe('logout with concurrency: 2', () => {
 
   it('refuses a session cookie replayed after logout on every connection of the sidecar, whichever worker takes it', async () => {
     const origin = `http://127.0.0.1:${inbound}`;
-    const jar = new CookieJar();
-    const cb = await toCallback(jar, origin);
-    const done = await jar.fetch(cb, { headers: PAGE });
-    await done.body?.cancel();
-    expect(done.status).toBe(302);
-    const cookie = `ward_session=${jar.cookies.get('ward_session') ?? ''}`;
+    const cookie = await signedInCookie(origin);
 
     // both workers serve the session before logout
     const seen = new Set<string>();

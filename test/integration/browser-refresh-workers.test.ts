@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CookieJar, startWebApp, type WebApp } from '../../src/demo/webapp.ts';
+import { startWebApp, type WebApp } from '../../src/demo/webapp.ts';
 import { startWebTestIdp, type TestIdp } from '../support/idp.ts';
 import { waitFor } from './harness.ts';
-import { once, PAGE, spawnWebSidecarWorkers, toCallback } from './browser-flow.ts';
+import { once, PAGE, signedInCookie, spawnWebSidecarWorkers } from './browser-flow.ts';
 
 /**
  * docs/browser-sign-in.md "Refresh": requests that carry the same session while its token is due
@@ -44,13 +44,8 @@ describe('session refresh with concurrency: 2 and an IdP that rotates refresh to
 
   it('refreshes once for both workers: every request with the old cookie is sent back with the new session, which both workers then serve', async () => {
     const origin = `http://127.0.0.1:${inbound}`;
-    const jar = new CookieJar();
-    const cb = await toCallback(jar, origin);
-    const done = await jar.fetch(cb, { headers: PAGE });
-    await done.body?.cancel();
-    expect(done.status).toBe(302);
+    const old = await signedInCookie(origin);
     const signedIn = Date.now();
-    const old = `ward_session=${jar.cookies.get('ward_session') ?? ''}`;
 
     // the token is due at half its life (refreshBeforeSeconds 4 of 8): wait for that, not for its expiry
     await new Promise((r) => setTimeout(r, Math.max(0, (ACCESS_TTL / 2) * 1000 + 300 - (Date.now() - signedIn))));
