@@ -575,6 +575,12 @@ export function createRelay(o: RelayOptions): Relay {
 
   const pool = o.upstream.protocol === 'h2c' ? new H2ConnectionPool(upstreamHost, upstreamPort, o.upstream.maxSessions, o.upstream.connectTimeoutMs, h2Events, log, upTls) : null;
   const agent = pool !== null ? null : upTls === undefined ? new http.Agent({ keepAlive: true, maxSockets: o.upstream.maxSockets }) : httpsAgent(upTls, o.upstream.maxSockets, upstreamHost);
+  /**
+   * WebSocket handshakes over TLS: a connection each, never kept (an answer other than 101 closes
+   * it; found in review: a keep-alive agent per handshake held one connection open at the
+   * destination for each refused handshake, past `close()`). Cleartext ones use no agent.
+   */
+  const upgradeAgent = pool !== null || upTls === undefined ? null : httpsAgent(upTls, Infinity, upstreamHost, false);
   const request = pool !== null || upTls === undefined ? http.request : https().request;
 
   /** The app refused the stream before processing it, and the call can be sent again. */
@@ -809,7 +815,7 @@ export function createRelay(o: RelayOptions): Relay {
       req = request({
         // a handshake gets a connection of its own, which its tunnel keeps (over TLS, with the
         // destination's TLS settings)
-        agent: ex.upgrade === null ? a : upTls === undefined ? false : httpsAgent(upTls, 1, upstreamHost),
+        agent: ex.upgrade === null ? a : (upgradeAgent ?? false),
         host: upstreamHost,
         port: upstreamPort,
         method: ex.method,
@@ -862,10 +868,12 @@ export function createRelay(o: RelayOptions): Relay {
     },
     async close(): Promise<void> {
       agent?.destroy();
+      upgradeAgent?.destroy();
       await pool?.close();
     },
     destroy(): void {
       agent?.destroy();
+      upgradeAgent?.destroy();
       pool?.destroy();
     },
     retire(): void {
@@ -881,9 +889,9 @@ export function createRelay(o: RelayOptions): Relay {
 }
 
 /** HTTPS keep-alive agent for an https:// HTTP/1.1 upstream: certificate verified, ALPN http/1.1. */
-function httpsAgent(t: UpstreamTls, maxSockets: number, host: string): Agent {
+function httpsAgent(t: UpstreamTls, maxSockets: number, host: string, keepAlive = true): Agent {
   const options = {
-    keepAlive: true,
+    keepAlive,
     maxSockets,
     ALPNProtocols: ['http/1.1'],
     // Always set: without it node takes the name from the Host header, which is the app's, not

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { extractBearer } from '../../src/authn/extract.ts';
 import { outboundConfigSchema } from '../../src/config/outbound.ts';
@@ -32,6 +34,9 @@ describe('outbound: WebSockets through the egress listener', () => {
   let chat: WsApp;
   let secure: WsApp;
   let certs: TlsFiles;
+  /** An https:// destination that answers every request, a handshake included, 200, keep-alive. */
+  let plainTls: https.Server;
+  const plainTlsSockets = new Set<Socket>();
   let egress: Outbound;
   const asked: { target: string; subject: string | null }[] = [];
 
@@ -39,11 +44,25 @@ describe('outbound: WebSockets through the egress listener', () => {
     chat = await startWsApp();
     certs = makeSelfSignedCert();
     secure = await startWsApp({ tls: { cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) } });
+    plainTls = https.createServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('plain');
+    });
+    plainTls.keepAliveTimeout = 60_000;
+    plainTls.on('connection', (sock: Socket) => {
+      plainTlsSockets.add(sock);
+      sock.on('close', () => plainTlsSockets.delete(sock));
+    });
+    await new Promise<void>((r) => plainTls.listen(0, '127.0.0.1', () => r()));
+    const plainPort = (plainTls.address() as AddressInfo).port;
     const config = outboundConfigSchema.parse({
       listen: { host: '127.0.0.1', port: 0 },
       destinations: [
         { name: 'chat', url: `http://127.0.0.1:${chat.port}`, protocol: 'http1', resource: 'urn:ward:chat' },
         { name: 'secure-chat', url: `https://localhost:${secure.port}`, protocol: 'http1', resource: 'urn:ward:chat', tls: { caFile: certs.certFile } },
+        { name: 'plain-tls', url: `https://localhost:${plainPort}`, protocol: 'http1', resource: 'urn:ward:plain', tls: { caFile: certs.certFile } },
+        // the system roots, which do not sign this self-signed certificate
+        { name: 'untrusted', url: `https://localhost:${plainPort}`, protocol: 'http1', resource: 'urn:ward:plain' },
         { name: 'payments', url: 'http://127.0.0.1:9', protocol: 'h2c', resource: 'urn:ward:payments' },
       ],
     });
@@ -69,6 +88,8 @@ describe('outbound: WebSockets through the egress listener', () => {
     await egress?.close();
     await chat?.close();
     await secure?.close();
+    for (const sock of plainTlsSockets) sock.destroy();
+    await new Promise<void>((r) => (plainTls === undefined ? r() : plainTls.close(() => r())));
     certs?.cleanup();
   });
   beforeEach(() => {
@@ -106,6 +127,23 @@ describe('outbound: WebSockets through the egress listener', () => {
     expect(frames()[0]?.payload.toString()).toBe('echo:over tls');
     c.socket.destroy();
     await eventually(() => secure.open() === 0, 3000, 'the destination side closed');
+  });
+
+  it('over TLS, a handshake the destination answers without switching (200) leaves no connection open there (regression: a keep-alive agent per handshake held each one)', async () => {
+    for (let i = 0; i < 3; i++) {
+      const c = await connect(egress.port, handshakeText('/ws', { authorization: 'Bearer alice-token' }, '1.1', 'plain-tls'));
+      await c.closed;
+      expect(c.data().toString('latin1').split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    }
+    await eventually(() => plainTlsSockets.size === 0, 3000, 'the destination\'s connections closed');
+  });
+
+  it('over TLS, a destination whose certificate is not trusted never gets the handshake (503 ERR_UPSTREAM_UNAVAILABLE)', async () => {
+    const c = await connect(egress.port, handshakeText('/ws', { authorization: 'Bearer alice-token' }, '1.1', 'untrusted'));
+    await c.closed;
+    const head = c.data().toString('latin1');
+    expect(head.split('\r\n')[0]).toMatch(/^HTTP\/1.1 503 /);
+    expect(head).toContain('x-ward-reason: ERR_UPSTREAM_UNAVAILABLE');
   });
 
   it.each([
