@@ -1,9 +1,12 @@
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { eventually, startWard, type Ward } from '../security/support/ward.ts';
 import { acceptKey, readFrames, startWsApp, type WsApp } from '../support/ws-app.ts';
+import { makeSelfSignedCert, startProxy, type TestProxy, testConfig, type TlsFiles } from '../unit/inbound/harness.ts';
 
 /**
  * WebSockets through the sidecar (docs/websockets.md): an HTTP/1.1 handshake is a call
@@ -210,4 +213,46 @@ describe('WebSocket handshakes are judged like any call', () => {
     expect(app.handshakes).toEqual([]);
     expect(app.requests.map((x) => [x.path, x.headers.upgrade])).toEqual([['/api/plain', undefined], ['/api/h2c', undefined]]);
   });
+});
+
+describe('WebSockets on the TLS listener (ALPN http/1.1), as a browser opens wss://', () => {
+  let certs: TlsFiles;
+  let proxy: TestProxy;
+  let tlsApp: WsApp;
+
+  beforeAll(async () => {
+    certs = makeSelfSignedCert();
+    tlsApp = await startWsApp();
+    proxy = await startProxy(testConfig({ upstreamPort: tlsApp.port, protocol: 'http1', tls: { certFile: certs.certFile, keyFile: certs.keyFile } }));
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await tlsApp?.close();
+    certs?.cleanup();
+  });
+
+  it('judges the handshake and tunnels the WebSocket over TLS (a browser opens a WebSocket connection with ALPN http/1.1)', async () => {
+    const socket = tls.connect({ host: '127.0.0.1', port: proxy.inbound.ports.tls, ca: readFileSync(certs.certFile), servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', () => resolve());
+      socket.once('error', reject);
+    });
+    await tunnelOver(socket);
+  });
+
+  async function tunnelOver(socket: tls.TLSSocket): Promise<void> {
+    expect(socket.alpnProtocol).toBe('http/1.1');
+    let buf = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => (buf = Buffer.concat([buf, d])));
+    socket.write('GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer good-alice\r\n\r\n');
+    await eventually(() => buf.includes('\r\n\r\n'), 3000, 'the 101');
+    expect(buf.subarray(0, buf.indexOf('\r\n')).toString()).toBe('HTTP/1.1 101 Switching Protocols');
+    const at = buf.indexOf('\r\n\r\n') + 4;
+    socket.write(clientFrame(0x1, Buffer.from('secret')));
+    await eventually(() => readFrames(buf.subarray(at)).frames.length === 1, 3000, 'the echo');
+    expect(readFrames(buf.subarray(at)).frames[0]?.payload.toString()).toBe('echo:secret');
+    expect(tlsApp.handshakes[0]?.headers['x-ward-subject']).toBe('alice');
+    socket.destroy();
+    await eventually(() => tlsApp.open() === 0, 3000, 'the app side closed');
+  }
 });
