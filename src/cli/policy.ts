@@ -5,7 +5,7 @@ import { ConfigError, formatIssue } from '../errors/ward-error.ts';
 import { policyVersion } from '../policy/compile.ts';
 import { explain, type Explanation } from '../policy/explain.ts';
 import { identityFromClaims } from '../policy/identity.ts';
-import { parsePolicyText, readPolicyText, validatePolicyText } from '../policy/load.ts';
+import { parsePolicyText, policyAdviceFor, readPolicyText, validatePolicyText } from '../policy/load.ts';
 import type { CompiledPolicy, Facts, Identity, RequestFacts } from '../policy/model.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
@@ -27,6 +27,8 @@ Validates policy files: YAML syntax, the schema (docs/policy.md), and the semant
 
   FILE: ok (service S, version V, N rules)       for each valid file, on stdout
   file:line:column: field.path: message          for each problem, on stderr
+  warning: file:line:column: field.path: ...      advice on a valid file, on stderr (a deny
+                                                 rule for GET without HEAD); not a problem
 
 Options:
   --skip-secrets   do not read hmacSecretFile / hmacSecretEnv (for CI without the secrets)
@@ -118,6 +120,7 @@ function check(argv: readonly string[], io: PolicyCommandIo): number {
         rules = p.rules.length;
       }
       io.stdout.write(`${file}: ok (service ${service}, version ${version}, ${rules} ${rules === 1 ? 'rule' : 'rules'})\n`);
+      for (const a of policyAdviceFor(text, file)) io.stderr.write(`warning: ${formatIssue(a)}\n`);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       failed = true;

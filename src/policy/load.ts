@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../errors/ward-error.ts';
+import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
 import { parseYamlFile } from '../lib/yaml-schema.ts';
 import { compilePolicy } from './compile.ts';
 import { createYamlLocator } from '../lib/yaml-locate.ts';
 import type { CompiledPolicy } from './model.ts';
 import { policySchema, type PolicyFile } from './schema.ts';
-import { checkPolicy } from './semantic.ts';
+import { checkPolicy, policyAdvice } from './semantic.ts';
 
 /**
  * Policy file -> CompiledPolicy, or a ConfigError listing every problem as
@@ -45,6 +45,11 @@ export function validatePolicyText(text: string, file: string, opts: Pick<LoadOp
   }
   if (issues.length > 0) throw new ConfigError(issues.sort((a, b) => a.line - b.line || a.column - b.column));
   return parsed;
+}
+
+/** Advice on a policy that validates (semantic.ts `policyAdvice`): none is an error. */
+export function policyAdviceFor(text: string, file: string): FileIssue[] {
+  return policyAdvice(validatePolicyText(text, file), createYamlLocator(text, file));
 }
 
 export function parsePolicyText(text: string, file: string, opts: LoadOptions = {}): CompiledPolicy {

@@ -165,3 +165,22 @@ function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<
   }
   c.any?.forEach((sub, i) => checkCondition(sub, [...at, 'any', i], issuers, report, sourceOf));
 }
+
+/**
+ * Advice for the policy's author, not errors (the sidecar loads the policy either way):
+ * `ward policy check` prints them. A deny rule for `GET` that leaves `HEAD` out: the rule means
+ * what it says (`HEAD` is not implied, as in Istio), but most servers answer `HEAD` with their
+ * `GET` handler, so the handler runs and its headers go out for a `HEAD` the rule does not deny.
+ */
+export function policyAdvice(policy: PolicyFile, loc: YamlLocator): FileIssue[] {
+  const advice: FileIssue[] = [];
+  policy.rules.forEach((rule, r) => {
+    if (rule.action !== 'deny') return;
+    rule.match.http?.forEach((h, i) => {
+      if (h.methods !== undefined && h.methods.includes('GET') && !h.methods.includes('HEAD')) {
+        advice.push(loc.issue(['rules', r, 'match', 'http', i, 'methods'], 'denies GET but not HEAD: most servers answer HEAD with their GET handler, so add HEAD unless HEAD is meant to pass'));
+      }
+    });
+  });
+  return advice;
+}

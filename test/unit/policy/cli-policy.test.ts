@@ -34,6 +34,17 @@ describe('ward policy check', () => {
     expect(r.stderr).toBe('');
   });
 
+  it('warns, at file:line, of a deny rule for GET that leaves HEAD out (most servers answer HEAD with their GET handler), and still exits 0', async () => {
+    const text = ordersPolicyText(ISSUER).replace(/rules:\n/, 'rules:\n  - name: no-export\n    action: deny\n    match:\n      http: [{ methods: [GET], prefix: /api/export }, { methods: [GET, HEAD], prefix: /api/dump }, { prefix: /api/raw }]\n');
+    const file = join(dir, 'head.policy.yaml');
+    writeFileSync(file, text);
+    const r = await ward('check', file);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`${file}: ok`);
+    const line = text.split('\n').findIndex((l) => l.includes('/api/export')) + 1;
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^warning: ${file}:${line}:\\d+: rules\\[0\\]\\.match\\.http\\[0\\]\\.methods: denies GET but not HEAD`))]);
+  });
+
   it('prints each problem as file:line:column: field.path: message and exits 1', async () => {
     const bad = fixturePath('invalid-schema.yaml');
     const r = await ward('check', policyFile, bad);
