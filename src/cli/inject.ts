@@ -132,7 +132,8 @@ Options:
 ${SETTINGS_HELP}
   -h, --help              show this help
 
-Exit status: 0 done, 1 a workload opted in but cannot be injected (nothing is written), 2 usage.
+Exit status: 0 done, 1 a workload opted in but cannot be injected, or a Namespace's
+ward.dev/inject label is not one of enabled, disabled, true, false (nothing is written), 2 usage.
 `;
 
 export const command: Command = {
