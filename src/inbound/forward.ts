@@ -836,7 +836,43 @@ export function createRelay(o: RelayOptions): Relay {
     req.on('upgrade', onH1Upgrade);
     req.on('socket', onH1Socket);
     if (ex.bodyless) req.end();
-    else pump(ex.body(), req, true);
+    else {
+      const body = ex.body();
+      tag(body, ex); // an HTTP/1.1 request is not tagged by the listener (its response is)
+      pump(body, req, false);
+      body.once('end', onBodyEndToH1);
+    }
+  }
+
+  /**
+   * The caller's body ended: its trailers go on to the HTTP/1.1 app in the last chunk, as to an
+   * HTTP/2 app (`endUpstreamBody`), without credentials or identity fields. A body sent with a
+   * `Content-Length` has no last chunk to carry them; they are dropped (RFC 9110 §6.5.1 lets a
+   * recipient discard trailers).
+   */
+  function onBodyEndToH1(this: BodySource): void {
+    const ex = exchangeOf(this);
+    const up = ex.upstream;
+    if (!(up instanceof http.ClientRequest) || up.destroyed || up.writableEnded) return;
+    const t = ex.requestTrailers ?? (ex.req !== null && ex.req.complete ? ex.req.trailers : null);
+    // chunked: `toH1` asked for it (no Content-Length); Node decides it only once the head goes out
+    if (t !== null && (up.getHeader('transfer-encoding') === 'chunked' || (up as ClientRequest & { chunkedEncoding?: boolean }).chunkedEncoding === true)) {
+      const fields = requestTrailerFields(t, identityPrefix);
+      let any = false;
+      for (const _ in fields) {
+        any = true;
+        break;
+      }
+      try {
+        if (any) up.addTrailers(fields);
+      } catch (err) {
+        // a field HTTP/1.1 cannot carry: the app must not see the body as complete
+        ex.upstreamError ??= err as Error;
+        cancelUpstream(ex);
+        return;
+      }
+    }
+    up.end();
   }
 
   return {

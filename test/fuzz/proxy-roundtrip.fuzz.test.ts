@@ -18,8 +18,8 @@ import { pattern, sha256 } from './support.ts';
  * written in random pieces), request trailers, extra fields; the app answers with a chosen
  * status, a body of a chosen size (Content-Length or chunked on HTTP/1.1) and trailers or not.
  * What must hold is what docs/http2.md and src/inbound/forward.ts promise: the app gets the
- * method, fields and every octet of the body; request trailers reach an h2c app (an HTTP/1.1 app
- * gets the body without them); the caller gets the status, fields and every octet of the answer
+ * method, fields and every octet of the body, and the request trailers (in the last chunk to an
+ * HTTP/1.1 app); the caller gets the status, fields and every octet of the answer
  * (none for HEAD, 204 and 304); response trailers reach an HTTP/2 caller, and an HTTP/1.1 caller
  * that sent `TE: trailers`.
  */
@@ -268,8 +268,9 @@ describe('a call through the sidecar and back, for every pair of protocols, inbo
             expect(r.headers['x-echo-len'], what).toBe(String(c.body));
             expect(r.headers['x-echo-sha'], what).toBe(sha256(pattern(c.body)));
             c.fuzz.forEach((v, j) => expect(r.headers[`x-echo-fuzz-${j}`], what).toBe(v));
-            // Request trailers reach an h2c app; an HTTP/1.1 app gets the body without them.
-            expect(r.headers['x-echo-trailer'], what).toBe(appProto === 'h2c' ? (c.requestTrailer ?? undefined) : undefined);
+            // Request trailers reach the app: an h2c one, and an HTTP/1.1 one in the last chunk
+            // (no call here sends a Content-Length with them).
+            expect(r.headers['x-echo-trailer'], what).toBe(c.requestTrailer ?? undefined);
             const empty = noBody(c.method, c.answer.status);
             expect(r.body.length, what).toBe(empty ? 0 : c.answer.respLen);
             if (!empty) expect(sha256(r.body), what).toBe(sha256(pattern(c.answer.respLen)));

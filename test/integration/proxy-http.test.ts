@@ -437,6 +437,51 @@ describe('HTTP/2 app specifics', () => {
     expect(app.requests[0]?.trailers['x-client-trailer']).toBe('sum=3');
   });
 
+  describe('to an HTTP/1.1 app (regression: its request trailers were dropped)', () => {
+    let h1: RecordingApp & AppEvents;
+    let h1proxy: TestProxy;
+    let h1session: http2.ClientHttp2Session;
+    beforeAll(async () => {
+      h1 = await startH1App();
+      h1proxy = await startProxy(testConfig({ upstreamPort: h1.port, protocol: 'http1' }));
+      h1session = await h2Connect(h1proxy.port);
+    });
+    afterAll(async () => {
+      h1session.close();
+      await h1proxy.close();
+      await h1.close();
+    });
+
+    it('request trailers from an HTTP/2 client reach the app in the last chunk, without credentials or identity fields', async () => {
+      const s = h1session.request({ ':method': 'POST', ':path': '/echo', ...AUTH }, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'x-client-trailer': 'sum=3', authorization: 'Bearer other', 'x-ward-subject': 'mallory' }));
+      s.resume();
+      const closed = new Promise<void>((r) => s.on('close', () => r()));
+      s.end('abc');
+      await closed;
+      expect(h1.requests[0]?.body).toBe('abc');
+      expect(h1.requests[0]?.trailers).toEqual({ 'x-client-trailer': 'sum=3' });
+    });
+
+    it('chunked request trailers from an HTTP/1.1 client reach the app; a body with Content-Length carries none (dropped, the call goes on)', async () => {
+      const reply = await rawExchange(
+        h1proxy.port,
+        'POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nTrailer: x-client-trailer\r\n\r\n3\r\nabc\r\n0\r\nx-client-trailer: sum=3\r\n\r\n',
+      );
+      expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+      expect(h1.requests.at(-1)?.body).toBe('abc');
+      expect(h1.requests.at(-1)?.trailers['x-client-trailer']).toBe('sum=3');
+      const s = h1session.request({ ':method': 'POST', ':path': '/echo', 'content-length': '3', ...AUTH }, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'x-client-trailer': 'sum=3' }));
+      s.resume();
+      const closed = new Promise<void>((r) => s.on('close', () => r()));
+      s.end('abc');
+      await closed;
+      expect(h1.requests.at(-1)?.body).toBe('abc');
+      expect(h1.requests.at(-1)?.trailers).toEqual({});
+    });
+  });
+
   it('a client that disconnects mid-upload: the app gets RST_STREAM(CANCEL), never END_STREAM', async () => {
     app.events.length = 0;
     // Content-Length 10, 3 bytes sent: had the sidecar ended the stream before resetting it,
