@@ -1,5 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { injectPod } from '../../src/inject/pod.ts';
 import { defaultSettings } from '../../src/inject/settings.ts';
+import { inNs, must, netnsPair, run, type Run, waitFor } from './netns.ts';
 
 /**
  * Ways around traffic capture, for real, in Linux network namespaces (root required; CI runs as
@@ -27,43 +27,13 @@ import { defaultSettings } from '../../src/inject/settings.ts';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const WARD = join(ROOT, 'bin/ward.js');
 const NODE = process.execPath;
-const id = randomBytes(3).toString('hex');
-const NS_C = `wbc-${id}`;
-const NS_P = `wbp-${id}`;
-const VETH_C = `wbc${id}`;
-const VETH_P = `wbp${id}`;
-// Addresses exist only inside the two namespaces this test creates (and deletes).
-const NET = `10.${200 + (randomBytes(1)[0]! % 50)}.${randomBytes(1)[0]! % 250}`;
-const CLIENT_IP = `${NET}.1`;
-const POD_IP = `${NET}.2`;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-function run(cmd: string, args: readonly string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, [...args], { timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
-    });
-  });
-}
-async function must(cmd: string, args: readonly string[]): Promise<Run> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r;
-}
-const inNs = (ns: string, args: readonly string[]): string[] => ['netns', 'exec', ns, ...args];
-
-async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const NET_PAIR = netnsPair('wb');
+const NS_C = NET_PAIR.client;
+const NS_P = NET_PAIR.pod;
+const VETH_C = NET_PAIR.vethClient;
+const VETH_P = NET_PAIR.vethPod;
+const CLIENT_IP = NET_PAIR.clientIp;
+const POD_IP = NET_PAIR.podIp;
 
 const children: ChildProcess[] = [];
 /** A node:http server in a namespace that logs `HIT <port>` per request. */
@@ -105,17 +75,7 @@ const scratchDirs: string[] = [];
 
 beforeAll(async () => {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces, iptables)');
-  await must('ip', ['netns', 'add', NS_C]);
-  await must('ip', ['netns', 'add', NS_P]);
-  await must('ip', ['link', 'add', VETH_C, 'type', 'veth', 'peer', 'name', VETH_P]);
-  await must('ip', ['link', 'set', VETH_C, 'netns', NS_C]);
-  await must('ip', ['link', 'set', VETH_P, 'netns', NS_P]);
-  await must('ip', inNs(NS_C, ['ip', 'addr', 'add', `${CLIENT_IP}/24`, 'dev', VETH_C]));
-  await must('ip', inNs(NS_P, ['ip', 'addr', 'add', `${POD_IP}/24`, 'dev', VETH_P]));
-  for (const [ns, dev] of [[NS_C, VETH_C], [NS_P, VETH_P]] as const) {
-    await must('ip', inNs(ns, ['ip', 'link', 'set', 'lo', 'up']));
-    await must('ip', inNs(ns, ['ip', 'link', 'set', dev, 'up']));
-  }
+  await NET_PAIR.up();
   realIp6tables = (await must('sh', ['-c', 'command -v ip6tables'])).stdout.trim();
   dir = mkdtempSync(join(tmpdir(), 'ward-bypass-'));
   // A node whose kernel has no ip6table_nat: the nat table fails as there, the filter table works.
@@ -136,8 +96,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   // Deleting the namespaces takes their iptables rules and the veth pair with them.
-  await run('ip', ['netns', 'del', NS_C]);
-  await run('ip', ['netns', 'del', NS_P]);
+  await NET_PAIR.down();
   for (const d of [dir, ...scratchDirs]) if (d !== '') rmSync(d, { recursive: true, force: true });
 });
 

@@ -1,5 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSidecarConfig } from '../../src/inject/sidecar-config.ts';
 import { makeSelfSignedCert } from '../unit/inbound/harness.ts';
+import { inNs, must, netnsPair, run, waitFor } from './netns.ts';
 
 /**
  * Traffic capture for real, in Linux network namespaces (root required; CI runs as root):
@@ -35,39 +35,14 @@ const WARD = join(ROOT, 'bin/ward.js');
 const NODE = process.execPath;
 const PROXY_UID = 1337;
 
-const id = randomBytes(3).toString('hex');
-const NS_CLIENT = `wardc-${id}`;
-const NS_POD = `wardp-${id}`;
-const VETH_C = `wvc${id}`;
-const VETH_P = `wvp${id}`;
-// Addresses exist only inside the two namespaces this test creates (and deletes).
-const NET = `10.${200 + (randomBytes(1)[0]! % 50)}.${randomBytes(1)[0]! % 250}`;
-const CLIENT_IP = `${NET}.1`;
-const POD_IP = `${NET}.2`;
+const NET_PAIR = netnsPair('wv');
+const NS_CLIENT = NET_PAIR.client;
+const NS_POD = NET_PAIR.pod;
+const CLIENT_IP = NET_PAIR.clientIp;
+const POD_IP = NET_PAIR.podIp;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: readonly string[], timeout = 15_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, [...args], { timeout, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function must(cmd: string, args: readonly string[]): Promise<Run> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r;
-}
-
-const inPod = (args: readonly string[]): string[] => ['netns', 'exec', NS_POD, ...args];
-const inClient = (args: readonly string[]): string[] => ['netns', 'exec', NS_CLIENT, ...args];
+const inPod = (args: readonly string[]): string[] => inNs(NS_POD, args);
+const inClient = (args: readonly string[]): string[] => inNs(NS_CLIENT, args);
 const asUid = (uid: number, args: readonly string[]): string[] => ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...args];
 const asGid = (gid: number, args: readonly string[]): string[] => ['setpriv', `--regid=${gid}`, '--clear-groups', ...args];
 
@@ -93,14 +68,6 @@ function startIn(args: readonly string[], name: string): { proc: ChildProcess; o
   return { proc, out };
 }
 
-async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 // The app: two ports, one JSON line per request on stdout (what reached it, on which port).
 const APP = `
@@ -165,17 +132,7 @@ describe('ward capture in network namespaces', () => {
     }
 
 
-    await must('ip', ['netns', 'add', NS_CLIENT]);
-    await must('ip', ['netns', 'add', NS_POD]);
-    await must('ip', ['link', 'add', VETH_C, 'type', 'veth', 'peer', 'name', VETH_P]);
-    await must('ip', ['link', 'set', VETH_C, 'netns', NS_CLIENT]);
-    await must('ip', ['link', 'set', VETH_P, 'netns', NS_POD]);
-    await must('ip', inClient(['ip', 'addr', 'add', `${CLIENT_IP}/24`, 'dev', VETH_C]));
-    await must('ip', inPod(['ip', 'addr', 'add', `${POD_IP}/24`, 'dev', VETH_P]));
-    for (const [ns, dev] of [[NS_CLIENT, VETH_C], [NS_POD, VETH_P]] as const) {
-      await must('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
-      await must('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', dev, 'up']);
-    }
+    await NET_PAIR.up();
 
     dir = mkdtempSync(join(tmpdir(), 'ward-capture-'));
     chmodSync(dir, 0o755); // the sidecar runs as uid 1337 and reads its config and policy here
@@ -251,8 +208,7 @@ describe('ward capture in network namespaces', () => {
   afterAll(async () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     // Deleting a namespace removes its veth end, its rules and every address in it.
-    await run('ip', ['netns', 'del', NS_CLIENT]);
-    await run('ip', ['netns', 'del', NS_POD]);
+    await NET_PAIR.down();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
