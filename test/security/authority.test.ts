@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type RecordingApp, startRecordingApp } from './support/app.ts';
+import type { RecordingApp } from './support/app.ts';
 import { h1raw } from './support/h1raw.ts';
-import { startTestIssuer, type TestIssuer } from './support/issuer.ts';
-import { h2Once, startWard, type Ward } from './support/ward.ts';
+import { h2Once, startTwoWards, type TwoWards, type Ward } from './support/ward.ts';
 
 /**
  * Host and `:authority` hold an authority and nothing else (RFC 9112 §3.2: a Host with an
@@ -13,30 +12,19 @@ import { h2Once, startWard, type Ward } from './support/ward.ts';
  * path the policy never judged (found in review; regression).
  */
 
-let iss: TestIssuer;
-let h1app: RecordingApp;
+
+let rig: TwoWards;
 let h2app: RecordingApp;
-let wardH1: Ward;
+let h1app: RecordingApp;
 let wardH2: Ward;
+let wardH1: Ward;
 
 beforeAll(async () => {
-  iss = await startTestIssuer();
-  h1app = await startRecordingApp('http1');
-  h2app = await startRecordingApp('h2c');
-  wardH1 = await startWard({ issuer: iss.issuer, app: h1app });
-  wardH2 = await startWard({ issuer: iss.issuer, app: h2app });
+  rig = await startTwoWards();
+  ({ h2app, h1app, wardH2, wardH1 } = rig);
 });
-afterAll(async () => {
-  await wardH1.close();
-  await wardH2.close();
-  await h1app.close();
-  await h2app.close();
-  await iss.close();
-});
-beforeEach(() => {
-  h1app.reset();
-  h2app.reset();
-});
+afterAll(() => rig.close());
+beforeEach(() => rig.reset());
 
 // /public/** is open to anyone; /api/internal/** to no one (support/ward.ts's policy).
 const BAD = ['orders/api/internal/secret?', 'orders?x', 'orders#x', 'user@orders', 'orders:80/x', 'ord ers', 'orders:123456', 'orders:8a', '[::1', '%zz'];

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type RecordingApp, startRecordingApp } from './support/app.ts';
+import type { RecordingApp } from './support/app.ts';
 import { h1raw } from './support/h1raw.ts';
-import { startTestIssuer, type TestIssuer } from './support/issuer.ts';
-import { h2Once, startWard, type Ward } from './support/ward.ts';
+import { h2Once, startTwoWards, type TwoWards, type Ward } from './support/ward.ts';
 
 /**
  * Identity spoofing through a field name PHP reads as an identity header. PHP builds
@@ -22,30 +21,19 @@ function phpServerKey(field: string): string {
 }
 const IDENTITY_KEYS = ['HTTP_X_WARD_SUBJECT', 'HTTP_X_WARD_ISSUER', 'HTTP_X_WARD_CLAIMS'];
 
-let iss: TestIssuer;
+
+let rig: TwoWards;
 let h2app: RecordingApp;
 let h1app: RecordingApp;
 let wardH2: Ward;
 let wardH1: Ward;
 
 beforeAll(async () => {
-  iss = await startTestIssuer();
-  h2app = await startRecordingApp('h2c');
-  h1app = await startRecordingApp('http1');
-  wardH2 = await startWard({ issuer: iss.issuer, app: h2app });
-  wardH1 = await startWard({ issuer: iss.issuer, app: h1app });
+  rig = await startTwoWards();
+  ({ h2app, h1app, wardH2, wardH1 } = rig);
 });
-afterAll(async () => {
-  await wardH2.close();
-  await wardH1.close();
-  await h2app.close();
-  await h1app.close();
-  await iss.close();
-});
-beforeEach(() => {
-  h2app.reset();
-  h1app.reset();
-});
+afterAll(() => rig.close());
+beforeEach(() => rig.reset());
 
 describe.each([
   ['h2c app', () => wardH2, () => h2app],

@@ -1,9 +1,9 @@
 import http2 from 'node:http2';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type RecordingApp, startRecordingApp } from './support/app.ts';
+import type { RecordingApp } from './support/app.ts';
 import { h1raw } from './support/h1raw.ts';
-import { startTestIssuer, type TestIssuer } from './support/issuer.ts';
-import { eventually, h2Once, startWard, type Ward } from './support/ward.ts';
+import type { TestIssuer } from './support/issuer.ts';
+import { eventually, h2Once, startTwoWards, type TwoWards, type Ward } from './support/ward.ts';
 
 /**
  * Identity-header spoofing: the app trusts `x-ward-*` because only the sidecar sets them, so no
@@ -13,32 +13,22 @@ import { eventually, h2Once, startWard, type Ward } from './support/ward.ts';
  * cannot pass for the sidecar's own denials (`x-ward-reason`).
  */
 
+let token: string;
+
+let rig: TwoWards;
 let iss: TestIssuer;
 let h2app: RecordingApp;
 let h1app: RecordingApp;
 let wardH2: Ward;
 let wardH1: Ward;
-let token: string;
 
 beforeAll(async () => {
-  iss = await startTestIssuer();
-  h2app = await startRecordingApp('h2c');
-  h1app = await startRecordingApp('http1');
-  wardH2 = await startWard({ issuer: iss.issuer, app: h2app });
-  wardH1 = await startWard({ issuer: iss.issuer, app: h1app });
+  rig = await startTwoWards();
+  ({ iss, h2app, h1app, wardH2, wardH1 } = rig);
   token = iss.token({ sub: 'alice' });
 });
-afterAll(async () => {
-  await wardH2.close();
-  await wardH1.close();
-  await h2app.close();
-  await h1app.close();
-  await iss.close();
-});
-beforeEach(() => {
-  h2app.reset();
-  h1app.reset();
-});
+afterAll(() => rig.close());
+beforeEach(() => rig.reset());
 
 const SPOOF = {
   'x-ward-subject': 'root',

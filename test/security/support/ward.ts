@@ -10,6 +10,8 @@ import { systemClock } from '../../../src/lib/clock.ts';
 import { createLogger } from '../../../src/lib/log.ts';
 import { evaluate } from '../../../src/policy/evaluate.ts';
 import { createFilePolicySource, type PolicySource } from '../../../src/policy/source.ts';
+import { type RecordingApp, startRecordingApp } from './app.ts';
+import { startTestIssuer, type TestIssuer } from './issuer.ts';
 
 /**
  * The sidecar's request path assembled exactly as `cli/sidecar.ts` does it (real authenticator
@@ -237,4 +239,42 @@ export async function settledHeap(): Promise<number> {
     await new Promise((r) => setTimeout(r, 20));
   }
   return process.memoryUsage().heapUsed;
+}
+
+/** The suites' common set-up: one issuer, and a sidecar in front of each kind of app (h2c, HTTP/1.1). */
+export interface TwoWards {
+  readonly iss: TestIssuer;
+  readonly h2app: RecordingApp;
+  readonly h1app: RecordingApp;
+  readonly wardH2: Ward;
+  readonly wardH1: Ward;
+  /** Forgets what the apps saw (between tests). */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+export async function startTwoWards(): Promise<TwoWards> {
+  const iss = await startTestIssuer();
+  const h2app = await startRecordingApp('h2c');
+  const h1app = await startRecordingApp('http1');
+  const wardH2 = await startWard({ issuer: iss.issuer, app: h2app });
+  const wardH1 = await startWard({ issuer: iss.issuer, app: h1app });
+  return {
+    iss,
+    h2app,
+    h1app,
+    wardH2,
+    wardH1,
+    reset() {
+      h2app.reset();
+      h1app.reset();
+    },
+    async close() {
+      await wardH2.close();
+      await wardH1.close();
+      await h2app.close();
+      await h1app.close();
+      await iss.close();
+    },
+  };
 }
