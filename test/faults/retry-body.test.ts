@@ -1,6 +1,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { frame, onFrames } from '../security/support/h2raw.ts';
 import { startTestIssuer, type TestIssuer } from '../security/support/issuer.ts';
 import { startWard, type Ward } from '../security/support/ward.ts';
 
@@ -21,28 +22,17 @@ interface RawApp {
   close(): void;
 }
 
-function frame(type: number, flags: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const b = Buffer.alloc(9);
-  b.writeUIntBE(payload.length, 0, 3);
-  b[3] = type;
-  b[4] = flags;
-  b.writeUInt32BE(id, 5);
-  return Buffer.concat([b, payload]);
-}
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n);
   return b;
 }
-const PREFACE_LEN = 24;
 
 function startRawApp(): Promise<RawApp> {
   const sockets = new Set<net.Socket>();
   const bodies: string[] = [];
-  let conns = 0;
   const app: RawApp = { port: 0, bodies, refuseNext: true, close: () => {} };
   const server = net.createServer((sock) => {
-    const index = conns++;
     const refused = new Set<number>();
     sockets.add(sock);
     sock.on('error', () => {});
@@ -51,8 +41,6 @@ function startRawApp(): Promise<RawApp> {
     s.writeUInt16BE(0x4, 0);
     s.writeUInt32BE(4, 2);
     sock.write(frame(0x4, 0, 0, s));
-    let buf = Buffer.alloc(0);
-    let preface = false;
     const bodyOf = new Map<number, Buffer[]>();
     const answer = (id: number): void => {
       const body = Buffer.concat(bodyOf.get(id) ?? []);
@@ -60,43 +48,27 @@ function startRawApp(): Promise<RawApp> {
       sock.write(frame(0x1, 0x4, id, Buffer.from([0x88]))); // :status 200 (static index 8)
       sock.write(frame(0x0, 0x1, id, body));
     };
-    sock.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (!preface) {
-        if (buf.length < PREFACE_LEN) return;
-        buf = buf.subarray(PREFACE_LEN);
-        preface = true;
+    onFrames(sock, true, (type, flags, id, payload) => {
+      if (type === 0x4 && (flags & 0x1) === 0) sock.write(frame(0x4, 0x1, 0));
+      if (type === 0x1) {
+        if (!bodyOf.has(id)) {
+          bodyOf.set(id, []);
+          if (app.refuseNext) {
+            app.refuseNext = false;
+            refused.add(id);
+            setTimeout(() => sock.write(frame(0x3, 0, id, u32(0x7))), 300);
+            return;
+          }
+        }
+        if (!refused.has(id) && (flags & 0x1) !== 0) answer(id);
       }
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3] as number;
-        const flags = buf[4] as number;
-        const id = buf.readUInt32BE(5) & 0x7fffffff;
-        const payload = buf.subarray(9, 9 + len);
-        buf = buf.subarray(9 + len);
-        if (process.env.DBG) console.log('conn', index, 'type', type, 'flags', flags, 'id', id, JSON.stringify(payload.toString('latin1')));
-        if (type === 0x4 && (flags & 0x1) === 0) sock.write(frame(0x4, 0x1, 0));
-        if (type === 0x1) {
-          if (!bodyOf.has(id)) {
-            bodyOf.set(id, []);
-            if (app.refuseNext) {
-              app.refuseNext = false;
-              refused.add(id);
-              setTimeout(() => sock.write(frame(0x3, 0, id, u32(0x7))), 300);
-              continue;
-            }
-          }
-          if (!refused.has(id) && (flags & 0x1) !== 0) answer(id);
+      if (type === 0x0 && !refused.has(id)) {
+        bodyOf.get(id)?.push(Buffer.from(payload));
+        if (payload.length > 0) {
+          sock.write(frame(0x8, 0, id, u32(payload.length)));
+          sock.write(frame(0x8, 0, 0, u32(payload.length)));
         }
-        if (type === 0x0 && !refused.has(id)) {
-          bodyOf.get(id)?.push(Buffer.from(payload));
-          if (payload.length > 0) {
-            sock.write(frame(0x8, 0, id, u32(payload.length)));
-            sock.write(frame(0x8, 0, 0, u32(payload.length)));
-          }
-          if ((flags & 0x1) !== 0) answer(id);
-        }
+        if ((flags & 0x1) !== 0) answer(id);
       }
     });
   });

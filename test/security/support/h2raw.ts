@@ -158,6 +158,35 @@ export interface RawH2 {
 
 const open = new Set<RawH2>();
 
+/**
+ * Calls `onFrame` with each whole frame `socket` receives (type, flags, stream id, payload), after
+ * the 24-octet client preface when `afterPreface` (a server's side); then `onChunk`, once per
+ * read.
+ */
+export function onFrames(socket: net.Socket, afterPreface: boolean, onFrame: (type: number, flags: number, streamId: number, payload: Buffer) => void, onChunk?: () => void): void {
+  let buf = Buffer.alloc(0);
+  let preface = !afterPreface;
+  socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (!preface) {
+      if (buf.length < PREFACE.length) return;
+      buf = buf.subarray(PREFACE.length);
+      preface = true;
+    }
+    while (buf.length >= 9) {
+      const len = buf.readUIntBE(0, 3);
+      if (buf.length < 9 + len) break;
+      const payload = buf.subarray(9, 9 + len);
+      const type = buf[3] as number;
+      const flags = buf[4] as number;
+      const streamId = buf.readUInt32BE(5) & 0x7fffffff;
+      buf = buf.subarray(9 + len);
+      onFrame(type, flags, streamId, payload);
+    }
+    onChunk?.();
+  });
+}
+
 /** Destroys every raw connection still open (call from afterEach: a failed assertion skips `close()`). */
 export function closeAllRaw(): void {
   for (const c of open) c.close();
@@ -170,31 +199,26 @@ export function rawH2(port: number, initialSettings: readonly (readonly [number,
     const socket = net.connect(port, '127.0.0.1');
     const frames: RawFrame[] = [];
     const waiters = new Set<() => void>();
-    let buf = Buffer.alloc(0);
     let closed = false;
     let resolveClosed: () => void = () => {};
     const closedP = new Promise<void>((r) => {
       resolveClosed = r;
     });
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3] as number;
-        const flags = buf[4] as number;
-        const streamId = buf.readUInt32BE(5) & 0x7fffffff;
-        const payload = buf.subarray(9, 9 + len);
-        buf = buf.subarray(9 + len);
+    onFrames(
+      socket,
+      false,
+      (type, flags, streamId, payload) => {
         const code = type === FrameType.RST_STREAM ? payload.readUInt32BE(0) : type === FrameType.GOAWAY ? payload.readUInt32BE(4) : undefined;
         // Frames are recorded without their payload beyond 64 bytes (a flood test may see many),
         // except header blocks, which a test decodes whole.
         const keep = type === FrameType.HEADERS || type === FrameType.CONTINUATION ? payload.length : 64;
         frames.push({ type, flags, streamId, payload: Buffer.from(payload.subarray(0, keep)), code });
         if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0 && !socket.destroyed) socket.write(settingsAck());
-      }
-      for (const w of waiters) w();
-    });
+      },
+      () => {
+        for (const w of waiters) w();
+      },
+    );
     const onClose = (): void => {
       closed = true;
       resolveClosed();
@@ -258,25 +282,9 @@ export function startRawH2App(answer: (streamId: number) => Buffer): Promise<{ p
     sockets.add(sock);
     sock.on('error', () => {});
     sock.write(settings());
-    let buf = Buffer.alloc(0);
-    let preface = false;
-    sock.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (!preface) {
-        if (buf.length < PREFACE.length) return;
-        buf = buf.subarray(PREFACE.length);
-        preface = true;
-      }
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3] as number;
-        const flags = buf[4] as number;
-        const id = buf.readUInt32BE(5) & 0x7fffffff;
-        buf = buf.subarray(9 + len);
-        if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0) sock.write(settingsAck());
-        if (type === FrameType.HEADERS && (flags & Flag.END_HEADERS) !== 0) sock.write(answer(id));
-      }
+    onFrames(sock, true, (type, flags, id) => {
+      if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0) sock.write(settingsAck());
+      if (type === FrameType.HEADERS && (flags & Flag.END_HEADERS) !== 0) sock.write(answer(id));
     });
   });
   return new Promise((resolve) =>
