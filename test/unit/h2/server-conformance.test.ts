@@ -3,25 +3,33 @@ import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  COMPRESSION_ERROR,
   CONTINUATION,
   DATA,
+  ENHANCE_YOUR_CALM,
   FLAG_ACK,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PADDED,
   FLAG_PRIORITY,
+  FLOW_CONTROL_ERROR,
   frame,
+  FRAME_SIZE_ERROR,
   GOAWAY,
   HEADERS,
+  NO_ERROR,
   PING,
   PRIORITY,
+  PROTOCOL_ERROR,
   PUSH_PROMISE,
+  REFUSED_STREAM,
   RST_STREAM,
   SETTINGS,
   SETTINGS_ENABLE_PUSH,
   SETTINGS_INITIAL_WINDOW_SIZE,
   SETTINGS_MAX_FRAME_SIZE,
   settingsFrame,
+  STREAM_CLOSED,
   u32Frame,
   WINDOW_UPDATE,
 } from '../../../src/h2/frames.ts';
@@ -39,14 +47,6 @@ import { type Frame, RawClient } from './raw-client.ts';
  * Where RFC 9113 changed what RFC 7540 (and h2spec) asked, the case says so.
  */
 
-const NO_ERROR = 0x0;
-const PROTOCOL_ERROR = 0x1;
-const FLOW_CONTROL_ERROR = 0x3;
-const STREAM_CLOSED = 0x5;
-const FRAME_SIZE_ERROR = 0x6;
-const REFUSED_STREAM = 0x7;
-const COMPRESSION_ERROR = 0x9;
-const ENHANCE_YOUR_CALM = 0xb;
 
 let port = 0;
 let server: net.Server;

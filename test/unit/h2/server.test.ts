@@ -6,21 +6,29 @@ import net, { type AddressInfo } from 'node:net';
 import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  CANCEL,
+  COMPRESSION_ERROR,
   CONTINUATION,
   DATA,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PADDED,
+  FLOW_CONTROL_ERROR,
   frame,
+  FRAME_SIZE_ERROR,
   GOAWAY,
   HEADERS,
+  NO_ERROR,
   PING,
   PREFACE,
+  PROTOCOL_ERROR,
   PUSH_PROMISE,
+  REFUSED_STREAM,
   RST_STREAM,
   SETTINGS_HEADER_TABLE_SIZE,
   SETTINGS_INITIAL_WINDOW_SIZE,
   settingsFrame,
+  STREAM_CLOSED,
   u32Frame,
   WINDOW_UPDATE,
 } from '../../../src/h2/frames.ts';
@@ -37,14 +45,6 @@ import { prng } from '../../support/prng.ts';
  * connection errors, floods, slow drip, and a seeded fuzz of arbitrary frames).
  */
 
-const NO_ERROR = 0x0;
-const PROTOCOL_ERROR = 0x1;
-const FLOW_CONTROL_ERROR = 0x3;
-const STREAM_CLOSED = 0x5;
-const FRAME_SIZE_ERROR = 0x6;
-const REFUSED_STREAM = 0x7;
-const CANCEL = 0x8;
-const COMPRESSION_ERROR = 0x9;
 
 // ---- the server under test
 
