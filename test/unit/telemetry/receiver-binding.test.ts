@@ -1,12 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { compileBindings } from '../../../src/controlplane/server/access.ts';
-import { createDecisionStore, type DecisionStore } from '../../../src/controlplane/server/decisions/store.ts';
-import { telemetryReceiverSchema } from '../../../src/controlplane/server/otlp/config.ts';
-import { createOtlpReceiver, type OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
+import type { DecisionStore } from '../../../src/controlplane/server/decisions/store.ts';
+import type { OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
 import { PbWriter } from '../../../src/lib/protobuf.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
-import { identity, tableAuthenticator } from '../controlplane/harness.ts';
+import { startReceiver } from './receiver-rig.ts';
 
 /**
  * The receiver's binding check ("a sidecar cannot write another service's decisions ... an Export
@@ -61,20 +58,9 @@ describe('OTLP receiver: decision records read two ways are refused', () => {
 
   async function receiver(allowLoopbackWithoutToken = false): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver; forwarded: Buffer[] }> {
     const forwarded: Buffer[] = [];
-    const store = createDecisionStore({ capacity: 100 });
-    const otlp = createOtlpReceiver({
-      config: telemetryReceiverSchema.parse({ allowLoopbackWithoutToken }),
-      store,
-      forwarder: { target: 'recorded', forward: (_p, body) => forwarded.push(body), counters: { forwarded: 0, failed: 0, dropped: 0 }, close: async () => {} },
-      authenticator: tableAuthenticator({ 'orders-token': identity('orders-sidecar') }),
-      bindings: compileBindings([{ subject: 'orders-sidecar', services: ['orders'] }]),
-      log: silentLogger,
-    });
-    const server = new grpc.Server();
-    otlp.register(server);
-    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-    cleanup.push(() => new Promise((res) => server.tryShutdown(() => res())));
-    return { port, store, otlp, forwarded };
+    const r = await startReceiver(allowLoopbackWithoutToken, (_p, body) => forwarded.push(body));
+    cleanup.push(() => r.close());
+    return { ...r, forwarded };
   }
 
   function exportLogs(port: number, body: Buffer, token?: string, path = '/opentelemetry.proto.collector.logs.v1.LogsService/Export'): Promise<{ partialSuccess?: unknown }> {

@@ -7,7 +7,8 @@ import { telemetryReceiverSchema } from '../../../src/controlplane/server/otlp/c
 import { createOtlpReceiver, type OtlpReceiver } from '../../../src/controlplane/server/otlp/receiver.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
-import { identity, tableAuthenticator } from '../controlplane/harness.ts';
+import { tableAuthenticator } from '../controlplane/harness.ts';
+import { startReceiver } from './receiver-rig.ts';
 import { decisionRecord } from './records.ts';
 
 /**
@@ -28,25 +29,9 @@ describe('OTLP receiver and the sidecar exporter', () => {
   });
 
   async function receiver(allowLoopbackWithoutToken = true, forwarded: string[] = []): Promise<{ port: number; store: DecisionStore; otlp: OtlpReceiver }> {
-    const store = createDecisionStore({ capacity: 100 });
-    const otlp = createOtlpReceiver({
-      config: telemetryReceiverSchema.parse({ allowLoopbackWithoutToken }),
-      store,
-      forwarder: {
-        target: 'recorded',
-        forward: (path) => forwarded.push(path),
-        counters: { forwarded: 0, failed: 0, dropped: 0 },
-        close: async () => {},
-      },
-      authenticator: tableAuthenticator({ 'orders-token': identity('orders-sidecar') }),
-      bindings: compileBindings([{ subject: 'orders-sidecar', services: ['orders'] }]),
-      log: silentLogger,
-    });
-    const server = new grpc.Server();
-    otlp.register(server);
-    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-    cleanup.push(() => new Promise((res) => server.tryShutdown(() => res())));
-    return { port, store, otlp };
+    const r = await startReceiver(allowLoopbackWithoutToken, (path) => forwarded.push(path));
+    cleanup.push(() => r.close());
+    return r;
   }
 
   function sidecar(port: number, service: string, token?: string): Telemetry {
