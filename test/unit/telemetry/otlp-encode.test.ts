@@ -8,6 +8,7 @@ import type { DecisionRecord } from '../../../src/inbound/types.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { startTelemetry, type Telemetry } from '../../../src/telemetry/telemetry.ts';
 import { decisionRecord } from './records.ts';
+import { type Attr, attrs } from '../inbound/traced.ts';
 
 /**
  * ward writes its spans and decision log records as OTLP protobuf itself (otlp-encode.ts): here a
@@ -17,7 +18,6 @@ import { decisionRecord } from './records.ts';
 
 const PROTO_ROOT = fileURLToPath(new URL('../../../proto/', import.meta.url));
 
-type Attr = { key: string; value: { stringValue?: string; intValue?: string } };
 interface SpanWire {
   traceId: Buffer;
   spanId: Buffer;
@@ -90,7 +90,6 @@ async function collector(): Promise<{ port: number; spans: Batch<SpanWire>[]; lo
   return { port, spans, logs, metrics, close: () => new Promise<void>((res) => server.tryShutdown(() => res())) };
 }
 
-const attrs = (list: Attr[]): Record<string, string> => Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? `int:${a.value.intValue}`]));
 const hex = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('hex'));
 
 /** An allowed GetOrder call, by default. */
