@@ -159,6 +159,14 @@ export class Exchange {
     return (this.h2 ?? this.req) as BodySource;
   }
 
+  /** Gives back the place this call holds among the app's calls (`upstream.maxRequests`), once. */
+  releaseSlot(): void {
+    if (this.slots !== null) {
+      this.slots.active--;
+      this.slots = null;
+    }
+  }
+
   /**
    * The caller's stream closed and the span has ended: drops what the exchange still holds of the
    * call. A call in flight across two scavenges has its exchange and streams promoted to V8's old
@@ -169,10 +177,7 @@ export class Exchange {
    * closed too (else its own close handler still needs it, and lets go of it then).
    */
   release(): void {
-    if (this.slots !== null) {
-      this.slots.active--;
-      this.slots = null;
-    }
+    this.releaseSlot();
     this.rawHeaders = NO_FIELDS;
     this.fwdHeaders = {};
     this.identity = null;

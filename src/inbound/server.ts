@@ -469,10 +469,7 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
    */
   function onUpgradeAnswered(this: ServerResponse): void {
     const ex = exchangeOf(this);
-    if (ex.slots !== null) {
-      ex.slots.active--;
-      ex.slots = null;
-    }
+    ex.releaseSlot();
     const socket = this.socket ?? (ex.upgrade?.socket as Socket | undefined);
     if (socket === undefined || socket === null) return;
     // As Node closes a `Connection: close` response's socket: once the answer is flushed; a
