@@ -63,6 +63,8 @@ export interface Results {
   };
   readonly method: {
     readonly rounds: number;
+    /** Seconds of unmeasured saturation per workload before its first measured phase (absent in older files: none). */
+    readonly primeSeconds?: number;
     readonly saturation: { readonly clients: number; readonly streamsPerClient: number; readonly seconds: number; readonly warmupSeconds: number };
     readonly fixedRate: { readonly rates: readonly number[]; readonly clients: number; readonly seconds: number; readonly warmupSeconds: number };
     readonly pinning: { readonly proxy: string; readonly loadGeneratorAndApp: string };
@@ -160,7 +162,9 @@ export function renderMarkdown(r: Results): string {
   const lines: string[] = [];
   lines.push(`Run ${r.generatedAt} at commit \`${r.machine.commit}\`: ${r.machine.cpu}, Linux ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.h2load}, ${r.machine.haproxy.replace(/ - https.*$/, '')}, app ${r.machine.app}.`);
   lines.push(
-    `${m.rounds} interleaved round(s); saturation: ${m.saturation.clients} connections × ${m.saturation.streamsPerClient} streams for ${m.saturation.seconds} s; ` +
+    `${m.rounds} interleaved round(s); ` +
+      (m.primeSeconds !== undefined && m.primeSeconds > 0 ? `each proxy process first primed with ${m.primeSeconds} s of saturation per workload (not measured); ` : '') +
+      `saturation: ${m.saturation.clients} connections × ${m.saturation.streamsPerClient} streams for ${m.saturation.seconds} s (after ${m.saturation.warmupSeconds} s warm-up); ` +
       (rates.length === 0
         ? 'no fixed rates; '
         : `fixed rates ${rates.join(' and ')} req/s over ${m.fixedRate.clients} connections for ${m.fixedRate.seconds} s (after ${m.fixedRate.warmupSeconds} s warm-up each); `) +

@@ -6,6 +6,7 @@
  *   npm run bench -- --quick           # 1 round, short phases (a smoke test of the harness)
  *   npm run bench -- --rounds 5 --scenarios direct,ward,haproxy
  *   npm run bench -- --profile --rates saturation   # ward alone under load with --cpu-prof; top functions
+ *   npm run bench -- --perf --scenarios ward-nocache   # Linux perf under saturation: native code too, µs per call
  *   npm run bench -- --serve ward      # start the app and one scenario, print an h2load line, wait for Ctrl-C
  *   npm run bench -- --soak 600        # ward alone at 2000 rps for 10 minutes, RSS sampled every 10 s
  *
@@ -52,6 +53,7 @@ import {
 } from './peers.ts';
 import { median, renderMarkdown, summarize, type Sample, type Results } from './report.ts';
 import { summarizeProfile } from './profile-summary.ts';
+import { parsePerfReport, renderPerfSummary, summarizePerf } from './perf-summary.ts';
 import { SIDECAR_NODE_OPTIONS } from '../../src/inject/settings.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -64,6 +66,7 @@ const { values: opt } = parseArgs({
     'sat-seconds': { type: 'string', default: '5' },
     'rate-seconds': { type: 'string', default: '8' },
     'warmup-seconds': { type: 'string', default: '1' },
+    'prime-seconds': { type: 'string', default: '10' },
     rates: { type: 'string', default: '1000,2000' },
     'sat-clients': { type: 'string', default: '4' },
     'sat-streams': { type: 'string', default: '32' },
@@ -74,6 +77,7 @@ const { values: opt } = parseArgs({
     'ward-node-flags': { type: 'string' },
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
     soak: { type: 'string' },
     serve: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'scripts/bench/results/latest.json') },
@@ -101,6 +105,12 @@ const rounds = quick ? 1 : Number(opt.rounds);
 const satSeconds = quick ? 2 : Number(opt['sat-seconds']);
 const rateSeconds = quick ? 3 : Number(opt['rate-seconds']);
 const warmupSeconds = Number(opt['warmup-seconds']);
+// A fresh proxy process is primed with this much unmeasured saturation per workload before its
+// first measured phase. V8 compiles the request path while it runs: a ward process took ~10 s of
+// gRPC saturation to reach its steady rate (18k calls/s in its first 5 s, 27-30k after; cache
+// off 6.6k, then 10-11k), so a phase that began 1 s after start measured the compiler at work.
+// Every scenario gets it, the peers too.
+const primeSeconds = quick ? 1 : Number(opt['prime-seconds']);
 // Fixed request rates; `saturation` in the list is accepted and ignored (the closed-loop phase always runs).
 const rates = opt.rates
   .split(',')
@@ -130,6 +140,7 @@ requireCommand('h2load', 'nghttp2-client');
 if (opt.app === 'nghttpd') requireCommand('nghttpd', 'nghttp2-server');
 const scenarioIds = opt.scenarios.split(',');
 if (scenarioIds.includes('haproxy')) requireCommand('haproxy', 'haproxy');
+if (opt.perf) requireCommand('perf', 'linux-perf');
 const workloadIds = opt.workloads.split(',') as ('grpc' | 'get')[];
 
 // ---- fixtures
@@ -497,6 +508,21 @@ function assertClean(r: H2loadResult, what: string): void {
   }
 }
 
+/** Unmeasured saturation, so that what is measured next is the process's steady state. */
+async function prime(sc: Scenario, run: Running, w: 'grpc' | 'get'): Promise<void> {
+  const r = await runH2load({
+    url: url(run.port, w),
+    cpus: loadCpus,
+    headers: h2loadHeaders(w),
+    ...(w === 'grpc' ? { dataFile: join(work, 'request.bin') } : {}),
+    clients: Number(opt['sat-clients']),
+    streams: Number(opt['sat-streams']),
+    durationS: primeSeconds,
+    warmupS: 0,
+  });
+  assertClean(r, `${sc.id}/${w} priming`);
+}
+
 async function measure(sc: Scenario, run: Running, w: 'grpc' | 'get', round: number): Promise<Sample> {
   const pid = run.proc?.pid;
   const base = {
@@ -661,6 +687,7 @@ async function benchmark(): Promise<void> {
       try {
         await check(sc, run.port);
         for (const w of workloadIds) {
+          if (primeSeconds > 0) await prime(sc, run, w);
           const s = await measure(sc, run, w, round);
           samples.push(s);
           const f = (v: number | null | undefined, d = 0): string => (v === null || v === undefined ? '-' : v.toFixed(d));
@@ -683,6 +710,7 @@ async function benchmark(): Promise<void> {
     machine: machine(),
     method: {
       rounds,
+      primeSeconds,
       saturation: { clients: Number(opt['sat-clients']), streamsPerClient: Number(opt['sat-streams']), seconds: satSeconds, warmupSeconds },
       fixedRate: { rates, clients: Number(opt['rate-clients']), seconds: rateSeconds, warmupSeconds },
       pinning: { proxy: proxyCpus, loadGeneratorAndApp: loadCpus },
@@ -746,6 +774,64 @@ async function profile(): Promise<void> {
     console.log(`profile: ${join(dir, f)}`);
     console.log(summarizeProfile(readFileSync(join(dir, f), 'utf8'), 40));
   }
+}
+
+/**
+ * `--perf`: one scenario (default ward) at gRPC saturation under Linux `perf record -e cpu-clock`
+ * (software clock sampling: it works in a VM without hardware counters), with `--perf-basic-prof`
+ * so JIT-compiled JavaScript has names. Unlike `--profile`, native code is its own: OpenSSL, V8's
+ * collector and runtime, libc, the kernel. Primed first (`--prime-seconds`), then
+ * `--sat-seconds` recorded; µs per call from the samples and the calls h2load completed in that
+ * window. Writes `perf-<scenario>.json` next to `--out`.
+ */
+const PERF_HZ = 1999;
+
+async function perfProfile(): Promise<void> {
+  const sc = ALL.find((s) => s.id === (scenarioIds.length === 1 ? scenarioIds[0] : 'ward'));
+  if (sc === undefined) throw new Error(`unknown scenario ${scenarioIds.join(',')}`);
+  warmCompileCaches([sc.id]);
+  const run = await sc.start('perf', ['--perf-basic-prof']);
+  const data = join(work, 'perf.data');
+  const load = (durationS: number): Promise<H2loadResult> =>
+    runH2load({
+      url: url(run.port, 'grpc'),
+      cpus: loadCpus,
+      headers: h2loadHeaders('grpc'),
+      dataFile: join(work, 'request.bin'),
+      clients: Number(opt['sat-clients']),
+      streams: Number(opt['sat-streams']),
+      durationS,
+      warmupS: 0,
+    });
+  let r: H2loadResult;
+  try {
+    await check(sc, run.port);
+    assertClean(await load(Math.max(1, primeSeconds)), 'perf priming');
+    const pid = String(run.proc?.pid);
+    const recorded = new Promise<void>((resolveRec, reject) => {
+      execFile('perf', ['record', '-q', '-e', 'cpu-clock', '-F', String(PERF_HZ), '-p', pid, '-o', data, '--', 'sleep', String(satSeconds)], (err) =>
+        err === null ? resolveRec() : reject(new Error(`perf record: ${err.message}`)),
+      );
+    });
+    r = await load(satSeconds);
+    assertClean(r, 'perf');
+    await recorded;
+  } finally {
+    await run.proc?.stop();
+  }
+  const report = execFileSync('perf', ['report', '-i', data, '--no-children', '--sort', 'dso,sym', '-g', 'none', '-n', '-q', '--percent-limit', '0'], {
+    maxBuffer: 256 * 1024 * 1024,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const calls = r.rps * satSeconds;
+  const summary = summarizePerf(parsePerfReport(report), PERF_HZ, calls, 40);
+  console.log(`${sc.id}: ${r.rps.toFixed(0)} calls/s under perf`);
+  console.log(renderPerfSummary(summary));
+  const file = join(dirname(opt.out), `perf-${sc.id.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify({ scenario: sc.id, machine: machine(), hz: PERF_HZ, seconds: satSeconds, rps: r.rps, ...summary }, null, 2)}\n`);
+  console.log(`bench: wrote ${file}`);
 }
 
 /** ward alone at 2000 gRPC calls/s for `seconds`; RSS every 10 s. */
@@ -867,6 +953,7 @@ try {
   if (opt.serve !== undefined) await serve(opt.serve);
   else if (opt.alloc !== undefined) await allocation(Number(opt.alloc));
   else if (opt.profile) await profile();
+  else if (opt.perf) await perfProfile();
   else if (opt.soak !== undefined) await soak(Number(opt.soak));
   else await benchmark();
 } finally {

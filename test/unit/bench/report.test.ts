@@ -70,4 +70,12 @@ describe('the benchmark report (scripts/bench/report.ts)', () => {
     expect(md).not.toContain('Added p50');
     expect(md).toContain('| Saturation through one sidecar core ≥ HAProxy | 1.77 × | met |');
   });
+
+  it('says when each process was primed before it was measured, and says nothing for older files', () => {
+    const r = results([1000]);
+    expect(renderMarkdown({ ...r, method: { ...r.method, primeSeconds: 10 } })).toContain(
+      '3 interleaved round(s); each proxy process first primed with 10 s of saturation per workload (not measured); saturation: 4 connections × 32 streams for 5 s (after 1 s warm-up);',
+    );
+    expect(renderMarkdown(r)).toContain('3 interleaved round(s); saturation: 4 connections');
+  });
 });
