@@ -349,9 +349,13 @@ give the path as a list: \`claim: ["https://example.com/claims", "roles"]\`. A r
   (\`dryRunDenial\`: code, rule, reason), for logs and telemetry.
 - \`dryRun: true\` on a **deny** rule: when it matches, the would-be denial is recorded and
   evaluation goes on as if the rule were absent.
-- \`dryRun: true\` on an **allow** rule: when no rule admits a call to its route, it admits the
-  call and records the refusal its token requirement or conditions would have caused. Use it to
-  tighten a rule's conditions without breaking callers.
+- \`dryRun: true\` on an **allow** rule: when no rule admits a call to its route, and no
+  enforced (not dry-run) allow rule covers that route, it admits the call and records the
+  refusal its token requirement or conditions would have caused. Use it to tighten a rule's
+  conditions without breaking callers: replace the rule by its tightened version marked
+  \`dryRun: true\`, watch the recorded refusals, then drop \`dryRun\`. Where an enforced allow rule
+  also covers the route, that rule decides and the dry-run rule admits nothing it refuses: a
+  rule in dry-run never lets through a call the enforced rules refuse.
 
 ## Versions and reloading
 
@@ -389,9 +393,13 @@ ward policy explain --policy orders.policy.yaml --claims @claims.json --http 'GE
 \`file:line:column: field.path: message\`, and exits 0 or 1 (\`--skip-secrets\` skips reading HMAC
 secrets). \`explain\` prints the decision (\`allow\`, \`deny\` or \`dry-run\`), its code, the rule that
 decided and why, and every rule with the reason it did or did not apply. A \`--token\` is only
-decoded: its signature is **not verified** (the output says so), though untrusted issuers,
-audiences, expiry and \`typ\` are pointed out. Exit status: 0 allow (or dry-run), 3 deny, 1 error,
-2 usage.
+decoded: its signature is **not verified** (the output says so), though what authentication
+would refuse is pointed out (an untrusted issuer, the audience, expiry, \`nbf\` and \`iat\` with the
+default 30 s clock skew, \`typ\`, a missing \`sub\` and \`client_id\`, a malformed \`scope\` or \`act\`).
+The request is taken as the sidecar takes it with its default \`paths\` settings: the method is
+case-sensitive, the path normalized (\`/public/../admin\` is judged as \`/admin\`), and a request
+the sidecar refuses before any policy (an escaped slash, an unknown method) is a deny with that
+code. Exit status: 0 allow (or dry-run), 3 deny, 1 error, 2 usage.
 
 ## Reference
 `;

@@ -1,5 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { checkTime, identityParts, isFailure } from '../authn/claims.ts';
+import type { JsonObject } from '../authn/json.ts';
+import { DEFAULT_CLOCK_SKEW_SECONDS } from '../config/sidecar.ts';
+import type { ErrorCode } from '../errors/codes.ts';
 import { ERROR_TABLE } from '../errors/table.ts';
 import { ConfigError, formatIssue } from '../errors/ward-error.ts';
 import { policyVersion } from '../policy/compile.ts';
@@ -7,6 +11,7 @@ import { explain, type Explanation } from '../policy/explain.ts';
 import { identityFromClaims } from '../policy/identity.ts';
 import { parsePolicyText, policyAdviceFor, readPolicyText, validatePolicyText } from '../policy/load.ts';
 import type { CompiledPolicy, Facts, Identity, RequestFacts } from '../policy/model.ts';
+import { grpcMethodOf, HTTP_METHODS, normalizeTarget, type PathOptions } from '../lib/normalize.ts';
 import { type Command, parseFlags, UsageError } from './command.ts';
 
 /**
@@ -51,8 +56,9 @@ Options:
                     (neither --token nor --claims: a call without a token)
   --issuer URL      issuer to assume when the claims have no "iss"
   --grpc METHOD     a gRPC call, e.g. /ward.demo.v1.Orders/GetOrder
-  --http 'M /path'  an HTTP request, e.g. 'GET /api/orders/42' (path as the sidecar forwards it:
-                    normalized, the query is ignored)
+  --http 'M /path'  an HTTP request, e.g. 'GET /api/orders/42'; the path is normalized as the
+                    sidecar does with its default paths settings (dot segments resolved, repeated
+                    slashes merged, an escaped slash refused), the query is ignored
   --json            machine-readable output
   -h, --help        show this help
 
@@ -154,6 +160,21 @@ function explainCmd(argv: readonly string[], io: PolicyCommandIo): number {
   if ((values.grpc === undefined) === (values.http === undefined)) throw new UsageError("give exactly one of --grpc /pkg.Service/Method and --http 'METHOD /path'");
 
   const request = values.grpc !== undefined ? grpcRequest(values.grpc) : httpRequest(values.http as string);
+  if ('refusal' in request) {
+    // Refused by the sidecar's first stage, before any token or policy is looked at.
+    const { code, detail } = request.refusal;
+    if (values.json === true) {
+      io.stdout.write(`${JSON.stringify({ outcome: 'deny', decision: { kind: 'deny', code, rule: null, reason: detail }, stage: 'request', request: request.given }, null, 2)}\n`);
+    } else {
+      const row = ERROR_TABLE[code];
+      io.stdout.write(
+        `request:  ${request.given.protocol === 'grpc' ? 'gRPC' : 'HTTP'} ${request.given.method} ${request.given.target}\n` +
+          `decision: deny ${code} (HTTP ${row.http}, gRPC status ${row.grpc})\n` +
+          `reason:   ${detail}: the sidecar refuses the request itself, before the token and the policy\n`,
+      );
+    }
+    return EXIT_DENY;
+  }
 
   let policy: CompiledPolicy;
   try {
@@ -189,18 +210,40 @@ function explainCmd(argv: readonly string[], io: PolicyCommandIo): number {
   return result.verdict.decision.kind === 'allow' ? EXIT_OK : EXIT_DENY;
 }
 
-function grpcRequest(method: string): RequestFacts {
+/** What the sidecar's first stage makes of a request line: the facts the policy sees, or its refusal. */
+type ExplainRequest = RequestFacts | { readonly refusal: { readonly code: ErrorCode; readonly detail: string }; readonly given: { readonly protocol: 'grpc' | 'http'; readonly method: string; readonly target: string } };
+
+/**
+ * The path as the sidecar judges and forwards it: normalized with the sidecar's default path
+ * settings (`paths.mergeSlashes` and `paths.rejectEscapedSlashes` on), so that
+ * `/public/../admin` is judged as `/admin`, as the sidecar does, and a spelling the sidecar
+ * refuses is refused here too (found in review: explain matched the raw text).
+ */
+const SIDECAR_DEFAULT_PATHS: PathOptions = { mergeSlashes: true, rejectEscapedSlashes: true };
+
+function grpcRequest(method: string): ExplainRequest {
   if (!/^\/[^/]+\/[^/]+$/.test(method)) throw new UsageError(`--grpc must be /package.Service/Method, got '${method}'`);
-  return { protocol: 'grpc', method: 'POST', path: method, grpcMethod: method };
+  const n = normalizeTarget(method, SIDECAR_DEFAULT_PATHS);
+  if (!n.ok) return { refusal: { code: n.code, detail: n.detail }, given: { protocol: 'grpc', method: 'POST', target: method } };
+  const grpcMethod = grpcMethodOf(n.path);
+  if (grpcMethod === undefined) throw new UsageError(`--grpc must be /package.Service/Method, got '${method}' (normalized: '${n.path}')`);
+  return { protocol: 'grpc', method: 'POST', path: n.path, grpcMethod };
 }
 
-function httpRequest(spec: string): RequestFacts {
+function httpRequest(spec: string): ExplainRequest {
   const m = /^\s*([A-Za-z]+)\s+(\S+)\s*$/.exec(spec);
   if (m === null) throw new UsageError(`--http must be 'METHOD /path', got '${spec}'`);
+  const method = m[1] as string;
   const target = m[2] as string;
-  const path = target.split(/[?#]/, 1)[0] as string;
-  if (!path.startsWith('/')) throw new UsageError(`--http path must start with '/', got '${target}'`);
-  return { protocol: 'http', method: (m[1] as string).toUpperCase(), path, grpcMethod: undefined };
+  if (!target.startsWith('/')) throw new UsageError(`--http path must start with '/', got '${target}'`);
+  const given = { protocol: 'http', method, target } as const;
+  // Methods are case-sensitive (RFC 9110 §9.1): the sidecar refuses `get`, so explain does too.
+  if (!(HTTP_METHODS as readonly string[]).includes(method)) {
+    return { refusal: { code: 'ERR_REQUEST_INVALID', detail: `method ${method} not accepted (one of ${HTTP_METHODS.join(', ')}; methods are case-sensitive)` }, given };
+  }
+  const n = normalizeTarget(target, SIDECAR_DEFAULT_PATHS);
+  if (!n.ok) return { refusal: { code: n.code, detail: n.detail }, given };
+  return { protocol: 'http', method, path: n.path, grpcMethod: undefined };
 }
 
 function readClaims(arg: string): Record<string, unknown> {
@@ -245,6 +288,15 @@ function authnNotes(policy: CompiledPolicy, id: Identity | null, info: TokenInfo
   const exp = id.claims['exp'];
   if (jwt && typeof exp !== 'number') notes.push('the token has no numeric exp: the sidecar would refuse it (ERR_TOKEN_CLAIMS)');
   if (typeof exp === 'number' && exp * 1000 <= now) notes.push('token is expired: the sidecar would refuse it (ERR_TOKEN_EXPIRED)');
+  // The rest of authentication's own checks (authn/claims.ts), as the sidecar runs them: `nbf`
+  // and `iat` (exp is told above, without the clock skew), and the claims an identity is made of
+  // (`sub` or `client_id`, `scope`, `act`). Found in review: a token without `sub` and
+  // `client_id` was explained as a bare "allow".
+  const claims = id.claims as JsonObject;
+  const time = checkTime(claims, now, DEFAULT_CLOCK_SKEW_SECONDS, false);
+  if (time !== undefined && time.code !== 'ERR_TOKEN_EXPIRED') notes.push(`${time.detail}: the sidecar would refuse the token (${time.code})`);
+  const parts = identityParts(claims);
+  if (isFailure(parts)) notes.push(`${parts.detail}: the sidecar would refuse the token (${parts.code})`);
   const alg = info.header?.['alg'];
   if (typeof alg === 'string' && !trust.algorithms.includes(alg)) notes.push(`algorithm ${alg} is not allowed for this issuer (ERR_TOKEN_ALG_NOT_ALLOWED)`);
   if (info.header !== undefined && trust.requireAtJwtType) {

@@ -14,6 +14,9 @@ import { telemetryConfigSchema } from './telemetry.ts';
  * `scripts/gen-docs.ts` renders docs/sidecar-config.md and the JSON Schema from this one source.
  */
 
+/** `authn.clockSkewSeconds` when not set; also what `ward policy explain` assumes. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 30;
+
 const port = z.int().min(0).max(65535);
 const host = z.string().min(1);
 
@@ -102,7 +105,7 @@ const credential = z.strictObject({
 });
 
 const authn = z.strictObject({
-  clockSkewSeconds: z.int().min(0).max(300).default(30).meta({ description: 'Tolerance for `exp`, `nbf` and `iat`.' }),
+  clockSkewSeconds: z.int().min(0).max(300).default(DEFAULT_CLOCK_SKEW_SECONDS).meta({ description: 'Tolerance for `exp`, `nbf` and `iat`.' }),
   maxTokenBytes: z.int().min(256).max(65536).default(8192).meta({ description: 'Longer bearer tokens are refused unparsed.' }),
   cacheEntries: z.int().nonnegative().default(10_000).meta({
     description: 'Verified-token cache size (0 disables it). Entries never outlive the token\'s `exp`.',

@@ -36,11 +36,19 @@ export function issueAt(locator: YamlLocator | undefined, file: string, path: Fi
   return locator?.issue(path, message, at) ?? { file, line: 1, column: 1, path: formatPath(path), message };
 }
 
+/**
+ * The text without a leading UTF-8 byte order mark. YAML allows one, and editors do not show it
+ * as a column; left in, it put every position on line 1 one column late (found in review).
+ */
+export function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
 export function createYamlLocator(text: string, file: string): YamlLocator {
   const lineCounter = new LineCounter();
   // The text already parsed cleanly once (parseYamlFile); parse errors cannot happen here, and if
   // they did the positions would still be the best available.
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(withoutBom(text), { lineCounter, uniqueKeys: true, prettyErrors: false });
   const offsetOf = (path: FieldPath, at: 'value' | 'key'): number => {
     if (at === 'key' && path.length > 0) {
       const last = path[path.length - 1];

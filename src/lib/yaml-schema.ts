@@ -1,7 +1,7 @@
 import { LineCounter, parseDocument } from 'yaml';
 import type { output, Schema } from './schema.ts';
 import { ConfigError, type FileIssue } from '../errors/ward-error.ts';
-import { formatPath, keyOffset, nodeOffset } from './yaml-locate.ts';
+import { formatPath, keyOffset, nodeOffset, withoutBom } from './yaml-locate.ts';
 
 export { formatPath };
 
@@ -12,9 +12,14 @@ export { formatPath };
  */
 export function parseYamlFile<S extends Schema>(text: string, file: string, schema: S): output<S> {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
+  const doc = parseDocument(withoutBom(text), { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const issues: FileIssue[] = [];
-  for (const err of doc.errors) {
+  // Warnings too: the library's warnings are readings it is unsure of, and it goes on with a
+  // guess. An explicit tag it cannot resolve (`!!bool yes`, which is YAML 1.1; `!!float 1`, a
+  // local `!level`) becomes the plain string, so `equals: !!bool yes` compared a claim with the
+  // string "yes" and a deny rule written with it never fired (found in review). A file is
+  // either read as written or refused.
+  for (const err of [...doc.errors, ...doc.warnings]) {
     const pos = lineCounter.linePos(err.pos[0]);
     issues.push({ file, line: pos.line, column: pos.col, path: '', message: firstLine(err.message) });
   }

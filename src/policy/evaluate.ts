@@ -18,8 +18,8 @@ import { collectCandidates, grpcKey } from './routes.ts';
  *     had no token and the allow rules for its route need one (-> 401 challenge),
  *     ERR_SCOPE_INSUFFICIENT when one failed only on scope (-> insufficient_scope), else
  *     ERR_POLICY_NO_MATCH;
- *  4. a dry-run allow rule for the route, or a dry-run policy, turns that refusal into an allow
- *     that records it (`dryRunDenial`).
+ *  4. a dry-run allow rule, on a route that no enforced allow rule covers, or a dry-run policy,
+ *     turns that refusal into an allow that records it (`dryRunDenial`).
  *
  * `now` (ms since the epoch) is part of the contract for time-based conditions; none exist yet.
  */
@@ -53,12 +53,22 @@ export function evaluate(policy: CompiledPolicy, facts: Facts, _now: number): Ve
   }
 
   const denial = n === 0 ? prog.noMatch.decision : diagnose(prog, n, id);
-  // A dry-run allow rule for this route admits what its token requirement or conditions refused.
+  // A dry-run allow rule admits what its token requirement or conditions refused, but only on
+  // a route no enforced allow rule covers: where one does, its refusal stands. Otherwise adding
+  // a dry-run rule next to an enforced one let through every caller the enforced rule refused
+  // (found in review; a shadow rule must not weaken enforcement, as in Envoy and Istio).
+  let dryRule: CompiledAllowRule | undefined;
   for (let k = 0; k < n; k++) {
     const rule = prog.allowRules[scratch[k] as number];
-    if (rule?.dryRun === true) {
-      return permit({ ...rule.allowDecision, reason: `${rule.label}: allowed (dry-run; would deny: ${denial.reason})`, dryRunDenial: toDryRun(denial) }, id);
+    if (rule === undefined) continue;
+    if (!rule.dryRun) {
+      dryRule = undefined;
+      break;
     }
+    dryRule ??= rule;
+  }
+  if (dryRule !== undefined) {
+    return permit({ ...dryRule.allowDecision, reason: `${dryRule.label}: allowed (dry-run; would deny: ${denial.reason})`, dryRunDenial: toDryRun(denial) }, id);
   }
   if (policy.dryRun) return dryRunAllow(denial, id);
   return n === 0 ? prog.noMatch : { decision: denial, permit: null };

@@ -278,7 +278,7 @@ const rule = z
       examples: [[{ scopes: { allOf: ['orders.read'] } }, { claim: 'tenant.id', equals: 'acme' }]],
     }),
     dryRun: z.boolean().default(false).meta({
-      description: 'Record instead of enforce. A dry-run deny rule that matches does not refuse the call (the would-be denial is recorded and evaluation continues). A dry-run allow rule admits calls to its route even when its token requirement or conditions fail, recording the denial that would have happened.',
+      description: 'Record instead of enforce. A dry-run deny rule that matches does not refuse the call (the would-be denial is recorded and evaluation continues). A dry-run allow rule admits calls to its route even when its token requirement or conditions fail, recording the denial that would have happened, unless an enforced allow rule also covers the route: then that rule decides.',
       examples: [true],
     }),
   })

@@ -9,6 +9,9 @@ import {
   type PolicyRule,
 } from './schema.ts';
 
+/** One RFC 6749 §3.3 scope-token: `1*( %x21 / %x23-5B / %x5D-7E )`. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
 /**
  * Checks that need more than one field at a time, run after the schema accepted the file.
  * Each finding names the file, line, column and field path, like a schema error. The point is
@@ -157,6 +160,14 @@ function checkCondition(c: PolicyCondition, at: FieldPath, issuers: ReadonlySet<
     for (const op of ops) report([...at, op], `"${op}" goes with claim only (${subject} takes its own test)`, 'key');
   }
   if (c.scopes !== undefined && c.scopes.anyOf === undefined && c.scopes.allOf === undefined) report([...at, 'scopes'], 'needs anyOf or allOf');
+  // A token's scopes are single scope-tokens (RFC 6749 §3.3: no space, `"` or `\`), so a value
+  // that is not one can never be among them: a deny rule written with "a b" loaded and never
+  // fired (found in review).
+  for (const list of ['anyOf', 'allOf'] as const) {
+    c.scopes?.[list]?.forEach((v, i) => {
+      if (!SCOPE_TOKEN.test(v)) report([...at, 'scopes', list, i], `"${v}" is not one scope (RFC 6749 §3.3: no spaces, quotes or backslashes); list each scope on its own`);
+    });
+  }
   if (c.via !== undefined && c.via.anyOf === undefined && c.via.allOf === undefined) report([...at, 'via'], 'needs anyOf or allOf');
   if (c.issuer !== undefined) {
     c.issuer.in.forEach((iss, i) => {

@@ -206,3 +206,65 @@ describe('ward policy help', () => {
     expect((await ward('explain', '--help')).stdout).toMatch(/^Usage: ward policy explain/);
   });
 });
+
+describe('ward policy explain judges what the sidecar judges (found in review, sixteenth session)', () => {
+  let file: string;
+  beforeAll(() => {
+    file = join(dir, 'paths.policy.yaml');
+    writeFileSync(
+      file,
+      `apiVersion: ward.dev/v1
+kind: Policy
+service: orders
+issuers:
+  - issuer: ${ISSUER}
+    audiences: [urn:ward:orders]
+rules:
+  - name: no-admin
+    action: deny
+    match: { http: [{ prefix: /admin }] }
+  - name: public
+    action: allow
+    token: optional
+    match: { http: [{ prefix: /public }] }
+  - name: callers
+    action: allow
+    match: { grpc: [/ward.demo.v1.Orders/GetOrder] }
+`,
+    );
+  });
+
+  it.each(['/public/../admin/x', '/public/%2e%2e/admin/x', '/public/./../admin//x'])('%s is judged as /admin/x, as the sidecar normalizes it', async (target) => {
+    const r = await ward('explain', '--policy', file, '--http', `GET ${target}`);
+    expect(r.stdout).toContain('request:  HTTP GET /admin/x\n');
+    expect(r.stdout).toContain('decision: deny ERR_POLICY_DENIED');
+    expect(r.code).toBe(3);
+  });
+
+  it('a spelling the sidecar refuses before the policy is refused with its code', async () => {
+    const r = await ward('explain', '--policy', file, '--http', 'GET /public/a%2Fb');
+    expect(r.code).toBe(3);
+    expect(r.stdout).toMatch(/^decision: deny ERR_PATH_AMBIGUOUS \(HTTP 400, gRPC status \d+\)$/m);
+    expect(r.stdout).toContain('the sidecar refuses the request itself, before the token and the policy');
+    const j = await ward('explain', '--policy', file, '--http', 'GET /public/a%2Fb', '--json');
+    expect(JSON.parse(j.stdout)).toMatchObject({ outcome: 'deny', stage: 'request', decision: { kind: 'deny', code: 'ERR_PATH_AMBIGUOUS' } });
+  });
+
+  it('methods are case-sensitive, as in the sidecar: `get` is refused', async () => {
+    const r = await ward('explain', '--policy', file, '--http', 'get /public/x');
+    expect(r.code).toBe(3);
+    expect(r.stdout).toContain('decision: deny ERR_REQUEST_INVALID');
+    expect((await ward('explain', '--policy', file, '--http', 'GET /public/x')).code).toBe(0);
+  });
+
+  it('a token authentication refuses (no sub and no client_id, nbf in the future) is pointed out, not a bare allow', async () => {
+    const base = { iss: ISSUER, aud: 'urn:ward:orders', exp: NOW / 1000 + 600 };
+    const noSubject = await ward('explain', '--policy', file, '--claims', JSON.stringify(base), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(noSubject.stdout).toMatch(/note: .*the sidecar would refuse the token \(ERR_TOKEN_CLAIMS\)/);
+    const early = await ward('explain', '--policy', file, '--claims', JSON.stringify({ ...base, sub: 'a', nbf: NOW / 1000 + 300 }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(early.stdout).toMatch(/note: .*nbf .* is in the future: the sidecar would refuse the token \(ERR_TOKEN_NOT_YET_VALID\)/);
+    // within the clock skew the sidecar allows: no note
+    const skew = await ward('explain', '--policy', file, '--claims', JSON.stringify({ ...base, sub: 'a', nbf: NOW / 1000 + 10 }), '--grpc', '/ward.demo.v1.Orders/GetOrder');
+    expect(skew.stdout).not.toContain('ERR_TOKEN_NOT_YET_VALID');
+  });
+});

@@ -378,7 +378,8 @@ describe('evaluate: dry-run', () => {
   });
 
   it('a dry-run allow rule admits what its conditions or token requirement refuse, recording the refusal', () => {
-    const p = policy(rules);
+    // The tightened rule replaces the old one, in dry-run: the only allow rule on its route.
+    const p = policy(rules.replace(/ {2}- name: writers\n[^]*$/, ''));
     const put = grpc('/shop.v1.Orders/Put');
     expect(decide(p, id({}), put)).toMatchObject({
       kind: 'allow',
@@ -386,7 +387,16 @@ describe('evaluate: dry-run', () => {
       dryRunDenial: { code: 'ERR_SCOPE_INSUFFICIENT', rule: 'tighter-writers', reason: 'rule "tighter-writers": scope lacks orders.write' },
     });
     expect(decide(p, null, put)).toMatchObject({ kind: 'allow', rule: 'tighter-writers', dryRunDenial: { code: 'ERR_TOKEN_MISSING' } });
-    // a call another rule admits carries no dry-run record
+    expect(decide(p, id({ scope: 'orders.write' }), put)).toMatchObject({ kind: 'allow', rule: 'tighter-writers', dryRunDenial: undefined });
+  });
+
+  it('a dry-run allow rule never admits a call an enforced allow rule on its route refuses (regression: it let every such call through)', () => {
+    const p = policy(rules);
+    const put = grpc('/shop.v1.Orders/Put');
+    // writers (enforced) refuses these: its refusal stands, the dry-run rule admits nothing
+    expect(decide(p, id({}), put)).toMatchObject({ kind: 'deny', code: 'ERR_SCOPE_INSUFFICIENT' });
+    expect(decide(p, null, put)).toMatchObject({ kind: 'deny', code: 'ERR_TOKEN_MISSING' });
+    // what either rule admits is admitted, without a dry-run record
     expect(decide(p, id({ legacy: true }), put)).toMatchObject({ kind: 'allow', rule: 'writers', dryRunDenial: undefined });
     expect(decide(p, id({ scope: 'orders.write' }), put)).toMatchObject({ kind: 'allow', rule: 'tighter-writers', dryRunDenial: undefined });
   });
