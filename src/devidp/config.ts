@@ -35,7 +35,7 @@ const resourceServer = z.strictObject({
   accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt').meta({
     description: '`jwt`: RFC 9068 JWT access tokens (`typ: at+jwt`). `opaque`: random handles, checked by introspection (RFC 7662).',
   }),
-  accessTokenTtlSeconds: z.int().positive().max(86_400).default(300).meta({ description: 'Lifetime of access tokens for this resource.' }),
+  accessTokenTtlSeconds: z.int().positive().max(86_400).default(300).meta({ description: 'Lifetime of access tokens for this resource. One issued by token exchange lives at most as long as its subject token has left.' }),
 });
 
 const client = z.strictObject({

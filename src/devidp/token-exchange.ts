@@ -52,6 +52,8 @@ interface Subject {
   readonly sub: string;
   readonly aud: readonly string[];
   readonly act: unknown;
+  /** When the subject token expires (seconds since the epoch); undefined when it says not. */
+  readonly exp: number | undefined;
 }
 
 function single(v: string | string[] | undefined): string | undefined {
@@ -82,7 +84,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps): (ctx: TokenEndpointGra
       }
       if (typeof payload.sub !== 'string') throw new errors.InvalidRequest('subject_token has no sub');
       const aud = typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []);
-      return { sub: payload.sub, aud, act: payload['act'] };
+      return { sub: payload.sub, aud, act: payload['act'], exp: payload.exp };
     }
     // an opaque access token of ours (client credentials or an earlier exchange)
     const found = (await provider.ClientCredentials.find(token)) ?? (await provider.AccessToken.find(token));
@@ -90,7 +92,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps): (ctx: TokenEndpointGra
     const sub = found.kind === 'AccessToken' ? found.accountId : found.clientId;
     if (typeof sub !== 'string') throw new errors.InvalidRequest('subject_token has no subject');
     const aud = typeof found.aud === 'string' ? [found.aud] : (found.aud ?? []);
-    return { sub, aud, act: found.extra?.['act'] };
+    return { sub, aud, act: found.extra?.['act'], exp: found.exp };
   }
 
   return async (ctx) => {
@@ -126,6 +128,21 @@ export function tokenExchangeHandler(deps: ExchangeDeps): (ctx: TokenEndpointGra
       throw new errors.InvalidRequest('subject_token was not issued for a resource this client serves');
     }
 
+    // The delegated token must not outlive the credential it came from (docs/outbound.md:
+    // found in review, it got the resource's full TTL, so the destination, and its own egress
+    // exchanging onward, held a live token after the caller's had expired). `iat` and `exp` are
+    // fixed here from one reading of the clock (oidc-provider's epochTime reads Date.now):
+    // left to oidc-provider, `exp` is stamped at save time, a second tick later than `left` was
+    // measured, and overshot the subject's by a second. `expiresIn` is the `expires_in` answered.
+    const now = Math.floor(Date.now() / 1000);
+    let expiresIn = rsInfo.accessTokenTTL;
+    if (subject.exp !== undefined) {
+      const left = subject.exp - now;
+      // expired between its check and now: as unacceptable as one found expired (§2.2.2)
+      if (left <= 0) throw new errors.InvalidRequest('subject_token is invalid');
+      expiresIn = Math.min(expiresIn, left);
+    }
+
     const rs = new provider.ResourceServer(target, rsInfo);
     const allowed = rs.scopes;
     const scope = (single(params.scope) ?? '').split(' ').filter((s) => s !== '' && allowed.has(s)).join(' ') || undefined;
@@ -145,6 +162,9 @@ export function tokenExchangeHandler(deps: ExchangeDeps): (ctx: TokenEndpointGra
       gty: 'token-exchange',
       ...(scope === undefined ? {} : { scope }),
       resourceServer: rs,
+      iat: now,
+      exp: now + expiresIn,
+      expiresIn,
     });
     ctx.body = {
       access_token: await at.save(),

@@ -60,8 +60,35 @@ export interface TokenClientOptions {
 /** OAuth errors that mean "try again later", not "no" (RFC 6749 §5.2, §4.1.2.1). */
 const TRANSIENT_OAUTH_ERRORS = new Set(['server_error', 'temporarily_unavailable']);
 
+/**
+ * The `token_type` of a 200 token response that openid-client would not accept, or undefined when
+ * `err` is anything else. openid-client 6 (oauth4webapi `processGenericAccessTokenResponse`)
+ * accepts only `bearer` and `dpop` (and `n_a` on the token-exchange grant), throws
+ * `UnsupportedOperationError('unsupported token_type value', { cause: { body } })` for any
+ * other, wrapped in a `ClientError` with code `OAUTH_UNSUPPORTED_OPERATION`, and takes no option
+ * to recognise more. Matched by shape: oauth4webapi is not a dependency of ward's own, and only
+ * this throw carries the response body as its cause.
+ */
+function unsupportedTokenType(err: unknown): string | undefined {
+  if (!(err instanceof oidc.ClientError) || err.code !== 'OAUTH_UNSUPPORTED_OPERATION') return undefined;
+  const inner: unknown = err.cause;
+  if (!(inner instanceof Error) || inner.name !== 'UnsupportedOperationError') return undefined;
+  const body: unknown = (inner.cause as { body?: unknown } | undefined)?.body;
+  if (typeof body !== 'object' || body === null) return undefined;
+  const tokenType: unknown = (body as { token_type?: unknown }).token_type;
+  return typeof tokenType === 'string' ? tokenType : undefined;
+}
+
 /** Maps whatever openid-client threw to a result. Exported for unit tests. */
 export function classifyGrantError(err: unknown): GrantResult {
+  // The IdP answered, with a token ward cannot send as Bearer (docs/outbound.md "What may be
+  // issued"): a refusal for this destination, like result()'s own check, which openid-client's
+  // throw keeps from being reached. As `unavailable` (found in review) one audience's `mac` or
+  // `pop` token started the back-off that fails calls to every destination.
+  const tokenType = unsupportedTokenType(err);
+  if (tokenType !== undefined) {
+    return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `token_type ${tokenType}`, status: 200 };
+  }
   if (err instanceof oidc.ResponseBodyError) {
     if (err.status >= 500 || TRANSIENT_OAUTH_ERRORS.has(err.error)) {
       return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` };
@@ -139,6 +166,8 @@ export function createTokenClient(o: TokenClientOptions): TokenEndpointClient {
 
   function result(r: oidc.TokenEndpointResponse): GrantResult {
     // RFC 8693 §2.2.1: `token_type` N_A means "not an access token"; we can only send Bearer.
+    // (openid-client lets through only bearer, dpop and, on the exchange grant, n_a: the rest
+    // never get here but to classifyGrantError, which refuses them the same way.)
     if (r.token_type.toLowerCase() !== 'bearer') {
       return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `token_type ${r.token_type}`, status: 200 };
     }

@@ -3,6 +3,7 @@ import type { OutboundConfig } from '../config/outbound.ts';
 import { readReferencedFile } from '../config/sidecar.ts';
 import type { CaSource } from '../h2/conn.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
+import { validAuthority } from '../lib/normalize.ts';
 import type { TokenTarget } from '../exchange/token-client.ts';
 import { createRelay, type Relay, type RelayOptions, type UpstreamTls } from '../inbound/forward.ts';
 import type { ErrorResponder } from '../inbound/respond.ts';
@@ -39,9 +40,14 @@ export interface Authority {
 
 const PORT = /^\d{1,5}$/;
 
-/** Splits `host[:port]` (RFC 3986 §3.2.2; `[v6]:port`); undefined when malformed. */
+/**
+ * Splits `host[:port]` (RFC 3986 §3.2.2; `[v6]:port`); undefined when malformed: anything the
+ * inbound authority check refuses first. A `?`, `#`, `/` or `@` in the host part ends the
+ * authority in a URL, so the port the app wrote (and the loop check judged) was not the one a
+ * pass-through connected to: `Host: 127.0.0.1#:81` went to port 80 (found in review).
+ */
 export function splitAuthority(a: string): Authority | undefined {
-  if (a === '') return undefined;
+  if (!validAuthority(a)) return undefined;
   let host: string;
   let port = '';
   if (a.charCodeAt(0) === 0x5b) {
@@ -173,7 +179,9 @@ export class Routes {
     } catch {
       return null;
     }
-    if (url.username !== '' || url.password !== '' || url.pathname !== '/') return null;
+    // Exactly the host and port written, or nothing: whatever else the URL parser made of the
+    // text (userinfo, a path, a query or fragment that swallowed the port) is not that address.
+    if (url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '' || Number(url.port === '' ? '80' : url.port) !== Number(port)) return null;
     // The loop is judged on the address as it will be connected to: `Host: 127.1:<egress port>`
     // passed a check on the text and came back here until the pool was full (found in review).
     if (Number(port) === this.selfPort && (isLocalHost(url.hostname) || this.selfHosts.has(url.hostname))) return null;

@@ -20,6 +20,13 @@ describe('splitAuthority', () => {
   it.each(['', ':80', 'a:b', 'a:1:2', 'a:99999', '[::1', '[::1]x'])('refuses %j', (input) => {
     expect(splitAuthority(input)).toBeUndefined();
   });
+
+  // What ends an authority in a URL (RFC 3986 §3.2) would move the port the app wrote out of it:
+  // `127.0.0.1#:81` was split as host `127.0.0.1#`, port 81, and passed through to port 80
+  // (found in review, sixteenth session; regression). The inbound authority check decides.
+  it.each(['127.0.0.1#:81', '127.0.0.1?:81', 'a/b:81', 'u@h:81', 'u:p@h', 'a b', 'a\\b:81'])('refuses %j (not host[:port])', (input) => {
+    expect(splitAuthority(input)).toBeUndefined();
+  });
 });
 
 describe('Routes', () => {
@@ -54,6 +61,16 @@ describe('Routes', () => {
     expect(r.passthrough({ host: '127.0.0.1', port: '15001' }, false)).toBeNull();
     expect(r.passthrough({ host: 'localhost', port: '15001' }, true)).toBeNull();
     expect(r.passthrough({ host: '127.0.0.1', port: '15002' }, false)).not.toBeNull();
+    r.destroy();
+  });
+
+  it('pass-through: nothing but the host and port written (regression: `127.0.0.1#` with port 81 went to port 80)', () => {
+    const r = routes();
+    r.selfPort = 81;
+    for (const host of ['127.0.0.1#', '127.0.0.1?', 'example.test?x']) {
+      expect(r.passthrough({ host, port: '81' }, false), host).toBeNull();
+    }
+    expect(r.passthrough({ host: 'example.test', port: '0081' }, false)).not.toBeNull();
     r.destroy();
   });
 });
