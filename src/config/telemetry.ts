@@ -42,10 +42,19 @@ export const telemetryConfigSchema = z.strictObject({
   caFile: z.string().min(1).optional().meta({
     description: 'PEM CA bundle trusted for an `https://` endpoint, relative to the config file. Default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system roots. Read again at each connection.',
   }),
-  headers: z.record(z.string().regex(/^[a-z0-9][a-z0-9._-]*$/), z.string()).optional().meta({
-    description:
-      'gRPC metadata sent with every export (lower-case names). Default: `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values percent-decoded). Prefer the variable for secrets.',
-  }),
+  headers: z
+    .record(
+      z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9._-]*$/)
+        .refine((k) => reservedHeader(k) === null, { message: 'set by the exporter itself, or not allowed in gRPC metadata (see the description)' }),
+      z.string().regex(/^[\x20-\x7e]*$/, 'gRPC metadata values are printable ASCII'),
+    )
+    .optional()
+    .meta({
+      description:
+        'gRPC metadata sent with every export (lower-case names). Default: `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values percent-decoded). Names are `[a-z0-9][a-z0-9._-]*` (a variable\'s are lower-cased first), not ending in `-bin`, and not one the exporter sets or HTTP/2 forbids (`content-type`, `content-length`, `te`, `host`, `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`, `grpc-*`; `authorization` on a signal exported to the control plane, which is sent the sidecar\'s own token). Values are printable ASCII without leading or trailing spaces. A bad one is a start-up error (its value never shown). Prefer the variable for secrets.',
+    }),
   serviceName: z.string().min(1).optional().meta({
     description: 'The `service.name` resource attribute. Default: `OTEL_SERVICE_NAME`, else the sidecar\'s `service`.',
   }),
@@ -188,8 +197,14 @@ export function resolveTelemetry(
       ca = caFile ?? ctx.controlPlane.caFile;
       source = 'control-plane';
     } else continue;
-    const headers = { ...keyValues(env, 'OTEL_EXPORTER_OTLP_HEADERS', fail), ...keyValues(env, `OTEL_EXPORTER_OTLP_${upper}_HEADERS`, fail), ...cfg.headers };
-    targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(lowerKeys(headers)), timeoutMs, source });
+    // Checked here, at start-up: a header the exporter cannot send, or one the collector refuses,
+    // would otherwise fail every export and lose the whole decision trail (found in review).
+    const headers = {
+      ...exportHeaders(env, 'OTEL_EXPORTER_OTLP_HEADERS', source, fail),
+      ...exportHeaders(env, `OTEL_EXPORTER_OTLP_${upper}_HEADERS`, source, fail),
+      ...fileHeaders(cfg.headers, source, fail),
+    };
+    targets[s] = Object.freeze({ address, tls, caFile: tls ? ca : undefined, headers: Object.freeze(headers), timeoutMs, source });
   }
 
   // A CA file that cannot be read is a configuration error here, at its field, not an ENOENT
@@ -344,9 +359,71 @@ function keyValues(env: Env, name: string, fail: (p: string, m: string) => void)
   return out;
 }
 
-function lowerKeys(h: Record<string, string>): Record<string, string> {
+/** A gRPC metadata name as the file's keys are written (HTTP/2 field names are lower-case, RFC 9113 §8.2.1). */
+const HEADER_NAME = /^[a-z0-9][a-z0-9._-]*$/;
+/**
+ * A gRPC ASCII metadata value (PROTOCOL-HTTP2.md: `ASCII-Value = 1*( %x20-%x7E )`, so no tab
+ * either, although HTTP allows it), without the leading or trailing space an HTTP/2 field value
+ * must not have (RFC 9113 §8.2.1; RFC 9110 §5.5). Empty is allowed.
+ */
+const HEADER_VALUE = /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/;
+/**
+ * Fields the exporter writes itself (src/h2/grpc-unary.ts: `content-type`, `te`, `grpc-timeout`),
+ * the connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2), `host` (`:authority` in
+ * HTTP/2) and `content-length` (the exporter frames the body): a second one makes the request
+ * malformed or the collector refuse it. `grpc-*` names are reserved by gRPC.
+ */
+const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-length', 'te', 'host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** Why `name` (valid, lower-case) cannot be an export header on any signal, or null. */
+function reservedHeader(name: string): string | null {
+  if (RESERVED_HEADERS.has(name) || name.startsWith('grpc-')) return `'${name}' is set by the exporter itself or not allowed in gRPC metadata`;
+  if (name.endsWith('-bin')) return `'${name}': a \`-bin\` name holds binary metadata, which a config cannot give`;
+  return null;
+}
+
+/**
+ * Why an export header cannot be sent to a target of this `source`, or null. Never shows the
+ * value: headers carry collector credentials.
+ */
+function headerProblem(name: string, value: string, source: OtlpTarget['source']): string | null {
+  const reserved = reservedHeader(name);
+  if (reserved !== null) return reserved;
+  // The exporter adds the sidecar's own control-plane token there; a second `authorization`
+  // would be ambiguous, and would hand a collector's credential to the control plane.
+  if (name === 'authorization' && source === 'control-plane') return `'authorization' is set by the sidecar (its control-plane token) on a signal exported to the control plane; give a collector's credentials in the per-signal variable of the signal sent to it`;
+  if (!HEADER_VALUE.test(value)) return `the value of '${name}' is not a gRPC metadata value (printable ASCII, no leading or trailing spaces)`;
+  return null;
+}
+
+/** `OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS`: names lower-cased, then checked like the file's. */
+function exportHeaders(env: Env, variable: string, source: OtlpTarget['source'], fail: (p: string, m: string) => void): Record<string, string> {
+  const raw = keyValues(env, variable, fail);
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h)) out[k.toLowerCase()] = v;
+  let n = 0;
+  for (const [k, v] of Object.entries(raw)) {
+    n++;
+    const name = k.toLowerCase();
+    // The name is not shown either: a malformed pair may be a mangled secret.
+    if (!HEADER_NAME.test(name)) fail(variable, `header ${n}: the name is not a gRPC metadata name (letters, digits, '.', '_', '-')`);
+    else {
+      const problem = headerProblem(name, v, source);
+      if (problem !== null) fail(variable, problem);
+      else out[name] = v;
+    }
+  }
+  return out;
+}
+
+/** `telemetry.headers`: the schema checked the names' form (a caller may not have parsed it). */
+function fileHeaders(headers: Readonly<Record<string, string>> | undefined, source: OtlpTarget['source'], fail: (p: FieldPath, m: string) => void): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (headers === undefined) return out;
+  for (const [name, v] of Object.entries(headers)) {
+    const problem = HEADER_NAME.test(name) ? headerProblem(name, v, source) : 'not a gRPC metadata name (lower-case letters, digits, \'.\', \'_\', \'-\')';
+    if (problem !== null) fail(['telemetry', 'headers', name], problem);
+    else out[name] = v;
+  }
   return out;
 }
 

@@ -35,6 +35,8 @@ export type ErrorCode =
   | 'ERR_POLICY_NO_MATCH'
   | 'ERR_SCOPE_INSUFFICIENT'
   | 'ERR_POLICY_UNAVAILABLE'
+  // the caller's own deadline (`grpc-timeout`) passed while the call was still being decided
+  | 'ERR_DEADLINE_EXCEEDED'
   // the local app
   | 'ERR_UPSTREAM_UNAVAILABLE'
   | 'ERR_UPSTREAM_TIMEOUT'
@@ -79,6 +81,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   'ERR_POLICY_NO_MATCH',
   'ERR_SCOPE_INSUFFICIENT',
   'ERR_POLICY_UNAVAILABLE',
+  'ERR_DEADLINE_EXCEEDED',
   'ERR_UPSTREAM_UNAVAILABLE',
   'ERR_UPSTREAM_TIMEOUT',
   'ERR_UPSTREAM_RESET',

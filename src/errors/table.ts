@@ -42,6 +42,9 @@ export interface ErrorRow {
  *   policy saying no, and retrying cannot help. An IdP that refuses a token exchange is
  *   403/PERMISSION_DENIED too (the OAuth error code goes to the decision and the log); an IdP
  *   that cannot be reached is 503/UNAVAILABLE.
+ * - A caller's deadline that passes before its call is decided (a slow JWKS fetch, a token
+ *   exchange) is `ERR_DEADLINE_EXCEEDED`, not `ERR_UPSTREAM_TIMEOUT`: the app (or destination)
+ *   was never called. 504 / DEADLINE_EXCEEDED, as gRPC maps that status to HTTP.
  * - Browser sessions: a session cookie that does not unseal, has expired or was logged out is
  *   401 with a bare challenge, like a missing token (a browser on a sign-in route is sent to sign
  *   in instead); a sign-in callback that fails (forged `state`, replayed code, bad ID token) is
@@ -74,6 +77,7 @@ export const ERROR_TABLE: { readonly [C in ErrorCode]: ErrorRow } = {
   ERR_POLICY_NO_MATCH: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'none', message: 'no policy rule allows this call' },
   ERR_SCOPE_INSUFFICIENT: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, challenge: 'insufficient_scope', message: 'insufficient scope' },
   ERR_POLICY_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'no policy loaded' },
+  ERR_DEADLINE_EXCEEDED: { http: 504, grpc: GrpcStatus.DEADLINE_EXCEEDED, challenge: 'none', message: 'deadline exceeded before the call was decided' },
   ERR_UPSTREAM_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream unavailable' },
   ERR_UPSTREAM_TIMEOUT: { http: 504, grpc: GrpcStatus.DEADLINE_EXCEEDED, challenge: 'none', message: 'upstream timed out' },
   ERR_UPSTREAM_RESET: { http: 502, grpc: GrpcStatus.UNAVAILABLE, challenge: 'none', message: 'upstream reset the stream' },

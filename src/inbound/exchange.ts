@@ -102,6 +102,11 @@ export class Exchange {
   relayedGrpcStatus: string | undefined = undefined;
   /** A ward error response (or reset) was written: nothing else may be. */
   finished = false;
+  /**
+   * The stack decided the call (allowed or refused, and recorded): from here a deadline that
+   * passes is the app's to answer for, before it the call's own (`ERR_DEADLINE_EXCEEDED`).
+   */
+  decided = false;
   upstream: H2ClientStream | ClientRequest | null = null;
   upstreamRes: IncomingMessage | null = null;
   /** The upstream leg completed, failed or was cancelled by us. */

@@ -48,8 +48,13 @@ import type { InboundCounters } from './types.ts';
 export interface Forwarder {
   /** Sends an allowed call to the app. Only a `Permit` (from `evaluate`) opens the way. */
   forward(ex: Exchange, permit: Permit): void;
-  /** Starts the call's deadline (`grpc-timeout`, or `upstream.requestTimeoutMs`). */
-  armDeadline(ex: Exchange, ms: number): void;
+  /**
+   * Starts the call's `grpc-timeout` deadline, from arrival; `onExpiry(ex)` runs when it passes
+   * (the stack's: it refuses a call not yet decided itself, and hands an allowed one to `expire`).
+   */
+  armDeadline(ex: Exchange, ms: number, onExpiry: (ex: Exchange) => void): void;
+  /** The deadline of an allowed call passed: the app's side is cancelled, the caller answered `ERR_UPSTREAM_TIMEOUT`. */
+  expire(ex: Exchange): void;
   /** The client went away: cancel the app's side of the call, if any. */
   cancel(ex: Exchange): void;
   close(): Promise<void>;
@@ -68,7 +73,10 @@ export interface ForwarderOptions extends RelayOptions {
 export interface Relay {
   /** Sends the call upstream with `ex.fwdHeaders` as they are; the caller decided it may go. */
   send(ex: Exchange): void;
-  armDeadline(ex: Exchange, ms: number): void;
+  /** As `Forwarder.armDeadline`. */
+  armDeadline(ex: Exchange, ms: number, onExpiry: (ex: Exchange) => void): void;
+  /** As `Forwarder.expire`. */
+  expire(ex: Exchange): void;
   cancel(ex: Exchange): void;
   close(): Promise<void>;
   destroy(): void;
@@ -390,7 +398,8 @@ export function createForwarder(o: ForwarderOptions): Forwarder {
       addIdentityHeaders(ex.fwdHeaders, identityNames, permit.identity, claims, ex.decisionId);
       relay.send(ex);
     },
-    armDeadline: (ex, ms) => relay.armDeadline(ex, ms),
+    armDeadline: (ex, ms, onExpiry) => relay.armDeadline(ex, ms, onExpiry),
+    expire: (ex) => relay.expire(ex),
     cancel: (ex) => relay.cancel(ex),
     close: () => relay.close(),
     destroy: () => relay.destroy(),
@@ -895,10 +904,11 @@ export function createRelay(o: RelayOptions): Relay {
       if (pool !== null) toH2(ex, pool);
       else toH1(ex, agent as Agent);
     },
-    armDeadline(ex: Exchange, ms: number): void {
+    armDeadline(ex: Exchange, ms: number, onExpiry: (ex: Exchange) => void): void {
       ex.deadlineAt = performance.now() + ms;
-      ex.timer = setTimeout(onDeadline, ms, ex);
+      ex.timer = setTimeout(onExpiry, ms, ex);
     },
+    expire: onDeadline,
     cancel(ex: Exchange): void {
       cancelUpstream(ex);
     },

@@ -109,9 +109,13 @@ const END_STREAM = Object.freeze({ endStream: true });
 /** HTTP/1.1 refusals after which the connection is not reused (see `write`). */
 const CLOSE_AFTER: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_REQUEST_INVALID', 'ERR_PATH_INVALID', 'ERR_PATH_AMBIGUOUS']);
 
+/** The end of a raw HTTP/1.1 refusal's head, after its decision id. */
+const RAW_H1_END = '\r\nconnection: close\r\n\r\n';
+
 export class ErrorResponder {
   readonly #byCode: Map<ErrorCode, ErrorResponse>;
-  readonly #rawH1: Map<ErrorCode, Buffer>;
+  /** Per code: a raw HTTP/1.1 refusal's status line and fields up to the decision id's value. */
+  readonly #rawH1: Map<ErrorCode, string>;
 
   constructor(service: string) {
     this.#byCode = new Map(ERROR_CODES.map((c) => [c, buildErrorResponse(service, c)]));
@@ -119,7 +123,7 @@ export class ErrorResponder {
       ERROR_CODES.map((c) => {
         const r = this.#byCode.get(c) as ErrorResponse;
         const head = Object.entries(r.h1).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-        return [c, Buffer.concat([Buffer.from(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}\r\n${head}connection: close\r\n\r\n`), r.body])];
+        return [c, `HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}\r\n${head}${HEADER_DECISION_ID}: `];
       }),
     );
   }
@@ -187,11 +191,16 @@ export class ErrorResponder {
   }
 
   /**
-   * HTTP/1.1 bytes the parser rejected before any request existed (llhttp `clientError`):
-   * a raw 400 carrying the reason, then the connection closes.
+   * HTTP/1.1 bytes refused before any request existed (llhttp `clientError`, a cleartext
+   * connection under `tls.mode: strict`): a raw response carrying the reason and `decisionId`,
+   * then the connection closes. Not the hot path: the head is joined per refusal.
    */
-  writeClientError(socket: Socket, code: ErrorCode): void {
-    if (socket.writable) socket.end(this.#rawH1.get(code) as Buffer);
-    else socket.destroy();
+  writeClientError(socket: Socket, code: ErrorCode, decisionId: string): void {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const r = this.#byCode.get(code) as ErrorResponse;
+    socket.end(Buffer.concat([Buffer.from(`${this.#rawH1.get(code) as string}${decisionId}${RAW_H1_END}`, 'latin1'), r.body]));
   }
 }

@@ -6,6 +6,8 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { H2ServerConnection, type H2ServerStream } from '../h2/server.ts';
 import { resolveFrom } from '../config/sidecar.ts';
+import type { ErrorCode } from '../errors/codes.ts';
+import { ERROR_TABLE } from '../errors/table.ts';
 import { ConfigError } from '../errors/ward-error.ts';
 import { type CertPair, CertPairError, loadCertPair, watchCertPair } from '../lib/cert-pair.ts';
 import { issueAt } from '../lib/yaml-locate.ts';
@@ -70,6 +72,12 @@ export interface ListenerOptions {
   readonly log: Logger;
   /** Takes a new call (the stage's stack). */
   handle(ex: Exchange): void;
+  /**
+   * Records an HTTP/1.1 request the parser refused (`Stack.refuseUnparsed`); the listener writes
+   * the answer, with `ex.decisionId`, and ends `ex.span`. Without it the answer still carries a
+   * decision id, but nothing records it (the egress listener).
+   */
+  refuseUnparsed?(ex: Exchange, code: ErrorCode, detail: string): void;
   /** The client went away: cancel the call's upstream side, if any. */
   cancel(ex: Exchange): void;
   /** Once no call is left: release upstream connections gracefully. */
@@ -130,6 +138,7 @@ const SNIFF_TIMEOUT_MS = 10_000;
 const H1_HEADERS_TIMEOUT_MS = 30_000;
 const H1_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const EMPTY_TRAILERS = Object.freeze({});
+const NO_FIELDS: readonly string[] = Object.freeze([]);
 
 const kActive: unique symbol = Symbol('ward.h1.active');
 type H1Socket = Socket & { [kActive]?: number };
@@ -274,6 +283,7 @@ export async function createInbound(deps: InboundDeps): Promise<Inbound> {
     responder,
     log,
     handle: (ex) => stack.handle(ex),
+    refuseUnparsed: (ex, code, detail) => stack.refuseUnparsed(ex, code, detail),
     cancel: (ex) => forwarder.cancel(ex),
     release: () => forwarder.close(),
     destroy: () => forwarder.destroy(),
@@ -512,10 +522,50 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   h1Server.on('clientError', (err: NodeJS.ErrnoException, socket: H1Socket) => {
     log.debug('HTTP/1.1 parse error', { code: err.code });
     // Bytes after a pipelined request whose response is still being written: a raw 400 would
-    // be spliced into that response, so the connection just closes.
-    if ((socket[kActive] ?? 0) > 0) socket.destroy();
-    else responder.writeClientError(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 'ERR_REQUEST_HEADERS_TOO_LARGE' : 'ERR_REQUEST_INVALID');
+    // be spliced into that response, so the connection just closes (nothing is answered).
+    if ((socket[kActive] ?? 0) > 0) {
+      socket.destroy();
+      return;
+    }
+    refuseUnparsed(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 'ERR_REQUEST_HEADERS_TOO_LARGE' : 'ERR_REQUEST_INVALID', err.code ?? 'parse error');
   });
+
+  /**
+   * A request refused by the parser is answered by the sidecar like any other refusal: with a
+   * decision id (docs/reason-codes.md), and, through the stage, a decision record, span and
+   * `ward_decisions_total` sample (found in review: it had neither, so a flood of them was
+   * invisible on /metrics). Nothing of the request is known: no method, no route.
+   */
+  function refuseUnparsed(socket: Socket, code: ErrorCode, detail: string): void {
+    const ex = new Exchange({
+      h2: null,
+      req: null,
+      res: null,
+      grpc: false,
+      decisionId: nextDecisionId(),
+      method: '',
+      target: undefined,
+      authority: undefined,
+      rawHeaders: NO_FIELDS,
+      bodyless: true,
+      expectContinue: false,
+    });
+    try {
+      o.refuseUnparsed?.(ex, code, detail);
+    } catch (err) {
+      log.error('recording a parser refusal threw', { decisionId: ex.decisionId, err });
+    }
+    responder.writeClientError(socket, code, ex.decisionId);
+    const span = ex.span;
+    if (span !== null) {
+      ex.span = null;
+      try {
+        span.end(ERROR_TABLE[code].http, -1, false);
+      } catch {
+        // telemetry never fails a call
+      }
+    }
+  }
 
   function adoptH1(socket: H1Socket): void {
     h1Sockets.add(socket);
@@ -628,7 +678,9 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     // A peer that keeps its side open after our answer is cut off as on the sniff.
     socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
     if (h2) socket.end(GOAWAY_TLS_REQUIRED);
-    else responder.writeClientError(socket, 'ERR_TLS_REQUIRED');
+    // A decision id as on every answer the sidecar writes, though no request is read and nothing
+    // is recorded (docs/reason-codes.md): the log line above stands for the refusals.
+    else responder.writeClientError(socket, 'ERR_TLS_REQUIRED', nextDecisionId());
   }
 
   const cleartext = net.createServer({ noDelay: true }, onCleartextConnection);

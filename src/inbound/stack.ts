@@ -43,6 +43,12 @@ export interface StackOptions {
 
 export interface Stack {
   handle(ex: Exchange): void;
+  /**
+   * A request the HTTP/1.1 parser refused (`clientError`): no method, path or header of it is
+   * known. Counted, logged and recorded like any denial (a decision record with no route, its
+   * span in `ex.span`); the listener writes the answer and ends the span.
+   */
+  refuseUnparsed(ex: Exchange, code: ErrorCode, detail: string): void;
 }
 
 function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
@@ -65,6 +71,7 @@ export function createStack(o: StackOptions): Stack {
   const session = deps.session;
 
   function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRun: DryRunDenial | null): void {
+    ex.decided = true;
     if (onDecision === undefined && tracer === undefined) return;
     const id = ex.identity;
     const r: DecisionRecord = {
@@ -103,6 +110,15 @@ export function createStack(o: StackOptions): Stack {
   }
 
   function deny(ex: Exchange, code: ErrorCode, detail: string, d: DenyDecision | null = null): void {
+    noteDenial(ex, code, detail, d);
+    // A browser on a sign-in route: a redirect to sign in instead of a 401, an HTML page instead
+    // of a text 403; and a refused session cookie is cleared. Everyone else: the table's response.
+    if (session !== undefined && session.writeDenial(ex, code)) return;
+    responder.write(ex, code);
+  }
+
+  /** What every denial leaves behind, before it is written: the count, the log line, the record. */
+  function noteDenial(ex: Exchange, code: ErrorCode, detail: string, d: DenyDecision | null): void {
     counters.denied++;
     if (log.enabled('debug')) log.debug('denied', { decisionId: ex.decisionId, code, detail, rule: d?.rule ?? null });
     else if (log.enabled('info')) {
@@ -112,10 +128,12 @@ export function createStack(o: StackOptions): Stack {
       if (skipped >= 0) log.info('denied', { decisionId: ex.decisionId, code, rule: d?.rule ?? null, ...(skipped > 0 ? { notLogged: skipped } : {}) });
     }
     record(ex, code, d, null);
-    // A browser on a sign-in route: a redirect to sign in instead of a 401, an HTML page instead
-    // of a text 403; and a refused session cookie is cleared. Everyone else: the table's response.
-    if (session !== undefined && session.writeDenial(ex, code)) return;
-    responder.write(ex, code);
+  }
+
+  function refuseUnparsed(ex: Exchange, code: ErrorCode, detail: string): void {
+    counters.requests++;
+    if (tracer !== undefined) ex.traceStart = tracer.now();
+    noteDenial(ex, code, detail, null);
   }
 
   /**
@@ -195,7 +213,7 @@ export function createStack(o: StackOptions): Stack {
         if (ms < 0) return deny(ex, 'ERR_REQUEST_INVALID', 'malformed grpc-timeout');
         ex.grpcTimeoutMs = ms;
         // The deadline runs from arrival, so time spent authenticating counts against it.
-        forwarder.armDeadline(ex, ms);
+        forwarder.armDeadline(ex, ms, onDeadline);
       }
     }
 
@@ -242,6 +260,21 @@ export function createStack(o: StackOptions): Stack {
       return afterSession(ex, s);
     }
     authenticate(ex, e.token);
+  }
+
+  /**
+   * The call's `grpc-timeout` passed. Still undecided (waiting for authentication, a JWKS or
+   * introspection fetch, the session store): the stack refuses it itself, through `deny`, so it
+   * has a decision record, span and count under the id the caller is given, and a code that says
+   * what happened (found in review: the forwarder answered ERR_UPSTREAM_TIMEOUT, counted an
+   * upstream error for an app never called, and nothing carried the id). The wait that is still
+   * running finds the call finished and stops. Allowed already: the app's call ran out.
+   */
+  function onDeadline(ex: Exchange): void {
+    if (ex.decided) return forwarder.expire(ex);
+    ex.timer = null;
+    if (ex.closed || ex.finished) return;
+    deny(ex, 'ERR_DEADLINE_EXCEEDED', 'deadline passed before the call was decided');
   }
 
   /**
@@ -338,5 +371,5 @@ export function createStack(o: StackOptions): Stack {
     }
   }
 
-  return { handle };
+  return { handle, refuseUnparsed };
 }

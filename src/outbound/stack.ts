@@ -38,9 +38,9 @@ export interface OutboundStack {
   cancel(ex: Exchange): void;
 }
 
-/** The route a call was sent on, kept on the call itself (symbol-keyed, as `kExchange`). */
-const kRoute: unique symbol = Symbol('ward.outbound.route');
-type Routed = Exchange & { [kRoute]?: Route };
+/** The stack's state of a call, kept on the call itself once it has a route (symbol-keyed, as `kExchange`). */
+const kCall: unique symbol = Symbol('ward.outbound.call');
+type Routed = Exchange & { [kCall]?: Call };
 
 export interface OutboundStackOptions {
   readonly deps: OutboundDeps;
@@ -96,8 +96,9 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   const tracer = deps.tracer;
 
   function record(c: Call, code: ErrorCode | null, oauthError: string | null, token: OutboundDecisionRecord['token']): void {
-    if (onDecision === undefined && tracer === undefined) return;
     const ex = c.ex;
+    ex.decided = true;
+    if (onDecision === undefined && tracer === undefined) return;
     const r: OutboundDecisionRecord = {
       decisionId: ex.decisionId,
       time: deps.clock(),
@@ -200,7 +201,7 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
       route = p;
     }
     c.route = route;
-    (ex as Routed)[kRoute] = route;
+    (ex as Routed)[kCall] = c;
     if (ex.grpc && !route.h2) return refuse(c, 'ERR_REQUEST_INVALID', 'gRPC call but the destination is configured as HTTP/1.1');
     // A WebSocket is tunnelled over HTTP/1.1 only (RFC 8441 extended CONNECT is not implemented).
     if (ex.upgrade !== null && route.h2) return refuse(c, 'ERR_REQUEST_INVALID', 'WebSocket handshake but the destination is configured as HTTP/2');
@@ -209,7 +210,7 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
       if (ms < 0) return refuse(c, 'ERR_REQUEST_INVALID', 'malformed grpc-timeout');
       ex.grpcTimeoutMs = ms;
       // from arrival: time spent getting a token counts against the caller's deadline
-      route.relay.armDeadline(ex, ms);
+      route.relay.armDeadline(ex, ms, onDeadline);
     }
 
     if (route.target === null) {
@@ -261,6 +262,22 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
     afterToken(c, t);
   }
 
+  /**
+   * The call's `grpc-timeout` passed. Still waiting for a token: refused here, recorded like any
+   * refusal under the id the app is given (found in review: the relay answered
+   * ERR_UPSTREAM_TIMEOUT for a destination never called, and nothing carried the id). The token
+   * request goes on (single-flight, others may share it): its latency is not this call's, so the
+   * record carries none. Sent already: the destination's call ran out (the relay's).
+   */
+  function onDeadline(ex: Exchange): void {
+    const c = (ex as Routed)[kCall] as Call;
+    if (ex.decided) return (c.route as Route).relay.expire(ex);
+    ex.timer = null;
+    if (ex.closed || ex.finished) return;
+    c.tokenStart = 0;
+    refuse(c, 'ERR_DEADLINE_EXCEEDED', 'deadline passed while waiting for a token');
+  }
+
   function afterToken(c: Call, t: TokenOutcome): void {
     const ex = c.ex;
     // The app may have gone, or its deadline passed, while we waited for the IdP.
@@ -277,7 +294,7 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   return {
     handle,
     cancel(ex: Exchange): void {
-      (ex as Routed)[kRoute]?.relay.cancel(ex);
+      (ex as Routed)[kCall]?.route?.relay.cancel(ex);
     },
   };
 }

@@ -231,7 +231,8 @@ function writeCallAttributes(
   } else {
     const m = knownMethod(r.method);
     kv.httpMethod.write(w, field, m);
-    if (m !== r.method) attrString(w, field, sc.HTTP_REQUEST_METHOD_ORIGINAL, cut(r.method));
+    // No method at all: a request the HTTP/1.1 parser refused (inbound/server.ts `refuseUnparsed`).
+    if (m !== r.method && r.method !== '') attrString(w, field, sc.HTTP_REQUEST_METHOD_ORIGINAL, cut(r.method));
   }
   if (out !== null) {
     kv.destination.write(w, field, out.destination);

@@ -1,0 +1,75 @@
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorResponder } from '../../../src/inbound/respond.ts';
+import { rawExchange, startH1App } from './harness.ts';
+import { attrs, collector, policyText, tracedProxy, until } from './traced.ts';
+
+/**
+ * docs/reason-codes.md: every response the sidecar writes itself carries a reason code and a
+ * decision id. Regression (review, sixteenth session): the HTTP/1.1 refusals written from the
+ * parser's `clientError` (a 431 for an over-long header list, a 400 for bytes llhttp rejects)
+ * were prebuilt per code without `x-ward-decision-id`, and left no decision record, span or
+ * `ward_decisions_total` sample: a flood of them was invisible on /metrics.
+ */
+
+const ALLOW = `  - name: readers
+    action: allow
+    match:
+      http: [{ prefix: /api }]
+`;
+
+describe('HTTP/1.1 refusals written by the parser', () => {
+  const cleanup: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+
+  it.each([
+    ['a header list over maxHeaderListBytes', `GET /api/a HTTP/1.1\r\nHost: orders\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, 431, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
+    ['an invalid field name', 'GET /api/a HTTP/1.1\r\nHost: orders\r\nBad Name: x\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
+    ['bytes that are not HTTP', '\x16\x03\x01 not a request\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
+  ] as const)('%s: %i with x-ward-decision-id, and a decision record, span, log record and sample with that id', async (_what, text, status, reason) => {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
+    cleanup.push(() => proxy.close());
+
+    const out = await rawExchange(proxy.port, text, 300);
+    const head = out.split('\r\n\r\n')[0] ?? '';
+    expect(head.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect(head).toContain(`\r\nx-ward-reason: ${reason}\r\n`);
+    expect(head).toContain('\r\nconnection: close');
+    const id = /\r\nx-ward-decision-id: (\S+)/.exec(head)?.[1];
+    expect(id).toBeDefined();
+
+    // Nothing of the request is known: no method, no route.
+    expect(proxy.decisions.map((d) => [d.decisionId, d.decision, d.code, d.method, d.route])).toEqual([[id, 'deny', reason, '', null]]);
+    expect(await proxy.telemetry.metricsText()).toMatch(new RegExp(`^ward_decisions_total\\{[^}]*ward_reason="${reason}"[^}]*\\} 1$`, 'm'));
+    await proxy.telemetry.flush(2000);
+    await until(() => col.spans.length > 0 && col.logs.length > 0);
+    const span = attrs(col.spans[0]!.attributes);
+    const log = attrs(col.logs[0]!.attributes);
+    expect({ id: span['ward.decision_id'], status: span['http.response.status_code'], error: span['error.type'], original: span['http.request.method_original'] }).toEqual({
+      id,
+      status: `int:${status}`,
+      error: reason,
+      original: undefined,
+    });
+    expect({ id: log['ward.decision_id'], reason: log['ward.reason'], route: log['ward.route'] }).toEqual({ id, reason, route: undefined });
+    expect({ denied: proxy.inbound.counters.denied, requests: proxy.inbound.counters.requests, app: app.requests.length }).toEqual({ denied: 1, requests: 1, app: 0 });
+  });
+
+  it('every raw refusal gets its own decision id (ERR_TLS_REQUIRED included, whose only record is the log line)', () => {
+    const responder = new ErrorResponder('orders');
+    const written: string[] = [];
+    const socket = { writable: true, end: (b: Buffer) => written.push(b.toString('latin1')) } as unknown as Socket;
+    responder.writeClientError(socket, 'ERR_TLS_REQUIRED', 'abc.1');
+    responder.writeClientError(socket, 'ERR_REQUEST_INVALID', 'abc.2');
+    expect(written[0]).toBe(
+      'HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nx-ward-reason: ERR_TLS_REQUIRED\r\nx-ward-decision-id: abc.1\r\nconnection: close\r\n\r\nthis service takes calls over TLS only\n',
+    );
+    expect(written[1]).toContain('\r\nx-ward-decision-id: abc.2\r\nconnection: close\r\n\r\nmalformed request\n');
+  });
+});
