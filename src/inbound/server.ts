@@ -519,6 +519,18 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
   // `Expect: 100-continue`: the 100 is sent by the forwarder once the call is allowed, so a
   // denied client never uploads its body.
   h1Server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onH1Request(req, res, true));
+  // CONNECT (a forward-proxy tunnel, RFC 9110 §9.3.6) is no method ward serves. Without a
+  // listener Node drops the connection unanswered, so an app with `https_proxy` pointed at the
+  // egress port could not tell the refusal from a crash (found in review): it is answered 400
+  // ERR_REQUEST_INVALID and recorded, as the refusal tables say. A CONNECT pipelined behind a
+  // request still being answered only closes the connection, as a parse error there does.
+  h1Server.on('connect', (_req: IncomingMessage, socket: H1Socket) => {
+    if ((socket[kActive] ?? 0) > 0) {
+      socket.destroy();
+      return;
+    }
+    refuseUnparsed(socket, 'ERR_REQUEST_INVALID', 'method CONNECT not accepted', 'CONNECT');
+  });
   h1Server.on('clientError', (err: NodeJS.ErrnoException, socket: H1Socket) => {
     log.debug('HTTP/1.1 parse error', { code: err.code });
     // Bytes after a pipelined request whose response is still being written: a raw 400 would
@@ -534,16 +546,16 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
    * A request refused by the parser is answered by the sidecar like any other refusal: with a
    * decision id (docs/reason-codes.md), and, through the stage, a decision record, span and
    * `ward_decisions_total` sample (found in review: it had neither, so a flood of them was
-   * invisible on /metrics). Nothing of the request is known: no method, no route.
+   * invisible on /metrics). Nothing of the request is known (no route; no method but CONNECT's).
    */
-  function refuseUnparsed(socket: Socket, code: ErrorCode, detail: string): void {
+  function refuseUnparsed(socket: Socket, code: ErrorCode, detail: string, method = ''): void {
     const ex = new Exchange({
       h2: null,
       req: null,
       res: null,
       grpc: false,
       decisionId: nextDecisionId(),
-      method: '',
+      method,
       target: undefined,
       authority: undefined,
       rawHeaders: NO_FIELDS,

@@ -61,6 +61,23 @@ describe('HTTP/1.1 refusals written by the parser', () => {
     expect({ denied: proxy.inbound.counters.denied, requests: proxy.inbound.counters.requests, app: app.requests.length }).toEqual({ denied: 1, requests: 1, app: 0 });
   });
 
+  it('CONNECT is answered 400 ERR_REQUEST_INVALID and recorded with its method (regression: the connection was dropped unanswered)', async () => {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
+    cleanup.push(() => proxy.close());
+    const out = await rawExchange(proxy.port, 'CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\nAuthorization: Bearer x\r\n\r\n', 300);
+    const head = out.split('\r\n\r\n')[0] ?? '';
+    expect(head.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(head).toContain('\r\nx-ward-reason: ERR_REQUEST_INVALID\r\n');
+    const id = /\r\nx-ward-decision-id: (\S+)/.exec(head)?.[1];
+    expect(id).toBeDefined();
+    expect(proxy.decisions.map((d) => [d.decisionId, d.decision, d.code, d.method, d.route])).toEqual([[id, 'deny', 'ERR_REQUEST_INVALID', 'CONNECT', null]]);
+    expect(app.requests).toHaveLength(0);
+  });
+
   it('every raw refusal gets its own decision id (ERR_TLS_REQUIRED included, whose only record is the log line)', () => {
     const responder = new ErrorResponder('orders');
     const written: string[] = [];

@@ -1,0 +1,47 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { extractBearer } from '../../src/authn/extract.ts';
+import { outboundConfigSchema } from '../../src/config/outbound.ts';
+import { silentLogger } from '../../src/lib/log.ts';
+import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+import { h1raw } from '../security/support/h1raw.ts';
+import { type RecordingApp, startH1App } from '../unit/inbound/harness.ts';
+
+/**
+ * docs/outbound.md, "When a call is refused": `CONNECT` is `ERR_REQUEST_INVALID`, 400, written by
+ * the same responder as every refusal (`x-ward-reason`, `x-ward-decision-id`). Regression (review,
+ * sixteenth session): an app whose `https_proxy` pointed at the egress port sent CONNECT and got
+ * no answer at all (Node's http.Server drops the socket when nobody listens for 'connect'), so it
+ * could not tell a refusal from a crash.
+ */
+
+let app: RecordingApp;
+let egress: Outbound;
+
+beforeAll(async () => {
+  app = await startH1App();
+  egress = await createOutbound({
+    service: 'orders',
+    config: outboundConfigSchema.parse({
+      listen: { host: '127.0.0.1', port: 0 },
+      destinations: [{ name: 'payments', url: `http://127.0.0.1:${app.port}`, protocol: 'http1', resource: 'urn:ward:payments' }],
+    }),
+    identityPrefix: 'x-ward-',
+    maxTokenBytes: 8192,
+    extractBearer,
+    tokens: { token: () => ({ ok: true, token: 'exchanged', authorization: 'Bearer exchanged', via: 'exchange' }) },
+    log: silentLogger,
+    clock: Date.now,
+  });
+});
+afterAll(async () => {
+  await egress.close();
+  await app.close();
+});
+
+it.each(['payments:443', 'payments:80'])('CONNECT %s through the egress listener is answered 400 ERR_REQUEST_INVALID with a decision id, not a dropped connection', async (target) => {
+  const x = await h1raw(egress.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nAuthorization: Bearer alice\r\n\r\n`);
+  expect(x.replies.map((r) => r.status)).toEqual([400]);
+  expect(x.replies[0]?.headers['x-ward-reason']).toBe('ERR_REQUEST_INVALID');
+  expect(x.replies[0]?.headers['x-ward-decision-id']).toMatch(/.+/);
+  expect(app.requests).toEqual([]);
+});
