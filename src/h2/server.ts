@@ -70,6 +70,11 @@ export interface H2ServerOptions {
    * `grpc-status`. Default: `tooLargeFields`.
    */
   readonly tooLargeGrpcFields?: readonly string[];
+  /**
+   * Called for each such refusal with `grpc` (which of the two answers goes): returns the fields
+   * to add after it (the sidecar's decision id, once it has recorded the refusal). Not the hot path.
+   */
+  readonly onHeaderListTooLarge?: (grpc: boolean) => readonly string[];
   /** Fields per request header list (node:http2's maxHeaderListPairs). */
   readonly maxHeaderPairs: number;
   readonly encrypted: boolean;
@@ -441,8 +446,11 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
    * reset: what the client sends on it before it learns is ignored.
    */
   #headerListTooLarge(id: number, endStream: boolean, fields: readonly string[]): void {
-    const grpc = this.#o.tooLargeGrpcFields;
-    const answer = grpc !== undefined && isGrpcRequest(fields) ? grpc : (this.#o.tooLargeFields ?? TOO_LARGE_FIELDS);
+    const grpcFields = this.#o.tooLargeGrpcFields;
+    const grpc = grpcFields !== undefined && isGrpcRequest(fields);
+    let answer = grpc ? (grpcFields) : (this.#o.tooLargeFields ?? TOO_LARGE_FIELDS);
+    const more = this.#o.onHeaderListTooLarge?.(grpc);
+    if (more !== undefined && more.length > 0) answer = [...answer, ...more];
     this.writeHeaders(id, this.encode(answer), true);
     if (!endStream) this.#sendReset(id, NO_ERROR);
     else {

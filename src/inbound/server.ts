@@ -17,7 +17,7 @@ import { Exchange, exchangeOf, tag, type WebSocketUpgrade } from './exchange.ts'
 import { RequestSlots } from './slots.ts';
 import { createForwarder } from './forward.ts';
 import { hasToken, identityHeaderNames } from './headers.ts';
-import { ErrorResponder, HEADER_REASON } from './respond.ts';
+import { ErrorResponder, HEADER_DECISION_ID, HEADER_REASON } from './respond.ts';
 import { createStack } from './stack.ts';
 import type { InboundCounters, InboundDeps } from './types.ts';
 import type { Logger } from '../lib/log.ts';
@@ -332,6 +332,11 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     tooLargeFields: [':status', '431', 'content-length', '0', HEADER_REASON, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
     // gRPC callers get what every other refusal gives them: trailers-only, `grpc-status` 8.
     tooLargeGrpcFields: Object.entries(responder.response('ERR_REQUEST_HEADERS_TOO_LARGE').grpc).flatMap(([k, v]) => [k, String(v)]),
+    // ... with a decision id, recorded like the HTTP/1.1 parser's refusals (no method, no route).
+    onHeaderListTooLarge: (grpc: boolean): readonly string[] => [
+      HEADER_DECISION_ID,
+      recordUnparsed('ERR_REQUEST_HEADERS_TOO_LARGE', 'header list over maxHeaderListBytes', grpc),
+    ],
     onStream,
     onClose: (c: H2ServerConnection) => {
       if (!sessions.delete(c)) return;
@@ -549,11 +554,24 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
    * invisible on /metrics). Nothing of the request is known (no route; no method but CONNECT's).
    */
   function refuseUnparsed(socket: Socket, code: ErrorCode, detail: string, method = ''): void {
+    const ex = unparsedExchange(code, detail, method, false);
+    responder.writeClientError(socket, code, ex.decisionId);
+    endUnparsedSpan(ex, ERROR_TABLE[code].http, -1);
+  }
+
+  /** The same for an HTTP/2 request refused by its connection: the decision id to send. */
+  function recordUnparsed(code: ErrorCode, detail: string, grpc: boolean): string {
+    const ex = unparsedExchange(code, detail, '', grpc);
+    endUnparsedSpan(ex, grpc ? 200 : ERROR_TABLE[code].http, grpc ? ERROR_TABLE[code].grpc : -1);
+    return ex.decisionId;
+  }
+
+  function unparsedExchange(code: ErrorCode, detail: string, method: string, grpc: boolean): Exchange {
     const ex = new Exchange({
       h2: null,
       req: null,
       res: null,
-      grpc: false,
+      grpc,
       decisionId: nextDecisionId(),
       method,
       target: undefined,
@@ -567,15 +585,17 @@ export async function createListeners(o: ListenerOptions): Promise<Listeners> {
     } catch (err) {
       log.error('recording a parser refusal threw', { decisionId: ex.decisionId, err });
     }
-    responder.writeClientError(socket, code, ex.decisionId);
+    return ex;
+  }
+
+  function endUnparsedSpan(ex: Exchange, status: number, grpcStatus: number): void {
     const span = ex.span;
-    if (span !== null) {
-      ex.span = null;
-      try {
-        span.end(ERROR_TABLE[code].http, -1, false);
-      } catch {
-        // telemetry never fails a call
-      }
+    if (span === null) return;
+    ex.span = null;
+    try {
+      span.end(status, grpcStatus, false);
+    } catch {
+      // telemetry never fails a call
     }
   }
 

@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { HpackDecoder } from '../../../src/h2/hpack.ts';
 import { ErrorResponder } from '../../../src/inbound/respond.ts';
+import { continuation, FrameType, headersFrame, rawH2, requestBlock } from '../../security/support/h2raw.ts';
 import { rawExchange, startH1App } from './harness.ts';
 import { attrs, collector, policyText, tracedProxy, until } from './traced.ts';
 
@@ -59,6 +61,31 @@ describe('HTTP/1.1 refusals written by the parser', () => {
     });
     expect({ id: log['ward.decision_id'], reason: log['ward.reason'], route: log['ward.route'] }).toEqual({ id, reason, route: undefined });
     expect({ denied: proxy.inbound.counters.denied, requests: proxy.inbound.counters.requests, app: app.requests.length }).toEqual({ denied: 1, requests: 1, app: 0 });
+  });
+
+  it('an HTTP/2 header list over the limit: the connection\'s own 431 carries a decision id, recorded like the rest (regression: neither)', async () => {
+    const col = await collector();
+    cleanup.push(() => col.close());
+    const app = await startH1App();
+    cleanup.push(() => app.close());
+    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
+    cleanup.push(() => proxy.close());
+    const c = await rawH2(proxy.port);
+    cleanup.push(async () => c.close());
+    const blk = requestBlock('/api/x', Array.from({ length: 100 }, (_, i) => [`x-big-${i}`, 'v'.repeat(1000)] as [string, string]));
+    const parts = [headersFrame(1, blk.subarray(0, 16_384), { endStream: true, endHeaders: false })];
+    for (let at = 16_384; at < blk.length; at += 16_384) parts.push(continuation(1, blk.subarray(at, at + 16_384), at + 16_384 >= blk.length));
+    c.write(Buffer.concat(parts));
+    const f = await c.waitFrame((x) => x.type === FrameType.HEADERS);
+    const fields: string[] = [];
+    new HpackDecoder().decode(f?.payload ?? Buffer.alloc(0), 0, f?.payload.length ?? 0, fields);
+    expect(fields.slice(0, 2)).toEqual([':status', '431']);
+    const at = fields.indexOf('x-ward-decision-id');
+    expect(at).toBeGreaterThan(0);
+    const id = fields[at + 1];
+    expect(proxy.decisions.map((d) => [d.decisionId, d.decision, d.code, d.route])).toEqual([[id, 'deny', 'ERR_REQUEST_HEADERS_TOO_LARGE', null]]);
+    expect(await proxy.telemetry.metricsText()).toMatch(/^ward_decisions_total\{[^}]*ward_reason="ERR_REQUEST_HEADERS_TOO_LARGE"[^}]*\} 1$/m);
+    expect(app.requests).toHaveLength(0);
   });
 
   it('CONNECT is answered 400 ERR_REQUEST_INVALID and recorded with its method (regression: the connection was dropped unanswered)', async () => {
