@@ -73,9 +73,10 @@ export interface ListenerOptions {
   /** Takes a new call (the stage's stack). */
   handle(ex: Exchange): void;
   /**
-   * Records an HTTP/1.1 request the parser refused (`Stack.refuseUnparsed`); the listener writes
-   * the answer, with `ex.decisionId`, and ends `ex.span`. Without it the answer still carries a
-   * decision id, but nothing records it (the egress listener).
+   * Records a request refused before it was one (the HTTP/1.1 parser's refusals, CONNECT, an
+   * HTTP/2 header list over the limit: `Stack.refuseUnparsed`); the listener writes the answer,
+   * with `ex.decisionId`, and ends `ex.span`. Without it the answer still carries a decision id,
+   * but nothing records it.
    */
   refuseUnparsed?(ex: Exchange, code: ErrorCode, detail: string): void;
   /** The client went away: cancel the call's upstream side, if any. */

@@ -46,6 +46,7 @@ export async function createOutbound(deps: OutboundDeps): Promise<Outbound> {
     responder,
     log: deps.log,
     handle: (ex) => stack.handle(ex),
+    refuseUnparsed: (ex, code, detail) => stack.refuseUnparsed(ex, code, detail),
     cancel: (ex) => stack.cancel(ex),
     release: () => routes.close(),
     destroy: () => routes.destroy(),

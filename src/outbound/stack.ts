@@ -35,6 +35,8 @@ const GRPC_WEB_PREFIX = 'application/grpc-web';
 export interface OutboundStack {
   handle(ex: Exchange): void;
   /** The app went away: cancel the call's upstream side, if it has one. */
+  /** Records a request the listener refused before it was one (see `Stack.refuseUnparsed`). */
+  refuseUnparsed(ex: Exchange, code: ErrorCode, detail: string): void;
   cancel(ex: Exchange): void;
 }
 
@@ -126,6 +128,12 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
   }
 
   function refuse(c: Call, code: ErrorCode, detail: string, oauthError: string | null = null): void {
+    noteRefusal(c, code, detail, oauthError);
+    responder.write(c.ex, code);
+  }
+
+  /** What every refusal leaves behind, before it is written: the count, the log line, the record. */
+  function noteRefusal(c: Call, code: ErrorCode, detail: string, oauthError: string | null): void {
     counters.refused++;
     if (log.enabled('debug')) log.debug('outbound call refused', { decisionId: c.ex.decisionId, destination: c.route?.name ?? null, code, detail, oauthError });
     else if (log.enabled('info')) {
@@ -133,7 +141,6 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
       if (skipped >= 0) log.info('outbound call refused', { decisionId: c.ex.decisionId, destination: c.route?.name ?? null, code, ...(skipped > 0 ? { notLogged: skipped } : {}) });
     }
     record(c, code, oauthError, null);
-    responder.write(c.ex, code);
   }
 
   function handle(ex: Exchange): void {
@@ -293,6 +300,14 @@ export function createOutboundStack(o: OutboundStackOptions): OutboundStack {
 
   return {
     handle,
+    // As inbound (`Stack.refuseUnparsed`): a request the listener refused before it was one
+    // (the HTTP/1.1 parser's, CONNECT, an HTTP/2 header list over the limit) is counted, logged
+    // and recorded; the listener writes the answer.
+    refuseUnparsed(ex: Exchange, code: ErrorCode, detail: string): void {
+      counters.requests++;
+      if (tracer !== undefined) ex.traceStart = tracer.now();
+      noteRefusal({ ex, route: null, cached: false, tokenStart: 0 }, code, detail, null);
+    },
     cancel(ex: Exchange): void {
       (ex as Routed)[kCall]?.route?.relay.cancel(ex);
     },

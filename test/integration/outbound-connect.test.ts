@@ -3,6 +3,7 @@ import { extractBearer } from '../../src/authn/extract.ts';
 import { outboundConfigSchema } from '../../src/config/outbound.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+import type { OutboundDecisionRecord } from '../../src/outbound/types.ts';
 import { h1raw } from '../security/support/h1raw.ts';
 import { type RecordingApp, startH1App } from '../unit/inbound/harness.ts';
 
@@ -16,6 +17,7 @@ import { type RecordingApp, startH1App } from '../unit/inbound/harness.ts';
 
 let app: RecordingApp;
 let egress: Outbound;
+const records: OutboundDecisionRecord[] = [];
 
 beforeAll(async () => {
   app = await startH1App();
@@ -31,6 +33,7 @@ beforeAll(async () => {
     tokens: { token: () => ({ ok: true, token: 'exchanged', authorization: 'Bearer exchanged', via: 'exchange' }) },
     log: silentLogger,
     clock: Date.now,
+    onDecision: (r) => records.push(r),
   });
 });
 afterAll(async () => {
@@ -42,6 +45,9 @@ it.each(['payments:443', 'payments:80'])('CONNECT %s through the egress listener
   const x = await h1raw(egress.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nAuthorization: Bearer alice\r\n\r\n`);
   expect(x.replies.map((r) => r.status)).toEqual([400]);
   expect(x.replies[0]?.headers['x-ward-reason']).toBe('ERR_REQUEST_INVALID');
-  expect(x.replies[0]?.headers['x-ward-decision-id']).toMatch(/.+/);
+  const id = x.replies[0]?.headers['x-ward-decision-id'];
+  expect(id).toMatch(/.+/);
   expect(app.requests).toEqual([]);
+  // recorded as an outbound refusal under that id, with its method and no destination
+  expect(records.filter((r) => r.decisionId === id).map((r) => [r.direction, r.decision, r.code, r.method, r.destination])).toEqual([['outbound', 'deny', 'ERR_REQUEST_INVALID', 'CONNECT', null]]);
 });
