@@ -108,10 +108,36 @@ function metadata(name: string, help: string, unit: string, type: string): strin
 }
 
 function sample(name: string, attributes: Attributes, value: number, extra: Record<string, string> | undefined): string {
+  const entries = Object.entries(attributes);
+  if (extra !== undefined) entries.push(...Object.entries(extra));
   let labels = '';
-  for (const [k, v] of Object.entries(attributes)) labels += `${labels === '' ? '' : ','}${sanitize(k)}="${escapeLabelValue(v)}"`;
-  if (extra !== undefined) for (const [k, v] of Object.entries(extra)) labels += `${labels === '' ? '' : ','}${sanitize(k)}="${escapeLabelValue(v)}"`;
+  const names = entries.map(([k]) => labelName(k));
+  if (new Set(names).size === names.length) {
+    for (let i = 0; i < entries.length; i++) labels += `${labels === '' ? '' : ','}${names[i] as string}="${escapeLabelValue((entries[i] as [string, unknown])[1])}"`;
+  } else {
+    // Two keys that sanitize to one label (`a-b` and `a_b`, a resource attribute and a metric's):
+    // a label name twice makes Prometheus refuse the whole scrape (found in review). One label,
+    // the values joined with `;` in the order of their original keys, as OTel's Prometheus
+    // compatibility specification asks.
+    const merged = new Map<string, [string, unknown][]>();
+    entries.forEach((e, i) => {
+      const n = names[i] as string;
+      const list = merged.get(n);
+      if (list === undefined) merged.set(n, [e]);
+      else list.push(e);
+    });
+    for (const [n, list] of merged) {
+      const v = list.length === 1 ? escapeLabelValue((list[0] as [string, unknown])[1]) : list.sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([, x]) => escapeLabelValue(x)).join(';');
+      labels += `${labels === '' ? '' : ','}${n}="${v}"`;
+    }
+  }
   return `${labels === '' ? name : `${name}{${labels}}`} ${valueString(value)}\n`;
+}
+
+/** A label name Prometheus takes: sanitized, and not starting with a digit (`key_` before it, as OTel's spec says). */
+function labelName(key: string): string {
+  const n = sanitize(key);
+  return n.charCodeAt(0) >= 0x30 && n.charCodeAt(0) <= 0x39 ? `key_${n}` : n;
 }
 
 function prometheusName(metric: MetricData): string | undefined {

@@ -67,4 +67,20 @@ describe('serializePrometheus', () => {
     expect(serializePrometheus(rm)).toBe(new PrometheusSerializer().serialize(rm));
     expect(serializePrometheus(rm)).toContain('# no registered metrics');
   });
+
+  it('keys that sanitize to one label name give one label, values joined in key order (regression: a repeated label name fails the whole scrape)', async () => {
+    const reader = new Reader();
+    const provider = new MeterProvider({ resource: resourceFromAttributes({ 'service.name': 'orders', 'team-name': 'b', team_name: 'a', '1st': 'z' }), readers: [reader] });
+    provider.getMeter('ward').createCounter('ward.calls').add(1, { 'ward.route': '/x', 'ward-route': '/y' });
+    const { resourceMetrics } = await reader.collect();
+    await provider.shutdown();
+    const text = serializePrometheus(resourceMetrics);
+    expect(text).toContain('target_info{service_name="orders",team_name="b;a",key_1st="z"} 1\n');
+    expect(text).toContain('ward_calls_total{ward_route="/y;/x",otel_scope_name="ward"} 1\n');
+    for (const line of text.split('\n').filter((l) => l.includes('{'))) {
+      const labels = [...line.slice(line.indexOf('{') + 1, line.lastIndexOf('}')).matchAll(/([A-Za-z_][A-Za-z0-9_]*)="/g)].map((m) => m[1]);
+      expect(new Set(labels).size, line).toBe(labels.length);
+    }
+  });
 });
+
