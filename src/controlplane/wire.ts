@@ -100,6 +100,14 @@ export const RpcCode = {
 export const MAX_NACK_MESSAGE = 1024;
 /** Longest accepted instance_id. */
 export const MAX_INSTANCE_ID = 128;
+/**
+ * Longest accepted version_info (a version is 64 hex characters, the sha256 of the canonical
+ * policy; the margin leaves room for a control plane that names versions otherwise). Longer
+ * ones are refused with INVALID_ARGUMENT rather than kept per stream, logged and reported.
+ */
+export const MAX_VERSION_INFO = 128;
+/** instance_id is printed by `ward status` and logged: printable ASCII only, no control characters. */
+export const INSTANCE_ID = /^[\x20-\x7e]+$/;
 
 /** The largest policy file a control plane may serve (`watch.maxFileBytes` is at most this). */
 export const MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024;

@@ -16,6 +16,12 @@ export interface PersistedPolicy {
   readonly text: string;
   /** When it was accepted (ms since the epoch), for operators reading the file. */
   readonly acceptedAt: number;
+  /**
+   * The version this sidecar computed from `text` when it accepted it (policy/compile.ts
+   * `policyVersion`). On restore, `text` must still give it, or `versionInfo` is not announced:
+   * it would name content the sidecar does not hold. Absent in files written before it existed.
+   */
+  readonly localVersion?: string;
 }
 
 export function statePath(stateDir: string, service: string): string {
@@ -37,11 +43,13 @@ export function readPersistedPolicy(stateDir: string, service: string): Persiste
     typeof v.versionInfo !== 'string' ||
     typeof v.fileName !== 'string' ||
     typeof v.text !== 'string' ||
-    typeof v.acceptedAt !== 'number'
+    typeof v.acceptedAt !== 'number' ||
+    (v.localVersion !== undefined && typeof v.localVersion !== 'string')
   ) {
     throw new Error('malformed policy state file');
   }
-  return { service: v.service, versionInfo: v.versionInfo, fileName: v.fileName, text: v.text, acceptedAt: v.acceptedAt };
+  const p = { service: v.service, versionInfo: v.versionInfo, fileName: v.fileName, text: v.text, acceptedAt: v.acceptedAt };
+  return v.localVersion === undefined ? p : { ...p, localVersion: v.localVersion };
 }
 
 /** Checks at start-up that the state directory exists (creating it) so a bad path fails early. */

@@ -55,8 +55,32 @@ function oneLine(s: string): string {
   return nl === -1 ? s : `${s.slice(0, nl)} \u2026`;
 }
 
-/** Columns padded to their widest cell; the last column is not padded. */
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+/**
+ * Control characters (C0, DEL, C1) and the bidirectional overrides, which a terminal would act
+ * on: a newline forges table rows, an ANSI escape rewrites the screen, a bidi override reorders
+ * what is shown.
+ */
+const UNPRINTABLE = /[\p{Cc}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * A value shown as is, except the characters above, written as escapes (`\n`, `\x1b`, `\u202e`).
+ * Every cell goes through it: the values come from the control plane, and some of them from
+ * whatever its sidecars sent (instance ids, NACK messages). Found in review: an instance id
+ * with a newline forged a row of another service.
+ */
+function visible(s: string): string {
+  return s.replace(UNPRINTABLE, (c) => {
+    const code = c.charCodeAt(0);
+    if (c === '\n') return '\\n';
+    if (c === '\r') return '\\r';
+    if (c === '\t') return '\\t';
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** Columns padded to their widest cell; the last column is not padded. Cells are made `visible`. */
+function table(header: readonly string[], unsafeRows: readonly (readonly string[])[]): string {
+  const rows = unsafeRows.map((r) => r.map(visible));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     cells
@@ -69,7 +93,7 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
 /** The human rendering: services, refused files, sidecars. Versions are shortened to 12 characters. */
 export function formatStatus(s: StatusResponseWire): string {
   const out: string[] = [];
-  out.push(`control plane ${s.controlPlaneId}  policy dir ${s.policyDir}  started ${time(s.startedAtUnixMs)}`);
+  out.push(`control plane ${visible(s.controlPlaneId)}  policy dir ${visible(s.policyDir)}  started ${time(s.startedAtUnixMs)}`);
   out.push('');
   out.push('SERVICES');
   out.push(

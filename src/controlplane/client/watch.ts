@@ -41,11 +41,15 @@ import { ensureStateDir, type PersistedPolicy, readPersistedPolicy, writePersist
  *   (unreadable, too short) is refused: the policy with the previous secret stays and
  *   `lastError()` says why until the file is good again, as policy/source.ts does for a file.
  * - A pushed version that does not compile here is NACKed, and the control plane does not offer
- *   it again on that stream. What failed may be on the sidecar's side (a secret file not mounted
+ *   it again on that stream until the sidecar ACKs another version (then it does when it becomes
+ *   current again: a revert). What failed may be on the sidecar's side (a secret file not mounted
  *   yet, or not readable): while such a version is the one refused, the watch compiles its text
  *   again every `pollMs`, and once it compiles, opens a new stream, on which the control plane
  *   pushes it again (found in review: the sidecar kept its old version until the next version
- *   or a reconnect, which a healthy stream never makes).
+ *   or a reconnect, which a healthy stream never makes). Once another version is applied the
+ *   retry stops: the control plane itself offers the refused one again if it comes back.
+ * - Start checks the restored text against the version it was saved with (`localVersion`); on a
+ *   mismatch the text stays in force but no version is announced, so the control plane pushes.
  */
 
 export interface PolicyWatchOptions {
@@ -153,9 +157,27 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       const p = opts.compile(saved.text, saved.fileName);
       if (p.service !== service || saved.service !== service) throw new Error(`the saved policy is for service '${p.service}'`);
       current = p;
-      accepted = saved;
+      // The version announced on connect must name the text enforced, or the control plane,
+      // seeing its current version, never corrects it (found in review: a state file whose text
+      // was not its version's was enforced for ever). The check is against the version this
+      // build computed when it accepted the text, not the control plane's version_info, which a
+      // control plane on another ward build may name otherwise. A file from before `localVersion`
+      // is checked against version_info: a difference there may be only another build's, and
+      // costs one push. A mismatch keeps the text in force (a restart while the control plane is
+      // down still has a policy) but announces no version, so the control plane sends its own.
+      const expected = saved.localVersion ?? saved.versionInfo;
+      if (p.version === expected) accepted = saved;
+      else {
+        accepted = { ...saved, versionInfo: '' };
+        log.warn('restored policy does not match its saved version; enforcing it until the control plane sends its version', {
+          version: saved.versionInfo,
+          saved: expected,
+          local: p.version,
+          file: saved.fileName,
+        });
+      }
       referenced.set(referencesOf(p).map((r) => r.file));
-      log.info('policy restored from state directory', { version: saved.versionInfo, file: saved.fileName });
+      log.info('policy restored from state directory', { version: accepted.versionInfo, file: saved.fileName });
       deliver(p);
     } catch (err) {
       // A saved version this build cannot compile (e.g. after a downgrade) is not enforced.
@@ -367,7 +389,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     }
     const previous = accepted?.versionInfo ?? null;
     current = p;
-    accepted = { service, versionInfo: resp.versionInfo, fileName: resp.policy.fileName, text: resp.policy.text, acceptedAt: Date.now() };
+    accepted = { service, versionInfo: resp.versionInfo, fileName: resp.policy.fileName, text: resp.policy.text, acceptedAt: Date.now(), localVersion: p.version };
     lastError = null;
     referenceError = null;
     referenced.set(referencesOf(p).map((r) => r.file));

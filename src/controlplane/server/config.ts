@@ -8,6 +8,7 @@ import { createYamlLocator, type YamlLocator } from '../../lib/yaml-locate.ts';
 import type { IssuerTrust } from '../../policy/model.ts';
 import { telemetryReceiverSchema } from './otlp/config.ts';
 import { MAX_POLICY_FILE_BYTES } from '../wire.ts';
+import { DEBOUNCE_MAX_WAIT } from './store.ts';
 
 /**
  * The control plane's config file (`ward control-plane --config FILE`). Each option carries its
@@ -39,7 +40,8 @@ const health = z.strictObject({
 
 const watch = z.strictObject({
   debounceMs: z.int().min(0).max(5000).default(100).meta({
-    description: 'After a change event in the policy directory, wait this long for more events before re-reading it (an editor or a ConfigMap swap produces several).',
+    description:
+      `After a change event in the policy directory, wait this long for more events before re-reading it (an editor or a ConfigMap swap produces several); each new event starts the wait again, up to ${DEBOUNCE_MAX_WAIT} times this long after the first event of a burst.`,
   }),
   pollIntervalMs: z.int().min(100).max(600_000).default(1000).meta({
     description: 'Re-read the directory this often even without events: the fallback for file systems where change events are lost (network mounts, some container runtimes).',

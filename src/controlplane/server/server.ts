@@ -9,7 +9,9 @@ import { SERVICE_NAME } from '../../policy/schema.ts';
 import {
   type HealthStatusWire,
   healthClient,
+  INSTANCE_ID,
   MAX_INSTANCE_ID,
+  MAX_VERSION_INFO,
   POLICY_DISCOVERY_SERVICE,
   policyDiscoveryClient,
   type PolicyRequestWire,
@@ -22,7 +24,7 @@ import type { DecisionService } from './decisions/service.ts';
 import type { OtlpReceiver } from './otlp/receiver.ts';
 import type { PolicyStore } from './store.ts';
 import { preAuthInterceptor } from './pre-auth.ts';
-import { createStreamRegistry, type StreamHandle } from './streams.ts';
+import { createStreamRegistry, type StreamHandle, VERSION_INFO_TOO_LONG } from './streams.ts';
 
 /**
  * The gRPC server: ward.v1.PolicyDiscovery and grpc.health.v1.Health on one port.
@@ -183,7 +185,17 @@ export async function startControlPlaneServer(opts: ControlPlaneServerOptions): 
         return;
       }
       if (!SERVICE_NAME.test(first.service) || first.instanceId === '' || first.instanceId.length > MAX_INSTANCE_ID || first.responseNonce !== '') {
-        finish({ code: grpc.status.INVALID_ARGUMENT, details: 'the first request needs a service, an instance_id (at most 128 characters) and no response_nonce' });
+        finish({ code: grpc.status.INVALID_ARGUMENT, details: `the first request needs a service, an instance_id (at most ${MAX_INSTANCE_ID} characters) and no response_nonce` });
+        return;
+      }
+      // `ward status` prints the instance id and logs carry it: a newline or an ANSI escape in it
+      // would let any bound sidecar forge rows or rewrite the operator's terminal (found in review).
+      if (!INSTANCE_ID.test(first.instanceId)) {
+        finish({ code: grpc.status.INVALID_ARGUMENT, details: 'instance_id must be printable ASCII (no control characters)' });
+        return;
+      }
+      if (first.versionInfo.length > MAX_VERSION_INFO) {
+        finish({ code: grpc.status.INVALID_ARGUMENT, details: VERSION_INFO_TOO_LONG });
         return;
       }
       if (!opts.bindings(identity, first.service)) {

@@ -1,5 +1,5 @@
 import { type FSWatcher, watch as fsWatch } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, type FileIssue, formatIssue } from '../../errors/ward-error.ts';
 import { type Clock, systemClock } from '../../lib/clock.ts';
@@ -21,7 +21,8 @@ import { createYamlLocator, type YamlLocator } from '../../lib/yaml-locate.ts';
  *   the visible names are symlinks that `readFile` follows, and the swap of `..data` is an event
  *   on the directory itself, so watching the directory (plus a poll, for mounts that lose
  *   events) sees every update. Every scan re-reads the whole directory, so no event is trusted
- *   to say *what* changed.
+ *   to say *what* changed, and keeps a read only if `..data` named the same generation before
+ *   and after it, so a scan never mixes two generations.
  */
 
 export interface ServedPolicy {
@@ -38,7 +39,10 @@ export interface ServedPolicy {
 
 export interface FileProblem {
   readonly file: string;
-  /** Service of the file's last served content, null if it never served one. */
+  /**
+   * Service of the file's last served content; for a file that never served one, the service
+   * its valid content names (refused because another file serves it); else null.
+   */
   readonly service: string | null;
   readonly issues: readonly FileIssue[];
   readonly since: number;
@@ -85,6 +89,10 @@ export interface PolicyStoreOptions {
 }
 
 const POLICY_FILE = /\.ya?ml$/;
+/** A burst of events delays the scan by at most this many debounce periods after its first event. */
+export const DEBOUNCE_MAX_WAIT = 10;
+/** Reads of the directory per scan when a ConfigMap `..data` swap keeps crossing them. */
+const GENERATION_ATTEMPTS = 3;
 
 type Parsed = { readonly ok: true; readonly policy: ValidatedPolicy } | { readonly ok: false; readonly issues: readonly FileIssue[] };
 
@@ -157,7 +165,39 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
     }
   }
 
+  /** Where `..data` points (a ConfigMap volume's current generation), or null when it is no symlink. */
+  async function dataGeneration(): Promise<string | null> {
+    try {
+      return await readlink(join(dir, '..data'));
+    } catch {
+      return null; // no ConfigMap volume (ENOENT, EINVAL), or unreadable: nothing to compare
+    }
+  }
+
   async function scanOnce(): Promise<void> {
+    // A ConfigMap volume swaps `..data` atomically, but each visible name resolves `..data` anew
+    // when it is read, so a swap between two reads would serve a mix of two generations (found in
+    // review). So every file is read first, and kept only if `..data` named the same generation
+    // before and after; otherwise they are read again. Validation and assignment come after.
+    for (let attempt = 1; ; attempt++) {
+      const before = await dataGeneration();
+      const read = await readAll();
+      if (read === null) return;
+      const after = await dataGeneration();
+      if (before === after) return apply(read);
+      if (attempt >= GENERATION_ATTEMPTS) {
+        // Keep serving what we have; the swaps are directory events, and the poll comes anyway.
+        log.warn('policy directory changed generation during every read; keeping the current policies until the next scan', { dir, attempts: attempt });
+        return;
+      }
+      log.debug('ConfigMap ..data swapped during a scan; reading the directory again', { dir, before, after });
+    }
+  }
+
+  type ReadResult = Awaited<ReturnType<typeof readPolicyFile>>;
+
+  /** Every policy file's content (or why it cannot be read); null when the directory cannot be listed. */
+  async function readAll(): Promise<Map<string, ReadResult> | null> {
     let names: string[];
     try {
       names = (await readdir(dir, { withFileTypes: true }))
@@ -168,12 +208,17 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
       // Keep serving what we have: a directory that vanished for a moment must not unpublish
       // every service.
       log.error('cannot read policy directory', { dir, err });
-      return;
+      return null;
     }
+    const read = new Map<string, ReadResult>();
+    for (const name of names) read.set(name, await readPolicyFile(name));
+    return read;
+  }
 
+  /** Takes one consistent read of the directory: validates what changed, then reassigns services. */
+  function apply(read: ReadonlyMap<string, ReadResult>): void {
     const present = new Set<string>();
-    for (const name of names) {
-      const r = await readPolicyFile(name);
+    for (const [name, r] of read) {
       if (r.kind === 'gone') continue;
       present.add(name);
       const text = r.kind === 'text' ? r.text : `\0unreadable\0${r.issue.message}`;
@@ -263,7 +308,11 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
         continue;
       }
       const text = issues.map(formatIssue).join('\n');
-      st.problem = { file: name, service: st.lastGood?.policy.service ?? null, issues, since: st.problem?.since ?? now };
+      // The service the file last served, else the one its valid content names (a file refused
+      // because that service is taken): `ward status --service X` must list the file that
+      // conflicts with X (found in review: it was reported with no service).
+      const service = st.lastGood?.policy.service ?? (st.parsed.ok ? st.parsed.policy.service : null);
+      st.problem = { file: name, service, issues, since: st.problem?.since ?? now };
       problems.push(st.problem);
       if (st.logged !== text) {
         st.logged = text;
@@ -318,13 +367,22 @@ export async function createPolicyStore(opts: PolicyStoreOptions): Promise<Polic
     return running;
   }
 
+  // Debounce: the scan runs `debounceMs` after the *last* event, so a file still being written
+  // (events keep coming) is read once it is quiet, not half-way (found in review: the timer ran
+  // from the first event). A directory that never goes quiet (a file rewritten without pause) is
+  // still read `DEBOUNCE_MAX_WAIT` debounces after the first event of the burst.
   let debounce: NodeJS.Timeout | null = null;
+  let burstStart = 0;
   function schedule(): void {
-    if (closed || debounce !== null) return;
+    if (closed) return;
+    const now = performance.now();
+    if (debounce === null) burstStart = now;
+    else clearTimeout(debounce);
+    const wait = Math.max(0, Math.min(debounceMs, burstStart + DEBOUNCE_MAX_WAIT * debounceMs - now));
     debounce = setTimeout(() => {
       debounce = null;
       void runScan();
-    }, debounceMs);
+    }, wait);
   }
 
   let watcher: FSWatcher | null = null;

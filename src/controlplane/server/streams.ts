@@ -1,6 +1,6 @@
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
-import { MAX_NACK_MESSAGE, type PolicyRequestWire, type PolicyResponseWire, type SidecarStatusWire } from '../proto.ts';
+import { MAX_NACK_MESSAGE, MAX_VERSION_INFO, type PolicyRequestWire, type PolicyResponseWire, type SidecarStatusWire } from '../proto.ts';
 import type { PolicyStore } from './store.ts';
 
 /**
@@ -11,11 +11,19 @@ import type { PolicyStore } from './store.ts';
  * Per stream the server remembers only (bounded, whatever the sidecar sends):
  * - `held`: the version the sidecar says it enforces (announced on connect, then ACKed/NACKed);
  * - `pending`: the one response sent and not yet answered (version + nonce);
- * - the last few versions it NACKed, and its last NACK.
+ * - the last few versions it NACKed since its last ACK, and its last NACK.
+ * A request whose version_info is longer than any version (MAX_VERSION_INFO) ends the stream
+ * with INVALID_ARGUMENT instead of being kept, logged and reported.
  *
  * A push happens when the service's served version is neither held, pending, nor NACKed. While a
  * response is pending nothing else is sent; the answer to it triggers the next check, so a
  * version published meanwhile follows right after the ACK.
+ *
+ * An ACK forgets the NACKed versions (xDS: a NACK refuses that push, not the content for ever).
+ * Versions are content hashes, so a file reverted to a version the sidecar once refused becomes
+ * current again with the same name; it is offered once more, and refused at most once each time
+ * it becomes current. Until the next ACK it is not resent, so a sidecar that keeps refusing it
+ * is not pushed it in a loop.
  */
 
 export interface StreamIdentity {
@@ -53,7 +61,7 @@ export interface StreamRegistry {
   close(): void;
 }
 
-/** NACKed versions remembered per stream; older ones may be offered again (bounded state). */
+/** NACKed versions remembered per stream until its next ACK; older ones may be offered again (bounded state). */
 const NACKED_MEMORY = 8;
 
 interface StreamState {
@@ -129,6 +137,8 @@ export function createStreamRegistry(opts: { store: PolicyStore; controlPlaneId:
         onRequest(req) {
           if (s.closed) return { kind: 'stale' };
           if (req.service !== '' && req.service !== o.service) return { kind: 'invalid', message: 'a stream subscribes to one service; open another stream for another service' };
+          // Checked before the nonce: nothing the sidecar sends is kept or logged unbounded.
+          if (req.versionInfo.length > MAX_VERSION_INFO) return { kind: 'invalid', message: VERSION_INFO_TOO_LONG };
           // xDS: a request must answer the outstanding response; anything else is stale
           // (e.g. it crossed a newer push, or repeats an old nonce) and is ignored.
           if (s.pending === null || req.responseNonce !== s.pending.nonce) {
@@ -157,6 +167,10 @@ export function createStreamRegistry(opts: { store: PolicyStore; controlPlaneId:
             outcome = { kind: 'nack', version: answered.version, message };
           } else {
             s.held = req.versionInfo;
+            // The sidecar moved on: a version it refused earlier may be offered again when it
+            // becomes current again (a revert), and the sidecar may accept it by then (a secret
+            // mounted meanwhile). Found in review: it was never offered again on this stream.
+            s.nacked.length = 0;
             if (req.versionInfo !== answered.version) {
               log.warn('ACK names another version than the one sent', { stream: s.id, sent: answered.version, acked: req.versionInfo });
             } else {
@@ -205,6 +219,9 @@ export function createStreamRegistry(opts: { store: PolicyStore; controlPlaneId:
     },
   };
 }
+
+/** The refusal of an oversized version_info, on the first request (server.ts) and on later ones. */
+export const VERSION_INFO_TOO_LONG = `version_info is longer than ${MAX_VERSION_INFO} characters`;
 
 function truncate(s: string, max: number): string {
   return s.length <= max ? s : `${s.slice(0, max - 1)}\u2026`;
