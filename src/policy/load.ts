@@ -35,13 +35,20 @@ export function readPolicyText(file: string): string {
   }
 }
 
+const OTHER_SERVICE = 'policy is for service';
+
+/** Whether `err` refused a policy because it names another service than `LoadOptions.service`. */
+export function isOtherServiceError(err: unknown): boolean {
+  return err instanceof ConfigError && err.issues.some((i) => i.path === 'service' && i.message.startsWith(OTHER_SERVICE));
+}
+
 /** Validates without compiling: the parsed file (defaults applied) or a ConfigError. */
 export function validatePolicyText(text: string, file: string, opts: Pick<LoadOptions, 'service'> = {}): PolicyFile {
   const parsed = parseYamlFile(text, file, policySchema);
   const locator = createYamlLocator(text, file);
   const issues = checkPolicy(parsed, locator);
   if (opts.service !== undefined && parsed.service !== opts.service) {
-    issues.unshift(locator.issue(['service'], `policy is for service "${parsed.service}" but this sidecar guards "${opts.service}"`));
+    issues.unshift(locator.issue(['service'], `${OTHER_SERVICE} "${parsed.service}" but this sidecar guards "${opts.service}"`));
   }
   if (issues.length > 0) throw new ConfigError(issues.sort((a, b) => a.line - b.line || a.column - b.column));
   return parsed;

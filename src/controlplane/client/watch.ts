@@ -5,6 +5,7 @@ import { GrpcStream } from '../../h2/grpc-stream.ts';
 import { watchFileSet } from '../../lib/file-watch.ts';
 import type { Logger } from '../../lib/log.ts';
 import { changedReferences, referencesOf } from '../../policy/compile.ts';
+import { isOtherServiceError } from '../../policy/load.ts';
 import type { CompiledPolicy } from '../../policy/model.ts';
 import { SERVICE_NAME } from '../../policy/schema.ts';
 import {
@@ -377,6 +378,10 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
     try {
       p = opts.compile(resp.policy.text, resp.policy.fileName);
     } catch (err) {
+      // A text for another service is refused by the validator with the rest, but its NACK says
+      // so (FAILED_PRECONDITION, docs/control-plane.md; found in review: it was INVALID_ARGUMENT),
+      // and no retry can make it compile here.
+      if (isOtherServiceError(err)) return nack(c, resp, RpcCode.FAILED_PRECONDITION, describe(err));
       retryRefused({ text: resp.policy.text, fileName: resp.policy.fileName, versionInfo: resp.versionInfo });
       return nack(c, resp, RpcCode.INVALID_ARGUMENT, describe(err));
     }

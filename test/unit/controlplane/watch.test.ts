@@ -324,6 +324,47 @@ describe('createPolicyWatch', () => {
     expect(ended[0]).toContain('unparsable response: truncated field');
   });
 
+  it('NACKs a text for another service with FAILED_PRECONDITION, as documented, where the validator refuses it (regression: INVALID_ARGUMENT)', async () => {
+    const PolicyRequest = protoRoot.lookupType('ward.v1.PolicyRequest');
+    const nacks: { code: number; message: string }[] = [];
+    const streams: http2.ServerHttp2Stream[] = [];
+    const server = http2.createServer();
+    server.on('stream', (s) => {
+      streams.push(s);
+      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+          const n = buf.readUInt32BE(1);
+          const req = PolicyRequest.toObject(PolicyRequest.decode(buf.subarray(5, 5 + n))) as { errorDetail?: { code: number; message: string } };
+          if (req.errorDetail !== undefined) nacks.push(req.errorDetail);
+          buf = buf.subarray(5 + n);
+        }
+      });
+      // the response names this sidecar's service; the text inside names another
+      const m = Buffer.from(
+        PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: 'v-other', nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('payments') } })).finish(),
+      );
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(m.length, 1);
+      s.write(Buffer.concat([prefix, m]));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    cleanups.push(() => {
+      for (const st of streams) st.session?.destroy();
+    });
+    const { watch: w, applied } = watch(`127.0.0.1:${(server.address() as AddressInfo).port}`, stateDir(), {
+      compile: (text, file) => parsePolicyText(text, file, { env: {}, service: 'orders' }),
+    });
+    await eventually(() => nacks.length === 1);
+    expect(nacks[0]?.code).toBe(9);
+    expect(nacks[0]?.message).toContain('policy is for service "payments" but this sidecar guards "orders"');
+    expect(applied).toEqual([]);
+    expect(w.current()).toBeNull();
+  });
+
   it('stops reconnecting once closed', async () => {
     const t = fakeTimers();
     const { watch: w } = watch('127.0.0.1:1', stateDir(), { timers: t.timers });
