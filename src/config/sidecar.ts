@@ -142,9 +142,15 @@ const controlPlane = z.strictObject({
   }),
   resource: z.string().min(1).default('urn:ward:control-plane').meta({ description: 'Audience (RFC 8707 resource) of that token.' }),
   scope: z.string().optional().meta({ description: 'Scope to request for that token, if the IdP needs one.' }),
-  instanceId: z.string().min(1).optional().meta({
-    description: 'How this sidecar appears in `ward status`; default `<hostname>:<pid>`.',
-  }),
+  instanceId: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[\x20-\x7e]+$/, { message: 'must be printable ASCII (the control plane refuses anything else)' })
+    .optional()
+    .meta({
+      description: 'How this sidecar appears in `ward status`; default `<hostname>:<pid>`. Printable ASCII, at most 128 characters: the control plane refuses any other.',
+    }),
   tls: z
     .strictObject({
       caFile: z.string().min(1).optional().meta({

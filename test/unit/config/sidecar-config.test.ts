@@ -32,6 +32,14 @@ function errorText(text: string): string {
 }
 
 describe('sidecar config: values that could not be used are refused', () => {
+  it('policy.controlPlane.instanceId the control plane would refuse is a start-up error (regression: the sidecar reconnected for ever)', () => {
+    const cp = (id: string): string => BASE.replace('file: policy.yaml', `controlPlane: { address: "ward-cp:15010", stateDir: state, issuer: "https://idp", instanceId: ${JSON.stringify(id)} }`);
+    expect(errorText(cp('pod-1\nforged row'))).toContain('policy.controlPlane.instanceId: must be printable ASCII');
+    expect(errorText(cp('pod-\u00e9'))).toContain('policy.controlPlane.instanceId: must be printable ASCII');
+    expect(errorText(cp('x'.repeat(129)))).toContain('policy.controlPlane.instanceId');
+    expect(errorText(cp('orders-7d9f:1234'))).toBe('(accepted)');
+  });
+
   it('policy.controlPlane.address with a port of 0 or above 65535 (the sidecar would never connect)', () => {
     for (const address of ['ward-cp.ward-system.svc:99999', 'ward-cp:0', '[::1]:70000']) {
       const text = BASE.replace('file: policy.yaml', `controlPlane: { address: "${address}", stateDir: state, issuer: "https://idp" }`);
