@@ -508,19 +508,24 @@ function assertClean(r: H2loadResult, what: string): void {
   }
 }
 
-/** Unmeasured saturation, so that what is measured next is the process's steady state. */
-async function prime(sc: Scenario, run: Running, w: 'grpc' | 'get'): Promise<void> {
-  const r = await runH2load({
-    url: url(run.port, w),
+/** h2load's closed loop on `port` (`--sat-clients` × `--sat-streams`), no warm-up of its own; at a rate per connection if given. */
+function saturationLoad(port: number, w: 'grpc' | 'get', durationS: number, rpsPerClient?: number): Promise<H2loadResult> {
+  return runH2load({
+    url: url(port, w),
     cpus: loadCpus,
     headers: h2loadHeaders(w),
     ...(w === 'grpc' ? { dataFile: join(work, 'request.bin') } : {}),
     clients: Number(opt['sat-clients']),
     streams: Number(opt['sat-streams']),
-    durationS: primeSeconds,
+    durationS,
     warmupS: 0,
+    ...(rpsPerClient === undefined ? {} : { rpsPerClient }),
   });
-  assertClean(r, `${sc.id}/${w} priming`);
+}
+
+/** Unmeasured saturation, so that what is measured next is the process's steady state. */
+async function prime(sc: Scenario, run: Running, w: 'grpc' | 'get'): Promise<void> {
+  assertClean(await saturationLoad(run.port, w, primeSeconds), `${sc.id}/${w} priming`);
 }
 
 async function measure(sc: Scenario, run: Running, w: 'grpc' | 'get', round: number): Promise<Sample> {
@@ -752,17 +757,7 @@ async function profile(): Promise<void> {
   const run = await sc.start('prof', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
   try {
     await check(sc, run.port);
-    const r = await runH2load({
-      url: url(run.port, 'grpc'),
-      cpus: loadCpus,
-      headers: h2loadHeaders('grpc'),
-      dataFile: join(work, 'request.bin'),
-      clients: Number(opt['sat-clients']),
-      streams: Number(opt['sat-streams']),
-      durationS: satSeconds * 2,
-      warmupS: 0,
-      ...(opt.rates === 'saturation' ? {} : { rpsPerClient: Number(opt.rates.split(',')[0]) / Number(opt['sat-clients']) }),
-    });
+    const r = await saturationLoad(run.port, 'grpc', satSeconds * 2, opt.rates === 'saturation' ? undefined : Number(opt.rates.split(',')[0]) / Number(opt['sat-clients']));
     assertClean(r, 'profile');
     console.log(`${r.rps.toFixed(0)} rps`);
   } finally {
@@ -792,17 +787,7 @@ async function perfProfile(): Promise<void> {
   warmCompileCaches([sc.id]);
   const run = await sc.start('perf', ['--perf-basic-prof']);
   const data = join(work, 'perf.data');
-  const load = (durationS: number): Promise<H2loadResult> =>
-    runH2load({
-      url: url(run.port, 'grpc'),
-      cpus: loadCpus,
-      headers: h2loadHeaders('grpc'),
-      dataFile: join(work, 'request.bin'),
-      clients: Number(opt['sat-clients']),
-      streams: Number(opt['sat-streams']),
-      durationS,
-      warmupS: 0,
-    });
+  const load = (durationS: number): Promise<H2loadResult> => saturationLoad(run.port, 'grpc', durationS);
   let r: H2loadResult;
   try {
     await check(sc, run.port);

@@ -66,3 +66,22 @@ export function configMap(d: string, gen: string, files: Record<string, string>)
     }
   }
 }
+
+/** A policy valid for the control plane that a sidecar compiles only with the HMAC secret in `env` set. */
+export function needsSecretPolicy(env: string): string {
+  return `apiVersion: ward.dev/v1
+kind: Policy
+service: orders
+issuers:
+  - issuer: http://127.0.0.1:4400
+    audiences: [urn:ward:orders]
+    algorithms: [HS256]
+    hmacSecretEnv: ${env}
+rules:
+  - name: readers
+    action: allow
+    match:
+      grpc: [/ward.demo.v1.Orders/GetOrder]
+`;
+}
+

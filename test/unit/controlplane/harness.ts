@@ -1,3 +1,4 @@
+import { afterEach } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -192,3 +193,26 @@ function rawStream(call: grpc.ClientDuplexStream<PolicyRequestWire, PolicyRespon
     nack: (r, keeps, message) => send({ versionInfo: keeps, responseNonce: r.nonce, errorDetail: { code: 3, message } }),
   };
 }
+
+/**
+ * A test file's clean-ups, run after each of its tests (last added first), and a harness closed
+ * with them. Called once, at the top level of a test file.
+ */
+export function perTest(): {
+  readonly cleanups: (() => Promise<void> | void)[];
+  readonly harness: (opts?: Parameters<typeof startHarness>[0]) => Promise<Harness>;
+} {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  return {
+    cleanups,
+    harness: async (opts = {}) => {
+      const h = await startHarness(opts);
+      cleanups.push(() => h.close());
+      return h;
+    },
+  };
+}
+

@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { policyDiscoveryClient, type StatusResponseWire } from '../../../src/controlplane/proto.ts';
 import { invalidPolicy, policy } from './fixtures.ts';
-import { type Harness, startHarness } from './harness.ts';
+import { type Harness, perTest } from './harness.ts';
 
 /**
  * Regression (review, sixteenth session): a file refused because its service is already served
@@ -11,16 +11,7 @@ import { type Harness, startHarness } from './harness.ts';
  * orders. It is now reported under the service its valid content names.
  */
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function harness(opts: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(opts);
-  cleanups.push(() => h.close());
-  return h;
-}
+const { cleanups, harness } = perTest();
 
 async function statusOf(h: Harness, service: string): Promise<StatusResponseWire> {
   const Client = policyDiscoveryClient();

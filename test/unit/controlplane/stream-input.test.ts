@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MAX_VERSION_INFO } from '../../../src/controlplane/wire.ts';
 import { memoryLogger, policy } from './fixtures.ts';
-import { type Harness, type RawStream, startHarness, TOKENS } from './harness.ts';
+import { perTest, type RawStream, TOKENS } from './harness.ts';
 
 /**
  * Regressions (review, sixteenth session): what a sidecar sends and the control plane keeps,
@@ -11,16 +11,7 @@ import { type Harness, type RawStream, startHarness, TOKENS } from './harness.ts
  * returned by GetStatus. Both end the stream with INVALID_ARGUMENT.
  */
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function harness(opts: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(opts);
-  cleanups.push(() => h.close());
-  return h;
-}
+const { harness } = perTest();
 
 /**
  * How the stream ended, or 'went on' once `wentOn()` says the control plane took the request

@@ -1,10 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createPolicyWatch } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
-import { eventually, policy, tempDir } from './fixtures.ts';
-import { type Harness, startHarness, TOKENS } from './harness.ts';
+import { eventually, needsSecretPolicy, policy, tempDir } from './fixtures.ts';
+import { perTest, TOKENS } from './harness.ts';
 
 /**
  * Regression (review, sixteenth session): a version a stream NACKed was never offered to it again,
@@ -20,31 +20,9 @@ const v3 = V(['GetOrder', 'CreateOrder']);
 const v4 = V(['CreateOrder']);
 
 /** Valid for the control plane; the sidecar compiles it only once WARD_TEST_REVERT_SECRET is in its env. */
-const NEEDS_SECRET = `apiVersion: ward.dev/v1
-kind: Policy
-service: orders
-issuers:
-  - issuer: http://127.0.0.1:4400
-    audiences: [urn:ward:orders]
-    algorithms: [HS256]
-    hmacSecretEnv: WARD_TEST_REVERT_SECRET
-rules:
-  - name: readers
-    action: allow
-    match:
-      grpc: [/ward.demo.v1.Orders/GetOrder]
-`;
+const NEEDS_SECRET = needsSecretPolicy('WARD_TEST_REVERT_SECRET');
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function harness(opts: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(opts);
-  cleanups.push(() => h.close());
-  return h;
-}
+const { cleanups, harness } = perTest();
 
 describe('StreamPolicy: a NACKed version after a later ACK', () => {
   it('is offered again when the file is reverted to it, and refused at most once each time it is current', async () => {

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { backoffDelay, DEFAULT_BACKOFF } from '../../../src/lib/backoff.ts';
 import { statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
@@ -13,8 +13,8 @@ import { MAX_POLICY_FILE_BYTES } from '../../../src/controlplane/wire.ts';
 import { createLogger, silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
-import { eventually, policy, tempDir } from './fixtures.ts';
-import { type Harness, startHarness, TOKENS } from './harness.ts';
+import { eventually, needsSecretPolicy, policy, tempDir } from './fixtures.ts';
+import { perTest, startHarness, TOKENS } from './harness.ts';
 
 const protoRoot = new protobuf.Root();
 protoRoot.resolvePath = (_origin, target) => fileURLToPath(new URL(`../../../proto/${target}`, import.meta.url));
@@ -25,31 +25,9 @@ const v1 = validatePolicyForControlPlane(policy('orders'), 'x').version;
 const v2 = validatePolicyForControlPlane(policy('orders', ['ListOrders']), 'x').version;
 
 /** Valid for the control plane; the sidecar cannot compile it without the HMAC secret in its env. */
-const NEEDS_SECRET = `apiVersion: ward.dev/v1
-kind: Policy
-service: orders
-issuers:
-  - issuer: http://127.0.0.1:4400
-    audiences: [urn:ward:orders]
-    algorithms: [HS256]
-    hmacSecretEnv: WARD_TEST_UNSET_SECRET
-rules:
-  - name: readers
-    action: allow
-    match:
-      grpc: [/ward.demo.v1.Orders/GetOrder]
-`;
+const NEEDS_SECRET = needsSecretPolicy('WARD_TEST_UNSET_SECRET');
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function harness(opts: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(opts);
-  cleanups.push(() => h.close());
-  return h;
-}
+const { cleanups, harness } = perTest();
 
 function stateDir(): string {
   const t = tempDir('ward-state-');

@@ -26,17 +26,23 @@ describe('HTTP/1.1 refusals written by the parser', () => {
     for (const c of cleanup.splice(0).reverse()) await c();
   });
 
-  it.each([
-    ['a header list over maxHeaderListBytes', `GET /api/a HTTP/1.1\r\nHost: orders\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, 431, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
-    ['an invalid field name', 'GET /api/a HTTP/1.1\r\nHost: orders\r\nBad Name: x\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
-    ['bytes that are not HTTP', '\x16\x03\x01 not a request\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
-  ] as const)('%s: %i with x-ward-decision-id, and a decision record, span, log record and sample with that id', async (_what, text, status, reason) => {
+  /** A collector, an HTTP/1.1 app and a traced sidecar in front of it, closed after the test. */
+  async function rig(): Promise<{ col: Awaited<ReturnType<typeof collector>>; app: Awaited<ReturnType<typeof startH1App>>; proxy: Awaited<ReturnType<typeof tracedProxy>> }> {
     const col = await collector();
     cleanup.push(() => col.close());
     const app = await startH1App();
     cleanup.push(() => app.close());
     const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
     cleanup.push(() => proxy.close());
+    return { col, app, proxy };
+  }
+
+  it.each([
+    ['a header list over maxHeaderListBytes', `GET /api/a HTTP/1.1\r\nHost: orders\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, 431, 'ERR_REQUEST_HEADERS_TOO_LARGE'],
+    ['an invalid field name', 'GET /api/a HTTP/1.1\r\nHost: orders\r\nBad Name: x\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
+    ['bytes that are not HTTP', '\x16\x03\x01 not a request\r\n\r\n', 400, 'ERR_REQUEST_INVALID'],
+  ] as const)('%s: %i with x-ward-decision-id, and a decision record, span, log record and sample with that id', async (_what, text, status, reason) => {
+    const { col, app, proxy } = await rig();
 
     const out = await rawExchange(proxy.port, text, 300);
     const head = out.split('\r\n\r\n')[0] ?? '';
@@ -64,12 +70,7 @@ describe('HTTP/1.1 refusals written by the parser', () => {
   });
 
   it('an HTTP/2 header list over the limit: the connection\'s own 431 carries a decision id, recorded like the rest (regression: neither)', async () => {
-    const col = await collector();
-    cleanup.push(() => col.close());
-    const app = await startH1App();
-    cleanup.push(() => app.close());
-    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
-    cleanup.push(() => proxy.close());
+    const { app, proxy } = await rig();
     const c = await rawH2(proxy.port);
     cleanup.push(async () => c.close());
     const blk = requestBlock('/api/x', Array.from({ length: 100 }, (_, i) => [`x-big-${i}`, 'v'.repeat(1000)] as [string, string]));
@@ -89,12 +90,7 @@ describe('HTTP/1.1 refusals written by the parser', () => {
   });
 
   it('CONNECT is answered 400 ERR_REQUEST_INVALID and recorded with its method (regression: the connection was dropped unanswered)', async () => {
-    const col = await collector();
-    cleanup.push(() => col.close());
-    const app = await startH1App();
-    cleanup.push(() => app.close());
-    const proxy = await tracedProxy({ upstreamPort: app.port, protocol: 'http1', policy: policyText(ALLOW), collectorPort: col.port });
-    cleanup.push(() => proxy.close());
+    const { app, proxy } = await rig();
     const out = await rawExchange(proxy.port, 'CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\nAuthorization: Bearer x\r\n\r\n', 300);
     const head = out.split('\r\n\r\n')[0] ?? '';
     expect(head.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
