@@ -103,14 +103,14 @@ const exchange = z.strictObject({
   }),
   cacheEntries: z.int().nonnegative().default(10_000).meta({
     description:
-      'Most tokens kept, keyed by (SHA-256 of the subject token, destination, scopes); least recently used go first. 0 disables caching (every call exchanges).',
+      'Most tokens kept, keyed by (SHA-256 of the subject token, destination, scopes); least recently used go first. Remembered refusals (`refusalCacheSeconds`) take entries of the same cache. 0 disables caching, refusals included: every call exchanges.',
   }),
   renewBeforeSeconds: z.int().nonnegative().default(30).meta({
     description:
       'A cached token is used until this long before its `expires_in` runs out (at most half its lifetime), and never past the subject token\'s own `exp`.',
   }),
   refusalCacheSeconds: z.int().nonnegative().default(5).meta({
-    description: 'An IdP refusal (e.g. `invalid_target`) is remembered this long for the same subject token and destination, so a retrying app does not hammer the IdP.',
+    description: 'An IdP refusal (e.g. `invalid_target`) is remembered this long for the same subject token and destination, so a retrying app does not hammer the IdP. Kept in the token cache: none with `cacheEntries: 0`.',
   }),
   retryInitialMs: ms().positive().default(1000).meta({
     description:
