@@ -132,6 +132,9 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
   /** The text of the last version refused because it did not compile here, and its retry timer. */
   let refused: { readonly text: string; readonly fileName: string; readonly versionInfo: string } | null = null;
   let refusedTimer: unknown = null;
+  /** While a saved policy that did not compile at start is tried again; and why it last failed. */
+  let restoreTimer: unknown = null;
+  let restoreError: string | null = null;
 
   // The service names a file in stateDir: only well-formed names (as the policy schema allows).
   if (!SERVICE_NAME.test(service)) throw new Error(`invalid service name '${service}'`);
@@ -181,9 +184,23 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       log.info('policy restored from state directory', { version: accepted.versionInfo, file: saved.fileName });
       deliver(p);
     } catch (err) {
-      // A saved version this build cannot compile (e.g. after a downgrade) is not enforced.
-      log.warn('ignoring saved policy that does not compile', { version: saved.versionInfo, reason: describe(err) });
+      // A saved version that does not compile here is not enforced. What failed may be a file it
+      // references that is not there yet (a secret mounted after the sidecar started): while no
+      // policy is in force, it is tried again every `pollMs`, so a restart with the control
+      // plane down still ends up enforcing it (found in review: it waited for the control plane).
+      // Another service's, or a text this build cannot read (a downgrade), fails the same way each
+      // time, for nothing but a compile every `pollMs`; logged once per distinct reason.
+      const reason = describe(err);
+      if (reason !== restoreError) log.warn('saved policy does not compile; trying again while no policy is in force', { version: saved.versionInfo, reason });
+      restoreError = reason;
+      if (!closed && current === null) restoreTimer = timers.setTimeout(restoreAgain, opts.pollMs ?? 2000);
     }
+  }
+
+  function restoreAgain(): void {
+    restoreTimer = null;
+    if (closed || current !== null) return; // the control plane sent a policy meanwhile
+    restore();
   }
 
   /** A file the policy in force references may have changed: compile the same text again. */
@@ -420,6 +437,7 @@ export function createPolicyWatch(opts: PolicyWatchOptions): PolicyWatch {
       referenced.close();
       if (retryTimer !== null) timers.clearTimeout(retryTimer);
       if (refusedTimer !== null) timers.clearTimeout(refusedTimer);
+      if (restoreTimer !== null) timers.clearTimeout(restoreTimer);
       if (healthyTimer !== null) timers.clearTimeout(healthyTimer);
       isConnected = false;
       const c = call;

@@ -99,4 +99,33 @@ describe('policy watch: restoring the state directory', () => {
     const w = watch('127.0.0.1:1', dir, offline);
     expect(w.current()).toBeNull();
   });
+
+  it('a saved policy whose secret is not there yet at start is enforced once it is, with the control plane down (regression: only a push brought it)', async () => {
+    const dir = stateWith({ versionInfo: v1, text: SERVED, localVersion: local(SERVED) });
+    let mounted = false;
+    // Stands for an hmacSecretFile that appears after start: compiling fails until then.
+    const compile = (t: string, file: string): ReturnType<typeof parsePolicyText> => {
+      if (!mounted) throw new Error('hmacSecretFile /var/run/secrets/orders/hmac: ENOENT');
+      return parsePolicyText(t, file, { service: 'orders', env: {} });
+    };
+    const fired: (() => void)[] = [];
+    const timers = { setTimeout: (f: () => void): unknown => fired.push(f), clearTimeout: (): void => {} };
+    const applied: string[] = [];
+    const w = watch('127.0.0.1:1', dir, { compile, timers, onPolicy: (p) => applied.push(p.version), pollMs: 50 });
+    expect(w.current()).toBeNull();
+    // the control plane's reconnect and the restore retry are scheduled; run what is due while not mounted
+    const runAll = (): void => {
+      for (const f of fired.splice(0)) f();
+    };
+    runAll();
+    expect(w.current()).toBeNull();
+    mounted = true;
+    await eventually(() => {
+      runAll();
+      return w.current() !== null;
+    }, 5000, 'the saved policy enforced');
+    expect(applied).toEqual([local(SERVED)]);
+    expect(w.versionInfo()).toBe(v1);
+  });
 });
+
