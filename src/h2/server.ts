@@ -448,7 +448,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #headerListTooLarge(id: number, endStream: boolean, fields: readonly string[]): void {
     const grpcFields = this.#o.tooLargeGrpcFields;
     const grpc = grpcFields !== undefined && isGrpcRequest(fields);
-    let answer = grpc ? (grpcFields) : (this.#o.tooLargeFields ?? TOO_LARGE_FIELDS);
+    let answer = grpc ? grpcFields : (this.#o.tooLargeFields ?? TOO_LARGE_FIELDS);
     const more = this.#o.onHeaderListTooLarge?.(grpc);
     if (more !== undefined && more.length > 0) answer = [...answer, ...more];
     this.writeHeaders(id, this.encode(answer), true);

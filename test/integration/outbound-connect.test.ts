@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { extractBearer } from '../../src/authn/extract.ts';
-import { outboundConfigSchema } from '../../src/config/outbound.ts';
-import { silentLogger } from '../../src/lib/log.ts';
-import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+import type { Outbound } from '../../src/outbound/server.ts';
 import type { OutboundDecisionRecord } from '../../src/outbound/types.ts';
 import { h1raw } from '../security/support/h1raw.ts';
 import { type RecordingApp, startH1App } from '../unit/inbound/harness.ts';
+import { startEgress } from '../support/egress.ts';
 
 /**
  * docs/outbound.md, "When a call is refused": `CONNECT` is `ERR_REQUEST_INVALID`, 400, written by
@@ -21,20 +19,10 @@ const records: OutboundDecisionRecord[] = [];
 
 beforeAll(async () => {
   app = await startH1App();
-  egress = await createOutbound({
-    service: 'orders',
-    config: outboundConfigSchema.parse({
-      listen: { host: '127.0.0.1', port: 0 },
-      destinations: [{ name: 'payments', url: `http://127.0.0.1:${app.port}`, protocol: 'http1', resource: 'urn:ward:payments' }],
-    }),
-    identityPrefix: 'x-ward-',
-    maxTokenBytes: 8192,
-    extractBearer,
-    tokens: { token: () => ({ ok: true, token: 'exchanged', authorization: 'Bearer exchanged', via: 'exchange' }) },
-    log: silentLogger,
-    clock: Date.now,
-    onDecision: (r) => records.push(r),
-  });
+  egress = await startEgress(
+    { destinations: [{ name: 'payments', url: `http://127.0.0.1:${app.port}`, protocol: 'http1', resource: 'urn:ward:payments' }] },
+    { tokens: { token: () => ({ ok: true, token: 'exchanged', authorization: 'Bearer exchanged', via: 'exchange' }) }, onDecision: (r) => records.push(r) },
+  );
 });
 afterAll(async () => {
   await egress.close();

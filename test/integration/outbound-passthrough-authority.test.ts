@@ -1,11 +1,9 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { extractBearer } from '../../src/authn/extract.ts';
-import { outboundConfigSchema } from '../../src/config/outbound.ts';
-import { silentLogger } from '../../src/lib/log.ts';
-import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+import type { Outbound } from '../../src/outbound/server.ts';
 import { type AppEvents, type RecordingApp, startH1App, startH2App } from '../unit/inbound/harness.ts';
+import { startEgress } from '../support/egress.ts';
 
 /**
  * docs/outbound.md "Pass-through": a call to an undeclared name goes to "exactly the host and port
@@ -23,16 +21,7 @@ let egress: Outbound;
 beforeAll(async () => {
   h1App = await startH1App();
   h2App = await startH2App();
-  egress = await createOutbound({
-    service: 'orders',
-    config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, destinations: [] }),
-    identityPrefix: 'x-ward-',
-    maxTokenBytes: 8192,
-    extractBearer,
-    tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
-    log: silentLogger,
-    clock: Date.now,
-  });
+  egress = await startEgress({ passthrough: true, destinations: [] });
 });
 afterAll(async () => {
   await egress.close();

@@ -2,11 +2,9 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { extractBearer } from '../../src/authn/extract.ts';
-import { outboundConfigSchema } from '../../src/config/outbound.ts';
-import { silentLogger } from '../../src/lib/log.ts';
 import { boundHosts } from '../../src/outbound/routes.ts';
-import { createOutbound, type Outbound } from '../../src/outbound/server.ts';
+import type { Outbound } from '../../src/outbound/server.ts';
+import { startEgress } from '../support/egress.ts';
 
 /**
  * docs/outbound.md "Pass-through": "A pass-through to the egress listener's own port on loopback
@@ -44,16 +42,7 @@ function get(port: number, host: string, timeoutMs: number): Promise<number | 't
 
 /** An egress listener with pass-through and no destination (no token is ever asked for). */
 function start(maxPassthroughTargets?: number): Promise<Outbound> {
-  return createOutbound({
-    service: 'frontend',
-    config: outboundConfigSchema.parse({ listen: { host: '127.0.0.1', port: 0 }, passthrough: true, destinations: [], ...(maxPassthroughTargets === undefined ? {} : { maxPassthroughTargets }) }),
-    identityPrefix: 'x-ward-',
-    maxTokenBytes: 8192,
-    extractBearer,
-    tokens: { token: () => ({ ok: false, code: 'ERR_EXCHANGE_UNAVAILABLE', oauthError: null, detail: 'none' }) },
-    log: silentLogger,
-    clock: Date.now,
-  });
+  return startEgress({ passthrough: true, destinations: [], ...(maxPassthroughTargets === undefined ? {} : { maxPassthroughTargets }) }, { service: 'frontend' });
 }
 
 describe('pass-through back into the egress listener', () => {

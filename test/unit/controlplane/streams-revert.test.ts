@@ -4,7 +4,7 @@ import { validatePolicyForControlPlane } from '../../../src/controlplane/server/
 import { silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import { eventually, needsSecretPolicy, policy, tempDir } from './fixtures.ts';
-import { perTest, TOKENS } from './harness.ts';
+import { type Harness, perTest, type RawStream, TOKENS } from './harness.ts';
 
 /**
  * Regression (review, sixteenth session): a version a stream NACKed was never offered to it again,
@@ -24,20 +24,23 @@ const NEEDS_SECRET = needsSecretPolicy('WARD_TEST_REVERT_SECRET');
 
 const { cleanups, harness } = perTest();
 
+/** A raw stream that ACKed v1, NACKed v2 ('secret missing') and was then pushed v3 (`r3`, not answered yet). */
+async function nackedV2ThenV3(): Promise<{ h: Harness; s: RawStream; r3: Awaited<ReturnType<RawStream['next']>> }> {
+  const h = await harness({ files: { 'orders.yaml': policy('orders') } });
+  const s = h.stream();
+  s.hello('orders', 'pod-1');
+  s.ack(await s.next()); // v1
+  await h.write('orders.yaml', policy('orders', ['GetOrder', 'ListOrders']));
+  const r2 = await s.next();
+  expect(r2.versionInfo).toBe(v2);
+  s.nack(r2, v1, 'secret missing');
+  await h.write('orders.yaml', policy('orders', ['GetOrder', 'CreateOrder']));
+  return { h, s, r3: await s.next() };
+}
+
 describe('StreamPolicy: a NACKed version after a later ACK', () => {
   it('is offered again when the file is reverted to it, and refused at most once each time it is current', async () => {
-    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
-    const s = h.stream();
-    s.hello('orders', 'pod-1');
-    s.ack(await s.next()); // v1
-
-    await h.write('orders.yaml', policy('orders', ['GetOrder', 'ListOrders']));
-    const r2 = await s.next();
-    expect(r2.versionInfo).toBe(v2);
-    s.nack(r2, v1, 'secret missing');
-
-    await h.write('orders.yaml', policy('orders', ['GetOrder', 'CreateOrder']));
-    const r3 = await s.next();
+    const { h, s, r3 } = await nackedV2ThenV3();
     expect(r3.versionInfo).toBe(v3);
     s.ack(r3);
 
@@ -59,15 +62,7 @@ describe('StreamPolicy: a NACKed version after a later ACK', () => {
   });
 
   it('a NACKed version that became current during a push is offered right after the ACK', async () => {
-    const h = await harness({ files: { 'orders.yaml': policy('orders') } });
-    const s = h.stream();
-    s.hello('orders', 'pod-1');
-    s.ack(await s.next()); // v1
-    await h.write('orders.yaml', policy('orders', ['GetOrder', 'ListOrders']));
-    const r2 = await s.next();
-    s.nack(r2, v1, 'secret missing');
-    await h.write('orders.yaml', policy('orders', ['GetOrder', 'CreateOrder']));
-    const r3 = await s.next();
+    const { h, s, r3 } = await nackedV2ThenV3();
     // while v3 is outstanding, the file goes back to v2
     await h.write('orders.yaml', policy('orders', ['GetOrder', 'ListOrders']));
     s.ack(r3);

@@ -90,6 +90,36 @@ function fakeTimers(): { timers: NonNullable<PolicyWatchOptions['timers']>; dela
   };
 }
 
+/** One gRPC length-prefixed message (uncompressed). */
+function grpcMessage(m: Uint8Array): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(m.length, 1);
+  return Buffer.concat([prefix, m]);
+}
+
+/**
+ * A bare HTTP/2 server standing in for the control plane: each stream is answered 200
+ * `application/grpc`, then handed to `onStream` with its number (1 for the first). Closed, with
+ * its sessions, after the test.
+ */
+async function rawControlPlane(
+  onStream: (s: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, n: number) => void,
+): Promise<{ readonly address: string; readonly streams: http2.ServerHttp2Stream[] }> {
+  const streams: http2.ServerHttp2Stream[] = [];
+  const server = http2.createServer();
+  server.on('stream', (s, headers) => {
+    streams.push(s);
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    onStream(s, headers, streams.length);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  cleanups.push(() => {
+    for (const st of streams) st.session?.destroy();
+  });
+  return { address: `127.0.0.1:${(server.address() as AddressInfo).port}`, streams };
+}
+
 describe('createPolicyWatch', () => {
   it('applies the pushed version, persists it atomically, and ACKs', async () => {
     const h = await harness({ files: { 'orders.yaml': policy('orders') } });
@@ -268,34 +298,19 @@ describe('createPolicyWatch', () => {
 
   it('a response it cannot parse ends the stream (INTERNAL) and keeps the policy in force; the next stream is opened', async () => {
     // A server speaking the protocol's framing, but whose second message is not a PolicyResponse.
-    const streams: http2.ServerHttp2Stream[] = [];
-    const server = http2.createServer();
-    server.on('stream', (s, headers) => {
-      streams.push(s);
+    const cp = await rawControlPlane((s, headers, n) => {
       expect(headers['authorization']).toBe(`Bearer ${TOKENS.orders}`);
-      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
-      const good = Buffer.from(
-        PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: v1, nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('orders') } })).finish(),
-      );
+      const good = PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: v1, nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('orders') } })).finish();
       const bad = Buffer.from([0x0a, 0x05, 0x61]); // a string field longer than the message
-      for (const m of streams.length === 1 ? [good, bad] : []) {
-        const prefix = Buffer.alloc(5);
-        prefix.writeUInt32BE(m.length, 1);
-        s.write(Buffer.concat([prefix, m]));
-      }
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
-    cleanups.push(() => {
-      for (const st of streams) st.session?.destroy();
+      for (const m of n === 1 ? [good, bad] : []) s.write(grpcMessage(m));
     });
     const lines: string[] = [];
     const log = createLogger({ level: 'warn', sink: { write: (l) => lines.push(l) } });
-    const { watch: w, applied } = watch(`127.0.0.1:${(server.address() as AddressInfo).port}`, stateDir(), { log });
-    await eventually(() => streams.length >= 2 && w.connected());
+    const { watch: w, applied } = watch(cp.address, stateDir(), { log });
+    await eventually(() => cp.streams.length >= 2 && w.connected());
     expect(applied.map((p) => p.version)).toEqual([v1]);
     expect(w.current()?.version).toBe(v1);
-    expect(streams[0]?.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    expect(cp.streams[0]?.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
     const ended = lines.filter((l) => l.includes('control plane stream ended'));
     expect(ended).toHaveLength(1);
     expect(ended[0]).toContain('INTERNAL');
@@ -305,11 +320,7 @@ describe('createPolicyWatch', () => {
   it('NACKs a text for another service with FAILED_PRECONDITION, as documented, where the validator refuses it (regression: INVALID_ARGUMENT)', async () => {
     const PolicyRequest = protoRoot.lookupType('ward.v1.PolicyRequest');
     const nacks: { code: number; message: string }[] = [];
-    const streams: http2.ServerHttp2Stream[] = [];
-    const server = http2.createServer();
-    server.on('stream', (s) => {
-      streams.push(s);
-      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    const cp = await rawControlPlane((s) => {
       let buf = Buffer.alloc(0);
       s.on('data', (d: Buffer) => {
         buf = Buffer.concat([buf, d]);
@@ -321,19 +332,9 @@ describe('createPolicyWatch', () => {
         }
       });
       // the response names this sidecar's service; the text inside names another
-      const m = Buffer.from(
-        PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: 'v-other', nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('payments') } })).finish(),
-      );
-      const prefix = Buffer.alloc(5);
-      prefix.writeUInt32BE(m.length, 1);
-      s.write(Buffer.concat([prefix, m]));
+      s.write(grpcMessage(PolicyResponse.encode(PolicyResponse.fromObject({ versionInfo: 'v-other', nonce: '1', service: 'orders', policy: { fileName: 'orders.yaml', text: policy('payments') } })).finish()));
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
-    cleanups.push(() => {
-      for (const st of streams) st.session?.destroy();
-    });
-    const { watch: w, applied } = watch(`127.0.0.1:${(server.address() as AddressInfo).port}`, stateDir(), {
+    const { watch: w, applied } = watch(cp.address, stateDir(), {
       compile: (text, file) => parsePolicyText(text, file, { env: {}, service: 'orders' }),
     });
     await eventually(() => nacks.length === 1);

@@ -1,13 +1,11 @@
 import http2 from 'node:http2';
 import { afterEach, describe, expect, it } from 'vitest';
-import { extractBearer } from '../../../src/authn/extract.ts';
-import { outboundConfigSchema } from '../../../src/config/outbound.ts';
 import type { TokenOutcome } from '../../../src/exchange/broker.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
-import { createOutbound, type Outbound } from '../../../src/outbound/server.ts';
+import type { Outbound } from '../../../src/outbound/server.ts';
 import type { OutboundDecisionRecord } from '../../../src/outbound/types.ts';
 import { startH2App } from '../inbound/harness.ts';
 import { until } from '../inbound/traced.ts';
+import { startEgress } from '../../support/egress.ts';
 
 /**
  * The egress twin of test/unit/inbound/deadline-records.test.ts. A `grpc-timeout` runs from the
@@ -29,20 +27,10 @@ describe('an egress gRPC deadline that passes while the token is being exchanged
     const records: OutboundDecisionRecord[] = [];
     // The IdP answers when the test says so.
     const waiting: ((t: TokenOutcome) => void)[] = [];
-    const egress: Outbound = await createOutbound({
-      service: 'orders',
-      config: outboundConfigSchema.parse({
-        listen: { host: '127.0.0.1', port: 0 },
-        destinations: [{ name: 'payments', url: `http://127.0.0.1:${dest.port}`, protocol: 'h2c', resource: 'urn:ward:payments' }],
-      }),
-      identityPrefix: 'x-ward-',
-      maxTokenBytes: 8192,
-      extractBearer,
-      tokens: { token: () => new Promise((resolve) => waiting.push(resolve)) },
-      log: silentLogger,
-      clock: Date.now,
-      onDecision: (r) => records.push(r),
-    });
+    const egress: Outbound = await startEgress(
+      { destinations: [{ name: 'payments', url: `http://127.0.0.1:${dest.port}`, protocol: 'h2c', resource: 'urn:ward:payments' }] },
+      { tokens: { token: () => new Promise((resolve) => waiting.push(resolve)) }, onDecision: (r) => records.push(r) },
+    );
     cleanup.push(() => egress.close());
 
     const c = http2.connect(`http://127.0.0.1:${egress.port}`);
