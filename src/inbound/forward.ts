@@ -848,8 +848,10 @@ export function createRelay(o: RelayOptions): Relay {
     else {
       const body = ex.body();
       tag(body, ex); // an HTTP/1.1 request is not tagged by the listener (its response is)
-      pump(body, req, false);
+      // Before pump: an HTTP/2 caller's body held while the call was judged (a token checked
+      // asynchronously) flows, and ends, inside pump's resume().
       body.once('end', onBodyEndToH1);
+      pump(body, req, false);
     }
   }
 

@@ -17,8 +17,10 @@ import {
   startProxy,
   testConfig,
   TEST_POLICY,
+  testAuthenticate,
   type TestProxy,
 } from '../unit/inbound/harness.ts';
+import type { AuthResult } from '../../src/authn/authenticator.ts';
 
 /**
  * Plain HTTP through the sidecar, for every pairing of client (HTTP/1.1, h2c — on the same
@@ -129,6 +131,23 @@ describe.each([
         expect(r.body.length).toBe(body.length);
       }
       expect(app.requests[0]?.body.length).toBe(body.length);
+    });
+
+    it('an HTTP/2 body that arrived whole while the token was being checked reaches the app whole, and the call ends (regression: an HTTP/1.1 app waited for its end forever)', async () => {
+      // The token is judged 100 ms later, as a JWKS fetch, an introspection or the signature
+      // queue may take: by then the whole body and END_STREAM are held in the sidecar.
+      const later = (token: string): Promise<AuthResult> => new Promise((resolve) => setTimeout(() => resolve(testAuthenticate()(token) as AuthResult), 100));
+      const slow = await startProxy(testConfig({ upstreamPort: app.port, protocol }), { rule, authenticate: later });
+      const s = await h2Connect(slow.port);
+      try {
+        const r = await h2Request(s, { ':method': 'POST', ':authority': 'orders.test', ':path': '/echo', ...AUTH }, 'held body');
+        expect(r.headers[':status']).toBe(200);
+        expect(r.body).toBe('held body');
+        expect(app.requests[0]?.body).toBe('held body');
+      } finally {
+        s.close();
+        await slow.close();
+      }
     });
 
     it('trailers reach an HTTP/2 client', async () => {
