@@ -460,6 +460,51 @@ describe('verified-token cache', () => {
   });
 });
 
+describe('signature queue: one batch per event-loop turn', () => {
+  /** One macrotask later: a queued batch has been worked through. */
+  const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  it('tokens arriving in one turn are verified together in the next, each with its own result', async () => {
+    const a = await ready([trust()], { cacheEntries: 0 });
+    const good = await Promise.all([1, 2, 3].map(() => mint(k1, claims())));
+    const forged = await mint(rogue, claims());
+    const rsaToken = await mint(rsa, claims({ sub: 'bob' }));
+    const pending = [good[0], forged, good[1], rsaToken, good[2]].map((t) => a.authenticate(t as string));
+    for (const p of pending) expect(isPromise(p)).toBe(true);
+    expect(a.signatureChecks).toBe(0); // nothing verified inside the turn that brought them
+    await nextTurn();
+    expect(a.signatureChecks).toBe(5);
+    const results = await Promise.all(pending.map(async (p) => p));
+    expect(results.map(codeOf)).toEqual(['OK', 'ERR_TOKEN_SIGNATURE', 'OK', 'OK', 'OK']);
+    const bob = results[3] as AuthResult;
+    expect(bob.ok && bob.identity.subject).toBe('bob');
+  });
+
+  it('a burst carrying one new token costs one verification; the rest are answered by the cache', async () => {
+    const a = await ready();
+    const token = await mint(k1, claims());
+    const burst = Array.from({ length: 5 }, () => a.authenticate(token));
+    const results = await Promise.all(burst.map(async (p) => p));
+    expect(results.map(codeOf)).toEqual(['OK', 'OK', 'OK', 'OK', 'OK']);
+    expect(a.signatureChecks).toBe(1);
+    for (const r of results) expect(r).toBe(results[0]);
+  });
+
+  it('an issuer changed while its tokens wait in the queue is checked against the new trust', async () => {
+    const a = await ready();
+    const removed = a.authenticate(await mint(k1, claims()));
+    a.setIssuers([]);
+    expect(codeOf(await removed)).toBe('ERR_TOKEN_ISSUER_UNKNOWN');
+    a.setIssuers([trust()]);
+    expect(await a.whenReady(5000)).toBe(true);
+    const narrowed = a.authenticate(await mint(k1, claims()));
+    expect(isPromise(narrowed)).toBe(true);
+    a.setIssuers([trust({ audiences: ['billing'] })]);
+    expect(codeOf(await narrowed)).toBe('ERR_TOKEN_AUDIENCE');
+    expect(a.signatureChecks).toBe(0); // refused on the claims: its signature was never checked
+  });
+});
+
 describe('setIssuers', () => {
   it('a removed issuer stops authenticating at once, cached tokens included', async () => {
     const a = await ready();
