@@ -100,6 +100,14 @@ const MAX_EMPTY_DATA = 1000;
  * bounds 1000 of them (node:http2's `maxSessionMemory: 10`, which ward set before).
  */
 const MAX_BUFFERED = 10 * 1024 * 1024;
+/**
+ * Output waiting on the socket above which the connection stops reading the client until the
+ * socket drains (CVE-2019-9517, "internal data buffering"): a client that sends request after
+ * request and never reads the answers (HEADERS, RST_STREAM: not flow-controlled) would otherwise
+ * queue them without bound. node:http2 stops reading the same way while its output is pending.
+ * One read (64 KiB) can add its own answers on top, so the queue stays within a few MiB.
+ */
+const MAX_OUTPUT = 1024 * 1024;
 /** Reset stream ids remembered to tell "sent before our RST" from a protocol error. */
 const RESET_MEMORY = 1024;
 /** After GOAWAY, a peer that neither reads nor closes loses the socket after this long. */
@@ -238,6 +246,20 @@ export class H2ServerStream extends EventEmitter {
   }
 }
 
+/**
+ * A body chunk to hold: itself when it is most of the memory it keeps alive, else a copy of its
+ * own size. A slice kept as is pins the whole read it came in (up to 64 KiB) while only its own
+ * length counts towards MAX_BUFFERED: a client padding each DATA frame's read with ignored
+ * frames pinned 16x the bound (found in review). Not `Buffer.from`, whose copies share Node's
+ * 64 KiB pool with whatever else is allocated between them.
+ */
+function heldCopy(chunk: Buffer): Buffer {
+  if (chunk.length * 2 >= chunk.buffer.byteLength) return chunk;
+  const copy = Buffer.allocUnsafeSlow(chunk.length);
+  chunk.copy(copy);
+  return copy;
+}
+
 function codeError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
@@ -290,6 +312,8 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #socketClosed = false;
   #closeReported = false;
   #refused = 0;
+  /** Reading stopped until the socket drains (MAX_OUTPUT). */
+  #readPaused = false;
   #emptyData = 0;
   #resetTokens = RESET_BURST;
   #resetAt = 0;
@@ -313,7 +337,13 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     // socket ends once those streams are done), which needs the write side kept open.
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => this.notifyDrain(this.#streams.values()));
+    socket.on('drain', () => {
+      if (this.#readPaused) {
+        this.#readPaused = false;
+        socket.resume();
+      }
+      this.notifyDrain(this.#streams.values());
+    });
     socket.on('error', (err) => {
       this.#o.onError?.(err);
       this.destroy();
@@ -668,6 +698,10 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       data = data.subarray(n);
     }
     this.readFrames(data);
+    if (this.socket.writableLength > MAX_OUTPUT && !this.#readPaused && !this.#destroyed) {
+      this.#readPaused = true;
+      this.socket.pause();
+    }
   }
 
   protected onGoaway(): void {
@@ -766,8 +800,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
       const chunk = buf.subarray(p, stop);
       if (s.flowing && s.inbox === null) this.#deliver(s, chunk);
       else {
-        // A small slice is copied: kept as is it would pin the whole read buffer it came in.
-        (s.inbox ??= []).push(chunk.length < 4096 ? Buffer.from(chunk) : chunk);
+        (s.inbox ??= []).push(heldCopy(chunk));
         s.inboxBytes += chunk.length;
         this.#buffered += chunk.length;
         if (this.#buffered > MAX_BUFFERED) return this.connectionError(ENHANCE_YOUR_CALM, 'request bodies buffered past the connection bound');
@@ -819,8 +852,10 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     }
     this.#lastStreamId = id;
     if (this.#goaway) {
-      // After our GOAWAY: not processed (the client retries elsewhere).
+      // After a GOAWAY, ours or the client's: not processed (the client retries elsewhere). Counted
+      // like the other refusals: each costs a RST_STREAM the client need not read (found in review).
       this.#sendReset(id, REFUSED_STREAM);
+      if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {

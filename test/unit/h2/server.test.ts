@@ -15,6 +15,7 @@ import {
   FLAG_PADDED,
   FLOW_CONTROL_ERROR,
   frame,
+  goawayFrame,
   FRAME_SIZE_ERROR,
   GOAWAY,
   HEADERS,
@@ -1082,6 +1083,82 @@ describe('connection errors: GOAWAY with the §5.4.1 code', () => {
     expect(sent).toBeLessThan(1_000_000);
     expect(maxQueued).toBeLessThan(1024 * 1024);
     expect(heapGrowth).toBeLessThan(64 * 1024 * 1024);
+  });
+});
+
+// ---- 9b. a client that does not read (CVE-2019-9517 class; found in review)
+
+describe('a client that does not read its answers', () => {
+  /** A tiny GET: :method GET, :scheme http, :path / (static table), :authority 'a'. */
+  const TINY = Buffer.from([0x82, 0x86, 0x84, 0x01, 0x01, 0x61]);
+
+  it('answered at once, request after request: the server stops reading while its output is queued, then answers every one once the client reads', async () => {
+    // What the sidecar does for a refusal: a few fields and END_STREAM, at once.
+    const h = await serve((s) => {
+      s.respond({ ':status': 401, 'www-authenticate': 'Bearer realm="orders"', 'x-ward-reason': 'ERR_TOKEN_MISSING', 'x-ward-decision-id': '01J9Z3Y7M4X2W8V6T5R3Q1P0NM', 'content-length': '0' }, { endStream: true });
+    });
+    const c = await RawClient.connect(h.port, { paused: true });
+    cleanups.push(() => c.destroy());
+    await until(() => h.sockets.length === 1);
+    const server = h.sockets[0] as net.Socket;
+    // 100 000 requests, 1.5 MB: their answers, ~11 MB, all queued without the bound.
+    const N = 100_000;
+    for (let first = 1; first < 2 * N; first += 4000) {
+      const parts: Buffer[] = [];
+      for (let id = first; id < first + 4000 && id < 2 * N; id += 2) parts.push(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, id, TINY));
+      c.socket.write(Buffer.concat(parts));
+    }
+    let queued = 0;
+    for (let i = 0; i < 50; i++) {
+      queued = Math.max(queued, server.writableLength);
+      await sleep(10);
+    }
+    expect(queued).toBeGreaterThan(1024 * 1024); // the client did fill it
+    expect(queued).toBeLessThan(4 * 1024 * 1024);
+    expect(server.isPaused()).toBe(true);
+    expect(h.conns[0]?.closed).toBe(false);
+    c.socket.resume();
+    const last = await c.wait((f) => f.streamId === 2 * N - 1, 20_000);
+    expect(last?.type).toBe(HEADERS);
+  }, 60_000);
+
+  it('held request bodies pin about what they count, however the client packs its reads', async () => {
+    const h = await serve(() => {}); // never resumed: calls still being authenticated
+    const c = await RawClient.connect(h.port);
+    cleanups.push(() => c.destroy());
+    await until(() => h.sockets.length === 1);
+    // Each 4096-octet DATA frame in a ~64 KiB write, the rest frames of an unknown type (ignored,
+    // RFC 9113 §4.1): kept as slices, each 4 KiB counted pinned a whole read.
+    const filler = Buffer.concat([0, 1, 2].map(() => frame(0xfa, 0, 0, Buffer.alloc(16_384))).concat(frame(0xfa, 0, 0, Buffer.alloc(16_384 - 4096 - 9 * 5))));
+    const STREAMS = 4;
+    const PER = 15; // 15 × 4096 = 61 440, within the 65 535 stream window
+    for (let id = 1; id < 2 * STREAMS; id += 2) {
+      c.send(frame(HEADERS, FLAG_END_HEADERS, id, requestBlock('/', [], 'POST')));
+      for (let i = 0; i < PER; i++) {
+        c.send(Buffer.concat([frame(DATA, 0, id, Buffer.alloc(4096, 0x61)), filler]));
+        await sleep(2);
+      }
+    }
+    const counted = STREAMS * PER * 4096;
+    await until(() => h.seen.reduce((n, x) => n + x.stream.inboxBytes, 0) === counted, 5000, 'the bodies held');
+    // Every distinct ArrayBuffer the held chunks keep alive (a copy may share Node's buffer pool).
+    const buffers = new Set<ArrayBufferLike>(h.seen.flatMap((x) => x.stream.inbox ?? []).map((b) => b.buffer));
+    const pinned = [...buffers].reduce((n, b) => n + b.byteLength, 0);
+    expect(pinned).toBeLessThanOrEqual(2 * counted);
+  });
+
+  it("after the client's GOAWAY, new streams are refused at most 100 times, then the connection ends with ENHANCE_YOUR_CALM", async () => {
+    const h = await serve(() => {}); // the first stream stays open: a call still waiting
+    const c = await RawClient.connect(h.port);
+    cleanups.push(() => c.destroy());
+    c.send(frame(HEADERS, FLAG_END_HEADERS, 1, requestBlock('/', [], 'POST')), goawayFrame(0, NO_ERROR));
+    await until(() => h.seen.length === 1);
+    const parts: Buffer[] = [];
+    for (let id = 3; id < 3 + 2 * 150; id += 2) parts.push(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, id, TINY));
+    c.send(Buffer.concat(parts));
+    const g = await c.goaway(5000);
+    expect(g?.payload.readUInt32BE(4)).toBe(ENHANCE_YOUR_CALM);
+    expect(c.frames.filter((f) => f.type === RST_STREAM).length).toBeLessThanOrEqual(101);
   });
 });
 
