@@ -21,7 +21,7 @@ export type ProviderFailure =
   | { readonly kind: 'refused'; readonly error: string }
   /** A response that does not validate (ID token signature, claims, state, PKCE). */
   | { readonly kind: 'invalid'; readonly detail: string }
-  /** The provider could not be reached, timed out, or failed (5xx). */
+  /** The provider could not be reached, timed out, failed (5xx), or asked to be asked later (429, `temporarily_unavailable`). */
   | { readonly kind: 'unavailable'; readonly detail: string };
 
 export type ProviderResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly failure: ProviderFailure };
@@ -79,12 +79,30 @@ export interface SignInClient {
 
 const DEFAULT_COOLDOWN_MS = 5000;
 
+/**
+ * OAuth errors that mean "not now" rather than "no": RFC 6749 §4.1.2.1 `temporarily_unavailable`
+ * and `server_error` (an authorization server's 503 and 500, which some also send from the token
+ * endpoint with a 4xx status) and RFC 8628 §3.5 `slow_down`.
+ */
+const OUTAGE_ERRORS: ReadonlySet<string> = new Set(['temporarily_unavailable', 'server_error', 'slow_down']);
+
+/** True for an OAuth error code that reports an outage of the provider, not a refusal. */
+export function isOutageError(error: string): boolean {
+  return OUTAGE_ERRORS.has(error);
+}
+
 /** Sorts an openid-client / oauth4webapi error into what the session stage acts on. */
 export function classify(err: unknown): ProviderFailure {
   if (err instanceof oidc.ResponseBodyError) {
-    return err.status >= 500 ? { kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` } : { kind: 'refused', error: err.error };
+    // A rate limit (429, RFC 6585 §4; Auth0 answers it with `too_many_requests`) or a
+    // "try later" error is the provider busy, not the provider refusing this grant (found in
+    // review: a rate-limited refresh ended sessions whose access token was still valid).
+    if (err.status >= 500 || err.status === 429 || isOutageError(err.error)) return { kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` };
+    return { kind: 'refused', error: err.error };
   }
-  if (err instanceof oidc.AuthorizationResponseError) return { kind: 'refused', error: err.error };
+  if (err instanceof oidc.AuthorizationResponseError) {
+    return isOutageError(err.error) ? { kind: 'unavailable', detail: `authorization response ${err.error}` } : { kind: 'refused', error: err.error };
+  }
   if (err instanceof oidc.ClientError) {
     const code = err.code ?? '';
     // A body that cannot be read or parsed (including one cut at the size cap) is the provider

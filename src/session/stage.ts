@@ -6,7 +6,7 @@ import type { ErrorCode } from '../errors/codes.ts';
 import { ERROR_TABLE } from '../errors/table.ts';
 import type { Clock } from '../lib/clock.ts';
 import { tokenHash } from '../lib/hash.ts';
-import type { Logger } from '../lib/log.ts';
+import { type Logger, perSecond } from '../lib/log.ts';
 import { Lru } from '../lib/lru.ts';
 import type { CompiledPolicy, Identity, RequestFacts } from '../policy/model.ts';
 import {
@@ -24,7 +24,7 @@ import {
   txnCookieName,
 } from './cookies.ts';
 import { fromSameOrigin, isUnsafeMethod, originOf } from './csrf.ts';
-import { createSignInClient, type ProviderFailure, type SignInClient, type TokenSet } from './oidc.ts';
+import { createSignInClient, isOutageError, type ProviderFailure, type SignInClient, type TokenSet } from './oidc.ts';
 import { denialPage, escapeHtml, methodNotAllowed, notFound, page, redirect, type SessionCall, textDenial } from './respond.ts';
 import { RESERVED_PREFIX, safeReturnPath } from './return-url.ts';
 import { deriveKeys, Sealer } from './seal.ts';
@@ -88,8 +88,9 @@ export interface SessionStageOptions {
   /** Tests: a provider client of their own. */
   readonly client?: SignInClient;
   /**
-   * A session this stage ended (logout, a refresh the provider refused): with `concurrency`
-   * above 1, told to the other workers (cluster/), whose `endedElsewhere` refuses it too.
+   * A session this stage ended (logout, a refresh whose grant the provider refused): with
+   * `concurrency` above 1, told to the other workers (cluster/), whose `endedElsewhere` refuses
+   * it too.
    */
   readonly onEnded?: ((id: string, untilMs: number) => void) | undefined;
   /**
@@ -99,7 +100,7 @@ export interface SessionStageOptions {
   readonly shareRefresh?: ((key: string, run: () => Promise<{ readonly value: RefreshOutcome; readonly keepMs: number }>) => Promise<unknown>) | undefined;
 }
 
-/** The end of a session refresh: a new session, or why there is none (`ended`: the provider refused). */
+/** The end of a session refresh: a new session, or why there is none (`ended`: the provider refused the grant, the session is over). */
 export type RefreshOutcome =
   | { readonly ok: true; readonly session: SessionData }
   | { readonly ok: false; readonly code: ErrorCode; readonly detail: string; readonly ended: boolean };
@@ -181,6 +182,23 @@ interface CallState {
 }
 
 const TXN_TTL_MS = 10 * 60_000;
+/**
+ * Sign-ins in flight per browser: each signed-out page view starts one, and every transaction
+ * cookie (with a `__Host-` name, `Path=/`) travels with every request for ten minutes, so
+ * without a bound a few dozen page views made the `Cookie` field exceed the header limit and put
+ * the origin out of reach (found in review). Three leave room for parallel tabs.
+ */
+const MAX_TXNS = 3;
+/** Older transaction cookies expired in one response, at most (a browser holds far fewer). */
+const MAX_TXN_CLEARS = 20;
+/**
+ * The longest return path sealed into a transaction cookie; a longer one returns to `/`. A
+ * transaction cookie is then at most about 1 KB (3 KB with a 2048-character path), so MAX_TXNS
+ * of them stay a small part of any header budget (and an ordinary page URL is shorter).
+ */
+const MAX_SEALED_RETURN_CHARS = 512;
+/** A transaction cookie name's suffix as `txnCookieName` makes it (12 base64url characters of a hash). */
+const TXN_SUFFIX = /^[A-Za-z0-9_-]{12}$/;
 const REFRESH_REUSE_MS = 30_000;
 const MAX_TRACKED = 100_000;
 const CALLBACK = `${RESERVED_PREFIX}callback`;
@@ -242,6 +260,15 @@ function sameString(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * A refresh that got no usable answer (the provider or the authenticator unavailable): asked
+ * again by the next request. An answer, even a refusal that keeps the session, is kept for
+ * REFRESH_REUSE_MS, so a provider refusing the client is not asked again on every page view.
+ */
+function isOutage(out: RefreshOutcome): boolean {
+  return !out.ok && out.code === 'ERR_SIGNIN_UNAVAILABLE';
+}
+
 function failureDetail(f: ProviderFailure): string {
   return f.kind === 'refused' ? `provider refused: ${f.error}` : `${f.kind}: ${f.detail}`;
 }
@@ -279,6 +306,8 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     csrfRefused: 0,
     logouts: 0,
   };
+  /** Refusals of the sidecar's endpoints logged at info, 10 a second at most (`noteRefusal`). */
+  const refusalLines = perSecond(10, clock);
   const calls = new WeakMap<SessionCall, CallState>();
   /** Logged-out session ids -> end of the session (ms): refused until then. */
   const loggedOut = new Lru<string, number>(MAX_TRACKED);
@@ -286,6 +315,18 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
   const usedStates = new Lru<string, number>(MAX_TRACKED);
   /** Refreshes in flight or just done, by session id and access token, shared by concurrent calls. */
   const refreshing = new Lru<string, { readonly until: number; readonly result: Promise<RefreshOutcome> }>(10_000);
+
+  /**
+   * The log line of a refused call to the sidecar's endpoints, which anyone can cause: as the
+   * stack's "denied" lines (inbound/stack.ts noteDenial), every one at debug when that level is
+   * on, else at most 10 a second at info, the next one saying how many were left out.
+   */
+  function noteRefusal(msg: string, fields: Record<string, unknown>): void {
+    if (log.enabled('debug')) return log.debug(msg, fields);
+    if (!log.enabled('info')) return;
+    const skipped = refusalLines.take();
+    if (skipped >= 0) log.info(msg, skipped > 0 ? { ...fields, notLogged: skipped } : fields);
+  }
 
   /** A session ended here: refused from now on, by every worker (`onEnded`). */
   function ended(id: string, untilMs: number): void {
@@ -431,7 +472,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     if (entry === undefined || now >= entry.until) {
       const result = sharedRefresh(key, s).then((out) => {
         // a provider that was down is asked again by the next request, not after the reuse window
-        if (!out.ok && !out.ended) refreshing.delete(key);
+        if (isOutage(out)) refreshing.delete(key);
         return out;
       });
       entry = { until: now + REFRESH_REUSE_MS, result };
@@ -478,7 +519,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     return share(key, async () => {
       const out = await refresh(s);
       // a provider that was down is asked again by the next request, as in one worker
-      return { value: out, keepMs: out.ok || out.ended ? REFRESH_REUSE_MS : 0 };
+      return { value: out, keepMs: isOutage(out) ? 0 : REFRESH_REUSE_MS };
     }).then(
       (v) => {
         const out = asRefreshOutcome(v);
@@ -498,15 +539,30 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const rt = s.r as string;
     const r = await client.refresh(rt);
     if (!r.ok) {
-      if (r.failure.kind === 'unavailable') {
-        log.warn('session refresh: provider unavailable', { session: tokenHash(s.i), detail: failureDetail(r.failure) });
-        return { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: failureDetail(r.failure), ended: false };
+      const f = r.failure;
+      // No answer, 5xx, 429, `temporarily_unavailable`, `slow_down` (oidc.ts classify): an outage.
+      if (f.kind === 'unavailable') {
+        log.warn('session refresh: provider unavailable', { session: tokenHash(s.i), detail: failureDetail(f) });
+        return { ok: false, code: 'ERR_SIGNIN_UNAVAILABLE', detail: failureDetail(f), ended: false };
       }
-      // the provider refused (invalid_grant: revoked, expired, logged out): the session ends
+      // RFC 6749 §5.2: of the token endpoint's errors only `invalid_grant` says this refresh token
+      // is dead (revoked, expired, the provider's session ended). The others name the client
+      // (`invalid_client`, `unauthorized_client`, `unsupported_grant_type`), the request
+      // (`invalid_request`, `invalid_scope`, RFC 8707 `invalid_target`) or nothing known: the
+      // same for every session, a change at the provider rather than anything about this user,
+      // so ending every session over it would sign everyone out for a registration mistake. As
+      // oauth2-proxy does on a failed refresh, the session goes on with its still-valid token;
+      // once that has expired the browser is sent to sign in again (as Envoy's oauth2 filter
+      // does), where the provider can ask for what it wants or show its error.
+      if (f.kind === 'refused' && f.error !== 'invalid_grant') {
+        log.warn('session refresh refused for a reason other than the grant; session kept', { session: tokenHash(s.i), detail: failureDetail(f) });
+        return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(f), ended: false };
+      }
+      // invalid_grant, or a response that does not validate: the session ends
       counters.refreshesRefused++;
       ended(s.i, s.e * 1000);
-      log.info('session refresh refused; session ended', { session: tokenHash(s.i), detail: failureDetail(r.failure) });
-      return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(r.failure), ended: true };
+      log.info('session refresh refused; session ended', { session: tokenHash(s.i), detail: failureDetail(f) });
+      return { ok: false, code: 'ERR_SESSION_INVALID', detail: failureDetail(f), ended: true };
     }
     const checked = await authenticateTokens(r.value);
     // The new token could not be checked now (keys or introspection unavailable: a 503 code).
@@ -572,6 +628,28 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     return false;
   }
 
+  /**
+   * `Set-Cookie` values expiring the transaction cookies the browser sent beyond the newest
+   * MAX_TXNS - 1, not counting `current` (the one this response sets or clears): with it, at
+   * most MAX_TXNS stay. Newest by sealed expiry (one that does not unseal is oldest), then by
+   * place in the `Cookie` field (RFC 6265 §5.4: older cookies first).
+   */
+  function staleTxns(call: SessionCall, current: string | null): string[] {
+    const sent = calls.get(call)?.cookies.txn;
+    if (sent === undefined || sent.size < MAX_TXNS) return [];
+    const now = clock();
+    const others: { name: string; until: number; at: number }[] = [];
+    for (const [name, value] of sent) {
+      // only names this stage gives (others it never set, and echoing them back serves no one)
+      if (name === current || !TXN_SUFFIX.test(name.slice(names.txnPrefix.length))) continue;
+      const u = txns.unseal<unknown>(value, now, name);
+      others.push({ name, until: u.ok ? u.expiresAt : -Infinity, at: others.length });
+    }
+    others.sort((a, b) => b.until - a.until || b.at - a.at);
+    const secure = secureFor(call);
+    return others.slice(MAX_TXNS - 1, MAX_TXNS - 1 + MAX_TXN_CLEARS).map((t) => clearCookie(t.name, secure, names.txnPath));
+  }
+
   async function startSignIn(call: SessionCall, returnPath: string, extraCookies: readonly string[], reason: ErrorCode | null): Promise<void> {
     const origin = originFor(call);
     if (origin === null) {
@@ -590,11 +668,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
       denialPage(call, 'ERR_SIGNIN_UNAVAILABLE', extraCookies, false, { 'retry-after': 5 });
       return;
     }
-    const txn: Txn = { s: state, n: nonce, v: codeVerifier, r: returnPath, u: redirectUri };
+    const back = returnPath.length <= MAX_SEALED_RETURN_CHARS ? returnPath : '/';
+    const txn: Txn = { s: state, n: nonce, v: codeVerifier, r: back, u: redirectUri };
     const name = txnCookieName(names, state);
     const sealed = txns.seal(txn, clock() + TXN_TTL_MS, name);
     const cookie = setCookie(name, sealed, { secure: secureFor(call), path: names.txnPath, maxAge: TXN_TTL_MS / 1000 });
-    redirect(call, 302, url.value.href, [...extraCookies, cookie], reason);
+    redirect(call, 302, url.value.href, [...extraCookies, ...staleTxns(call, name), cookie], reason);
   }
 
   // ---- the sidecar's own endpoints
@@ -634,7 +713,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
         const want = new URLSearchParams(call.query.slice(1)).get('return') ?? '/';
         const back = safeReturnPath(want);
         if (back === null) {
-          log.info('sign-in: return URL refused', { decisionId: call.decisionId });
+          noteRefusal('sign-in: return URL refused', { decisionId: call.decisionId });
           return denialPage(call, 'ERR_RETURN_URL_INVALID', [], false);
         }
         void startSignIn(call, back, [], null);
@@ -657,7 +736,7 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
 
   function signInFailed(call: SessionCall, code: ErrorCode, detail: string, cookies: readonly string[]): void {
     counters.signInsFailed++;
-    log.info('sign-in refused', { decisionId: call.decisionId, code, detail });
+    noteRefusal('sign-in refused', { decisionId: call.decisionId, code, detail });
     page(
       call,
       ERROR_TABLE[code].http,
@@ -674,10 +753,12 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     const st = stateOf(call);
     if (state === null || state === '' || state.length > 512) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'callback without state', []);
     const name = txnCookieName(names, state);
-    const clearTxn = [clearCookie(name, secureFor(call), names.txnPath)];
     const sealed = st.cookies.txn.get(name);
     // RFC 6749 §10.12: the state must be the one this browser's sign-in was started with
     if (sealed === undefined) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'no sign-in in progress for this state', []);
+    // this sign-in's cookie, and those beyond the newest few (without a `__Host-` name they are
+    // sent to /.ward/ only: seen here and at /.ward/sign-in, never by the page views that set them)
+    const clearTxn = [clearCookie(name, secureFor(call), names.txnPath), ...staleTxns(call, name)];
     const u = txns.unseal<unknown>(sealed, clock(), name);
     if (!u.ok || !isTxn(u.value) || !sameString(u.value.s, state)) {
       return signInFailed(call, 'ERR_SIGNIN_FAILED', `transaction cookie ${u.ok ? 'does not match state' : u.reason}`, clearTxn);
@@ -687,7 +768,11 @@ export function createSessionStage(o: SessionStageOptions): SessionStage {
     if (used !== undefined && clock() < used) return signInFailed(call, 'ERR_SIGNIN_FAILED', 'state already used (replayed callback)', clearTxn);
     usedStates.set(state, u.expiresAt);
     const error = params.get('error');
-    if (error !== null) return signInFailed(call, 'ERR_SIGNIN_FAILED', `provider returned error ${error.slice(0, 64)}`, clearTxn);
+    if (error !== null) {
+      // RFC 6749 §4.1.2.1 `temporarily_unavailable`, `server_error`: the provider's outage, a 503 here too
+      const code: ErrorCode = isOutageError(error) ? 'ERR_SIGNIN_UNAVAILABLE' : 'ERR_SIGNIN_FAILED';
+      return signInFailed(call, code, `provider returned error ${error.slice(0, 64)}`, clearTxn);
+    }
 
     const callbackUrl = new URL(txn.u);
     callbackUrl.search = call.query;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { sessionConfigSchema, type SessionConfig } from '../../../src/config/session.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
+import { createLogger, type Logger, silentLogger } from '../../../src/lib/log.ts';
 import { isSignInRoute } from '../../../src/policy/evaluate.ts';
 import { identityFromClaims } from '../../../src/policy/identity.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
@@ -106,7 +106,7 @@ interface FakeClient extends SignInClient {
   codes: string[];
 }
 
-function world(over: Partial<SessionConfig> = {}, ttl = 300, shareRefresh?: SessionStageOptions['shareRefresh']): World {
+function world(over: Partial<SessionConfig> = {}, ttl = 300, shareRefresh?: SessionStageOptions['shareRefresh'], log: Logger = silentLogger): World {
   const now = { t: T0 };
   const auth: World['auth'] = { override: null };
   const s = () => Math.floor(now.t / 1000);
@@ -144,7 +144,7 @@ function world(over: Partial<SessionConfig> = {}, ttl = 300, shareRefresh?: Sess
     secrets: { clientSecret: 's', sealing: [randomBytes(32)] },
     authenticate: (t) => (auth.override === null ? authenticate(t) : auth.override(t)),
     signInRoute: isSignInRoute,
-    log: silentLogger,
+    log,
     clock: () => now.t,
     client,
     shareRefresh,
@@ -545,5 +545,173 @@ describe('the authenticator unavailable while a token of the session is checked 
     const { cb } = await startAndCallback(w, '/app/x', 'c1');
     expect(cb.written()?.status).toBe(503);
     expect(cb.written()?.headers['x-ward-reason']).toBe('ERR_SIGNIN_UNAVAILABLE');
+  });
+});
+
+/**
+ * docs/browser-sign-in.md "Refresh": only `invalid_grant` ends a session. A rate limit or "try
+ * later" is an outage (oidc.ts classify; test/unit/session/oidc-errors.test.ts); any other
+ * refusal names the client or the request, not this user's grant.
+ */
+describe('refresh and callback failures that are not the grant refused (regression: a rate-limited refresh ended the session for good)', () => {
+  it('a refresh refused for another reason (invalid_client) keeps the session on its still-valid token, and once expired sends the browser to sign in without ending the session', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.client.refreshWith = async () => ({ ok: false, failure: { kind: 'refused', error: 'invalid_client' } });
+    w.now.t += 250_000; // 50 s left of 300: due, still valid
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).toMatchObject({ kind: 'token' });
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).toMatchObject({ kind: 'token' });
+    expect(w.client.refreshCalls).toBe(1); // an answer, not an outage: not asked again within 30 s
+    w.now.t += 60_000; // expired
+    const c = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, c)).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID', detail: 'provider refused: invalid_client' });
+    expect(w.stage.writeDenial(c, 'ERR_SESSION_INVALID')).toBe(true);
+    await settle();
+    expect(c.written()?.status).toBe(302); // sent to sign in again
+    expect(w.client.refreshCalls).toBe(2);
+    // the provider fixed within the session's lifetime: the same cookie refreshes (not logged out)
+    w.client.refreshWith = async () => ({ ok: true, value: w.client.tokens() });
+    w.now.t += 31_000;
+    const again = call({ path: '/app/x', headers: { cookie, ...PAGE } });
+    expect(await resume(w, again)).toEqual({ kind: 'answered' });
+    expect(again.written()?.status).toBe(307);
+  });
+
+  it('a refresh refused with invalid_grant still ends the session at once, its token still valid', async () => {
+    const w = world({ refreshBeforeSeconds: 60 });
+    const cookie = await signIn(w);
+    w.client.refreshWith = async () => ({ ok: false, failure: { kind: 'refused', error: 'invalid_grant' } });
+    w.now.t += 250_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).toMatchObject({ kind: 'deny', code: 'ERR_SESSION_INVALID' });
+    w.client.refreshWith = async () => ({ ok: true, value: w.client.tokens() });
+    w.now.t += 31_000;
+    expect(await resume(w, call({ path: '/app/x', headers: { cookie, ...PAGE } }))).toMatchObject({ kind: 'deny', detail: 'session was logged out' });
+  });
+
+  it.each([
+    ['temporarily_unavailable', 503, 'ERR_SIGNIN_UNAVAILABLE'],
+    ['server_error', 503, 'ERR_SIGNIN_UNAVAILABLE'],
+    ['access_denied', 400, 'ERR_SIGNIN_FAILED'],
+  ])('the provider sends the browser back with error=%s: %i %s', async (error, status, code) => {
+    const w = world();
+    const c = call({ path: '/app/x', headers: PAGE });
+    await resume(w, c);
+    w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
+    await settle();
+    const state = new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '';
+    const txn = [...cookiesOf(c.written())].map(([k, v]) => `${k}=${v}`).join('; ');
+    const cb = call({ path: '/.ward/callback', query: `?error=${error}&state=${state}`, headers: { ...PAGE, cookie: txn } });
+    expect(w.stage.handle(cb)).toBe(true);
+    await settle();
+    expect(cb.written()).toMatchObject({ status, headers: { 'x-ward-reason': code } });
+  });
+});
+
+describe('the return path, as the sidecar routes it (regression: /%2Eward/ passed the reserved-prefix check)', () => {
+  it('GET /.ward/sign-in?return=/%252Eward/logout (return=/%2Eward/logout, served as /.ward/logout) is 400 ERR_RETURN_URL_INVALID', async () => {
+    const w = world();
+    for (const r of ['/%252Eward/logout', '/%252E%2577ard/callback', '/.%2577ard/sign-in%3Freturn%3D/x']) {
+      const c = call({ path: '/.ward/sign-in', query: `?return=${r}`, headers: PAGE });
+      expect(w.stage.handle(c)).toBe(true);
+      await settle();
+      expect(c.written(), r).toMatchObject({ status: 400, headers: { 'x-ward-reason': 'ERR_RETURN_URL_INVALID' } });
+    }
+    expect(w.stage.counters.signInsStarted).toBe(0);
+  });
+});
+
+/** A browser's cookie jar for one origin, as far as these tests need: set, replace, expire. */
+function applySetCookies(jar: Map<string, string>, w: Written | null): void {
+  for (const c of (w?.headers['set-cookie'] as string[] | undefined) ?? []) {
+    const [pair = ''] = c.split(';');
+    const eq = pair.indexOf('=');
+    if (/; Max-Age=0(;|$)/.test(c)) jar.delete(pair.slice(0, eq));
+    else jar.set(pair.slice(0, eq), pair.slice(eq + 1));
+  }
+}
+
+const header = (jar: Map<string, string>): string => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+
+describe('sign-in transaction cookies are bounded (regression: one per signed-out page view, piling up past the header limit)', () => {
+  it('with a __Host- name (Path=/, sent with every request), 25 signed-out page views of long paths leave at most 3, small, and the newest sign-ins complete', async () => {
+    const w = world({ cookieName: '__Host-ward_session', baseUrl: 'https://app.example.com' });
+    const jar = new Map<string, string>();
+    const states: string[] = [];
+    for (let i = 0; i < 25; i++) {
+      w.now.t += 1_000;
+      const c = call({ path: `/app/${'a'.repeat(2000)}${i}`, headers: jar.size === 0 ? PAGE : { ...PAGE, cookie: header(jar) } });
+      await resume(w, c);
+      expect(w.stage.writeDenial(c, 'ERR_TOKEN_MISSING')).toBe(true);
+      await settle();
+      expect(c.written()?.status).toBe(302);
+      states.push(new URL(String(c.written()?.headers['location'])).searchParams.get('state') ?? '');
+      applySetCookies(jar, c.written());
+      expect(jar.size).toBeLessThanOrEqual(3);
+    }
+    // a return path over 512 characters is not sealed in: each cookie stays near 1 KB
+    expect(`cookie${header(jar)}`.length).toBeLessThan(4_000);
+    const callback = async (state: string | undefined): Promise<Written | null> => {
+      const cb = call({ path: '/.ward/callback', query: `?code=c&state=${state ?? ''}`, headers: { ...PAGE, cookie: header(jar) } });
+      expect(w.stage.handle(cb)).toBe(true);
+      await settle();
+      return cb.written();
+    };
+    // the two newest sign-ins (two tabs) both complete, back to / (their paths were too long to keep)
+    for (const state of [states[24], states[23]]) {
+      const done = await callback(state);
+      expect(done).toMatchObject({ status: 302, headers: { location: '/' } });
+    }
+    // the oldest one's cookie was expired long ago
+    expect(await callback(states[0])).toMatchObject({ status: 400, headers: { 'x-ward-reason': 'ERR_SIGNIN_FAILED' } });
+  });
+
+  it('without a __Host- name (Path=/.ward/, not sent with page views), /.ward/sign-in and the callback expire all but the newest', async () => {
+    const w = world();
+    const jar = new Map<string, string>();
+    for (let i = 0; i < 6; i++) {
+      w.now.t += 1_000;
+      const c = call({ path: '/app/x', headers: PAGE }); // a page view: the jar's Path=/.ward/ cookies are not sent
+      await resume(w, c);
+      w.stage.writeDenial(c, 'ERR_TOKEN_MISSING');
+      await settle();
+      applySetCookies(jar, c.written());
+    }
+    expect(jar.size).toBe(6);
+    const start = call({ path: '/.ward/sign-in', query: '?return=/app/y', headers: { ...PAGE, cookie: header(jar) } });
+    expect(w.stage.handle(start)).toBe(true);
+    await settle();
+    expect(start.written()?.status).toBe(302);
+    const newest = [...jar.keys()].slice(-2);
+    applySetCookies(jar, start.written());
+    expect(jar.size).toBe(3); // the two newest and the new one
+    expect([...jar.keys()].slice(0, 2)).toEqual(newest);
+    const set = start.written()?.headers['set-cookie'] as string[];
+    expect(set.filter((x) => /Max-Age=0/.test(x)).every((x) => x.includes('; Path=/.ward/;'))).toBe(true);
+  });
+});
+
+describe('refusals at the sidecar\'s endpoints are logged within a budget (regression: one info line per refused request)', () => {
+  it('at info, 10 lines a second; the next says how many were left out', async () => {
+    const lines: { msg: string; notLogged?: number; level: string }[] = [];
+    const sink = { write: (l: string) => void lines.push(JSON.parse(l) as { msg: string; level: string }) };
+    const w = world({}, 300, undefined, createLogger({ level: 'info', sink }));
+    for (let i = 0; i < 1000; i++) w.stage.handle(call({ path: '/.ward/callback', query: `?state=forged${i}&code=c`, headers: PAGE }));
+    for (let i = 0; i < 1000; i++) w.stage.handle(call({ path: '/.ward/sign-in', query: '?return=//evil.example', headers: PAGE }));
+    await settle();
+    const refusals = (): typeof lines => lines.filter((l) => l.msg === 'sign-in refused' || l.msg === 'sign-in: return URL refused');
+    expect(refusals()).toHaveLength(10);
+    w.now.t += 1_000;
+    w.stage.handle(call({ path: '/.ward/sign-in', query: '?return=//evil.example', headers: PAGE }));
+    expect(refusals()).toHaveLength(11);
+    expect(refusals()[10]).toMatchObject({ level: 'info', msg: 'sign-in: return URL refused', notLogged: 1990 });
+  });
+
+  it('at debug, every refusal is logged at debug', async () => {
+    const lines: { msg: string; level: string }[] = [];
+    const w = world({}, 300, undefined, createLogger({ level: 'debug', sink: { write: (l) => void lines.push(JSON.parse(l) as { msg: string; level: string }) } }));
+    for (let i = 0; i < 50; i++) w.stage.handle(call({ path: '/.ward/sign-in', query: '?return=//evil.example', headers: PAGE }));
+    const refused = lines.filter((l) => l.msg === 'sign-in: return URL refused');
+    expect(refused).toHaveLength(50);
+    expect(refused.every((l) => l.level === 'debug')).toBe(true);
   });
 });
