@@ -201,6 +201,19 @@ export function renderMarkdown(r: Results): string {
   return lines.join('\n');
 }
 
+/** Cache-off over cached saturation throughput, gRPC, per round in round order. */
+function cacheOffRounds(r: Results): number[] {
+  const ward = perRound(r.samples, 'ward', 'grpc');
+  const off = perRound(r.samples, 'ward-nocache', 'grpc');
+  const out: number[] = [];
+  for (const round of [...off.keys()].sort((a, b) => a - b)) {
+    const w = ward.get(round);
+    const x = off.get(round);
+    if (w !== undefined && x !== undefined && w.saturationRps > 0) out.push(x.saturationRps / w.saturationRps);
+  }
+  return out;
+}
+
 /** The issue's targets, measured on the gRPC workload. */
 function targets(r: Results): string[] {
   const g = r.summary['grpc'];
@@ -213,7 +226,13 @@ function targets(r: Results): string[] {
   const yes = (ok: boolean | null): string => (ok === null ? '–' : ok ? 'met' : '**missed**');
   const le = (v: number | null | undefined, t: number): boolean | null => (v === null || v === undefined || !Number.isFinite(v) ? null : v <= t);
   const ge = (v: number | null | undefined, t: number): boolean | null => (v === null || v === undefined || !Number.isFinite(v) ? null : v >= t);
-  const cacheRatio = nocache === undefined ? null : nocache.saturationRps / ward.saturationRps;
+  // Within each round, as every other ratio here (the rounds share the machine's state); until the
+  // seventeenth session this one was the ratio of the two medians, which the row still shows.
+  const cacheRounds = cacheOffRounds(r);
+  const cacheRatio = median(cacheRounds);
+  const ofMedians = nocache === undefined ? null : nocache.saturationRps / ward.saturationRps;
+  const cacheText =
+    cacheRatio === null ? '– ×' : `${f2(cacheRatio)} × (rounds ${cacheRounds.map(f2).join(', ')}; ratio of the medians ${f2(ofMedians)})`;
   const rows = [
     ['CPU per request, every feature on ≤ 1.5 × HAProxy (saturation)', `${f2(ward.cpuVsHaproxy)} ×`, yes(le(ward.cpuVsHaproxy, 1.5))],
     ...(top === null
@@ -225,7 +244,7 @@ function targets(r: Results): string[] {
         ]),
     ['Saturation through one sidecar core ≥ HAProxy', `${f2(ward.saturationVsHaproxy)} ×`, yes(ge(ward.saturationVsHaproxy, 1))],
     ['Peak RSS under saturation ≤ 80 MB', `${f1(ward.peakRssMaxMb)} MB (max over rounds)`, yes(le(ward.peakRssMaxMb, 80))],
-    ['Token cache off ≥ 0.5 × cached throughput', `${f2(cacheRatio)} ×`, yes(ge(cacheRatio, 0.5))],
+    ['Token cache off ≥ 0.5 × cached throughput', cacheText, yes(ge(cacheRatio, 0.5))],
   ];
   return ['**Targets** (issue 8; gRPC workload, this run)', '', '| target | measured | |', '|---|---:|---|', ...rows.map((x) => `| ${x.join(' | ')} |`), ''];
 }

@@ -51,6 +51,16 @@ describe('the benchmark report (scripts/bench/report.ts)', () => {
     expect(md).not.toContain('undefined');
   });
 
+  it('the cache-off ratio is taken within each round, as the other ratios, with the rounds and the ratio of the medians shown', () => {
+    const r = results([2000]);
+    // cache off: 20k, 26k and 23k calls/s against ward's 45k, 46k and 47k
+    const off = [20_000, 26_000, 23_000].map((rps, round): Sample => ({ scenario: 'ward-nocache', workload: 'grpc', round, saturationRps: rps, saturationCpuUsPerReq: 40, fixed: {}, peakRssMb: 98, peakPrivateMb: 48 }));
+    const samples = [...r.samples, ...off];
+    const md = renderMarkdown({ ...r, samples, summary: summarize(samples, ['grpc'], [2000]) });
+    // rounds 0.44, 0.57 and 0.49: median 0.49; the medians' ratio 23k / 46k = 0.50
+    expect(md).toContain('| Token cache off ≥ 0.5 × cached throughput | 0.49 × (rounds 0.44, 0.57, 0.49; ratio of the medians 0.50) | **missed** |');
+  });
+
   it('results written before the private peak was measured still render, with a dash', () => {
     const r = results([1000]);
     const old = r.samples.map(({ peakPrivateMb: _, ...rest }) => rest);
