@@ -56,6 +56,30 @@ export type InjectOutcome =
 
 const SERVICE_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/;
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+const QUANTITY_SUFFIX: Readonly<Record<string, number>> = {
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/** A quantity QUANTITY_RE accepts as a number (base units), for comparing a request with a limit; null for anything else. */
+export function quantityValue(q: string): number | null {
+  const m = QUANTITY_RE.exec(q);
+  if (m === null) return null;
+  const scale = QUANTITY_SUFFIX[m[3] ?? ''];
+  return scale === undefined ? null : Number(m[1]) * scale;
+}
 const OTHER_PROXIES = new Set(['istio-proxy', 'linkerd-proxy']);
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 /**
@@ -175,6 +199,16 @@ export function injectPod(input: PodTemplate, ctx: InjectContext, settings: Inje
     requests: { cpu: quantity(A.cpu, settings.resources.cpuRequest), memory: quantity(A.memory, settings.resources.memoryRequest) },
     limits: { cpu: quantity(A.cpuLimit, settings.resources.cpuLimit), memory: quantity(A.memoryLimit, settings.resources.memoryLimit) },
   };
+  // The API server refuses a container whose request is above its limit (found in review: the
+  // pod was injected, then refused with an error naming ward-sidecar rather than the annotation).
+  for (const [kind, req, lim] of [
+    ['cpu', A.cpu, A.cpuLimit],
+    ['memory', A.memory, A.memoryLimit],
+  ] as const) {
+    const r = quantityValue(resources.requests[kind]);
+    const l = quantityValue(resources.limits[kind]);
+    if (r !== null && l !== null && r > l) problems.push(`${req}: the ${kind} request ${resources.requests[kind]} is above the limit ${resources.limits[kind]} (${lim})`);
+  }
 
   const drainRaw = get(A.drainSeconds);
   let drainSeconds = settings.drainSeconds;

@@ -92,6 +92,8 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
     }
     if (!isPlainObject(extra)) throw new Error('ward.dev/sidecar-config must be a YAML mapping');
     merged = deepMerge(cfg, extra);
+    const moved = capturedPortsMoved(merged, input);
+    if (moved.length > 0) throw new Error(`ward.dev/sidecar-config: ${moved.join('; ')}`);
   }
 
   const text = stringify(merged, { lineWidth: 0 });
@@ -104,6 +106,38 @@ export function buildSidecarConfig(input: SidecarConfigInput): string {
     throw err;
   }
   return text;
+}
+
+/**
+ * What an override changed that traffic capture depends on. ward-init's rules, the probes and
+ * the app-port checks are built from the injector's values, so an override moving the app, a
+ * listener or the admin port would leave them pointing elsewhere (found in review: an
+ * `upstream.url` on a port listed in `ward.dev/exclude-inbound-ports` was admitted, and that
+ * port, where the app listened, was left uncaptured; an egress listener on 0.0.0.0 was reachable
+ * from the network). Those values come from their own annotations instead.
+ */
+function capturedPortsMoved(merged: unknown, input: SidecarConfigInput): string[] {
+  const at = (path: readonly string[]): unknown => path.reduce<unknown>((o, k) => (isPlainObject(o) ? o[k] : undefined), merged);
+  const out: string[] = [];
+  const url = at(['upstream', 'url']);
+  let app: URL | null;
+  try {
+    app = typeof url === 'string' ? new URL(url) : null;
+  } catch {
+    app = null; // the config parser names it
+  }
+  if (app !== null) {
+    const port = app.port === '' ? (app.protocol === 'https:' ? 443 : 80) : Number(app.port);
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(app.hostname) || port !== input.appPort) {
+      out.push(`upstream.url must stay on loopback port ${input.appPort}, where capture expects the app (set ward.dev/app-port to move it)`);
+    }
+  }
+  if (at(['inbound', 'listen', 'port']) !== input.inboundPort) out.push(`inbound.listen.port is the capture's redirect target (${input.inboundPort}), set by the injector`);
+  if (at(['admin', 'port']) !== input.adminPort) out.push(`admin.port is the probes' port (${input.adminPort}), set by the injector`);
+  if (input.outboundPort !== null && (at(['outbound', 'listen', 'host']) !== '127.0.0.1' || at(['outbound', 'listen', 'port']) !== input.outboundPort)) {
+    out.push(`outbound.listen must stay 127.0.0.1:${input.outboundPort}, where capture sends the app's connections (and never reachable from the network)`);
+  }
+  return out;
 }
 
 /** Objects merge key by key; anything else (lists included) is replaced by the override. */

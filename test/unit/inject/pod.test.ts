@@ -356,11 +356,29 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     [{ 'ward.dev/inject': 'yes' }, "'yes'"],
     [{ 'ward.dev/sidecar-config': 'upstream: { protocol: smtp }' }, 'upstream.protocol'],
     [{ 'ward.dev/sidecar-config': '[1, 2]' }, 'must be a YAML mapping'],
+    // what capture and the probes are built from stays the injector's (regression: the app's real
+    // port left uncaptured, the egress listener open to the network, a pod never ready)
+    [{ 'ward.dev/sidecar-config': 'upstream: { url: "http://127.0.0.1:3000" }', 'ward.dev/exclude-inbound-ports': '3000' }, 'upstream.url must stay on loopback port 8080'],
+    [{ 'ward.dev/sidecar-config': 'upstream: { url: "http://127.0.0.1:8080" }', 'ward.dev/app-port': '9090', 'ward.dev/inbound-ports': '9090' }, 'upstream.url must stay on loopback port 9090'],
+    [{ 'ward.dev/sidecar-config': 'upstream: { url: "http://10.0.0.7:8080" }' }, 'upstream.url must stay on loopback'],
+    [{ 'ward.dev/sidecar-config': 'outbound: { listen: { host: "0.0.0.0" } }', 'ward.dev/inbound-ports': '8080' }, 'outbound.listen must stay 127.0.0.1:15001'],
+    [{ 'ward.dev/sidecar-config': 'inbound: { listen: { port: 15007 } }' }, 'inbound.listen.port'],
+    [{ 'ward.dev/sidecar-config': 'admin: { port: 15020 }' }, 'admin.port'],
+    // the API server refuses a request above its limit (regression: admitted, then refused there)
+    [{ 'ward.dev/proxy-cpu': '2' }, 'the cpu request 2 is above the limit'],
+    [{ 'ward.dev/proxy-memory': '512Mi' }, 'the memory request 512Mi is above the limit 256Mi'],
+    [{ 'ward.dev/proxy-memory-limit': '64Mi' }, 'the memory request 128Mi is above the limit 64Mi'],
+    [{ 'ward.dev/proxy-cpu-limit': '0' }, 'is above the limit 0'],
     // names the API server takes without checking, then cannot mount (regression: admitted, then stuck in ContainerCreating)
     [{ 'ward.dev/policy-configmap': 'Orders_Policy' }, "ward.dev/policy-configmap: 'Orders_Policy' is not a ConfigMap name"],
     [{ 'ward.dev/policy-key': 'a/b c' }, "ward.dev/policy-key: 'a/b c' is not a ConfigMap key"],
   ])('%j', (annotations, message) => {
     expect(refused(injectPod(pod({ annotations }), enrolled, settings))).toContain(message);
+  });
+
+  it('an override that keeps the app on its port, or a request equal to its limit, is fine', () => {
+    const t = injected(injectPod(pod({ annotations: { 'ward.dev/sidecar-config': 'upstream: { url: "http://localhost:8080", maxRequests: 10 }', 'ward.dev/proxy-memory': '256Mi', 'ward.dev/proxy-cpu': '1000m' } }), enrolled, settings));
+    expect((configOf(t)['upstream'] as Record<string, unknown>)['maxRequests']).toBe(10);
   });
 
   it('refuses a client Secret name that is not one (regression)', () => {
