@@ -57,8 +57,19 @@ export interface TokenClientOptions {
   readonly fetch?: typeof fetch | undefined;
 }
 
-/** OAuth errors that mean "try again later", not "no" (RFC 6749 §5.2, §4.1.2.1). */
-const TRANSIENT_OAUTH_ERRORS = new Set(['server_error', 'temporarily_unavailable']);
+/**
+ * OAuth errors that mean "try again later", not "no" (RFC 6749 §5.2, §4.1.2.1; RFC 8628 §3.5
+ * `slow_down`; Auth0's `too_many_requests` with its 429).
+ */
+const TRANSIENT_OAUTH_ERRORS = new Set(['server_error', 'temporarily_unavailable', 'slow_down', 'too_many_requests']);
+
+/** The IdP's `error_description` as kept and logged: a string, its first 256 characters. */
+const MAX_DESCRIPTION = 256;
+
+function shortDescription(d: unknown): string | undefined {
+  if (typeof d !== 'string') return undefined;
+  return d.length > MAX_DESCRIPTION ? `${d.slice(0, MAX_DESCRIPTION)}…` : d;
+}
 
 /**
  * The `token_type` of a 200 token response that openid-client would not accept, or undefined when
@@ -90,16 +101,21 @@ export function classifyGrantError(err: unknown): GrantResult {
     return { ok: false, kind: 'refused', oauthError: 'unsupported_token_type', description: `token_type ${tokenType}`, status: 200 };
   }
   if (err instanceof oidc.ResponseBodyError) {
-    if (err.status >= 500 || TRANSIENT_OAUTH_ERRORS.has(err.error)) {
+    // A rate limit (429, RFC 6585 §4) is the IdP busy, not refusing: a refusal is answered 403
+    // and remembered (found in review: a 429 failed every call to the destination for
+    // `refusalCacheSeconds`, and started no back-off).
+    if (err.status >= 500 || err.status === 429 || TRANSIENT_OAUTH_ERRORS.has(err.error)) {
       return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` };
     }
-    return { ok: false, kind: 'refused', oauthError: err.error, description: err.error_description, status: err.status };
+    // The description is the IdP's text: kept in the refusal cache and logged, so bounded (found
+    // in review: up to the 512 KiB response cap per cached refusal; an object threw when logged).
+    return { ok: false, kind: 'refused', oauthError: err.error, description: shortDescription(err.error_description), status: err.status };
   }
   if (err instanceof oidc.WWWAuthenticateChallengeError) {
-    if (err.status >= 500) return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status}` };
+    if (err.status >= 500 || err.status === 429) return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status}` };
     const e = err.cause[0]?.parameters.error;
     const d = err.cause[0]?.parameters.error_description;
-    return { ok: false, kind: 'refused', oauthError: e ?? 'invalid_client', description: d, status: err.status };
+    return { ok: false, kind: 'refused', oauthError: e ?? 'invalid_client', description: shortDescription(d), status: err.status };
   }
   return { ok: false, kind: 'unavailable', detail: describeError(err) };
 }

@@ -145,6 +145,25 @@ describe('token client against a failing IdP', () => {
     expect(await against(busy).clientCredentials(PAYMENTS)).toMatchObject({ ok: false, kind: 'unavailable' });
   });
 
+  it('a rate limit (429, slow_down, too_many_requests) is unavailable, not a refusal (regression: answered 403 and remembered as one)', async () => {
+    const json429 = await serve((_req, res) => res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '10' }).end('{"error":"too_many_requests","error_description":"rate limited"}'));
+    expect(await against(json429).exchange('t', PAYMENTS)).toMatchObject({ ok: false, kind: 'unavailable' });
+    expect(await against(json429).clientCredentials(PAYMENTS)).toMatchObject({ ok: false, kind: 'unavailable' });
+    const slowDown = await serve((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"slow_down"}'));
+    expect(await against(slowDown).exchange('t', PAYMENTS)).toMatchObject({ ok: false, kind: 'unavailable' });
+  });
+
+  it("a refusal keeps at most 256 characters of the IdP's description, and only a string (regression: 500 KB kept per cached refusal)", async () => {
+    const long = await serve((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_target', error_description: 'x'.repeat(500_000) })));
+    const r = await against(long).exchange('t', PAYMENTS);
+    expect(r).toMatchObject({ ok: false, kind: 'refused', oauthError: 'invalid_target' });
+    expect((r as { description: string }).description.length).toBeLessThanOrEqual(257);
+    const odd = await serve((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_target","error_description":{"toString":1}}'));
+    const o = await against(odd).exchange('t', PAYMENTS);
+    expect(o).toMatchObject({ ok: false, kind: 'refused', oauthError: 'invalid_target' });
+    expect((o as { description?: unknown }).description).toBeUndefined();
+  });
+
   it('a 200 that is not a bearer token response is not a token', async () => {
     const na = await serve((_req, res) =>
       res
