@@ -188,6 +188,18 @@ describe('the control plane over TLS, as deployed', () => {
     expect(injectorArg(objs, 'control-plane-ca')).toBe('ward-control-plane-ca');
   });
 
+  it("the injector's certificate from cert-manager comes from a long-lived CA, which is what the webhook trusts (regression: a self-signed leaf changed the caBundle at every renewal)", async () => {
+    const objs = await kustomize('overlays/cert-manager');
+    const leaf = byKind(objs, 'Certificate').find((o) => (o.spec as { secretName: string }).secretName === 'ward-injector-tls')!;
+    const leafIssuer = find(objs, 'Issuer', (leaf.spec as { issuerRef: { name: string } }).issuerRef.name, 'ward-system')!;
+    const caSecret = (leafIssuer.spec as { ca?: { secretName: string } }).ca?.secretName;
+    expect(caSecret, 'the serving certificate is signed by a CA issuer').toBeDefined();
+    const ca = byKind(objs, 'Certificate').find((o) => o.metadata.namespace === 'ward-system' && (o.spec as { secretName: string }).secretName === caSecret)!;
+    expect(ca.spec).toMatchObject({ isCA: true, duration: '87600h' });
+    const webhook = byKind(objs, 'MutatingWebhookConfiguration')[0]!;
+    expect(webhook.metadata.annotations?.['cert-manager.io/inject-ca-from']).toBe(`ward-system/${ca.metadata.name}`);
+  });
+
   it('gets its certificate from cert-manager and its CA into enrolled namespaces through trust-manager', async () => {
     const objs = await kustomize('overlays/cert-manager');
     const svcHost = 'ward-control-plane.ward-system.svc';
