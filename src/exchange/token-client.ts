@@ -68,7 +68,7 @@ const MAX_DESCRIPTION = 256;
 
 function shortDescription(d: unknown): string | undefined {
   if (typeof d !== 'string') return undefined;
-  return d.length > MAX_DESCRIPTION ? `${d.slice(0, MAX_DESCRIPTION)}…` : d;
+  return d.length > MAX_DESCRIPTION ? `${d.slice(0, MAX_DESCRIPTION)}...` : d;
 }
 
 /**

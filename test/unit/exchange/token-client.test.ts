@@ -157,7 +157,7 @@ describe('token client against a failing IdP', () => {
     const long = await serve((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_target', error_description: 'x'.repeat(500_000) })));
     const r = await against(long).exchange('t', PAYMENTS);
     expect(r).toMatchObject({ ok: false, kind: 'refused', oauthError: 'invalid_target' });
-    expect((r as { description: string }).description.length).toBeLessThanOrEqual(257);
+    expect((r as { description: string }).description.length).toBeLessThanOrEqual(259);
     const odd = await serve((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_target","error_description":{"toString":1}}'));
     const o = await against(odd).exchange('t', PAYMENTS);
     expect(o).toMatchObject({ ok: false, kind: 'refused', oauthError: 'invalid_target' });
