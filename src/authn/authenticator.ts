@@ -120,8 +120,6 @@ interface QueuedJwt {
   readonly cacheKey: string | undefined;
   readonly again: boolean;
   readonly pending: PendingJwt;
-  readonly key: KeyObject;
-  readonly keyId: string;
   /** The signature segment as parseJwt decoded it. */
   readonly signature: Buffer;
   readonly resolve: (r: AuthResult | Promise<AuthResult>) => void;
@@ -259,10 +257,9 @@ class TokenAuthenticator implements Authenticator {
       // The key usually is at hand (loaded, imported): the signature queue, no key fetch.
       const r = state.source.resolveKeyNow(alg, kid);
       if (r !== undefined && r.ok) {
-        const { key: verifyKey, keyId } = r;
         const signature = jwt.signature;
         return new Promise<AuthResult>((resolve) => {
-          this.#queue.push({ token, cacheKey: key, again, pending, key: verifyKey, keyId, signature, resolve });
+          this.#queue.push({ token, cacheKey: key, again, pending, signature, resolve });
           if (!this.#drainScheduled) {
             this.#drainScheduled = true;
             setImmediate(this.#drain);
@@ -308,11 +305,15 @@ class TokenAuthenticator implements Authenticator {
       const hit = this.#cache.peek(q.cacheKey);
       if (hit !== undefined && this.#stillValid(hit, this.#clock())) return hit.result;
     }
+    // The key as the issuer's keys stand now, not as they stood when the token was queued: a
+    // refresh in between may have withdrawn it. Gone from what is at hand: the path that fetches.
+    const r = state.source.resolveKeyNow(alg, kid);
+    if (r === undefined || !r.ok) return this.#verifySignature(q.token, q.cacheKey, q.again, q.pending).catch((err: unknown) => this.#internal(err));
     this.signatureChecks++;
-    const why = verifyJwsSignature(alg, q.token, q.key, q.signature);
+    const why = verifyJwsSignature(alg, q.token, r.key, q.signature);
     if (why !== null) return this.#reject(q.token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
     const p = q.pending;
-    return this.#accept(q.cacheKey, state, p.payload, p.parts, p.exp, p.payloadSegment, true, q.keyId);
+    return this.#accept(q.cacheKey, state, p.payload, p.parts, p.exp, p.payloadSegment, true, r.keyId);
   }
 
   async #verifySignature(token: string, cacheKey: string | undefined, again: boolean, p: PendingJwt): Promise<AuthResult> {
