@@ -134,8 +134,13 @@ function capturedPortsMoved(merged: unknown, input: SidecarConfigInput): string[
   }
   if (at(['inbound', 'listen', 'port']) !== input.inboundPort) out.push(`inbound.listen.port is the capture's redirect target (${input.inboundPort}), set by the injector`);
   if (at(['admin', 'port']) !== input.adminPort) out.push(`admin.port is the probes' port (${input.adminPort}), set by the injector`);
-  if (input.outboundPort !== null && (at(['outbound', 'listen', 'host']) !== '127.0.0.1' || at(['outbound', 'listen', 'port']) !== input.outboundPort)) {
+  const egressHost = at(['outbound', 'listen', 'host']);
+  if (input.outboundPort !== null && (egressHost !== '127.0.0.1' || at(['outbound', 'listen', 'port']) !== input.outboundPort)) {
     out.push(`outbound.listen must stay 127.0.0.1:${input.outboundPort}, where capture sends the app's connections (and never reachable from the network)`);
+  } else if (input.outboundPort === null && egressHost !== undefined && (typeof egressHost !== 'string' || !['127.0.0.1', 'localhost', '::1'].includes(egressHost))) {
+    // No capture: an app that uses the egress listener names it, on loopback; on any other
+    // address whoever reaches the pod could send calls as this workload.
+    out.push('outbound.listen.host must be a loopback address: the egress listener acts as this workload');
   }
   return out;
 }

@@ -362,6 +362,7 @@ describe('injectPod: refusals (opted in, but cannot be protected as asked)', () 
     [{ 'ward.dev/sidecar-config': 'upstream: { url: "http://127.0.0.1:8080" }', 'ward.dev/app-port': '9090', 'ward.dev/inbound-ports': '9090' }, 'upstream.url must stay on loopback port 9090'],
     [{ 'ward.dev/sidecar-config': 'upstream: { url: "http://10.0.0.7:8080" }' }, 'upstream.url must stay on loopback'],
     [{ 'ward.dev/sidecar-config': 'outbound: { listen: { host: "0.0.0.0" } }', 'ward.dev/inbound-ports': '8080' }, 'outbound.listen must stay 127.0.0.1:15001'],
+    [{ 'ward.dev/sidecar-config': 'outbound: { listen: { host: "0.0.0.0", port: 15001 } }', 'ward.dev/capture-outbound': 'false' }, 'outbound.listen.host must be a loopback address'],
     [{ 'ward.dev/sidecar-config': 'inbound: { listen: { port: 15007 } }' }, 'inbound.listen.port'],
     [{ 'ward.dev/sidecar-config': 'admin: { port: 15020 }' }, 'admin.port'],
     // the API server refuses a request above its limit (regression: admitted, then refused there)
