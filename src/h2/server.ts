@@ -314,6 +314,8 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   #refused = 0;
   /** Reading stopped until the socket drains (MAX_OUTPUT). */
   #readPaused = false;
+  /** The client sent GOAWAY (`#goaway` is ours too). */
+  #peerGoaway = false;
   #emptyData = 0;
   #resetTokens = RESET_BURST;
   #resetAt = 0;
@@ -707,6 +709,7 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
   protected onGoaway(): void {
     // The client opens no more streams; what is open finishes.
     this.#goaway = true;
+    this.#peerGoaway = true;
     this.#maybeEnd();
   }
 
@@ -852,10 +855,13 @@ export class H2ServerConnection extends H2Endpoint<H2ServerStream> {
     }
     this.#lastStreamId = id;
     if (this.#goaway) {
-      // After a GOAWAY, ours or the client's: not processed (the client retries elsewhere). Counted
-      // like the other refusals: each costs a RST_STREAM the client need not read (found in review).
+      // After a GOAWAY, ours or the client's: not processed (the client retries elsewhere). After
+      // the client's own, counted like the other refusals: a client that said it was done and
+      // keeps opening streams gets a RST_STREAM for each (found in review). After ours they are
+      // not counted: a busy client may race many streams past our GOAWAY while its open calls
+      // drain, and ending the connection would cut those calls.
       this.#sendReset(id, REFUSED_STREAM);
-      if (++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
+      if (this.#peerGoaway && ++this.#refused > MAX_REFUSED) this.connectionError(ENHANCE_YOUR_CALM, 'too many refused streams');
       return;
     }
     if (tooLarge || fields.length / 2 > this.#o.maxHeaderPairs) {

@@ -772,6 +772,24 @@ describe('closing the connection', () => {
     expect(h.seen[0]?.closes).toBe(1);
   });
 
+  it('close(): any number of streams raced past our GOAWAY are refused while the open call finishes (the refusal bound is for a client\'s own GOAWAY)', async () => {
+    const h = await serve((s) => {
+      void readAll(s).then((b) => s.end(`got ${b.length}`));
+    });
+    const c = await raw(h.port);
+    c.send(headers(1, requestBlock('/inflight', [], 'POST'), false), data(1, 'abc'));
+    await until(() => h.seen.length === 1);
+    (h.conns[0] as H2ServerConnection).close();
+    await c.goaway();
+    const late: Buffer[] = [];
+    for (let id = 3; id < 3 + 2 * 150; id += 2) late.push(headers(id, requestBlock('/late'), true));
+    c.send(Buffer.concat(late));
+    expect((await c.rst(3 + 2 * 149))?.code).toBe(REFUSED_STREAM);
+    c.send(data(1, 'def', true));
+    expect(await c.wait((f) => f.streamId === 1 && isEnd(f))).toBeDefined();
+    expect(c.frames.filter((f) => f.type === GOAWAY)).toHaveLength(1); // no second GOAWAY, no ENHANCE_YOUR_CALM
+  });
+
   it('destroy(): every stream closes with rstCode set; onClose exactly once', async () => {
     const h = await serve(() => {});
     const c = await nodeClient(h.port);
