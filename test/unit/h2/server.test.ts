@@ -744,14 +744,19 @@ describe('a header list over the limits: 431 with END_STREAM, never seen by onSt
 // ---- 7. closing the connection
 
 describe('closing the connection', () => {
-  it('close(): GOAWAY with the last stream id, the in-flight stream completes, a later stream is refused, onClose once the socket closes', async () => {
+  /** A server that echoes body lengths, and a client with stream 1 open, its body half sent. */
+  async function oneInFlight(): Promise<{ h: Harness; c: RawClient; conn: H2ServerConnection }> {
     const h = await serve((s) => {
       void readAll(s).then((b) => s.end(`got ${b.length}`));
     });
     const c = await raw(h.port);
     c.send(headers(1, requestBlock('/inflight', [], 'POST'), false), data(1, 'abc'));
     await until(() => h.seen.length === 1);
-    const conn = h.conns[0] as H2ServerConnection;
+    return { h, c, conn: h.conns[0] as H2ServerConnection };
+  }
+
+  it('close(): GOAWAY with the last stream id, the in-flight stream completes, a later stream is refused, onClose once the socket closes', async () => {
+    const { h, c, conn } = await oneInFlight();
     conn.close();
     const goaway = await c.goaway();
     expect(goaway?.payload.readUInt32BE(0)).toBe(1);
@@ -773,13 +778,8 @@ describe('closing the connection', () => {
   });
 
   it('close(): any number of streams raced past our GOAWAY are refused while the open call finishes (the refusal bound is for a client\'s own GOAWAY)', async () => {
-    const h = await serve((s) => {
-      void readAll(s).then((b) => s.end(`got ${b.length}`));
-    });
-    const c = await raw(h.port);
-    c.send(headers(1, requestBlock('/inflight', [], 'POST'), false), data(1, 'abc'));
-    await until(() => h.seen.length === 1);
-    (h.conns[0] as H2ServerConnection).close();
+    const { c, conn } = await oneInFlight();
+    conn.close();
     await c.goaway();
     const late: Buffer[] = [];
     for (let id = 3; id < 3 + 2 * 150; id += 2) late.push(headers(id, requestBlock('/late'), true));
