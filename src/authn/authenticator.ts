@@ -32,7 +32,7 @@ export type { IssuerStatus } from './source.ts';
  * the queue is worked through once per event-loop turn (`setImmediate`), after the loop has read
  * what every connection sent. Under load a turn brings tens of new tokens; verifying them one
  * after another, rather than each between its call's parsing and forwarding, cut the CPU of a
- * call with the verified-token cache off by ~15% (BENCHMARKS.md, "what each optimisation bought").
+ * call with the verified-token cache off by ~12% (BENCHMARKS.md, "what each optimisation bought").
  */
 
 export interface AuthenticatorOptions {
