@@ -19,6 +19,8 @@ import { WardError } from '../../../src/errors/ward-error.ts';
 import type { Logger } from '../../../src/lib/log.ts';
 import { silentLogger } from '../../../src/lib/log.ts';
 import type { Identity } from '../../../src/policy/model.ts';
+import type { PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
+import { parsePolicyText } from '../../../src/policy/load.ts';
 import { tempDir } from './fixtures.ts';
 
 /**
@@ -55,6 +57,26 @@ export const TOKENS = {
   operator: 'operator-token',
   expired: 'expiring-token',
 };
+
+/**
+ * A policy watch's options as the unit tests use them: service orders, pod-1, the orders token,
+ * the sidecar's own compile (service orders, no environment), nothing done with a policy, fast
+ * back-off. `over` replaces any of them.
+ */
+export function watchOptions(address: string, stateDir: string, over: Partial<PolicyWatchOptions> = {}): PolicyWatchOptions {
+  return {
+    address,
+    service: 'orders',
+    instanceId: 'pod-1',
+    token: async () => TOKENS.orders,
+    stateDir,
+    compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env: {} }),
+    onPolicy: () => {},
+    log: silentLogger,
+    backoff: { initialMs: 20, maxMs: 200 },
+    ...over,
+  };
+}
 
 export interface Harness {
   readonly dir: string;

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { createPolicyWatch } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import { eventually, needsSecretPolicy, policy, tempDir } from './fixtures.ts';
-import { type Harness, perTest, type RawStream, TOKENS } from './harness.ts';
+import { type Harness, perTest, type RawStream, watchOptions } from './harness.ts';
 
 /**
  * Regression (review, sixteenth session): a version a stream NACKed was never offered to it again,
@@ -75,17 +74,7 @@ describe('StreamPolicy: a NACKed version after a later ACK', () => {
     const state = tempDir('ward-state-');
     cleanups.push(state.cleanup);
     const env: Record<string, string> = {};
-    const w = createPolicyWatch({
-      address: h.address,
-      service: 'orders',
-      instanceId: 'pod-1',
-      token: async () => TOKENS.orders,
-      stateDir: state.dir,
-      compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env }),
-      onPolicy: () => {},
-      log: silentLogger,
-      backoff: { initialMs: 20, maxMs: 200 },
-    });
+    const w = createPolicyWatch(watchOptions(h.address, state.dir, { compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env }) }));
     cleanups.push(() => w.close());
     await eventually(() => w.versionInfo() === v1, 10_000, 'v1');
 

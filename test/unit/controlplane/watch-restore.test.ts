@@ -3,10 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type PersistedPolicy, statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
-import { silentLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import { eventually, policy, tempDir } from './fixtures.ts';
-import { type Harness, startHarness, TOKENS } from './harness.ts';
+import { type Harness, startHarness, watchOptions } from './harness.ts';
 
 /**
  * Regression (review, sixteenth session): a restored state file was enforced and its version_info
@@ -41,18 +40,7 @@ function stateWith(saved: Record<string, unknown>): string {
 }
 
 function watch(address: string, stateDir: string, over: Partial<PolicyWatchOptions> = {}): PolicyWatch {
-  const w = createPolicyWatch({
-    address,
-    service: 'orders',
-    instanceId: 'pod-1',
-    token: async () => TOKENS.orders,
-    stateDir,
-    compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env: {} }),
-    onPolicy: () => {},
-    log: silentLogger,
-    backoff: { initialMs: 20, maxMs: 200 },
-    ...over,
-  });
+  const w = createPolicyWatch(watchOptions(address, stateDir, over));
   cleanups.push(() => w.close());
   return w;
 }

@@ -2,10 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createPolicyWatch, type PolicyWatch } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
-import { parsePolicyText } from '../../../src/policy/load.ts';
 import { hmacPolicy, kubeletSecretDir, plainSecretDir, type SecretDir, SECRET_A, SECRET_B, SECRET_C } from '../policy/secret-files.ts';
 import { eventually, memoryLogger, tempDir } from './fixtures.ts';
-import { type Harness, startHarness, TOKENS } from './harness.ts';
+import { type Harness, startHarness, watchOptions } from './harness.ts';
 
 /**
  * A policy distributed by the control plane names `hmacSecretFile`: the control plane never
@@ -39,19 +38,7 @@ async function rig(secret: SecretDir, o: { firstPolicy?: boolean; pollMs?: numbe
   cleanups.push(state.cleanup);
   const { log, records } = memoryLogger();
   const applied: CompiledPolicy[] = [];
-  const w = createPolicyWatch({
-    address: h.address,
-    service: 'orders',
-    instanceId: 'pod-1',
-    token: async () => TOKENS.orders,
-    stateDir: state.dir,
-    compile: (t, file) => parsePolicyText(t, file, { service: 'orders', env: {} }),
-    onPolicy: (p) => applied.push(p),
-    log,
-    backoff: { initialMs: 20, maxMs: 200 },
-    pollMs: o.pollMs ?? 20,
-    debounceMs: 10,
-  });
+  const w = createPolicyWatch(watchOptions(h.address, state.dir, { onPolicy: (p) => applied.push(p), log, pollMs: o.pollMs ?? 20, debounceMs: 10 }));
   cleanups.push(() => w.close());
   if (o.firstPolicy !== false) await eventually(() => applied.length === 1, 10_000, 'the first policy');
   return { secret, h, w, applied, records, version: validatePolicyForControlPlane(text, 'orders.yaml').version };

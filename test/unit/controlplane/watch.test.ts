@@ -10,11 +10,11 @@ import { statePath } from '../../../src/controlplane/client/state.ts';
 import { createPolicyWatch, type PolicyWatch, type PolicyWatchOptions } from '../../../src/controlplane/client/watch.ts';
 import { validatePolicyForControlPlane } from '../../../src/controlplane/server/validate.ts';
 import { MAX_POLICY_FILE_BYTES } from '../../../src/controlplane/wire.ts';
-import { createLogger, silentLogger } from '../../../src/lib/log.ts';
+import { createLogger } from '../../../src/lib/log.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { CompiledPolicy } from '../../../src/policy/model.ts';
 import { eventually, needsSecretPolicy, policy, tempDir } from './fixtures.ts';
-import { perTest, startHarness, TOKENS } from './harness.ts';
+import { perTest, startHarness, TOKENS, watchOptions } from './harness.ts';
 
 const protoRoot = new protobuf.Root();
 protoRoot.resolvePath = (_origin, target) => fileURLToPath(new URL(`../../../proto/${target}`, import.meta.url));
@@ -42,18 +42,9 @@ interface Watched {
 
 function watch(address: string, dir: string, over: Partial<PolicyWatchOptions> = {}): Watched {
   const applied: CompiledPolicy[] = [];
-  const w = createPolicyWatch({
-    address,
-    service: 'orders',
-    instanceId: 'pod-1',
-    token: async () => TOKENS.orders,
-    stateDir: dir,
-    compile: (text, file) => parsePolicyText(text, file, { env: {} }),
-    onPolicy: (p) => applied.push(p),
-    log: silentLogger,
-    backoff: { initialMs: 20, maxMs: 200 },
-    ...over,
-  });
+  const w = createPolicyWatch(
+    watchOptions(address, dir, { compile: (text, file) => parsePolicyText(text, file, { env: {} }), onPolicy: (p) => applied.push(p), ...over }),
+  );
   cleanups.push(() => w.close());
   return { watch: w, applied };
 }

@@ -8,16 +8,9 @@ import { evaluate } from '../../../src/policy/evaluate.ts';
 import { explain } from '../../../src/policy/explain.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
 import type { CompiledPolicy, Facts } from '../../../src/policy/model.ts';
-import { facts, grpc, http, id } from './helpers.ts';
+import { facts, grpc, http, id, ONE_ISSUER_HEAD } from './helpers.ts';
 
-const A = `apiVersion: ward.dev/v1
-kind: Policy
-service: orders
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [urn:ward:orders]
-rules:
-  - name: readers
+const A = `${ONE_ISSUER_HEAD}  - name: readers
     action: allow
     match: { grpc: [/a.B/Get] }
     when: [{ scopes: { allOf: [r] } }]

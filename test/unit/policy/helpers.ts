@@ -5,6 +5,16 @@ import type { CompiledPolicy, Facts, Identity, RequestFacts } from '../../../src
 export const ISSUER = 'https://idp.example.com';
 export const OTHER_ISSUER = 'https://other.example.com';
 
+/** A policy's text up to `rules:` with one trusted issuer; the rules follow, indented as list items. */
+export const ONE_ISSUER_HEAD = `apiVersion: ward.dev/v1
+kind: Policy
+service: orders
+issuers:
+  - issuer: ${ISSUER}
+    audiences: [urn:ward:orders]
+rules:
+`;
+
 /** A policy with two trusted issuers and the given YAML for `rules:` (indented as list items). */
 export function policy(rules: string, extra = ''): CompiledPolicy {
   const text = `apiVersion: ward.dev/v1

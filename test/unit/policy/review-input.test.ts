@@ -4,22 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors/ward-error.ts';
 import { evaluate } from '../../../src/policy/evaluate.ts';
 import { parsePolicyText } from '../../../src/policy/load.ts';
-import { facts, http, id, policy } from './helpers.ts';
+import { facts, http, id, ONE_ISSUER_HEAD, policy } from './helpers.ts';
 
 /**
  * Policy input that loaded with a meaning other than the one written (found in review, sixteenth
  * session): explicit YAML tags the loader could not resolve, scope values that can never be a
  * token's scope, and positions shifted by a byte order mark.
  */
-
-const HEAD = `apiVersion: ward.dev/v1
-kind: Policy
-service: orders
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [urn:ward:orders]
-rules:
-`;
 
 function refusal(text: string): ConfigError {
   try {
@@ -35,7 +26,7 @@ describe('explicit YAML tags', () => {
   it('a tag the loader cannot resolve is refused at its line, not read as the plain string', () => {
     // `!!bool yes` is YAML 1.1: under 1.2 it was a warning and the string "yes", so this deny
     // rule compared `suspended` with "yes" and never fired.
-    const text = `${HEAD}  - name: no-suspended
+    const text = `${ONE_ISSUER_HEAD}  - name: no-suspended
     action: deny
     match: { grpc: [/ward.demo.v1.Orders/CreateOrder] }
     when:
@@ -48,7 +39,7 @@ describe('explicit YAML tags', () => {
   });
 
   it.each(['!!float 1', '!level 1', '!!bool on'])('%s is refused too', (v) => {
-    const e = refusal(`${HEAD}  - name: r\n    action: deny\n    match: { grpc: [/a.B/C] }\n    when: [{ claim: level, equals: ${v} }]\n`);
+    const e = refusal(`${ONE_ISSUER_HEAD}  - name: r\n    action: deny\n    match: { grpc: [/a.B/C] }\n    when: [{ claim: level, equals: ${v} }]\n`);
     expect(e.issues[0]?.line).toBe(11);
   });
 
@@ -68,7 +59,7 @@ describe('explicit YAML tags', () => {
 
 describe('scope values', () => {
   it.each(['orders.admin orders.root', 'orders.admin\torders.root', 'a"b', 'a\\\\b'])('%j is not one scope: refused at its position', (v) => {
-    const text = `${HEAD}  - name: no-admins
+    const text = `${ONE_ISSUER_HEAD}  - name: no-admins
     action: deny
     match: { grpc: [/a.B/C] }
     when: [{ scopes: { anyOf: [ok, ${JSON.stringify(v)}] } }]
@@ -80,7 +71,7 @@ describe('scope values', () => {
   });
 
   it('in allOf as well; scope-tokens of any printable character but space, quote and backslash load', () => {
-    expect(refusal(`${HEAD}  - name: r\n    action: allow\n    match: { grpc: [/a.B/C] }\n    when: [{ scopes: { allOf: ["a b"] } }]\n`).issues[0]?.path).toBe(
+    expect(refusal(`${ONE_ISSUER_HEAD}  - name: r\n    action: allow\n    match: { grpc: [/a.B/C] }\n    when: [{ scopes: { allOf: ["a b"] } }]\n`).issues[0]?.path).toBe(
       'rules[0].when[0].scopes.allOf[0]',
     );
     expect(() => policy(`  - name: r\n    action: allow\n    match: { grpc: [/a.B/C] }\n    when: [{ scopes: { allOf: ["https://api.example.com/orders:read!", "a~b"] } }]\n`)).not.toThrow();
@@ -95,7 +86,7 @@ describe('a UTF-8 byte order mark', () => {
   });
 
   it('nor of semantic errors found after the schema', () => {
-    const text = `${HEAD}  - name: r\n    action: allow\n    match: { grpc: [/a.B/C] }\n  - name: r\n    action: allow\n    match: { grpc: [/a.B/D] }\n`;
+    const text = `${ONE_ISSUER_HEAD}  - name: r\n    action: allow\n    match: { grpc: [/a.B/C] }\n  - name: r\n    action: allow\n    match: { grpc: [/a.B/D] }\n`;
     const plain = refusal(text).issues[0];
     expect(refusal(`\uFEFF${text}`).issues[0]).toEqual(plain);
   });
