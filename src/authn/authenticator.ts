@@ -28,7 +28,7 @@ export type { IssuerStatus } from './source.ts';
  * `exp`/`nbf`/`iat` -> `aud` -> required claims and claim shapes -> key by `kid` -> signature.
  * Failures before the key lookup are returned synchronously; so is every cache hit.
  *
- * Signatures are checked in batches: a token whose key is at hand joins the signature queue, and
+ * Signatures are checked in batches: a JWT for a JWKS key joins the signature queue, and
  * the queue is worked through once per event-loop turn (`setImmediate`), after the loop has read
  * what every connection sent. Under load a turn brings tens of new tokens; verifying them one
  * after another, rather than each between its call's parsing and forwarding, cut the CPU of a
@@ -254,18 +254,16 @@ class TokenAuthenticator implements Authenticator {
     const exp = payload['exp'] as number; // checkTime made it a number
     const pending: PendingJwt = { payloadSegment: jwt.payloadSegment, state, alg, kid, payload, exp, parts };
     if (!HMAC_ALGS.has(alg) && supportsDirectVerify(alg)) {
-      // The key usually is at hand (loaded, imported): the signature queue, no key fetch.
-      const r = state.source.resolveKeyNow(alg, kid);
-      if (r !== undefined && r.ok) {
-        const signature = jwt.signature;
-        return new Promise<AuthResult>((resolve) => {
-          this.#queue.push({ token, cacheKey: key, again, pending, signature, resolve });
-          if (!this.#drainScheduled) {
-            this.#drainScheduled = true;
-            setImmediate(this.#drain);
-          }
-        });
-      }
+      // The signature queue: the key is looked up when the batch runs (usually at hand; if not,
+      // that token goes on to the path that fetches).
+      const signature = jwt.signature;
+      return new Promise<AuthResult>((resolve) => {
+        this.#queue.push({ token, cacheKey: key, again, pending, signature, resolve });
+        if (!this.#drainScheduled) {
+          this.#drainScheduled = true;
+          setImmediate(this.#drain);
+        }
+      });
     }
     return this.#verifySignature(token, key, again, pending).catch((err: unknown) => this.#internal(err));
   }
