@@ -6,8 +6,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../../src/cli/command.ts';
 import { createPolicyCommand } from '../../../src/cli/policy.ts';
 import { fixturePath, ordersPolicyText } from '../../fixtures/policies/fixtures.ts';
+import { ISSUER, ONE_ISSUER_HEAD } from './helpers.ts';
 
-const ISSUER = 'https://idp.example.com';
 const NOW = 1_700_000_000_000;
 
 async function ward(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -213,14 +213,7 @@ describe('ward policy explain judges what the sidecar judges (found in review, s
     file = join(dir, 'paths.policy.yaml');
     writeFileSync(
       file,
-      `apiVersion: ward.dev/v1
-kind: Policy
-service: orders
-issuers:
-  - issuer: ${ISSUER}
-    audiences: [urn:ward:orders]
-rules:
-  - name: no-admin
+      `${ONE_ISSUER_HEAD}  - name: no-admin
     action: deny
     match: { http: [{ prefix: /admin }] }
   - name: public
