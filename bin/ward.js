@@ -14,6 +14,16 @@ try {
   process.exit(2);
 }
 enableCompileCache();
+// The pages Node used to start (most of its binary's) leave the resident set before ward loads
+// its modules; a sidecar trims them again once started, and every 10 s (src/lib/file-pages.ts).
+const { releaseFilePages, trimEnabled } = await import('../src/lib/file-pages.ts');
+try {
+  trimEnabled();
+} catch (err) {
+  console.error(`ward: ${err.message}`);
+  process.exit(2);
+}
+releaseFilePages();
 const { main } = await import('../src/cli/main.ts');
 
 const code = await main(process.argv.slice(2));

@@ -1,4 +1,5 @@
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { filePagesReport, type FilePagesReport } from '../lib/file-pages.ts';
 
 /** The admin `/memory` document: this process's memory, as Envoy's admin `/memory` reports its own. */
 export interface MemoryReport {
@@ -24,6 +25,8 @@ export interface MemoryReport {
    * (docs/performance.md, "Node and V8 settings").
    */
   readonly typeStripperLoaded: boolean;
+  /** The file pages trimmed from the resident set (src/lib/file-pages.ts; docs/performance.md, "Memory"). */
+  readonly filePages: FilePagesReport;
 }
 
 /** Node's type stripper, as `process.moduleLoadList` names it once loaded. */
@@ -46,5 +49,6 @@ export function memoryReport(): MemoryReport {
     arrayBuffersBytes: m.arrayBuffers,
     externalBytes: m.external,
     typeStripperLoaded: (process as NodeJS.Process & { moduleLoadList?: readonly string[] }).moduleLoadList?.includes(TYPE_STRIPPER) === true,
+    filePages: filePagesReport(),
   };
 }

@@ -12,6 +12,7 @@ import { systemClock } from '../lib/clock.ts';
 import { rereadCaFile } from '../lib/ca-file.ts';
 import type { CaSource } from '../h2/conn.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { trimFilePages } from '../lib/file-pages.ts';
 import { issueAt, type YamlLocator } from '../lib/yaml-locate.ts';
 import { evaluate, isSignInRoute } from '../policy/evaluate.ts';
 import { resolveSessionSecrets } from '../config/session.ts';
@@ -456,6 +457,8 @@ function controlPlaneToken(
 async function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, configFile: string): Promise<number> {
   const credentials = resolveCredentials(cfg, configFile);
   const [{ runCluster }, client] = await Promise.all([import('../cluster/cluster.ts'), loadControlPlaneClient(cfg)]);
+  // The primary's modules are loaded (a worker's sidecar starts trimming once it has started).
+  trimFilePages();
   return runCluster({
     cfg,
     log,
@@ -468,6 +471,9 @@ async function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, conf
         log: workerLog,
         configFile,
         worker: { policy: (onPolicy) => ({ ...policy(onPolicy), ...(token === undefined ? {} : { token }) }), sessions },
+      }).then((sidecar) => {
+        trimFilePages();
+        return sidecar;
       });
     },
     compile: (text, file) => parsePolicyText(text, file, { service: cfg.service }),
@@ -522,6 +528,7 @@ export const command: Command = {
     if (cfg.concurrency > 1) return runSidecarCluster(cfg, log, values.config);
     const shutdown = untilShutdownSignal(log);
     const sidecar = await startSidecar(cfg, { log, configFile: values.config });
+    trimFilePages();
     await shutdown;
     await sidecar.stop();
     return 0;

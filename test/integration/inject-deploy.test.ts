@@ -250,7 +250,7 @@ describe('deploy/Dockerfile', () => {
   const lines = dockerfile.split('\n').filter((l) => !l.startsWith('#'));
 
   it('is multi-stage on Node 24 slim, installs production dependencies only and runs as non-root', () => {
-    expect(lines.filter((l) => /^FROM node:24-slim\b/.test(l))).toHaveLength(2);
+    expect(lines.filter((l) => /^FROM node:24-slim\b/.test(l))).toHaveLength(3);
     expect(dockerfile).toMatch(/npm ci --omit=dev\b/);
     const user = lines.filter((l) => l.startsWith('USER ')).at(-1);
     expect(user).toMatch(/^USER [1-9]\d*:[1-9]\d*$/);
@@ -261,6 +261,13 @@ describe('deploy/Dockerfile', () => {
     for (const dir of ['src', 'proto']) expect(dockerfile).toContain(`COPY ${dir} ./${dir}`);
     // two malloc arenas, not one per thread (docs/performance.md)
     expect(lines).toContain('ENV MALLOC_ARENA_MAX=2');
+  });
+
+  it('builds the native addon in a stage of its own (the compiler stays out of the image) and ships it', () => {
+    expect(lines).toContain('RUN node bin/build-native.js --require');
+    expect(lines).toContain('COPY --from=native /app/native/build ./native/build');
+    const runtimeFrom = lines.findLastIndex((l) => l.startsWith('FROM '));
+    expect(lines.slice(runtimeFrom).some((l) => l.includes('gcc'))).toBe(false);
   });
 
   it('fills the compile cache at build time, as the uid ward runs as (Node keeps one cache per uid)', () => {
