@@ -79,6 +79,9 @@ export function releasableRanges(smaps: string): Releasable[] {
     let rss = -1;
     let own = 0;
     let locked = 0;
+    // Without the Anonymous field (a kernel that does not count copy-on-write pages per
+    // mapping) nothing says a mapping has no page of its own: it is kept.
+    let counted = false;
     while (i < lines.length && !MAPPING.test(lines[i]!)) {
       const f = FIELD.exec(lines[i]!);
       i++;
@@ -89,6 +92,9 @@ export function releasableRanges(smaps: string): Releasable[] {
           rss = kb;
           break;
         case 'Anonymous':
+          counted = true;
+          own += kb;
+          break;
         case 'Swap':
         case 'Private_Dirty':
         case 'Shared_Dirty':
@@ -104,7 +110,7 @@ export function releasableRanges(smaps: string): Releasable[] {
     const path = head[7]!;
     if (perms[1] !== '-' || perms[3] !== 'p') continue; // writable, or shared
     if (!regularFilePath(path)) continue;
-    if (rss <= 0 || own !== 0 || locked !== 0) continue; // nothing resident, or pages of its own
+    if (rss <= 0 || !counted || own !== 0 || locked !== 0) continue; // nothing resident, or (maybe) pages of its own
     const start = Number.parseInt(head[1]!, 16);
     const end = Number.parseInt(head[2]!, 16);
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end <= start) continue;

@@ -61,6 +61,14 @@ describe('releasableRanges (which of /proc/self/smaps may be dropped)', () => {
     expect(releasableRanges(kept)).toEqual([]);
   });
 
+  it('keeps a mapping whose entry does not say how many pages of its own it has (no Anonymous field)', () => {
+    const noAnonymous = entry(`55d0a4900000-55d0a4a00000 r--p 04900000 fe:00 1234   ${NODE}`)
+      .split('\n')
+      .filter((l) => !l.startsWith('Anonymous:'))
+      .join('\n');
+    expect(releasableRanges(noAnonymous)).toEqual([]);
+  });
+
   it('reads a path with spaces, and ignores lines it does not know', () => {
     const smaps = `${entry('7f1c70000000-7f1c70001000 r--p 00000000 fe:00 3                          /opt/my app/lib x.so')}\nSomethingNew:   12 kB\nnot a field\n`;
     expect(releasableRanges(smaps)).toEqual([{ start: 0x7f1c70000000, end: 0x7f1c70001000, rssKb: 1024, path: '/opt/my app/lib x.so', key: '7f1c70000000-7f1c70001000 r--p 00000000 fe:00 3 /opt/my app/lib x.so' }]);
