@@ -5,24 +5,24 @@ import { setTimeout } from 'node:timers';
 import { enableCompileCache } from './compile-cache.js';
 import { applyV8Flags } from './v8-flags.js';
 
+/** Runs `check`; a setting it refuses stops ward with status 2 and the reason. */
+function orExit(check) {
+  try {
+    check();
+  } catch (err) {
+    console.error(`ward: ${err.message}`);
+    process.exit(2);
+  }
+}
+
 // Both before the first TypeScript module, which is why main.ts is imported dynamically: V8's
 // flags first, since the compile cache's entries are per V8 flags.
-try {
-  applyV8Flags();
-} catch (err) {
-  console.error(`ward: ${err.message}`);
-  process.exit(2);
-}
+orExit(applyV8Flags);
 enableCompileCache();
 // The pages Node used to start (most of its binary's) leave the resident set before ward loads
 // its modules; a sidecar trims them again once started, and every 10 s (src/lib/file-pages.ts).
 const { releaseFilePages, trimEnabled } = await import('../src/lib/file-pages.ts');
-try {
-  trimEnabled();
-} catch (err) {
-  console.error(`ward: ${err.message}`);
-  process.exit(2);
-}
+orExit(trimEnabled);
 releaseFilePages();
 const { main } = await import('../src/cli/main.ts');
 

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createPageReleaser } from '../../src/lib/file-pages.ts';
+import { sidecarMemory } from '../support/sidecar-memory.ts';
 
 /**
  * The file pages ward trims (src/lib/file-pages.ts, native/file-pages.c), with
@@ -134,30 +135,17 @@ describe('trimming file pages (a real process, the built addon)', () => {
   });
 });
 
+type FilePages = { state: string; releases: number; releasedBytes: number; trims: number; refused: number };
+
 /** Starts `ward sidecar` with `env`, reads its admin `/memory` once started, and stops it. */
-async function filePagesOf(env: NodeJS.ProcessEnv): Promise<{ state: string; releases: number; releasedBytes: number; trims: number; refused: number }> {
-  const dir = mkdtempSync(join(tmpdir(), 'ward-pages-'));
-  writeFileSync(join(dir, 'policy.yaml'), 'apiVersion: ward.dev/v1\nkind: Policy\nservice: orders\nissuers:\n  - issuer: http://127.0.0.1:9\n    audiences: [urn:ward:orders]\n    algorithms: [RS256]\nrules:\n  - name: readers\n    action: allow\n    match:\n      grpc: [/ward.demo.v1.Orders/GetOrder]\n');
-  writeFileSync(join(dir, 'sidecar.yaml'), 'service: orders\ninbound: { listen: { host: 127.0.0.1, port: 0 } }\nupstream: { url: "http://127.0.0.1:9" }\nadmin: { host: 127.0.0.1, port: 0 }\npolicy: { file: policy.yaml }\ntelemetry: { enabled: false }\ndrainTimeoutMs: 100\n');
-  const child = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  try {
-    const deadline = Date.now() + 15_000;
-    let admin: RegExpExecArray | null = null;
-    while ((admin = /"msg":"sidecar started".*?"admin":(\d+)/.exec(stderr)) === null) {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the sidecar did not start:\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    // The release after start runs right after the "sidecar started" line.
-    await new Promise((r) => setTimeout(r, 200));
-    const memory = (await (await fetch(`http://127.0.0.1:${admin[1]}/memory`)).json()) as { filePages: { state: string; releases: number; releasedBytes: number; trims: number; refused: number } };
-    return memory.filePages;
-  } finally {
-    child.kill('SIGTERM');
-    await exited;
-  }
+async function filePagesOf(env: NodeJS.ProcessEnv): Promise<FilePages> {
+  const files = {
+    'policy.yaml': 'apiVersion: ward.dev/v1\nkind: Policy\nservice: orders\nissuers:\n  - issuer: http://127.0.0.1:9\n    audiences: [urn:ward:orders]\n    algorithms: [RS256]\nrules:\n  - name: readers\n    action: allow\n    match:\n      grpc: [/ward.demo.v1.Orders/GetOrder]\n',
+    'sidecar.yaml': 'service: orders\ninbound: { listen: { host: 127.0.0.1, port: 0 } }\nupstream: { url: "http://127.0.0.1:9" }\nadmin: { host: 127.0.0.1, port: 0 }\npolicy: { file: policy.yaml }\ntelemetry: { enabled: false }\ndrainTimeoutMs: 100\n',
+  };
+  // The release after start runs right after the "sidecar started" line.
+  const memory = (await sidecarMemory(files, env, 200)) as { filePages: FilePages };
+  return memory.filePages;
 }
 
 describe('ward sidecar trims its file pages', () => {

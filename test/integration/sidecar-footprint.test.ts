@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { sidecarMemory } from '../support/sidecar-memory.ts';
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
 const WARM = fileURLToPath(new URL('../../bin/warm-compile-cache.js', import.meta.url));
@@ -72,26 +73,8 @@ async function loadsOf(config: string, env: NodeJS.ProcessEnv = {}, policy = POL
 }
 
 /** Starts `ward sidecar` with `config`, reads its admin `/memory` once started, and stops it. */
-async function memoryOf(config: string, env: NodeJS.ProcessEnv): Promise<unknown> {
-  const dir = mkdtempSync(join(tmpdir(), 'ward-footprint-'));
-  writeFileSync(join(dir, 'policy.yaml'), POLICY);
-  writeFileSync(join(dir, 'sidecar.yaml'), config);
-  const child = spawn(process.execPath, [WARD, 'sidecar', '--config', join(dir, 'sidecar.yaml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  try {
-    const deadline = Date.now() + 15_000;
-    let admin: RegExpExecArray | null = null;
-    while ((admin = /"msg":"sidecar started".*?"admin":(\d+)/.exec(stderr)) === null) {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the sidecar did not start:\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return await (await fetch(`http://127.0.0.1:${admin[1]}/memory`)).json();
-  } finally {
-    child.kill('SIGTERM');
-    await exited;
-  }
+function memoryOf(config: string, env: NodeJS.ProcessEnv): Promise<unknown> {
+  return sidecarMemory({ 'policy.yaml': POLICY, 'sidecar.yaml': config }, env);
 }
 
 const BASE = `service: orders
