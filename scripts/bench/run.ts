@@ -25,7 +25,7 @@
  * Output: scripts/bench/results/latest.json (every sample and the medians) and the markdown
  * table between the BENCH:BEGIN/END markers of BENCHMARKS.md (`--no-write-md` to skip).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import http2 from 'node:http2';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, cpus, release, tmpdir } from 'node:os';
@@ -429,8 +429,12 @@ if (opt.baseline !== undefined) {
   const rev = opt.baseline;
   const root = join(work, `baseline-${rev.replace(/[^A-Za-z0-9._-]/g, '_')}`);
   mkdirSync(root);
-  execFileSync('sh', ['-c', `git -C '${ROOT}' archive '${rev}' src bin package.json | tar -x -C '${root}'`]);
+  // native/ from the eighteenth session on: the baseline's ward trims its file pages as it would
+  // have (its addon built from its own source), or the A/B would compare RSS unfairly.
+  const hasNative = spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${rev}:native`]).status === 0;
+  execFileSync('sh', ['-c', `git -C '${ROOT}' archive '${rev}' src bin package.json${hasNative ? ' native' : ''} | tar -x -C '${root}'`]);
   execFileSync('ln', ['-s', join(ROOT, 'node_modules'), join(root, 'node_modules')]);
+  if (hasNative) execFileSync(process.execPath, [join(root, 'bin', 'build-native.js'), '--require'], { stdio: 'ignore' });
   for (const id of scenarioIds.filter((x) => WARD_OPTIONS[x] !== undefined)) {
     const o = WARD_OPTIONS[id];
     if (o === undefined) continue;
