@@ -19,11 +19,13 @@ function orExit(check) {
 // flags first, since the compile cache's entries are per V8 flags.
 orExit(applyV8Flags);
 enableCompileCache();
-// The pages Node used to start (most of its binary's) leave the resident set before ward loads
-// its modules; a sidecar trims them again once started, and every 10 s (src/lib/file-pages.ts).
+// A sidecar's resident set drops the pages Node used to start (most of its binary's) before
+// ward loads its modules, keeping its start-up peak low; it trims them again once started, and
+// every 10 s (src/lib/file-pages.ts). A command that runs and exits has nothing to gain from the
+// smaps read. The setting is checked for every command.
 const { releaseFilePages, trimEnabled } = await import('../src/lib/file-pages.ts');
 orExit(trimEnabled);
-releaseFilePages();
+if (process.argv[2] === 'sidecar') releaseFilePages();
 const { main } = await import('../src/cli/main.ts');
 
 const code = await main(process.argv.slice(2));

@@ -456,9 +456,9 @@ function controlPlaneToken(
  */
 async function runSidecarCluster(cfg: Readonly<SidecarConfig>, log: Logger, configFile: string): Promise<number> {
   const credentials = resolveCredentials(cfg, configFile);
-  const [{ runCluster }, client] = await Promise.all([import('../cluster/cluster.ts'), loadControlPlaneClient(cfg)]);
-  // The primary's modules are loaded (a worker's sidecar starts trimming once it has started).
-  trimFilePages();
+  const [{ isPrimary, runCluster }, client] = await Promise.all([import('../cluster/cluster.ts'), loadControlPlaneClient(cfg)]);
+  // The primary's modules are loaded; a worker starts trimming once its sidecar has started.
+  if (isPrimary()) trimFilePages();
   return runCluster({
     cfg,
     log,

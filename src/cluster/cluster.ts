@@ -90,6 +90,11 @@ const METRICS_TIMEOUT_MS = 2000;
 /** Ended browser sessions the primary remembers for workers that start later (as session/stage.ts tracks). */
 const MAX_ENDED_SESSIONS = 100_000;
 
+/** This process is the cluster's primary (not one of its workers). */
+export function isPrimary(): boolean {
+  return cluster.isPrimary;
+}
+
 export function runCluster(d: ClusterDeps): Promise<number> {
   return cluster.isPrimary ? runPrimary(d) : runWorker(d);
 }
