@@ -1,6 +1,7 @@
 import * as oidc from 'openid-client';
 import { boundedFetch, describeError, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../authn/fetch.ts';
 import { isSendableBearer, MAX_ISSUED_TOKEN_CHARS } from '../lib/bearer.ts';
+import { isOutageError } from '../lib/oauth-errors.ts';
 
 /**
  * The sidecar's requests to its IdP's token endpoint, via openid-client (research §4.1):
@@ -57,11 +58,10 @@ export interface TokenClientOptions {
   readonly fetch?: typeof fetch | undefined;
 }
 
-/**
- * OAuth errors that mean "try again later", not "no" (RFC 6749 §5.2, §4.1.2.1; RFC 8628 §3.5
- * `slow_down`; Auth0's `too_many_requests` with its 429).
- */
-const TRANSIENT_OAUTH_ERRORS = new Set(['server_error', 'temporarily_unavailable', 'slow_down', 'too_many_requests']);
+/** OAuth errors that mean "try again later", not "no": lib/oauth-errors.ts, and Auth0's `too_many_requests` (with its 429). */
+function isTransientOAuthError(error: string): boolean {
+  return isOutageError(error) || error === 'too_many_requests';
+}
 
 /** The IdP's `error_description` as kept and logged: a string, its first 256 characters. */
 const MAX_DESCRIPTION = 256;
@@ -104,7 +104,7 @@ export function classifyGrantError(err: unknown): GrantResult {
     // A rate limit (429, RFC 6585 §4) is the IdP busy, not refusing: a refusal is answered 403
     // and remembered (found in review: a 429 failed every call to the destination for
     // `refusalCacheSeconds`, and started no back-off).
-    if (err.status >= 500 || err.status === 429 || TRANSIENT_OAUTH_ERRORS.has(err.error)) {
+    if (err.status >= 500 || err.status === 429 || isTransientOAuthError(err.error)) {
       return { ok: false, kind: 'unavailable', detail: `HTTP ${err.status} ${err.error}` };
     }
     // The description is the IdP's text: kept in the refusal cache and logged, so bounded (found

@@ -2,6 +2,7 @@ import * as oidc from 'openid-client';
 import { boundedFetch, isLoopbackHttp, MAX_DOCUMENT_BYTES } from '../authn/fetch.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
+import { isOutageError } from '../lib/oauth-errors.ts';
 
 /**
  * The sidecar as an OAuth client of the sign-in provider, through openid-client (authorization
@@ -78,18 +79,6 @@ export interface SignInClient {
 }
 
 const DEFAULT_COOLDOWN_MS = 5000;
-
-/**
- * OAuth errors that mean "not now" rather than "no": RFC 6749 §4.1.2.1 `temporarily_unavailable`
- * and `server_error` (an authorization server's 503 and 500, which some also send from the token
- * endpoint with a 4xx status) and RFC 8628 §3.5 `slow_down`.
- */
-const OUTAGE_ERRORS: ReadonlySet<string> = new Set(['temporarily_unavailable', 'server_error', 'slow_down']);
-
-/** True for an OAuth error code that reports an outage of the provider, not a refusal. */
-export function isOutageError(error: string): boolean {
-  return OUTAGE_ERRORS.has(error);
-}
 
 /** Sorts an openid-client / oauth4webapi error into what the session stage acts on. */
 export function classify(err: unknown): ProviderFailure {

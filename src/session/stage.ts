@@ -24,7 +24,8 @@ import {
   txnCookieName,
 } from './cookies.ts';
 import { fromSameOrigin, isUnsafeMethod, originOf } from './csrf.ts';
-import { createSignInClient, isOutageError, type ProviderFailure, type SignInClient, type TokenSet } from './oidc.ts';
+import { isOutageError } from '../lib/oauth-errors.ts';
+import { createSignInClient, type ProviderFailure, type SignInClient, type TokenSet } from './oidc.ts';
 import { denialPage, escapeHtml, methodNotAllowed, notFound, page, redirect, type SessionCall, textDenial } from './respond.ts';
 import { RESERVED_PREFIX, safeReturnPath } from './return-url.ts';
 import { deriveKeys, Sealer } from './seal.ts';
