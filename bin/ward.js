@@ -26,6 +26,10 @@ enableCompileCache();
 const { releaseFilePages, trimEnabled } = await import('../src/lib/file-pages.ts');
 orExit(trimEnabled);
 if (process.argv[2] === 'sidecar') releaseFilePages();
+// WARD_NATIVE_VERIFY (src/authn/native-verify.ts): refused here, like the other settings, for
+// every command, rather than quietly read as off by the first signature check.
+const { nativeVerifyEnabled } = await import('../src/authn/native-verify.ts');
+orExit(nativeVerifyEnabled);
 const { main } = await import('../src/cli/main.ts');
 
 const code = await main(process.argv.slice(2));

@@ -1,4 +1,5 @@
 import { constants, type KeyObject, verify as cryptoVerify } from 'node:crypto';
+import { nativeRsa } from './native-verify.ts';
 
 /**
  * The JWS signature check for the asymmetric algorithms, with node:crypto directly. jose's
@@ -102,7 +103,13 @@ export function verifyJwsSignature(alg: string, token: string, k: KeyObject, sig
   // The signing input, written into one reused buffer: crypto.verify is synchronous, so nothing
   // else can be using it (a new token otherwise cost a string slice and a copy).
   if (signingInput.length < dot) signingInput = Buffer.allocUnsafeSlow(Math.max(dot, 2 * signingInput.length));
-  const data = signingInput.subarray(0, signingInput.write(token, 0, dot, 'latin1'));
+  const written = signingInput.write(token, 0, dot, 'latin1');
+  if (spec.keyType === 'rsa' && spec.pss === undefined) {
+    // RS*: the addon's prepared context where it is built (native-verify.ts), ~5 us less per check.
+    const nv = nativeRsa.verifier(k, alg);
+    if (nv !== null) return nativeRsa.verify(nv, signingInput, written, sig) === 1 ? null : 'signature verification failed';
+  }
+  const data = signingInput.subarray(0, written);
   let ok: boolean;
   try {
     // The key object alone, where the algorithm allows: an options object costs node ~7 µs

@@ -1,6 +1,7 @@
 import { createAuthenticator } from '../authn/authenticator.ts';
 import { extractBearer } from '../authn/extract.ts';
 import { isLoopbackAddress } from '../authn/fetch.ts';
+import { nativeRsa } from '../authn/native-verify.ts';
 import { startAdminServer } from '../admin/server.ts';
 import { memoryReport } from '../admin/memory.ts';
 import { loadSidecarConfig, readReferencedFile, resolveCredentials, resolveFrom, type ResolvedCredential, type SidecarConfig } from '../config/sidecar.ts';
@@ -197,6 +198,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
     policyError: policy.lastError(),
     controlPlaneConnected: policy.connected(),
     issuers: authenticator.status(),
+    signatures: nativeRsa.report(),
     upstream: { requests: slots.active, maxRequests: slots.max, overflowed: slots.overflowed },
     outbound: egress === null ? null : { ...egress.outbound.counters, exchange: egress.broker?.stats() ?? null },
     session: session === null ? null : { ...session.counters },

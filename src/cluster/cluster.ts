@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { nativeRsa } from '../authn/native-verify.ts';
 import { memoryReport } from '../admin/memory.ts';
 import { startAdminServer } from '../admin/server.ts';
 import type { SidecarConfig } from '../config/sidecar.ts';
@@ -297,6 +298,8 @@ async function runPrimary(d: ClusterDeps): Promise<number> {
         policySource: policy.describe,
         policyError: policy.lastError(),
         controlPlaneConnected: policy.connected(),
+        // Every worker loads the same addon under the same environment as this process.
+        signatures: nativeRsa.report(),
         draining,
         workers: slots.map((s) => ({ worker: s.slot, pid: s.worker?.process.pid ?? null, ...(s.state ?? {}) })),
       }),

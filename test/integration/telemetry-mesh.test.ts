@@ -357,8 +357,10 @@ telemetry: { endpoint: "${cpAddress}", queue: { delayMs: 20 }, exportTimeoutMs: 
     expect(fam.get('ward_upstream_requests')?.type).toBe('gauge');
     expect(sampleValue(fam, 'ward_upstream_requests', { ward_service: 'orders' })).toBe(0);
     expect(sampleValue(fam, 'ward_upstream_overflow_total', { ward_service: 'orders' })).toBe(0);
-    const status = (await (await fetch(`http://127.0.0.1:${b.sidecar.ports.admin}/status`)).json()) as { upstream: unknown };
+    const status = (await (await fetch(`http://127.0.0.1:${b.sidecar.ports.admin}/status`)).json()) as { upstream: unknown; signatures: unknown };
     expect(status.upstream).toEqual({ requests: 0, maxRequests: 0, overflowed: 0 });
+    // the IdP signs RS256: checked by the addon npm ci built (src/authn/native-verify.ts)
+    expect(status.signatures).toEqual({ rsa: 'native', detail: null });
     // no subject or route ever becomes a metric label
     for (const f of fam.values()) for (const s of f.samples) expect(Object.keys(s.labels)).not.toContain('enduser_id');
   });

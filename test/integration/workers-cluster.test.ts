@@ -89,7 +89,7 @@ describe('concurrency: 2 (node:cluster workers)', () => {
     sessions.push(s);
     return s;
   };
-  const status = async (): Promise<{ policyVersion: string; workers: { worker: number; pid: number; policyVersion: string | null; ready: boolean }[] }> =>
+  const status = async (): Promise<{ policyVersion: string; signatures: unknown; workers: { worker: number; pid: number; policyVersion: string | null; ready: boolean }[] }> =>
     (await fetch(`http://127.0.0.1:${admin}/status`)).json() as never;
   const readyz = async (): Promise<number> => (await fetch(`http://127.0.0.1:${admin}/readyz`)).status;
 
@@ -155,6 +155,7 @@ drainTimeoutMs: 5000
     expect((await fetch(`http://127.0.0.1:${admin}/metrics`)).status).toBe(404);
     const st = await status();
     expect(st.workers.map((w) => w.policyVersion)).toEqual([st.policyVersion, st.policyVersion]);
+    expect(st.signatures).toEqual({ rsa: 'native', detail: null });
 
     // (2) One edit of the policy file reaches both workers, on their already-open connections.
     const before = st.policyVersion;

@@ -1,0 +1,110 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
+import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
+import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { waitFor } from './harness.ts';
+
+/**
+ * `ward sidecar` as a process, with the RS256 check of the addon npm ci built
+ * (native/jws-verify.c) and with `WARD_NATIVE_VERIFY=off` (crypto.verify): the same calls
+ * allowed and refused either way, and `/status` saying which path ran.
+ */
+
+const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
+
+interface Started {
+  readonly proc: ChildProcess;
+  readonly inbound: number;
+  readonly admin: number;
+}
+
+async function startWard(configFile: string, env: NodeJS.ProcessEnv): Promise<Started> {
+  const proc = spawn(process.execPath, [WARD, 'sidecar', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  let started: RegExpExecArray | null = null;
+  await waitFor(() => (started = /"msg":"sidecar started".*?"inbound":(\d+).*?"admin":(\d+)/.exec(stderr)) !== null || proc.exitCode !== null, 15_000, 'the sidecar to start');
+  if (started === null) throw new Error(`the sidecar did not start:\n${stderr}`);
+  const [, inbound, admin] = started as RegExpExecArray;
+  return { proc, inbound: Number(inbound), admin: Number(admin) };
+}
+
+/** One GetOrder call: its grpc-status and x-ward-reason. */
+function getOrder(port: number, token: string): Promise<{ status: string | undefined; reason: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
+    s.on('error', reject);
+    const req = s.request({ ':method': 'POST', ':path': '/ward.demo.v1.Orders/GetOrder', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}` });
+    const fields: Record<string, string> = {};
+    const keep = (h: http2.IncomingHttpHeaders): void => {
+      for (const [k, v] of Object.entries(h)) if (typeof v === 'string') fields[k] = v;
+    };
+    req.on('response', keep);
+    req.on('trailers', keep);
+    req.on('error', reject);
+    req.resume();
+    req.on('close', () => {
+      s.close();
+      resolve({ status: fields['grpc-status'], reason: fields['x-ward-reason'] });
+    });
+    // field 1, the order id "1"
+    req.end(Buffer.from([0, 0, 0, 0, 3, 0x0a, 1, 0x31]));
+  });
+}
+
+describe('RS256 checks in a ward sidecar process, with and without the addon', () => {
+  let idp: TestIdp;
+  let app: OrdersApp;
+  let config: string;
+  const procs: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    app = await startOrdersApp();
+    const dir = mkdtempSync(join(tmpdir(), 'ward-native-verify-'));
+    writeFileSync(join(dir, 'policy.yaml'), ordersPolicyText(idp.issuer));
+    writeFileSync(join(dir, 'client-secret'), 'orders-sidecar-secret\n');
+    config = join(dir, 'sidecar.yaml');
+    writeFileSync(
+      config,
+      `service: orders\ninbound: { listen: { host: 127.0.0.1, port: 0 } }\nupstream: { url: "http://127.0.0.1:${app.port}" }\nadmin: { host: 127.0.0.1, port: 0 }\npolicy: { file: policy.yaml }\nauthn:\n  credentials:\n    - { issuer: "${idp.issuer}", clientId: orders-sidecar, clientSecretFile: client-secret }\ntelemetry: { enabled: false }\ndrainTimeoutMs: 100\n`,
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const p of procs) p.kill('SIGTERM');
+    await app?.close();
+    await idp?.close();
+  });
+
+  for (const [label, env, rsa] of [
+    ['the addon (default)', {}, 'native'],
+    ['WARD_NATIVE_VERIFY=off', { WARD_NATIVE_VERIFY: 'off' }, 'off'],
+  ] as const) {
+    it(`${label}: a valid token is let through, a forged signature refused`, async () => {
+      const ward = await startWard(config, env);
+      procs.push(ward.proc);
+      const status = (await (await fetch(`http://127.0.0.1:${ward.admin}/status`)).json()) as { signatures: { rsa: string } };
+      expect(status.signatures.rsa).toBe(rsa);
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${ward.admin}/readyz`)).status === 200, 15_000, 'readiness');
+      const token = await idp.token('reporting', 'urn:ward:orders', 'orders.read');
+      expect(await getOrder(ward.inbound, token)).toEqual({ status: '0', reason: undefined });
+      const dot = token.lastIndexOf('.');
+      const sig = Buffer.from(token.slice(dot + 1), 'base64url');
+      sig.writeUInt8(sig.readUInt8(10) ^ 1, 10);
+      expect(await getOrder(ward.inbound, `${token.slice(0, dot)}.${sig.toString('base64url')}`)).toMatchObject({ status: '16', reason: 'ERR_TOKEN_SIGNATURE' });
+    });
+  }
+
+  it('refuses any other WARD_NATIVE_VERIFY: status 2 and the value named', () => {
+    const r = spawnSync(process.execPath, [WARD, 'policy', 'check', '--help'], { env: { ...process.env, WARD_NATIVE_VERIFY: 'yes' }, encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("ward: WARD_NATIVE_VERIFY: 'yes' is neither on nor off");
+  });
+});
