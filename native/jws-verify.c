@@ -15,9 +15,9 @@
  * header, checked that the key may serve it, and the signature's length. What this file checks
  * again, since it cannot trust what it is handed: a DER SubjectPublicKeyInfo of an rsaEncryption
  * key of 2048 to 16384 bits and nothing after it, one of the three digests, a verifier that
- * this file made, byte arrays, a length within the message, and a signature of exactly the
- * modulus' length. Nothing here throws into JavaScript: a key it refuses is a string saying why;
- * a verification is 1 (holds), 0 (does not) or -1 (arguments refused). OpenSSL's error queue is
+ * this file made, byte arrays, lengths within them, and a signature of exactly the modulus'
+ * length. Nothing here throws into JavaScript: a key it refuses is a string saying why; a
+ * verification is 1 (holds), 0 (does not) or -1 (arguments refused). OpenSSL's error queue is
  * emptied after every failure, so nothing stale reaches node's own crypto calls.
  *
  * Built by bin/build-native.js (npm's install step) when a C compiler is there; without it
@@ -137,21 +137,29 @@ static napi_value rsa_verifier(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* A length argument: an integer from 0 to `max`, or -1. */
+static double length_of(napi_env env, napi_value value, size_t max) {
+  double n = -1;
+  if (napi_get_value_double(env, value, &n) != napi_ok || !(n >= 0) || n > (double)max || n != (double)(size_t)n) return -1;
+  return n;
+}
+
 /*
- * rsaVerify(verifier, message, length, signature): 1 when `signature` is a valid RSASSA-PKCS1-v1_5
- * signature of message[0, length) for the verifier's key and digest, 0 when it is not, -1 when
- * the arguments are refused.
+ * rsaVerify(verifier, message, length, signature, signatureLength): 1 when
+ * signature[0, signatureLength) is a valid RSASSA-PKCS1-v1_5 signature of message[0, length) for
+ * the verifier's key and digest, 0 when it is not, -1 when the arguments are refused. (Lengths,
+ * so that the caller can pass the scratch buffers it decodes into, without a view per call.)
  */
 static napi_value rsa_verify(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   bool tagged = false;
   verifier *v = NULL;
   const unsigned char *msg = NULL, *sig = NULL;
   size_t msg_len = 0, sig_len = 0;
-  double length = -1;
+  double length = -1, sig_length = -1;
   napi_valuetype t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4) return int_value(env, -1);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) return int_value(env, -1);
   /* An external first: the tag check on null or undefined would throw into JavaScript. */
   if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
       napi_check_object_type_tag(env, argv[0], &VERIFIER_TAG, &tagged) != napi_ok || !tagged ||
@@ -159,10 +167,8 @@ static napi_value rsa_verify(napi_env env, napi_callback_info info) {
     return int_value(env, -1);
   }
   if (!bytes_of(env, argv[1], &msg, &msg_len) || !bytes_of(env, argv[3], &sig, &sig_len)) return int_value(env, -1);
-  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length >= 0) || length > (double)msg_len ||
-      length != (double)(size_t)length) {
-    return int_value(env, -1);
-  }
+  if ((length = length_of(env, argv[2], msg_len)) < 0 || (sig_length = length_of(env, argv[4], sig_len)) < 0) return int_value(env, -1);
+  sig_len = (size_t)sig_length;
   /* RFC 8017 §8.2.2 step 1: exactly k octets, no shorter spelling of the same integer. */
   if (sig_len != v->sig_bytes) return int_value(env, 0);
 

@@ -120,8 +120,6 @@ interface QueuedJwt {
   readonly cacheKey: string | undefined;
   readonly again: boolean;
   readonly pending: PendingJwt;
-  /** The signature segment as parseJwt decoded it. */
-  readonly signature: Buffer;
   readonly resolve: (r: AuthResult | Promise<AuthResult>) => void;
 }
 
@@ -256,9 +254,8 @@ class TokenAuthenticator implements Authenticator {
     if (!HMAC_ALGS.has(alg) && supportsDirectVerify(alg)) {
       // The signature queue: the key is looked up when the batch runs (usually at hand; if not,
       // that token goes on to the path that fetches).
-      const signature = jwt.signature;
       return new Promise<AuthResult>((resolve) => {
-        this.#queue.push({ token, cacheKey: key, again, pending, signature, resolve });
+        this.#queue.push({ token, cacheKey: key, again, pending, resolve });
         if (!this.#drainScheduled) {
           this.#drainScheduled = true;
           setImmediate(this.#drain);
@@ -308,7 +305,7 @@ class TokenAuthenticator implements Authenticator {
     const r = state.source.resolveKeyNow(alg, kid);
     if (r === undefined || !r.ok) return this.#verifySignature(q.token, q.cacheKey, q.again, q.pending).catch((err: unknown) => this.#internal(err));
     this.signatureChecks++;
-    const why = verifyJwsSignature(alg, q.token, r.key, q.signature);
+    const why = verifyJwsSignature(alg, q.token, r.key);
     if (why !== null) return this.#reject(q.token, 'ERR_TOKEN_SIGNATURE', why, iss, kid);
     const p = q.pending;
     return this.#accept(q.cacheKey, state, p.payload, p.parts, p.exp, p.payloadSegment, true, r.keyId);

@@ -1,4 +1,3 @@
-import { isAscii } from 'node:buffer';
 import { isJsonObject, parseStrictJsonObject } from './json.ts';
 import type { JsonObject } from './json.ts';
 
@@ -15,8 +14,6 @@ export interface ParsedJwt {
   readonly typ: string | undefined;
   /** The payload segment as received: base64url of the claims JSON exactly as signed. */
   readonly payloadSegment: string;
-  /** The signature segment decoded (empty for an empty segment). */
-  readonly signature: Buffer;
 }
 
 /** What a JOSE header yields: the fields the verifier uses, or a log-only reason it is refused. */
@@ -56,14 +53,12 @@ export function parseJwt(token: string): ParsedJwt | string {
   const h = headerOf(token.slice(0, a));
   if (typeof h === 'string') return h;
   const payloadSegment = token.slice(a + 1, b);
-  const payloadBytes = canonicalBytes(payloadSegment);
-  if (payloadBytes === undefined) return 'segment is not unpadded base64url';
-  const signature = canonicalBytes(token.slice(b + 1));
-  if (signature === undefined) return 'segment is not unpadded base64url';
+  // The signature is decoded where it is checked (verify.ts), into a buffer of its own.
+  if (!isCanonical(payloadSegment) || !isCanonical(token.slice(b + 1))) return 'segment is not unpadded base64url';
   // The claims become the identity's, shared read-only through the cache: frozen as parsed.
-  const payload = decodeObject(payloadBytes, true);
+  const payload = decodeObject(payloadSegment, true);
   if (payload === undefined) return 'payload is not a strict JSON object';
-  return { header: h.header, payload, alg: h.alg, kid: h.kid, typ: h.typ, payloadSegment, signature };
+  return { header: h.header, payload, alg: h.alg, kid: h.kid, typ: h.typ, payloadSegment };
 }
 
 /**
@@ -84,9 +79,8 @@ function headerOf(segment: string): Header | string {
 }
 
 function parseHeader(segment: string): Header | string {
-  const bytes = canonicalBytes(segment);
-  if (bytes === undefined) return 'segment is not unpadded base64url';
-  const header = decodeObject(bytes, true);
+  if (!isCanonical(segment)) return 'segment is not unpadded base64url';
+  const header = decodeObject(segment, true);
   if (header === undefined) return 'header is not a strict JSON object';
   const alg = header['alg'];
   if (typeof alg !== 'string' || alg === '') return 'header alg missing';
@@ -108,19 +102,18 @@ function parseHeader(segment: string): Header | string {
 const B64URL = /^[A-Za-z0-9_-]*$/;
 
 /**
- * The bytes of an unpadded base64url segment (RFC 4648 §5), or undefined unless the segment is
- * the one canonical spelling of those bytes: the alphabet alone, a length whole bytes can give,
- * and zero bits past the last whole byte (§3.5). Node's decoder would take `+`, `/` and `=`,
- * skip other characters and ignore trailing bits, so one signed token would have many accepted
- * spellings: a replay past any exact-string revocation or cache (RFC 8725 §2.6). Checked on the
- * string, so nothing is allocated for it (an encode-and-compare round trip costs ~0.7 KiB of
- * garbage per token, which matters when every call brings a new one).
+ * Whether `segment` is unpadded base64url (RFC 4648 §5) and the one canonical spelling of its
+ * bytes: the alphabet alone, a length whole bytes can give, and zero bits past the last whole
+ * byte (§3.5). Node's decoder would take `+`, `/` and `=`, skip other characters and ignore
+ * trailing bits, so one signed token would have many accepted spellings: a replay past any
+ * exact-string revocation or cache (RFC 8725 §2.6). Checked on the string, so nothing is
+ * allocated for it (an encode-and-compare round trip costs ~0.7 KiB of garbage per token, which
+ * matters when every call brings a new one).
  */
-function canonicalBytes(segment: string): Buffer | undefined {
+function isCanonical(segment: string): boolean {
   const rem = segment.length % 4;
-  if (rem === 1 || !B64URL.test(segment)) return undefined;
-  if (rem !== 0 && (sextet(segment.charCodeAt(segment.length - 1)) & (rem === 2 ? 0x0f : 0x03)) !== 0) return undefined;
-  return Buffer.from(segment, 'base64url');
+  if (rem === 1 || !B64URL.test(segment)) return false;
+  return rem === 0 || (sextet(segment.charCodeAt(segment.length - 1)) & (rem === 2 ? 0x0f : 0x03)) === 0;
 }
 
 function sextet(c: number): number {
@@ -130,12 +123,23 @@ function sextet(c: number): number {
   return c === 0x2d ? 62 : 63; // - or _
 }
 
-function decodeObject(bytes: Buffer, freeze: boolean): JsonObject | undefined {
-  let text: string;
-  if (isAscii(bytes)) text = bytes.toString('latin1'); // the usual case: no UTF-8 decoding to do
-  else {
+/** Scratch for a decoded header or payload; grows to the longest seen. */
+let segmentBytes = Buffer.allocUnsafeSlow(2048);
+
+/**
+ * The JSON object a canonical segment encodes, or undefined. Decoded into `segmentBytes` (no
+ * Buffer per token) and read as UTF-8 leniently, which for valid UTF-8 is the text itself and
+ * otherwise holds U+FFFD; only then is it decoded again strictly, which refuses what is not
+ * UTF-8 and keeps a U+FFFD the claims really hold.
+ */
+function decodeObject(segment: string, freeze: boolean): JsonObject | undefined {
+  const most = (segment.length * 3) >> 2;
+  if (segmentBytes.length < most) segmentBytes = Buffer.allocUnsafeSlow(Math.max(most, 2 * segmentBytes.length));
+  const n = segmentBytes.write(segment, 0, 'base64url');
+  let text = segmentBytes.toString('utf8', 0, n);
+  if (text.includes('\uFFFD')) {
     try {
-      text = utf8.decode(bytes);
+      text = utf8.decode(segmentBytes.subarray(0, n));
     } catch {
       return undefined; // not UTF-8
     }

@@ -28,7 +28,7 @@ export type RsaVerifier = object;
 
 interface Addon {
   rsaVerifier(spkiDer: Uint8Array, digest: string): RsaVerifier | string;
-  rsaVerify(verifier: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array): number;
+  rsaVerify(verifier: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array, signatureLength: number): number;
 }
 
 /** `WARD_NATIVE_VERIFY`: unset, empty or `on` uses the addon when it is there; `off` never. */
@@ -45,8 +45,8 @@ export interface NativeRsa {
    * addon is off or unavailable, or refused the key (then `crypto.verify` judges it).
    */
   verifier(key: KeyObject, alg: string): RsaVerifier | null;
-  /** 1: `signature` holds over message[0, length); 0: it does not; -1: arguments refused. */
-  verify(v: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array): number;
+  /** 1: signature[0, signatureLength) holds over message[0, length); 0: it does not; -1: arguments refused. */
+  verify(v: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array, signatureLength: number): number;
   /** Signatures the addon checked so far. */
   readonly checks: number;
   report(): NativeVerifyReport;
@@ -106,10 +106,10 @@ export function createNativeRsa(addonPath: string, env: NodeJS.ProcessEnv = proc
       return v;
     },
     checks: 0,
-    verify(v, message, length, signature) {
+    verify(v, message, length, signature, signatureLength) {
       rsa.checks++;
       // Only a verifier this loader made reaches here, so the addon is loaded.
-      return (addon as Addon).rsaVerify(v, message, length, signature);
+      return (addon as Addon).rsaVerify(v, message, length, signature, signatureLength);
     },
     report() {
       load();

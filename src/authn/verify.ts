@@ -51,6 +51,8 @@ function unsuitable(spec: AlgSpec, k: KeyObject): string | null {
 
 /** Scratch for the signing input (`header.payload`); grows to the longest token seen. */
 let signingInput = Buffer.allocUnsafeSlow(2048);
+/** Scratch for the decoded signature; grows to the longest seen (512 bytes: RSA keys up to 4096 bits). */
+let signatureBytes = Buffer.allocUnsafeSlow(512);
 
 /** An RSA key's modulus in octets (k of RFC 8017), read once per key. */
 const kBytes = new WeakMap<KeyObject, number>();
@@ -85,30 +87,33 @@ function suitability(alg: string, spec: AlgSpec, k: KeyObject): string | null {
  * Verifies the signature of the compact JWS `token` with `key` for `alg`. Returns null when it
  * holds, else a log-only reason. Never throws for a bad token; throws only for an algorithm it
  * does not implement (a programming error: callers pass only `supportsDirectVerify` ones).
- * `signature`: the signature segment already decoded (parseJwt's), else it is decoded here.
  */
-export function verifyJwsSignature(alg: string, token: string, k: KeyObject, signature?: Buffer): string | null {
+export function verifyJwsSignature(alg: string, token: string, k: KeyObject): string | null {
   const spec = ALGS[alg];
   if (spec === undefined) throw new Error(`verifyJwsSignature: unsupported alg ${alg}`);
   const bad = suitability(alg, spec, k);
   if (bad !== null) return `key unsuitable for ${alg}: ${bad}`;
   const dot = token.lastIndexOf('.');
   if (dot < 0) return 'not a compact JWS';
-  const sig = signature ?? Buffer.from(token.slice(dot + 1), 'base64url');
-  if (spec.sigBytes !== undefined && sig.length !== spec.sigBytes) return 'signature of the wrong length';
+  // The signature and the signing input are decoded and written into reused buffers: the
+  // checks below are synchronous, so nothing else can be using them (a new token otherwise cost
+  // a pooled Buffer for each, and under load every call brings one; BENCHMARKS.md).
+  const most = ((token.length - dot - 1) * 3) >> 2;
+  if (signatureBytes.length < most) signatureBytes = Buffer.allocUnsafeSlow(Math.max(most, 2 * signatureBytes.length));
+  const sigLength = signatureBytes.write(token.slice(dot + 1), 0, 'base64url');
+  if (spec.sigBytes !== undefined && sigLength !== spec.sigBytes) return 'signature of the wrong length';
   // RFC 8017 §8.1.2 and §8.2.2 step 1: an RSA signature is exactly k octets. OpenSSL's PSS path
   // reads a shorter string as the same integer, so a PS* signature that began with 0x00 verified
   // without it too: a second spelling of one signed token (RFC 8725 §2.6; found in review).
-  if (spec.keyType === 'rsa' && sig.length !== modulusBytes(k)) return 'signature of the wrong length';
-  // The signing input, written into one reused buffer: crypto.verify is synchronous, so nothing
-  // else can be using it (a new token otherwise cost a string slice and a copy).
+  if (spec.keyType === 'rsa' && sigLength !== modulusBytes(k)) return 'signature of the wrong length';
   if (signingInput.length < dot) signingInput = Buffer.allocUnsafeSlow(Math.max(dot, 2 * signingInput.length));
   const written = signingInput.write(token, 0, dot, 'latin1');
   if (spec.keyType === 'rsa' && spec.pss === undefined) {
     // RS*: the addon's prepared context where it is built (native-verify.ts), ~5 us less per check.
     const nv = nativeRsa.verifier(k, alg);
-    if (nv !== null) return nativeRsa.verify(nv, signingInput, written, sig) === 1 ? null : 'signature verification failed';
+    if (nv !== null) return nativeRsa.verify(nv, signingInput, written, signatureBytes, sigLength) === 1 ? null : 'signature verification failed';
   }
+  const sig = signatureBytes.subarray(0, sigLength);
   const data = signingInput.subarray(0, written);
   let ok: boolean;
   try {

@@ -16,7 +16,7 @@ const ADDON = fileURLToPath(new URL('../../../native/build/jws-verify.node', imp
 
 interface Addon {
   rsaVerifier(spkiDer: unknown, digest: unknown): RsaVerifier | string;
-  rsaVerify(v: unknown, message: unknown, length: unknown, signature: unknown): number;
+  rsaVerify(v: unknown, message: unknown, length: unknown, signature: unknown, signatureLength: unknown): number;
 }
 
 const HASH: Record<string, string> = { RS256: 'sha256', RS384: 'sha384', RS512: 'sha512' };
@@ -37,6 +37,9 @@ beforeAll(() => {
   rsa3072 = generateKeyPairSync('rsa', { modulusLength: 3072 });
 });
 
+/** rsaVerify with the whole of `sig` (its length, or 0 for what is not bytes). */
+const rv = (v: unknown, message: unknown, length: unknown, sig: unknown): number => addon.rsaVerify(v, message, length, sig, sig instanceof Uint8Array ? sig.length : 0);
+
 const der = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
 
 function verifierOf(k: KeyObject, digest: string): RsaVerifier {
@@ -48,7 +51,7 @@ function verifierOf(k: KeyObject, digest: string): RsaVerifier {
 /** The addon's answer and crypto.verify's, for `sig` over `msg` with `hash`. */
 function both(k: KeyObject, hash: string, msg: Buffer, sig: Buffer): { native: number; node: boolean } {
   const v = verifierOf(k, hash.toUpperCase());
-  return { native: addon.rsaVerify(v, msg, msg.length, sig), node: cryptoVerify(hash, msg, k, sig) };
+  return { native: rv(v, msg, msg.length, sig), node: cryptoVerify(hash, msg, k, sig) };
 }
 
 /** A PKCS#1 v1.5 type-1 block holding `payload`, as a raw private-key operation makes it. */
@@ -85,7 +88,7 @@ describe('native RSASSA-PKCS1-v1_5 (native/jws-verify.c) against crypto.verify',
     for (let bit = 0; bit < sig.length * 8; bit += 7) {
       const bad = Buffer.from(sig);
       bad.writeUInt8(bad.readUInt8(bit >> 3) ^ (1 << (bit & 7)), bit >> 3);
-      expect(addon.rsaVerify(v, msg, msg.length, bad), `bit ${bit}`).toBe(0);
+      expect(rv(v, msg, msg.length, bad), `bit ${bit}`).toBe(0);
       expect(cryptoVerify('sha256', msg, rsa2048.publicKey, bad)).toBe(false);
     }
   });
@@ -111,25 +114,37 @@ describe('native RSASSA-PKCS1-v1_5 (native/jws-verify.c) against crypto.verify',
   it('refuses signatures of the wrong length or out of range', () => {
     const v = verifierOf(rsa2048.publicKey, 'SHA256');
     const sig = sign('sha256', msg, rsa2048.privateKey);
-    expect(addon.rsaVerify(v, msg, msg.length, sig.subarray(1))).toBe(0);
-    expect(addon.rsaVerify(v, msg, msg.length, Buffer.concat([Buffer.from([0]), sig]))).toBe(0);
-    expect(addon.rsaVerify(v, msg, msg.length, Buffer.alloc(0))).toBe(0);
-    expect(addon.rsaVerify(v, msg, msg.length, Buffer.alloc(256))).toBe(0);
-    expect(addon.rsaVerify(v, msg, msg.length, Buffer.alloc(256, 0xff))).toBe(0); // above the modulus
+    expect(rv(v, msg, msg.length, sig.subarray(1))).toBe(0);
+    expect(rv(v, msg, msg.length, Buffer.concat([Buffer.from([0]), sig]))).toBe(0);
+    expect(rv(v, msg, msg.length, Buffer.alloc(0))).toBe(0);
+    expect(rv(v, msg, msg.length, Buffer.alloc(256))).toBe(0);
+    expect(rv(v, msg, msg.length, Buffer.alloc(256, 0xff))).toBe(0); // above the modulus
     const one = Buffer.alloc(256);
     one[255] = 1;
-    expect(addon.rsaVerify(v, msg, msg.length, one)).toBe(0);
+    expect(rv(v, msg, msg.length, one)).toBe(0);
   });
 
   it('checks the signature over message[0, length) only, and refuses a length outside it', () => {
     const v = verifierOf(rsa2048.publicKey, 'SHA256');
     const head = msg.subarray(0, 100);
     const sig = sign('sha256', head, rsa2048.privateKey);
-    expect(addon.rsaVerify(v, msg, 100, sig)).toBe(1);
-    expect(addon.rsaVerify(v, msg, 101, sig)).toBe(0);
-    expect(addon.rsaVerify(v, msg.subarray(0, 100), 100, sig)).toBe(1); // a view: its own offset
+    expect(rv(v, msg, 100, sig)).toBe(1);
+    expect(rv(v, msg, 101, sig)).toBe(0);
+    expect(rv(v, msg.subarray(0, 100), 100, sig)).toBe(1); // a view: its own offset
     for (const length of [msg.length + 1, -1, 1.5, Number.NaN, Infinity, '100', undefined]) {
-      expect(addon.rsaVerify(v, msg, length, sig), String(length)).toBe(-1);
+      expect(rv(v, msg, length, sig), String(length)).toBe(-1);
+    }
+  });
+
+  it('checks signature[0, signatureLength) only, and refuses a length outside it', () => {
+    const v = verifierOf(rsa2048.publicKey, 'SHA256');
+    const sig = sign('sha256', msg, rsa2048.privateKey);
+    const scratch = Buffer.concat([sig, Buffer.alloc(300, 7)]); // a reused buffer, longer than this signature
+    expect(addon.rsaVerify(v, msg, msg.length, scratch, 256)).toBe(1);
+    expect(addon.rsaVerify(v, msg, msg.length, scratch, 255)).toBe(0);
+    expect(addon.rsaVerify(v, msg, msg.length, scratch, 257)).toBe(0);
+    for (const length of [scratch.length + 1, -1, 255.5, Number.NaN, '256', undefined]) {
+      expect(addon.rsaVerify(v, msg, msg.length, scratch, length), String(length)).toBe(-1);
     }
   });
 
@@ -137,15 +152,15 @@ describe('native RSASSA-PKCS1-v1_5 (native/jws-verify.c) against crypto.verify',
     const v = verifierOf(rsa2048.publicKey, 'SHA256');
     const sig = sign('sha256', msg, rsa2048.privateKey);
     for (const notVerifier of [{}, null, undefined, 1, 'x', msg, () => 0, Object.create(null)]) {
-      expect(addon.rsaVerify(notVerifier, msg, msg.length, sig)).toBe(-1);
+      expect(rv(notVerifier, msg, msg.length, sig)).toBe(-1);
     }
     for (const notBytes of ['abc', new Uint16Array(4), new DataView(new ArrayBuffer(4)), new ArrayBuffer(4), [1, 2], null]) {
-      expect(addon.rsaVerify(v, notBytes, 0, sig)).toBe(-1);
-      expect(addon.rsaVerify(v, msg, msg.length, notBytes)).toBe(-1);
+      expect(rv(v, notBytes, 0, sig)).toBe(-1);
+      expect(rv(v, msg, msg.length, notBytes)).toBe(-1);
     }
-    expect(Reflect.apply(addon.rsaVerify.bind(addon), undefined, [v, msg, msg.length])).toBe(-1);
+    expect(Reflect.apply(addon.rsaVerify.bind(addon), undefined, [v, msg, msg.length, sig])).toBe(-1);
     // and the verifier still works after all that
-    expect(addon.rsaVerify(v, msg, msg.length, sig)).toBe(1);
+    expect(rv(v, msg, msg.length, sig)).toBe(1);
   });
 
   it('makes verifiers only for rsaEncryption keys of 2048 bits or more, one of three digests, exact DER', () => {
