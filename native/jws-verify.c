@@ -13,8 +13,8 @@
  *
  * What the caller (src/authn/native-verify.ts) has done: chosen the algorithm from the JOSE
  * header, checked that the key may serve it, and the signature's length. What this file checks
- * again, since it cannot trust what it is handed: a DER SubjectPublicKeyInfo of an rsaEncryption
- * key of 2048 to 16384 bits and nothing after it, one of the three digests, a verifier that
+ * again, since it cannot trust what it is handed: an RSA modulus of 2048 to 16384 bits and an
+ * odd exponent of at least 3, one of the three digests, a verifier that
  * this file made, byte arrays, lengths within them, and a signature of exactly the modulus'
  * length. Nothing here throws into JavaScript: a key it refuses is a string saying why; a
  * verification is 1 (holds), 0 (does not) or -1 (arguments refused). OpenSSL's error queue is
@@ -25,10 +25,12 @@
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/rsa.h>
-#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,21 +87,29 @@ static int bytes_of(napi_env env, napi_value value, const unsigned char **data, 
 }
 
 /*
- * rsaVerifier(spkiDer, digest): a verifier for one key and one of "SHA256", "SHA384", "SHA512",
- * or a string saying why not.
+ * rsaVerifier(n, e, digest): a verifier for the RSA public key of modulus `n` and exponent `e`
+ * (unsigned big-endian, as a JWK's `n` and `e` decode) and one of "SHA256", "SHA384",
+ * "SHA512", or a string saying why not. Built from the numbers (EVP_PKEY_fromdata), not from
+ * DER: OpenSSL 3's DER decoders and encoders walk every provider's algorithms and touched ~4 MB
+ * of node's code and data in each sidecar that made its first verifier (its peak RSS).
  */
 static napi_value rsa_verifier(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  const unsigned char *der = NULL;
-  size_t der_len = 0;
+  size_t argc = 3;
+  napi_value argv[3];
+  const unsigned char *n = NULL, *e = NULL;
+  size_t n_len = 0, e_len = 0;
   char name[8];
   size_t name_len = 0;
   napi_valuetype t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) return string_value(env, "two arguments expected");
-  if (!bytes_of(env, argv[0], &der, &der_len) || der_len == 0 || der_len > 4096) return string_value(env, "the key is not 1 to 4096 bytes of DER");
-  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_string ||
-      napi_get_value_string_utf8(env, argv[1], name, sizeof name, &name_len) != napi_ok || name_len != 6 ||
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return string_value(env, "three arguments expected");
+  /* 2048 to 16384 bits, no leading zero octet (RFC 7518 §6.3.1.1: the fewest octets). */
+  if (!bytes_of(env, argv[0], &n, &n_len) || n_len < 256 || n_len > 2048 || n[0] == 0) return string_value(env, "the modulus is not 256 to 2048 octets without a leading zero");
+  /* An odd exponent of at least 3 (1 would make every signature its own message), at most 64 bits. */
+  if (!bytes_of(env, argv[1], &e, &e_len) || e_len < 1 || e_len > 8 || e[0] == 0 || (e[e_len - 1] & 1) == 0 || (e_len == 1 && e[0] < 3)) {
+    return string_value(env, "the exponent is not odd, at least 3 and at most 64 bits");
+  }
+  if (napi_typeof(env, argv[2], &t) != napi_ok || t != napi_string ||
+      napi_get_value_string_utf8(env, argv[2], name, sizeof name, &name_len) != napi_ok || name_len != 6 ||
       (strcmp(name, "SHA256") != 0 && strcmp(name, "SHA384") != 0 && strcmp(name, "SHA512") != 0)) {
     return string_value(env, "the digest is not SHA256, SHA384 or SHA512");
   }
@@ -107,10 +117,17 @@ static napi_value rsa_verifier(napi_env env, napi_callback_info info) {
   const char *why = NULL;
   verifier *v = calloc(1, sizeof *v);
   if (v == NULL) return string_value(env, "out of memory");
-  const unsigned char *p = der;
-  v->pkey = d2i_PUBKEY(NULL, &p, (long)der_len);
-  if (v->pkey == NULL || p != der + der_len) why = "not one DER SubjectPublicKeyInfo";
-  else if (!EVP_PKEY_is_a(v->pkey, "RSA")) why = "not an rsaEncryption key";
+  BIGNUM *bn_n = BN_bin2bn(n, (int)n_len, NULL), *bn_e = BN_bin2bn(e, (int)e_len, NULL);
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM *params = NULL;
+  EVP_PKEY_CTX *kctx = NULL;
+  if (bn_n == NULL || bn_e == NULL || bld == NULL || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+      !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) || (params = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
+    why = "out of memory";
+  } else if ((kctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(kctx) != 1 ||
+             EVP_PKEY_fromdata(kctx, &v->pkey, EVP_PKEY_PUBLIC_KEY, params) != 1 || v->pkey == NULL) {
+    why = "OpenSSL refused the key";
+  } else if (!EVP_PKEY_is_a(v->pkey, "RSA")) why = "not an rsaEncryption key";
   else if (EVP_PKEY_get_bits(v->pkey) < 2048 || EVP_PKEY_get_bits(v->pkey) > 16384) why = "an RSA key of fewer than 2048 or more than 16384 bits";
   else if ((v->md = EVP_MD_fetch(NULL, name, NULL)) == NULL) why = "the digest is not available";
   else if ((v->mdctx = EVP_MD_CTX_new()) == NULL || (v->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, v->pkey, NULL)) == NULL) why = "out of memory";
@@ -118,6 +135,11 @@ static napi_value rsa_verifier(napi_env env, napi_callback_info info) {
            EVP_PKEY_CTX_set_signature_md(v->pctx, v->md) != 1) {
     why = "OpenSSL refused the verification context";
   }
+  EVP_PKEY_CTX_free(kctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  BN_free(bn_n);
+  BN_free(bn_e);
   int bytes = why == NULL ? EVP_PKEY_get_size(v->pkey) : 0;
   if (why == NULL && bytes <= 0) why = "the key has no size";
   if (why != NULL) {

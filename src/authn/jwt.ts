@@ -110,7 +110,7 @@ const B64URL = /^[A-Za-z0-9_-]*$/;
  * allocated for it (an encode-and-compare round trip costs ~0.7 KiB of garbage per token, which
  * matters when every call brings a new one).
  */
-function isCanonical(segment: string): boolean {
+export function isCanonical(segment: string): boolean {
   const rem = segment.length % 4;
   if (rem === 1 || !B64URL.test(segment)) return false;
   return rem === 0 || (sextet(segment.charCodeAt(segment.length - 1)) & (rem === 2 ? 0x0f : 0x03)) === 0;

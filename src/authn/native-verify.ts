@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { isCanonical } from './jwt.ts';
 
 /**
  * RS256, RS384 and RS512 signatures checked by the addon in native/jws-verify.c, with the
@@ -27,7 +28,7 @@ export interface NativeVerifyReport {
 export type RsaVerifier = object;
 
 interface Addon {
-  rsaVerifier(spkiDer: Uint8Array, digest: string): RsaVerifier | string;
+  rsaVerifier(n: Uint8Array, e: Uint8Array, digest: string): RsaVerifier | string;
   rsaVerify(verifier: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array, signatureLength: number): number;
 }
 
@@ -45,6 +46,12 @@ export interface NativeRsa {
    * addon is off or unavailable, or refused the key (then `crypto.verify` judges it).
    */
   verifier(key: KeyObject, alg: string): RsaVerifier | null;
+  /**
+   * The JWK members `key` was imported from (source.ts), so its verifier is made from them
+   * rather than from the key exported again (which pages in ~3 MB of OpenSSL's encoders).
+   * Only canonical base64url is kept: then these are the very numbers the key holds.
+   */
+  remember(key: KeyObject, n: string, e: string): void;
   /** 1: signature[0, signatureLength) holds over message[0, length); 0: it does not; -1: arguments refused. */
   verify(v: RsaVerifier, message: Uint8Array, length: number, signature: Uint8Array, signatureLength: number): number;
   /** Signatures the addon checked so far. */
@@ -60,6 +67,7 @@ export function createNativeRsa(addonPath: string, env: NodeJS.ProcessEnv = proc
   let report: NativeVerifyReport = { rsa: 'unavailable', detail: 'not loaded yet' };
   /** Per key: per algorithm, the verifier or null (refused). Goes with the key object. */
   const made = new WeakMap<KeyObject, Map<string, RsaVerifier | null>>();
+  const members = new WeakMap<KeyObject, { readonly n: string; readonly e: string }>();
 
   const load = (): Addon | null => {
     if (addon !== undefined) return addon;
@@ -95,8 +103,11 @@ export function createNativeRsa(addonPath: string, env: NodeJS.ProcessEnv = proc
       const a = load();
       const digest = DIGESTS[alg];
       if (a !== null && digest !== undefined && key.type === 'public' && key.asymmetricKeyType === 'rsa') {
-        const r = a.rsaVerifier(key.export({ type: 'spki', format: 'der' }), digest);
-        if (typeof r !== 'string') v = r;
+        const jwk = members.get(key) ?? (key.export({ format: 'jwk' }) as { n?: unknown; e?: unknown });
+        if (typeof jwk.n === 'string' && typeof jwk.e === 'string') {
+          const r = a.rsaVerifier(Buffer.from(jwk.n, 'base64url'), Buffer.from(jwk.e, 'base64url'), digest);
+          if (typeof r !== 'string') v = r;
+        }
       }
       if (byAlg === undefined) {
         byAlg = new Map();
@@ -104,6 +115,9 @@ export function createNativeRsa(addonPath: string, env: NodeJS.ProcessEnv = proc
       }
       byAlg.set(alg, v);
       return v;
+    },
+    remember(key, n, e) {
+      if (isCanonical(n) && isCanonical(e)) members.set(key, { n, e });
     },
     checks: 0,
     verify(v, message, length, signature, signatureLength) {

@@ -1,4 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { nativeRsa } from './native-verify.ts';
 import type * as oidc from 'openid-client';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/log.ts';
@@ -465,6 +466,8 @@ class VerifyKey {
 export function importVerifyKey(jwk: Readonly<Record<string, string>>): KeyObject {
   const key = createPublicKey({ key: jwk, format: 'jwk' });
   if (key.type !== 'public') throw new Error('not a public key');
+  const { n, e } = jwk;
+  if (key.asymmetricKeyType === 'rsa' && n !== undefined && e !== undefined) nativeRsa.remember(key, n, e);
   return key;
 }
 

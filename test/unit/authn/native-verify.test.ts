@@ -15,7 +15,7 @@ import { verifyJwsSignature } from '../../../src/authn/verify.ts';
 const ADDON = fileURLToPath(new URL('../../../native/build/jws-verify.node', import.meta.url));
 
 interface Addon {
-  rsaVerifier(spkiDer: unknown, digest: unknown): RsaVerifier | string;
+  rsaVerifier(n: unknown, e: unknown, digest: unknown): RsaVerifier | string;
   rsaVerify(v: unknown, message: unknown, length: unknown, signature: unknown, signatureLength: unknown): number;
 }
 
@@ -40,10 +40,14 @@ beforeAll(() => {
 /** rsaVerify with the whole of `sig` (its length, or 0 for what is not bytes). */
 const rv = (v: unknown, message: unknown, length: unknown, sig: unknown): number => addon.rsaVerify(v, message, length, sig, sig instanceof Uint8Array ? sig.length : 0);
 
-const der = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
+/** An RSA key's modulus and exponent, as its JWK `n` and `e` decode. */
+function ne(k: KeyObject): [Buffer, Buffer] {
+  const jwk = k.export({ format: 'jwk' }) as { n: string; e: string };
+  return [Buffer.from(jwk.n, 'base64url'), Buffer.from(jwk.e, 'base64url')];
+}
 
 function verifierOf(k: KeyObject, digest: string): RsaVerifier {
-  const v = addon.rsaVerifier(der(k), digest);
+  const v = addon.rsaVerifier(...ne(k), digest);
   if (typeof v === 'string') throw new Error(`refused: ${v}`);
   return v;
 }
@@ -163,23 +167,33 @@ describe('native RSASSA-PKCS1-v1_5 (native/jws-verify.c) against crypto.verify',
     expect(rv(v, msg, msg.length, sig)).toBe(1);
   });
 
-  it('makes verifiers only for rsaEncryption keys of 2048 bits or more, one of three digests, exact DER', () => {
-    const why = (key: unknown, digest: unknown = 'SHA256'): string | null => {
-      const r = addon.rsaVerifier(key, digest);
+  it('makes verifiers only for moduli of 2048 to 16384 bits, odd exponents of at least 3, one of three digests', () => {
+    const why = (n: unknown, e: unknown, digest: unknown = 'SHA256'): string | null => {
+      const r = addon.rsaVerifier(n, e, digest);
       return typeof r === 'string' ? r : null;
     };
-    expect(why(der(rsa2048.publicKey))).toBeNull();
-    expect(why(der(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey))).toContain('not an rsaEncryption key');
-    expect(why(der(generateKeyPairSync('rsa-pss', { modulusLength: 2048 }).publicKey))).toContain('not an rsaEncryption key');
-    expect(why(der(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey))).toContain('fewer than 2048');
-    expect(why(Buffer.concat([der(rsa2048.publicKey), Buffer.from([0])]))).toContain('not one DER');
-    expect(why(der(rsa2048.publicKey).subarray(0, 100))).toContain('not one DER');
-    expect(why(Buffer.from('garbage'))).toContain('not one DER');
-    expect(why(Buffer.alloc(0))).toContain('1 to 4096 bytes');
-    expect(why('not bytes')).toContain('1 to 4096 bytes');
-    for (const d of ['sha256', 'SHA1', 'SHA256\0', 'SHA2567', 'SHA-256', 1, null]) {
-      expect(why(der(rsa2048.publicKey), d), String(d)).toContain('SHA256, SHA384 or SHA512');
+    const [n, e] = ne(rsa2048.publicKey);
+    expect(why(n, e)).toBeNull();
+    expect(why(...ne(rsa3072.publicKey))).toBeNull();
+    expect(why(...ne(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey))).toContain('not 256 to 2048 octets');
+    expect(why(n.subarray(1), e)).toContain('not 256 to 2048 octets'); // 2040 bits
+    expect(why(Buffer.concat([Buffer.from([0]), n]), e)).toContain('without a leading zero');
+    expect(why(Buffer.alloc(2049, 1), e)).toContain('not 256 to 2048 octets');
+    expect(why('not bytes', e)).toContain('not 256 to 2048 octets');
+    // 2048 bits by length, yet a smaller number once the top bit is clear: OpenSSL counts the bits
+    const low = Buffer.from(n);
+    low.writeUInt8(0x01, 0);
+    expect(why(low, e)).toContain('fewer than 2048');
+    for (const bad of [[1], [0], [2], [0, 3], [1, 0], Array.from({ length: 9 }, () => 1)]) {
+      expect(why(n, Buffer.from(bad)), bad.join(',')).toContain('exponent');
     }
+    expect(why(n, Buffer.from([3]))).toBeNull();
+    expect(why(n, Buffer.alloc(0))).toContain('exponent');
+    expect(why(n, 'x')).toContain('exponent');
+    for (const d of ['sha256', 'SHA1', 'SHA256\0', 'SHA2567', 'SHA-256', 1, null]) {
+      expect(why(n, e, d), String(d)).toContain('SHA256, SHA384 or SHA512');
+    }
+    expect(Reflect.apply(addon.rsaVerifier.bind(addon), undefined, [n, e])).toContain('three arguments');
   });
 });
 
@@ -195,6 +209,31 @@ describe('createNativeRsa', () => {
     expect(r.verifier(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey, 'RS256')).toBeNull();
     expect(r.verifier(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey, 'RS256')).toBeNull(); // refused by the addon
     expect(r.report()).toEqual({ rsa: 'native', detail: null });
+  });
+
+  it('makes the verifier from the JWK members the key was imported from, when they are canonical', () => {
+    const msg = Buffer.from('header.payload');
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const otherJwk = other.publicKey.export({ format: 'jwk' }) as { n: string; e: string };
+    const check = (r: ReturnType<typeof createNativeRsa>, k: KeyObject, signer: KeyObject): number => {
+      const v = r.verifier(k, 'RS256');
+      if (v === null) throw new Error('no verifier');
+      const sig = sign('sha256', msg, signer);
+      return r.verify(v, msg, msg.length, sig, sig.length);
+    };
+    // Remembered: these numbers, not an export of the key (shown with another key's numbers).
+    const r1 = createNativeRsa(ADDON, {});
+    const k1 = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    r1.remember(k1, otherJwk.n, otherJwk.e);
+    expect(check(r1, k1, other.privateKey)).toBe(1);
+    // Not canonical base64url (padding, a stray character): not remembered; the key's own numbers.
+    const r2 = createNativeRsa(ADDON, {});
+    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    r2.remember(pair.publicKey, `${otherJwk.n}==`, otherJwk.e);
+    r2.remember(pair.publicKey, `${otherJwk.n.slice(0, 10)}!${otherJwk.n.slice(10)}`, otherJwk.e);
+    r2.remember(pair.publicKey, otherJwk.n, `${otherJwk.e}=`);
+    expect(check(r2, pair.publicKey, pair.privateKey)).toBe(1);
+    expect(check(r2, pair.publicKey, other.privateKey)).toBe(0);
   });
 
   it('without the addon, or with WARD_NATIVE_VERIFY=off, makes none and says why', () => {
