@@ -25,11 +25,15 @@ enableCompileCache();
 // smaps read. The setting is checked for every command.
 const { releaseFilePages, trimEnabled } = await import('../src/lib/file-pages.ts');
 orExit(trimEnabled);
-if (process.argv[2] === 'sidecar') releaseFilePages();
 // WARD_NATIVE_VERIFY (src/authn/native-verify.ts): refused here, like the other settings, for
-// every command, rather than quietly read as off by the first signature check.
-const { nativeVerifyEnabled } = await import('../src/authn/native-verify.ts');
+// every command, rather than quietly read as off by the first signature check. A sidecar loads
+// the addon before the release, so that what loading it touches is released too.
+const { nativeRsa, nativeVerifyEnabled } = await import('../src/authn/native-verify.ts');
 orExit(nativeVerifyEnabled);
+if (process.argv[2] === 'sidecar') {
+  nativeRsa.preload();
+  releaseFilePages();
+}
 const { main } = await import('../src/cli/main.ts');
 
 const code = await main(process.argv.slice(2));
