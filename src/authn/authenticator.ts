@@ -59,6 +59,14 @@ export type AuthResult = { readonly ok: true; readonly identity: Identity } | { 
 export interface Authenticator {
   /** Synchronous on a cache hit and on cheap rejections; never throws or rejects. */
   authenticate(token: string): AuthResult | Promise<AuthResult>;
+  /**
+   * `authenticate` without a promise for the caller's wait: the result when it is at hand (a
+   * cache hit, a cheap rejection), else undefined, and `done(ctx, result)` is called once,
+   * later. For the request path, where a promise, its reactions and the closures over the call
+   * were ~0.65 KiB of garbage per call with a new token (BENCHMARKS.md). `done` should not
+   * throw; if it does, the error is logged and the other waiting calls still get theirs.
+   */
+  authenticateThen<C>(token: string, ctx: C, done: (ctx: C, r: AuthResult) => void): AuthResult | undefined;
   /** Policy (re)load. Unchanged issuers keep their keys and state; removed ones stop at once. */
   setIssuers(issuers: readonly IssuerTrust[]): void;
   /** Every issuer has its keys (and, for introspection, its discovery document). */
@@ -120,7 +128,22 @@ interface QueuedJwt {
   readonly cacheKey: string | undefined;
   readonly again: boolean;
   readonly pending: PendingJwt;
-  readonly resolve: (r: AuthResult | Promise<AuthResult>) => void;
+  /** Who waits: `done(ctx, result)` (a promise's resolve for `authenticate`). */
+  readonly ctx: unknown;
+  readonly done: Done;
+  /** Set when the batch has checked it, before any waiting call is given its result. */
+  result: AuthResult | Promise<AuthResult> | undefined;
+}
+
+type Done = (ctx: unknown, r: AuthResult) => void;
+
+/** `done` for `authenticate`: the context is the promise's resolve. */
+function settle(resolve: unknown, r: AuthResult): void {
+  (resolve as (r: AuthResult) => void)(r);
+}
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return v instanceof Promise;
 }
 
 export function createAuthenticator(opts: AuthenticatorOptions): Authenticator {
@@ -188,9 +211,32 @@ class TokenAuthenticator implements Authenticator {
 
   authenticate(token: string): AuthResult | Promise<AuthResult> {
     try {
-      return this.#authenticate(token);
+      return this.#authenticate(token, false, undefined, undefined) as AuthResult | Promise<AuthResult>;
     } catch (err) {
       return this.#internal(err);
+    }
+  }
+
+  authenticateThen<C>(token: string, ctx: C, done: (ctx: C, r: AuthResult) => void): AuthResult | undefined {
+    let r: AuthResult | Promise<AuthResult> | undefined;
+    try {
+      r = this.#authenticate(token, false, ctx, done as Done);
+    } catch (err) {
+      return this.#internal(err);
+    }
+    if (r === undefined || !isPromise(r)) return r;
+    // The paths that fetch (a key not loaded yet, introspection, HMAC through jose): rare, and
+    // their promises never reject (each ends in `#internal`).
+    void r.then((res) => this.#deliver(ctx, done as Done, res));
+    return undefined;
+  }
+
+  /** Gives a waiting caller its result; a throw there is logged and stops nothing else. */
+  #deliver(ctx: unknown, done: Done, r: AuthResult): void {
+    try {
+      done(ctx, r);
+    } catch (err) {
+      this.#log.error('a waiting call threw on its authentication result', { error: describeError(err) });
     }
   }
 
@@ -199,8 +245,12 @@ class TokenAuthenticator implements Authenticator {
     return deny('ERR_INTERNAL', 'unexpected authenticator failure');
   }
 
-  /** `again`: this is the one re-run after the issuer's trust changed mid-verification. */
-  #authenticate(token: string, again = false): AuthResult | Promise<AuthResult> {
+  /**
+   * `again`: this is the one re-run after the issuer's trust changed mid-verification. With
+   * `done`, a token that joins the signature queue returns undefined and is answered through
+   * `done(ctx, result)`; without, through the promise returned.
+   */
+  #authenticate(token: string, again: boolean, ctx: unknown, done: Done | undefined): AuthResult | Promise<AuthResult> | undefined {
     // Length in UTF-16 units <= bytes, and anything non-ASCII fails the parse below anyway.
     if (token.length > this.#opts.maxTokenBytes) return deny('ERR_TOKEN_TOO_LARGE', `token of ${token.length} bytes`);
     if (token.length === 0) return deny('ERR_TOKEN_MALFORMED', 'empty token');
@@ -254,13 +304,11 @@ class TokenAuthenticator implements Authenticator {
     if (!HMAC_ALGS.has(alg) && supportsDirectVerify(alg)) {
       // The signature queue: the key is looked up when the batch runs (usually at hand; if not,
       // that token goes on to the path that fetches).
-      return new Promise<AuthResult>((resolve) => {
-        this.#queue.push({ token, cacheKey: key, again, pending, resolve });
-        if (!this.#drainScheduled) {
-          this.#drainScheduled = true;
-          setImmediate(this.#drain);
-        }
-      });
+      if (done !== undefined) {
+        this.#enqueue({ token, cacheKey: key, again, pending, ctx, done, result: undefined });
+        return undefined;
+      }
+      return new Promise<AuthResult>((resolve) => this.#enqueue({ token, cacheKey: key, again, pending, ctx: resolve, done: settle, result: undefined }));
     }
     return this.#verifySignature(token, key, again, pending).catch((err: unknown) => this.#internal(err));
   }
@@ -274,19 +322,34 @@ class TokenAuthenticator implements Authenticator {
     );
   }
 
-  /** Works through the signature queue: every token queued since the last turn, in order. */
+  #enqueue(q: QueuedJwt): void {
+    this.#queue.push(q);
+    if (!this.#drainScheduled) {
+      this.#drainScheduled = true;
+      setImmediate(this.#drain);
+    }
+  }
+
+  /**
+   * Works through the signature queue: every token queued since the last turn, in order, all
+   * checked before any waiting call goes on (the RSA code and the request path, run back to
+   * back, keep to the CPU's caches; BENCHMARKS.md "After batching").
+   */
   #verifyQueued(): void {
     this.#drainScheduled = false;
     const queue = this.#queue;
     this.#queue = [];
     for (const q of queue) {
-      let r: AuthResult | Promise<AuthResult>;
       try {
-        r = this.#verifyOne(q);
+        q.result = this.#verifyOne(q);
       } catch (err) {
-        r = this.#internal(err);
+        q.result = this.#internal(err);
       }
-      q.resolve(r);
+    }
+    for (const q of queue) {
+      const r = q.result as AuthResult | Promise<AuthResult>;
+      if (isPromise(r)) void r.then((res) => this.#deliver(q.ctx, q.done, res));
+      else this.#deliver(q.ctx, q.done, r);
     }
   }
 
@@ -374,7 +437,7 @@ class TokenAuthenticator implements Authenticator {
    * trust, so run the whole verification once more against the new one.
    */
   #trustChanged(token: string, iss: string, again: boolean): AuthResult | Promise<AuthResult> {
-    if (this.#issuers.has(iss) && !again) return this.#authenticate(token, true);
+    if (this.#issuers.has(iss) && !again) return this.#authenticate(token, true, undefined, undefined) as AuthResult | Promise<AuthResult>;
     return this.#reject(token, 'ERR_TOKEN_ISSUER_UNKNOWN', 'issuer removed or changed during verification', iss);
   }
 

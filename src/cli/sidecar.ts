@@ -169,6 +169,7 @@ async function startSidecarSteps(cfg: Readonly<SidecarConfig>, opts: SidecarOpti
     config: cfg,
     configFile,
     authenticate: (token) => authenticator.authenticate(token),
+    authenticateThen: (token, ctx, done) => authenticator.authenticateThen(token, ctx, done),
     extractBearer,
     policy: () => policy.current(),
     evaluate,

@@ -69,6 +69,7 @@ export function createStack(o: StackOptions): Stack {
   const onDecision = deps.onDecision;
   const tracer = deps.tracer;
   const session = deps.session;
+  const authenticateThen = deps.authenticateThen;
 
   function record(ex: Exchange, code: ErrorCode | null, d: { rule: string | null; policyVersion: string } | null, dryRun: DryRunDenial | null): void {
     ex.decided = true;
@@ -302,7 +303,19 @@ export function createStack(o: StackOptions): Stack {
 
   function authenticate(ex: Exchange, token: string): void {
     // (5) Authentication: the first stage that may wait (JWKS, introspection). A cache hit
-    // stays synchronous, so the common case allocates no promise.
+    // stays synchronous, so the common case allocates no promise; a wait for the signature
+    // batch is answered through `authenticated`, which allocates none either.
+    if (authenticateThen !== undefined) {
+      let now: AuthResult | undefined;
+      try {
+        now = authenticateThen(token, ex, authenticated);
+      } catch (err) {
+        log.error('authenticate threw', { decisionId: ex.decisionId, err });
+        return deny(ex, 'ERR_INTERNAL', 'authenticate threw');
+      }
+      if (now !== undefined) afterAuthentication(ex, now);
+      return;
+    }
     let r: AuthResult | Promise<AuthResult>;
     try {
       r = deps.authenticate(token);
@@ -321,6 +334,15 @@ export function createStack(o: StackOptions): Stack {
       return;
     }
     afterAuthentication(ex, r);
+  }
+
+  /** `authenticateThen`'s answer after a wait: a throw fails this call closed, as `lateFailure` does for a promise. */
+  function authenticated(ex: Exchange, r: AuthResult): void {
+    try {
+      afterAuthentication(ex, r);
+    } catch (err) {
+      lateFailure(ex, err);
+    }
   }
 
   function afterAuthentication(ex: Exchange, r: AuthResult): void {

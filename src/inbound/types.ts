@@ -59,6 +59,11 @@ export interface InboundDeps {
   readonly certPollMs?: number;
   /** Sync on a verified-token cache hit; a promise otherwise. Must not reject (a rejection is ERR_INTERNAL). */
   readonly authenticate: (token: string) => AuthResult | Promise<AuthResult>;
+  /**
+   * The same check answered through `done` instead of a promise when it waits
+   * (`Authenticator.authenticateThen`); used instead of `authenticate` when given.
+   */
+  readonly authenticateThen?: <C>(token: string, ctx: C, done: (ctx: C, r: AuthResult) => void) => AuthResult | undefined;
   readonly extractBearer: (value: string | readonly string[] | undefined, maxTokenBytes: number) => BearerExtraction;
   /** The current policy snapshot, read per call so updates reach open connections. */
   readonly policy: () => CompiledPolicy | null;

@@ -505,6 +505,75 @@ describe('signature queue: one batch per event-loop turn', () => {
   });
 });
 
+describe('authenticateThen: the signature queue without promises', () => {
+  const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  it('answers at once when it can, else once through done, with the context it was given', async () => {
+    const a = await ready([trust()], { cacheEntries: 10 });
+    const token = await mint(k1, claims());
+    const calls: [string, string][] = [];
+    const done = (ctx: string, r: AuthResult): void => void calls.push([ctx, codeOf(r)]);
+    expect(a.authenticateThen(token, 'first', done)).toBeUndefined();
+    expect(a.authenticateThen('not a token', 'junk', done)).toMatchObject({ ok: false }); // refused at once
+    expect(calls).toEqual([]);
+    await nextTurn();
+    expect(calls).toEqual([['first', 'OK']]);
+    // now in the cache: answered at once, done not called
+    expect(a.authenticateThen(token, 'again', done)).toMatchObject({ ok: true });
+    await nextTurn();
+    expect(calls).toEqual([['first', 'OK']]);
+  });
+
+  it('checks every token of the batch before any waiting call goes on, in arrival order', async () => {
+    const a = await ready([trust()], { cacheEntries: 0 });
+    const tokens = [await mint(k1, claims()), await mint(rogue, claims()), await mint(rsa, claims({ sub: 'bob' }))];
+    const seen: { i: number; checks: number; code: string }[] = [];
+    tokens.forEach((t, i) => expect(a.authenticateThen(t, i, (ctx, r) => void seen.push({ i: ctx, checks: a.signatureChecks, code: codeOf(r) }))).toBeUndefined());
+    await nextTurn();
+    expect(seen).toEqual([
+      { i: 0, checks: 3, code: 'OK' },
+      { i: 1, checks: 3, code: 'ERR_TOKEN_SIGNATURE' },
+      { i: 2, checks: 3, code: 'OK' },
+    ]);
+  });
+
+  it('a done that throws is logged; the other waiting calls still get their results', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', sink: { write: (l) => lines.push(l) } });
+    const a = await ready([trust()], { cacheEntries: 0, log });
+    const got: number[] = [];
+    const done = (ctx: number, r: AuthResult): void => {
+      if (ctx === 0) throw new Error('boom');
+      if (r.ok) got.push(ctx);
+    };
+    for (const i of [0, 1, 2]) a.authenticateThen(await mint(k1, claims()), i, done);
+    await nextTurn();
+    expect(got).toEqual([1, 2]);
+    expect(lines.join('\n')).toContain('a waiting call threw on its authentication result');
+  });
+
+  it('a token whose issuer changed while it waited gets the re-run result through done', async () => {
+    const a = await ready();
+    const results: string[] = [];
+    expect(a.authenticateThen(await mint(k1, claims()), null, (_c, r) => void results.push(codeOf(r)))).toBeUndefined();
+    a.setIssuers([trust({ audiences: ['billing'] })]);
+    await nextTurn();
+    await nextTurn();
+    expect(results).toEqual(['ERR_TOKEN_AUDIENCE']);
+  });
+
+  it('a token whose key is not loaded yet is answered through done once it is fetched', async () => {
+    const token = await mint(k1, claims()); // minted first: the JWKS fetch below is still in flight when it is checked
+    const a = make([trust()], { cacheEntries: 0 });
+    const results: string[] = [];
+    expect(a.authenticateThen(token, null, (_c, r) => void results.push(codeOf(r)))).toBeUndefined();
+    expect(a.ready()).toBe(false);
+    const deadline = Date.now() + 5000;
+    while (results.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(results).toEqual(['OK']);
+  });
+});
+
 describe('setIssuers', () => {
   it('a removed issuer stops authenticating at once, cached tokens included', async () => {
     const a = await ready();

@@ -148,6 +148,7 @@ export async function startProxy(
     rule?: Rule;
     policy?: () => CompiledPolicy | null;
     authenticate?: InboundDeps['authenticate'];
+    authenticateThen?: InboundDeps['authenticateThen'];
     extractBearer?: InboundDeps['extractBearer'];
     configFile?: InboundDeps['configFile'];
     certPollMs?: InboundDeps['certPollMs'];
@@ -161,6 +162,7 @@ export async function startProxy(
     ...(opts.configFile === undefined ? {} : { configFile: opts.configFile }),
     ...(opts.certPollMs === undefined ? {} : { certPollMs: opts.certPollMs }),
     authenticate: opts.authenticate ?? testAuthenticate(),
+    ...(opts.authenticateThen === undefined ? {} : { authenticateThen: opts.authenticateThen }),
     extractBearer: opts.extractBearer ?? testExtract,
     policy: opts.policy ?? (() => TEST_POLICY),
     evaluate: testEvaluate(opts.rule, facts),
