@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +90,11 @@ describe('RS256 checks in a ward sidecar process, with and without the addon', (
     it(`${label}: a valid token is let through, a forged signature refused`, async () => {
       const ward = await startWard(config, env);
       procs.push(ward.proc);
+      // Loaded at start, before any token (before the first file-page release: bin/ward.js),
+      // or not at all when off. Regression: loaded at the first token, the linker's look-ups
+      // in node's symbol table stayed resident and raised the peak RSS by ~4 MB.
+      const maps = readFileSync(`/proc/${ward.proc.pid}/maps`, 'utf8');
+      expect(maps.includes('jws-verify.node')).toBe(rsa === 'native');
       const status = (await (await fetch(`http://127.0.0.1:${ward.admin}/status`)).json()) as { signatures: { rsa: string } };
       expect(status.signatures.rsa).toBe(rsa);
       await waitFor(async () => (await fetch(`http://127.0.0.1:${ward.admin}/readyz`)).status === 200, 15_000, 'readiness');
