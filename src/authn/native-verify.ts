@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { isOn, onOff } from '../lib/on-off.ts';
 import { isCanonical } from './jwt.ts';
 
 /**
@@ -34,10 +35,7 @@ interface Addon {
 
 /** `WARD_NATIVE_VERIFY`: unset, empty or `on` uses the addon when it is there; `off` never. */
 export function nativeVerifyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env['WARD_NATIVE_VERIFY'];
-  if (v === undefined || v === '' || v === 'on') return true;
-  if (v === 'off') return false;
-  throw new Error(`WARD_NATIVE_VERIFY: '${v}' is neither on nor off`);
+  return onOff(env, 'WARD_NATIVE_VERIFY');
 }
 
 export interface NativeRsa {
@@ -79,13 +77,7 @@ export function createNativeRsa(addonPath: string, env: NodeJS.ProcessEnv = proc
   const load = (): Addon | null => {
     if (addon !== undefined) return addon;
     addon = null;
-    let enabled: boolean;
-    try {
-      enabled = nativeVerifyEnabled(env);
-    } catch {
-      enabled = false; // bin/ward.js refuses such a value before anything runs
-    }
-    if (!enabled) {
+    if (!isOn(env, 'WARD_NATIVE_VERIFY')) {
       report = { rsa: 'off', detail: 'WARD_NATIVE_VERIFY=off' };
       return null;
     }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { isOn, onOff } from './on-off.ts';
 
 /**
  * File pages trimmed from the resident set. Most of what the `node` binary paged in to start
@@ -138,10 +139,7 @@ function regularFilePath(path: string): boolean {
 
 /** Reads WARD_TRIM_FILE_PAGES: true (on, the default) or false (off); throws for anything else. */
 export function trimEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env['WARD_TRIM_FILE_PAGES'];
-  if (v === undefined || v === '' || v === 'on') return true;
-  if (v === 'off') return false;
-  throw new Error(`WARD_TRIM_FILE_PAGES: '${v}' is neither on nor off`);
+  return onOff(env, 'WARD_TRIM_FILE_PAGES');
 }
 
 export interface PageReleaser {
@@ -188,13 +186,7 @@ export function createPageReleaser(addonPath: string, files: { read(path: string
 
   /** The addon when enabled and loaded; else records why not and returns null. */
   const ready = (env: NodeJS.ProcessEnv): Addon | null => {
-    let enabled: boolean;
-    try {
-      enabled = trimEnabled(env);
-    } catch {
-      enabled = false; // bin/ward.js refuses such a value before anything runs
-    }
-    if (!enabled) {
+    if (!isOn(env, 'WARD_TRIM_FILE_PAGES')) {
       state = 'off';
       return null;
     }

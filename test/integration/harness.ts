@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import type http2 from 'node:http2';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -211,4 +212,21 @@ export async function spawnClusteredWard(configFile: string): Promise<ClusteredW
   await waitFor(() => startedLine() !== undefined, 30_000, 'the primary to start');
   const { inbound, admin } = JSON.parse(startedLine() as string) as { inbound: number; admin: number };
   return { proc, lines, inbound, admin };
+}
+
+/** One HTTP/2 request on `session`: the string fields of its response head and trailers, once the stream closed. */
+export function h2Fields(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    const req = session.request(headers);
+    const fields: Record<string, string> = {};
+    const keep = (h: http2.IncomingHttpHeaders): void => {
+      for (const [k, v] of Object.entries(h)) if (typeof v === 'string') fields[k] = v;
+    };
+    req.on('response', keep);
+    req.on('trailers', keep);
+    req.on('error', reject);
+    req.resume();
+    req.on('close', () => resolve(fields));
+    req.end(body);
+  });
 }

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
-import { waitFor } from './harness.ts';
+import { h2Fields, waitFor } from './harness.ts';
 
 /**
  * `ward sidecar` as a process, with the RS256 check of the addon npm ci built
@@ -36,26 +36,16 @@ async function startWard(configFile: string, env: NodeJS.ProcessEnv): Promise<St
 }
 
 /** One GetOrder call: its grpc-status and x-ward-reason. */
-function getOrder(port: number, token: string): Promise<{ status: string | undefined; reason: string | undefined }> {
-  return new Promise((resolve, reject) => {
-    const s = http2.connect(`http://127.0.0.1:${port}`);
-    s.on('error', reject);
-    const req = s.request({ ':method': 'POST', ':path': '/ward.demo.v1.Orders/GetOrder', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}` });
-    const fields: Record<string, string> = {};
-    const keep = (h: http2.IncomingHttpHeaders): void => {
-      for (const [k, v] of Object.entries(h)) if (typeof v === 'string') fields[k] = v;
-    };
-    req.on('response', keep);
-    req.on('trailers', keep);
-    req.on('error', reject);
-    req.resume();
-    req.on('close', () => {
-      s.close();
-      resolve({ status: fields['grpc-status'], reason: fields['x-ward-reason'] });
-    });
+async function getOrder(port: number, token: string): Promise<{ status: string | undefined; reason: string | undefined }> {
+  const s = http2.connect(`http://127.0.0.1:${port}`);
+  try {
     // field 1, the order id "1"
-    req.end(Buffer.from([0, 0, 0, 0, 3, 0x0a, 1, 0x31]));
-  });
+    const body = Buffer.from([0, 0, 0, 0, 3, 0x0a, 1, 0x31]);
+    const fields = await h2Fields(s, { ':method': 'POST', ':path': '/ward.demo.v1.Orders/GetOrder', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}` }, body);
+    return { status: fields['grpc-status'], reason: fields['x-ward-reason'] };
+  } finally {
+    s.close();
+  }
 }
 
 describe('RS256 checks in a ward sidecar process, with and without the addon', () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
-import { type ClusteredWard, spawnClusteredWard, waitFor } from './harness.ts';
+import { type ClusteredWard, h2Fields, spawnClusteredWard, waitFor } from './harness.ts';
 import { hmacPolicy, hs256, kubeletSecretDir, SECRET_A, SECRET_B, type SecretDir } from '../unit/policy/secret-files.ts';
 
 /**
@@ -46,28 +46,13 @@ interface Outcome {
   readonly worker: string;
 }
 
-function call(session: ClientHttp2Session, method: 'GetOrder' | 'Sleep', body: Buffer, token: string): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({
-      ':method': 'POST',
-      ':path': `/ward.demo.v1.Orders/${method}`,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      authorization: `Bearer ${token}`,
-    });
-    const fields: Record<string, string> = {};
-    const keep = (h: http2.IncomingHttpHeaders): void => {
-      for (const [k, v] of Object.entries(h)) if (typeof v === 'string') fields[k] = v;
-    };
-    req.on('response', keep);
-    req.on('trailers', keep);
-    req.on('error', reject);
-    req.resume();
-    req.on('close', () =>
-      resolve({ grpcStatus: fields['grpc-status'], reason: fields['x-ward-reason'], worker: (fields['x-ward-decision-id'] ?? '').split('.')[0] ?? '' }),
-    );
-    req.end(body);
-  });
+async function call(session: ClientHttp2Session, method: 'GetOrder' | 'Sleep', body: Buffer, token: string): Promise<Outcome> {
+  const fields = await h2Fields(
+    session,
+    { ':method': 'POST', ':path': `/ward.demo.v1.Orders/${method}`, 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}` },
+    body,
+  );
+  return { grpcStatus: fields['grpc-status'], reason: fields['x-ward-reason'], worker: (fields['x-ward-decision-id'] ?? '').split('.')[0] ?? '' };
 }
 
 const GET = frame({ string: '1' });
