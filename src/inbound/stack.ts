@@ -305,38 +305,32 @@ export function createStack(o: StackOptions): Stack {
     // (5) Authentication: the first stage that may wait (JWKS, introspection). A cache hit
     // stays synchronous, so the common case allocates no promise; a wait for the signature
     // batch is answered through `authenticated`, which allocates none either.
-    if (authenticateThen !== undefined) {
-      let now: AuthResult | undefined;
-      try {
-        now = authenticateThen(token, ex, authenticated);
-      } catch (err) {
-        log.error('authenticate threw', { decisionId: ex.decisionId, err });
-        return deny(ex, 'ERR_INTERNAL', 'authenticate threw');
-      }
-      if (now !== undefined) afterAuthentication(ex, now);
-      return;
-    }
-    let r: AuthResult | Promise<AuthResult>;
+    let now: AuthResult | undefined;
     try {
-      r = deps.authenticate(token);
+      now = startAuthentication(ex, token);
     } catch (err) {
       log.error('authenticate threw', { decisionId: ex.decisionId, err });
       return deny(ex, 'ERR_INTERNAL', 'authenticate threw');
     }
-    if (isPromise(r)) {
-      void r.then(
-        (res) => afterAuthentication(ex, res),
-        (err: unknown) => {
-          log.error('authenticate rejected', { decisionId: ex.decisionId, err });
-          if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'authenticate rejected');
-        },
-      ).catch((err: unknown) => lateFailure(ex, err));
-      return;
-    }
-    afterAuthentication(ex, r);
+    if (now !== undefined) afterAuthentication(ex, now);
   }
 
-  /** `authenticateThen`'s answer after a wait: a throw fails this call closed, as `lateFailure` does for a promise. */
+  /** The result now, or undefined and later through `authenticated` (`authenticateThen`, else `authenticate`'s promise). */
+  function startAuthentication(ex: Exchange, token: string): AuthResult | undefined {
+    if (authenticateThen !== undefined) return authenticateThen(token, ex, authenticated);
+    const r = deps.authenticate(token);
+    if (!isPromise(r)) return r;
+    void r.then(
+      (res) => authenticated(ex, res),
+      (err: unknown) => {
+        log.error('authenticate rejected', { decisionId: ex.decisionId, err });
+        if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'authenticate rejected');
+      },
+    ).catch((err: unknown) => lateFailure(ex, err));
+    return undefined;
+  }
+
+  /** The answer after a wait: a throw fails this call closed (`lateFailure`). */
   function authenticated(ex: Exchange, r: AuthResult): void {
     try {
       afterAuthentication(ex, r);
