@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createPageReleaser } from '../../src/lib/file-pages.ts';
-import { sidecarMemory } from '../support/sidecar-memory.ts';
+import { sidecarMemory } from '../support/sidecar-process.ts';
 
 /**
  * The file pages ward trims (src/lib/file-pages.ts, native/file-pages.c), with

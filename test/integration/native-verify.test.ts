@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OrdersApp, startOrdersApp } from '../../src/demo/orders-app.ts';
 import { ordersPolicyText } from '../fixtures/policies/fixtures.ts';
 import { startTestIdp, type TestIdp } from '../support/idp.ts';
+import { spawnSidecar, type SpawnedSidecar } from '../support/sidecar-process.ts';
 import { h2Fields, waitFor } from './harness.ts';
 
 /**
@@ -17,23 +18,6 @@ import { h2Fields, waitFor } from './harness.ts';
  */
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
-
-interface Started {
-  readonly proc: ChildProcess;
-  readonly inbound: number;
-  readonly admin: number;
-}
-
-async function startWard(configFile: string, env: NodeJS.ProcessEnv): Promise<Started> {
-  const proc = spawn(process.execPath, [WARD, 'sidecar', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  let started: RegExpExecArray | null = null;
-  await waitFor(() => (started = /"msg":"sidecar started".*?"inbound":(\d+).*?"admin":(\d+)/.exec(stderr)) !== null || proc.exitCode !== null, 15_000, 'the sidecar to start');
-  if (started === null) throw new Error(`the sidecar did not start:\n${stderr}`);
-  const [, inbound, admin] = started as RegExpExecArray;
-  return { proc, inbound: Number(inbound), admin: Number(admin) };
-}
 
 /** One GetOrder call: its grpc-status and x-ward-reason. */
 async function getOrder(port: number, token: string): Promise<{ status: string | undefined; reason: string | undefined }> {
@@ -52,7 +36,7 @@ describe('RS256 checks in a ward sidecar process, with and without the addon', (
   let idp: TestIdp;
   let app: OrdersApp;
   let config: string;
-  const procs: ChildProcess[] = [];
+  const wards: SpawnedSidecar[] = [];
 
   beforeAll(async () => {
     idp = await startTestIdp();
@@ -68,7 +52,7 @@ describe('RS256 checks in a ward sidecar process, with and without the addon', (
   }, 60_000);
 
   afterAll(async () => {
-    for (const p of procs) p.kill('SIGTERM');
+    for (const w of wards) await w.stop();
     await app?.close();
     await idp?.close();
   });
@@ -78,8 +62,8 @@ describe('RS256 checks in a ward sidecar process, with and without the addon', (
     ['WARD_NATIVE_VERIFY=off', { WARD_NATIVE_VERIFY: 'off' }, 'off'],
   ] as const) {
     it(`${label}: a valid token is let through, a forged signature refused`, async () => {
-      const ward = await startWard(config, env);
-      procs.push(ward.proc);
+      const ward = await spawnSidecar(config, env);
+      wards.push(ward);
       // Loaded at start, before any token (before the first file-page release: bin/ward.js),
       // or not at all when off. Regression: loaded at the first token, the linker's look-ups
       // in node's symbol table stayed resident and raised the peak RSS by ~4 MB.

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { sidecarMemory } from '../support/sidecar-memory.ts';
+import { sidecarMemory } from '../support/sidecar-process.ts';
 
 const WARD = fileURLToPath(new URL('../../bin/ward.js', import.meta.url));
 const WARM = fileURLToPath(new URL('../../bin/warm-compile-cache.js', import.meta.url));
