@@ -10,6 +10,7 @@ import type { PbWriter } from '../lib/protobuf.ts';
 import { createWardSampler } from './sampler.ts';
 import type { Attributes } from './metric-data.ts';
 import { MetricRegistry } from './metrics.ts';
+import type { CallHistogram } from './histogram.ts';
 import { encodeMetricsRequest } from './otlp-metrics.ts';
 import { registerRuntimeMetrics } from './runtime.ts';
 import * as sc from './semconv.ts';
@@ -20,7 +21,9 @@ import { formatTraceparent, remoteContext } from './traceparent.ts';
  * call, from the stacks' `CallTracer` hook. Providers are per sidecar (nothing global is
  * registered), so several sidecars can share a process (tests) and exporter traffic is never
  * traced. Denials are always sampled (sampler.ts); decision log records are never sampled.
- * Queues are bounded and drop with a count (export.ts).
+ * Queues are bounded and drop with a count (export.ts). During the call only its trace context is
+ * made (the next hop needs it); the record, the span and the metrics are written after the turn's
+ * calls went on (`Deferred`), or before a flush or a collection.
  */
 
 export type ExchangeOutcome = 'hit' | 'exchanged' | 'client-credentials' | 'refused' | 'unavailable' | 'none';
@@ -116,6 +119,8 @@ function cut(s: string): string {
 }
 
 const EMPTY: readonly string[] = Object.freeze([]);
+/** Slots of the deferred-work list kept between turns; a burst's extra slots are let go. */
+const MAX_KEPT_SLOTS = 1024;
 
 function egressOutcome(e: EgressRecord): ExchangeOutcome {
   if (e.token === 'exchange') return e.cached ? 'hit' : 'exchanged';
@@ -125,8 +130,19 @@ function egressOutcome(e: EgressRecord): ExchangeOutcome {
   return 'none';
 }
 
-/** An open span (sampled): written into the span batch when the call ends. */
-class SpanHandle implements CallSpan {
+/**
+ * Telemetry work a call leaves to be done after it has moved on (`Later`): its decision log record
+ * and metrics, its span once it ended. `write` encodes it into its export batch.
+ */
+interface Deferred {
+  write(): void;
+}
+
+/**
+ * An open span (sampled). Its end time and outcome are taken when the call ends; the span is
+ * encoded into its batch later, with the other deferred work of that event-loop turn.
+ */
+class SpanHandle implements CallSpan, Deferred {
   readonly #head: SpanHead;
   readonly #out: SpanOut;
   readonly #record: DecisionRecord;
@@ -134,6 +150,10 @@ class SpanHandle implements CallSpan {
   readonly #decision: Decision;
   readonly #reason: string | null;
   readonly #rpc: string | null;
+  #endMs = -1;
+  #status = 0;
+  #grpcStatus = -1;
+  #failed = false;
 
   constructor(out: SpanOut, head: SpanHead, r: DecisionRecord, egress: OutboundDecisionRecord | null, decision: Decision, reason: string | null, rpc: string | null) {
     this.#head = head;
@@ -146,18 +166,29 @@ class SpanHandle implements CallSpan {
   }
 
   end(status: number, grpcStatus: number, failed: boolean): void {
+    if (this.#endMs >= 0) return;
+    this.#endMs = this.#out.now();
+    this.#status = status;
+    this.#grpcStatus = grpcStatus;
+    this.#failed = failed;
+    this.#out.later(this);
+  }
+
+  write(): void {
     const out = this.#out;
     const w = out.queue.open();
     if (w === null) return;
     const head = this.#head;
     const server = head.kind === KIND_SERVER;
-    let error: string | null = failed ? 'reset' : null;
+    const status = this.#status;
+    const grpcStatus = this.#grpcStatus;
+    let error: string | null = this.#failed ? 'reset' : null;
     if (grpcStatus >= 0) {
       if (error === null && (server ? GRPC_SERVER_ERRORS.has(grpcStatus) : grpcStatus !== 0)) error = String(grpcStatus);
     } else if (status > 0) {
       if (error === null && (status >= 500 || (!server && status >= 400))) error = String(status);
     }
-    const m = beginSpan(w, head, out.now());
+    const m = beginSpan(w, head, this.#endMs);
     writeCallAttributes(w, 9, out.service, server ? 'inbound' : 'outbound', this.#record, this.#rpc, this.#egress, this.#decision, this.#reason, error);
     if (grpcStatus >= 0) attrInt(w, 9, sc.RPC_GRPC_STATUS_CODE, grpcStatus);
     else if (status > 0) attrInt(w, 9, sc.HTTP_RESPONSE_STATUS_CODE, status);
@@ -166,10 +197,108 @@ class SpanHandle implements CallSpan {
   }
 }
 
+/** Decisions counted per attribute set (observed at collection), with the set of their latency series. */
+interface DecisionCount {
+  readonly direction: 'inbound' | 'outbound';
+  readonly decision: Decision;
+  readonly reason: string | null;
+  readonly attrs: Attributes;
+  readonly latencyAttrs: Attributes;
+  n: number;
+}
+
+/** Where a decision's record and metrics go. */
+interface DecisionOut {
+  readonly logQueue: EncodedQueue | null;
+  readonly service: string;
+  readonly authz: CallHistogram;
+  count(direction: 'inbound' | 'outbound', decision: Decision, reason: string | null): DecisionCount;
+}
+
+/**
+ * A decision's metrics (the count, the authorization latency `authzS` in seconds, or -1) and its
+ * decision log record, in the trace and span given (null when none), written later (`Deferred`);
+ * `observedMs` is when it was decided.
+ */
+class DecisionLater implements Deferred {
+  readonly out: DecisionOut;
+  readonly direction: 'inbound' | 'outbound';
+  readonly r: DecisionRecord;
+  readonly egress: OutboundDecisionRecord | null;
+  readonly decision: Decision;
+  readonly reason: string | null;
+  readonly authzS: number;
+  readonly observedMs: number;
+  readonly traceId: string | null;
+  readonly spanId: string | null;
+  readonly flags: number;
+
+  constructor(
+    out: DecisionOut,
+    direction: 'inbound' | 'outbound',
+    r: DecisionRecord,
+    egress: OutboundDecisionRecord | null,
+    decision: Decision,
+    reason: string | null,
+    authzS: number,
+    observedMs: number,
+    traceId: string | null,
+    spanId: string | null,
+    flags: number,
+  ) {
+    this.out = out;
+    this.direction = direction;
+    this.r = r;
+    this.egress = egress;
+    this.decision = decision;
+    this.reason = reason;
+    this.authzS = authzS;
+    this.observedMs = observedMs;
+    this.traceId = traceId;
+    this.spanId = spanId;
+    this.flags = flags;
+  }
+
+  write(): void {
+    const o = this.out;
+    const r = this.r;
+    const decision = this.decision;
+    const reason = this.reason;
+    const count = o.count(this.direction, decision, reason);
+    count.n++;
+    if (this.authzS >= 0) o.authz.record(this.authzS, count.latencyAttrs);
+    const q = o.logQueue;
+    if (q === null) return;
+    const w = q.open();
+    if (w === null) return;
+    const rpc = rpcNameOf(r);
+    const route = r.route === null ? null : cut(r.route);
+    const m = beginLog(
+      w,
+      r.time,
+      this.observedMs,
+      decision === 'allow' ? SEVERITY_INFO : SEVERITY_WARN,
+      decision === 'allow' ? 'INFO' : 'WARN',
+      `${decision} ${route ?? knownMethod(r.method)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}${r.dryRunRule === null ? '' : ` dry-run-rule=${r.dryRunRule}`}`,
+      sc.DECISION_EVENT,
+      this.traceId,
+      this.spanId,
+      this.flags,
+    );
+    writeCallAttributes(w, 6, o.service, this.direction, r, rpc, this.egress, decision, reason, null);
+    if (r.subject !== null) attrString(w, 6, sc.ENDUSER_ID, r.subject);
+    if (route !== null) attrString(w, 6, sc.WARD_ROUTE, route);
+    if (rpc !== null) kv.httpMethod.write(w, 6, r.method);
+    endLog(w, m);
+    q.commit();
+  }
+}
+
 interface SpanOut {
   readonly queue: EncodedQueue;
   readonly service: string;
   readonly now: () => number;
+  readonly later: (d: Deferred) => void;
 }
 
 /** Attributes whose values repeat from call to call, encoded once per value. */
@@ -315,6 +444,34 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     return ch;
   };
 
+  // ---- work left for after the call (`Deferred`): written at the end of the event-loop turn
+  // (`setImmediate`, after every read of the turn was handled and its writes sent), or before a
+  // flush or a metrics collection. Encoding a decision log record and a span, and counting, took
+  // a call's CPU time before the call's request went on to the app, or before the next call read
+  // in the same turn was handled.
+  const pending: (Deferred | null)[] = [];
+  let pendingCount = 0;
+  const later = (d: Deferred): void => {
+    if (pendingCount === pending.length) pending.push(d);
+    else pending[pendingCount] = d;
+    if (++pendingCount === 1) setImmediate(drain);
+  };
+  function drain(): void {
+    const n = pendingCount;
+    for (let i = 0; i < n; i++) {
+      const d = pending[i] as Deferred;
+      pending[i] = null;
+      try {
+        d.write();
+      } catch (err) {
+        log.warn('telemetry record not written', { err });
+      }
+    }
+    pendingCount = 0;
+    // A burst's slots are not kept.
+    if (pending.length > MAX_KEPT_SLOTS) pending.length = MAX_KEPT_SLOTS;
+  }
+
   // ---- spans and decision log records: encoded straight into their export batches
   const envelope = buildEnvelope(resource.attributes, sc.SCOPE);
   const sampler = createWardSampler(cfg.sampler);
@@ -322,7 +479,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   const traceChannel = channelFor('traces');
   if (traceChannel !== null) {
     const queue = new EncodedQueue(cfg.spanQueue, envelope, (body, done) => traceChannel.send(EXPORT_PATHS.traces, body, (err) => done(err === null)), counters.traces);
-    spanOut = { queue, service, now };
+    spanOut = { queue, service, now, later };
   }
   let logQueue: EncodedQueue | null = null;
   const logChannel = channelFor('logs');
@@ -341,15 +498,35 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     boundaries: sc.LATENCY_BUCKETS_S,
   });
   const metricChannel = channelFor('metrics');
-  const push = metricChannel === null ? null : startMetricPush(registry, metricChannel, cfg.metricsIntervalMs, counters.metrics);
+  const push = metricChannel === null ? null : startMetricPush(registry, metricChannel, cfg.metricsIntervalMs, counters.metrics, drain);
   // Decisions are counted in plain numbers per attribute set and observed at collection: a
   // synchronous counter would hash its attributes on every call (the SDK's largest per-call cost).
   // Each entry also holds the attribute set of its latency series (the same without the reason),
   // so a call costs one lookup for both metrics.
-  const decisionCounts = new Map<string, { readonly attrs: Attributes; readonly latencyAttrs: Attributes; n: number }>();
+  const decisionCounts = new Map<string, DecisionCount>();
   registry.observableCounter({ name: sc.M_DECISIONS, description: 'Authorization decisions, by service, direction, decision and reason code.', unit: '{decision}' }, (observe) => {
     for (const c of decisionCounts.values()) observe(c.n, c.attrs);
   });
+  // The last attribute set counted answers the next call without building its key (most calls
+  // in a row are alike).
+  let lastCount: DecisionCount | null = null;
+  const decisionOut: DecisionOut = {
+    logQueue,
+    service,
+    authz: authzDuration,
+    count(direction, decision, reason) {
+      const c = lastCount;
+      if (c !== null && c.direction === direction && c.decision === decision && c.reason === reason) return c;
+      const key = `${direction}|${decision}|${reason ?? ''}`;
+      let count = decisionCounts.get(key);
+      if (count === undefined) {
+        count = { direction, decision, reason, attrs: metricAttrs(direction, decision, reason), latencyAttrs: metricAttrs(direction, decision, null), n: 0 };
+        decisionCounts.set(key, count);
+      }
+      lastCount = count;
+      return count;
+    },
+  };
   const exchangeDuration = registry.histogram({
     name: sc.M_EXCHANGE_DURATION,
     description: 'Outbound token lookups: cache hits and token-endpoint requests, by outcome.',
@@ -425,6 +602,10 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
     return a;
   }
 
+  /**
+   * A decision: its trace context now (the ids go to the next hop in `fwd`), everything else
+   * later (`DecisionLater`, `Deferred`).
+   */
   function begin(
     direction: 'inbound' | 'outbound',
     r: DecisionRecord,
@@ -436,16 +617,12 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
   ): CallSpan | null {
     const decision = decisionOf(r);
     const reason: string | null = r.code ?? r.dryRunCode;
-    const key = `${direction}|${decision}|${reason ?? ''}`;
-    let count = decisionCounts.get(key);
-    if (count !== undefined) count.n++;
-    else {
-      count = { attrs: metricAttrs(direction, decision, reason), latencyAttrs: metricAttrs(direction, decision, null), n: 1 };
-      decisionCounts.set(key, count);
+    const at = now();
+    const authzS = startedAt > 0 ? Math.max(0, at - startedAt) / 1000 : -1;
+    if (spanOut === null && logQueue === null) {
+      later(new DecisionLater(decisionOut, direction, r, out, decision, reason, authzS, at, null, null, 0));
+      return null;
     }
-    if (startedAt > 0) authzDuration.record(Math.max(0, now() - startedAt) / 1000, count.latencyAttrs);
-    if (spanOut === null && logQueue === null) return null;
-    const rpc = rpcNameOf(r);
 
     const parent = remoteContext(raw);
     let traceId: string | null = parent === null ? null : parent.traceId;
@@ -460,6 +637,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       const sid = newSpanId();
       const sampled = sampler(decision, parent, tid);
       if (sampled) {
+        const rpc = rpcNameOf(r);
         span = new SpanHandle(
           spanOut,
           {
@@ -489,30 +667,7 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
         if (parent === null && fwd['tracestate'] !== undefined) delete fwd['tracestate'];
       }
     }
-    if (logQueue !== null) {
-      const w = logQueue.open();
-      if (w !== null) {
-        const route = r.route === null ? null : cut(r.route);
-        const m = beginLog(
-          w,
-          r.time,
-          now(),
-          decision === 'allow' ? SEVERITY_INFO : SEVERITY_WARN,
-          decision === 'allow' ? 'INFO' : 'WARN',
-          `${decision} ${route ?? knownMethod(r.method)}${reason === null ? '' : ` ${reason}`}${r.rule === null ? '' : ` rule=${r.rule}`}${r.dryRunRule === null ? '' : ` dry-run-rule=${r.dryRunRule}`}`,
-          sc.DECISION_EVENT,
-          traceId,
-          spanId,
-          flags,
-        );
-        writeCallAttributes(w, 6, service, direction, r, rpc, out, decision, reason, null);
-        if (r.subject !== null) attrString(w, 6, sc.ENDUSER_ID, r.subject);
-        if (route !== null) attrString(w, 6, sc.WARD_ROUTE, route);
-        if (rpc !== null) kv.httpMethod.write(w, 6, r.method);
-        endLog(w, m);
-        logQueue.commit();
-      }
-    }
+    later(new DecisionLater(decisionOut, direction, r, out, decision, reason, authzS, at, traceId, spanId, flags));
     return span;
   }
 
@@ -586,14 +741,17 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
       },
     },
     metricsText() {
+      drain();
       return Promise.resolve(serializePrometheus(registry.collect()));
     },
     counters: () => counters,
     async flush(timeoutMs) {
+      drain();
       await Promise.all([spanQueue?.flush(timeoutMs), logQueue?.flush(timeoutMs)]);
     },
     shutdown(timeoutMs) {
       shut ??= (async () => {
+        drain();
         await Promise.all([spanQueue?.close(timeoutMs), logQueue?.close(timeoutMs)]);
         // a last metrics push, so the final counts are not lost
         if (push !== null) {
@@ -612,12 +770,14 @@ export function startTelemetry(cfg: ResolvedTelemetry, opts: TelemetryOptions): 
  * Pushes the registry's metrics over OTLP every `intervalMs` (cumulative, so a lost push loses
  * only freshness). One export in flight at a time: a tick that finds one running is skipped.
  * The channel bounds each export by the target's `timeoutMs`. `stop()` ends the timer and makes
- * a last push, so counts from the final interval are not lost.
+ * a last push, so counts from the final interval are not lost. `before` runs ahead of every
+ * collection (it writes the decisions counted later, `Deferred`).
  */
-function startMetricPush(registry: MetricRegistry, channel: OtlpChannel, intervalMs: number, counters: ExportCounters): { stop(): Promise<void> } {
+function startMetricPush(registry: MetricRegistry, channel: OtlpChannel, intervalMs: number, counters: ExportCounters, before: () => void): { stop(): Promise<void> } {
   let inFlight: Promise<void> | null = null;
   const once = (): Promise<void> => {
     if (inFlight !== null) return inFlight;
+    before();
     const rm = registry.collect();
     let n = 0;
     for (const s of rm.scopeMetrics) n += s.metrics.length;

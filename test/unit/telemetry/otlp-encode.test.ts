@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveTelemetry } from '../../../src/config/telemetry.ts';
 import { ERROR_TABLE } from '../../../src/errors/table.ts';
 import type { DecisionRecord } from '../../../src/inbound/types.ts';
@@ -129,6 +129,25 @@ describe('OTLP spans and decision log records written by ward', () => {
     ]);
   });
 
+  it('records and metrics left for after the call: a collection or a flush in the same turn has them (regression: written only at the end of the turn)', async () => {
+    const { t, col } = await setup();
+    const span = t.inbound.begin(record(), 1_700_000_000_100.25, [], {});
+    span?.end(200, 0, false);
+    t.inbound.begin(record({ decision: 'deny', code: 'ERR_POLICY_DENIED', rule: null }), 0, [], null)?.end(403, -1, false);
+    // same turn: nothing has run since the calls
+    expect(await t.metricsText()).toMatch(/^ward_decisions_total\{[^}]*ward_decision="allow"[^}]*\} 1$/m);
+    const flushed = t.flush(2000);
+    t.inbound.begin(record({ decisionId: 'd-3' }), 0, [], null);
+    await flushed;
+    expect(col.spans.flatMap((b) => b.items)).toHaveLength(2);
+    expect(col.logs.flatMap((b) => b.items).length).toBeGreaterThanOrEqual(2);
+    // the third decision, made after the flush began, is written at the end of its turn and
+    // exported by the queue's timer: no flush, no collection
+    await vi.waitFor(() => expect(col.logs.flatMap((b) => b.items)).toHaveLength(3), { timeout: 2000 });
+    expect(await t.metricsText()).toMatch(/^ward_decisions_total\{[^}]*ward_decision="allow"[^}]*\} 2$/m);
+    expect(col.logs.flatMap((b) => b.items).map((l) => l.body.stringValue)).toEqual(['allow /ward.demo.v1.Orders/GetOrder rule=readers', 'deny /ward.demo.v1.Orders/GetOrder ERR_POLICY_DENIED', 'allow /ward.demo.v1.Orders/GetOrder rule=readers']);
+  });
+
   it('metrics: pushes go on while the collector is down, each failure counted (a push that fails at once does not block the next)', async () => {
     // A closed port: the first push fails on the connection, the next ones at once, during the
     // client's reconnect backoff.
@@ -150,6 +169,8 @@ describe('OTLP spans and decision log records written by ward', () => {
     const span = t.inbound.begin(record(), 1_700_000_000_100.25, ['traceparent', TP, 'tracestate', 'congo=t61rcWkgMzE'], fwd);
     clock.now = 1_700_000_000_101.75;
     span?.end(200, 0, false);
+    // The span and the log record are encoded after the call's turn; their times are the call's.
+    clock.now = 1_700_000_000_250;
     await t.flush(2000);
 
     expect(col.spans).toHaveLength(1);
