@@ -2,7 +2,7 @@
  * The load benchmark (issue 8, BENCHMARKS.md): ward against the direct path, HAProxy 2.6
  * `jwt_verify` and a naive `node:http2` + jose proxy, under h2load, on one machine, in one run.
  *
- *   npm run bench                      # full run: every scenario, 3 interleaved rounds (~15 min)
+ *   npm run bench                      # full run: every scenario, 5 interleaved rounds (~45 min)
  *   npm run bench -- --quick           # 1 round, short phases (a smoke test of the harness)
  *   npm run bench -- --rounds 5 --scenarios direct,ward,haproxy
  *   npm run bench -- --profile --rates saturation   # ward alone under load with --cpu-prof; top functions
@@ -60,7 +60,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 const { values: opt } = parseArgs({
   options: {
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
     scenarios: { type: 'string', default: 'direct,ward,ward-nocache,ward-notel,haproxy,naive,ward-2w' },
     workloads: { type: 'string', default: 'grpc,get' },
     'sat-seconds': { type: 'string', default: '5' },
