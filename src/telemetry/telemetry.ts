@@ -131,7 +131,7 @@ function egressOutcome(e: EgressRecord): ExchangeOutcome {
 }
 
 /**
- * Telemetry work a call leaves to be done after it has moved on (`Later`): its decision log record
+ * Telemetry work a call leaves to be done after it has moved on (`later`): its decision log record
  * and metrics, its span once it ended. `write` encodes it into its export batch.
  */
 interface Deferred {
