@@ -16,6 +16,7 @@ import { isAccessTokenType, isCompactJws, parseJwt } from './jwt.ts';
 import { ASYMMETRIC_ALGS, IssuerSource } from './source.ts';
 import { supportsDirectVerify, verifyJwsSignature } from './verify.ts';
 import type { IssuerStatus, SourceSettings, SourceSpec } from './source.ts';
+import { isPromise } from '../lib/promise.ts';
 
 export type { IssuerStatus } from './source.ts';
 
@@ -140,10 +141,6 @@ type Done = (ctx: unknown, r: AuthResult) => void;
 /** `done` for `authenticate`: the context is the promise's resolve. */
 function settle(resolve: unknown, r: AuthResult): void {
   (resolve as (r: AuthResult) => void)(r);
-}
-
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return v instanceof Promise;
 }
 
 export function createAuthenticator(opts: AuthenticatorOptions): Authenticator {

@@ -9,6 +9,7 @@ import { grpcMethodOf, HTTP_METHODS, normalizeTarget, type PathOptions, queryHas
 import type { ErrorResponder } from './respond.ts';
 import type { SessionResume } from '../session/stage.ts';
 import type { AuthResult, DecisionRecord, InboundCounters, InboundDeps } from './types.ts';
+import { isPromise } from '../lib/promise.ts';
 
 /**
  * The order of the inbound stages: the only place that decides it (STYLE.md "shape of the
@@ -49,10 +50,6 @@ export interface Stack {
    * span in `ex.span`); the listener writes the answer and ends the span.
    */
   refuseUnparsed(ex: Exchange, code: ErrorCode, detail: string): void;
-}
-
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return typeof (v as { then?: unknown }).then === 'function';
 }
 
 export function createStack(o: StackOptions): Stack {
@@ -248,16 +245,7 @@ export function createStack(o: StackOptions): Stack {
         log.error('session resume threw', { decisionId: ex.decisionId, err });
         return deny(ex, 'ERR_INTERNAL', 'session resume threw');
       }
-      if (isPromise(s)) {
-        void s.then(
-          (res) => afterSession(ex, res),
-          (err: unknown) => {
-            log.error('session resume rejected', { decisionId: ex.decisionId, err });
-            if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'session resume rejected');
-          },
-        ).catch((err: unknown) => lateFailure(ex, err));
-        return;
-      }
+      if (isPromise(s)) return afterWait(ex, s, afterSession, 'session resume');
       return afterSession(ex, s);
     }
     authenticate(ex, e.token);
@@ -285,6 +273,20 @@ export function createStack(o: StackOptions): Stack {
    */
   function lateFailure(ex: Exchange, err: unknown): void {
     fail(ex, err, 'request stage threw after a wait');
+  }
+
+  /**
+   * A stage that waits: `next` gets its answer; a rejection (`what` rejected) refuses the call
+   * with ERR_INTERNAL unless it is over, and a throw in `next` fails it closed (`lateFailure`).
+   */
+  function afterWait<T>(ex: Exchange, p: Promise<T>, next: (ex: Exchange, v: T) => void, what: string): void {
+    void p.then(
+      (v) => next(ex, v),
+      (err: unknown) => {
+        log.error(`${what} rejected`, { decisionId: ex.decisionId, err });
+        if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', `${what} rejected`);
+      },
+    ).catch((err: unknown) => lateFailure(ex, err));
   }
 
   function afterSession(ex: Exchange, s: SessionResume): void {
@@ -320,13 +322,7 @@ export function createStack(o: StackOptions): Stack {
     if (authenticateThen !== undefined) return authenticateThen(token, ex, authenticated);
     const r = deps.authenticate(token);
     if (!isPromise(r)) return r;
-    void r.then(
-      (res) => authenticated(ex, res),
-      (err: unknown) => {
-        log.error('authenticate rejected', { decisionId: ex.decisionId, err });
-        if (!ex.closed && !ex.finished) deny(ex, 'ERR_INTERNAL', 'authenticate rejected');
-      },
-    ).catch((err: unknown) => lateFailure(ex, err));
+    afterWait(ex, r, authenticated, 'authenticate');
     return undefined;
   }
 

@@ -8,6 +8,7 @@ import { grpcMethodOf, HTTP_METHODS, queryHasAccessToken } from '../lib/normaliz
 import type { ErrorResponder } from '../inbound/respond.ts';
 import { type Authority, type Route, type Routes, splitAuthority } from './routes.ts';
 import type { OutboundCounters, OutboundDecisionRecord, OutboundDeps } from './types.ts';
+import { isPromise } from '../lib/promise.ts';
 
 /**
  * The order of the outbound (egress) stages: the only place that decides it. Each call the app
@@ -49,10 +50,6 @@ export interface OutboundStackOptions {
   readonly responder: ErrorResponder;
   readonly routes: Routes;
   readonly counters: OutboundCounters;
-}
-
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** An origin-form target we can forward verbatim: `/`, then visible ASCII except `#`. */

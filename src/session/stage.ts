@@ -29,6 +29,7 @@ import { createSignInClient, type ProviderFailure, type SignInClient, type Token
 import { denialPage, escapeHtml, methodNotAllowed, notFound, page, redirect, type SessionCall, textDenial } from './respond.ts';
 import { RESERVED_PREFIX, safeReturnPath } from './return-url.ts';
 import { deriveKeys, Sealer } from './seal.ts';
+import { isPromise } from '../lib/promise.ts';
 
 /**
  * Browser sign-in at the sidecar: the OIDC authorization code flow with PKCE (S256), `state` and
@@ -209,10 +210,6 @@ const SIGNED_OUT = `${RESERVED_PREFIX}signed-out`;
 const AUTHORITY = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 const NONE: SessionResume = Object.freeze({ kind: 'none' });
 const ANSWERED: SessionResume = Object.freeze({ kind: 'answered' });
-
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return typeof (v as { then?: unknown }).then === 'function';
-}
 
 function headerValue(v: number | string | string[] | undefined): string | undefined {
   if (v === undefined) return undefined;
